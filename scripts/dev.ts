@@ -1,0 +1,137 @@
+// `npm run dev`: the whole local stack on this machine, no Cloudflare account and no Docker.
+//   PostgreSQL (real server) ← Postgres-over-WebSocket proxy ← the Neon driver in the Worker
+//   redis-server (real)      ← Upstash-REST gateway          ← @upstash/redis in the Worker
+//   wrangler dev (workerd) on http://127.0.0.1:8787 with local KV, Durable Objects and cron
+// State lives in .lastmile/dev (git-ignored) and survives restarts. Ctrl-C stops everything it started.
+//
+// Options: --port N (8787), --state-dir DIR (.lastmile/dev), --quiet (no child logs).
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { LOCAL_KEYS, localWorkerVars } from "./lib/local-keys.ts";
+import { assertPortFree, StackError } from "./lib/ports.ts";
+import { stopAllChildren } from "./lib/processes.ts";
+import { type Stack, startStack } from "./lib/stack.ts";
+import { REPO_ROOT, type RunningWorker, startWorker } from "./lib/worker.ts";
+
+const { values: args } = parseArgs({
+  options: {
+    port: { type: "string", default: "8787" },
+    "state-dir": { type: "string", default: join(REPO_ROOT, ".lastmile", "dev") },
+    quiet: { type: "boolean", default: false },
+  },
+});
+const port = Number(args.port);
+const stateDir = resolve(args["state-dir"]);
+const defaultStateDir = stateDir === join(REPO_ROOT, ".lastmile", "dev");
+const lockFile = join(stateDir, "dev.json");
+const output = args.quiet ? "quiet" : "inherit";
+const say = (line: string) => console.log(`[dev] ${line}`);
+
+function running(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** A second `npm run dev` on the same state would fight over the same Postgres data: refuse, clearly. */
+function takeLock(): void {
+  if (existsSync(lockFile)) {
+    const previous = JSON.parse(readFileSync(lockFile, "utf8")) as { pid: number; url: string };
+    if (previous.pid !== process.pid && running(previous.pid)) {
+      throw new StackError(
+        `the local stack is already running (pid ${previous.pid}) at ${previous.url}; stop it with Ctrl-C ` +
+          `in its terminal or \`kill ${previous.pid}\`.`,
+      );
+    }
+  }
+  mkdirSync(stateDir, { recursive: true });
+  ownLock = true;
+  writeFileSync(
+    lockFile,
+    JSON.stringify({ pid: process.pid, url: `http://127.0.0.1:${port}`, startedAt: new Date().toISOString() }),
+  );
+}
+
+let stack: Stack | undefined;
+let worker: RunningWorker | undefined;
+let stopping = false;
+let ownLock = false;
+
+async function shutdown(code: number): Promise<never> {
+  if (!stopping) {
+    stopping = true;
+    say("stopping …");
+    await worker?.stop().catch(() => {});
+    await stack?.stop().catch(() => {});
+    await stopAllChildren();
+    if (ownLock) rmSync(lockFile, { force: true });
+    say("stopped");
+  }
+  process.exit(code);
+}
+
+async function main(): Promise<void> {
+  takeLock();
+  process.on("SIGINT", () => void shutdown(0));
+  process.on("SIGTERM", () => void shutdown(0));
+  await assertPortFree(port, "the Worker");
+
+  stack = await startStack({
+    stateDir,
+    database: "lastmile",
+    redisToken: LOCAL_KEYS.redisToken,
+    persistRedis: true,
+    // Postgres and Redis are chatty; their last lines are shown if they fail to start.
+    output: "quiet",
+    log: say,
+  });
+  const vars = { ...localWorkerVars(), ...stack.vars };
+  writeFileSync(
+    lockFile,
+    JSON.stringify({ pid: process.pid, url: `http://127.0.0.1:${port}`, ports: stack.ports, pids: stack.pids }),
+  );
+
+  say(`worker: starting wrangler dev on http://127.0.0.1:${port}`);
+  worker = await startWorker({
+    port,
+    persistTo: join(stateDir, "wrangler"),
+    varsFile: defaultStateDir ? join(REPO_ROOT, ".dev.vars") : join(stateDir, ".dev.vars"),
+    vars,
+    output,
+  });
+  worker.child.exited.then((code) => {
+    if (!stopping) {
+      say(`wrangler dev exited (${code}); stopping the stack`);
+      void shutdown(1);
+    }
+  });
+
+  const health = (await (await fetch(`${worker.url}/health`)).json()) as {
+    status: string;
+    checks: Record<string, { status: string; latencyMs: number }>;
+  };
+  const checks = Object.entries(health.checks)
+    .map(([name, c]) => `${name} ${c.status} (${c.latencyMs} ms)`)
+    .join(", ");
+  console.log(`
+  Lastmile is running at ${worker.url}   (Ctrl-C stops everything)
+
+  health        curl ${worker.url}/health        → ${health.status}: ${checks}
+  cron          curl "${worker.url}/__scheduled?cron=*/15+*+*+*+*"
+  keys          write key ${LOCAL_KEYS.writeKey} · server key ${LOCAL_KEYS.serverKey} · admin key ${LOCAL_KEYS.adminKey}
+  postgres      ${stack.vars.DATABASE_URL}
+  redis (REST)  ${stack.vars.UPSTASH_REDIS_REST_URL}  token ${LOCAL_KEYS.redisToken}
+  state         ${stateDir}
+`);
+}
+
+main().catch(async (error: unknown) => {
+  console.error(
+    `[dev] ${error instanceof StackError ? error.message : error instanceof Error ? error.stack : String(error)}`,
+  );
+  await shutdown(1);
+});

@@ -1,0 +1,47 @@
+// The HTTP API: request ids, the one error model, and route mounting. Routes:
+//   GET /health   dependency status and latency (docs/api.md)
+import { Hono } from "hono";
+import { ApiError, errorBody } from "./errors.ts";
+import { healthRoute } from "./health.ts";
+import { log } from "./log.ts";
+
+export interface AppEnv {
+  Bindings: Env;
+  Variables: { requestId: string };
+}
+
+export function createApp(): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+
+  app.use(async (c, next) => {
+    // Cloudflare's ray id ties our logs to Cloudflare's; locally there is none.
+    const requestId = c.req.header("cf-ray") ?? crypto.randomUUID();
+    c.set("requestId", requestId);
+    await next();
+    c.header("x-request-id", requestId);
+  });
+
+  app.get("/health", healthRoute);
+
+  app.notFound((c) => {
+    const error = new ApiError("not_found", `no route for ${c.req.method} ${new URL(c.req.url).pathname}`);
+    return c.json(errorBody(error, c.get("requestId")), error.status);
+  });
+
+  app.onError((err, c) => {
+    const requestId = c.get("requestId") ?? crypto.randomUUID();
+    const error = err instanceof ApiError ? err : new ApiError("internal_error", "internal error", { cause: err });
+    if (error.status >= 500) {
+      log("error", error.message, {
+        requestId,
+        code: error.code,
+        cause: String(err instanceof ApiError ? err.cause : err),
+      });
+    }
+    for (const [name, value] of Object.entries(error.headers ?? {})) c.header(name, value);
+    c.header("x-request-id", requestId);
+    return c.json(errorBody(error, requestId), error.status);
+  });
+
+  return app;
+}

@@ -1,0 +1,118 @@
+// GET /health: each dependency probed in parallel under its own deadline, with status and latency. The
+// endpoint itself always answers (200) while the Worker runs; `?strict=1` answers 503 when anything is not ok,
+// for monitors that only read the status code.
+import type { Context } from "hono";
+import type { AppEnv } from "./app.ts";
+import { configOrThrow } from "./config.ts";
+import { describeError } from "./log.ts";
+import { openClient } from "./stores/db.ts";
+import { openRedis } from "./stores/redis.ts";
+
+export type ProbeStatus = "ok" | "error" | "not_configured";
+
+export interface ProbeResult {
+  status: ProbeStatus;
+  latencyMs: number;
+  error?: { code: "timeout" | "failed"; message: string };
+}
+
+export interface HealthReport {
+  status: "ok" | "degraded";
+  service: "lastmile";
+  environment: string;
+  time: string;
+  checks: Record<"postgres" | "redis" | "kv" | "durableObjects", ProbeResult>;
+}
+
+/** The Durable Object name the health probe calls; never a real user's id (those are prefixed). */
+export const HEALTH_OBJECT_NAME = "health:probe";
+export const HEALTH_KV_KEY = "health:probe";
+
+class ProbeTimeout extends Error {}
+
+async function probe(
+  timeoutMs: number,
+  work: (signal: AbortSignal) => Promise<unknown>,
+  cleanup?: () => Promise<unknown>,
+): Promise<ProbeResult> {
+  const started = performance.now();
+  const controller = new AbortController();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      controller.abort();
+      reject(new ProbeTimeout());
+    }, timeoutMs);
+  });
+  try {
+    await Promise.race([work(controller.signal), deadline]);
+    return { status: "ok", latencyMs: elapsed(started) };
+  } catch (error) {
+    return {
+      status: "error",
+      latencyMs: elapsed(started),
+      error:
+        error instanceof ProbeTimeout
+          ? { code: "timeout", message: `no answer within ${timeoutMs} ms` }
+          : { code: "failed", message: describeError(error) },
+    };
+  } finally {
+    if (timer !== undefined) clearTimeout(timer);
+    // Not awaited: closing a connection that never opened can hang, and the answer must not wait for it.
+    cleanup?.().catch(() => {});
+  }
+}
+
+function elapsed(started: number): number {
+  return Math.round((performance.now() - started) * 100) / 100;
+}
+
+const notConfigured: ProbeResult = { status: "not_configured", latencyMs: 0 };
+
+export async function checkHealth(env: Env): Promise<HealthReport> {
+  const config = configOrThrow(env);
+  const timeoutMs = config.healthTimeoutMs;
+
+  const postgres = async (): Promise<ProbeResult> => {
+    if (!config.database) return notConfigured;
+    const client = openClient(config.database);
+    return probe(
+      timeoutMs,
+      async () => {
+        await client.connect();
+        await client.query("select 1");
+      },
+      () => client.end(),
+    );
+  };
+
+  const redis = async (): Promise<ProbeResult> => {
+    if (!config.redis) return notConfigured;
+    const settings = config.redis;
+    return probe(timeoutMs, async (signal) => {
+      const pong = await openRedis({ ...settings, signal }).ping();
+      if (pong !== "PONG") throw new Error(`unexpected PING reply: ${String(pong)}`);
+    });
+  };
+
+  const kv = () => probe(timeoutMs, () => env.ONLINE_STORE.get(HEALTH_KV_KEY));
+  const durableObjects = () => probe(timeoutMs, () => env.SESSION_STATE.getByName(HEALTH_OBJECT_NAME).ping());
+
+  const [pg, rd, k, dos] = await Promise.all([postgres(), redis(), kv(), durableObjects()]);
+  const checks = { postgres: pg, redis: rd, kv: k, durableObjects: dos };
+  return {
+    status: Object.values(checks).every((c) => c.status === "ok") ? "ok" : "degraded",
+    service: "lastmile",
+    environment: config.environment,
+    time: new Date().toISOString(),
+    checks,
+  };
+}
+
+export async function healthRoute(c: Context<AppEnv>): Promise<Response> {
+  const report = await checkHealth(c.env);
+  const strict = c.req.query("strict");
+  const status = strict !== undefined && strict !== "0" && report.status !== "ok" ? 503 : 200;
+  c.header("cache-control", "no-store");
+  return c.json(report, status);
+}

@@ -1,0 +1,71 @@
+// Postgres through the Neon serverless driver, the same code in production (Neon) and locally (a real
+// Postgres behind a Postgres-over-WebSocket proxy). Connections open and close within one invocation:
+// a Worker may not keep sockets across requests.
+import { Client, neonConfig, Pool } from "@neondatabase/serverless";
+import { drizzle } from "drizzle-orm/neon-serverless";
+import * as schema from "./schema.ts";
+
+export interface DbSettings {
+  databaseUrl: string;
+  /**
+   * `host:port/path` of a local Postgres-over-WebSocket proxy. Used only when the database URL points at this
+   * machine (localhost, 127.0.0.0/8, ::1); a Neon URL always goes through Neon's own proxy over TLS.
+   */
+  localWsProxy?: string | undefined;
+}
+
+const LOCAL_HOSTS = /^(localhost|127(?:\.\d{1,3}){3}|\[::1\])$/;
+
+export function isLocalDatabase(databaseUrl: string): boolean {
+  try {
+    return LOCAL_HOSTS.test(new URL(databaseUrl).hostname);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Points the driver at the local proxy when the URL is local. The settings are the driver's global ones:
+ * one isolate serves one deployment, which is either local or not.
+ */
+export function configureNeon(settings: DbSettings): void {
+  if (!isLocalDatabase(settings.databaseUrl)) return;
+  if (!settings.localWsProxy) {
+    throw new Error("a local DATABASE_URL needs NEON_LOCAL_WS_PROXY (host:port/path of the WebSocket proxy)");
+  }
+  const proxy = settings.localWsProxy;
+  neonConfig.wsProxy = (host, port) => `${proxy}?address=${host}:${port}`;
+  // Plain ws:// to the loopback proxy, and no TLS to Postgres behind it.
+  neonConfig.useSecureWebSocket = false;
+  neonConfig.forceDisablePgSSL = true;
+  neonConfig.pipelineTLS = false;
+  neonConfig.pipelineConnect = false;
+}
+
+/**
+ * The driver reports a socket that closes after (or while) we end it as an 'error' event; with no listener
+ * that event would be an uncaught exception. Query failures still reach the caller through rejected promises.
+ */
+function ignoreLateSocketErrors(emitter: { on(event: "error", listener: (error: Error) => void): unknown }) {
+  emitter.on("error", () => {});
+}
+
+/** A pool for one invocation; call `end()` before the invocation finishes. */
+export function openPool(settings: DbSettings): Pool {
+  configureNeon(settings);
+  const pool = new Pool({ connectionString: settings.databaseUrl, max: 4 });
+  ignoreLateSocketErrors(pool);
+  return pool;
+}
+
+export function openClient(settings: DbSettings): Client {
+  configureNeon(settings);
+  const client = new Client(settings.databaseUrl);
+  ignoreLateSocketErrors(client);
+  return client;
+}
+
+export function drizzleOn(pool: Pool) {
+  return drizzle({ client: pool, schema });
+}
+export type Database = ReturnType<typeof drizzleOn>;

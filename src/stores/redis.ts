@@ -1,0 +1,22 @@
+// Upstash Redis over REST: the event stream the warehouse loader drains and the global real-time counters.
+// Locally the same client talks to a real redis-server through an Upstash-compatible REST gateway.
+import { Redis } from "@upstash/redis/cloudflare";
+
+export interface RedisSettings {
+  url: string;
+  token: string;
+  /** Network retries inside the client; probes and the request path want none (they have deadlines). */
+  retries?: number;
+  signal?: AbortSignal;
+}
+
+export function openRedis(settings: RedisSettings): Redis {
+  return new Redis({
+    url: settings.url,
+    token: settings.token,
+    enableTelemetry: false,
+    retry: settings.retries ? { retries: settings.retries } : false,
+    ...(settings.signal ? { signal: settings.signal } : {}),
+  });
+}
+export type { Redis };

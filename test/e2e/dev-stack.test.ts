@@ -1,0 +1,179 @@
+// `npm run dev` as a newcomer runs it: the whole stack under wrangler dev, /health over HTTP, dependency
+// faults seen by /health, a second instance refused, a taken port refused, and Ctrl-C leaving no orphan.
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createServer, type Server } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { freePort } from "../../scripts/lib/ports.ts";
+import type { HealthReport } from "../../src/health.ts";
+
+const root = join(import.meta.dirname, "..", "..");
+const stateDir = mkdtempSync(join(tmpdir(), "lastmile-e2e-"));
+
+interface Dev {
+  proc: ChildProcess;
+  output: () => string;
+  exited: Promise<number | null>;
+}
+
+function startDev(port: number, dir = stateDir): Dev {
+  const proc = spawn(
+    process.execPath,
+    [join(root, "scripts", "dev.ts"), "--port", String(port), "--state-dir", dir, "--quiet"],
+    {
+      cwd: root,
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
+  let output = "";
+  proc.stdout?.on("data", (d: Buffer) => {
+    output += d.toString();
+  });
+  proc.stderr?.on("data", (d: Buffer) => {
+    output += d.toString();
+  });
+  const exited = new Promise<number | null>((resolve) => proc.once("exit", (code) => resolve(code)));
+  return { proc, output: () => output, exited };
+}
+
+function alive(pid: number | undefined): boolean {
+  if (!pid) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Every process below `pid`, from `ps` (works on Linux and macOS). */
+function descendants(pid: number): number[] {
+  const table = execFileSync("ps", ["-A", "-o", "pid=,ppid="], { encoding: "utf8" })
+    .trim()
+    .split("\n")
+    .map((line) => line.trim().split(/\s+/).map(Number) as [number, number]);
+  const found: number[] = [];
+  const queue = [pid];
+  while (queue.length) {
+    const parent = queue.shift();
+    for (const [child, ppid] of table) {
+      if (ppid === parent) {
+        found.push(child);
+        queue.push(child);
+      }
+    }
+  }
+  return found;
+}
+
+async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await fn().catch(() => undefined);
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+async function health(url: string): Promise<HealthReport> {
+  const res = await fetch(`${url}/health`, { signal: AbortSignal.timeout(10_000) });
+  expect(res.status).toBe(200);
+  return (await res.json()) as HealthReport;
+}
+
+let dev: Dev;
+let url: string;
+let pids: { postgres: number; redis: number };
+
+beforeAll(async () => {
+  const port = await freePort();
+  url = `http://127.0.0.1:${port}`;
+  dev = startDev(port);
+  await until("the dev stack", async () => ((await health(url)).status === "ok" ? true : undefined), 150_000);
+  pids = JSON.parse(readFileSync(join(stateDir, "dev.json"), "utf8")).pids;
+});
+
+afterAll(async () => {
+  if (dev?.proc.exitCode === null) {
+    dev.proc.kill("SIGINT");
+    await dev.exited;
+  }
+  rmSync(stateDir, { recursive: true, force: true });
+});
+
+describe("npm run dev", () => {
+  it("serves /health with every dependency ok", async () => {
+    const report = await health(url);
+    expect(Object.fromEntries(Object.entries(report.checks).map(([k, v]) => [k, v.status]))).toEqual({
+      postgres: "ok",
+      redis: "ok",
+      kv: "ok",
+      durableObjects: "ok",
+    });
+    expect(dev.output()).toContain("local-write-key");
+  });
+
+  it("refuses a second instance on the same state, clearly, and leaves the first running", async () => {
+    const second = startDev(await freePort());
+    expect(await second.exited).toBe(1);
+    expect(second.output()).toMatch(/already running \(pid \d+\)/);
+    expect((await health(url)).status).toBe("ok");
+  });
+
+  it("refuses a taken port with a clear message before starting anything", async () => {
+    const blocker: Server = createServer();
+    const port = await freePort();
+    await new Promise<void>((r) => blocker.listen(port, "127.0.0.1", () => r()));
+    const other = mkdtempSync(join(tmpdir(), "lastmile-e2e-port-"));
+    try {
+      const third = startDev(port, other);
+      expect(await third.exited).toBe(1);
+      expect(third.output()).toContain(`port 127.0.0.1:${port} (the Worker) is already in use`);
+      expect(third.output()).not.toContain("postgres: starting");
+    } finally {
+      blocker.close();
+      rmSync(other, { recursive: true, force: true });
+    }
+  });
+
+  it("reports a stopped Redis, then a stopped Postgres, as errors within seconds while still answering", async () => {
+    process.kill(pids.redis, "SIGKILL");
+    const started = Date.now();
+    const redisDown = await until(
+      "redis error",
+      async () => {
+        const r = await health(url);
+        return r.checks.redis.status === "error" ? r : undefined;
+      },
+      10_000,
+    );
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(redisDown.checks.postgres.status).toBe("ok");
+
+    process.kill(pids.postgres, "SIGKILL");
+    const pgDown = await until(
+      "postgres error",
+      async () => {
+        const r = await health(url);
+        return r.checks.postgres.status === "error" ? r : undefined;
+      },
+      10_000,
+    );
+    expect(pgDown.status).toBe("degraded");
+    expect(pgDown.checks.kv.status).toBe("ok");
+    expect(pgDown.checks.durableObjects.status).toBe("ok");
+  });
+
+  it("stops everything it started on Ctrl-C", async () => {
+    const started = descendants(dev.proc.pid ?? 0);
+    expect(started.length).toBeGreaterThan(0); // wrangler and its workerd at least
+    dev.proc.kill("SIGINT");
+    expect(await dev.exited).toBe(0);
+    await until("every child to exit", async () => (started.every((pid) => !alive(pid)) ? true : undefined), 15_000);
+    const res = await fetch(`${url}/health`).catch((e: unknown) => e);
+    expect(res).toBeInstanceOf(Error);
+  });
+});
