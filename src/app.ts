@@ -1,6 +1,7 @@
 // The HTTP API: request ids, the one error model, and route mounting. Routes:
 //   GET /health   dependency status and latency (docs/api.md)
 import { Hono } from "hono";
+import { benchRoutes } from "./bench/routes.ts";
 import { ApiError, errorBody } from "./errors.ts";
 import { healthRoute } from "./health.ts";
 import { log } from "./log.ts";
@@ -22,6 +23,7 @@ export function createApp(): Hono<AppEnv> {
   });
 
   app.get("/health", healthRoute);
+  app.route("/", benchRoutes);
 
   app.notFound((c) => {
     const error = new ApiError("not_found", `no route for ${c.req.method} ${new URL(c.req.url).pathname}`);

@@ -1,0 +1,65 @@
+import { describe, expect, it } from "vitest";
+import { ConfigError, loadConfig } from "../../src/config.ts";
+import { ApiError, ERROR_STATUS, errorBody } from "../../src/errors.ts";
+import { describeError } from "../../src/log.ts";
+import { isLocalDatabase } from "../../src/stores/db.ts";
+
+// Only the string settings matter to the loader; bindings are not read there.
+function env(vars: Record<string, string>): Env {
+  return { LASTMILE_ENV: "test", HEALTH_TIMEOUT_MS: "", NEON_LOCAL_WS_PROXY: "", ...vars } as unknown as Env;
+}
+
+describe("loadConfig", () => {
+  it("splits comma-separated key lists and drops blanks", () => {
+    const config = loadConfig(env({ ADMIN_KEYS: " a , b,,c ", SERVER_KEYS: "" }));
+    expect(config.adminKeys).toEqual(["a", "b", "c"]);
+    expect(config.serverKeys).toEqual([]);
+  });
+
+  it("leaves Postgres and Redis unconfigured when their secrets are absent", () => {
+    const config = loadConfig(env({}));
+    expect(config.database).toBeUndefined();
+    expect(config.redis).toBeUndefined();
+    expect(config.healthTimeoutMs).toBe(2000);
+  });
+
+  it("rejects malformed settings with a message naming the setting", () => {
+    expect(() => loadConfig(env({ DATABASE_URL: "not a url" }))).toThrow(/DATABASE_URL/);
+    expect(() => loadConfig(env({ UPSTASH_REDIS_REST_URL: "http://x" }))).toThrow(ConfigError);
+    expect(() => loadConfig(env({ HEALTH_TIMEOUT_MS: "-5" }))).toThrow(/HEALTH_TIMEOUT_MS/);
+  });
+
+  it("reads each env object once", () => {
+    const e = env({ ADMIN_KEYS: "a" });
+    expect(loadConfig(e)).toBe(loadConfig(e));
+  });
+});
+
+describe("error model", () => {
+  it("maps every code to a 4xx or 5xx status", () => {
+    for (const status of Object.values(ERROR_STATUS)) expect(status).toBeGreaterThanOrEqual(400);
+    expect(new ApiError("payload_too_large", "x").status).toBe(413);
+  });
+
+  it("puts code, message, requestId and details in one error object", () => {
+    const body = errorBody(new ApiError("validation_failed", "bad", { details: { field: "userId" } }), "r1");
+    expect(body).toEqual({ error: { code: "validation_failed", message: "bad", requestId: "r1", field: "userId" } });
+  });
+});
+
+describe("isLocalDatabase", () => {
+  it("treats loopback hosts as local and everything else as Neon", () => {
+    expect(isLocalDatabase("postgres://u:p@127.0.0.1:5432/db")).toBe(true);
+    expect(isLocalDatabase("postgres://u:p@localhost/db")).toBe(true);
+    expect(isLocalDatabase("postgres://u:p@ep-cool-1.eu-central-1.aws.neon.tech/db")).toBe(false);
+    expect(isLocalDatabase("postgres://u:p@127.evil.com/db")).toBe(false);
+  });
+});
+
+describe("describeError", () => {
+  it("removes credentials from connection strings", () => {
+    expect(describeError(new Error("cannot reach postgres://me:pw@host/db"))).toBe(
+      "cannot reach postgres://***@host/db",
+    );
+  });
+});
