@@ -92,7 +92,13 @@ beforeAll(async () => {
   const port = await freePort();
   url = `http://127.0.0.1:${port}`;
   dev = startDev(port);
-  await until("the dev stack", async () => ((await health(url)).status === "ok" ? true : undefined), 150_000);
+  // The launcher prints its banner (URLs, keys) once the Worker answers: that is "ready" for a person too.
+  const deadline = Date.now() + 150_000;
+  while (!dev.output().includes("Lastmile is running")) {
+    if (dev.proc.exitCode !== null) throw new Error(`npm run dev exited early:\n${dev.output()}`);
+    if (Date.now() > deadline) throw new Error(`npm run dev was not ready in time:\n${dev.output()}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
   pids = JSON.parse(readFileSync(join(stateDir, "dev.json"), "utf8")).pids;
 });
 
