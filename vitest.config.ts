@@ -13,6 +13,8 @@ process.env.CLOUDFLARE_CF_FETCH_ENABLED = "false";
 export default defineConfig({
   test: {
     globalSetup: ["./test/support/global-setup.ts"],
+    // Logs of passing tests are noise; a failing test still shows its own.
+    silent: "passed-only",
     projects: [
       {
         test: { name: "unit", include: ["test/unit/**/*.test.ts"], environment: "node" },

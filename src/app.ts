@@ -1,7 +1,11 @@
 // The HTTP API: request ids, the one error model, and route mounting. Routes:
-//   GET /health   dependency status and latency (docs/api.md)
+//   GET /health      dependency status and latency (docs/api.md)
+//   POST /v1/…       collection, Segment/RudderStack-compatible (src/collect/routes.ts, docs/collection.md)
+//   /v1/admin/…      admin API, admin key (src/admin/routes.ts)
 import { Hono } from "hono";
+import { adminRoutes } from "./admin/routes.ts";
 import { benchRoutes } from "./bench/routes.ts";
+import { collectRoutes } from "./collect/routes.ts";
 import { ApiError, errorBody } from "./errors.ts";
 import { healthRoute } from "./health.ts";
 import { log } from "./log.ts";
@@ -24,6 +28,8 @@ export function createApp(): Hono<AppEnv> {
 
   app.get("/health", healthRoute);
   app.route("/", benchRoutes);
+  app.route("/", collectRoutes);
+  app.route("/", adminRoutes);
 
   app.notFound((c) => {
     const error = new ApiError("not_found", `no route for ${c.req.method} ${new URL(c.req.url).pathname}`);

@@ -2,6 +2,23 @@
 // hands the rest of the code typed settings. Secrets are documented in docs/configuration.md.
 import { ApiError } from "./errors.ts";
 
+/** A collection source: one write key, as configured in the SOURCES secret (docs/configuration.md#sources). */
+export interface Source {
+  id: string;
+  writeKey: string;
+  enabled: boolean;
+  /** Origins whose pages may send to it (CORS): exact origins like "https://shop.example", or "*". */
+  allowedOrigins: readonly string[];
+  /** Server-side senders (few IPs, many requests) skip the per-IP rate limit. */
+  trustedServer: boolean;
+}
+
+export interface Sources {
+  list: readonly Source[];
+  byWriteKey: ReadonlyMap<string, Source>;
+  byId: ReadonlyMap<string, Source>;
+}
+
 export interface Config {
   environment: string;
   /** Absent until DATABASE_URL is set; the request path works without it (health reports it). */
@@ -10,6 +27,7 @@ export interface Config {
   adminKeys: readonly string[];
   serverKeys: readonly string[];
   healthTimeoutMs: number;
+  sources: Sources;
 }
 
 const cache = new WeakMap<object, Config>();
@@ -42,19 +60,116 @@ export class ConfigError extends Error {
   override name = "ConfigError";
 }
 
+/** Environments where an unset SOURCES means the documented local source instead of none. */
+const LOCAL_ENVIRONMENTS = new Set(["development", "test"]);
+
+/**
+ * The local stack's source (write key `local-write-key`). trustedServer because every local client shares
+ * 127.0.0.1: the per-IP limit would throttle the benchmarks, which send far more than one visitor could.
+ */
+export const LOCAL_SOURCE: Source = {
+  id: "local",
+  writeKey: "local-write-key",
+  enabled: true,
+  allowedOrigins: ["*"],
+  trustedServer: true,
+};
+
+const SOURCE_FIELDS = new Set(["id", "writeKey", "enabled", "allowedOrigins", "trustedServer"]);
+/** Source ids appear in URLs, logs and Durable Object names: keep them plain. */
+const SOURCE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+function origin(where: string, value: unknown): string {
+  if (value === "*") return "*";
+  if (typeof value === "string") {
+    try {
+      const url = new URL(value);
+      // Only scheme://host[:port]: an origin never has a path, and "https://shop.example/" is a common slip.
+      if (url.origin !== "null" && url.origin.toLowerCase() === value.replace(/\/$/, "").toLowerCase()) {
+        return url.origin;
+      }
+    } catch {
+      // reported below
+    }
+  }
+  throw new ConfigError(`${where} must be "*" or an origin like "https://shop.example"`);
+}
+
+function bool(where: string, value: unknown, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== "boolean") throw new ConfigError(`${where} must be true or false`);
+  return value;
+}
+
+/** Parses SOURCES. Messages name the entry and field, never a write key. */
+export function parseSources(value: string | undefined, environment: string): Sources {
+  let list: Source[];
+  if (value === undefined || value.trim() === "") {
+    list = LOCAL_ENVIRONMENTS.has(environment) ? [LOCAL_SOURCE] : [];
+  } else {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(value);
+    } catch {
+      throw new ConfigError("SOURCES is not valid JSON");
+    }
+    if (!Array.isArray(parsed)) throw new ConfigError("SOURCES must be a JSON array of sources");
+    list = parsed.map((entry: unknown, i) => {
+      const where = `SOURCES[${i}]`;
+      if (typeof entry !== "object" || entry === null || Array.isArray(entry)) {
+        throw new ConfigError(`${where} must be an object`);
+      }
+      const e = entry as Record<string, unknown>;
+      for (const key of Object.keys(e)) {
+        if (!SOURCE_FIELDS.has(key)) throw new ConfigError(`${where} has an unknown field "${key}"`);
+      }
+      if (typeof e.id !== "string" || !SOURCE_ID.test(e.id)) {
+        throw new ConfigError(`${where}.id must be 1–64 letters, digits, ".", "_" or "-"`);
+      }
+      if (typeof e.writeKey !== "string" || e.writeKey.trim() === "" || e.writeKey !== e.writeKey.trim()) {
+        throw new ConfigError(`${where}.writeKey must be a non-empty string without surrounding spaces`);
+      }
+      const origins = e.allowedOrigins ?? [];
+      if (!Array.isArray(origins)) throw new ConfigError(`${where}.allowedOrigins must be an array`);
+      return {
+        id: e.id,
+        writeKey: e.writeKey,
+        enabled: bool(`${where}.enabled`, e.enabled, true),
+        allowedOrigins: origins.map((o: unknown, j) => origin(`${where}.allowedOrigins[${j}]`, o)),
+        trustedServer: bool(`${where}.trustedServer`, e.trustedServer, false),
+      };
+    });
+  }
+  const byWriteKey = new Map<string, Source>();
+  const byId = new Map<string, Source>();
+  list.forEach((source, i) => {
+    if (byId.has(source.id)) throw new ConfigError(`SOURCES[${i}].id "${source.id}" is used twice`);
+    if (byWriteKey.has(source.writeKey)) {
+      throw new ConfigError(
+        `SOURCES[${i}].writeKey is also the write key of source "${byWriteKey.get(source.writeKey)?.id}"`,
+      );
+    }
+    byId.set(source.id, source);
+    byWriteKey.set(source.writeKey, source);
+  });
+  return { list, byWriteKey, byId };
+}
+
 export function loadConfig(env: Env): Config {
   const cached = cache.get(env);
   if (cached) return cached;
   const databaseUrl = url("DATABASE_URL", env.DATABASE_URL);
   const redisUrl = url("UPSTASH_REDIS_REST_URL", env.UPSTASH_REDIS_REST_URL);
   if (redisUrl && !env.UPSTASH_REDIS_REST_TOKEN) throw new ConfigError("UPSTASH_REDIS_REST_TOKEN is missing");
+  const environment = env.LASTMILE_ENV || "production";
   const config: Config = {
-    environment: env.LASTMILE_ENV || "production",
+    environment,
     database: databaseUrl ? { databaseUrl, localWsProxy: env.NEON_LOCAL_WS_PROXY || undefined } : undefined,
     redis: redisUrl ? { url: redisUrl, token: env.UPSTASH_REDIS_REST_TOKEN } : undefined,
     adminKeys: keyList(env.ADMIN_KEYS),
     serverKeys: keyList(env.SERVER_KEYS),
     healthTimeoutMs: positiveInt("HEALTH_TIMEOUT_MS", env.HEALTH_TIMEOUT_MS, 2000),
+    sources: parseSources(env.SOURCES, environment),
   };
   cache.set(env, config);
   return config;

@@ -4,25 +4,12 @@
 import type { Context } from "hono";
 import type { AppEnv } from "./app.ts";
 import { configOrThrow } from "./config.ts";
+import type { HealthReport, ProbeResult } from "./health-report.ts";
 import { describeError } from "./log.ts";
 import { openClient } from "./stores/db.ts";
 import { openRedis } from "./stores/redis.ts";
 
-export type ProbeStatus = "ok" | "error" | "not_configured";
-
-export interface ProbeResult {
-  status: ProbeStatus;
-  latencyMs: number;
-  error?: { code: "timeout" | "failed"; message: string };
-}
-
-export interface HealthReport {
-  status: "ok" | "degraded";
-  service: "lastmile";
-  environment: string;
-  time: string;
-  checks: Record<"postgres" | "redis" | "kv" | "durableObjects", ProbeResult>;
-}
+export type { HealthReport, ProbeResult, ProbeStatus } from "./health-report.ts";
 
 /** The Durable Object name the health probe calls; never a real user's id (those are prefixed). */
 export const HEALTH_OBJECT_NAME = "health:probe";

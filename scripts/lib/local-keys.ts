@@ -12,5 +12,9 @@ export function localWorkerVars(): Record<string, string> {
     LASTMILE_ENV: "development",
     ADMIN_KEYS: LOCAL_KEYS.adminKey,
     SERVER_KEYS: LOCAL_KEYS.serverKey,
+    // One source for everything local: every local client is 127.0.0.1, so the per-IP limit is skipped.
+    SOURCES: JSON.stringify([
+      { id: "local", writeKey: LOCAL_KEYS.writeKey, allowedOrigins: ["*"], trustedServer: true },
+    ]),
   };
 }

@@ -33,8 +33,6 @@ benchRoutes.get("/__bench/do", async (c) => {
   if (prefix.length > MAX_PREFIX_LENGTH) {
     throw new ApiError("bad_request", `prefix must be at most ${MAX_PREFIX_LENGTH} characters`);
   }
-  await Promise.all(
-    Array.from({ length: users }, (_, i) => c.env.SESSION_STATE.getByName(`${prefix}:${i}`).ping()),
-  );
+  await Promise.all(Array.from({ length: users }, (_, i) => c.env.SESSION_STATE.getByName(`${prefix}:${i}`).ping()));
   return c.json({ calls: users });
 });

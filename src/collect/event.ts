@@ -31,6 +31,11 @@ export interface CollectedEvent {
   receivedAt: string;
   /** The source (write key) it came through. */
   sourceId: string;
+  /**
+   * Segment's per-destination switches (`{ "All": false, "Mixpanel": true }`), batch-level ones merged in; absent
+   * when the client sent none. Kept for the warehouse: Lastmile itself routes nowhere.
+   */
+  integrations?: Record<string, unknown>;
 }
 
 /**

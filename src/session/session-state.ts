@@ -1,10 +1,429 @@
-// SessionState: one Durable Object per user or visitor, with SQLite storage. It holds the live session and is
-// the durable write-ahead point of collection. Callers use RPC methods, never fetch routing.
+// SessionState: one Durable Object per user (`u:<userId>`) or visitor (`a:<anonymousId>`), with SQLite storage. It
+// holds the live session and is the durable write-ahead point of collection: `record` returns only once the
+// events are stored (output gates hold the reply until the writes are durable), and the outbox forwards them to
+// the Redis stream afterwards, off the acknowledgement path. Callers use RPC methods, never fetch routing.
+// docs/session.md describes the state, its bounds, the merge semantics and the stream format.
 import { DurableObject } from "cloudflare:workers";
+import type { CollectedEvent, RecordResult } from "../collect/event.ts";
+import { loadConfig } from "../config.ts";
+import { describeError, log } from "../log.ts";
+import { openRedis, type RedisSettings } from "../stores/redis.ts";
+import { applyEvents, newProfile } from "./apply.ts";
+import { isUserKey, stitchTargets } from "./identity.ts";
+import {
+  FORWARD_MAX_HOPS,
+  type RECENT_KINDS,
+  RECENT_MAX,
+  SEEN_WINDOW_MS,
+  SNAPSHOT_AFFINITIES,
+  SNAPSHOT_INTERACTIONS,
+  SNAPSHOT_MERGED,
+} from "./limits.ts";
+import { mergeStates } from "./merge.ts";
+import type { HandOver } from "./model.ts";
+import {
+  backoffMs,
+  FLUSH_MAX_BYTES,
+  FLUSH_MAX_EVENTS,
+  FLUSH_MAX_ROUNDS,
+  FLUSH_TIMEOUT_MS,
+  isExpired,
+  nextAlarmAt,
+} from "./outbox.ts";
+import { emptySnapshot, type SessionSnapshot } from "./snapshot.ts";
+import { SessionStore } from "./store.ts";
+import { pushToStream } from "./stream.ts";
+import { isActive } from "./visit.ts";
+
+export type { SessionSnapshot } from "./snapshot.ts";
 
 export class SessionState extends DurableObject<Env> {
+  /**
+   * The object's time source (epoch ms). Tests replace it through `runInDurableObject` to drive session gaps,
+   * decay and expiry; nothing else should. (Instance fields are not part of the RPC surface.)
+   */
+  clock: () => number = () => Date.now();
+  /** Where the outbox goes; tests point it at a closed port to inject a Redis outage. */
+  redisSettings: () => RedisSettings | undefined = () => this.#configuredRedis();
+
+  readonly #store: SessionStore;
+  /** Bumped by every erase: work that awaited across one must not touch the new, empty state. */
+  #epoch = 0;
+  #flushing: Promise<void> | null = null;
+  #warnedNoRedis = false;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.#store = new SessionStore(ctx.storage.sql);
+    // Migrates an existing database; a never-written object stays without tables, so that reading a visitor
+    // that never sent an event (the ranking path does it on every page) leaves nothing behind in storage.
+    void ctx.blockConcurrencyWhile(async () => this.#store.openExisting());
+  }
+
   /** Liveness probe for GET /health: one round trip into an object, touching no storage. */
   async ping(): Promise<{ ok: true }> {
     return { ok: true };
   }
+
+  /**
+   * Records one user's events of an incoming batch (call it once per distinct `userKey(event)` per batch).
+   * Durable when it returns. Throws on a bad key, on a key that does not match this object, and with
+   * `OutboxFullError` when Redis has been unreachable so long that the outbox is full (retry later).
+   */
+  async record(userKey: string, events: CollectedEvent[]): Promise<RecordResult> {
+    return this.#record(userKey, events, 0);
+  }
+
+  /** Internal: `record` forwarded from an object that was merged into this one. */
+  async relay(userKey: string, events: CollectedEvent[], hops: number): Promise<RecordResult> {
+    return this.#record(userKey, events, hops);
+  }
+
+  /**
+   * Internal (identity merge): hands this object's state to `intoKey` and marks this object as merged into it;
+   * from then on `record` here forwards to `intoKey`. Repeatable: the same caller gets the same state again until
+   * it confirms with `release`. With `claim`, a never-seen object is marked as merged too.
+   */
+  async handOver(fromKey: string, intoKey: string, claim: boolean): Promise<HandOver> {
+    assertKey(fromKey);
+    assertKey(intoKey);
+    if (fromKey === intoKey) return { status: "refused" };
+    const now = this.clock();
+    const profile = this.#store.profile();
+    if (!profile) {
+      if (!claim) return { status: "empty" };
+      this.ctx.storage.transactionSync(() => {
+        this.#store.ensureSchema();
+        this.#store.saveProfile({ ...newProfile(fromKey, now), mergedInto: intoKey, released: true });
+      });
+      await this.#schedule(false);
+      return { status: "empty" };
+    }
+    this.#assertOwnKey(profile.userKey, fromKey);
+    if (profile.mergedInto) {
+      if (profile.mergedInto !== intoKey) return { status: "elsewhere", mergedInto: profile.mergedInto };
+      return profile.released
+        ? { status: "released" }
+        : { status: "handed-over", state: this.#store.exportState(profile) };
+    }
+    const status = this.#store.mergedStatus(intoKey);
+    if (status === "merged" || status === "claimed") return { status: "refused" };
+    const merged = { ...profile, mergedInto: intoKey, lastActiveAt: now };
+    this.#store.saveProfile(merged);
+    return { status: "handed-over", state: this.#store.exportState(merged) };
+  }
+
+  /** Internal (identity merge): `intoKey` has merged our state; drop our copy (the outbox still drains). */
+  async release(intoKey: string): Promise<{ released: boolean }> {
+    const profile = this.#store.profile();
+    if (!profile || profile.mergedInto !== intoKey || profile.released) return { released: false };
+    this.ctx.storage.transactionSync(() => {
+      this.#store.releaseData();
+      this.#store.saveProfile({ ...profile, released: true, session: null });
+    });
+    return { released: true };
+  }
+
+  /** The user's state for ranking. Strictly read-only: no storage write, no alarm, even for a never-seen user. */
+  async snapshot(userKey?: string): Promise<SessionSnapshot> {
+    const now = this.clock();
+    const profile = this.#store.profile();
+    if (!profile) return emptySnapshot(userKey ?? "", now);
+    if (userKey !== undefined) this.#assertOwnKey(profile.userKey, userKey);
+    const store = this.#store;
+    const recent = (kind: (typeof RECENT_KINDS)[number]) => store.recent(kind, RECENT_MAX[kind]);
+    const mergedKeys = store.mergedKeys(SNAPSHOT_MERGED);
+    return {
+      exists: true,
+      userKey: profile.userKey,
+      userId: profile.userId,
+      anonymousIds: mergedKeys.filter((k) => k.startsWith("a:")).map((k) => k.slice(2)),
+      mergedKeys,
+      mergedInto: profile.mergedInto,
+      asOf: now,
+      createdAt: profile.createdAt,
+      lastEventAt: profile.lastEventAt,
+      session: profile.session ? { ...profile.session, active: isActive(profile.session, now) } : null,
+      interactions: store.interactions(SNAPSHOT_INTERACTIONS).map(({ tokens: _tokens, ...i }) => i),
+      viewed: recent("viewed"),
+      carted: recent("carted"),
+      purchased: recent("purchased"),
+      wishlisted: recent("wishlisted"),
+      searches: recent("search"),
+      affinities: {
+        session:
+          profile.session && isActive(profile.session, now)
+            ? store.topAffinities("session", SNAPSHOT_AFFINITIES, now)
+            : [],
+        longTerm: store.topAffinities("longTerm", SNAPSHOT_AFFINITIES, now),
+      },
+      outbox: store.outboxStats(),
+      counters: { events: profile.events, duplicates: profile.duplicates },
+    };
+  }
+
+  /** Erases everything this object holds, and (best effort) the objects merged into it. */
+  async delete(): Promise<{ deleted: true }> {
+    const merged = this.#store.profile() ? this.#store.mergedKeys(Number.MAX_SAFE_INTEGER) : [];
+    await this.#erase();
+    const results = await Promise.allSettled(merged.map((key) => this.env.SESSION_STATE.getByName(key).delete()));
+    const failed = results.filter((r) => r.status === "rejected").length;
+    if (failed > 0) log("warn", "session delete: some merged objects were not deleted", { failed });
+    return { deleted: true };
+  }
+
+  /** The one alarm: outbox retry, pruning of the dedupe window, expiry. Idempotent (alarms are at-least-once). */
+  override async alarm(): Promise<void> {
+    const profile = this.#store.profile();
+    if (!profile) return;
+    if (this.#store.outboxStats().pending > 0) await this.#flush();
+    const now = this.clock();
+    const latest = this.#store.profile();
+    if (!latest) return;
+    if (isExpired(latest.lastActiveAt, this.#store.outboxStats().pending, now)) {
+      await this.#erase();
+      return;
+    }
+    this.ctx.storage.transactionSync(() => this.#store.pruneSeen(now - SEEN_WINDOW_MS));
+    await this.#schedule(true);
+  }
+
+  // ---- record -------------------------------------------------------------------------------------------------
+
+  async #record(userKey: string, events: CollectedEvent[], hops: number): Promise<RecordResult> {
+    assertKey(userKey);
+    if (!Array.isArray(events)) throw new TypeError("record: events must be an array");
+    for (const e of events) {
+      if (typeof e?.messageId !== "string" || e.messageId === "")
+        throw new TypeError("record: every event needs a messageId");
+    }
+    const existing = this.#store.profile();
+    if (existing) this.#assertOwnKey(existing.userKey, userKey);
+    if (events.length === 0) return { accepted: 0, duplicates: 0 };
+    if (existing?.mergedInto) return this.#forward(existing.mergedInto, events, hops);
+
+    for (const target of stitchTargets(userKey, events)) {
+      if (this.#store.hasSchema() && this.#store.mergedStatus(target.key) !== null) continue;
+      await this.#stitch(userKey, target.key, target.claim);
+    }
+    // A merge of *this* object into another may have happened while we awaited.
+    const current = this.#store.profile();
+    if (current?.mergedInto) return this.#forward(current.mergedInto, events, hops);
+
+    const now = this.clock();
+    const result = this.ctx.storage.transactionSync(() => {
+      try {
+        return applyEvents(this.#store, userKey, events, { now, newSessionId: () => crypto.randomUUID() });
+      } catch (error) {
+        this.#store.invalidateCounts();
+        throw error;
+      }
+    });
+    if (result.accepted > 0) {
+      const profile = this.#store.profile();
+      // During a backoff the alarm retries; hammering a Redis that is down from every record would not help.
+      if (!profile?.outboxRetryAt || profile.outboxRetryAt <= now) this.ctx.waitUntil(this.#flush());
+      await this.#schedule(false);
+    }
+    return result;
+  }
+
+  async #forward(target: string, events: CollectedEvent[], hops: number): Promise<RecordResult> {
+    if (hops >= FORWARD_MAX_HOPS) throw new Error(`record: forwarding loop (more than ${FORWARD_MAX_HOPS} hops)`);
+    const profile = this.#store.profile();
+    if (profile) {
+      // Forwarding keeps the pointer alive: expiry counts from the last event under this key too.
+      this.#store.saveProfile({ ...profile, lastActiveAt: this.clock() });
+      await this.#schedule(false);
+    }
+    return this.env.SESSION_STATE.getByName(target).relay(target, events, hops + 1);
+  }
+
+  // ---- identity merge -----------------------------------------------------------------------------------------
+
+  async #stitch(selfKey: string, otherKey: string, claim: boolean): Promise<void> {
+    const epoch = this.#epoch;
+    const other = this.env.SESSION_STATE.getByName(otherKey);
+    let answer: HandOver;
+    try {
+      answer = await other.handOver(otherKey, selfKey, claim);
+    } catch (error) {
+      // Not fatal: the events are still recorded, and the next event carrying this id retries the merge.
+      log("warn", "session merge: hand-over failed", { into: selfKey, from: otherKey, error: describeError(error) });
+      return;
+    }
+    if (epoch !== this.#epoch) return;
+    const now = this.clock();
+    const applied = this.ctx.storage.transactionSync(() => {
+      const store = this.#store;
+      store.ensureSchema();
+      const profile = store.profile() ?? newProfile(selfKey, now);
+      if (profile.mergedInto) return false;
+      if (store.mergedStatus(otherKey) !== null) return false;
+      switch (answer.status) {
+        case "handed-over": {
+          const result = mergeStates(store.exportState(profile, false), answer.state, (id) => store.isSeen(id), now);
+          store.replaceData(result);
+          store.markSeen(result.seen);
+          for (const row of result.merged) store.putMerged(row);
+          store.saveProfile({
+            ...profile,
+            createdAt: result.createdAt,
+            lastEventAt: result.lastEventAt,
+            lastActiveAt: now,
+            session: result.session,
+            events: result.events,
+            duplicates: result.duplicates,
+          });
+          store.compact();
+          return true;
+        }
+        case "empty":
+          if (claim) store.putMerged({ key: otherKey, status: "claimed", at: now });
+          else if (!store.profile()) return false;
+          break;
+        case "released":
+          store.putMerged({ key: otherKey, status: "merged", at: now });
+          break;
+        case "elsewhere":
+          store.putMerged({ key: otherKey, status: "elsewhere", at: now });
+          break;
+        case "refused":
+          store.putMerged({ key: otherKey, status: "refused", at: now });
+          break;
+      }
+      if (!store.profile()) store.saveProfile(profile);
+      return false;
+    });
+    if (applied) {
+      log("info", "session merge", { into: selfKey, from: otherKey });
+      this.ctx.waitUntil(
+        other.release(selfKey).then(
+          () => undefined,
+          (error: unknown) =>
+            log("warn", "session merge: release failed", { from: otherKey, error: describeError(error) }),
+        ),
+      );
+      await this.#schedule(false);
+    }
+  }
+
+  // ---- outbox -------------------------------------------------------------------------------------------------
+
+  /** Drains the outbox to Redis; single-flight (a flush in progress picks up rows added meanwhile). */
+  #flush(): Promise<void> {
+    if (!this.#flushing) {
+      this.#flushing = this.#drain().finally(() => {
+        this.#flushing = null;
+      });
+    }
+    return this.#flushing;
+  }
+
+  async #drain(): Promise<void> {
+    for (let round = 0; round < FLUSH_MAX_ROUNDS; round++) {
+      if (!this.#store.hasSchema()) return;
+      const epoch = this.#epoch;
+      const rows = this.#store.outboxBatch(FLUSH_MAX_EVENTS, FLUSH_MAX_BYTES);
+      const last = rows.at(-1);
+      if (!last) {
+        this.#flushSucceeded();
+        // Drained: move the outbox safety alarm out of the way (saves an empty alarm invocation).
+        if (round > 0) await this.#schedule(true);
+        return;
+      }
+      const settings = this.redisSettings();
+      if (!settings) {
+        if (!this.#warnedNoRedis) log("warn", "session outbox: Redis is not configured; events stay in the outbox");
+        this.#warnedNoRedis = true;
+        await this.#flushFailed("redis not configured", epoch);
+        return;
+      }
+      // A timer we clear ourselves: a pending AbortSignal.timeout() would keep the object busy (and billed)
+      // for the whole timeout after every flush.
+      const abort = new AbortController();
+      const timer = setTimeout(() => abort.abort(new Error("Redis flush timed out")), FLUSH_TIMEOUT_MS);
+      try {
+        await pushToStream(openRedis({ ...settings, signal: abort.signal }), rows, this.clock());
+      } catch (error) {
+        await this.#flushFailed(describeError(error), epoch);
+        return;
+      } finally {
+        clearTimeout(timer);
+      }
+      // Erased while we waited: the rows we sent no longer exist (and seqs may name new rows).
+      if (epoch !== this.#epoch) return;
+      this.ctx.storage.transactionSync(() => {
+        this.#store.deleteOutboxThrough(last.seq);
+        this.#flushSucceeded();
+      });
+    }
+    // More than one flush's worth: let the alarm continue soon.
+    await this.#schedule(false);
+  }
+
+  #flushSucceeded(): void {
+    const profile = this.#store.profile();
+    if (profile && (profile.outboxAttempts !== 0 || profile.outboxRetryAt !== null)) {
+      this.#store.saveProfile({ ...profile, outboxAttempts: 0, outboxRetryAt: null });
+    }
+  }
+
+  async #flushFailed(reason: string, epoch: number): Promise<void> {
+    if (epoch !== this.#epoch) return;
+    const profile = this.#store.profile();
+    if (!profile) return;
+    const attempts = profile.outboxAttempts + 1;
+    const retryAt = this.clock() + backoffMs(attempts, Math.random());
+    this.#store.saveProfile({ ...profile, outboxAttempts: attempts, outboxRetryAt: retryAt });
+    log("warn", "session outbox: flush failed, will retry", { attempts, retryAt, error: reason });
+    await this.#schedule(false);
+  }
+
+  #configuredRedis(): RedisSettings | undefined {
+    try {
+      return loadConfig(this.env).redis;
+    } catch (error) {
+      if (!this.#warnedNoRedis)
+        log("error", "session outbox: bad Redis configuration", { error: describeError(error) });
+      this.#warnedNoRedis = true;
+      return undefined;
+    }
+  }
+
+  // ---- alarm & erase ------------------------------------------------------------------------------------------
+
+  /**
+   * Keeps the alarm at or before the earliest due duty. Unforced, it only moves the alarm earlier (one `getAlarm`,
+   * rarely a write); an alarm that fires early finds nothing due and re-arms itself. `force` sets it exactly.
+   */
+  async #schedule(force: boolean): Promise<void> {
+    const profile = this.#store.profile();
+    if (!profile) return;
+    const outbox = this.#store.outboxStats();
+    const next = nextAlarmAt({
+      lastActiveAt: profile.lastActiveAt,
+      oldestSeenAt: this.#store.oldestSeenAt(),
+      outboxPending: outbox.pending,
+      oldestOutboxAt: outbox.oldestAt,
+      outboxRetryAt: profile.outboxRetryAt,
+    });
+    const current = await this.ctx.storage.getAlarm();
+    if (force || current === null || next < current) await this.ctx.storage.setAlarm(next);
+  }
+
+  async #erase(): Promise<void> {
+    this.#epoch++;
+    await this.ctx.storage.deleteAlarm();
+    await this.ctx.storage.deleteAll();
+    this.#store.forget();
+  }
+
+  #assertOwnKey(stored: string, given: string): void {
+    if (stored !== given) throw new Error(`SessionState: this object belongs to ${stored}, not ${given}`);
+  }
+}
+
+function assertKey(key: string): void {
+  if (!isUserKey(key)) throw new TypeError("SessionState: a user key is `u:<userId>` or `a:<anonymousId>`");
 }

@@ -1,82 +1,15 @@
 // `npm run dev` as a newcomer runs it: the whole stack under wrangler dev, /health over HTTP, dependency
 // faults seen by /health, a second instance refused, a taken port refused, and Ctrl-C leaving no orphan.
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "../../scripts/lib/ports.ts";
-import type { HealthReport } from "../../src/health.ts";
+import type { HealthReport } from "../../src/health-report.ts";
+import { alive, type Dev, descendants, devState, startDev, stopDev, until, untilReady } from "./dev-process.ts";
 
-const root = join(import.meta.dirname, "..", "..");
 const stateDir = mkdtempSync(join(tmpdir(), "lastmile-e2e-"));
-
-interface Dev {
-  proc: ChildProcess;
-  output: () => string;
-  exited: Promise<number | null>;
-}
-
-function startDev(port: number, dir = stateDir): Dev {
-  const proc = spawn(
-    process.execPath,
-    [join(root, "scripts", "dev.ts"), "--port", String(port), "--state-dir", dir, "--quiet"],
-    {
-      cwd: root,
-      stdio: ["ignore", "pipe", "pipe"],
-    },
-  );
-  let output = "";
-  proc.stdout?.on("data", (d: Buffer) => {
-    output += d.toString();
-  });
-  proc.stderr?.on("data", (d: Buffer) => {
-    output += d.toString();
-  });
-  const exited = new Promise<number | null>((resolve) => proc.once("exit", (code) => resolve(code)));
-  return { proc, output: () => output, exited };
-}
-
-function alive(pid: number | undefined): boolean {
-  if (!pid) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** Every process below `pid`, from `ps` (works on Linux and macOS). */
-function descendants(pid: number): number[] {
-  const table = execFileSync("ps", ["-A", "-o", "pid=,ppid="], { encoding: "utf8" })
-    .trim()
-    .split("\n")
-    .map((line) => line.trim().split(/\s+/).map(Number) as [number, number]);
-  const found: number[] = [];
-  const queue = [pid];
-  while (queue.length) {
-    const parent = queue.shift();
-    for (const [child, ppid] of table) {
-      if (ppid === parent) {
-        found.push(child);
-        queue.push(child);
-      }
-    }
-  }
-  return found;
-}
-
-async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await fn().catch(() => undefined);
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 async function health(url: string): Promise<HealthReport> {
   const res = await fetch(`${url}/health`, { signal: AbortSignal.timeout(10_000) });
@@ -91,22 +24,14 @@ let pids: { postgres: number; redis: number };
 beforeAll(async () => {
   const port = await freePort();
   url = `http://127.0.0.1:${port}`;
-  dev = startDev(port);
+  dev = startDev(port, stateDir);
   // The launcher prints its banner (URLs, keys) once the Worker answers: that is "ready" for a person too.
-  const deadline = Date.now() + 150_000;
-  while (!dev.output().includes("Lastmile is running")) {
-    if (dev.proc.exitCode !== null) throw new Error(`npm run dev exited early:\n${dev.output()}`);
-    if (Date.now() > deadline) throw new Error(`npm run dev was not ready in time:\n${dev.output()}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  pids = JSON.parse(readFileSync(join(stateDir, "dev.json"), "utf8")).pids;
+  await untilReady(dev);
+  pids = devState(stateDir).pids;
 });
 
 afterAll(async () => {
-  if (dev?.proc.exitCode === null) {
-    dev.proc.kill("SIGINT");
-    await dev.exited;
-  }
+  await stopDev(dev);
   rmSync(stateDir, { recursive: true, force: true });
 });
 
@@ -123,7 +48,7 @@ describe("npm run dev", () => {
   });
 
   it("refuses a second instance on the same state, clearly, and leaves the first running", async () => {
-    const second = startDev(await freePort());
+    const second = startDev(await freePort(), stateDir);
     expect(await second.exited).toBe(1);
     expect(second.output()).toMatch(/already running \(pid \d+\)/);
     expect((await health(url)).status).toBe("ok");

@@ -1,0 +1,231 @@
+// The contract between the harness (scripts/bench.ts) and a suite (bench/suites/*.ts), and the helpers every suite
+// shares: `measure` (warm-up, then a bounded load, reported with units in the key names), `measureFloor` (the
+// empty endpoint: what the platform costs before our code does anything) and `relativeTo` (a figure over the floor).
+import { type LoadOptions, load } from "./load.ts";
+
+/** One load measurement. Every figure carries its unit in its key. */
+export interface Measurement {
+  /** The path requested (for a generator: a description such as "/x?user={i}"). */
+  path: string;
+  connections: number;
+  durationS: number;
+  requests: number;
+  rps: number;
+  p50Ms: number;
+  p90Ms: number;
+  p99Ms: number;
+  maxMs: number;
+  meanMs: number;
+  errors: number;
+  non2xx: number;
+}
+
+/** A measurement compared with the floor measured in the same run. */
+export interface Relative {
+  /** Which floor measurement it is compared with, e.g. "floor.c1". */
+  against: string;
+  addedP50Ms: number;
+  addedP99Ms: number;
+  rpsRatio: number;
+}
+
+/** The empty endpoint, measured at the connection counts a suite uses. */
+export interface Floor {
+  path: string;
+  c1?: Measurement;
+  c10?: Measurement;
+}
+
+export interface MeasureOptions {
+  path: string;
+  /** Generator or fixed list of paths instead of `path` (then `path` only describes them). */
+  next?: LoadOptions["next"];
+  paths?: string[];
+  method?: LoadOptions["method"];
+  headers?: Record<string, string>;
+  body?: string;
+  connections: number;
+  /** Seconds of measured load (default: the run's --duration). */
+  durationS?: number;
+  /** Requests sent first and not counted (default: the run's warm-up; 0 for none). */
+  warmUpRequests?: number;
+}
+
+export interface SuiteContext {
+  /** Base URL of the Worker under test. */
+  url: string;
+  /** The Worker's variables (local keys, connection settings). */
+  vars: Record<string, string>;
+  /** Seconds per measurement (--duration). */
+  durationS: number;
+  /** Progress lines: stderr, never stdout. */
+  log(line: string): void;
+  measure(label: string, options: MeasureOptions): Promise<Measurement>;
+  /** The empty endpoint at each given connection count (1 and/or 10). */
+  measureFloor(connections: Array<1 | 10>): Promise<Floor>;
+}
+
+export interface SuiteResult {
+  floor: Floor;
+  results: Record<string, unknown>;
+  relative: Record<string, unknown>;
+  notes: string[];
+}
+
+export interface Suite {
+  name: string;
+  description: string;
+  run(ctx: SuiteContext): Promise<SuiteResult>;
+}
+
+export const FLOOR_PATH = "/__bench/empty";
+export const DEFAULT_WARM_UP_REQUESTS = 300;
+/** A warm-up never takes longer than this, however slow the endpoint. */
+const WARM_UP_MAX_S = 3;
+
+const round2 = (n: number) => Math.round(n * 100) / 100;
+const round3 = (n: number) => Math.round(n * 1000) / 1000;
+
+export function relativeTo(m: Measurement, floor: Measurement, against: string): Relative {
+  return {
+    against,
+    addedP50Ms: round2(m.p50Ms - floor.p50Ms),
+    addedP99Ms: round2(m.p99Ms - floor.p99Ms),
+    rpsRatio: round3(m.rps / floor.rps),
+  };
+}
+
+/** The floor measurement at the same connection count as `m`, with its label. */
+export function floorFor(m: Measurement, floor: Floor): { measurement: Measurement; label: string } | undefined {
+  const key = m.connections === 1 ? "c1" : m.connections === 10 ? "c10" : undefined;
+  const measurement = key ? floor[key] : undefined;
+  return key && measurement ? { measurement, label: `floor.${key}` } : undefined;
+}
+
+/** Problems that make a measurement untrustworthy, as notes for the report. */
+export function warnings(label: string, m: Measurement): string[] {
+  const out: string[] = [];
+  if (m.errors > 0) out.push(`WARNING ${label}: ${m.errors} connection errors or timeouts`);
+  if (m.non2xx > 0) out.push(`WARNING ${label}: ${m.non2xx} non-2xx answers`);
+  if (m.requests === 0) out.push(`WARNING ${label}: no answer at all`);
+  return out;
+}
+
+/** What the harness knows about the running Worker: reloads by wrangler dev's file watcher, and liveness. */
+export interface WorkerGuard {
+  reloads(): number;
+  sinceLastReloadMs(): number;
+  assertRunning(): void;
+}
+
+/** A measurement that straddled a reload is taken again, at most this many times in all. */
+const MAX_ATTEMPTS = 3;
+/** After a reload: no further reload for this long, and the floor endpoint answering, before measuring again. */
+const SETTLE_QUIET_MS = 2000;
+const SETTLE_MAX_MS = 60_000;
+
+async function settle(url: string, guard: WorkerGuard): Promise<void> {
+  const deadline = Date.now() + SETTLE_MAX_MS;
+  for (;;) {
+    guard.assertRunning();
+    if (guard.sinceLastReloadMs() >= SETTLE_QUIET_MS) {
+      const ok = await fetch(`${url}${FLOOR_PATH}`, { signal: AbortSignal.timeout(5000) }).then(
+        async (res) => {
+          await res.body?.cancel();
+          return res.status === 200;
+        },
+        () => false,
+      );
+      if (ok) return;
+    }
+    if (Date.now() > deadline) throw new Error(`the Worker did not settle within ${SETTLE_MAX_MS / 1000} s`);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+}
+
+export function createContext(options: {
+  url: string;
+  vars: Record<string, string>;
+  durationS: number;
+  warmUpRequests: number;
+  guard: WorkerGuard;
+  log: (line: string) => void;
+}): SuiteContext & { repeated: string[] } {
+  const { url, log, guard } = options;
+  const repeated: string[] = [];
+
+  const once = async (label: string, m: MeasureOptions): Promise<Measurement> => {
+    const durationS = m.durationS ?? options.durationS;
+    const request: LoadOptions = {
+      url,
+      connections: m.connections,
+      ...(m.next ? { next: m.next } : m.paths ? { paths: m.paths } : { path: m.path }),
+      ...(m.method ? { method: m.method } : {}),
+      ...(m.headers ? { headers: m.headers } : {}),
+      ...(m.body === undefined ? {} : { body: m.body }),
+    };
+    const warmUp = m.warmUpRequests ?? options.warmUpRequests;
+    if (warmUp > 0) {
+      log(`${label}: warm-up, up to ${warmUp} requests or ${WARM_UP_MAX_S} s`);
+      await load({ ...request, requests: Math.max(warmUp, m.connections), maxS: WARM_UP_MAX_S });
+    }
+    log(`${label}: GET ${m.path}, ${m.connections} connection(s), ${durationS} s`);
+    const r = await load({ ...request, durationS });
+    return {
+      path: m.path,
+      connections: r.connections,
+      durationS: r.durationS,
+      requests: r.requests,
+      rps: r.rps,
+      p50Ms: r.latencyMs.p50,
+      p90Ms: r.latencyMs.p90,
+      p99Ms: r.latencyMs.p99,
+      maxMs: r.latencyMs.max,
+      meanMs: r.latencyMs.mean,
+      errors: r.errors,
+      non2xx: r.non2xx,
+    };
+  };
+
+  const measure = async (label: string, m: MeasureOptions): Promise<Measurement> => {
+    for (let attempt = 1; ; attempt++) {
+      guard.assertRunning();
+      if (guard.sinceLastReloadMs() < SETTLE_QUIET_MS) await settle(url, guard);
+      const reloadsBefore = guard.reloads();
+      const result = await once(label, m);
+      guard.assertRunning();
+      if (guard.reloads() === reloadsBefore) {
+        log(
+          `${label}: ${result.requests} requests, ${result.rps} req/s, p50 ${result.p50Ms} ms, p99 ${result.p99Ms} ms` +
+            (result.errors || result.non2xx ? `, ${result.errors} errors, ${result.non2xx} non-2xx` : ""),
+        );
+        return result;
+      }
+      if (attempt >= MAX_ATTEMPTS) {
+        throw new Error(
+          `${label}: wrangler dev reloaded the Worker during each of ${MAX_ATTEMPTS} attempts (source files keep ` +
+            "changing): no measurement is trustworthy; run again when src/ is not being edited",
+        );
+      }
+      repeated.push(label);
+      log(`${label}: wrangler dev reloaded the Worker (a source file changed) during the measurement: measuring again`);
+      await settle(url, guard);
+    }
+  };
+
+  return {
+    url,
+    vars: options.vars,
+    durationS: options.durationS,
+    log,
+    measure,
+    repeated,
+    async measureFloor(connections) {
+      const floor: Floor = { path: FLOOR_PATH };
+      for (const c of connections) {
+        floor[c === 1 ? "c1" : "c10"] = await measure(`floor.c${c}`, { path: FLOOR_PATH, connections: c });
+      }
+      return floor;
+    },
+  };
+}

@@ -1,0 +1,71 @@
+// The admin API (admin key, src/auth.ts; docs/api.md#admin-api). Routes:
+//   GET /v1/admin/dead-letters?source=<id>&limit=&before=   rejected events of a source, newest first
+//   GET /v1/admin/users/:id?kind=user|anonymous             a user's live session snapshot (SessionSnapshot)
+import { Hono } from "hono";
+import type { AppEnv } from "../app.ts";
+import { requireAdmin } from "../auth.ts";
+import { MAX_ID_LENGTH } from "../collect/limits.ts";
+import { configOrThrow } from "../config.ts";
+import { ApiError } from "../errors.ts";
+
+export const DEAD_LETTERS_DEFAULT_LIMIT = 100;
+/** 1,000 rows with raw events at their 8 KB cap: ~8 MB, well under the 32 MiB a Durable Object RPC may return. */
+export const DEAD_LETTERS_MAX_LIMIT = 1_000;
+
+export const adminRoutes = new Hono<AppEnv>();
+
+adminRoutes.use("/v1/admin/*", requireAdmin);
+
+function positiveInt(name: string, value: string | undefined, max: number): number | undefined {
+  if (value === undefined || value === "") return undefined;
+  if (!/^\d+$/.test(value) || Number(value) < 1 || Number(value) > max) {
+    throw new ApiError("bad_request", `${name} must be an integer from 1 to ${max}`);
+  }
+  return Number(value);
+}
+
+adminRoutes.get("/v1/admin/dead-letters", async (c) => {
+  const sourceId = c.req.query("source");
+  if (!sourceId) throw new ApiError("bad_request", "source is required: ?source=<source id>");
+  const source = configOrThrow(c.env).sources.byId.get(sourceId);
+  if (!source) throw new ApiError("not_found", `no source "${sourceId.slice(0, 64)}"`);
+  const limit = positiveInt("limit", c.req.query("limit"), DEAD_LETTERS_MAX_LIMIT) ?? DEAD_LETTERS_DEFAULT_LIMIT;
+  const before = positiveInt("before", c.req.query("before"), Number.MAX_SAFE_INTEGER);
+  const deadLetters = await c.env.DEAD_LETTERS.getByName(source.id).list(
+    before === undefined ? { limit } : { limit, before },
+  );
+  const last = deadLetters.at(-1);
+  c.header("cache-control", "no-store");
+  return c.json({
+    source: source.id,
+    deadLetters,
+    // A full page may have more behind it: pass this as ?before= for the next one.
+    nextBefore: deadLetters.length === limit && last ? last.id : null,
+  });
+});
+
+const KIND_PREFIX = { user: "u:", anonymous: "a:" } as const;
+type Kind = keyof typeof KIND_PREFIX;
+
+adminRoutes.get("/v1/admin/users/:id", async (c) => {
+  const id = c.req.param("id");
+  if (id.length === 0 || id.length > MAX_ID_LENGTH) {
+    throw new ApiError("bad_request", `the id must be 1 to ${MAX_ID_LENGTH} characters`);
+  }
+  const kindParam = c.req.query("kind");
+  if (kindParam !== undefined && kindParam !== "user" && kindParam !== "anonymous") {
+    throw new ApiError("bad_request", 'kind must be "user" or "anonymous"');
+  }
+  // A known user first; else the visitor of that anonymous id (its snapshot says if it was merged into a user).
+  const kinds: Kind[] = kindParam ? [kindParam] : ["user", "anonymous"];
+  for (const kind of kinds) {
+    const userKey = `${KIND_PREFIX[kind]}${id}`;
+    const snapshot = await c.env.SESSION_STATE.getByName(userKey).snapshot(userKey);
+    if (snapshot.exists) {
+      c.header("cache-control", "no-store");
+      // The snapshot as the object returns it: its userKey says which of the two it is.
+      return c.json(snapshot);
+    }
+  }
+  throw new ApiError("not_found", `no session for ${kindParam ?? "user or anonymous"} id "${id}"`);
+});

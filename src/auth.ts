@@ -1,0 +1,46 @@
+// Admin authentication: `Authorization: Bearer <key>` against ADMIN_KEYS. Keys are compared as SHA-256 digests in
+// constant time, against every configured key, so neither the timing of a comparison nor the number of keys
+// tried tells an attacker how close a guess was. Anything else is 401 with `WWW-Authenticate: Bearer`.
+import type { MiddlewareHandler } from "hono";
+import type { AppEnv } from "./app.ts";
+import { configOrThrow } from "./config.ts";
+import { ApiError } from "./errors.ts";
+
+async function digest(text: string): Promise<Uint8Array> {
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)));
+}
+
+/** Equal-length byte arrays compared without an early exit. */
+function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let difference = 0;
+  for (let i = 0; i < a.length; i++) difference |= (a[i] ?? 0) ^ (b[i] ?? 0);
+  return difference === 0;
+}
+
+/** Whether `presented` is one of `keys`; every key is compared, whatever matched first. */
+export async function matchesAnyKey(presented: string, keys: readonly string[]): Promise<boolean> {
+  const candidate = await digest(presented);
+  let matched = false;
+  for (const key of keys) {
+    if (constantTimeEqual(candidate, await digest(key))) matched = true;
+  }
+  return matched;
+}
+
+/** The token of a Bearer Authorization header, or undefined. */
+export function bearerToken(header: string | undefined): string | undefined {
+  const match = /^bearer\s+(\S+)\s*$/i.exec(header ?? "");
+  return match?.[1];
+}
+
+function unauthorized(message: string): ApiError {
+  return new ApiError("unauthorized", message, { headers: { "WWW-Authenticate": 'Bearer realm="lastmile-admin"' } });
+}
+
+export const requireAdmin: MiddlewareHandler<AppEnv> = async (c, next) => {
+  const token = bearerToken(c.req.header("authorization"));
+  if (!token) throw unauthorized("an admin key is required: Authorization: Bearer <key>");
+  if (!(await matchesAnyKey(token, configOrThrow(c.env).adminKeys))) throw unauthorized("invalid admin key");
+  await next();
+};

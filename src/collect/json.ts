@@ -1,0 +1,59 @@
+// JSON helpers for collection: size as UTF-8 bytes without allocating, canonical JSON for content hashes, and
+// the plain-object test the validators use.
+
+export type JsonObject = Record<string, unknown>;
+
+/** A JSON object (not an array, not null). */
+export function isObject(value: unknown): value is JsonObject {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** The UTF-8 length of a string, counted rather than encoded (events are measured by the thousand). */
+export function utf8Length(text: string): number {
+  let bytes = 0;
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code < 0x80) bytes += 1;
+    else if (code < 0x800) bytes += 2;
+    else if (code >= 0xd800 && code <= 0xdbff && i + 1 < text.length) {
+      const next = text.charCodeAt(i + 1);
+      if (next >= 0xdc00 && next <= 0xdfff) {
+        // A surrogate pair: one 4-byte code point.
+        bytes += 4;
+        i++;
+      } else bytes += 3;
+    } else bytes += 3;
+  }
+  return bytes;
+}
+
+/** The size of a value as JSON, in UTF-8 bytes. */
+export function jsonSize(value: unknown): number {
+  return utf8Length(JSON.stringify(value) ?? "");
+}
+
+/**
+ * JSON with object keys sorted at every depth, so two payloads that differ only in key order (a client that
+ * rebuilds its object on retry) serialise identically.
+ */
+export function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map((v) => canonicalJson(v ?? null)).join(",")}]`;
+  if (isObject(value)) {
+    const parts: string[] = [];
+    for (const key of Object.keys(value).sort()) {
+      const v = value[key];
+      if (v === undefined) continue;
+      parts.push(`${JSON.stringify(key)}:${canonicalJson(v)}`);
+    }
+    return `{${parts.join(",")}}`;
+  }
+  return JSON.stringify(value) ?? "null";
+}
+
+/** The first `maxBytes` of a string's UTF-8, cut on a character boundary. */
+export function truncateUtf8(text: string, maxBytes: number): string {
+  if (utf8Length(text) <= maxBytes) return text;
+  const bytes = new TextEncoder().encode(text).subarray(0, maxBytes);
+  // A cut through a multi-byte character decodes to U+FFFD at the end: drop it.
+  return new TextDecoder().decode(bytes).replace(/\uFFFD+$/, "");
+}

@@ -1,0 +1,39 @@
+// The collection API's limits in one place (docs/collection.md). Sizes are bytes of UTF-8.
+
+/**
+ * Per event, measured as the JSON of the event as sent. Segment's HTTP Tracking API refuses events over 32 KB, so
+ * no Segment client sends bigger ones; the same bound keeps one visitor's session object small.
+ */
+export const MAX_EVENT_BYTES = 32 * 1024;
+
+/**
+ * Per request body, after decompression. Segment's batch limit (500 KB): its clients size their batches to it.
+ * It also bounds the memory and CPU one request can cost the Worker (128 MB isolate).
+ */
+export const MAX_REQUEST_BYTES = 500 * 1024;
+
+/**
+ * Events per batch. 500 KB of the smallest valid events (~200 bytes) is about 2,500; anything beyond is not a real
+ * client, and each event costs validation plus a share of a Durable Object call.
+ */
+export const MAX_BATCH_EVENTS = 2_500;
+
+/** userId, anonymousId, previousId, groupId, messageId: real ids are UUIDs, emails, hashes; 256 leaves room. */
+export const MAX_ID_LENGTH = 256;
+
+/** A client clock may run a little fast; beyond a minute into the future the timestamp is wrong, not early. */
+export const MAX_FUTURE_SKEW_MS = 60_000;
+
+/**
+ * Events older than this are clamped: the live session only cares about recent behaviour, and Segment's
+ * libraries drop their queues long before. Historical loads belong in the warehouse, not the edge.
+ */
+export const MAX_EVENT_AGE_MS = 31 * 24 * 60 * 60 * 1000;
+
+/** How much of a rejected event the dead-letter store keeps: enough to see what was wrong, never 32 KB × 10,000. */
+export const MAX_DEAD_LETTER_RAW_BYTES = 8 * 1024;
+
+/** Dead letters kept per source: the newest N … */
+export const DEAD_LETTER_MAX_ROWS = 10_000;
+/** … and none older than this. */
+export const DEAD_LETTER_MAX_AGE_MS = 30 * 24 * 60 * 60 * 1000;

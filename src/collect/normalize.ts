@@ -1,0 +1,233 @@
+// Validation and normalisation of one event: a wire event (Segment spec, RudderStack, webhook) in, a
+// CollectedEvent or a rejection with a stable code out. Pure apart from hashing; nothing here throws for bad input.
+// The codes are documented in docs/collection.md#validation.
+import { type CollectedEvent, EVENT_TYPES, type EventType } from "./event.ts";
+import { isObject, type JsonObject, jsonSize } from "./json.ts";
+import { MAX_EVENT_BYTES, MAX_ID_LENGTH } from "./limits.ts";
+import { deriveMessageId } from "./message-id.ts";
+import { parseIsoTimestamp, resolveTimestamp } from "./timestamps.ts";
+
+export const REJECTION_CODES = [
+  "invalid_event",
+  "event_too_large",
+  "invalid_type",
+  "invalid_id",
+  "missing_identity",
+  "missing_user_id",
+  "missing_event",
+  "missing_previous_id",
+  "missing_group_id",
+  "invalid_field",
+  "invalid_timestamp",
+] as const;
+export type RejectionCode = (typeof REJECTION_CODES)[number];
+
+export interface Rejection {
+  /** Position of the event in the request (0 for single-event endpoints). */
+  index: number;
+  code: RejectionCode;
+  message: string;
+  /** The client's messageId, when it sent a usable one. */
+  messageId?: string;
+}
+
+/** Fields of a batch envelope that apply to each of its events unless the event sets its own. */
+export interface BatchDefaults {
+  context?: JsonObject;
+  integrations?: JsonObject;
+  /** Milliseconds since the epoch. */
+  sentAt?: number;
+}
+
+export interface NormalizeContext {
+  sourceId: string;
+  /** Server time the request arrived, ms since the epoch. */
+  receivedAt: number;
+  /** CF-Connecting-IP; null off Cloudflare. */
+  ip: string | null;
+  /** Single-event endpoints (/v1/track …): the path decides the type. */
+  pathType?: EventType;
+  defaults?: BatchDefaults;
+  /** Webhook deliveries carry a timestamp their upstream pipeline already corrected. */
+  trustTimestamp?: boolean;
+}
+
+export type NormalizeResult = { ok: true; event: CollectedEvent } | { ok: false; rejection: Rejection };
+
+/** Server-owned context fields: whatever a client sends there is dropped. */
+const SERVER_CONTEXT_FIELDS = ["ip", "lastmile"] as const;
+
+class Rejected extends Error {
+  readonly code: RejectionCode;
+  constructor(code: RejectionCode, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+const EVENT_TYPE_SET: ReadonlySet<string> = new Set(EVENT_TYPES);
+
+/** An id as clients send it: a string or a number (a numeric user id), "" and null meaning absent. */
+function optionalId(raw: JsonObject, field: string): string | null {
+  const value = raw[field];
+  if (value === undefined || value === null || value === "") return null;
+  let id: string;
+  if (typeof value === "string") id = value;
+  else if (typeof value === "number" && Number.isFinite(value)) id = String(value);
+  else throw new Rejected("invalid_id", `${field} must be a string or a number`);
+  if (id.length > MAX_ID_LENGTH) {
+    throw new Rejected("invalid_id", `${field} is ${id.length} characters long; the limit is ${MAX_ID_LENGTH}`);
+  }
+  return id;
+}
+
+function optionalObject(raw: JsonObject, field: string): JsonObject | undefined {
+  const value = raw[field];
+  if (value === undefined || value === null) return undefined;
+  if (!isObject(value)) throw new Rejected("invalid_field", `${field} must be an object`);
+  return value;
+}
+
+function optionalString(raw: JsonObject, field: string): string | null {
+  const value = raw[field];
+  if (value === undefined || value === null) return null;
+  if (typeof value !== "string") throw new Rejected("invalid_field", `${field} must be a string`);
+  return value;
+}
+
+function optionalTimestamp(raw: JsonObject, field: string): { text: string; ms: number } | null {
+  const value = raw[field];
+  if (value === undefined || value === null || value === "") return null;
+  const ms = typeof value === "string" ? parseIsoTimestamp(value) : undefined;
+  if (ms === undefined) throw new Rejected("invalid_timestamp", `${field} must be an ISO 8601 date-time string`);
+  return { text: value as string, ms };
+}
+
+function eventType(raw: JsonObject, pathType: EventType | undefined): EventType {
+  if (pathType) return pathType;
+  const type = raw.type;
+  if (type === undefined || type === null || type === "") {
+    throw new Rejected("invalid_type", `type is missing; it must be one of ${EVENT_TYPES.join(", ")}`);
+  }
+  if (typeof type !== "string" || !EVENT_TYPE_SET.has(type)) {
+    throw new Rejected("invalid_type", `type must be one of ${EVENT_TYPES.join(", ")}`);
+  }
+  return type as EventType;
+}
+
+/** The client's messageId for a rejection report, when it is a usable id. */
+function reportedMessageId(raw: unknown): string | undefined {
+  if (!isObject(raw)) return undefined;
+  const id = raw.messageId;
+  if (typeof id === "string" && id.length > 0 && id.length <= MAX_ID_LENGTH) return id;
+  if (typeof id === "number" && Number.isFinite(id)) return String(id);
+  return undefined;
+}
+
+async function normalize(raw: unknown, ctx: NormalizeContext): Promise<CollectedEvent> {
+  if (!isObject(raw)) throw new Rejected("invalid_event", "an event must be a JSON object");
+  const size = jsonSize(raw);
+  if (size > MAX_EVENT_BYTES) {
+    throw new Rejected("event_too_large", `the event is ${size} bytes as JSON; the limit is ${MAX_EVENT_BYTES}`);
+  }
+  const type = eventType(raw, ctx.pathType);
+
+  const userId = optionalId(raw, "userId");
+  const anonymousId = optionalId(raw, "anonymousId");
+  const clientMessageId = optionalId(raw, "messageId");
+  const previousId = type === "alias" ? optionalId(raw, "previousId") : null;
+  const groupId = type === "group" ? optionalId(raw, "groupId") : null;
+  if (userId === null && anonymousId === null) {
+    throw new Rejected("missing_identity", "the event needs a userId or an anonymousId");
+  }
+
+  let event: string | null = null;
+  let name: string | null = null;
+  switch (type) {
+    case "track":
+      event = optionalString(raw, "event");
+      if (event === null || event === "") throw new Rejected("missing_event", "a track event needs an event name");
+      break;
+    case "alias":
+      if (previousId === null) throw new Rejected("missing_previous_id", "an alias needs a previousId");
+      if (userId === null) throw new Rejected("missing_user_id", "an alias needs the userId previousId merges into");
+      break;
+    case "group":
+      if (groupId === null) throw new Rejected("missing_group_id", "a group call needs a groupId");
+      break;
+    case "page":
+    case "screen":
+      name = optionalString(raw, "name");
+      break;
+    case "identify":
+      break;
+  }
+
+  const properties = optionalObject(raw, "properties") ?? {};
+  const traits = optionalObject(raw, "traits") ?? {};
+  const ownContext = optionalObject(raw, "context");
+  const ownIntegrations = optionalObject(raw, "integrations");
+
+  const timestamp = optionalTimestamp(raw, "timestamp");
+  const originalTimestamp = optionalTimestamp(raw, "originalTimestamp");
+  const ownSentAt = optionalTimestamp(raw, "sentAt");
+  const sentAtMs = ownSentAt?.ms ?? ctx.defaults?.sentAt ?? null;
+
+  const resolved = resolveTimestamp({
+    timestamp: timestamp?.ms ?? null,
+    originalTimestamp: originalTimestamp?.ms ?? null,
+    sentAt: sentAtMs,
+    receivedAt: ctx.receivedAt,
+    trustTimestamp: ctx.trustTimestamp === true,
+  });
+
+  // Batch-level context and integrations apply key by key; the event's own values win.
+  const context: JsonObject = { ...(ctx.defaults?.context ?? {}), ...(ownContext ?? {}) };
+  for (const field of SERVER_CONTEXT_FIELDS) delete context[field];
+  if (ctx.ip !== null) context.ip = ctx.ip;
+  const integrations =
+    ctx.defaults?.integrations || ownIntegrations
+      ? { ...(ctx.defaults?.integrations ?? {}), ...(ownIntegrations ?? {}) }
+      : undefined;
+
+  const messageId = clientMessageId ?? (await deriveMessageId(ctx.sourceId, type, raw));
+  const flags: JsonObject = {};
+  if (resolved.clamped) flags.timestampClamped = true;
+  if (clientMessageId === null) flags.messageIdDerived = true;
+  if (Object.keys(flags).length > 0) context.lastmile = flags;
+
+  const collected: CollectedEvent = {
+    messageId,
+    type,
+    userId,
+    anonymousId,
+    previousId,
+    groupId,
+    event,
+    name,
+    properties,
+    traits,
+    context,
+    timestamp: new Date(resolved.ms).toISOString(),
+    originalTimestamp: originalTimestamp?.text ?? timestamp?.text ?? null,
+    sentAt:
+      ownSentAt?.text ?? (ctx.defaults?.sentAt === undefined ? null : new Date(ctx.defaults.sentAt).toISOString()),
+    receivedAt: new Date(ctx.receivedAt).toISOString(),
+    sourceId: ctx.sourceId,
+  };
+  if (integrations) collected.integrations = integrations;
+  return collected;
+}
+
+/** Validates and normalises one event; `index` is its position in the request, echoed in a rejection. */
+export async function normalizeEvent(raw: unknown, index: number, ctx: NormalizeContext): Promise<NormalizeResult> {
+  try {
+    return { ok: true, event: await normalize(raw, ctx) };
+  } catch (error) {
+    if (!(error instanceof Rejected)) throw error;
+    const rejection: Rejection = { index, code: error.code, message: error.message };
+    const messageId = reportedMessageId(raw);
+    if (messageId !== undefined) rejection.messageId = messageId;
+    return { ok: false, rejection };
+  }
+}

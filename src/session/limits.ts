@@ -1,0 +1,61 @@
+// Every bound and time constant of a SessionState object, in one place, each with the reason for its value.
+// docs/session.md lists them; change both together.
+
+export const SECOND_MS = 1_000;
+export const MINUTE_MS = 60 * SECOND_MS;
+export const HOUR_MS = 60 * MINUTE_MS;
+export const DAY_MS = 24 * HOUR_MS;
+
+/** A new session starts after this much inactivity (event time), the usual web-analytics convention. */
+export const SESSION_GAP_MS = 30 * MINUTE_MS;
+
+/** A messageId seen within this window has no second effect: Segment's own dedupe window is 24 h. */
+export const SEEN_WINDOW_MS = 24 * HOUR_MS;
+/**
+ * At most this many remembered messageIds per user. More than this in 24 h is a bot; beyond it the oldest ids are
+ * forgotten early (the stream still dedupes through Redis, the warehouse by messageId).
+ */
+export const SEEN_MAX = 10_000;
+
+/** The ring of recent interactions: enough for session-based ranking, small enough to read in one go. */
+export const INTERACTIONS_MAX = 200;
+
+/** The bounded recent-item sets, per kind (newest kept). */
+export const RECENT_MAX = {
+  viewed: 50,
+  carted: 50,
+  purchased: 100,
+  wishlisted: 100,
+  search: 20,
+} as const;
+export type RecentKind = keyof typeof RECENT_MAX;
+export const RECENT_KINDS = Object.keys(RECENT_MAX) as RecentKind[];
+
+/** Affinity tokens kept per horizon (lowest-ranked dropped first). */
+export const AFFINITY_MAX = { session: 100, longTerm: 500 } as const;
+
+/** Merged-in keys remembered (they are also the "merge once" guard); more than this is a shared or bot device. */
+export const MERGED_MAX = 1_000;
+
+/** State of a user with no event for this long is erased by the alarm (data minimisation). */
+export const EXPIRY_MS = 90 * DAY_MS;
+
+/**
+ * Back-pressure: with this many events waiting for Redis, `record` refuses new events (the client retries later)
+ * rather than growing the object without bound. ~100 MB at 1 KB per event; DO SQLite allows 10 GB.
+ */
+export const OUTBOX_MAX_ROWS = 100_000;
+
+/** What a snapshot returns (the ranking path reads it on every request: keep it small). */
+export const SNAPSHOT_INTERACTIONS = 50;
+export const SNAPSHOT_AFFINITIES = 25;
+export const SNAPSHOT_MERGED = 50;
+
+/** record → merged object → target: more hops than this means a cycle or corruption. */
+export const FORWARD_MAX_HOPS = 4;
+
+/** Field caps, so one odd event cannot bloat a row. */
+export const MAX_TAGS_PER_PRODUCT = 8;
+export const MAX_TOKEN_VALUE_CHARS = 100;
+export const MAX_QUERY_CHARS = 200;
+export const MAX_PRODUCTS_PER_EVENT = 50;

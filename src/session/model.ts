@@ -1,0 +1,75 @@
+// The stored shapes of a SessionState object, shared by the SQLite store, the merge math and the hand-over RPC.
+// Plain data only (they cross RPC boundaries as structured clones).
+import type { RecentKind } from "./limits.ts";
+import type { CurrentSession } from "./visit.ts";
+import type { Horizon, InteractionKind } from "./weights.ts";
+
+export interface StoredInteraction {
+  at: number;
+  kind: InteractionKind;
+  productId: string | null;
+  category: string | null;
+  brand: string | null;
+  price: number | null;
+  query: string | null;
+  tokens: string[];
+  messageId: string;
+  sessionId: string | null;
+}
+
+export interface AffinityRow {
+  horizon: Horizon;
+  token: string;
+  value: number;
+  at: number;
+}
+
+export interface RecentRow {
+  kind: RecentKind;
+  value: string;
+  at: number;
+}
+
+/**
+ * How a key relates to this object: `merged` (its state was merged in), `claimed` (it had no state; it now
+ * forwards here), `elsewhere` (already merged into another user), `refused` (merging would create a cycle).
+ * Every status means "do not ask again".
+ */
+export type MergeStatus = "merged" | "claimed" | "elsewhere" | "refused";
+
+export interface MergedRow {
+  key: string;
+  status: MergeStatus;
+  at: number;
+}
+
+export interface SeenRow {
+  messageId: string;
+  at: number;
+}
+
+/** Everything a user's state consists of, except the outbox (which each object drains itself). */
+export interface PortableState {
+  userKey: string;
+  userId: string | null;
+  createdAt: number;
+  lastEventAt: number | null;
+  session: CurrentSession | null;
+  events: number;
+  duplicates: number;
+  interactions: StoredInteraction[];
+  affinities: AffinityRow[];
+  recent: RecentRow[];
+  merged: MergedRow[];
+  seen: SeenRow[];
+}
+
+/** What `handOver` answers. */
+export type HandOver =
+  | { status: "handed-over"; state: PortableState }
+  /** Nothing to merge; with `claim`, the key now forwards to the caller anyway. */
+  | { status: "empty" }
+  /** Already merged into the caller and its data released: nothing more to merge. */
+  | { status: "released" }
+  | { status: "elsewhere"; mergedInto: string }
+  | { status: "refused" };

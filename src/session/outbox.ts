@@ -1,0 +1,47 @@
+// Outbox delivery policy and the one alarm's schedule. Pure. The alarm serves every timed duty of the object:
+// outbox retry, pruning of the dedupe window, and expiry; it is always set to the earliest of them.
+import { EXPIRY_MS, MINUTE_MS, SECOND_MS, SEEN_WINDOW_MS } from "./limits.ts";
+
+/** Events per Redis round trip (one EVAL): large enough to drain bursts, small enough for one request body. */
+export const FLUSH_MAX_EVENTS = 200;
+/** …and at most about this much event JSON per round trip (Upstash caps request bodies; 1 MB on small plans). */
+export const FLUSH_MAX_BYTES = 512 * 1024;
+/** A Redis call that takes longer than this is treated as failed (the rows stay; the retry is idempotent). */
+export const FLUSH_TIMEOUT_MS = 10 * SECOND_MS;
+/** Round trips per flush before yielding to the alarm (bounds one invocation's subrequests and wall time). */
+export const FLUSH_MAX_ROUNDS = 20;
+/** Retry backoff after a failed flush: 1 s doubling to a 5-minute cap, ±25 % jitter (no thundering herd). */
+export const BACKOFF_BASE_MS = 1 * SECOND_MS;
+export const BACKOFF_CAP_MS = 5 * MINUTE_MS;
+/**
+ * Safety net: rows still pending this long after they were written are retried by the alarm even if no failure
+ * was seen (the object may have been evicted before its post-`record` flush ran).
+ */
+export const OUTBOX_SAFETY_MS = 30 * SECOND_MS;
+
+/** Delay before retry number `attempt` (1-based); `random` in [0, 1). */
+export function backoffMs(attempt: number, random: number): number {
+  const exp = BACKOFF_BASE_MS * 2 ** Math.max(0, Math.min(attempt - 1, 30));
+  return Math.round(Math.min(BACKOFF_CAP_MS, exp) * (0.75 + 0.5 * random));
+}
+
+export interface AlarmInputs {
+  lastActiveAt: number;
+  oldestSeenAt: number | null;
+  outboxPending: number;
+  oldestOutboxAt: number | null;
+  outboxRetryAt: number | null;
+}
+
+/** The earliest due time among the object's duties. */
+export function nextAlarmAt(s: AlarmInputs): number {
+  const due = [s.lastActiveAt + EXPIRY_MS];
+  if (s.oldestSeenAt !== null) due.push(s.oldestSeenAt + SEEN_WINDOW_MS);
+  if (s.outboxPending > 0) due.push(s.outboxRetryAt ?? (s.oldestOutboxAt ?? s.lastActiveAt) + OUTBOX_SAFETY_MS);
+  return Math.min(...due);
+}
+
+/** Whether state may be erased: inactive long enough, and nothing left to deliver (acknowledged events are never dropped). */
+export function isExpired(lastActiveAt: number, outboxPending: number, now: number): boolean {
+  return outboxPending === 0 && now - lastActiveAt >= EXPIRY_MS;
+}

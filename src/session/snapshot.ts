@@ -1,0 +1,85 @@
+// SessionSnapshot: what `SessionState.snapshot()` returns — the read model the ranking path imports. All times are
+// epoch milliseconds; affinity scores are already decayed to `asOf`.
+import type { InteractionKind } from "./weights.ts";
+
+export interface SnapshotInteraction {
+  at: number;
+  kind: InteractionKind;
+  productId: string | null;
+  category: string | null;
+  brand: string | null;
+  price: number | null;
+  query: string | null;
+  messageId: string;
+  /** null for an event that arrived long after its visit ended (it never joined the current session). */
+  sessionId: string | null;
+}
+
+export interface AffinityScore {
+  /** `category:<c>`, `brand:<b>`, `tag:<t>` or `price:<band>` (docs/session.md). */
+  token: string;
+  score: number;
+}
+
+export interface SessionSnapshot {
+  /** false for a user this object has never recorded (nothing else is set then). */
+  exists: boolean;
+  userKey: string;
+  userId: string | null;
+  /** Anonymous ids merged into this user (newest first, bounded). */
+  anonymousIds: string[];
+  /** Every object key merged in (`a:…` and, through aliases, `u:…`), newest first, bounded. */
+  mergedKeys: string[];
+  /** Set when this object was merged into another: ask that key instead (its data lives there). */
+  mergedInto: string | null;
+  /** The time the snapshot was taken and the scores decayed to. */
+  asOf: number;
+  createdAt: number | null;
+  lastEventAt: number | null;
+  session: {
+    id: string;
+    startedAt: number;
+    lastEventAt: number;
+    eventCount: number;
+    /** Less than the 30-minute session gap since its last event. */
+    active: boolean;
+  } | null;
+  /** Newest first (by event time), at most SNAPSHOT_INTERACTIONS. */
+  interactions: SnapshotInteraction[];
+  /** Product ids, newest first. */
+  viewed: string[];
+  carted: string[];
+  purchased: string[];
+  wishlisted: string[];
+  /** Normalised queries, newest first. */
+  searches: string[];
+  /** Top tokens by current score, highest first. */
+  affinities: { session: AffinityScore[]; longTerm: AffinityScore[] };
+  /** Events accepted but not yet confirmed by Redis. */
+  outbox: { pending: number; oldestAt: number | null };
+  counters: { events: number; duplicates: number };
+}
+
+export function emptySnapshot(userKey: string, asOf: number): SessionSnapshot {
+  return {
+    exists: false,
+    userKey,
+    userId: null,
+    anonymousIds: [],
+    mergedKeys: [],
+    mergedInto: null,
+    asOf,
+    createdAt: null,
+    lastEventAt: null,
+    session: null,
+    interactions: [],
+    viewed: [],
+    carted: [],
+    purchased: [],
+    wishlisted: [],
+    searches: [],
+    affinities: { session: [], longTerm: [] },
+    outbox: { pending: 0, oldestAt: null },
+    counters: { events: 0, duplicates: 0 },
+  };
+}

@@ -1,0 +1,346 @@
+import { describe, expect, it } from "vitest";
+import { canonicalJson, jsonSize, truncateUtf8, utf8Length } from "../../src/collect/json.ts";
+import { MAX_EVENT_AGE_MS, MAX_EVENT_BYTES, MAX_FUTURE_SKEW_MS, MAX_ID_LENGTH } from "../../src/collect/limits.ts";
+import { DERIVED_MESSAGE_ID_PREFIX, deriveMessageId } from "../../src/collect/message-id.ts";
+import {
+  type NormalizeContext,
+  type NormalizeResult,
+  normalizeEvent,
+  type RejectionCode,
+} from "../../src/collect/normalize.ts";
+import { parseIsoTimestamp, resolveTimestamp } from "../../src/collect/timestamps.ts";
+
+const NOW = Date.UTC(2026, 10, 26, 12, 0, 0);
+const ctx = (extra: Partial<NormalizeContext> = {}): NormalizeContext => ({
+  sourceId: "shop",
+  receivedAt: NOW,
+  ip: "203.0.113.9",
+  ...extra,
+});
+
+async function ok(raw: unknown, extra: Partial<NormalizeContext> = {}) {
+  const result = await normalizeEvent(raw, 0, ctx(extra));
+  if (!result.ok) throw new Error(`rejected: ${result.rejection.code} ${result.rejection.message}`);
+  return result.event;
+}
+
+async function rejected(raw: unknown, code: RejectionCode, extra: Partial<NormalizeContext> = {}) {
+  const result: NormalizeResult = await normalizeEvent(raw, 7, ctx(extra));
+  expect(result.ok, JSON.stringify(raw).slice(0, 200)).toBe(false);
+  if (result.ok) throw new Error("unreachable");
+  expect(result.rejection.code).toBe(code);
+  expect(result.rejection.index).toBe(7);
+  expect(result.rejection.message.length).toBeGreaterThan(5);
+  return result.rejection;
+}
+
+describe("normalizeEvent: the six types", () => {
+  it("normalises a Segment track call into the canonical event", async () => {
+    const event = await ok({
+      type: "track",
+      event: "Product Viewed",
+      userId: "u1",
+      anonymousId: "a1",
+      messageId: "m-1",
+      properties: { product_id: "p1", price: 10 },
+      context: { library: { name: "analytics.js" }, page: { path: "/p/1" } },
+    });
+    expect(event).toEqual({
+      messageId: "m-1",
+      type: "track",
+      userId: "u1",
+      anonymousId: "a1",
+      previousId: null,
+      groupId: null,
+      event: "Product Viewed",
+      name: null,
+      properties: { product_id: "p1", price: 10 },
+      traits: {},
+      context: { library: { name: "analytics.js" }, page: { path: "/p/1" }, ip: "203.0.113.9" },
+      timestamp: new Date(NOW).toISOString(),
+      originalTimestamp: null,
+      sentAt: null,
+      receivedAt: new Date(NOW).toISOString(),
+      sourceId: "shop",
+    });
+  });
+
+  it("keeps page/screen names, identify traits, alias previousId and group ids", async () => {
+    const page = await ok({ type: "page", name: "Home", anonymousId: "a", properties: { path: "/" }, messageId: "1" });
+    expect([page.type, page.name, page.properties]).toEqual(["page", "Home", { path: "/" }]);
+    const screen = await ok({ type: "screen", name: "Cart", userId: "u", messageId: "2" });
+    expect(screen.name).toBe("Cart");
+    const identify = await ok({ type: "identify", userId: "u", traits: { email: "x@y.z" }, messageId: "3" });
+    expect(identify.traits).toEqual({ email: "x@y.z" });
+    const alias = await ok({ type: "alias", userId: "u", previousId: "a", messageId: "4" });
+    expect([alias.userId, alias.previousId]).toEqual(["u", "a"]);
+    const group = await ok({ type: "group", userId: "u", groupId: 42, traits: { plan: "pro" }, messageId: "5" });
+    expect([group.groupId, group.traits]).toEqual(["42", { plan: "pro" }]);
+  });
+
+  it("lets the path decide the type of single-event endpoints", async () => {
+    const event = await ok({ type: "identify", event: "Signed Up", userId: "u" }, { pathType: "track" });
+    expect(event.type).toBe("track");
+    expect(event.event).toBe("Signed Up");
+  });
+
+  it("drops fields of other types (a page's event, a track's previousId)", async () => {
+    const event = await ok({ type: "page", event: "x", previousId: "p", groupId: "g", anonymousId: "a" });
+    expect([event.event, event.previousId, event.groupId]).toEqual([null, null, null]);
+  });
+});
+
+describe("normalizeEvent: rejections", () => {
+  it("rejects non-objects", async () => {
+    for (const raw of [null, 1, "track", [{ type: "track" }]]) await rejected(raw, "invalid_event");
+  });
+
+  it("rejects a missing or unknown type in batches", async () => {
+    await rejected({ userId: "u" }, "invalid_type");
+    await rejected({ type: "click", userId: "u" }, "invalid_type");
+    await rejected({ type: 3, userId: "u" }, "invalid_type");
+  });
+
+  it("needs a userId or an anonymousId", async () => {
+    await rejected({ type: "page" }, "missing_identity");
+    await rejected({ type: "page", userId: "", anonymousId: null }, "missing_identity");
+  });
+
+  it("needs an event name on track", async () => {
+    await rejected({ type: "track", userId: "u" }, "missing_event");
+    await rejected({ type: "track", userId: "u", event: "" }, "missing_event");
+    await rejected({ type: "track", userId: "u", event: 5 }, "invalid_field");
+  });
+
+  it("needs previousId and userId on alias, groupId on group", async () => {
+    await rejected({ type: "alias", userId: "u" }, "missing_previous_id");
+    await rejected({ type: "alias", anonymousId: "a", previousId: "p" }, "missing_user_id");
+    await rejected({ type: "group", userId: "u" }, "missing_group_id");
+  });
+
+  it("takes ids as strings or numbers only, bounded in length", async () => {
+    const numeric = await ok({ type: "page", userId: 123, anonymousId: 4.5, messageId: 9 });
+    expect([numeric.userId, numeric.anonymousId, numeric.messageId]).toEqual(["123", "4.5", "9"]);
+    await rejected({ type: "page", userId: true }, "invalid_id");
+    await rejected({ type: "page", userId: { id: 1 } }, "invalid_id");
+    await rejected({ type: "page", anonymousId: ["a"] }, "invalid_id");
+    await rejected({ type: "page", userId: "u", messageId: {} }, "invalid_id");
+    expect((await ok({ type: "page", userId: "x".repeat(MAX_ID_LENGTH) })).userId).toHaveLength(MAX_ID_LENGTH);
+    await rejected({ type: "page", userId: "x".repeat(MAX_ID_LENGTH + 1) }, "invalid_id");
+    await rejected({ type: "group", userId: "u", groupId: "g".repeat(MAX_ID_LENGTH + 1) }, "invalid_id");
+  });
+
+  it("needs properties, traits, context and integrations to be objects when present", async () => {
+    for (const field of ["properties", "traits", "context", "integrations"]) {
+      await rejected({ type: "track", event: "e", userId: "u", [field]: [] }, "invalid_field");
+      await rejected({ type: "track", event: "e", userId: "u", [field]: "x" }, "invalid_field");
+      await ok({ type: "track", event: "e", userId: "u", [field]: null });
+    }
+    await rejected({ type: "page", userId: "u", name: 5 }, "invalid_field");
+  });
+
+  it("rejects timestamps that are not ISO 8601 strings", async () => {
+    await rejected({ type: "page", userId: "u", timestamp: "yesterday" }, "invalid_timestamp");
+    await rejected({ type: "page", userId: "u", timestamp: 1_700_000_000_000 }, "invalid_timestamp");
+    await rejected({ type: "page", userId: "u", sentAt: "2026-13-45T00:00:00Z" }, "invalid_timestamp");
+    await rejected({ type: "page", userId: "u", originalTimestamp: "Tue, 01 Dec 2026" }, "invalid_timestamp");
+  });
+
+  it("reports the client's messageId with a rejection", async () => {
+    const r = await rejected({ type: "track", userId: "u", messageId: "m-9" }, "missing_event");
+    expect(r.messageId).toBe("m-9");
+    const none = await rejected({ type: "track", userId: "u" }, "missing_event");
+    expect(none).not.toHaveProperty("messageId");
+  });
+
+  it("accepts an event of exactly 32 KB and rejects one byte more", async () => {
+    const base = { type: "track", event: "e", userId: "u", messageId: "m", properties: { pad: "" } };
+    const pad = MAX_EVENT_BYTES - jsonSize(base);
+    const atLimit = { ...base, properties: { pad: "x".repeat(pad) } };
+    expect(jsonSize(atLimit)).toBe(MAX_EVENT_BYTES);
+    await ok(atLimit);
+    const over = { ...base, properties: { pad: "x".repeat(pad + 1) } };
+    const r = await rejected(over, "event_too_large");
+    expect(r.message).toContain(String(MAX_EVENT_BYTES + 1));
+  });
+
+  it("measures size in UTF-8 bytes, not characters", async () => {
+    const base = { type: "track", event: "e", userId: "u", properties: { pad: "" } };
+    const chars = Math.floor((MAX_EVENT_BYTES - jsonSize(base)) / 3) + 1;
+    await rejected({ ...base, properties: { pad: "€".repeat(chars) } }, "event_too_large");
+  });
+});
+
+describe("normalizeEvent: server-owned fields", () => {
+  it("overwrites context.ip with the connecting IP and drops a client's", async () => {
+    const event = await ok({ type: "page", userId: "u", messageId: "m", context: { ip: "1.2.3.4", locale: "de" } });
+    expect(event.context).toEqual({ ip: "203.0.113.9", locale: "de" });
+    const local = await ok({ type: "page", userId: "u", context: { ip: "1.2.3.4" } }, { ip: null });
+    expect(local.context).not.toHaveProperty("ip");
+  });
+
+  it("drops a client's context.lastmile and sets its own flags", async () => {
+    const event = await ok({ type: "page", userId: "u", messageId: "m", context: { lastmile: { fake: 1 } } });
+    expect(event.context).not.toHaveProperty("lastmile");
+    const derived = await ok({ type: "page", userId: "u" });
+    expect(derived.context.lastmile).toEqual({ messageIdDerived: true });
+  });
+
+  it("stamps receivedAt and the source id, whatever the client sends", async () => {
+    const event = await ok({ type: "page", userId: "u", receivedAt: "2020-01-01T00:00:00Z", sourceId: "evil" });
+    expect(event.receivedAt).toBe(new Date(NOW).toISOString());
+    expect(event.sourceId).toBe("shop");
+  });
+
+  it("merges batch-level context and integrations key by key, the event's own winning", async () => {
+    const event = await ok(
+      { type: "page", userId: "u", messageId: "m", context: { locale: "fr" }, integrations: { Mixpanel: false } },
+      { defaults: { context: { locale: "de", library: { name: "n" } }, integrations: { All: true, Mixpanel: true } } },
+    );
+    expect(event.context).toEqual({ locale: "fr", library: { name: "n" }, ip: "203.0.113.9" });
+    expect(event.integrations).toEqual({ All: true, Mixpanel: false });
+    const plain = await ok({ type: "page", userId: "u" });
+    expect(plain).not.toHaveProperty("integrations");
+  });
+
+  it("does not modify the raw event (dead letters and hashes read it afterwards)", async () => {
+    const raw = { type: "page", userId: "u", context: { ip: "1.1.1.1" } };
+    const copy = structuredClone(raw);
+    await ok(raw, { defaults: { context: { a: 1 } } });
+    expect(raw).toEqual(copy);
+  });
+});
+
+describe("timestamps", () => {
+  const sec = 1000;
+
+  it("corrects client clock skew with receivedAt − (sentAt − originalTimestamp)", async () => {
+    // The client's clock is 1 hour behind: it stamped the event 5 s before sending.
+    const clientNow = NOW - 3600 * sec;
+    const event = await ok({
+      type: "page",
+      userId: "u",
+      originalTimestamp: new Date(clientNow - 5 * sec).toISOString(),
+      sentAt: new Date(clientNow).toISOString(),
+    });
+    expect(event.timestamp).toBe(new Date(NOW - 5 * sec).toISOString());
+    expect(event.originalTimestamp).toBe(new Date(clientNow - 5 * sec).toISOString());
+    expect(event.sentAt).toBe(new Date(clientNow).toISOString());
+  });
+
+  it("uses `timestamp` as the client time when there is no originalTimestamp (analytics.js)", async () => {
+    const event = await ok({
+      type: "page",
+      userId: "u",
+      timestamp: "2026-11-26T13:00:00.000Z",
+      sentAt: "2026-11-26T13:00:02.000Z",
+    });
+    expect(event.timestamp).toBe(new Date(NOW - 2 * sec).toISOString());
+    expect(event.originalTimestamp).toBe("2026-11-26T13:00:00.000Z");
+  });
+
+  it("applies a batch-level sentAt to events without their own", async () => {
+    const event = await ok(
+      { type: "page", userId: "u", timestamp: "2026-11-26T10:00:00Z" },
+      { defaults: { sentAt: Date.parse("2026-11-26T10:00:10Z") } },
+    );
+    expect(event.timestamp).toBe(new Date(NOW - 10 * sec).toISOString());
+    expect(event.sentAt).toBe("2026-11-26T10:00:10.000Z");
+  });
+
+  it("falls back to the client time without sentAt, and to receivedAt without either", async () => {
+    expect((await ok({ type: "page", userId: "u", timestamp: "2026-11-26T11:00:00Z" })).timestamp).toBe(
+      "2026-11-26T11:00:00.000Z",
+    );
+    expect((await ok({ type: "page", userId: "u", sentAt: "2026-11-26T11:00:00Z" })).timestamp).toBe(
+      new Date(NOW).toISOString(),
+    );
+  });
+
+  it("clamps to [receivedAt − 31 days, receivedAt + 1 minute] and flags it", async () => {
+    const old = await ok({ type: "page", userId: "u", messageId: "m", timestamp: "2020-01-01T00:00:00Z" });
+    expect(old.timestamp).toBe(new Date(NOW - MAX_EVENT_AGE_MS).toISOString());
+    expect(old.context.lastmile).toEqual({ timestampClamped: true });
+    expect(old.originalTimestamp).toBe("2020-01-01T00:00:00Z");
+    const future = await ok({ type: "page", userId: "u", messageId: "m", timestamp: "2027-01-01T00:00:00Z" });
+    expect(future.timestamp).toBe(new Date(NOW + MAX_FUTURE_SKEW_MS).toISOString());
+    const edge = await ok({
+      type: "page",
+      userId: "u",
+      messageId: "m",
+      timestamp: new Date(NOW + 60_000).toISOString(),
+    });
+    expect(edge.context).not.toHaveProperty("lastmile");
+  });
+
+  it("trusts an upstream-corrected timestamp for webhooks", () => {
+    const r = resolveTimestamp({
+      timestamp: NOW - 300_000,
+      originalTimestamp: NOW - 400_000,
+      sentAt: NOW - 399_000,
+      receivedAt: NOW,
+      trustTimestamp: true,
+    });
+    expect(r).toEqual({ ms: NOW - 300_000, clamped: false, method: "client" });
+  });
+
+  it("parses ISO 8601 date-times only", () => {
+    expect(parseIsoTimestamp("2026-11-26T19:17:05.192Z")).toBe(Date.UTC(2026, 10, 26, 19, 17, 5, 192));
+    expect(parseIsoTimestamp("2026-11-26T20:17:05+01:00")).toBe(Date.UTC(2026, 10, 26, 19, 17, 5));
+    expect(parseIsoTimestamp("2026-11-26T19:17:05.123456Z")).toBe(Date.UTC(2026, 10, 26, 19, 17, 5, 123));
+    expect(parseIsoTimestamp("2026-11-26")).toBe(Date.UTC(2026, 10, 26));
+    for (const bad of ["", "now", "1700000000", "11/26/2026", "2026-11-26T25:00:00Z"]) {
+      expect(parseIsoTimestamp(bad), bad).toBeUndefined();
+    }
+  });
+});
+
+describe("derived messageIds", () => {
+  it("are stable for the same content, whatever the key order, sentAt or writeKey", async () => {
+    const a = await deriveMessageId("shop", "track", { event: "e", userId: "u", sentAt: "2026-01-01T00:00:00Z" });
+    const b = await deriveMessageId("shop", "track", {
+      userId: "u",
+      event: "e",
+      sentAt: "2026-01-02T00:00:00Z",
+      writeKey: "k",
+    });
+    expect(a).toBe(b);
+    expect(a).toMatch(new RegExp(`^${DERIVED_MESSAGE_ID_PREFIX}[0-9a-f]{32}$`));
+  });
+
+  it("differ by source, type and content", async () => {
+    const raw = { event: "e", userId: "u" };
+    const base = await deriveMessageId("shop", "track", raw);
+    expect(await deriveMessageId("other", "track", raw)).not.toBe(base);
+    expect(await deriveMessageId("shop", "page", raw)).not.toBe(base);
+    expect(await deriveMessageId("shop", "track", { ...raw, properties: { a: 1 } })).not.toBe(base);
+  });
+
+  it("are set on events that come without a messageId", async () => {
+    const raw = { type: "track", event: "e", userId: "u", timestamp: "2026-11-26T11:00:00Z" };
+    const first = await ok(raw);
+    const retry = await ok({ ...raw, sentAt: "2026-11-26T11:00:30Z" });
+    expect(first.messageId).toBe(retry.messageId);
+    expect(first.messageId.startsWith(DERIVED_MESSAGE_ID_PREFIX)).toBe(true);
+  });
+});
+
+describe("json helpers", () => {
+  it("count UTF-8 bytes like TextEncoder", () => {
+    for (const text of ["", "abc", "é", "€", "😀", "a😀b€", "\ud800", "x\udc00y"]) {
+      expect(utf8Length(text), text).toBe(new TextEncoder().encode(text).length);
+    }
+  });
+
+  it("serialise canonically with sorted keys at every depth", () => {
+    expect(canonicalJson({ b: 1, a: { d: [3, { f: 1, e: 2 }], c: null } })).toBe(
+      '{"a":{"c":null,"d":[3,{"e":2,"f":1}]},"b":1}',
+    );
+  });
+
+  it("truncate on a character boundary", () => {
+    expect(truncateUtf8("ab€", 3)).toBe("ab");
+    expect(truncateUtf8("ab€", 5)).toBe("ab€");
+    expect(truncateUtf8("abc", 10)).toBe("abc");
+  });
+});

@@ -1,0 +1,134 @@
+// The hand-off to SessionState under faults: overloaded objects, transient errors, a partial failure and the
+// client's retry, with the real objects behind a wrapper that injects the fault.
+import { env } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import type { CollectedEvent } from "../../src/collect/event.ts";
+import type { SessionSnapshot } from "../../src/session/snapshot.ts";
+import { adminGet, basic, collect, post, recordingSessions, refused, uid, WRITE_KEY } from "./collect-helpers.ts";
+
+const auth = { authorization: basic(WRITE_KEY) };
+
+function fault(message: string, props: { overloaded?: boolean; retryable?: boolean }): Error {
+  return Object.assign(new Error(message), props);
+}
+
+/** The real namespace, except that the first `times` record calls for `userKey` throw `error`. */
+function failing(userKey: string, error: () => Error, times = 1) {
+  let left = times;
+  let calls = 0;
+  const namespace = {
+    getByName(name: string) {
+      const stub = env.SESSION_STATE.getByName(name);
+      return {
+        async record(key: string, events: CollectedEvent[]) {
+          if (key === userKey) {
+            calls++;
+            if (left > 0) {
+              left--;
+              throw error();
+            }
+          }
+          return stub.record(key, events);
+        },
+      };
+    },
+  } as unknown as Env["SESSION_STATE"];
+  return { namespace, calls: () => calls };
+}
+
+async function snapshotOf(userId: string): Promise<SessionSnapshot> {
+  const res = await adminGet(`/v1/admin/users/${userId}`);
+  expect(res.status).toBe(200);
+  return (await res.json()) as SessionSnapshot;
+}
+
+const track = (userId: string) => ({ type: "track", event: "Product Viewed", userId, messageId: uid("m") });
+
+describe("hand-off failures", () => {
+  it("answers 503 with Retry-After when an object is overloaded, without retrying it", async () => {
+    const userId = uid("u");
+    const sessions = failing(`u:${userId}`, () => fault("overloaded", { overloaded: true, retryable: true }), 5);
+    const res = await post("/v1/t", track(userId), {
+      headers: auth,
+      env: { ...env, SESSION_STATE: sessions.namespace },
+    });
+    const body = await refused(res, 503, "dependency_unavailable");
+    expect(res.headers.get("retry-after")).toBe("2");
+    expect(body.error.message).toMatch(/overloaded/);
+    expect(sessions.calls()).toBe(1);
+  });
+
+  it("retries a retryable error once and then succeeds", async () => {
+    const userId = uid("u");
+    const sessions = failing(`u:${userId}`, () => fault("network", { retryable: true }), 1);
+    const result = await collect("/v1/t", track(userId), {
+      headers: auth,
+      env: { ...env, SESSION_STATE: sessions.namespace },
+    });
+    expect(result.accepted).toBe(1);
+    expect(sessions.calls()).toBe(2);
+    expect((await snapshotOf(userId)).counters.events).toBe(1);
+  });
+
+  it("answers 503 when the retry fails too", async () => {
+    const userId = uid("u");
+    const sessions = failing(`u:${userId}`, () => fault("network", { retryable: true }), 2);
+    await refused(
+      post("/v1/t", track(userId), { headers: auth, env: { ...env, SESSION_STATE: sessions.namespace } }),
+      503,
+      "dependency_unavailable",
+    );
+    expect(sessions.calls()).toBe(2);
+  });
+
+  it("answers 503 for a partial failure; the client's retry of the batch dedupes the users that succeeded", async () => {
+    const [u1, u2, u3] = [uid("u"), uid("u"), uid("u")];
+    const batch = [track(u1), track(u2), track(u3), track(u2)];
+    const sessions = failing(`u:${u2}`, () => fault("object reset", {}), 1);
+    const testEnv = { ...env, SESSION_STATE: sessions.namespace };
+    const first = await post("/v1/batch", { batch }, { headers: auth, env: testEnv });
+    const body = await refused(first, 503, "dependency_unavailable");
+    expect(body.error).toMatchObject({ failedUsers: 1, users: 3 });
+    // The other users were stored before the 503 …
+    expect((await snapshotOf(u1)).counters.events).toBe(1);
+    // … so the retry reports them as duplicates and stores only u2's events.
+    const retry = await collect("/v1/batch", { batch }, { headers: auth, env: testEnv });
+    expect(retry).toEqual({ success: true, accepted: 2, duplicates: 2, rejected: [] });
+    for (const [user, count] of [
+      [u1, 1],
+      [u2, 2],
+      [u3, 1],
+    ] as const) {
+      expect((await snapshotOf(user)).counters.events, user).toBe(count);
+    }
+  });
+
+  it("answers 503 (and stores nothing twice) when the dead-letter store fails", async () => {
+    const sessions = recordingSessions();
+    const broken = {
+      getByName: () => ({
+        store: async () => {
+          throw new Error("dead letters unavailable");
+        },
+      }),
+    } as unknown as Env["DEAD_LETTERS"];
+    const res = await post(
+      "/v1/batch",
+      { batch: [track(uid("u")), { type: "track", userId: "x" }] },
+      { headers: auth, env: { ...env, SESSION_STATE: sessions.namespace, DEAD_LETTERS: broken } },
+    );
+    expect(res.headers.get("retry-after")).toBe("2");
+    await refused(res, 503, "dependency_unavailable");
+  });
+});
+
+describe("identity", () => {
+  it("sends an event with both ids to the user's object, which stitches the visitor in", async () => {
+    const [userId, anonymousId] = [uid("u"), uid("a")];
+    await collect("/v1/p", { anonymousId, messageId: uid("m") }, { headers: auth });
+    await collect("/v1/i", { userId, anonymousId, messageId: uid("m") }, { headers: auth });
+    const user = await snapshotOf(userId);
+    expect(user.userKey).toBe(`u:${userId}`);
+    expect(user.anonymousIds).toContain(anonymousId);
+  });
+});

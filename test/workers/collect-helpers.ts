@@ -1,0 +1,134 @@
+// Helpers shared by the collection and admin Worker tests (test/workers/collect-*.test.ts, admin-*.test.ts).
+import { env, exports } from "cloudflare:workers";
+import { expect } from "vitest";
+import { createApp } from "../../src/app.ts";
+import type { CollectedEvent, RecordResult } from "../../src/collect/event.ts";
+import type { CollectResponse } from "../../src/collect/routes.ts";
+import { EVENT_STREAM, STREAM_FIELDS } from "../../src/session/stream.ts";
+import { openRedis } from "../../src/stores/redis.ts";
+
+export const BASE = "http://lastmile.test";
+export const WRITE_KEY = "local-write-key";
+export const ADMIN_KEY = "local-admin-key";
+
+export const uid = (prefix = "t") => `${prefix}-${crypto.randomUUID()}`;
+export const basic = (writeKey: string, password = "") => `Basic ${btoa(`${writeKey}:${password}`)}`;
+
+export interface PostOptions {
+  headers?: Record<string, string>;
+  /** Gzip the body and say so in Content-Encoding. */
+  gzip?: boolean;
+  /** Send this instead of JSON.stringify(body). */
+  raw?: BodyInit;
+  /** Another Worker env (custom SOURCES, fakes): the request goes through createApp() with it. */
+  env?: Env;
+}
+
+export async function gzip(text: string | Uint8Array): Promise<Uint8Array> {
+  const input = typeof text === "string" ? new TextEncoder().encode(text) : text;
+  const stream = new Blob([input]).stream().pipeThrough(new CompressionStream("gzip"));
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+/** POSTs to the Worker (the real entry point, or createApp() with a custom env). */
+export async function post(path: string, body: unknown, options: PostOptions = {}): Promise<Response> {
+  const headers: Record<string, string> = { "content-type": "application/json", ...options.headers };
+  let payload: BodyInit = options.raw ?? JSON.stringify(body);
+  if (options.gzip) {
+    payload = await gzip(
+      typeof payload === "string" ? payload : new Uint8Array(await new Response(payload).arrayBuffer()),
+    );
+    headers["content-encoding"] = "gzip";
+  }
+  const init: RequestInit = { method: "POST", headers, body: payload };
+  if (options.env) return createApp().request(path, init, options.env);
+  return exports.default.fetch(new Request(`${BASE}${path}`, init));
+}
+
+/** A request that must succeed: the parsed 200 body. */
+export async function collect(path: string, body: unknown, options: PostOptions = {}): Promise<CollectResponse> {
+  const res = await post(path, body, options);
+  const text = await res.text();
+  expect(res.status, text).toBe(200);
+  return JSON.parse(text) as CollectResponse;
+}
+
+export interface ErrorJson {
+  error: { code: string; message: string; requestId: string } & Record<string, unknown>;
+}
+
+/** A request that must fail with `status` and `code`: the parsed error body. */
+export async function refused(res: Response | Promise<Response>, status: number, code: string): Promise<ErrorJson> {
+  const response = await res;
+  const text = await response.text();
+  expect(response.status, text).toBe(status);
+  const body = JSON.parse(text) as ErrorJson;
+  expect(body.error.code).toBe(code);
+  expect(body.error.requestId).toBe(response.headers.get("x-request-id"));
+  return body;
+}
+
+export async function adminGet(path: string, key: string | null = ADMIN_KEY, testEnv?: Env): Promise<Response> {
+  const init: RequestInit = { headers: key === null ? {} : { authorization: `Bearer ${key}` } };
+  if (testEnv) return await createApp().request(path, init, testEnv);
+  return exports.default.fetch(new Request(`${BASE}${path}`, init));
+}
+
+/** An env whose SOURCES is the given list (the Worker's other bindings unchanged). */
+export function envWithSources(sources: unknown[], extra: Partial<Env> = {}): Env {
+  return { ...env, SOURCES: JSON.stringify(sources), ...extra };
+}
+
+export interface RecordCall {
+  userKey: string;
+  objectName: string;
+  events: CollectedEvent[];
+}
+
+/**
+ * A stand-in SESSION_STATE namespace that records every `record` call (to see exactly what collection hands
+ * over) and can fail on demand; everything else goes to the real namespace.
+ */
+export function recordingSessions(fail?: (call: RecordCall, attempt: number) => Error | undefined): {
+  namespace: Env["SESSION_STATE"];
+  calls: RecordCall[];
+} {
+  const calls: RecordCall[] = [];
+  const attempts = new Map<string, number>();
+  const namespace = {
+    getByName(objectName: string) {
+      return {
+        async record(userKey: string, events: CollectedEvent[]): Promise<RecordResult> {
+          const call = { userKey, objectName, events: structuredClone(events) };
+          calls.push(call);
+          const attempt = (attempts.get(userKey) ?? 0) + 1;
+          attempts.set(userKey, attempt);
+          const error = fail?.(call, attempt);
+          if (error) throw error;
+          return { accepted: events.length, duplicates: 0 };
+        },
+      };
+    },
+  } as unknown as Env["SESSION_STATE"];
+  return { namespace, calls };
+}
+
+/** A second Redis client: the warehouse stream, read back to see what a SessionState object received. */
+export const redis = () => openRedis({ url: env.UPSTASH_REDIS_REST_URL, token: env.UPSTASH_REDIS_REST_TOKEN });
+
+/** The CollectedEvent the session objects forwarded to the Redis stream under `messageId` (waits for the outbox). */
+export async function streamedEvent(messageId: string, timeoutMs = 10_000): Promise<CollectedEvent> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const entries = await redis().xrevrange(EVENT_STREAM, "+", "-", 2000);
+    for (const fields of Object.values(entries)) {
+      const f = fields as Record<string, unknown>;
+      if (f[STREAM_FIELDS.messageId] === messageId) {
+        const e = f[STREAM_FIELDS.event];
+        return (typeof e === "string" ? JSON.parse(e) : e) as CollectedEvent;
+      }
+    }
+    if (Date.now() > deadline) throw new Error(`event ${messageId} did not reach the stream`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

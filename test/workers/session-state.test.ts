@@ -1,0 +1,585 @@
+// SessionState inside workerd, against the real local Redis: recording every e-commerce event, dedupe, sessions,
+// decay, identity merge, read-only snapshots, the outbox under a Redis outage, expiry and compaction.
+import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { describe, expect, it, vi } from "vitest";
+import type { CollectedEvent } from "../../src/collect/event.ts";
+import { AFFINITY_MAX, DAY_MS, HOUR_MS, INTERACTIONS_MAX, MINUTE_MS, RECENT_MAX } from "../../src/session/limits.ts";
+import type { SessionState } from "../../src/session/session-state.ts";
+import type { SessionSnapshot } from "../../src/session/snapshot.ts";
+import {
+  EVENT_STREAM,
+  pushToStream,
+  SEEN_KEY_PREFIX,
+  STREAM_FIELDS,
+  TREND_PRODUCT_PREFIX,
+  trendBucket,
+} from "../../src/session/stream.ts";
+import { openRedis } from "../../src/stores/redis.ts";
+
+const T0 = Date.parse("2026-11-20T10:00:00.000Z");
+
+/** A second Redis client: assertions read back what the object wrote through another path. */
+const redis = () => openRedis({ url: env.UPSTASH_REDIS_REST_URL, token: env.UPSTASH_REDIS_REST_TOKEN });
+
+let counter = 0;
+const uid = (prefix: string) => `${prefix}-${crypto.randomUUID()}`;
+
+function track(
+  name: string,
+  properties: Record<string, unknown>,
+  opts: { at?: number; userId?: string | null; anonymousId?: string | null; messageId?: string } = {},
+): CollectedEvent {
+  return base("track", { event: name, properties }, opts);
+}
+
+function base(
+  type: CollectedEvent["type"],
+  fields: Partial<CollectedEvent>,
+  opts: { at?: number; userId?: string | null; anonymousId?: string | null; messageId?: string } = {},
+): CollectedEvent {
+  const at = new Date(opts.at ?? T0).toISOString();
+  return {
+    messageId: opts.messageId ?? `m-${++counter}-${crypto.randomUUID()}`,
+    type,
+    userId: opts.userId ?? null,
+    anonymousId: opts.anonymousId === undefined ? (opts.userId ? null : "anon") : opts.anonymousId,
+    previousId: null,
+    groupId: null,
+    event: null,
+    name: null,
+    properties: {},
+    traits: {},
+    context: {},
+    timestamp: at,
+    originalTimestamp: at,
+    sentAt: at,
+    receivedAt: at,
+    sourceId: "test-source",
+    ...fields,
+  };
+}
+
+/** The message an RPC call failed with (RPC promises are not plain promises: resolve them first). */
+async function failure(call: Promise<unknown>): Promise<string> {
+  try {
+    await call;
+  } catch (error) {
+    return error instanceof Error ? error.message : String(error);
+  }
+  throw new Error("expected the call to fail");
+}
+
+const stub = (key: string) => env.SESSION_STATE.getByName(key);
+
+/** Fixes the object's clock (it reads time only through `clock`). */
+async function setClock(key: string, now: number): Promise<void> {
+  await runInDurableObject(stub(key), (o: SessionState) => {
+    o.clock = () => now;
+  });
+}
+
+/** Waits until the post-record flush has drained the outbox. */
+async function drained(key: string): Promise<SessionSnapshot> {
+  return vi.waitFor(
+    async () => {
+      const s = await stub(key).snapshot(key);
+      if (s.outbox.pending !== 0) throw new Error(`outbox still has ${s.outbox.pending}`);
+      return s;
+    },
+    { timeout: 10_000, interval: 50 },
+  );
+}
+
+async function streamEntriesFor(messageIds: readonly string[]): Promise<string[]> {
+  const entries = await redis().xrange(EVENT_STREAM, "-", "+");
+  const wanted = new Set(messageIds);
+  return Object.values(entries)
+    .map((fields) => String((fields as Record<string, unknown>).id))
+    .filter((id) => wanted.has(id));
+}
+
+describe("record + snapshot", () => {
+  it("records a product view and shows it in the snapshot", async () => {
+    const key = `a:${uid("v")}`;
+    await setClock(key, T0 + MINUTE_MS);
+    const e = track(
+      "Product Viewed",
+      { product_id: "p1", category: "Shoes", brand: "Acme", price: 42 },
+      {
+        anonymousId: key.slice(2),
+      },
+    );
+    expect(await stub(key).record(key, [e])).toEqual({ accepted: 1, duplicates: 0 });
+    const s = await stub(key).snapshot(key);
+    expect(s.exists).toBe(true);
+    expect(s.userKey).toBe(key);
+    expect(s.viewed).toEqual(["p1"]);
+    expect(s.interactions[0]).toMatchObject({
+      kind: "view",
+      productId: "p1",
+      category: "Shoes",
+      brand: "Acme",
+      price: 42,
+    });
+    expect(s.counters).toEqual({ events: 1, duplicates: 0 });
+    expect(s.affinities.longTerm.map((a) => a.token).sort()).toEqual(["brand:acme", "category:shoes", "price:25-50"]);
+  });
+
+  it("understands every Segment e-commerce event", async () => {
+    const anon = uid("shopper");
+    const key = `a:${anon}`;
+    await setClock(key, T0 + 20 * MINUTE_MS);
+    const o = { anonymousId: anon };
+    const at = (min: number) => ({ ...o, at: T0 + min * MINUTE_MS });
+    const events = [
+      track("Products Searched", { query: "  Red   Shoes " }, at(0)),
+      track(
+        "Product List Viewed",
+        { category: "Shoes", products: [{ product_id: "p1" }, { product_id: "p2" }] },
+        at(1),
+      ),
+      track("Product Clicked", { product_id: "p1", category: "Shoes" }, at(2)),
+      track(
+        "Product Viewed",
+        { product_id: "p1", category: "Shoes", brand: "Acme", price: "59.90", tags: ["red"] },
+        at(3),
+      ),
+      track("Product Added", { product_id: "p1", category: "Shoes", brand: "Acme", price: 59.9, quantity: 1 }, at(4)),
+      track("Product Added", { product_id: "p2", category: "Socks", price: 5 }, at(5)),
+      track("Product Removed", { product_id: "p2", category: "Socks", price: 5 }, at(6)),
+      track("Product Added to Wishlist", { product_id: "p4", category: "Hats", brand: "Hatco" }, at(7)),
+      track("Cart Viewed", { products: [{ product_id: "p1" }] }, at(8)),
+      track("Checkout Started", { order_id: "o1", products: [{ product_id: "p1" }] }, at(9)),
+      track(
+        "Order Completed",
+        {
+          order_id: "o1",
+          revenue: 59.9,
+          products: [{ product_id: "p1", category: "Shoes", price: 59.9, quantity: 1 }],
+        },
+        at(10),
+      ),
+      base("page", { name: "Product", properties: { productId: "p3", category: "Boots" } }, at(11)),
+      track("Signed Up", { plan: "free" }, at(12)),
+    ];
+    expect(await stub(key).record(key, events)).toEqual({ accepted: events.length, duplicates: 0 });
+    const s = await stub(key).snapshot(key);
+    expect(s.searches).toEqual(["red shoes"]);
+    expect(s.viewed).toEqual(["p3", "p1"]);
+    expect(s.carted).toEqual([]);
+    expect(s.purchased).toEqual(["p1"]);
+    expect(s.wishlisted).toEqual(["p4"]);
+    expect(s.interactions.map((i) => i.kind)).toEqual([
+      "view",
+      "purchase",
+      "checkout",
+      "cart_view",
+      "wishlist",
+      "remove_from_cart",
+      "add_to_cart",
+      "add_to_cart",
+      "view",
+      "click",
+      "list_view",
+      "search",
+    ]);
+    expect(s.interactions.at(-1)).toMatchObject({ kind: "search", query: "red shoes", productId: null });
+    expect(s.counters).toEqual({ events: events.length, duplicates: 0 });
+    expect(s.session).toMatchObject({
+      startedAt: T0,
+      lastEventAt: T0 + 12 * MINUTE_MS,
+      eventCount: events.length,
+      active: true,
+    });
+    const longTerm = new Map(s.affinities.longTerm.map((a) => [a.token, a.score]));
+    // Shoes: list view, click, view, add, purchase — the strongest category.
+    expect(s.affinities.longTerm[0]?.token).toBe("category:shoes");
+    expect(longTerm.get("tag:red")).toBeGreaterThan(0);
+    // Socks: added (+3) then removed (−1.5) → positive but below the add alone.
+    expect(longTerm.get("category:socks")).toBeGreaterThan(1);
+    expect(longTerm.get("category:socks")).toBeLessThan(3);
+    expect(longTerm.get("category:boots")).toBeCloseTo(1, 2);
+    // Session and long-term scores agree within one active session (modulo their different decay).
+    expect(s.affinities.session.map((a) => a.token)).toContain("category:shoes");
+  });
+
+  it("answers exists:false for a never-seen user", async () => {
+    const key = `u:${uid("nobody")}`;
+    const s = await stub(key).snapshot(key);
+    expect(s).toMatchObject({ exists: false, userKey: key, interactions: [], counters: { events: 0, duplicates: 0 } });
+  });
+
+  it("rejects a malformed key and a key of another object", async () => {
+    const key = `a:${uid("k")}`;
+    expect(await failure(stub(key).record("nope", []))).toMatch(/user key/);
+    await stub(key).record(key, [track("Product Viewed", { product_id: "p" }, { anonymousId: key.slice(2) })]);
+    expect(await failure(stub(key).record(`a:${uid("other")}`, []))).toMatch(/belongs to/);
+    expect(await failure(stub(key).snapshot(`a:${uid("other")}`))).toMatch(/belongs to/);
+  });
+});
+
+describe("dedupe", () => {
+  it("gives a repeated messageId no second effect, in the object and in Redis", async () => {
+    const anon = uid("dup");
+    const key = `a:${anon}`;
+    const product = uid("prod");
+    await setClock(key, T0 + MINUTE_MS);
+    const e = track("Product Viewed", { product_id: product, category: "Dup" }, { anonymousId: anon });
+    expect(await stub(key).record(key, [e, e])).toEqual({ accepted: 1, duplicates: 1 });
+    await drained(key);
+    expect(await stub(key).record(key, [e])).toEqual({ accepted: 0, duplicates: 1 });
+    const s = await drained(key);
+    expect(s.counters).toEqual({ events: 1, duplicates: 2 });
+    expect(s.interactions).toHaveLength(1);
+    expect(s.affinities.longTerm.find((a) => a.token === "category:dup")?.score).toBeCloseTo(1, 3);
+    // Exactly one stream entry and one trending increment.
+    expect(await streamEntriesFor([e.messageId])).toEqual([e.messageId]);
+    const entries = Object.values(await redis().xrange(EVENT_STREAM, "-", "+")) as Record<string, unknown>[];
+    const entry = entries.find((f) => f[STREAM_FIELDS.messageId] === e.messageId);
+    expect(entry?.[STREAM_FIELDS.userKey]).toBe(key);
+    const body = entry?.[STREAM_FIELDS.event];
+    expect(typeof body === "string" ? JSON.parse(body) : body).toEqual(e);
+    const r = redis();
+    expect(await r.zscore(`${TREND_PRODUCT_PREFIX}${trendBucket(T0)}`, product)).toBe(1);
+    expect(await r.exists(`${SEEN_KEY_PREFIX}${e.messageId}`)).toBe(1);
+  });
+});
+
+describe("sessions and decay", () => {
+  it("starts a new session after 30 minutes without events", async () => {
+    const anon = uid("sess");
+    const key = `a:${anon}`;
+    await setClock(key, T0 + 50 * MINUTE_MS);
+    const o = { anonymousId: anon };
+    await stub(key).record(key, [
+      track("Product Viewed", { product_id: "a", category: "First" }, { ...o, at: T0 }),
+      track("Product Viewed", { product_id: "b", category: "First" }, { ...o, at: T0 + 10 * MINUTE_MS }),
+    ]);
+    const first = (await stub(key).snapshot(key)).session;
+    expect(first).toMatchObject({ startedAt: T0, eventCount: 2 });
+    await stub(key).record(key, [
+      track("Product Viewed", { product_id: "c", category: "Second" }, { ...o, at: T0 + 45 * MINUTE_MS }),
+    ]);
+    const s = await stub(key).snapshot(key);
+    expect(s.session).toMatchObject({
+      startedAt: T0 + 45 * MINUTE_MS,
+      lastEventAt: T0 + 45 * MINUTE_MS,
+      eventCount: 1,
+      active: true,
+    });
+    expect(s.session?.id).not.toBe(first?.id);
+    expect(s.interactions[0]?.sessionId).toBe(s.session?.id);
+    expect(s.interactions[1]?.sessionId).toBe(first?.id);
+    // The session horizon was reset; the long-term one remembers both visits.
+    expect(s.affinities.session.map((a) => a.token)).toEqual(["category:second"]);
+    expect(s.affinities.longTerm.map((a) => a.token)).toEqual(["category:first", "category:second"]);
+  });
+
+  it("decays affinities lazily to the time of the snapshot", async () => {
+    const anon = uid("decay");
+    const key = `a:${anon}`;
+    await setClock(key, T0);
+    await stub(key).record(key, [
+      track("Product Added", { product_id: "x", category: "Decay" }, { anonymousId: anon, at: T0 }),
+    ]);
+    const score = async (now: number, horizon: "session" | "longTerm") => {
+      await setClock(key, now);
+      const s = await stub(key).snapshot(key);
+      return s.affinities[horizon].find((a) => a.token === "category:decay")?.score;
+    };
+    expect(await score(T0, "longTerm")).toBeCloseTo(3, 6);
+    expect(await score(T0 + 15 * MINUTE_MS, "session")).toBeCloseTo(3 * 2 ** -0.5, 6);
+    expect(await score(T0 + 30 * DAY_MS, "longTerm")).toBeCloseTo(1.5, 6);
+    expect(await score(T0 + 60 * DAY_MS, "longTerm")).toBeCloseTo(0.75, 6);
+    // Once the visit is over, the session horizon is empty.
+    expect(await score(T0 + 31 * MINUTE_MS, "session")).toBeUndefined();
+  });
+});
+
+describe("snapshot is read-only", () => {
+  async function storageState(key: string) {
+    return runInDurableObject(stub(key), async (_o: SessionState, state) => {
+      const sql = state.storage.sql;
+      const tables = sql
+        .exec<{ name: string }>(
+          "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '_cf%' AND name NOT LIKE 'sqlite%' ORDER BY name",
+        )
+        .toArray()
+        .map((t) => t.name);
+      const contents: Record<string, unknown[]> = {};
+      for (const t of tables) contents[t] = sql.exec(`SELECT * FROM ${t}`).toArray();
+      return { size: sql.databaseSize, tables, contents, alarm: await state.storage.getAlarm() };
+    });
+  }
+
+  it("writes nothing for an existing user", async () => {
+    const anon = uid("ro");
+    const key = `a:${anon}`;
+    await setClock(key, T0 + MINUTE_MS);
+    await stub(key).record(key, [track("Product Viewed", { product_id: "p", category: "C" }, { anonymousId: anon })]);
+    await drained(key);
+    const before = await storageState(key);
+    expect(before.tables).toContain("profile");
+    await setClock(key, T0 + 40 * DAY_MS);
+    await stub(key).snapshot(key);
+    await stub(key).snapshot();
+    expect(await storageState(key)).toEqual(before);
+  });
+
+  it("creates nothing for a never-seen user", async () => {
+    const key = `u:${uid("ghost")}`;
+    await stub(key).snapshot(key);
+    const after = await storageState(key);
+    expect(after.tables).toEqual([]);
+    expect(after.alarm).toBeNull();
+  });
+});
+
+describe("identity merge", () => {
+  const identify = (userId: string, anonymousId: string, at = T0 + 5 * MINUTE_MS) =>
+    base("identify", { traits: { plan: "pro" } }, { userId, anonymousId, at });
+
+  it("merges the visitor into the user once, forwards later visitor events, and counts nothing twice", async () => {
+    const anon = uid("anon");
+    const user = uid("user");
+    const a = `a:${anon}`;
+    const u = `u:${user}`;
+    for (const key of [a, u]) await setClock(key, T0 + 10 * MINUTE_MS);
+    const anonEvents = [
+      track("Product Viewed", { product_id: "p1", category: "Lamps" }, { anonymousId: anon, at: T0 }),
+      track("Product Added", { product_id: "p2", category: "Lamps" }, { anonymousId: anon, at: T0 + MINUTE_MS }),
+    ];
+    await stub(a).record(a, anonEvents);
+
+    const first = identify(user, anon);
+    expect(await stub(u).record(u, [first])).toEqual({ accepted: 1, duplicates: 0 });
+    const merged = await stub(u).snapshot(u);
+    expect(merged.anonymousIds).toEqual([anon]);
+    expect(merged.userId).toBe(user);
+    expect(merged.interactions.map((i) => i.productId)).toEqual(["p2", "p1"]);
+    expect(merged.carted).toEqual(["p2"]);
+    expect(merged.counters.events).toBe(3);
+    const lamps = merged.affinities.longTerm.find((x) => x.token === "category:lamps")?.score;
+    expect(lamps).toBeGreaterThan(3.9);
+    // One visit: the anonymous browsing and the login are the same session.
+    expect(merged.session?.startedAt).toBe(T0);
+    expect((await stub(a).snapshot(a)).mergedInto).toBe(u);
+
+    // identify again (a new message), and concurrently twice: no second merge.
+    await Promise.all([stub(u).record(u, [identify(user, anon)]), stub(u).record(u, [identify(user, anon)])]);
+    const again = await stub(u).snapshot(u);
+    expect(again.interactions).toHaveLength(2);
+    expect(again.counters.events).toBe(5);
+    expect(again.affinities.longTerm.find((x) => x.token === "category:lamps")?.score).toBeCloseTo(lamps ?? 0, 6);
+
+    // A later anonymous-only event reaches the user; a client retry of an old anonymous event is a duplicate there.
+    const later = track(
+      "Product Viewed",
+      { product_id: "p3", category: "Lamps" },
+      { anonymousId: anon, at: T0 + 6 * MINUTE_MS },
+    );
+    expect(await stub(a).record(a, [later])).toEqual({ accepted: 1, duplicates: 0 });
+    expect(await stub(a).record(a, [anonEvents[0] as CollectedEvent])).toEqual({ accepted: 0, duplicates: 1 });
+    const after = await stub(u).snapshot(u);
+    expect(after.viewed).toEqual(["p3", "p1"]);
+    expect(after.counters).toEqual({ events: 6, duplicates: 1 });
+
+    // The visitor object drops its copy once the user confirmed the merge.
+    await vi.waitFor(async () => expect((await stub(a).snapshot(a)).interactions).toEqual([]), { timeout: 5_000 });
+
+    // Every event reached the stream exactly once, whichever object's outbox carried it.
+    await drained(a);
+    await drained(u);
+    const ids = [...anonEvents, first, later].map((e) => e.messageId);
+    expect((await streamEntriesFor(ids)).sort()).toEqual([...ids].sort());
+  });
+
+  it("claims a visitor id that identify names before the visitor sent anything", async () => {
+    const anon = uid("early");
+    const user = uid("user");
+    const a = `a:${anon}`;
+    const u = `u:${user}`;
+    await stub(u).record(u, [identify(user, anon)]);
+    expect((await stub(a).snapshot(a)).mergedInto).toBe(u);
+    await stub(a).record(a, [track("Product Viewed", { product_id: "late" }, { anonymousId: anon })]);
+    const s = await stub(u).snapshot(u);
+    expect(s.viewed).toEqual(["late"]);
+    expect(s.anonymousIds).toEqual([anon]);
+  });
+
+  it("merges an aliased user into the new user id", async () => {
+    const oldId = uid("old");
+    const newId = uid("new");
+    const oldKey = `u:${oldId}`;
+    const newKey = `u:${newId}`;
+    await stub(oldKey).record(oldKey, [
+      track("Product Viewed", { product_id: "o1", category: "Old" }, { userId: oldId }),
+    ]);
+    const alias = base("alias", { previousId: oldId }, { userId: newId, anonymousId: null });
+    await stub(newKey).record(newKey, [alias]);
+    const s = await stub(newKey).snapshot(newKey);
+    expect(s.viewed).toEqual(["o1"]);
+    expect(s.mergedKeys).toContain(oldKey);
+    expect((await stub(oldKey).snapshot(oldKey)).mergedInto).toBe(newKey);
+    // Events still sent under the old id land in the new user.
+    await stub(oldKey).record(oldKey, [track("Product Viewed", { product_id: "o2" }, { userId: oldId })]);
+    expect((await stub(newKey).snapshot(newKey)).viewed).toEqual(["o2", "o1"]);
+  });
+
+  it("does not merge a visitor id that already belongs to another user", async () => {
+    const anon = uid("shared");
+    const [u1, u2] = [`u:${uid("first")}`, `u:${uid("second")}`];
+    await stub(`a:${anon}`).record(`a:${anon}`, [track("Product Viewed", { product_id: "s1" }, { anonymousId: anon })]);
+    await stub(u1).record(u1, [identify(u1.slice(2), anon)]);
+    await stub(u2).record(u2, [identify(u2.slice(2), anon)]);
+    expect((await stub(u1).snapshot(u1)).viewed).toEqual(["s1"]);
+    const second = await stub(u2).snapshot(u2);
+    expect(second.viewed).toEqual([]);
+    expect(second.anonymousIds).toEqual([]);
+  });
+});
+
+describe("outbox", () => {
+  const closedPort = { url: "http://127.0.0.1:9", token: "nope" };
+
+  it("pushToStream fails against an unreachable Redis and is idempotent against the real one", async () => {
+    const item = {
+      messageId: uid("direct"),
+      userKey: "a:direct",
+      event: JSON.stringify(track("Product Viewed", { product_id: "d" })),
+    };
+    await expect(pushToStream(openRedis(closedPort), [item], T0)).rejects.toThrow();
+    expect(await pushToStream(redis(), [item], T0)).toEqual({ appended: 1, duplicates: 0 });
+    // A retried flush (the reply was lost) changes nothing.
+    expect(await pushToStream(redis(), [item], T0)).toEqual({ appended: 0, duplicates: 1 });
+    expect(await streamEntriesFor([item.messageId])).toEqual([item.messageId]);
+  });
+
+  it("keeps events while Redis is down, retries through the alarm, and delivers them exactly once", async () => {
+    const anon = uid("outage");
+    const key = `a:${anon}`;
+    const product = uid("prod");
+    const now = Date.now();
+    await runInDurableObject(stub(key), (o: SessionState) => {
+      o.clock = () => now;
+      o.redisSettings = () => closedPort;
+    });
+    const events = [1, 2, 3].map((i) =>
+      track("Product Viewed", { product_id: product, category: "Outage" }, { anonymousId: anon, at: now - i * 1000 }),
+    );
+    expect(await stub(key).record(key, events)).toEqual({ accepted: 3, duplicates: 0 });
+
+    // The post-record flush fails: rows stay, a retry is scheduled on the alarm.
+    const failed = await vi.waitFor(
+      () =>
+        runInDurableObject(stub(key), async (_o: SessionState, state) => {
+          const row = state.storage.sql.exec<{ n: number }>("SELECT outbox_attempts AS n FROM profile").one();
+          if (row.n < 1) throw new Error("no failed flush yet");
+          return { alarm: await state.storage.getAlarm() };
+        }),
+      { timeout: 10_000, interval: 50 },
+    );
+    expect(failed.alarm).not.toBeNull();
+    expect((await stub(key).snapshot(key)).outbox.pending).toBe(3);
+    expect(await streamEntriesFor(events.map((e) => e.messageId))).toEqual([]);
+
+    // Redis is back: the alarm delivers; running it again (alarms are at-least-once) adds nothing.
+    await runInDurableObject(stub(key), (o: SessionState) => {
+      o.redisSettings = () => ({ url: env.UPSTASH_REDIS_REST_URL, token: env.UPSTASH_REDIS_REST_TOKEN });
+    });
+    await runDurableObjectAlarm(stub(key));
+    const s = await drained(key);
+    expect(s.outbox).toEqual({ pending: 0, oldestAt: null });
+    await runDurableObjectAlarm(stub(key));
+    expect((await streamEntriesFor(events.map((e) => e.messageId))).sort()).toEqual(
+      events.map((e) => e.messageId).sort(),
+    );
+    // Three views, counted once each, across however many 5-minute buckets they fell into.
+    const buckets = [...new Set([1, 2, 3].map((i) => trendBucket(now - i * 1000)))];
+    const scores = await Promise.all(buckets.map((b) => redis().zscore(`${TREND_PRODUCT_PREFIX}${b}`, product)));
+    expect(scores.reduce<number>((sum, x) => sum + Number(x ?? 0), 0)).toBe(3);
+  });
+});
+
+describe("expiry, deletion and compaction", () => {
+  it("erases the state after 90 days without events, not before", async () => {
+    const anon = uid("ttl");
+    const key = `a:${anon}`;
+    const now = Date.now();
+    await setClock(key, now);
+    await stub(key).record(key, [track("Product Viewed", { product_id: "t" }, { anonymousId: anon, at: now })]);
+    await drained(key);
+
+    await setClock(key, now + 89 * DAY_MS);
+    expect(await runDurableObjectAlarm(stub(key))).toBe(true);
+    expect((await stub(key).snapshot(key)).exists).toBe(true);
+    const next = await runInDurableObject(stub(key), (_o: SessionState, state) => state.storage.getAlarm());
+    expect(next).toBe(now + 90 * DAY_MS);
+
+    await setClock(key, now + 90 * DAY_MS + HOUR_MS);
+    expect(await runDurableObjectAlarm(stub(key))).toBe(true);
+    expect((await stub(key).snapshot(key)).exists).toBe(false);
+    const left = await runInDurableObject(stub(key), async (_o: SessionState, state) => ({
+      tables: state.storage.sql
+        .exec("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '_cf%'")
+        .toArray(),
+      alarm: await state.storage.getAlarm(),
+    }));
+    expect(left).toEqual({ tables: [], alarm: null });
+  });
+
+  it("delete() erases the user and the object starts afresh", async () => {
+    const anon = uid("del");
+    const key = `a:${anon}`;
+    await stub(key).record(key, [track("Product Viewed", { product_id: "x" }, { anonymousId: anon })]);
+    await drained(key);
+    expect(await stub(key).delete()).toEqual({ deleted: true });
+    expect((await stub(key).snapshot(key)).exists).toBe(false);
+    expect(await runInDurableObject(stub(key), (_o: SessionState, state) => state.storage.getAlarm())).toBeNull();
+    await stub(key).record(key, [track("Product Viewed", { product_id: "y" }, { anonymousId: anon })]);
+    const s = await stub(key).snapshot(key);
+    expect(s.viewed).toEqual(["y"]);
+    expect(s.counters.events).toBe(1);
+  });
+
+  it("keeps every table within its bounds", async () => {
+    const anon = uid("bulk");
+    const key = `a:${anon}`;
+    await setClock(key, T0 + HOUR_MS);
+    const events = Array.from({ length: 600 }, (_, i) =>
+      track("Product Viewed", { product_id: `p${i}`, category: `c${i}` }, { anonymousId: anon, at: T0 + i * 1000 }),
+    );
+    // Two calls with an eviction between them: compaction also works on counts reloaded from storage.
+    await stub(key).record(key, events.slice(0, 300));
+    await drained(key);
+    await evictDurableObject(stub(key));
+    await setClock(key, T0 + HOUR_MS);
+    await stub(key).record(key, events.slice(300));
+    const counts = await runInDurableObject(stub(key), (_o: SessionState, state) => {
+      const sql = state.storage.sql;
+      const n = (q: string) => Number(sql.exec<{ n: number }>(q).one().n);
+      return {
+        interactions: n("SELECT COUNT(*) AS n FROM interactions"),
+        viewed: n("SELECT COUNT(*) AS n FROM recent WHERE kind = 'viewed'"),
+        longTerm: n("SELECT COUNT(*) AS n FROM affinities WHERE horizon = 'longTerm'"),
+        session: n("SELECT COUNT(*) AS n FROM affinities WHERE horizon = 'session'"),
+        seen: n("SELECT COUNT(*) AS n FROM seen"),
+      };
+    });
+    expect(counts).toEqual({
+      interactions: INTERACTIONS_MAX,
+      viewed: RECENT_MAX.viewed,
+      longTerm: AFFINITY_MAX.longTerm,
+      session: AFFINITY_MAX.session,
+      seen: 600,
+    });
+    const s = await stub(key).snapshot(key);
+    // The newest survive.
+    expect(s.interactions[0]?.productId).toBe("p599");
+    expect(s.viewed[0]).toBe("p599");
+    expect(s.viewed.at(-1)).toBe(`p${600 - RECENT_MAX.viewed}`);
+    expect(s.affinities.longTerm[0]?.token).toBe("category:c599");
+    expect(s.counters.events).toBe(600);
+  });
+});
