@@ -1,18 +1,12 @@
 // The stored shapes of a SessionState object, shared by the SQLite store, the merge math and the hand-over RPC.
 // Plain data only (they cross RPC boundaries as structured clones).
+import type { Interaction } from "./ecommerce.ts";
 import type { RecentKind } from "./limits.ts";
 import type { CurrentSession } from "./visit.ts";
-import type { Horizon, InteractionKind } from "./weights.ts";
+import type { Horizon } from "./weights.ts";
 
-export interface StoredInteraction {
+export interface StoredInteraction extends Interaction {
   at: number;
-  kind: InteractionKind;
-  productId: string | null;
-  category: string | null;
-  brand: string | null;
-  price: number | null;
-  query: string | null;
-  tokens: string[];
   messageId: string;
   sessionId: string | null;
 }

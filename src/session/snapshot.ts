@@ -1,19 +1,9 @@
 // SessionSnapshot: what `SessionState.snapshot()` returns — the read model the ranking path imports. All times are
 // epoch milliseconds; affinity scores are already decayed to `asOf`.
-import type { InteractionKind } from "./weights.ts";
+import type { StoredInteraction } from "./model.ts";
 
-export interface SnapshotInteraction {
-  at: number;
-  kind: InteractionKind;
-  productId: string | null;
-  category: string | null;
-  brand: string | null;
-  price: number | null;
-  query: string | null;
-  messageId: string;
-  /** null for an event that arrived long after its visit ended (it never joined the current session). */
-  sessionId: string | null;
-}
+/** A stored interaction as the snapshot shows it (its affinity tokens stay inside the object). */
+export type SnapshotInteraction = Omit<StoredInteraction, "tokens">;
 
 export interface AffinityScore {
   /** `category:<c>`, `brand:<b>`, `tag:<t>` or `price:<band>` (docs/session.md). */
