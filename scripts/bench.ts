@@ -31,8 +31,10 @@ function positiveNumber(name: string, value: string): number {
 }
 
 // One stop, whoever asks first (the end of the run, an error, Ctrl-C): the others wait for it to finish.
+let started = false;
 let stopped: Promise<void> | undefined;
 function stopOnce(): Promise<void> {
+  if (!started) return Promise.resolve();
   if (!stopped) {
     log("stopping the local stack …");
     stopped = stopLocalWorker();
@@ -85,6 +87,7 @@ async function main(): Promise<void> {
 
   process.on("SIGINT", () => void shutdown(130));
   process.on("SIGTERM", () => void shutdown(143));
+  started = true;
   const local: LocalWorker = await startLocalWorker(log);
   try {
     const ctx = createContext({ url: local.url, vars: local.vars, durationS, warmUpRequests, guard: local, log });
