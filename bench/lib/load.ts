@@ -11,8 +11,11 @@ export interface LoadOptions {
   path?: string;
   /** A fixed list of paths; each connection cycles through it from the start. */
   paths?: string[];
-  /** A request generator: called with a counter shared by all connections, returns the next path. */
-  next?: (i: number) => string;
+  /**
+   * A request generator: called with a counter shared by all connections, returns the next path, or the next
+   * path and body (for POSTs whose bodies must differ, e.g. events with unique message ids).
+   */
+  next?: (i: number) => string | { path: string; body: string };
   method?: "GET" | "POST" | "PUT" | "DELETE";
   headers?: Record<string, string>;
   body?: string;
@@ -69,7 +72,12 @@ function requestList(options: LoadOptions): autocannon.Request[] {
     return [
       {
         setupRequest: (request) => {
-          request.path = next(counter++);
+          const generated = next(counter++);
+          if (typeof generated === "string") request.path = generated;
+          else {
+            request.path = generated.path;
+            request.body = generated.body;
+          }
           return request;
         },
       },

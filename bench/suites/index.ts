@@ -1,9 +1,10 @@
 // The registry of benchmark suites: `npm run bench -- <name>` runs one, `npm run bench -- --list` lists them.
 // A new suite is a file in this folder exporting a default `Suite` (bench/lib/suite.ts), added here.
 import type { Suite } from "../lib/suite.ts";
+import collect from "./collect.ts";
 import floor from "./floor.ts";
 
-export const SUITES: readonly Suite[] = [floor];
+export const SUITES: readonly Suite[] = [floor, collect];
 
 export function findSuite(name: string): Suite | undefined {
   return SUITES.find((s) => s.name === name);

@@ -4,8 +4,11 @@
 // answer the same 404 as any unknown path. Routes:
 //   GET /__bench/empty                   { ok: true }: the cost of an empty endpoint
 //   GET /__bench/do?users=N&prefix=P     one SessionState ping() per user P:0 … P:N-1, concurrently: { calls: N }
+//   POST /__bench/collect-floor          a /v1/batch body: parse it, one SessionState ping() per distinct user
+//                                        (the user's key, as collection routes it), concurrently: { users: N }
 import { Hono } from "hono";
 import type { AppEnv } from "../app.ts";
+import { userKey } from "../collect/event.ts";
 import { ApiError } from "../errors.ts";
 
 export const BENCH_MAX_USERS = 500;
@@ -35,4 +38,18 @@ benchRoutes.get("/__bench/do", async (c) => {
   }
   await Promise.all(Array.from({ length: users }, (_, i) => c.env.SESSION_STATE.getByName(`${prefix}:${i}`).ping()));
   return c.json({ calls: users });
+});
+
+/**
+ * The floor of collection: what a batch costs before validation, dedupe and session updates — reading and parsing
+ * the body and one Durable Object round trip per distinct user, the least any design that keeps per-user state in
+ * objects must do.
+ */
+benchRoutes.post("/__bench/collect-floor", async (c) => {
+  const body = (await c.req.json()) as { batch?: Array<{ userId?: string; anonymousId?: string }> };
+  const keys = new Set(
+    (body.batch ?? []).map((e) => userKey({ userId: e.userId ?? null, anonymousId: e.anonymousId ?? null })),
+  );
+  await Promise.all([...keys].map((key) => c.env.SESSION_STATE.getByName(key).ping()));
+  return c.json({ users: keys.size });
 });

@@ -4,6 +4,7 @@ import type { CollectedEvent, RecordResult } from "../collect/event.ts";
 import { addScore } from "./decay.ts";
 import { interpret, recentEffects } from "./ecommerce.ts";
 import { OUTBOX_MAX_ROWS, SEEN_WINDOW_MS } from "./limits.ts";
+import type { AffinityRow } from "./model.ts";
 import type { Profile, SessionStore } from "./store.ts";
 import { place } from "./visit.ts";
 import { AFFINITY_WEIGHTS, HALF_LIFE_MS, type Horizon } from "./weights.ts";
@@ -61,16 +62,21 @@ export function applyEvents(
     .sort((a, b) => a.at - b.at || a.i - b.i);
   let accepted = 0;
   let duplicates = 0;
+  // One lookup for the whole batch; ids repeated inside the batch count as duplicates too.
+  const seen = store.seenAmong(ordered.map((o) => o.event.messageId));
+  // Affinity scores are read once per token and written once per token at the end, however many events touch them.
+  const scores = new AffinityBuffer(store);
   for (const { event, at } of ordered) {
-    if (store.isSeen(event.messageId)) {
+    if (seen.has(event.messageId)) {
       duplicates++;
       continue;
     }
+    seen.add(event.messageId);
     store.markSeen([{ messageId: event.messageId, at: now }]);
     accepted++;
 
     const placement = place(profile.session, at, deps.newSessionId);
-    if (placement.kind === "started") store.clearAffinities("session");
+    if (placement.kind === "started") scores.clear("session");
     profile.session = placement.session;
     const inSession = placement.kind !== "past";
     const horizons: Horizon[] = inSession ? ["session", "longTerm"] : ["longTerm"];
@@ -85,11 +91,7 @@ export function applyEvents(
       const weight = AFFINITY_WEIGHTS[interaction.kind];
       if (weight !== 0) {
         for (const token of interaction.tokens) {
-          for (const horizon of horizons) {
-            const prev = store.affinity(horizon, token);
-            const next = addScore(prev, weight, at, HALF_LIFE_MS[horizon]);
-            store.putAffinity({ horizon, token, ...next }, prev !== null);
-          }
+          for (const horizon of horizons) scores.add(horizon, token, weight, at);
         }
       }
       for (const effect of recentEffects(interaction)) {
@@ -102,10 +104,42 @@ export function applyEvents(
     profile.events++;
     profile.lastEventAt = profile.lastEventAt === null ? at : Math.max(profile.lastEventAt, at);
   }
+  scores.write();
   profile.duplicates += duplicates;
   if (accepted > 0) profile.lastActiveAt = now;
   store.saveProfile(profile);
   store.pruneSeen(now - SEEN_WINDOW_MS);
   store.compact();
   return { accepted, duplicates };
+}
+
+/** Affinity updates of one `record` call, accumulated in memory: one read and one write per touched token. */
+class AffinityBuffer {
+  readonly #store: SessionStore;
+  /** `${horizon}\u0000${token}` → the row before this call (null: none) and the row after it. */
+  readonly #rows = new Map<string, { existed: boolean; row: AffinityRow }>();
+
+  constructor(store: SessionStore) {
+    this.#store = store;
+  }
+
+  add(horizon: Horizon, token: string, weight: number, at: number): void {
+    const key = `${horizon}\u0000${token}`;
+    const pending = this.#rows.get(key);
+    const stored = pending ? undefined : this.#store.affinity(horizon, token);
+    const current = pending ? pending.row : (stored ?? null);
+    const next = addScore(current, weight, at, HALF_LIFE_MS[horizon]);
+    this.#rows.set(key, { existed: pending ? pending.existed : stored !== null, row: { horizon, token, ...next } });
+  }
+
+  /** A new session: the session horizon starts empty (stored rows go now; buffered ones are dropped). */
+  clear(horizon: Horizon): void {
+    this.#store.clearAffinities(horizon);
+    for (const [key, entry] of this.#rows) if (entry.row.horizon === horizon) this.#rows.delete(key);
+  }
+
+  write(): void {
+    for (const { existed, row } of this.#rows.values()) this.#store.putAffinity(row, existed);
+    this.#rows.clear();
+  }
 }

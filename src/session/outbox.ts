@@ -14,10 +14,11 @@ export const FLUSH_MAX_ROUNDS = 20;
 export const BACKOFF_BASE_MS = 1 * SECOND_MS;
 export const BACKOFF_CAP_MS = 5 * MINUTE_MS;
 /**
- * Safety net: rows still pending this long after they were written are retried by the alarm even if no failure
- * was seen (the object may have been evicted before its post-`record` flush ran).
+ * The alarm drains the outbox this long after its oldest row was written. `record` never waits for Redis: a burst
+ * of batches for one user shares one round trip, and no Redis work runs in the request that acknowledged them.
+ * It bounds how stale the stream and the trending counters may be (docs/session.md).
  */
-export const OUTBOX_SAFETY_MS = 30 * SECOND_MS;
+export const OUTBOX_FLUSH_DELAY_MS = 1 * SECOND_MS;
 
 /** Delay before retry number `attempt` (1-based); `random` in [0, 1). */
 export function backoffMs(attempt: number, random: number): number {
@@ -37,7 +38,7 @@ export interface AlarmInputs {
 export function nextAlarmAt(s: AlarmInputs): number {
   const due = [s.lastActiveAt + EXPIRY_MS];
   if (s.oldestSeenAt !== null) due.push(s.oldestSeenAt + SEEN_WINDOW_MS);
-  if (s.outboxPending > 0) due.push(s.outboxRetryAt ?? (s.oldestOutboxAt ?? s.lastActiveAt) + OUTBOX_SAFETY_MS);
+  if (s.outboxPending > 0) due.push(s.outboxRetryAt ?? (s.oldestOutboxAt ?? s.lastActiveAt) + OUTBOX_FLUSH_DELAY_MS);
   return Math.min(...due);
 }
 

@@ -219,12 +219,8 @@ export class SessionState extends DurableObject<Env> {
         throw error;
       }
     });
-    if (result.accepted > 0) {
-      const profile = this.#store.profile();
-      // During a backoff the alarm retries; hammering a Redis that is down from every record would not help.
-      if (!profile?.outboxRetryAt || profile.outboxRetryAt <= now) this.ctx.waitUntil(this.#flush());
-      await this.#schedule(false);
-    }
+    // The alarm drains the outbox shortly after (OUTBOX_FLUSH_DELAY_MS), or at the retry time after a failure.
+    if (result.accepted > 0) await this.#schedule(false);
     return result;
   }
 

@@ -88,6 +88,8 @@ export interface OutboxRow {
 type Row = Record<string, SqlStorageValue>;
 
 const AFFINITY_CAP: Record<Horizon, number> = AFFINITY_MAX;
+/** Bound parameters per statement: SQLite's default limit is far higher, but keep `IN (…)` lists modest. */
+const SQL_MAX_PARAMS = 90;
 
 const num = (v: SqlStorageValue | undefined): number => Number(v);
 const optNum = (v: SqlStorageValue | undefined): number | null => (v === null || v === undefined ? null : Number(v));
@@ -201,6 +203,19 @@ export class SessionStore {
   }
 
   // ---- seen (dedupe) ------------------------------------------------------------------------------------------
+
+  /** The ids among `messageIds` already in the dedupe window. */
+  seenAmong(messageIds: readonly string[]): Set<string> {
+    const found = new Set<string>();
+    for (let i = 0; i < messageIds.length; i += SQL_MAX_PARAMS) {
+      const chunk = messageIds.slice(i, i + SQL_MAX_PARAMS);
+      const marks = chunk.map(() => "?").join(", ");
+      for (const r of this.#sql.exec(`SELECT message_id FROM seen WHERE message_id IN (${marks})`, ...chunk)) {
+        found.add(String(r.message_id));
+      }
+    }
+    return found;
+  }
 
   isSeen(messageId: string): boolean {
     return this.#sql.exec("SELECT 1 AS x FROM seen WHERE message_id = ?", messageId).toArray().length > 0;

@@ -2,7 +2,7 @@
 import { describe, expect, it } from "vitest";
 import type { CollectedEvent } from "../../src/collect/event.ts";
 import { DAY_MS, EXPIRY_MS, HOUR_MS, SEEN_WINDOW_MS } from "../../src/session/limits.ts";
-import { BACKOFF_CAP_MS, backoffMs, isExpired, nextAlarmAt, OUTBOX_SAFETY_MS } from "../../src/session/outbox.ts";
+import { BACKOFF_CAP_MS, backoffMs, isExpired, nextAlarmAt, OUTBOX_FLUSH_DELAY_MS } from "../../src/session/outbox.ts";
 import {
   EVENT_STREAM,
   flushCommand,
@@ -125,7 +125,9 @@ describe("outbox policy", () => {
     const base = { lastActiveAt: T, oldestSeenAt: null, outboxPending: 0, oldestOutboxAt: null, outboxRetryAt: null };
     expect(nextAlarmAt(base)).toBe(T + EXPIRY_MS);
     expect(nextAlarmAt({ ...base, oldestSeenAt: T })).toBe(T + SEEN_WINDOW_MS);
-    expect(nextAlarmAt({ ...base, oldestSeenAt: T, outboxPending: 1, oldestOutboxAt: T })).toBe(T + OUTBOX_SAFETY_MS);
+    expect(nextAlarmAt({ ...base, oldestSeenAt: T, outboxPending: 1, oldestOutboxAt: T })).toBe(
+      T + OUTBOX_FLUSH_DELAY_MS,
+    );
     expect(nextAlarmAt({ ...base, outboxPending: 1, oldestOutboxAt: T, outboxRetryAt: T + 5 })).toBe(T + 5);
   });
 
