@@ -160,7 +160,7 @@ const suite: Suite = {
       `server batches: ${SERVER_EVENTS} events across ${SERVER_USERS} users drawn from ${USER_POOL}; browser batches: ` +
         `one visitor of ${USER_POOL}, ${BROWSER_EVENTS} events (page, search, views, click, add); every message id is new.`,
       `Every user and visitor of the pool is recorded once before measuring: figures are for returning users.`,
-      "Each object drains its outbox to Redis (stream + trending counters) from its alarm about 1 s after the " +
+      "Each object drains its outbox to Redis (stream + trending counters) from its alarm 5 s after the " +
         "first pending write, one EVAL per object per drain: not on the ack path, but it shares the machine's CPU.",
     );
     return { floor, results, relative, notes };

@@ -4,8 +4,8 @@ import type { CollectedEvent, RecordResult } from "../collect/event.ts";
 import { addScore } from "./decay.ts";
 import { interpret, recentEffects } from "./ecommerce.ts";
 import { OUTBOX_MAX_ROWS, SEEN_WINDOW_MS } from "./limits.ts";
-import type { AffinityRow } from "./model.ts";
-import type { Profile, SessionStore } from "./store.ts";
+import type { AffinityRow, SeenRow, StoredInteraction } from "./model.ts";
+import type { OutboxRow, Profile, SessionStore } from "./store.ts";
 import { place } from "./visit.ts";
 import { AFFINITY_WEIGHTS, HALF_LIFE_MS, type Horizon } from "./weights.ts";
 
@@ -66,13 +66,17 @@ export function applyEvents(
   const seen = store.seenAmong(ordered.map((o) => o.event.messageId));
   // Affinity scores are read once per token and written once per token at the end, however many events touch them.
   const scores = new AffinityBuffer(store);
+  // Rows go in with one multi-row statement per table at the end.
+  const newSeen: SeenRow[] = [];
+  const newInteractions: StoredInteraction[] = [];
+  const outbox: Omit<OutboxRow, "seq">[] = [];
   for (const { event, at } of ordered) {
     if (seen.has(event.messageId)) {
       duplicates++;
       continue;
     }
     seen.add(event.messageId);
-    store.markSeen([{ messageId: event.messageId, at: now }]);
+    newSeen.push({ messageId: event.messageId, at: now });
     accepted++;
 
     const placement = place(profile.session, at, deps.newSessionId);
@@ -82,7 +86,7 @@ export function applyEvents(
     const horizons: Horizon[] = inSession ? ["session", "longTerm"] : ["longTerm"];
 
     for (const interaction of interpret(event)) {
-      store.insertInteraction({
+      newInteractions.push({
         ...interaction,
         at,
         messageId: event.messageId,
@@ -100,10 +104,13 @@ export function applyEvents(
       }
     }
 
-    store.enqueue({ at: now, messageId: event.messageId, userKey, event: JSON.stringify(event) });
+    outbox.push({ at: now, messageId: event.messageId, userKey, event: JSON.stringify(event) });
     profile.events++;
     profile.lastEventAt = profile.lastEventAt === null ? at : Math.max(profile.lastEventAt, at);
   }
+  store.markSeen(newSeen);
+  store.insertInteractions(newInteractions);
+  store.enqueue(outbox);
   scores.write();
   profile.duplicates += duplicates;
   if (accepted > 0) profile.lastActiveAt = now;

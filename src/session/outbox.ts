@@ -18,7 +18,7 @@ export const BACKOFF_CAP_MS = 5 * MINUTE_MS;
  * of batches for one user shares one round trip, and no Redis work runs in the request that acknowledged them.
  * It bounds how stale the stream and the trending counters may be (docs/session.md).
  */
-export const OUTBOX_FLUSH_DELAY_MS = 1 * SECOND_MS;
+export const OUTBOX_FLUSH_DELAY_MS = 5 * SECOND_MS;
 
 /** Delay before retry number `attempt` (1-based); `random` in [0, 1). */
 export function backoffMs(attempt: number, random: number): number {

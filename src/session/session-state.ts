@@ -50,6 +50,8 @@ export class SessionState extends DurableObject<Env> {
   /** Bumped by every erase: work that awaited across one must not touch the new, empty state. */
   #epoch = 0;
   #flushing: Promise<void> | null = null;
+  /** The alarm time as last read or set (null: none); undefined until read in this activation. */
+  #alarmAt: number | null | undefined = undefined;
   #warnedNoRedis = false;
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -174,6 +176,8 @@ export class SessionState extends DurableObject<Env> {
 
   /** The one alarm: outbox retry, pruning of the dedupe window, expiry. Idempotent (alarms are at-least-once). */
   override async alarm(): Promise<void> {
+    // The alarm that fired is spent; `#schedule(true)` below sets the next one.
+    this.#alarmAt = null;
     const profile = this.#store.profile();
     if (!profile) return;
     if (this.#store.outboxStats().pending > 0) await this.#flush();
@@ -404,13 +408,19 @@ export class SessionState extends DurableObject<Env> {
       oldestOutboxAt: outbox.oldestAt,
       outboxRetryAt: profile.outboxRetryAt,
     });
-    const current = await this.ctx.storage.getAlarm();
-    if (force || current === null || next < current) await this.ctx.storage.setAlarm(next);
+    // The alarm time is remembered in memory (read once per activation): most records find it early enough.
+    if (this.#alarmAt === undefined) this.#alarmAt = await this.ctx.storage.getAlarm();
+    const current = this.#alarmAt;
+    if (force || current === null || next < current) {
+      await this.ctx.storage.setAlarm(next);
+      this.#alarmAt = next;
+    }
   }
 
   async #erase(): Promise<void> {
     this.#epoch++;
     await this.ctx.storage.deleteAlarm();
+    this.#alarmAt = null;
     await this.ctx.storage.deleteAll();
     this.#store.forget();
   }

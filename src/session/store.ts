@@ -223,12 +223,11 @@ export class SessionStore {
 
   /** Inserts the ids not yet present; returns how many were new. */
   markSeen(rows: readonly SeenRow[]): number {
-    let added = 0;
-    for (const r of rows) {
-      added += this.#sql
-        .exec("INSERT OR IGNORE INTO seen (message_id, at) VALUES (?, ?) RETURNING 1 AS x", r.messageId, r.at)
-        .toArray().length;
-    }
+    const added = this.#insertMany(
+      "INSERT OR IGNORE INTO seen (message_id, at)",
+      rows.map((r) => [r.messageId, r.at]),
+      "RETURNING 1 AS x",
+    );
     this.#bump("seen", added);
     return added;
   }
@@ -245,22 +244,22 @@ export class SessionStore {
 
   // ---- interactions -------------------------------------------------------------------------------------------
 
-  insertInteraction(i: StoredInteraction): void {
-    this.#sql.exec(
-      `INSERT INTO interactions (at, kind, product_id, category, brand, price, query, tokens, message_id, session_id)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      i.at,
-      i.kind,
-      i.productId,
-      i.category,
-      i.brand,
-      i.price,
-      i.query,
-      JSON.stringify(i.tokens),
-      i.messageId,
-      i.sessionId,
+  insertInteractions(list: readonly StoredInteraction[]): void {
+    this.#insertMany(
+      "INSERT INTO interactions (at, kind, product_id, category, brand, price, query, tokens, message_id, session_id)",
+      list.map((i) => [
+        i.at,
+        i.kind,
+        i.productId,
+        i.category,
+        i.brand,
+        i.price,
+        i.query,
+        JSON.stringify(i.tokens),
+        i.messageId,
+        i.sessionId,
+      ]),
     );
-    this.#bump("interactions", 1);
   }
 
   /** Newest first. */
@@ -389,13 +388,10 @@ export class SessionStore {
 
   // ---- outbox -------------------------------------------------------------------------------------------------
 
-  enqueue(row: Omit<OutboxRow, "seq">): void {
-    this.#sql.exec(
-      "INSERT INTO outbox (at, message_id, user_key, event) VALUES (?, ?, ?, ?)",
-      row.at,
-      row.messageId,
-      row.userKey,
-      row.event,
+  enqueue(rows: readonly Omit<OutboxRow, "seq">[]): void {
+    this.#insertMany(
+      "INSERT INTO outbox (at, message_id, user_key, event)",
+      rows.map((r) => [r.at, r.messageId, r.userKey, r.event]),
     );
   }
 
@@ -473,7 +469,7 @@ export class SessionStore {
     this.#counts.set("interactions", 0);
     for (const h of HORIZONS) this.#counts.set(`aff:${h}`, 0);
     for (const k of RECENT_KINDS) this.#counts.set(`recent:${k}`, 0);
-    for (const i of state.interactions) this.insertInteraction(i);
+    this.insertInteractions(state.interactions);
     for (const a of state.affinities) this.putAffinity(a, false);
     for (const r of state.recent) this.touchRecent(r.kind, r.value, r.at);
   }
@@ -547,6 +543,24 @@ export class SessionStore {
     // Unknown counts stay unknown: the next compaction counts them once.
     if (cached !== undefined) this.#counts.set(key, cached + delta);
     else this.#counts.set(key, this.#countOf(key));
+  }
+
+  /**
+   * One multi-row INSERT per chunk of rows, each chunk under the bound-parameter limit: a batch of events costs a
+   * few statements instead of one per row. Returns the number of rows the statement reported back (RETURNING).
+   */
+  #insertMany(head: string, rows: readonly SqlStorageValue[][], tail = ""): number {
+    const columns = rows[0]?.length ?? 0;
+    if (columns === 0) return 0;
+    const perChunk = Math.max(1, Math.floor(SQL_MAX_PARAMS / columns));
+    const tuple = `(${new Array(columns).fill("?").join(", ")})`;
+    let returned = 0;
+    for (let i = 0; i < rows.length; i += perChunk) {
+      const chunk = rows.slice(i, i + perChunk);
+      const values = chunk.map(() => tuple).join(", ");
+      returned += this.#sql.exec(`${head} VALUES ${values} ${tail}`, ...chunk.flat()).toArray().length;
+    }
+    return returned;
   }
 
   #trim(key: string, cap: number, statement: string, scope?: string): void {

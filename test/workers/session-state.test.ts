@@ -5,6 +5,7 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
 import type { CollectedEvent } from "../../src/collect/event.ts";
 import { AFFINITY_MAX, DAY_MS, HOUR_MS, INTERACTIONS_MAX, MINUTE_MS, RECENT_MAX } from "../../src/session/limits.ts";
+import { OUTBOX_FLUSH_DELAY_MS } from "../../src/session/outbox.ts";
 import type { SessionState } from "../../src/session/session-state.ts";
 import type { SessionSnapshot } from "../../src/session/snapshot.ts";
 import {
@@ -80,9 +81,11 @@ async function setClock(key: string, now: number): Promise<void> {
 }
 
 /** Waits until the post-record flush has drained the outbox. */
+/** Runs the object's alarm (the outbox drains from it) until nothing is pending. */
 async function drained(key: string): Promise<SessionSnapshot> {
   return vi.waitFor(
     async () => {
+      await runDurableObjectAlarm(stub(key));
       const s = await stub(key).snapshot(key);
       if (s.outbox.pending !== 0) throw new Error(`outbox still has ${s.outbox.pending}`);
       return s;
@@ -470,16 +473,15 @@ describe("outbox", () => {
     );
     expect(await stub(key).record(key, events)).toEqual({ accepted: 3, duplicates: 0 });
 
-    // The post-record flush fails: rows stay, a retry is scheduled on the alarm.
-    const failed = await vi.waitFor(
-      () =>
-        runInDurableObject(stub(key), async (_o: SessionState, state) => {
-          const row = state.storage.sql.exec<{ n: number }>("SELECT outbox_attempts AS n FROM profile").one();
-          if (row.n < 1) throw new Error("no failed flush yet");
-          return { alarm: await state.storage.getAlarm() };
-        }),
-      { timeout: 10_000, interval: 50 },
-    );
+    // record leaves the drain to the alarm; the drain fails: rows stay, a retry is scheduled on the alarm.
+    const drainAt = await runInDurableObject(stub(key), (_o: SessionState, state) => state.storage.getAlarm());
+    expect(drainAt).toBe(now + OUTBOX_FLUSH_DELAY_MS);
+    expect(await runDurableObjectAlarm(stub(key))).toBe(true);
+    const failed = await runInDurableObject(stub(key), async (_o: SessionState, state) => ({
+      attempts: state.storage.sql.exec<{ n: number }>("SELECT outbox_attempts AS n FROM profile").one().n,
+      alarm: await state.storage.getAlarm(),
+    }));
+    expect(failed.attempts).toBe(1);
     expect(failed.alarm).not.toBeNull();
     expect((await stub(key).snapshot(key)).outbox.pending).toBe(3);
     expect(await streamEntriesFor(events.map((e) => e.messageId))).toEqual([]);
