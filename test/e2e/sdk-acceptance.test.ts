@@ -9,6 +9,7 @@ import { Analytics as SegmentAnalytics } from "@segment/analytics-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LOCAL_KEYS } from "../../scripts/lib/local-keys.ts";
 import { freePort } from "../../scripts/lib/ports.ts";
+import { OUTBOX_FLUSH_DELAY_MS } from "../../src/session/outbox.ts";
 import type { SessionSnapshot } from "../../src/session/snapshot.ts";
 import { EVENT_STREAM } from "../../src/session/stream.ts";
 import { openRedis } from "../../src/stores/redis.ts";
@@ -105,7 +106,8 @@ describe("@segment/analytics-node, unmodified", () => {
         const seen = await streamMessageIds();
         return ["seg-m1", "seg-m2", "seg-m3", "seg-m4", "seg-m5"].every((m) => seen.has(m)) ? seen : undefined;
       },
-      15_000,
+      // Each object drains its outbox from its alarm OUTBOX_FLUSH_DELAY_MS (30 s) after the first pending write.
+      OUTBOX_FLUSH_DELAY_MS + 30_000,
     );
     expect(ids.has("seg-m1")).toBe(true);
   });
