@@ -10,7 +10,7 @@
 //
 // Progress and child-process logs go to stderr, so stdout holds only the results.
 import { parseArgs } from "node:util";
-import { type LocalWorker, startLocalWorker, stopLocalWorker } from "../bench/lib/local-worker.ts";
+import { type LocalWorker, startLocalStackOnly, startLocalWorker, stopLocalWorker } from "../bench/lib/local-worker.ts";
 import { machineInfo, runnerLine } from "../bench/lib/machine.ts";
 import { type Report, renderText } from "../bench/lib/report.ts";
 import { createContext, DEFAULT_WARM_UP_REQUESTS } from "../bench/lib/suite.ts";
@@ -83,12 +83,16 @@ async function main(): Promise<void> {
       : `node scripts/bench.ts ${process.argv.slice(2).join(" ")}`;
   // Read before the stack starts: the load average then says what else this machine was doing.
   const machine = machineInfo();
-  const runner = runnerLine();
+  // Suites that measure only the database (needsWorker: false) run without wrangler dev when they run alone.
+  const needsWorker = suites.some((s) => s.needsWorker !== false);
+  const runner = needsWorker
+    ? runnerLine()
+    : `local PostgreSQL 15 through the Neon driver (WebSocket proxy), Node ${process.version}, no Worker`;
 
   process.on("SIGINT", () => void shutdown(130));
   process.on("SIGTERM", () => void shutdown(143));
   started = true;
-  const local: LocalWorker = await startLocalWorker(log);
+  const local: LocalWorker = needsWorker ? await startLocalWorker(log) : await startLocalStackOnly(log);
   try {
     const ctx = createContext({ url: local.url, vars: local.vars, durationS, warmUpRequests, guard: local, log });
     for (const suite of suites) {

@@ -28,6 +28,8 @@ export interface Config {
   serverKeys: readonly string[];
   healthTimeoutMs: number;
   sources: Sources;
+  /** The warehouse loader's settings for cron runs (src/batch/loader.ts has the defaults and bounds). */
+  loader: { batchSize: number; budgetMs: number; deleteAcked: boolean };
 }
 
 const cache = new WeakMap<object, Config>();
@@ -44,6 +46,13 @@ function positiveInt(name: string, value: string | undefined, fallback: number):
   const n = Number(value);
   if (!Number.isInteger(n) || n <= 0) throw new ConfigError(`${name} must be a positive integer, got "${value}"`);
   return n;
+}
+
+function flag(name: string, value: string | undefined, fallback: boolean): boolean {
+  if (value === undefined || value === "") return fallback;
+  if (value === "true") return true;
+  if (value === "false") return false;
+  throw new ConfigError(`${name} must be "true" or "false", got "${value}"`);
 }
 
 function url(name: string, value: string | undefined): string | undefined {
@@ -170,6 +179,11 @@ export function loadConfig(env: Env): Config {
     serverKeys: keyList(env.SERVER_KEYS),
     healthTimeoutMs: positiveInt("HEALTH_TIMEOUT_MS", env.HEALTH_TIMEOUT_MS, 2000),
     sources: parseSources(env.SOURCES, environment),
+    loader: {
+      batchSize: positiveInt("LOADER_BATCH_SIZE", env.LOADER_BATCH_SIZE, 500),
+      budgetMs: positiveInt("LOADER_BUDGET_MS", env.LOADER_BUDGET_MS, 20_000),
+      deleteAcked: flag("LOADER_DELETE_ACKED", env.LOADER_DELETE_ACKED, true),
+    },
   };
   cache.set(env, config);
   return config;

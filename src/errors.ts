@@ -9,6 +9,12 @@ export const ERROR_STATUS = {
   forbidden: 403,
   not_found: 404,
   method_not_allowed: 405,
+  /** Rollback: the version was never published (or is no longer remembered). */
+  version_not_found: 404,
+  /** Rollback: per-user keys no longer hold entries for that version. */
+  version_not_rollbackable: 409,
+  /** Rollback while a publish is running. */
+  publish_in_progress: 409,
   payload_too_large: 413,
   unsupported_media_type: 415,
   rate_limited: 429,

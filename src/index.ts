@@ -3,6 +3,7 @@ import { createApp } from "./app.ts";
 import { runScheduled } from "./batch/cron.ts";
 
 export { DeadLetters } from "./collect/dead-letters.ts";
+export { PublishCoordinator } from "./publish/coordinator.ts";
 export { SessionState } from "./session/session-state.ts";
 
 const app = createApp();

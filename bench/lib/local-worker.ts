@@ -96,6 +96,43 @@ export async function startLocalWorker(log: (line: string) => void): Promise<Loc
   }
 }
 
+/**
+ * The local stack alone (Postgres + proxy, Redis + gateway), for suites that measure the database and need no
+ * Worker (`needsWorker: false`). Same throwaway folder and database, same `stopLocalWorker`; `url` is empty and
+ * the guard never reports a reload.
+ */
+export async function startLocalStackOnly(log: (line: string) => void): Promise<LocalWorker> {
+  if (tempDir) throw new Error("the bench stack is already running");
+  const dir = mkdtempSync(join(tmpdir(), "lastmile-bench-"));
+  tempDir = dir;
+  try {
+    log(`stack: starting without a Worker (state in ${dir})`);
+    const started = await startStack({
+      stateDir: dir,
+      database: "lastmile_bench",
+      redisToken: LOCAL_KEYS.redisToken,
+      persistRedis: false,
+      output: "quiet",
+      log: (line) => log(`stack: ${line}`),
+    });
+    stack = started;
+    return {
+      url: "",
+      vars: { ...localWorkerVars(), ...started.vars },
+      stack: started,
+      get worker(): RunningWorker {
+        throw new Error("this run started no Worker (every suite has needsWorker: false)");
+      },
+      reloads: () => 0,
+      sinceLastReloadMs: () => Number.POSITIVE_INFINITY,
+      assertRunning() {},
+    };
+  } catch (error) {
+    await stopLocalWorker();
+    throw error;
+  }
+}
+
 /** Stops whatever `startLocalWorker` started and deletes its folder; safe to call more than once. */
 export async function stopLocalWorker(): Promise<void> {
   const [w, s, dir] = [worker, stack, tempDir];

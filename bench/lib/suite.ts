@@ -75,6 +75,11 @@ export interface SuiteResult {
 export interface Suite {
   name: string;
   description: string;
+  /**
+   * false: the suite measures the database alone (ctx.vars holds the connection settings; ctx.url, ctx.measure and
+   * ctx.measureFloor are unavailable), so the harness starts the local stack without wrangler dev. Default true.
+   */
+  needsWorker?: boolean;
   run(ctx: SuiteContext): Promise<SuiteResult>;
 }
 

@@ -13,6 +13,8 @@ export function localWorkerVars(): Record<string, string> {
     ADMIN_KEYS: LOCAL_KEYS.adminKey,
     SERVER_KEYS: LOCAL_KEYS.serverKey,
     // One source for everything local: every local client is 127.0.0.1, so the per-IP limit is skipped.
+    // Keep loaded entries in the local stream: tests and developers read it (XRANGE) to see what was collected.
+    LOADER_DELETE_ACKED: "false",
     SOURCES: JSON.stringify([
       { id: "local", writeKey: LOCAL_KEYS.writeKey, allowedOrigins: ["*"], trustedServer: true },
     ]),

@@ -1,12 +1,17 @@
 // The admin API (admin key, src/auth.ts; docs/api.md#admin-api). Routes:
 //   GET /v1/admin/dead-letters?source=<id>&limit=&before=   rejected events of a source, newest first
 //   GET /v1/admin/users/:id?kind=user|anonymous             a user's live session snapshot (SessionSnapshot)
+//   PUT /v1/admin/catalog                                   upsert catalogue items, JSON or CSV (src/admin/catalog.ts)
+//   POST /v1/admin/refresh, GET /v1/admin/runs, GET /v1/admin/versions, POST /v1/admin/rollback,
+//   POST /v1/admin/catalog/push                             the batch loop and publishing (src/admin/batch.ts)
 import { Hono } from "hono";
 import type { AppEnv } from "../app.ts";
 import { requireAdmin } from "../auth.ts";
 import { MAX_ID_LENGTH } from "../collect/limits.ts";
 import { configOrThrow } from "../config.ts";
 import { ApiError } from "../errors.ts";
+import { batchAdminRoutes } from "./batch.ts";
+import { putCatalog } from "./catalog.ts";
 
 export const DEAD_LETTERS_DEFAULT_LIMIT = 100;
 /** 1,000 rows with raw events at their 8 KB cap: ~8 MB, well under the 32 MiB a Durable Object RPC may return. */
@@ -69,3 +74,6 @@ adminRoutes.get("/v1/admin/users/:id", async (c) => {
   }
   throw new ApiError("not_found", `no session for ${kindParam ?? "user or anonymous"} id "${id}"`);
 });
+
+adminRoutes.put("/v1/admin/catalog", putCatalog);
+adminRoutes.route("/", batchAdminRoutes);

@@ -6,10 +6,24 @@
 //   GET /__bench/do?users=N&prefix=P     one SessionState ping() per user P:0 … P:N-1, concurrently: { calls: N }
 //   POST /__bench/collect-floor          a /v1/batch body: parse it, one SessionState ping() per distinct user
 //                                        (the user's key, as collection routes it), concurrently: { users: N }
+//   POST /__bench/kv-put?n=N&prefix=P     the publish floor: N plain KV puts (≤ 900, one invocation's budget) of
+//                                        ~1 KB values, as many in flight as the publisher uses: { puts: N }
+//   POST /__bench/publish/start           start a publish on the PublishCoordinator ("global"): StartResult
+//   GET  /__bench/publish/status          the coordinator's status (job, versions)
+//   POST /__bench/load/run?stream=S       one loader run over stream S (production code, bench budget): LoadReport
+//   POST /__bench/load/baseline?stream=S&n=N  the load baseline: the first N entries of S, one INSERT per event
 import { Hono } from "hono";
 import type { AppEnv } from "../app.ts";
+import { parseEntries, runLoader } from "../batch/loader.ts";
 import { userKey } from "../collect/event.ts";
+import { loadConfig } from "../config.ts";
 import { ApiError } from "../errors.ts";
+import { COORDINATOR_NAME } from "../publish/coordinator.ts";
+import { openDb } from "../publish/db.ts";
+import { KV_PUT_CONCURRENCY } from "../publish/kv-budget.ts";
+import { STREAM_FIELDS } from "../session/stream.ts";
+import { openRedis } from "../stores/redis.ts";
+import { events } from "../stores/schema.ts";
 
 export const BENCH_MAX_USERS = 500;
 const DEFAULT_PREFIX = "bench";
@@ -52,4 +66,115 @@ benchRoutes.post("/__bench/collect-floor", async (c) => {
   );
   await Promise.all([...keys].map((key) => c.env.SESSION_STATE.getByName(key).ping()));
   return c.json({ users: keys.size });
+});
+
+/** Plain KV puts per request: one invocation's budget, like one coordinator alarm. */
+export const BENCH_KV_PUTS_MAX = 900;
+const BENCH_VALUE = JSON.stringify({ f: 1, e: [[1, 0, Array.from({ length: 20 }, (_, i) => [`p${i}`, 0.5, null])]] });
+
+function intParam(value: string | undefined, name: string, fallback: number, max: number): number {
+  if (value === undefined || value === "") return fallback;
+  if (!/^\d+$/.test(value) || Number(value) < 1 || Number(value) > max) {
+    throw new ApiError("bad_request", `${name} must be an integer from 1 to ${max}`);
+  }
+  return Number(value);
+}
+
+benchRoutes.post("/__bench/kv-put", async (c) => {
+  const n = intParam(c.req.query("n"), "n", 100, BENCH_KV_PUTS_MAX);
+  const prefix = (c.req.query("prefix") || "bench").slice(0, MAX_PREFIX_LENGTH);
+  let next = 0;
+  const worker = async () => {
+    while (next < n) {
+      const i = next++;
+      await c.env.ONLINE_STORE.put(`floor:${prefix}:${i}`, BENCH_VALUE);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(KV_PUT_CONCURRENCY, n) }, worker));
+  return c.json({ puts: n });
+});
+
+const coordinator = (env: Env) => env.PUBLISH_COORDINATOR.getByName(COORDINATOR_NAME);
+
+benchRoutes.post("/__bench/publish/start", async (c) => {
+  const ops = c.req.query("opsPerAlarm");
+  return c.json(
+    await coordinator(c.env).start({
+      trigger: "admin",
+      ...(ops ? { opsPerAlarm: intParam(ops, "opsPerAlarm", 900, 990) } : {}),
+    }),
+  );
+});
+
+benchRoutes.get("/__bench/publish/status", async (c) => c.json(await coordinator(c.env).status()));
+
+function benchDeps(env: Env) {
+  const config = loadConfig(env);
+  if (!config.database || !config.redis) throw new ApiError("dependency_unavailable", "Postgres and Redis needed");
+  return { database: config.database, redis: openRedis({ ...config.redis, rawResults: true }) };
+}
+
+benchRoutes.post("/__bench/load/run", async (c) => {
+  const stream = c.req.query("stream");
+  if (!stream) throw new ApiError("bad_request", "stream is required");
+  const { database, redis } = benchDeps(c.env);
+  const { db, end } = openDb(database);
+  try {
+    const report = await runLoader(
+      { db, redis },
+      {
+        trigger: "admin",
+        stream,
+        group: c.req.query("group") || `bench-${stream}`,
+        leaseName: `bench-load-${stream}`,
+        batchSize: intParam(c.req.query("batchSize"), "batchSize", 1000, 10_000),
+        writers: intParam(c.req.query("writers"), "writers", 2, 4),
+        budgetMs: 120_000,
+        maxBatches: 10_000,
+        deleteAcked: false,
+      },
+    );
+    return c.json(report);
+  } finally {
+    await end();
+  }
+});
+
+/** The naive load: read the entries, then one INSERT statement (one round trip) per event. */
+benchRoutes.post("/__bench/load/baseline", async (c) => {
+  const stream = c.req.query("stream");
+  if (!stream) throw new ApiError("bad_request", "stream is required");
+  const n = intParam(c.req.query("n"), "n", 1000, 10_000);
+  const { database, redis } = benchDeps(c.env);
+  const raw = await redis.exec<Array<[string, string[]]>>(["XRANGE", stream, "-", "+", "COUNT", String(n)]);
+  const entries = raw.map(([id, flat]) => {
+    const fields: Record<string, string> = {};
+    for (let i = 0; i + 1 < flat.length; i += 2) fields[flat[i] as string] = flat[i + 1] as string;
+    return { id, fields };
+  });
+  const parsed = parseEntries(entries);
+  const { db, end } = openDb(database);
+  const started = Date.now();
+  try {
+    for (const row of parsed.events) {
+      await db
+        .insert(events)
+        .values({
+          ...row,
+          messageId: `baseline:${row.messageId}`,
+          eventTime: new Date(row.eventTime),
+          receivedAt: new Date(row.receivedAt),
+        })
+        .onConflictDoNothing();
+    }
+  } finally {
+    await end();
+  }
+  const durationMs = Date.now() - started;
+  return c.json({
+    events: parsed.events.length,
+    durationMs,
+    eventsPerSecond: durationMs > 0 ? Math.round((parsed.events.length * 1000) / durationMs) : 0,
+    fields: STREAM_FIELDS,
+  });
 });

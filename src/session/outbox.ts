@@ -27,7 +27,15 @@ export function backoffMs(attempt: number, random: number): number {
   return Math.round(Math.min(BACKOFF_CAP_MS, exp) * (0.75 + 0.5 * random));
 }
 
+/**
+ * While a user is active, the alarm keeps beating every OUTBOX_FLUSH_DELAY_MS (until this long after the last
+ * event): so `record` finds an alarm already due soon enough and does not write one. Setting an alarm is a
+ * storage write of its own; one per beat instead of one per `record` keeps it off the acknowledgement path.
+ */
+export const ACTIVE_WINDOW_MS = 5 * MINUTE_MS;
+
 export interface AlarmInputs {
+  now: number;
   lastActiveAt: number;
   oldestSeenAt: number | null;
   outboxPending: number;
@@ -38,6 +46,7 @@ export interface AlarmInputs {
 /** The earliest due time among the object's duties. */
 export function nextAlarmAt(s: AlarmInputs): number {
   const due = [s.lastActiveAt + EXPIRY_MS];
+  if (s.now - s.lastActiveAt < ACTIVE_WINDOW_MS) due.push(s.now + OUTBOX_FLUSH_DELAY_MS);
   if (s.oldestSeenAt !== null) due.push(s.oldestSeenAt + SEEN_WINDOW_MS);
   if (s.outboxPending > 0) due.push(s.outboxRetryAt ?? (s.oldestOutboxAt ?? s.lastActiveAt) + OUTBOX_FLUSH_DELAY_MS);
   return Math.min(...due);

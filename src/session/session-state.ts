@@ -402,6 +402,7 @@ export class SessionState extends DurableObject<Env> {
     if (!profile) return;
     const outbox = this.#store.outboxStats();
     const next = nextAlarmAt({
+      now: this.clock(),
       lastActiveAt: profile.lastActiveAt,
       oldestSeenAt: this.#store.oldestSeenAt(),
       outboxPending: outbox.pending,

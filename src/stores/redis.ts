@@ -8,6 +8,12 @@ export interface RedisSettings {
   /** Network retries inside the client; probes and the request path want none (they have deadlines). */
   retries?: number;
   signal?: AbortSignal;
+  /**
+   * Results exactly as Redis returned them (strings stay strings). By default the client JSON-parses every string
+   * it can, which turns a stream field "123" into a number and "true" into a boolean; readers of arbitrary data
+   * (the warehouse loader) want the raw strings.
+   */
+  rawResults?: boolean;
 }
 
 export function openRedis(settings: RedisSettings): Redis {
@@ -17,6 +23,7 @@ export function openRedis(settings: RedisSettings): Redis {
     enableTelemetry: false,
     retry: settings.retries ? { retries: settings.retries } : false,
     ...(settings.signal ? { signal: settings.signal } : {}),
+    ...(settings.rawResults ? { automaticDeserialization: false } : {}),
   });
 }
 export type { Redis };

@@ -2,7 +2,14 @@
 import { describe, expect, it } from "vitest";
 import type { CollectedEvent } from "../../src/collect/event.ts";
 import { DAY_MS, EXPIRY_MS, HOUR_MS, SEEN_WINDOW_MS } from "../../src/session/limits.ts";
-import { BACKOFF_CAP_MS, backoffMs, isExpired, nextAlarmAt, OUTBOX_FLUSH_DELAY_MS } from "../../src/session/outbox.ts";
+import {
+  ACTIVE_WINDOW_MS,
+  BACKOFF_CAP_MS,
+  backoffMs,
+  isExpired,
+  nextAlarmAt,
+  OUTBOX_FLUSH_DELAY_MS,
+} from "../../src/session/outbox.ts";
 import {
   EVENT_STREAM,
   flushCommand,
@@ -122,13 +129,36 @@ describe("outbox policy", () => {
   });
 
   it("sets the alarm to the earliest duty", () => {
-    const base = { lastActiveAt: T, oldestSeenAt: null, outboxPending: 0, oldestOutboxAt: null, outboxRetryAt: null };
+    const base = {
+      now: T + ACTIVE_WINDOW_MS,
+      lastActiveAt: T,
+      oldestSeenAt: null,
+      outboxPending: 0,
+      oldestOutboxAt: null,
+      outboxRetryAt: null,
+    };
     expect(nextAlarmAt(base)).toBe(T + EXPIRY_MS);
     expect(nextAlarmAt({ ...base, oldestSeenAt: T })).toBe(T + SEEN_WINDOW_MS);
     expect(nextAlarmAt({ ...base, oldestSeenAt: T, outboxPending: 1, oldestOutboxAt: T })).toBe(
       T + OUTBOX_FLUSH_DELAY_MS,
     );
     expect(nextAlarmAt({ ...base, outboxPending: 1, oldestOutboxAt: T, outboxRetryAt: T + 5 })).toBe(T + 5);
+  });
+
+  it("keeps beating every drain delay while the user is active, so record need not set the alarm", () => {
+    const base = {
+      now: T,
+      lastActiveAt: T,
+      oldestSeenAt: T,
+      outboxPending: 0,
+      oldestOutboxAt: null,
+      outboxRetryAt: null,
+    };
+    expect(nextAlarmAt(base)).toBe(T + OUTBOX_FLUSH_DELAY_MS);
+    // A row written 10 s after that beat was scheduled is drained by it: no earlier alarm is needed.
+    expect(nextAlarmAt({ ...base, outboxPending: 1, oldestOutboxAt: T + 10_000 })).toBe(T + OUTBOX_FLUSH_DELAY_MS);
+    // Quiet for the active window: back to the far duties.
+    expect(nextAlarmAt({ ...base, now: T + ACTIVE_WINDOW_MS })).toBe(T + SEEN_WINDOW_MS);
   });
 
   it("expires only after 90 days and with nothing left to deliver", () => {

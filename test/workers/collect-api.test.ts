@@ -295,13 +295,14 @@ describe("what reaches the session objects", () => {
 
   it("delivers the same event through the real object to the warehouse stream", async () => {
     const messageId = uid("m");
+    const userId = uid("u");
     const timestamp = new Date(Date.now() - 60_000).toISOString();
     await collect(
       "/v1/track",
-      { userId: uid("u"), event: "Product Viewed", messageId, timestamp, properties: { product_id: "p9" } },
+      { userId, event: "Product Viewed", messageId, timestamp, properties: { product_id: "p9" } },
       { headers: { ...auth, "cf-connecting-ip": "192.0.2.44" } },
     );
-    const streamed = await streamedEvent(messageId);
+    const streamed = await streamedEvent(messageId, `u:${userId}`);
     expect(streamed).toMatchObject({
       messageId,
       type: "track",

@@ -1,4 +1,5 @@
 // Helpers shared by the collection and admin Worker tests (test/workers/collect-*.test.ts, admin-*.test.ts).
+import { runDurableObjectAlarm } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
 import { expect } from "vitest";
 import { createApp } from "../../src/app.ts";
@@ -117,9 +118,11 @@ export function recordingSessions(fail?: (call: RecordCall, attempt: number) => 
 export const redis = () => openRedis({ url: env.UPSTASH_REDIS_REST_URL, token: env.UPSTASH_REDIS_REST_TOKEN });
 
 /** The CollectedEvent the session objects forwarded to the Redis stream under `messageId` (waits for the outbox). */
-export async function streamedEvent(messageId: string, timeoutMs = 10_000): Promise<CollectedEvent> {
+/** The event as the user's object delivered it to the warehouse stream (its alarm drains the outbox; run it now). */
+export async function streamedEvent(messageId: string, userKey: string, timeoutMs = 10_000): Promise<CollectedEvent> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
+    await runDurableObjectAlarm(env.SESSION_STATE.getByName(userKey));
     const entries = await redis().xrevrange(EVENT_STREAM, "+", "-", 2000);
     for (const fields of Object.values(entries)) {
       const f = fields as Record<string, unknown>;

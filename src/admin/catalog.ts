@@ -1,0 +1,126 @@
+// PUT /v1/admin/catalog — upsert catalogue items (docs/api.md#put-v1admincatalog). Body: JSON `{ "items": [...] }`
+// or a JSON array (application/json), or CSV with a header row (text/csv); gzip allowed. All rows are validated
+// first: any invalid row → 400 validation_failed listing each bad row's reasons, and nothing is written.
+// Otherwise one transaction upserts them all (src/batch/catalog.ts) and the answer counts what changed.
+import type { Context } from "hono";
+import type { AppEnv } from "../app.ts";
+import {
+  CatalogFormatError,
+  MAX_CATALOG_BODY_BYTES,
+  type ParsedCatalog,
+  parseCatalogCsv,
+  parseCatalogJson,
+  upsertCatalog,
+} from "../batch/catalog.ts";
+import { CsvError } from "../batch/csv.ts";
+import { configOrThrow } from "../config.ts";
+import { ApiError } from "../errors.ts";
+import { drizzleOn, openPool } from "../stores/db.ts";
+
+function mediaType(header: string | undefined): string {
+  return (header ?? "").split(";")[0]?.trim().toLowerCase() ?? "";
+}
+
+function tooLarge(actual: number, atLeast: boolean): ApiError {
+  return new ApiError("payload_too_large", `the request body is larger than ${MAX_CATALOG_BODY_BYTES} bytes`, {
+    details: { limit: MAX_CATALOG_BODY_BYTES, actual, unit: "bytes", ...(atLeast ? { atLeast: true } : {}) },
+  });
+}
+
+/** The body as UTF-8 text, read under the byte cap (applied after gzip decompression). */
+async function readText(request: Request): Promise<string> {
+  const declared = Number(request.headers.get("content-length") ?? Number.NaN);
+  if (Number.isFinite(declared) && declared > MAX_CATALOG_BODY_BYTES) throw tooLarge(declared, false);
+  if (!request.body) throw new ApiError("bad_request", "the request body is empty");
+  const encoding = (request.headers.get("content-encoding") ?? "").trim().toLowerCase();
+  let stream: ReadableStream<Uint8Array> = request.body;
+  if (encoding === "gzip" || encoding === "x-gzip") {
+    stream = stream.pipeThrough(new DecompressionStream("gzip") as unknown as TransformStream<Uint8Array, Uint8Array>);
+  } else if (encoding !== "" && encoding !== "identity") {
+    throw new ApiError("unsupported_media_type", `Content-Encoding "${encoding}" is not supported; use gzip or none`);
+  }
+  const reader = stream.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      total += value.byteLength;
+      if (total > MAX_CATALOG_BODY_BYTES) {
+        reader.cancel().catch(() => {});
+        throw tooLarge(total, true);
+      }
+      chunks.push(value);
+    }
+  } catch (error) {
+    if (error instanceof ApiError) throw error;
+    throw new ApiError("bad_request", "the body could not be decompressed as gzip", { cause: error });
+  }
+  const bytes = new Uint8Array(total);
+  let offset = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  if (total === 0) throw new ApiError("bad_request", "the request body is empty");
+  try {
+    return new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
+  } catch {
+    throw new ApiError("bad_request", "the request body is not UTF-8 text");
+  }
+}
+
+function parse(type: string, text: string): ParsedCatalog {
+  try {
+    if (type === "text/csv") return parseCatalogCsv(text);
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch {
+      throw new ApiError("invalid_json", "the request body is not valid JSON");
+    }
+    return parseCatalogJson(value);
+  } catch (error) {
+    if (error instanceof CatalogFormatError) {
+      if (error.tooMany) {
+        throw new ApiError("payload_too_large", error.message, { details: { ...error.tooMany, unit: "items" } });
+      }
+      throw new ApiError("validation_failed", error.message, { details: { errors: [], errorCount: 0 } });
+    }
+    if (error instanceof CsvError) throw new ApiError("bad_request", `the CSV cannot be read: ${error.message}`);
+    throw error;
+  }
+}
+
+const JSON_TYPES = new Set(["application/json", "text/json"]);
+
+export async function putCatalog(c: Context<AppEnv>): Promise<Response> {
+  const config = configOrThrow(c.env);
+  const type = mediaType(c.req.header("content-type"));
+  if (!JSON_TYPES.has(type) && type !== "text/csv") {
+    throw new ApiError(
+      "unsupported_media_type",
+      `Content-Type "${type}" is not supported: send application/json ({ "items": [...] }) or text/csv`,
+    );
+  }
+  const parsed = parse(type, await readText(c.req.raw));
+  if (parsed.errorCount > 0) {
+    throw new ApiError(
+      "validation_failed",
+      `${parsed.errorCount} of ${parsed.items.length + parsed.errorCount} items are invalid; nothing was written`,
+      { details: { errors: parsed.errors, errorCount: parsed.errorCount } },
+    );
+  }
+  if (!config.database) throw new ApiError("dependency_unavailable", "the database is not configured");
+  const pool = openPool(config.database);
+  try {
+    const result = await upsertCatalog(drizzleOn(pool), parsed.items);
+    c.header("cache-control", "no-store");
+    return c.json(result);
+  } catch (error) {
+    throw new ApiError("dependency_unavailable", "the catalogue could not be written", { cause: error });
+  } finally {
+    await pool.end();
+  }
+}

@@ -1,0 +1,325 @@
+// The batch recommenders: SQL that runs inside Postgres over the warehouse (interactions, catalogue, events) and
+// writes the output tables the publisher ships to Workers KV. Called by the refresh (load → compute → publish),
+// from a Worker through the Neon driver, so every statement is in the recommender modules as text — no files.
+//
+// Outputs (each a model with its own model_versions row, params and stats):
+//   similar          item_neighbors kind 'similar'          recommenders/similar.ts (co-visitation)
+//   bought_together  item_neighbors kind 'bought_together'  recommenders/bought-together.ts (association rules)
+//   popular          popular_items list 'popular'          recommenders/popular.ts
+//   trending         popular_items list 'trending'         recommenders/popular.ts
+//   user_candidates  user_candidates                       recommenders/user-candidates.ts (incremental)
+//
+// Versioning and the swap: each output gets a `building` version row first (committed, so a failure stays visible
+// as `failed`); then ONE transaction per output computes into temporary tables, deletes the output's previous rows,
+// inserts the new rows under the new version and flips the version to `ready`. Readers (the publisher, an admin)
+// see the previous rows or the new ones, never a mix or an empty table. docs/recommenders.md has the details and
+// the contract for external models writing the same tables.
+import { sql } from "drizzle-orm";
+import type { Database } from "../stores/db.ts";
+import { modelVersions } from "../stores/schema.ts";
+import type { Executor } from "./bulk.ts";
+import {
+  BOUGHT_TOGETHER_DEFAULTS,
+  type BoughtTogetherParams,
+  computeBoughtTogether,
+} from "./recommenders/bought-together.ts";
+import { computePopular, POPULAR_DEFAULTS, type PopularParams } from "./recommenders/popular.ts";
+import { computeSimilar, SIMILAR_DEFAULTS, type SimilarParams } from "./recommenders/similar.ts";
+import { type RecommenderResult, rows } from "./recommenders/sql.ts";
+import {
+  type CandidateScope,
+  computeUserCandidates,
+  USER_CANDIDATES_DEFAULTS,
+  type UserCandidatesParams,
+} from "./recommenders/user-candidates.ts";
+import { withRetry } from "./retry.ts";
+
+export const OUTPUT_MODELS = ["similar", "bought_together", "popular", "trending", "user_candidates"] as const;
+export type OutputModel = (typeof OUTPUT_MODELS)[number];
+
+/**
+ * Memory for the sorts and hash aggregates of one compute transaction (SET LOCAL: this transaction only). The
+ * pair aggregates of a few million events fit; Postgres spills to disk past it rather than failing.
+ */
+export const COMPUTE_WORK_MEM = "256MB";
+
+export interface ComputeParams {
+  similar: SimilarParams;
+  boughtTogether: BoughtTogetherParams;
+  popular: PopularParams;
+  userCandidates: UserCandidatesParams;
+}
+
+export const COMPUTE_DEFAULTS: ComputeParams = {
+  similar: SIMILAR_DEFAULTS,
+  boughtTogether: BOUGHT_TOGETHER_DEFAULTS,
+  popular: POPULAR_DEFAULTS,
+  userCandidates: USER_CANDIDATES_DEFAULTS,
+};
+
+export interface ComputeOptions {
+  /**
+   * The "now" every window ends at: a time, or "data" for the newest interaction's event_time (historic data sets
+   * such as the UCI demo, 2010–2011). Default: the wall clock.
+   */
+  asOf?: Date | "data";
+  /** The outputs to compute (default: all). An output an external model owns is left out here. */
+  only?: readonly OutputModel[];
+  /** user_candidates: recompute every active user even when an incremental run would do. */
+  full?: boolean;
+  /** The version label (unique per model); default: the start time, ISO, plus a short random suffix. */
+  version?: string;
+  params?: { [K in keyof ComputeParams]?: Partial<ComputeParams[K]> };
+  log?: (line: string) => void;
+}
+
+export interface OutputReport {
+  /** model_versions.id the rows carry. */
+  modelVersion: number;
+  rows: number;
+  durationMs: number;
+  /** Time per SQL step (ms). */
+  steps: Record<string, number>;
+  counts: Record<string, number>;
+  /** user_candidates only. */
+  mode?: "full" | "incremental";
+}
+
+export interface ComputeReport {
+  version: string;
+  /** ISO time the windows end at. */
+  asOf: string;
+  outputs: Partial<Record<OutputModel, OutputReport>>;
+  durationMs: number;
+}
+
+export interface ModelVersionRow {
+  id: number;
+  model: string;
+  version: string;
+  source: "internal" | "external";
+  status: string;
+  createdAt: string;
+}
+
+/**
+ * The newest `ready` (or already `published`) version of each model: what the publisher ships. Newest by
+ * created_at, then id. Internal and external versions compete on equal terms.
+ */
+export async function currentModelVersions(db: Executor): Promise<Map<string, ModelVersionRow>> {
+  const found = await rows<{
+    id: string | number;
+    model: string;
+    version: string;
+    source: string;
+    status: string;
+    created_at: string | Date;
+  }>(
+    db,
+    sql`
+    select distinct on (model) id, model, version, source, status, created_at
+    from ${modelVersions}
+    where status in ('ready', 'published')
+    order by model, created_at desc, id desc`,
+  );
+  return new Map(
+    found.map((r) => [
+      r.model,
+      {
+        id: Number(r.id),
+        model: r.model,
+        version: r.version,
+        source: r.source === "external" ? "external" : "internal",
+        status: r.status,
+        createdAt: new Date(r.created_at).toISOString(),
+      },
+    ]),
+  );
+}
+
+function resolveParams(options: ComputeOptions): ComputeParams {
+  const o = options.params ?? {};
+  return {
+    similar: { ...SIMILAR_DEFAULTS, ...o.similar },
+    boughtTogether: { ...BOUGHT_TOGETHER_DEFAULTS, ...o.boughtTogether },
+    popular: { ...POPULAR_DEFAULTS, ...o.popular },
+    userCandidates: { ...USER_CANDIDATES_DEFAULTS, ...o.userCandidates },
+  };
+}
+
+async function resolveAsOf(db: Executor, asOf: ComputeOptions["asOf"]): Promise<Date> {
+  if (asOf instanceof Date) return asOf;
+  if (asOf !== "data") return new Date();
+  const [row] = await rows<{ max: string | Date | null }>(db, sql`select max(event_time) as max from interactions`);
+  return row?.max ? new Date(row.max) : new Date();
+}
+
+function defaultVersion(): string {
+  return `${new Date().toISOString()}~${crypto.randomUUID().slice(0, 8)}`;
+}
+
+async function registerVersion(db: Executor, model: OutputModel, version: string, params: object): Promise<number> {
+  const [row] = await rows<{ id: string | number }>(
+    db,
+    sql`insert into ${modelVersions} (model, version, source, status, params)
+        values (${model}, ${version}, 'internal', 'building', ${JSON.stringify(params)}::jsonb) returning id`,
+  );
+  if (!row) throw new Error("model_versions: insert returned no row");
+  return Number(row.id);
+}
+
+function stats(result: RecommenderResult, durationMs: number, mode?: string): Record<string, unknown> {
+  return { rows: result.rows, durationMs, steps: result.steps, counts: result.counts, ...(mode ? { mode } : {}) };
+}
+
+async function markReady(tx: Executor, id: number, s: Record<string, unknown>): Promise<void> {
+  await tx.execute(
+    sql`update ${modelVersions} set status = 'ready', stats = ${JSON.stringify(s)}::jsonb, finished_at = now()
+        where id = ${id}`,
+  );
+}
+
+async function markFailed(db: Executor, ids: number[], error: unknown): Promise<void> {
+  const message = error instanceof Error ? error.message : String(error);
+  await db
+    .execute(
+      sql`update ${modelVersions} set status = 'failed', finished_at = now(),
+            stats = stats || jsonb_build_object('error', ${message.slice(0, 2000)}::text)
+          where id = any(${`{${ids.join(",")}}`}::bigint[]) and status = 'building'`,
+    )
+    .catch(() => {});
+}
+
+/**
+ * Registers the versions, runs `work` in one transaction (retried as a whole after a transient failure: it has
+ * no effect until it commits) and marks the versions failed when it gives up.
+ */
+async function inTransaction<T>(db: Database, ids: number[], work: (tx: Executor) => Promise<T>): Promise<T> {
+  try {
+    return await withRetry(() =>
+      db.transaction(async (tx) => {
+        await tx.execute(sql.raw(`set local work_mem = '${COMPUTE_WORK_MEM}'`));
+        // JIT compiles each big statement for ~0.2 s and gains little on these hash aggregates and sorts.
+        await tx.execute(sql`set local jit = off`);
+        return work(tx);
+      }),
+    );
+  } catch (error) {
+    await markFailed(db, ids, error);
+    throw error;
+  }
+}
+
+/** Flat parameter objects compared key by key (jsonb does not keep key order). */
+function sameParams(stored: unknown, current: object): boolean {
+  if (stored === null || typeof stored !== "object") return false;
+  const a = stored as Record<string, unknown>;
+  const b = current as Record<string, unknown>;
+  const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+  return [...keys].every((k) => a[k] === b[k]);
+}
+
+/** Which user_candidates run this is: incremental after a compatible internal version, full otherwise. */
+async function candidateScope(
+  db: Executor,
+  asOf: Date,
+  params: UserCandidatesParams,
+  full: boolean,
+): Promise<CandidateScope> {
+  if (full) return { mode: "full" };
+  const current = (await currentModelVersions(db)).get("user_candidates");
+  if (current?.source !== "internal") return { mode: "full" };
+  const [previous] = await rows<{ params: { asOf?: string; params?: unknown }; created_at: string | Date }>(
+    db,
+    sql`select params, created_at from ${modelVersions} where id = ${current.id}`,
+  );
+  const previousAsOf = previous?.params.asOf ? new Date(previous.params.asOf) : undefined;
+  if (!previous || !previousAsOf || previousAsOf > asOf || !sameParams(previous.params.params, params)) {
+    return { mode: "full" };
+  }
+  return { mode: "incremental", previousAsOf, previousBuiltAt: new Date(previous.created_at) };
+}
+
+export async function computeRecommendations(db: Database, options: ComputeOptions = {}): Promise<ComputeReport> {
+  const started = performance.now();
+  const log = options.log ?? (() => {});
+  const wanted = new Set<OutputModel>(options.only ?? OUTPUT_MODELS);
+  const params = resolveParams(options);
+  const asOf = await resolveAsOf(db, options.asOf);
+  const version = options.version ?? defaultVersion();
+  const report: ComputeReport = { version, asOf: asOf.toISOString(), outputs: {}, durationMs: 0 };
+  const paramsOf = (p: object, extra: object = {}) => ({ asOf: asOf.toISOString(), params: p, ...extra });
+
+  const single = async (
+    model: OutputModel,
+    p: object,
+    compute: (tx: Executor, id: number) => Promise<RecommenderResult & { mode?: "full" | "incremental" }>,
+  ) => {
+    if (!wanted.has(model)) return;
+    const id = await registerVersion(db, model, version, paramsOf(p));
+    const t0 = performance.now();
+    const result = await inTransaction(db, [id], async (tx) => {
+      const r = await compute(tx, id);
+      await markReady(tx, id, stats(r, Math.round(performance.now() - t0), r.mode));
+      return r;
+    });
+    const durationMs = Math.round(performance.now() - t0);
+    report.outputs[model] = {
+      modelVersion: id,
+      rows: result.rows,
+      durationMs,
+      steps: result.steps,
+      counts: result.counts,
+      ...(result.mode ? { mode: result.mode } : {}),
+    };
+    log(`${model}: ${result.rows} rows in ${durationMs} ms`);
+  };
+
+  await single("similar", params.similar, (tx, id) => computeSimilar(tx, asOf, id, params.similar));
+  await single("bought_together", params.boughtTogether, (tx, id) =>
+    computeBoughtTogether(tx, asOf, id, params.boughtTogether),
+  );
+
+  // popular and trending share one scan and one transaction (one output table), each with its own version.
+  if (wanted.has("popular") || wanted.has("trending")) {
+    const ids = {
+      popular: wanted.has("popular")
+        ? await registerVersion(db, "popular", version, paramsOf(params.popular))
+        : undefined,
+      trending: wanted.has("trending")
+        ? await registerVersion(db, "trending", version, paramsOf(params.popular))
+        : undefined,
+    };
+    const t0 = performance.now();
+    const result = await inTransaction(
+      db,
+      [ids.popular, ids.trending].filter((id): id is number => id !== undefined),
+      async (tx) => {
+        const r = await computePopular(tx, asOf, ids, params.popular);
+        const ms = Math.round(performance.now() - t0);
+        if (ids.popular !== undefined && r.popular) await markReady(tx, ids.popular, stats(r.popular, ms));
+        if (ids.trending !== undefined && r.trending) await markReady(tx, ids.trending, stats(r.trending, ms));
+        return r;
+      },
+    );
+    const durationMs = Math.round(performance.now() - t0);
+    for (const model of ["popular", "trending"] as const) {
+      const r = result[model];
+      const id = ids[model];
+      if (!r || id === undefined) continue;
+      report.outputs[model] = { modelVersion: id, rows: r.rows, durationMs, steps: r.steps, counts: r.counts };
+      log(`${model}: ${r.rows} rows in ${durationMs} ms (popular and trending together)`);
+    }
+  }
+
+  if (wanted.has("user_candidates")) {
+    const scope = await candidateScope(db, asOf, params.userCandidates, options.full ?? false);
+    await single("user_candidates", params.userCandidates, async (tx, id) => ({
+      ...(await computeUserCandidates(tx, asOf, id, params.userCandidates, scope)),
+      mode: scope.mode,
+    }));
+  }
+
+  report.durationMs = Math.round(performance.now() - started);
+  return report;
+}

@@ -1,0 +1,127 @@
+// The loader's side of the Redis stream (src/session/stream.ts writes it): a consumer group read through Upstash
+// REST with raw commands. Create the group once (`XGROUP CREATE … 0 MKSTREAM`: from the start of the stream, so
+// events appended before the first load are loaded too), read with `XREADGROUP … COUNT n` — this consumer's own
+// pending entries first (ID `0`, then after the last one seen), then new ones (`>`) — and acknowledge with `XACK`
+// only after the rows are committed. The client must be opened with `rawResults` (src/stores/redis.ts): field
+// values are arbitrary strings and must not be JSON-coerced. Upstash base64-encodes replies; the client decodes.
+import type { Redis } from "../stores/redis.ts";
+
+export interface StreamEntry {
+  /** Stream entry id `<ms>-<seq>`. */
+  id: string;
+  /** Field → value; null when the entry was deleted from the stream while still pending (XREADGROUP answers nil). */
+  fields: Record<string, string> | null;
+}
+
+/** The epoch ms of a stream id (its first half: the Redis server time of the XADD). */
+export function streamIdTime(id: string): number {
+  const ms = Number(id.split("-")[0]);
+  return Number.isFinite(ms) ? ms : Number.NaN;
+}
+
+function pairs(flat: unknown): Record<string, string> | null {
+  if (!Array.isArray(flat)) return null;
+  const out: Record<string, string> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) out[String(flat[i])] = String(flat[i + 1]);
+  return out;
+}
+
+/** `[[id, [f, v, …] | null], …]` → entries. */
+function entriesOf(list: unknown): StreamEntry[] {
+  if (!Array.isArray(list)) return [];
+  return list
+    .filter((e): e is unknown[] => Array.isArray(e) && e.length >= 1)
+    .map((e) => ({ id: String(e[0]), fields: pairs(e[1]) }));
+}
+
+/** Creates the group (and the stream, if missing) at the start of the stream; an existing group is fine. */
+export async function ensureGroup(redis: Redis, stream: string, group: string): Promise<boolean> {
+  try {
+    await redis.exec(["XGROUP", "CREATE", stream, group, "0", "MKSTREAM"]);
+    return true;
+  } catch (error) {
+    if (error instanceof Error && /BUSYGROUP/.test(error.message)) return false;
+    throw error;
+  }
+}
+
+/**
+ * Up to `count` entries for `consumer`: after `cursor` among its pending ones (`"0"` = from the first), or new
+ * ones when `cursor` is `">"` (which also makes them pending until acknowledged).
+ */
+export async function readGroup(
+  redis: Redis,
+  stream: string,
+  group: string,
+  consumer: string,
+  cursor: string,
+  count: number,
+): Promise<StreamEntry[]> {
+  const reply = await redis.exec<unknown>([
+    "XREADGROUP",
+    "GROUP",
+    group,
+    consumer,
+    "COUNT",
+    count,
+    "STREAMS",
+    stream,
+    cursor,
+  ]);
+  // [[stream, [[id, fields], …]]], or nil when nothing new arrived.
+  if (!Array.isArray(reply)) return [];
+  const mine = reply.find((s): s is unknown[] => Array.isArray(s) && String(s[0]) === stream);
+  return mine ? entriesOf(mine[1]) : [];
+}
+
+/** Acknowledges entries (removes them from the group's pending list); returns how many were pending. */
+export async function ack(redis: Redis, stream: string, group: string, ids: readonly string[]): Promise<number> {
+  if (ids.length === 0) return 0;
+  return Number(await redis.exec<number>(["XACK", stream, group, ...ids]));
+}
+
+/** Deletes entries from the stream (after XACK, to keep Redis memory to the unloaded backlog). */
+export async function deleteEntries(redis: Redis, stream: string, ids: readonly string[]): Promise<number> {
+  if (ids.length === 0) return 0;
+  return Number(await redis.exec<number>(["XDEL", stream, ...ids]));
+}
+
+export interface Backlog {
+  /** Entries delivered to the group but not acknowledged. */
+  pending: number;
+  /** Entries not yet delivered to the group; null when Redis cannot tell (entries deleted mid-stream). */
+  undelivered: number | null;
+  /** Stream id of the oldest entry not yet loaded (pending or undelivered), or null when there is none. */
+  oldestId: string | null;
+}
+
+function groupInfo(reply: unknown, group: string): Record<string, unknown> | null {
+  if (!Array.isArray(reply)) return null;
+  for (const g of reply) {
+    if (!Array.isArray(g)) continue;
+    const info: Record<string, unknown> = {};
+    for (let i = 0; i + 1 < g.length; i += 2) info[String(g[i])] = g[i + 1];
+    if (String(info.name) === group) return info;
+  }
+  return null;
+}
+
+/** What is left to load: XPENDING's summary, XINFO GROUPS' lag and the first entry after the last delivered. */
+export async function backlog(redis: Redis, stream: string, group: string): Promise<Backlog> {
+  const [summary, groups] = await Promise.all([
+    redis.exec<unknown>(["XPENDING", stream, group]),
+    redis.exec<unknown>(["XINFO", "GROUPS", stream]),
+  ]);
+  const pending = Array.isArray(summary) ? Number(summary[0] ?? 0) : 0;
+  const oldestPending = Array.isArray(summary) && summary[1] ? String(summary[1]) : null;
+  const info = groupInfo(groups, group);
+  const lag = info?.lag;
+  const undelivered = lag === null || lag === undefined ? null : Number(lag);
+  let oldestId = oldestPending;
+  if (oldestId === null && undelivered !== 0) {
+    const lastDelivered = info ? String(info["last-delivered-id"] ?? "0-0") : "0-0";
+    const next = await redis.exec<unknown>(["XRANGE", stream, `(${lastDelivered}`, "+", "COUNT", 1]);
+    oldestId = entriesOf(next)[0]?.id ?? null;
+  }
+  return { pending, undelivered, oldestId };
+}

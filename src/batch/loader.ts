@@ -1,0 +1,484 @@
+// The loader: drains the Redis event stream into Postgres (events, interactions, identities), in bounded batches,
+// from the cron (src/batch/cron.ts) and later from the admin refresh. docs/data-model.md#the-loader.
+//
+// Guarantees, and what gives them:
+//   no loss        an entry is acknowledged (XACK) only after the transaction holding its rows COMMITTED; until
+//                  then it stays in its consumer's pending list, which every run reads first (ID 0).
+//   no duplicate   a message is one `events` row (primary key message_id) and its interactions are keyed
+//                  (message_id, position); every insert is ON CONFLICT DO NOTHING, so re-loading a batch whose
+//                  XACK was lost (a crash between COMMIT and XACK) adds nothing.
+//   no overlap     a run holds the `loader` lease (src/batch/lease.ts); each batch re-checks and extends it inside
+//                  its own transaction, so a run that lost its lease cannot commit.
+//   bounded        at most `maxBatches` batches of `batchSize` entries and no new batch after `budgetMs`; a
+//                  backlog is worked off over several runs. Up to `writers` batch transactions are in flight while
+//                  one more batch is read ahead, each batch under its own consumer (Upstash caps a consumer's
+//                  pending list at 1,000 entries).
+//   transient      connection drops, a restarting or waking Neon compute, "too many connections": the batch's
+//                  transaction is re-run with jittered exponential backoff (src/batch/retry.ts); other errors
+//                  stop the run, which is recorded as failed.
+import type { CollectedEvent } from "../collect/event.ts";
+import { EVENT_TYPES } from "../collect/event.ts";
+import { describeError, log } from "../log.ts";
+import { EVENT_STREAM, STREAM_FIELDS } from "../session/stream.ts";
+import type { Database } from "../stores/db.ts";
+import type { Redis } from "../stores/redis.ts";
+import type { BatchRunTrigger } from "../stores/schema.ts";
+import { writeBatch } from "./bulk.ts";
+import { ack, backlog, deleteEntries, ensureGroup, readGroup, type StreamEntry, streamIdTime } from "./consumer.ts";
+import { acquireLease, extendLease, LeaseLostError, releaseLease } from "./lease.ts";
+import { DEFAULT_RETRY, type RetryPolicy, withRetry } from "./retry.ts";
+import { finishRun, recordSkippedRun, startRun } from "./runs.ts";
+import { type EventRow, type IdentityLink, type InteractionRow, mergeIdentities, warehouseRows } from "./warehouse.ts";
+
+/** The consumer group of the warehouse loader on the event stream. */
+export const LOADER_GROUP = "lastmile-warehouse";
+/**
+ * Consumer names are `loader-<slot>`. Each slot holds at most one unacknowledged batch: Upstash refuses an
+ * XREADGROUP once a consumer's pending entries list would pass 1,000 entries ("ERR XReadGroup is cancelled"),
+ * so batches in flight at once each need their own consumer. Runs never overlap (lease), so what a slot has
+ * pending at the start of a run is exactly what a crashed run left there.
+ */
+export const LOADER_CONSUMER = "loader";
+export const LOADER_LEASE = "loader";
+
+/**
+ * Batch transactions in flight at once (each on its own pooled connection; src/stores/db.ts allows 4): while one
+ * batch's rows are parsed by Postgres the next is sent, and one more batch is read ahead. Two gave ~1.3× one on
+ * this 2-core machine.
+ */
+export const DEFAULT_WRITERS = 2;
+export const MAX_WRITERS = 3;
+/**
+ * Consumer slots every run checks for pending entries: enough for MAX_WRITERS batches being written plus one read
+ * ahead, whatever `writers` a previous run used.
+ */
+export const CONSUMER_SLOTS = MAX_WRITERS + 1;
+/**
+ * Entries per transaction. 500 events (~0.5 MB of JSON) keep a transaction short and a Worker's memory small while
+ * amortising the round trips (one XREADGROUP, one transaction, one XACK per batch); 500 and 1,000 loaded at the
+ * same rate here (docs/data-model.md). `npm run bench` tunes it; LOADER_BATCH_SIZE overrides it.
+ */
+export const DEFAULT_BATCH_SIZE = 500;
+/** Upstash's pending-entries limit per consumer (see LOADER_CONSUMER): one batch may not exceed it. */
+export const MAX_BATCH_SIZE = 1_000;
+/**
+ * Wall time after which a run starts no new batch. The cron has 15 minutes, but a short run keeps the Worker
+ * invocation cheap and leaves room for compute and publish; a backlog catches up over several runs.
+ */
+export const DEFAULT_BUDGET_MS = 20_000;
+/**
+ * Batches per run at most: bounds one run's work whatever the clock says (400 × 500 = 200k events), and its
+ * subrequests: ~3 Redis calls per batch, far below the 10,000 a Worker invocation may make.
+ */
+export const DEFAULT_MAX_BATCHES = 400;
+/**
+ * Lease lifetime beyond "now", renewed by every batch: longer than one batch can take including its retries
+ * (seconds), so a live run never loses it; short enough that a crashed run blocks the next cron run only once.
+ */
+export const DEFAULT_LEASE_TTL_MS = 120_000;
+
+export interface BatchInfo {
+  /** 1-based batch number in this run. */
+  batch: number;
+  /** Attempt of this batch's transaction (1 = first). */
+  attempt: number;
+  /** The consumer (slot) the batch was read with. */
+  consumer: string;
+  entryIds: readonly string[];
+  messageIds: readonly string[];
+}
+
+/** Fault-injection points for tests; production passes none. */
+export interface LoaderHooks {
+  /** Inside the batch's transaction after its inserts, before COMMIT: a throw rolls the batch back. */
+  beforeCommit?(batch: BatchInfo): void | Promise<void>;
+  /** After COMMIT, before XACK: a throw is a crash between the two. */
+  afterCommit?(batch: BatchInfo): void | Promise<void>;
+}
+
+export interface LoaderOptions {
+  trigger?: BatchRunTrigger;
+  /** The refresh run this load belongs to. */
+  parentRunId?: number | null;
+  stream?: string;
+  group?: string;
+  /** Prefix of the consumer names (`<consumer>-<slot>`). */
+  consumer?: string;
+  leaseName?: string;
+  leaseTtlMs?: number;
+  batchSize?: number;
+  /** Batch transactions in flight at once (1 = strictly one after the other). */
+  writers?: number;
+  maxBatches?: number;
+  budgetMs?: number;
+  /** XDEL entries once acknowledged (keeps Redis memory to the backlog); off where others read the stream. */
+  deleteAcked?: boolean;
+  retry?: RetryPolicy;
+  hooks?: LoaderHooks;
+  now?: () => number;
+  sleep?: (ms: number) => Promise<void>;
+}
+
+export type StopReason = "drained" | "budget" | "max_batches" | "lease_held" | "lease_lost" | "error";
+
+export interface LoadReport {
+  /** The batch_runs row (null if even that could not be written). */
+  runId: number | null;
+  status: "ok" | "skipped" | "failed";
+  stoppedBy: StopReason;
+  batches: number;
+  /** Stream entries read (pending and new). */
+  entries: number;
+  /** Rows newly inserted. */
+  events: number;
+  interactions: number;
+  identities: number;
+  /** Entries whose message was already loaded (re-delivery after a lost XACK, or twice in the stream). */
+  duplicates: number;
+  /** Entries that are not a CollectedEvent (acknowledged and logged: they cannot be loaded, now or later). */
+  malformed: number;
+  /** Pending entries already deleted from the stream (nothing left to load). */
+  missing: number;
+  acked: number;
+  deleted: number;
+  /** Transient failures retried. */
+  retries: number;
+  durationMs: number;
+  /**
+   * Where the time went (ms, summed over batches; batches overlap, so the sum can exceed durationMs): the loop
+   * waiting for a free consumer slot and a stream read, turning entries into rows, the batch transactions,
+   * acknowledgements.
+   */
+  timings: { readWaitMs: number; parseMs: number; writeMs: number; ackMs: number };
+  eventsPerSecond: number;
+  /** After the run: pending + undelivered entries (null when unknown). */
+  backlog: number | null;
+  /** After the run: now − append time of the oldest entry not yet loaded; 0 when none is left. */
+  lagMs: number | null;
+  error?: string;
+}
+
+interface ParsedBatch {
+  events: EventRow[];
+  interactions: InteractionRow[];
+  identities: IdentityLink[];
+  malformed: number;
+  missing: number;
+}
+
+const EVENT_TYPE_SET: ReadonlySet<string> = new Set(EVENT_TYPES);
+
+function isCollectedEvent(value: unknown): value is CollectedEvent {
+  if (value === null || typeof value !== "object") return false;
+  const e = value as Record<string, unknown>;
+  return (
+    typeof e.messageId === "string" &&
+    e.messageId !== "" &&
+    typeof e.type === "string" &&
+    EVENT_TYPE_SET.has(e.type) &&
+    typeof e.sourceId === "string" &&
+    typeof e.timestamp === "string" &&
+    typeof e.receivedAt === "string" &&
+    (typeof e.userId === "string" || typeof e.anonymousId === "string")
+  );
+}
+
+/** Stream entries → rows (deduplicated by messageId within the batch; the first occurrence wins). */
+export function parseEntries(entries: readonly StreamEntry[]): ParsedBatch {
+  const out: ParsedBatch = { events: [], interactions: [], identities: [], malformed: 0, missing: 0 };
+  const seen = new Set<string>();
+  for (const entry of entries) {
+    if (!entry.fields) {
+      out.missing++;
+      continue;
+    }
+    let event: unknown;
+    try {
+      event = JSON.parse(entry.fields[STREAM_FIELDS.event] ?? "");
+    } catch {
+      event = undefined;
+    }
+    if (!isCollectedEvent(event)) {
+      out.malformed++;
+      log("error", "load: a stream entry is not a CollectedEvent; acknowledged without loading", {
+        streamId: entry.id,
+        sample: String(entry.fields[STREAM_FIELDS.event] ?? "").slice(0, 300),
+      });
+      continue;
+    }
+    if (seen.has(event.messageId)) continue;
+    seen.add(event.messageId);
+    const user = entry.fields[STREAM_FIELDS.userKey] || undefined;
+    const rows = warehouseRows(event, user, entry.id);
+    out.events.push(rows.event);
+    out.interactions.push(...rows.interactions);
+    out.identities.push(...rows.identities);
+  }
+  return out;
+}
+
+function clamp(value: number | undefined, fallback: number, min: number, max: number): number {
+  if (value === undefined || !Number.isFinite(value)) return fallback;
+  return Math.min(max, Math.max(min, Math.floor(value)));
+}
+
+/** One loader run. Never throws for a failed load: the report (and its batch_runs row) says what happened. */
+export async function runLoader(
+  deps: { db: Database; redis: Redis },
+  options: LoaderOptions = {},
+): Promise<LoadReport> {
+  const { db, redis } = deps;
+  const now = options.now ?? Date.now;
+  const stream = options.stream ?? EVENT_STREAM;
+  const group = options.group ?? LOADER_GROUP;
+  const consumer = options.consumer ?? LOADER_CONSUMER;
+  const leaseName = options.leaseName ?? LOADER_LEASE;
+  const leaseTtlMs = options.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS;
+  const batchSize = clamp(options.batchSize, DEFAULT_BATCH_SIZE, 1, MAX_BATCH_SIZE);
+  const writers = clamp(options.writers, DEFAULT_WRITERS, 1, MAX_WRITERS);
+  const maxBatches = clamp(options.maxBatches, DEFAULT_MAX_BATCHES, 1, Number.MAX_SAFE_INTEGER);
+  const budgetMs = clamp(options.budgetMs, DEFAULT_BUDGET_MS, 0, Number.MAX_SAFE_INTEGER);
+  const trigger = options.trigger ?? "cron";
+  const run = { kind: "load" as const, trigger, parentId: options.parentRunId ?? null };
+  const hooks = options.hooks ?? {};
+
+  const started = now();
+  const deadline = started + budgetMs;
+  const report: LoadReport = {
+    runId: null,
+    status: "ok",
+    stoppedBy: "drained",
+    batches: 0,
+    entries: 0,
+    events: 0,
+    interactions: 0,
+    identities: 0,
+    duplicates: 0,
+    malformed: 0,
+    missing: 0,
+    acked: 0,
+    deleted: 0,
+    retries: 0,
+    durationMs: 0,
+    timings: { readWaitMs: 0, parseMs: 0, writeMs: 0, ackMs: 0 },
+    eventsPerSecond: 0,
+    backlog: null,
+    lagMs: null,
+  };
+  const retryOptions = (what: string) => ({
+    policy: options.retry ?? DEFAULT_RETRY,
+    // A batch begun before the deadline may finish with its retries; none starts long after it.
+    deadline: deadline + leaseTtlMs / 2,
+    now,
+    ...(options.sleep ? { sleep: options.sleep } : {}),
+    onRetry: (error: unknown, retry: number, delayMs: number) => {
+      report.retries++;
+      log("warn", `load: ${what} failed transiently; retrying`, { retry, delayMs, error: describeError(error) });
+    },
+  });
+  const stats = () => {
+    const { runId: _runId, status: _status, error: _error, ...rest } = report;
+    return { ...rest, batchSize, writers, budgetMs, maxBatches, stream, group };
+  };
+
+  const holder = crypto.randomUUID();
+  let acquired: boolean;
+  try {
+    acquired = await withRetry(() => acquireLease(db, leaseName, holder, leaseTtlMs), retryOptions("lease"));
+    if (!acquired) {
+      report.status = "skipped";
+      report.stoppedBy = "lease_held";
+      report.runId = await recordSkippedRun(db, run, { reason: "lease_held", lease: leaseName });
+      log("info", "load: another run holds the lease; skipped", { lease: leaseName });
+      return report;
+    }
+  } catch (error) {
+    report.status = "failed";
+    report.stoppedBy = "error";
+    report.error = describeError(error);
+    log("error", "load: could not take the lease", { error: report.error });
+    return report;
+  }
+
+  try {
+    report.runId = await withRetry(() => startRun(db, run), retryOptions("run start"));
+    await withRetry(() => ensureGroup(redis, stream, group), retryOptions("XGROUP CREATE"));
+
+    const consumerOf = (slot: number) => `${consumer}-${slot}`;
+    // A `>` read whose reply was lost still delivered its entries (they are pending for that slot's consumer
+    // now): the next read of the slot takes them from its pending list first.
+    const lostReply = new Set<number>();
+    const readNew = (slot: number) =>
+      withRetry(async () => {
+        if (lostReply.has(slot)) {
+          const pending = await readGroup(redis, stream, group, consumerOf(slot), "0", batchSize);
+          lostReply.delete(slot);
+          if (pending.length > 0) return pending;
+        }
+        try {
+          return await readGroup(redis, stream, group, consumerOf(slot), ">", batchSize);
+        } catch (error) {
+          lostReply.add(slot);
+          throw error;
+        }
+      }, retryOptions("XREADGROUP"));
+
+    const loadBatch = async (slot: number, entries: StreamEntry[], batch: number): Promise<void> => {
+      let t = now();
+      const parsed = parseEntries(entries);
+      const identities = mergeIdentities(parsed.identities);
+      report.timings.parseMs += now() - t;
+      const info = (attempt: number): BatchInfo => ({
+        batch,
+        attempt,
+        consumer: consumerOf(slot),
+        entryIds: entries.map((e) => e.id),
+        messageIds: parsed.events.map((e) => e.messageId),
+      });
+      t = now();
+      let committed = 0;
+      const written = await withRetry(
+        (attempt) =>
+          db.transaction(async (tx) => {
+            const w = await writeBatch(tx, { ...parsed, identities });
+            // Fencing: only the lease holder commits, re-checked in this very transaction, last (so concurrent
+            // batches of this run hold the lease row's lock only between this update and their COMMIT).
+            if (!(await extendLease(tx, leaseName, holder, leaseTtlMs))) {
+              throw new LeaseLostError(`the ${leaseName} lease was taken over; rolled back`);
+            }
+            await hooks.beforeCommit?.(info(attempt));
+            committed = attempt;
+            return w;
+          }),
+        retryOptions(`batch ${batch}`),
+      );
+      report.timings.writeMs += now() - t;
+      report.batches++;
+      report.entries += entries.length;
+      report.events += written.events;
+      report.interactions += written.interactions;
+      report.identities += written.identities;
+      report.malformed += parsed.malformed;
+      report.missing += parsed.missing;
+      report.duplicates += entries.length - parsed.malformed - parsed.missing - written.events;
+
+      await hooks.afterCommit?.(info(committed));
+      t = now();
+      const ids = entries.map((e) => e.id);
+      report.acked += await withRetry(() => ack(redis, stream, group, ids), retryOptions("XACK"));
+      if (options.deleteAcked) {
+        report.deleted += await withRetry(() => deleteEntries(redis, stream, ids), retryOptions("XDEL"));
+      }
+      report.timings.ackMs += now() - t;
+    };
+
+    let dispatched = 0;
+    const withinLimits = () => {
+      if (dispatched >= maxBatches) report.stoppedBy = "max_batches";
+      else if (now() >= deadline) report.stoppedBy = "budget";
+      else return true;
+      return false;
+    };
+
+    // 1. Recovery: every slot's pending entries — what a previous run read but did not acknowledge — page by page
+    //    (after the last id seen), one batch at a time. This is the rare path.
+    recovery: for (let slot = 0; slot < CONSUMER_SLOTS; slot++) {
+      let cursor = "0";
+      for (;;) {
+        if (!withinLimits()) break recovery;
+        const t = now();
+        const entries = await withRetry(
+          () => readGroup(redis, stream, group, consumerOf(slot), cursor, batchSize),
+          retryOptions("XREADGROUP pending"),
+        );
+        report.timings.readWaitMs += now() - t;
+        if (entries.length === 0) break;
+        cursor = entries[entries.length - 1]?.id ?? cursor;
+        await loadBatch(slot, entries, ++dispatched);
+      }
+    }
+
+    // 2. New entries, pipelined: up to `writers` batch transactions in flight (each on its own pooled connection)
+    //    while one more batch is read ahead, each batch under its own consumer slot. A batch is acknowledged after
+    //    its own COMMIT, so commit order does not matter; the first failure stops the run once the batches in
+    //    flight have settled. A batch read ahead is delivered already, so it is written whatever the clock says
+    //    (it would otherwise wait, pending, for the next run).
+    if (report.stoppedBy === "drained") {
+      const free = Array.from({ length: writers + 1 }, (_, slot) => slot);
+      const inFlight = new Set<Promise<void>>();
+      let failure: { error: unknown } | undefined;
+      try {
+        while (!failure && withinLimits()) {
+          const t = now();
+          // A free slot to read into (slots are held from a batch's read to its XACK) …
+          while (free.length === 0 && inFlight.size > 0) await Promise.race(inFlight);
+          const slot = free.shift();
+          if (failure || slot === undefined) break;
+          const entries = await readNew(slot);
+          report.timings.readWaitMs += now() - t;
+          if (entries.length === 0) {
+            free.push(slot);
+            report.stoppedBy = "drained";
+            break;
+          }
+          // … and a free writer for its transaction (meanwhile this batch is the one read ahead).
+          while (inFlight.size >= writers) await Promise.race(inFlight);
+          // After a failure elsewhere, this batch stays pending in its slot for the next run.
+          if (failure) break;
+          const task: Promise<void> = loadBatch(slot, entries, ++dispatched).then(
+            () => {
+              inFlight.delete(task);
+              free.push(slot);
+            },
+            (error: unknown) => {
+              // The slot keeps its unacknowledged entries: the next run recovers them.
+              inFlight.delete(task);
+              failure ??= { error };
+            },
+          );
+          inFlight.add(task);
+        }
+      } finally {
+        await Promise.all(inFlight);
+      }
+      if (failure) throw failure.error;
+    }
+  } catch (error) {
+    report.status = "failed";
+    report.stoppedBy = error instanceof LeaseLostError ? "lease_lost" : "error";
+    report.error = describeError(error);
+  }
+
+  report.durationMs = Math.max(0, now() - started);
+  report.eventsPerSecond = report.durationMs > 0 ? Math.round((report.events * 1000) / report.durationMs) : 0;
+  try {
+    const left = await backlog(redis, stream, group);
+    report.backlog = left.undelivered === null ? null : left.pending + left.undelivered;
+    report.lagMs = left.oldestId === null ? 0 : Math.max(0, now() - streamIdTime(left.oldestId));
+  } catch (error) {
+    log("warn", "load: could not measure the backlog", { error: describeError(error) });
+  }
+
+  try {
+    if (report.runId !== null) {
+      const runId = report.runId;
+      await withRetry(
+        () => finishRun(db, runId, report.status === "failed" ? "failed" : "ok", stats(), report.error),
+        retryOptions("run finish"),
+      );
+    }
+  } catch (error) {
+    log("error", "load: could not record the run", { runId: report.runId, error: describeError(error) });
+  }
+  try {
+    if (report.stoppedBy !== "lease_lost") await releaseLease(db, leaseName, holder);
+  } catch (error) {
+    // It expires on its own.
+    log("warn", "load: could not release the lease", { error: describeError(error) });
+  }
+
+  const { error: _error, ...summary } = report;
+  if (report.status === "failed") log("error", "load: run failed", { ...summary, error: report.error });
+  else log("info", "load: run finished", summary);
+  return report;
+}

@@ -1,0 +1,260 @@
+// Encodings of the values in Workers KV (layout: keys.ts, docs/publishing.md). The publisher encodes, the ranking
+// path decodes with the functions here.
+//
+// Compact JSON arrays, not objects and not a binary format:
+//   - a list of 50 candidates as [id, score, reason] triples is ~40% smaller than the same list of objects (no
+//     repeated field names), which is what KV stores, bills and moves to the edge;
+//   - JSON.parse is native in V8 and beats any JS-level binary decoder for values of a few KB, so decoding stays
+//     well under the ranking path's CPU budget;
+//   - the values stay readable with `wrangler kv key get` while debugging;
+//   - Postgres builds the lists itself (json_build_array / json_agg), so the publisher never re-encodes them.
+// Every value says which snapshot version it belongs to and when that snapshot was generated (epoch ms).
+
+/** Format tag of every value; a reader rejects values with a format it does not know. */
+export const CODEC_FORMAT = 1;
+
+/**
+ * Entries kept per stable (per-user / per-item) key: the newest and the previous HISTORY_DEPTH − 1 contents. A
+ * rollback is a pointer flip as long as fewer than HISTORY_DEPTH versions that wrote stable keys came after the
+ * target (publisher.ts checks it). 3 lists of ~50 items are ~5 KB: small next to KV's 25 MiB per value.
+ */
+export const HISTORY_DEPTH = 3;
+
+/** Catalog item flags. */
+export const FLAG_IN_STOCK = 1;
+export const FLAG_VISIBLE = 2;
+
+// ───────────────────────────── pointer ─────────────────────────────
+
+export interface CatalogManifest {
+  /** The version whose catalog keys hold the shards (`v<version>:catalog:<shard>`). */
+  version: number;
+  shards: number;
+  items: number;
+}
+
+export interface Pointer {
+  f: typeof CODEC_FORMAT;
+  /** The served snapshot version: readers take the newest entry ≤ version of each stable key. */
+  version: number;
+  /** When the served snapshot's data was generated (epoch ms). */
+  generatedAt: number;
+  /** When this pointer was written (epoch ms). */
+  publishedAt: number;
+  /** The newest model_versions.id in the snapshot (null: none). */
+  modelVersion: number | null;
+  /** model name → model_versions.id of each model in the snapshot. */
+  modelVersions: Record<string, number>;
+  /** Where this version's shared keys are: unchanged shared keys are reused from older versions. */
+  catalog: CatalogManifest | null;
+  /** list → the version whose `v<version>:pop:<list>` key holds it (null: never published). */
+  popular: { popular: number | null; trending: number | null };
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+const isInt = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v);
+
+/** The pointer, or null when it is missing or not one this code understands. */
+export function decodePointer(text: string | null): Pointer | null {
+  if (text === null) return null;
+  let p: unknown;
+  try {
+    p = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  if (!isObject(p) || p.f !== CODEC_FORMAT || !isInt(p.version) || !isInt(p.generatedAt)) return null;
+  if (!isObject(p.popular) || !isObject(p.modelVersions)) return null;
+  return p as unknown as Pointer;
+}
+
+export function encodePointer(pointer: Pointer): string {
+  return JSON.stringify(pointer);
+}
+
+// ───────────────────────────── stable keys (users, items) ─────────────────────────────
+
+/** [version, generatedAt, list] — list null is a tombstone: from that version on there is no list. */
+export type Entry<T> = [version: number, generatedAt: number, list: T[] | null];
+
+/** `{"f":1,"e":[entry, …]}`, entries newest first. */
+export interface StableValue<T> {
+  f: typeof CODEC_FORMAT;
+  e: Entry<T>[];
+}
+
+/** A user candidate: [productId, score, reason code or null]. */
+export type UserCandidateTuple = [productId: string, score: number, reason: string | null];
+/** A neighbour: [productId, score]. */
+export type NeighborTuple = [productId: string, score: number];
+
+export function parseStable<T>(text: string | null): StableValue<T> | null {
+  if (text === null) return null;
+  try {
+    const v = JSON.parse(text) as unknown;
+    if (!isObject(v) || v.f !== CODEC_FORMAT || !Array.isArray(v.e)) return null;
+    return v as unknown as StableValue<T>;
+  } catch {
+    return null;
+  }
+}
+
+/** The entry a reader of snapshot `version` must use: the newest one not newer than it. */
+export function selectEntry<T>(value: StableValue<T> | null, version: number): Entry<T> | null {
+  if (!value) return null;
+  for (const entry of value.e) {
+    if (Array.isArray(entry) && isInt(entry[0]) && entry[0] <= version) return entry;
+  }
+  return null;
+}
+
+/**
+ * The new value of a stable key: the new entry (its list already JSON, as Postgres built it) in front of the
+ * previous value's entries older than `version` (a re-run of the same version replaces its own entry: alarms are
+ * at-least-once), cut to HISTORY_DEPTH.
+ */
+export function mergeStable(previous: string | null, version: number, generatedAt: number, listJson: string): string {
+  const old = parseStable<unknown>(previous);
+  const kept = (old?.e ?? []).filter((e) => Array.isArray(e) && isInt(e[0]) && e[0] < version);
+  const tail = kept.slice(0, HISTORY_DEPTH - 1).map((e) => JSON.stringify(e));
+  return `{"f":${CODEC_FORMAT},"e":[[${version},${generatedAt},${listJson}]${tail.map((t) => `,${t}`).join("")}]}`;
+}
+
+export interface ListAt<T> {
+  /** The version whose content this is (≤ the pointer's version). */
+  version: number;
+  generatedAt: number;
+  items: T[];
+}
+
+function listAt<T>(text: string | null, version: number): ListAt<T> | null {
+  const entry = selectEntry(parseStable<T>(text), version);
+  if (!entry || !Array.isArray(entry[2])) return null;
+  return { version: entry[0], generatedAt: entry[1], items: entry[2] };
+}
+
+export interface UserCandidate {
+  productId: string;
+  score: number;
+  reason: string | null;
+}
+
+/** A `u:<userKey>` value as of snapshot `version` (null: no list for that version). */
+export function decodeUserList(text: string | null, version: number): ListAt<UserCandidate> | null {
+  const list = listAt<UserCandidateTuple>(text, version);
+  if (!list) return null;
+  return {
+    ...list,
+    items: list.items.map(([productId, score, reason]) => ({ productId, score, reason: reason ?? null })),
+  };
+}
+
+export interface Neighbor {
+  productId: string;
+  score: number;
+}
+
+/** An `i:<kind>:<productId>` value as of snapshot `version` (null: no list for that version). */
+export function decodeNeighbors(text: string | null, version: number): ListAt<Neighbor> | null {
+  const list = listAt<NeighborTuple>(text, version);
+  if (!list) return null;
+  return { ...list, items: list.items.map(([productId, score]) => ({ productId, score })) };
+}
+
+// ───────────────────────────── catalog ─────────────────────────────
+
+/** [category index into `categories` or -1, price or null, flags (FLAG_IN_STOCK | FLAG_VISIBLE)]. */
+export type CatalogTuple = [category: number, price: number | null, flags: number];
+
+export interface CatalogShardValue {
+  f: typeof CODEC_FORMAT;
+  version: number;
+  generatedAt: number;
+  shard: number;
+  shards: number;
+  categories: string[];
+  items: Record<string, CatalogTuple>;
+}
+
+export interface CatalogRow {
+  id: string;
+  category: string | null;
+  price: number | null;
+  inStock: boolean;
+  visible: boolean;
+}
+
+/** The content of one shard (without version/generatedAt: what its hash covers). */
+export function catalogShardContent(rows: readonly CatalogRow[]): Pick<CatalogShardValue, "categories" | "items"> {
+  const categories: string[] = [];
+  const index = new Map<string, number>();
+  const items: Record<string, CatalogTuple> = {};
+  for (const row of rows) {
+    let c = -1;
+    if (row.category !== null) {
+      c = index.get(row.category) ?? -1;
+      if (c < 0) {
+        c = categories.length;
+        categories.push(row.category);
+        index.set(row.category, c);
+      }
+    }
+    items[row.id] = [c, row.price, (row.inStock ? FLAG_IN_STOCK : 0) | (row.visible ? FLAG_VISIBLE : 0)];
+  }
+  return { categories, items };
+}
+
+export function decodeCatalogShard(text: string | null): CatalogShardValue | null {
+  if (text === null) return null;
+  try {
+    const v = JSON.parse(text) as unknown;
+    if (!isObject(v) || v.f !== CODEC_FORMAT || !isObject(v.items) || !Array.isArray(v.categories)) return null;
+    return v as unknown as CatalogShardValue;
+  } catch {
+    return null;
+  }
+}
+
+export interface CatalogItem {
+  category: string | null;
+  price: number | null;
+  inStock: boolean;
+  visible: boolean;
+}
+
+/** One product of a decoded shard (undefined: not in the catalogue). */
+export function catalogItem(shard: CatalogShardValue, id: string): CatalogItem | undefined {
+  const t = shard.items[id];
+  if (!t) return undefined;
+  return {
+    category: t[0] >= 0 ? (shard.categories[t[0]] ?? null) : null,
+    price: t[1],
+    inStock: (t[2] & FLAG_IN_STOCK) !== 0,
+    visible: (t[2] & FLAG_VISIBLE) !== 0,
+  };
+}
+
+// ───────────────────────────── popular / trending ─────────────────────────────
+
+export interface PopularValue {
+  f: typeof CODEC_FORMAT;
+  version: number;
+  generatedAt: number;
+  list: string;
+  /** segment (`global`, `category:<c>`, `country:<CC>`) → [productId, score] best first. */
+  segments: Record<string, NeighborTuple[]>;
+}
+
+export function decodePopular(text: string | null): PopularValue | null {
+  if (text === null) return null;
+  try {
+    const v = JSON.parse(text) as unknown;
+    if (!isObject(v) || v.f !== CODEC_FORMAT || !isObject(v.segments)) return null;
+    return v as unknown as PopularValue;
+  } catch {
+    return null;
+  }
+}

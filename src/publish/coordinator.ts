@@ -1,0 +1,430 @@
+// PublishCoordinator: the one Durable Object (named "global") that publishes snapshots to Workers KV and the only
+// writer of the pointer key. A publish larger than one invocation's KV budget continues across alarms: each alarm
+// runs publisher.advance() with at most `opsPerAlarm` KV operations (≤ 1,000 per invocation), persists the cursor in
+// this object's storage and re-arms itself. Alarms are at-least-once: a re-run repeats idempotent steps.
+// It also serves rollbacks (a pointer flip), the admin catalogue push and the status the admin API shows.
+// docs/publishing.md.
+import { DurableObject } from "cloudflare:workers";
+import { finishRun, startRun } from "../batch/runs.ts";
+import { loadConfig } from "../config.ts";
+import { describeError, log } from "../log.ts";
+import { CODEC_FORMAT, encodePointer, HISTORY_DEPTH, type Pointer } from "./codec.ts";
+import { openDb, validSchema } from "./db.ts";
+import { POINTER_KEY } from "./keys.ts";
+import { KV_MIN_WRITE_INTERVAL_MS, KV_OPS_PER_INVOCATION, KvBudget } from "./kv-budget.ts";
+import {
+  advance,
+  buildCatalog,
+  CATALOG_RECORD,
+  catalogPairs,
+  newStats,
+  type PublishJob,
+  saveCatalogWatermark,
+} from "./publisher.ts";
+import { catalogRows, catalogWatermark, markModelsPublished, publishedHashes, recordPublished } from "./sources.ts";
+
+/** The coordinator's name: one per deployment (one KV namespace, one pointer). */
+export const COORDINATOR_NAME = "global";
+/**
+ * KV operations one alarm may use: 900 leaves 100 of the platform's 1,000 for the shared keys and pointer of the
+ * final step and for anything a future step adds; tests lower it to exercise many alarms.
+ */
+export const DEFAULT_OPS_PER_ALARM = 900;
+/** Upper bound of `opsPerAlarm`: never the platform's full 1,000. */
+export const MAX_OPS_PER_ALARM = KV_OPS_PER_INVOCATION - 10;
+/**
+ * Before the pointer names a version whose per-user keys were overwritten in place, wait this long: KV propagates
+ * a write within ~60 s and edge caches keep a read value for its cacheTtl (60 s minimum), so after it a reader
+ * that sees the new pointer almost surely sees the new entries too. Local KV (miniflare) is consistent: 0 there.
+ */
+export const PRODUCTION_SETTLE_MS = 60_000;
+/** Failed alarm invocations of one job before it is given up (and recorded as failed). */
+export const MAX_JOB_FAILURES = 5;
+/** Versions remembered for the admin API and rollback. */
+export const PUBLISHED_HISTORY = 50;
+
+export interface PublishedVersion {
+  version: number;
+  generatedAt: number;
+  publishedAt: number;
+  modelVersion: number | null;
+  /** Stable keys written by this version (they push older entries out of the keys' history). */
+  stableWrites: number;
+  sharedWrites: number;
+  runId: number | null;
+  /** "catalog_push": a version that only changed the catalogue; "failed": keys written, never served. */
+  kind: "publish" | "catalog_push" | "failed";
+  pointer: Pointer | null;
+}
+
+export interface CoordinatorState {
+  lastVersion: number;
+  pointer: Pointer | null;
+  lastPointerWriteAt: number;
+  /** Newest first. */
+  versions: PublishedVersion[];
+}
+
+export interface StartRequest {
+  trigger: "cron" | "admin";
+  parentRunId?: number | null;
+  /** When the snapshot's data was computed (epoch ms; default now). */
+  generatedAt?: number;
+  schema?: string;
+  settleMs?: number;
+  opsPerAlarm?: number;
+}
+
+export type StartResult =
+  | { status: "started"; version: number; runId: number | null }
+  | { status: "busy"; version: number; runId: number | null }
+  | { status: "not_configured" };
+
+export type RollbackResult =
+  | { ok: true; pointer: Pointer; previous: number | null }
+  | {
+      ok: false;
+      code: "version_not_found" | "version_not_rollbackable" | "publish_in_progress";
+      message: string;
+    };
+
+export type PushResult =
+  | { status: "published"; version: number; pointer: Pointer; runId: number | null; keysWritten: number }
+  | { status: "unchanged"; version: number | null; runId: number | null }
+  | { status: "queued"; version: number }
+  | { status: "not_configured" };
+
+export interface CoordinatorStatus {
+  pointer: Pointer | null;
+  lastVersion: number;
+  versions: PublishedVersion[];
+  job: PublishJob | null;
+  /** Versions a rollback may go to now. */
+  rollbackTargets: number[];
+}
+
+const EMPTY_STATE: CoordinatorState = { lastVersion: 0, pointer: null, lastPointerWriteAt: 0, versions: [] };
+
+/**
+ * Whether stable keys still hold an entry valid for `target`: each key keeps HISTORY_DEPTH entries, so fewer than
+ * HISTORY_DEPTH versions that wrote stable keys may have come after it.
+ */
+export function rollbackTargets(state: CoordinatorState): number[] {
+  const out: number[] = [];
+  let writersAfter = 0;
+  for (const v of state.versions) {
+    if (writersAfter >= HISTORY_DEPTH) break;
+    if (v.kind !== "failed" && v.pointer) out.push(v.version);
+    if (v.stableWrites > 0) writersAfter++;
+  }
+  return out;
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+export class PublishCoordinator extends DurableObject<Env> {
+  /** Test seam: wraps the KV binding for each invocation (tests count operations with it); identity otherwise. */
+  wrapKv: (kv: KVNamespace) => KVNamespace = (kv) => kv;
+  #queue: Promise<unknown> = Promise.resolve();
+
+  /** Runs `fn` after every earlier exclusive call: alarms, pushes and rollbacks never interleave across awaits. */
+  #exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(fn, fn);
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  async #state(): Promise<CoordinatorState> {
+    return (await this.ctx.storage.get<CoordinatorState>("state")) ?? structuredClone(EMPTY_STATE);
+  }
+
+  async #job(): Promise<PublishJob | null> {
+    return (await this.ctx.storage.get<PublishJob>("job")) ?? null;
+  }
+
+  #database() {
+    return loadConfig(this.env).database;
+  }
+
+  #defaultSettleMs(): number {
+    const env = loadConfig(this.env).environment;
+    return env === "development" || env === "test" ? 0 : PRODUCTION_SETTLE_MS;
+  }
+
+  async status(): Promise<CoordinatorStatus> {
+    const state = await this.#state();
+    return {
+      pointer: state.pointer,
+      lastVersion: state.lastVersion,
+      versions: state.versions,
+      job: await this.#job(),
+      rollbackTargets: rollbackTargets(state),
+    };
+  }
+
+  /** Starts a publish (returns at once; alarms do the work), or reports the one in progress. */
+  async start(request: StartRequest): Promise<StartResult> {
+    const running = await this.#job();
+    if (running) return { status: "busy", version: running.version, runId: running.runId };
+    const database = this.#database();
+    if (!database) return { status: "not_configured" };
+    const schema = validSchema(request.schema);
+    const { db, end } = openDb(database, schema);
+    let runId: number;
+    try {
+      runId = await startRun(db, { kind: "publish", trigger: request.trigger, parentId: request.parentRunId ?? null });
+    } finally {
+      await end();
+    }
+    // Re-checked after the await: a concurrent start may have won meanwhile.
+    const again = await this.#job();
+    if (again) return { status: "busy", version: again.version, runId: again.runId };
+    const state = await this.#state();
+    const now = Date.now();
+    const job: PublishJob = {
+      version: state.lastVersion + 1,
+      generatedAt: request.generatedAt ?? now,
+      startedAt: now,
+      trigger: request.trigger,
+      runId,
+      parentRunId: request.parentRunId ?? null,
+      schema,
+      phase: "users",
+      cursor: "",
+      settleMs: Math.max(0, request.settleMs ?? this.#defaultSettleMs()),
+      opsPerAlarm: Math.min(MAX_OPS_PER_ALARM, Math.max(10, request.opsPerAlarm ?? DEFAULT_OPS_PER_ALARM)),
+      settled: false,
+      failures: 0,
+      stats: newStats(),
+    };
+    await this.ctx.storage.put("job", job);
+    await this.ctx.storage.setAlarm(now);
+    return { status: "started", version: job.version, runId };
+  }
+
+  override async alarm(): Promise<void> {
+    await this.#exclusive(() => this.#runAlarm());
+  }
+
+  async #runAlarm(): Promise<void> {
+    const job = await this.#job();
+    if (!job) return;
+    const state = await this.#state();
+    const database = this.#database();
+    const kv = new KvBudget(this.wrapKv(this.env.ONLINE_STORE), job.opsPerAlarm);
+    const opened = database ? openDb(database, job.schema) : undefined;
+    const account = () => {
+      job.stats.invocations++;
+      job.stats.opsTotal += kv.used;
+      job.stats.maxOpsPerInvocation = Math.max(job.stats.maxOpsPerInvocation, kv.used);
+    };
+    try {
+      if (!opened) throw new Error("DATABASE_URL is not set");
+      const outcome = await advance({
+        db: opened.db,
+        kv,
+        job,
+        current: state.pointer,
+        lastPointerWriteAt: state.lastPointerWriteAt,
+        now: Date.now,
+        onProgress: (j) => this.ctx.storage.put("job", j),
+      });
+      account();
+      if (outcome.kind === "continue") {
+        await this.ctx.storage.put("job", job);
+        await this.ctx.storage.setAlarm(Date.now() + outcome.delayMs);
+        return;
+      }
+      const finished = Date.now();
+      const stats = {
+        ...job.stats,
+        version: outcome.pointer ? job.version : null,
+        unchanged: outcome.pointer === null,
+        keysWritten: job.stats.written + job.stats.tombstones + job.stats.sharedWritten + (outcome.pointer ? 1 : 0),
+        durationMs: finished - job.startedAt,
+        lagMs: outcome.pointer ? finished - job.generatedAt : null,
+        keysPerSecond:
+          finished > job.startedAt
+            ? Math.round(((job.stats.written + job.stats.tombstones) * 1000) / (finished - job.startedAt))
+            : 0,
+      };
+      if (outcome.pointer) {
+        const pointer = outcome.pointer;
+        state.lastVersion = job.version;
+        state.pointer = pointer;
+        state.lastPointerWriteAt = pointer.publishedAt;
+        state.versions = [
+          {
+            version: job.version,
+            generatedAt: job.generatedAt,
+            publishedAt: pointer.publishedAt,
+            modelVersion: pointer.modelVersion,
+            stableWrites: job.stats.written + job.stats.tombstones,
+            sharedWrites: job.stats.sharedWritten,
+            runId: job.runId,
+            kind: "publish" as const,
+            pointer,
+          },
+          ...state.versions,
+        ].slice(0, PUBLISHED_HISTORY);
+        await markModelsPublished(opened.db, Object.values(pointer.modelVersions));
+      }
+      await this.ctx.storage.put("state", state);
+      await this.ctx.storage.delete("job");
+      if (job.runId !== null) await finishRun(opened.db, job.runId, "ok", stats);
+      log("info", "publish: finished", { runId: job.runId, ...stats });
+    } catch (error) {
+      account();
+      job.failures++;
+      log("error", "publish: alarm step failed", {
+        runId: job.runId,
+        failures: job.failures,
+        phase: job.phase,
+        error: describeError(error),
+      });
+      if (job.failures < MAX_JOB_FAILURES) {
+        await this.ctx.storage.put("job", job);
+        // Exponential backoff; the alarm itself never throws (its retries would not see the job's counter).
+        await this.ctx.storage.setAlarm(Date.now() + Math.min(60_000, 1000 * 2 ** job.failures));
+        return;
+      }
+      // Given up. Keys it wrote carry its version: that number is spent, so a later publish never reuses it and a
+      // rollback counts it against the keys' history.
+      if (job.stats.written + job.stats.tombstones > 0) {
+        state.lastVersion = Math.max(state.lastVersion, job.version);
+        state.versions = [
+          {
+            version: job.version,
+            generatedAt: job.generatedAt,
+            publishedAt: Date.now(),
+            modelVersion: null,
+            stableWrites: job.stats.written + job.stats.tombstones,
+            sharedWrites: job.stats.sharedWritten,
+            runId: job.runId,
+            kind: "failed" as const,
+            pointer: null,
+          },
+          ...state.versions,
+        ].slice(0, PUBLISHED_HISTORY);
+        await this.ctx.storage.put("state", state);
+      }
+      await this.ctx.storage.delete("job");
+      if (job.runId !== null && opened) {
+        await finishRun(opened.db, job.runId, "failed", { ...job.stats }, error).catch(() => {});
+      }
+    } finally {
+      await opened?.end();
+    }
+  }
+
+  /** Points readers at an earlier (or later) published version: one pointer write. */
+  async rollback(version: number): Promise<RollbackResult> {
+    return this.#exclusive(async () => {
+      const state = await this.#state();
+      const job = await this.#job();
+      if (job) {
+        return {
+          ok: false,
+          code: "publish_in_progress",
+          message: `version ${job.version} is being published; roll back when it has finished`,
+        } as const;
+      }
+      const target = state.versions.find((v) => v.version === version && v.kind !== "failed" && v.pointer);
+      if (!target?.pointer) {
+        return { ok: false, code: "version_not_found", message: `no published version ${version}` } as const;
+      }
+      if (!rollbackTargets(state).includes(version)) {
+        return {
+          ok: false,
+          code: "version_not_rollbackable",
+          message:
+            `version ${version} is too old: per-user and per-item keys keep ${HISTORY_DEPTH} versions; ` +
+            `possible targets: ${rollbackTargets(state).join(", ")}`,
+        } as const;
+      }
+      const previous = state.pointer?.version ?? null;
+      const wait = state.lastPointerWriteAt + KV_MIN_WRITE_INTERVAL_MS - Date.now();
+      if (wait > 0) await sleep(wait);
+      const pointer: Pointer = { ...target.pointer, publishedAt: Date.now() };
+      const kv = new KvBudget(this.wrapKv(this.env.ONLINE_STORE), KV_OPS_PER_INVOCATION);
+      await kv.put(POINTER_KEY, encodePointer(pointer));
+      state.pointer = pointer;
+      state.lastPointerWriteAt = pointer.publishedAt;
+      await this.ctx.storage.put("state", state);
+      log("warn", "publish: rolled back", { from: previous, to: version });
+      return { ok: true, pointer, previous } as const;
+    });
+  }
+
+  /**
+   * Ships the catalogue now (stock, visibility, price) as a new version that changes nothing else. During a publish
+   * the publish itself ships it (its shared step reads the catalogue last).
+   */
+  async pushCatalog(request: { schema?: string; trigger?: "cron" | "admin" } = {}): Promise<PushResult> {
+    const running = await this.#job();
+    if (running) return { status: "queued", version: running.version };
+    const database = this.#database();
+    if (!database) return { status: "not_configured" };
+    return this.#exclusive(async () => {
+      const job = await this.#job();
+      if (job) return { status: "queued", version: job.version } as const;
+      const state = await this.#state();
+      const { db, end } = openDb(database, validSchema(request.schema));
+      try {
+        const runId = await startRun(db, { kind: "publish", trigger: request.trigger ?? "admin" });
+        const watermark = await catalogWatermark(db);
+        const built = await buildCatalog(await catalogRows(db));
+        const previous = (await publishedHashes(db, [CATALOG_RECORD])).get(CATALOG_RECORD);
+        if (state.pointer?.catalog && previous?.hash === built.hash) {
+          await saveCatalogWatermark(db, watermark);
+          await finishRun(db, runId, "ok", { catalogPush: true, unchanged: true, keysWritten: 0 });
+          return { status: "unchanged", version: state.pointer.version, runId } as const;
+        }
+        const version = state.lastVersion + 1;
+        const now = Date.now();
+        const kv = new KvBudget(this.wrapKv(this.env.ONLINE_STORE), KV_OPS_PER_INVOCATION);
+        const pairs = catalogPairs(built, version, now);
+        await kv.putAll(pairs);
+        await recordPublished(db, [{ key: CATALOG_RECORD, hash: built.hash }], version);
+        const wait = state.lastPointerWriteAt + KV_MIN_WRITE_INTERVAL_MS - Date.now();
+        if (wait > 0) await sleep(wait);
+        const base = state.pointer;
+        const pointer: Pointer = {
+          f: CODEC_FORMAT,
+          version,
+          generatedAt: base?.generatedAt ?? now,
+          publishedAt: Date.now(),
+          modelVersion: base?.modelVersion ?? null,
+          modelVersions: base?.modelVersions ?? {},
+          catalog: { version, shards: built.shards, items: built.manifestItems },
+          popular: base?.popular ?? { popular: null, trending: null },
+        };
+        await kv.put(POINTER_KEY, encodePointer(pointer));
+        await saveCatalogWatermark(db, watermark);
+        state.lastVersion = version;
+        state.pointer = pointer;
+        state.lastPointerWriteAt = pointer.publishedAt;
+        state.versions = [
+          {
+            version,
+            generatedAt: pointer.generatedAt,
+            publishedAt: pointer.publishedAt,
+            modelVersion: pointer.modelVersion,
+            stableWrites: 0,
+            sharedWrites: pairs.length,
+            runId,
+            kind: "catalog_push" as const,
+            pointer,
+          },
+          ...state.versions,
+        ].slice(0, PUBLISHED_HISTORY);
+        await this.ctx.storage.put("state", state);
+        const keysWritten = pairs.length + 1;
+        await finishRun(db, runId, "ok", { catalogPush: true, version, keysWritten, items: built.manifestItems });
+        return { status: "published", version, pointer, runId, keysWritten } as const;
+      } finally {
+        await end();
+      }
+    });
+  }
+}

@@ -1,0 +1,298 @@
+// The publisher: moves a snapshot of the recommender outputs from Postgres into Workers KV in bounded steps, for
+// the PublishCoordinator Durable Object (coordinator.ts) to drive from its alarms. docs/publishing.md.
+//
+// One publish = one job with a new version number V:
+//   users → items → user_tombstones → item_tombstones   stable keys whose content changed (sources.ts), at most
+//                                                       KV_BULK_GET_MAX per step: one bulk get of their current
+//                                                       values, one put each (codec.mergeStable keeps history),
+//                                                       then their hashes into published_keys
+//   settle                                              if stable keys were written: wait one KV propagation
+//                                                       interval so edge caches hold V's entries before readers
+//                                                       are told about V
+//   shared                                              catalog shards and popular/trending lists, only when their
+//                                                       content changed (new immutable keys under V), then the
+//                                                       pointer — the one write that makes V visible
+// Nothing changed anywhere → no key and no pointer is written, and V is not used.
+// Every step is idempotent: an alarm re-run after a crash rewrites V's entries with the same content.
+import { sql } from "drizzle-orm";
+import type { Executor } from "../batch/bulk.ts";
+import { syncState } from "../stores/schema.ts";
+import {
+  type CatalogManifest,
+  type CatalogRow,
+  CODEC_FORMAT,
+  catalogShardContent,
+  encodePointer,
+  mergeStable,
+  type Pointer,
+} from "./codec.ts";
+import {
+  catalogShardKey,
+  catalogShardOf,
+  POINTER_KEY,
+  POPULAR_KEY_LISTS,
+  type PopularKeyList,
+  popularListKey,
+} from "./keys.ts";
+import { KV_BULK_GET_MAX, KV_MIN_WRITE_INTERVAL_MS, type KvBudget } from "./kv-budget.ts";
+import {
+  type CatalogWatermark,
+  catalogRows,
+  catalogWatermark,
+  currentModelVersions,
+  popularLists,
+  publishedHashes,
+  readChanges,
+  recordPublished,
+  STABLE_PHASES,
+  type StablePhase,
+  TOMBSTONE_HASH,
+} from "./sources.ts";
+
+/**
+ * Items per catalog shard. ~25 bytes an item: 20,000 items ≈ 500 KB of JSON, parsed once per version per isolate
+ * by the ranking path; the UCI demo catalogue (~4,000 items) is one shard. Far below KV's 25 MiB per value.
+ */
+export const CATALOG_ITEMS_PER_SHARD = 20_000;
+/** Shards at most: the shared phase must fit one invocation's KV budget next to the pointer and popular lists. */
+export const CATALOG_MAX_SHARDS = 200;
+/** Wall time after which an alarm starts no new step (an alarm, like any invocation, should stay short). */
+export const ALARM_WALL_BUDGET_MS = 25_000;
+
+export const PHASES = [...STABLE_PHASES, "settle", "shared"] as const;
+export type Phase = (typeof PHASES)[number];
+
+/** Logical names under which the shared keys' hashes are kept in published_keys (not KV keys themselves). */
+export const CATALOG_RECORD = "catalog";
+export const popularRecord = (list: PopularKeyList) => `pop:${list}`;
+/** sync_state row with the catalogue watermark of the last catalogue publish. */
+export const CATALOG_WATERMARK_STATE = "publish.catalog_watermark";
+
+export interface JobStats {
+  /** Stable keys written with a list. */
+  written: number;
+  /** Stable keys written with a tombstone. */
+  tombstones: number;
+  /** Shared keys written (catalog shards, popular lists). */
+  sharedWritten: number;
+  /** Ids whose key would exceed KV's key length limit. */
+  skipped: number;
+  steps: number;
+  invocations: number;
+  opsTotal: number;
+  maxOpsPerInvocation: number;
+  pointerWritten: boolean;
+}
+
+export interface PublishJob {
+  version: number;
+  generatedAt: number;
+  startedAt: number;
+  trigger: "cron" | "admin";
+  runId: number | null;
+  parentRunId: number | null;
+  /** Postgres schema (tests); undefined = public. */
+  schema?: string | undefined;
+  phase: Phase;
+  cursor: string;
+  settleMs: number;
+  opsPerAlarm: number;
+  settled: boolean;
+  failures: number;
+  stats: JobStats;
+}
+
+export function newStats(): JobStats {
+  return {
+    written: 0,
+    tombstones: 0,
+    sharedWritten: 0,
+    skipped: 0,
+    steps: 0,
+    invocations: 0,
+    opsTotal: 0,
+    maxOpsPerInvocation: 0,
+    pointerWritten: false,
+  };
+}
+
+export interface Step {
+  db: Executor;
+  kv: KvBudget;
+  job: PublishJob;
+  /** The pointer currently served (null: never published). */
+  current: Pointer | null;
+  /** Epoch ms of the last pointer write (KV: 1 write/s per key). */
+  lastPointerWriteAt: number;
+  now: () => number;
+  /** Persist the job after each step (the cursor survives a crash). */
+  onProgress?: (job: PublishJob) => Promise<void>;
+}
+
+export type Outcome = { kind: "continue"; delayMs: number } | { kind: "done"; pointer: Pointer | null };
+
+const isStable = (phase: Phase): phase is StablePhase => (STABLE_PHASES as readonly string[]).includes(phase);
+
+export async function sha256Hex(text: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** Stable keys of one phase step: read the changed ones, merge with their current values, write, record. */
+async function stableStep(s: Step, phase: StablePhase, limit: number): Promise<boolean> {
+  const { job, kv, db } = s;
+  const batch = await readChanges(db, phase, job.cursor, limit);
+  if (batch.changes.length > 0) {
+    const previous = await kv.getMany(batch.changes.map((c) => c.key));
+    const pairs = batch.changes.map(
+      (c) => [c.key, mergeStable(previous.get(c.key) ?? null, job.version, job.generatedAt, c.list)] as const,
+    );
+    await kv.putAll(pairs);
+    await recordPublished(db, batch.changes, job.version);
+    for (const c of batch.changes) {
+      if (c.hash === TOMBSTONE_HASH) job.stats.tombstones++;
+      else job.stats.written++;
+    }
+  }
+  job.stats.skipped += batch.skipped;
+  job.stats.steps++;
+  job.cursor = batch.cursor;
+  return batch.done;
+}
+
+export interface BuiltCatalog {
+  manifestItems: number;
+  shards: number;
+  contents: ReturnType<typeof catalogShardContent>[];
+  hash: string;
+}
+
+export async function buildCatalog(rows: readonly CatalogRow[]): Promise<BuiltCatalog> {
+  const shards = Math.min(CATALOG_MAX_SHARDS, Math.max(1, Math.ceil(rows.length / CATALOG_ITEMS_PER_SHARD)));
+  const parts: CatalogRow[][] = Array.from({ length: shards }, () => []);
+  for (const row of rows) parts[catalogShardOf(row.id, shards)]?.push(row);
+  const contents = parts.map((p) => catalogShardContent(p));
+  return { manifestItems: rows.length, shards, contents, hash: await sha256Hex(JSON.stringify(contents)) };
+}
+
+export function catalogPairs(built: BuiltCatalog, version: number, generatedAt: number): Array<[string, string]> {
+  return built.contents.map((content, shard) => [
+    catalogShardKey(version, shard),
+    JSON.stringify({ f: CODEC_FORMAT, version, generatedAt, shard, shards: built.shards, ...content }),
+  ]);
+}
+
+export async function saveCatalogWatermark(db: Executor, watermark: CatalogWatermark): Promise<void> {
+  await db.execute(sql`
+    insert into ${syncState} (name, value, updated_at) values (${CATALOG_WATERMARK_STATE}, ${JSON.stringify(watermark)}::jsonb, now())
+    on conflict (name) do update set value = excluded.value, updated_at = now()`);
+}
+
+async function savedCatalogWatermark(db: Executor): Promise<CatalogWatermark | null> {
+  const result = await db.execute(sql`select value from ${syncState} where name = ${CATALOG_WATERMARK_STATE}`);
+  const row = (result.rows as Array<{ value: CatalogWatermark }>)[0];
+  return row?.value ?? null;
+}
+
+/**
+ * The shared phase and the pointer. Returns null (and writes nothing) when nothing changed in the whole job;
+ * "budget" when the invocation has too few KV operations left for it (the next alarm does it).
+ */
+async function sharedAndPointer(s: Step): Promise<Pointer | null | "budget"> {
+  const { db, kv, job, current } = s;
+  const writes: Array<[string, string]> = [];
+  const records: Array<{ key: string; hash: string }> = [];
+
+  // Catalog: rebuilt only when its watermark moved (or it was never published), written only when its content
+  // hash differs from the last one written.
+  let catalog: CatalogManifest | null = current?.catalog ?? null;
+  const watermark = await catalogWatermark(db);
+  const saved = await savedCatalogWatermark(db);
+  const watermarkMoved =
+    !saved || saved.count !== watermark.count || saved.maxUpdatedAt !== watermark.maxUpdatedAt || !catalog;
+  if (watermarkMoved) {
+    const built = await buildCatalog(await catalogRows(db));
+    const previous = (await publishedHashes(db, [CATALOG_RECORD])).get(CATALOG_RECORD);
+    if (!catalog || previous?.hash !== built.hash) {
+      writes.push(...catalogPairs(built, job.version, job.generatedAt));
+      records.push({ key: CATALOG_RECORD, hash: built.hash });
+      catalog = { version: job.version, shards: built.shards, items: built.manifestItems };
+    }
+  }
+
+  const popular: Pointer["popular"] = {
+    popular: current?.popular.popular ?? null,
+    trending: current?.popular.trending ?? null,
+  };
+  const lists = await popularLists(db);
+  const names = POPULAR_KEY_LISTS.map(popularRecord);
+  const hashes = await publishedHashes(db, names);
+  for (const list of POPULAR_KEY_LISTS) {
+    const segments = lists.get(list) ?? {};
+    const hash = await sha256Hex(JSON.stringify(segments));
+    if (popular[list] === null || hashes.get(popularRecord(list))?.hash !== hash) {
+      const value = { f: CODEC_FORMAT, version: job.version, generatedAt: job.generatedAt, list, segments };
+      writes.push([popularListKey(job.version, list), JSON.stringify(value)]);
+      records.push({ key: popularRecord(list), hash });
+      popular[list] = job.version;
+    }
+  }
+
+  const stableChanged = job.stats.written + job.stats.tombstones > 0;
+  if (!stableChanged && writes.length === 0) {
+    if (watermarkMoved) await saveCatalogWatermark(db, watermark);
+    return null;
+  }
+  if (kv.left < writes.length + 1) return "budget";
+
+  await kv.putAll(writes);
+  await recordPublished(db, records, job.version);
+  job.stats.sharedWritten += writes.length;
+
+  const modelVersions = await currentModelVersions(db);
+  const ids = Object.values(modelVersions);
+  const pointer: Pointer = {
+    f: CODEC_FORMAT,
+    version: job.version,
+    generatedAt: job.generatedAt,
+    publishedAt: s.now(),
+    modelVersion: ids.length ? Math.max(...ids) : null,
+    modelVersions,
+    catalog,
+    popular,
+  };
+  await kv.put(POINTER_KEY, encodePointer(pointer));
+  job.stats.pointerWritten = true;
+  await saveCatalogWatermark(db, watermark);
+  return pointer;
+}
+
+/** Works on the job until its invocation budget (KV operations, wall time) is spent or the job is done. */
+export async function advance(s: Step): Promise<Outcome> {
+  const { job, kv } = s;
+  const deadline = s.now() + ALARM_WALL_BUDGET_MS;
+  while (isStable(job.phase)) {
+    const limit = Math.min(KV_BULK_GET_MAX, kv.left - 1);
+    if (limit < 1 || s.now() > deadline) return { kind: "continue", delayMs: 0 };
+    const done = await stableStep(s, job.phase, limit);
+    if (done) {
+      job.phase = PHASES[PHASES.indexOf(job.phase) + 1] ?? "settle";
+      job.cursor = "";
+    }
+    await s.onProgress?.(job);
+  }
+  if (job.phase === "settle") {
+    job.phase = "shared";
+    const stableChanged = job.stats.written + job.stats.tombstones > 0;
+    if (stableChanged && job.settleMs > 0 && !job.settled) {
+      job.settled = true;
+      await s.onProgress?.(job);
+      return { kind: "continue", delayMs: job.settleMs };
+    }
+  }
+  const wait = s.lastPointerWriteAt + KV_MIN_WRITE_INTERVAL_MS - s.now();
+  if (wait > 0) return { kind: "continue", delayMs: wait };
+  const pointer = await sharedAndPointer(s);
+  if (pointer === "budget") return { kind: "continue", delayMs: 0 };
+  return { kind: "done", pointer };
+}

@@ -1,0 +1,71 @@
+// The KV backfill's file output (scripts/lib/kv-backfill.ts) against the real Postgres, in a schema of its own:
+// files of at most N pairs in `wrangler kv bulk put` format, values identical to what a publish writes, and with
+// --record a second run that finds nothing left to write. The REST path needs a Cloudflare account: not tested here.
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { runBackfill } from "../../scripts/lib/kv-backfill.ts";
+import { decodeNeighbors, decodeUserList } from "../../src/publish/codec.ts";
+import { openPool } from "../../src/stores/db.ts";
+
+const stack = inject("stack");
+const settings = { databaseUrl: stack.DATABASE_URL, localWsProxy: stack.NEON_LOCAL_WS_PROXY };
+const schema = `t_backfill_${crypto.randomUUID().replaceAll("-", "").slice(0, 12)}`;
+const out = mkdtempSync(join(tmpdir(), "lastmile-backfill-"));
+
+async function query(text: string, params: unknown[] = []) {
+  const pool = openPool(settings);
+  try {
+    return (await pool.query(text, params)).rows;
+  } finally {
+    await pool.end();
+  }
+}
+
+beforeAll(async () => {
+  const tables = ["model_versions", "user_candidates", "item_neighbors", "published_keys"];
+  await query(
+    [
+      `create schema "${schema}"`,
+      ...tables.map((t) => `create table "${schema}".${t} (like public.${t} including all)`),
+    ].join(";\n"),
+  );
+  await query(
+    `insert into "${schema}".user_candidates (user_key, product_id, score, rank, reason, model_version)
+     select 'u:user' || lpad(g::text, 3, '0'), 'p' || r, 1.0 / r, r, null, 1 from generate_series(1, 25) g, generate_series(1, 2) r`,
+  );
+  await query(
+    `insert into "${schema}".item_neighbors (kind, product_id, neighbor_id, score, rank, model_version)
+     values ('similar', 'p1', 'p2', 0.5, 1, 1), ('similar', 'p2', 'p1', 0.5, 1, 1)`,
+  );
+});
+
+afterAll(async () => {
+  await query(`drop schema if exists "${schema}" cascade`);
+  rmSync(out, { recursive: true, force: true });
+});
+
+describe("kv-backfill", () => {
+  it("writes bulk files of at most N pairs, then nothing once recorded", async () => {
+    const report = await runBackfill({ settings, schema, outDir: join(out, "a"), pairsPerFile: 10, record: true });
+    expect(report.keys).toBe(27);
+    expect(report.files).toHaveLength(3);
+    const pairs = report.files.flatMap(
+      (f) => JSON.parse(readFileSync(f, "utf8")) as Array<{ key: string; value: string }>,
+    );
+    expect(pairs.map((p) => Object.keys(p).sort().join())).toEqual(Array(27).fill("key,value"));
+    expect(pairs[0]?.key).toBe("u:u:user001");
+    expect(decodeUserList(pairs[0]?.value ?? null, 5)?.items).toEqual([
+      { productId: "p1", score: 1, reason: null },
+      { productId: "p2", score: 0.5, reason: null },
+    ]);
+    expect(decodeNeighbors(pairs.find((p) => p.key === "i:similar:p1")?.value ?? null, 1)?.items).toHaveLength(1);
+
+    const again = await runBackfill({ settings, schema, outDir: join(out, "b") });
+    expect(again.keys).toBe(0);
+    expect(again.files).toHaveLength(0);
+    const all = await runBackfill({ settings, schema, outDir: join(out, "c"), all: true });
+    expect(all.keys).toBe(27);
+  });
+});

@@ -1,0 +1,301 @@
+// Pure pieces of the batch loop: event → warehouse rows, identity merging, Postgres-safe JSON, CSV, catalogue
+// validation and the retry policy.
+import { describe, expect, it } from "vitest";
+import { postgresJson } from "../../src/batch/bulk.ts";
+import { parseCatalogCsv, parseCatalogJson, validateItem } from "../../src/batch/catalog.ts";
+import { CsvError, csvRecords } from "../../src/batch/csv.ts";
+import { parseEntries } from "../../src/batch/loader.ts";
+import { backoffDelay, isTransientError, withRetry } from "../../src/batch/retry.ts";
+import { countryOf, mergeIdentities, warehouseRows } from "../../src/batch/warehouse.ts";
+import type { CollectedEvent } from "../../src/collect/event.ts";
+
+const AT = "2026-11-20T10:00:00.000Z";
+
+function ev(type: CollectedEvent["type"], fields: Partial<CollectedEvent> = {}): CollectedEvent {
+  return {
+    messageId: "m1",
+    type,
+    userId: null,
+    anonymousId: "a1",
+    previousId: null,
+    groupId: null,
+    event: null,
+    name: null,
+    properties: {},
+    traits: {},
+    context: {},
+    timestamp: AT,
+    originalTimestamp: null,
+    sentAt: null,
+    receivedAt: AT,
+    sourceId: "s",
+    ...fields,
+  };
+}
+
+describe("warehouseRows", () => {
+  it("maps a product event to one interaction with the live session's weight", () => {
+    const rows = warehouseRows(
+      ev("track", { event: "Product Added", properties: { product_id: "p1", price: "9.5", quantity: 2 } }),
+    );
+    expect(rows.event).toMatchObject({ userKey: "a:a1", productId: "p1", type: "track", event: "Product Added" });
+    expect(rows.interactions).toEqual([
+      {
+        messageId: "m1",
+        position: 0,
+        userKey: "a:a1",
+        productId: "p1",
+        kind: "add_to_cart",
+        weight: 3,
+        quantity: 2,
+        price: 9.5,
+        orderId: null,
+        eventTime: AT,
+      },
+    ]);
+    expect(rows.identities).toEqual([]);
+  });
+
+  it("explodes Order Completed per product with quantities and the order id; skips products without an id", () => {
+    const rows = warehouseRows(
+      ev("track", {
+        userId: "u1",
+        event: "Order Completed",
+        properties: {
+          order_id: 42,
+          products: [
+            { product_id: "a", quantity: 1 },
+            "junk",
+            { sku: "no-id", quantity: 3 },
+            { id: "c", quantity: "4" },
+          ],
+        },
+      }),
+      "u:merged",
+    );
+    expect(rows.event.userKey).toBe("u:merged");
+    expect(rows.interactions.map((i) => [i.position, i.productId, i.quantity, i.orderId, i.userKey])).toEqual([
+      [0, "a", 1, "42", "u:merged"],
+      [2, "c", 4, "42", "u:merged"],
+    ]);
+    expect(rows.identities).toEqual([{ anonymousId: "a1", userId: "u1", at: AT }]);
+  });
+
+  it("keeps non-e-commerce events without interactions, and products of pages", () => {
+    expect(warehouseRows(ev("track", { event: "Newsletter Signup" })).interactions).toEqual([]);
+    expect(
+      warehouseRows(ev("track", { event: "Product Shared", properties: { product_id: "s1" } })).event.productId,
+    ).toBe("s1");
+    const page = warehouseRows(ev("page", { name: "PDP", properties: { productId: "p9" } }));
+    expect(page.interactions.map((i) => [i.kind, i.productId])).toEqual([["view", "p9"]]);
+    expect(page.event.name).toBe("PDP");
+    const search = warehouseRows(ev("track", { event: "Products Searched", properties: { query: "mug" } }));
+    expect(search.interactions).toEqual([]);
+  });
+
+  it("links alias previous ids and identify pairs", () => {
+    const alias = warehouseRows(ev("alias", { userId: "u1", previousId: "old", anonymousId: null }));
+    expect(alias.identities).toEqual([{ anonymousId: "old", userId: "u1", at: AT }]);
+    const identify = warehouseRows(ev("identify", { userId: "u1", anonymousId: "a1" }));
+    expect(identify.identities).toEqual([{ anonymousId: "a1", userId: "u1", at: AT }]);
+  });
+
+  it("normalises times and reads the country code", () => {
+    const rows = warehouseRows(
+      ev("track", { timestamp: "2026-11-20T11:00:00+01:00", context: { location: { country: "de" } } }),
+    );
+    expect(rows.event.eventTime).toBe(AT);
+    expect(rows.event.country).toBe("DE");
+    expect(countryOf({ location: { country: "Germany" } })).toBeNull();
+    expect(countryOf({})).toBeNull();
+    expect(warehouseRows(ev("track", { timestamp: "garbage" })).event.eventTime).toBe(AT);
+  });
+});
+
+describe("mergeIdentities", () => {
+  it("keeps one row per pair with the earliest and latest times", () => {
+    expect(
+      mergeIdentities([
+        { anonymousId: "a", userId: "u", at: "2026-01-02T00:00:00.000Z" },
+        { anonymousId: "a", userId: "u", at: "2026-01-01T00:00:00.000Z" },
+        { anonymousId: "a", userId: "u", at: "2026-01-03T00:00:00.000Z" },
+        { anonymousId: "b", userId: "u", at: "2026-01-01T00:00:00.000Z" },
+      ]),
+    ).toEqual([
+      { anonymousId: "a", userId: "u", firstSeen: "2026-01-01T00:00:00.000Z", lastSeen: "2026-01-03T00:00:00.000Z" },
+      { anonymousId: "b", userId: "u", firstSeen: "2026-01-01T00:00:00.000Z", lastSeen: "2026-01-01T00:00:00.000Z" },
+    ]);
+  });
+});
+
+describe("parseEntries", () => {
+  it("parses stream entries, skipping deleted, malformed and repeated ones", () => {
+    const e = ev("track", { event: "Product Viewed", properties: { product_id: "p" } });
+    const parsed = parseEntries([
+      { id: "1-0", fields: { id: "m1", user: "u:x", e: JSON.stringify(e) } },
+      { id: "2-0", fields: { id: "m1", user: "u:x", e: JSON.stringify(e) } },
+      { id: "3-0", fields: null },
+      { id: "4-0", fields: { id: "m2", user: "u:x", e: "{" } },
+      { id: "5-0", fields: { id: "m3", user: "u:x", e: JSON.stringify({ ...e, type: "other" }) } },
+    ]);
+    expect(parsed.events.map((r) => [r.messageId, r.userKey, r.streamId])).toEqual([["m1", "u:x", "1-0"]]);
+    expect(parsed).toMatchObject({ missing: 1, malformed: 2 });
+    expect(parsed.interactions).toHaveLength(1);
+  });
+});
+
+describe("postgresJson", () => {
+  it("is plain JSON.stringify for ordinary values", () => {
+    const value = { a: "b", n: [1, null, "ü😀"] };
+    expect(postgresJson(value)).toBe(JSON.stringify(value));
+  });
+  it("drops NUL and replaces lone surrogates, in keys too", () => {
+    expect(JSON.parse(postgresJson({ "k\u0000": "a\u0000b", s: "x\ud800y", t: "\udc00", ok: "😀" }))).toEqual({
+      k: "ab",
+      s: "x\ufffdy",
+      t: "\ufffd",
+      ok: "😀",
+    });
+  });
+});
+
+describe("csvRecords", () => {
+  const all = (text: string) => [...csvRecords(text)].map((r) => [r.line, ...r.fields]);
+  it("reads quotes, doubled quotes, separators and line breaks inside quotes, CRLF and a BOM", () => {
+    expect(all('\ufeffa,b\r\n"x, y","say ""hi"""\r\n"multi\nline",z\n\n3,\n')).toEqual([
+      [1, "a", "b"],
+      [2, "x, y", 'say "hi"'],
+      [3, "multi\nline", "z"],
+      [6, "3", ""],
+    ]);
+  });
+  it("refuses an unclosed quote with its line", () => {
+    expect(() => all('a\n"open,1\n')).toThrow(CsvError);
+    expect(() => all('a\n"open,1\n')).toThrow(/line 2/);
+  });
+});
+
+describe("catalogue validation", () => {
+  it("normalises an item", () => {
+    expect(validateItem({ id: " 7 ", title: " T ", tags: "a, b,a", price: "2.50", currency: "eur" }, /,/)).toEqual({
+      item: {
+        id: "7",
+        title: "T",
+        category: null,
+        brand: null,
+        tags: ["a", "b"],
+        price: 2.5,
+        currency: "EUR",
+        inStock: true,
+        visible: true,
+        attributes: {},
+      },
+      errors: [],
+    });
+  });
+
+  it("reports limits", () => {
+    const { errors } = validateItem(
+      {
+        id: "x".repeat(257),
+        title: "t",
+        tags: Array.from({ length: 33 }, (_, k) => `t${k}`),
+        attributes: { a: "x".repeat(9000) },
+      },
+      /,/,
+    );
+    expect(errors.map((e) => e.field)).toEqual(["id", "tags", "attributes"]);
+  });
+
+  it("lists only the first 100 row errors but counts all", () => {
+    const parsed = parseCatalogJson(Array.from({ length: 150 }, () => ({ title: "no id" })));
+    expect(parsed.errors).toHaveLength(100);
+    expect(parsed.errorCount).toBe(150);
+  });
+
+  it("needs id and title columns in CSV and refuses extra fields on a row", () => {
+    expect(() => parseCatalogCsv("title\nx\n")).toThrow(/id column/);
+    const parsed = parseCatalogCsv("id,title\n1,a,extra\n2,b\n");
+    expect(parsed.items.map((i) => i.id)).toEqual(["2"]);
+    expect(parsed.errors[0]).toMatchObject({ index: 0, line: 2, id: "1" });
+  });
+});
+
+describe("retry policy", () => {
+  it("classifies transient failures", () => {
+    for (const code of ["57P01", "57P03", "53300", "08006", "40001", "ECONNRESET", "ECONNREFUSED"]) {
+      expect(isTransientError(Object.assign(new Error("x"), { code })), code).toBe(true);
+    }
+    expect(isTransientError(new Error("Connection terminated unexpectedly"))).toBe(true);
+    expect(isTransientError(new Error("Couldn't connect to compute node"))).toBe(true);
+    expect(isTransientError(new TypeError("fetch failed"))).toBe(true);
+    expect(isTransientError(new Error("wrapped", { cause: Object.assign(new Error("x"), { code: "57P01" }) }))).toBe(
+      true,
+    );
+    expect(isTransientError(Object.assign(new Error("duplicate key"), { code: "23505" }))).toBe(false);
+    expect(isTransientError(Object.assign(new Error("connection terminated"), { code: "42P01" }))).toBe(false);
+    expect(isTransientError(new Error("password authentication failed"))).toBe(false);
+    expect(isTransientError(new Error("syntax error"))).toBe(false);
+  });
+
+  it("draws jittered delays under an exponentially growing cap", () => {
+    const policy = { attempts: 5, baseDelayMs: 100, maxDelayMs: 1000 };
+    expect([0, 1, 2, 3, 4].map((r) => backoffDelay(policy, r, () => 0.999))).toEqual([99, 199, 399, 799, 999]);
+    expect(backoffDelay(policy, 3, () => 0)).toBe(0);
+  });
+
+  it("retries transient failures up to the attempt limit and the deadline, never others", async () => {
+    const sleeps: number[] = [];
+    const sleep = async (ms: number) => {
+      sleeps.push(ms);
+    };
+    const transient = () => Object.assign(new Error("down"), { code: "57P03" });
+    let calls = 0;
+    const value = await withRetry(
+      async () => {
+        calls++;
+        if (calls < 3) throw transient();
+        return "ok";
+      },
+      { sleep, random: () => 0.5 },
+    );
+    expect([value, calls, sleeps]).toEqual(["ok", 3, [100, 200]]);
+
+    calls = 0;
+    await expect(
+      withRetry(
+        async () => {
+          calls++;
+          throw transient();
+        },
+        { sleep, policy: { attempts: 3, baseDelayMs: 1, maxDelayMs: 1 } },
+      ),
+    ).rejects.toThrow("down");
+    expect(calls).toBe(3);
+
+    calls = 0;
+    await expect(
+      withRetry(
+        async () => {
+          calls++;
+          throw new Error("bug");
+        },
+        { sleep },
+      ),
+    ).rejects.toThrow("bug");
+    expect(calls).toBe(1);
+
+    calls = 0;
+    const now = () => 1_000;
+    await expect(
+      withRetry(
+        async () => {
+          calls++;
+          throw transient();
+        },
+        { sleep, now, deadline: 1_250, random: () => 0.999 },
+      ),
+    ).rejects.toThrow("down");
+    expect(calls).toBe(2); // a 199 ms pause fits before the deadline, the next (399 ms) would not
+  });
+});

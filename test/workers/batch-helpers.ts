@@ -1,0 +1,116 @@
+// Helpers for the batch-loop Worker tests (test/workers/batch-*.test.ts): stream entries written the way
+// SessionState's outbox writes them, a database and Redis of the test stack, and read-back through a second
+// connection. Every test uses its own stream key, consumer group and lease name: test files run in parallel
+// against one Redis and one database.
+import { env } from "cloudflare:workers";
+import type { CollectedEvent } from "../../src/collect/event.ts";
+import { STREAM_FIELDS } from "../../src/session/stream.ts";
+import { type Database, drizzleOn, openClient, openPool } from "../../src/stores/db.ts";
+import { openRedis, type Redis } from "../../src/stores/redis.ts";
+
+export const T0 = Date.parse("2026-11-20T10:00:00.000Z");
+export const dbSettings = () => ({ databaseUrl: env.DATABASE_URL, localWsProxy: env.NEON_LOCAL_WS_PROXY });
+export const uid = (prefix: string) => `${prefix}-${crypto.randomUUID()}`;
+
+/** The loader's own client: raw results (stream fields are arbitrary strings). */
+export const loaderRedis = (): Redis =>
+  openRedis({ url: env.UPSTASH_REDIS_REST_URL, token: env.UPSTASH_REDIS_REST_TOKEN, rawResults: true });
+/** A second client for assertions and setup. */
+export const redis = (): Redis =>
+  openRedis({ url: env.UPSTASH_REDIS_REST_URL, token: env.UPSTASH_REDIS_REST_TOKEN, rawResults: true });
+
+/** Runs `fn` with a drizzle database on a fresh pool, closed afterwards. */
+export async function withDb<T>(fn: (db: Database) => Promise<T>): Promise<T> {
+  const pool = openPool(dbSettings());
+  try {
+    return await fn(drizzleOn(pool));
+  } finally {
+    await pool.end();
+  }
+}
+
+/** Reads through its own connection (not the code under test's pool). */
+export async function sql<T>(text: string, params: unknown[] = []): Promise<T[]> {
+  const client = openClient(dbSettings());
+  await client.connect();
+  try {
+    return (await client.query(text, params)).rows as T[];
+  } finally {
+    await client.end();
+  }
+}
+
+export function event(
+  type: CollectedEvent["type"],
+  fields: Partial<CollectedEvent> & { at?: number } = {},
+): CollectedEvent {
+  const { at, ...rest } = fields;
+  const time = new Date(at ?? T0).toISOString();
+  return {
+    messageId: uid("m"),
+    type,
+    userId: null,
+    anonymousId: "anon-1",
+    previousId: null,
+    groupId: null,
+    event: null,
+    name: null,
+    properties: {},
+    traits: {},
+    context: {},
+    timestamp: time,
+    originalTimestamp: time,
+    sentAt: time,
+    receivedAt: time,
+    sourceId: "test-source",
+    ...rest,
+  };
+}
+
+export const viewed = (productId: string, fields: Partial<CollectedEvent> & { at?: number } = {}) =>
+  event("track", { event: "Product Viewed", properties: { product_id: productId, price: 12.5 }, ...fields });
+
+/** XADDs events as the outbox does (fields id, user, e); returns the stream ids. */
+export async function append(stream: string, events: readonly CollectedEvent[], userKey?: string): Promise<string[]> {
+  const r = redis();
+  const ids: string[] = [];
+  for (const e of events) {
+    const user = userKey ?? (e.userId ? `u:${e.userId}` : `a:${e.anonymousId}`);
+    ids.push(
+      await r.exec<string>([
+        "XADD",
+        stream,
+        "*",
+        STREAM_FIELDS.messageId,
+        e.messageId,
+        STREAM_FIELDS.userKey,
+        user,
+        STREAM_FIELDS.event,
+        JSON.stringify(e),
+      ]),
+    );
+  }
+  return ids;
+}
+
+/** Unique stream, group and lease for one test. */
+export function streamNames(label: string) {
+  const id = crypto.randomUUID();
+  return { stream: `test:${label}:${id}`, group: `g-${id}`, leaseName: `lease-${label}-${id}` };
+}
+
+/** Events in Postgres among `messageIds`, and their interactions. */
+export async function loaded(messageIds: readonly string[]): Promise<{ events: number; interactions: number }> {
+  const [row] = await sql<{ events: number; interactions: number }>(
+    `select (select count(*)::int from events where message_id = any($1)) as events,
+            (select count(*)::int from interactions where message_id = any($1)) as interactions`,
+    [messageIds],
+  );
+  return row ?? { events: 0, interactions: 0 };
+}
+
+/** XPENDING's count for the group. */
+export async function pendingCount(stream: string, group: string): Promise<number> {
+  const summary = await redis().exec<unknown[]>(["XPENDING", stream, group]);
+  return Number(summary[0] ?? 0);
+}

@@ -1,0 +1,397 @@
+// The warehouse loader inside workerd, against the real Postgres and Redis of the test stack: stream → events,
+// interactions and identities exactly once under injected faults (a crash between COMMIT and XACK, a transient
+// error, a lost lease), never two runs at once, a backlog worked off in bounded runs, and the cron entry.
+import { createExecutionContext, createScheduledController, waitOnExecutionContext } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import { LOADER_GROUP, type LoaderOptions, runLoader } from "../../src/batch/loader.ts";
+import worker from "../../src/index.ts";
+import { EVENT_STREAM } from "../../src/session/stream.ts";
+import {
+  append,
+  event,
+  loaded,
+  loaderRedis,
+  pendingCount,
+  redis,
+  sql,
+  streamNames,
+  T0,
+  uid,
+  viewed,
+  withDb,
+} from "./batch-helpers.ts";
+
+/** No pauses between retries in tests (the policy itself is unit-tested). */
+const noSleep = async () => {};
+
+function load(names: ReturnType<typeof streamNames>, options: LoaderOptions = {}) {
+  return withDb((db) => runLoader({ db, redis: loaderRedis() }, { ...names, sleep: noSleep, ...options }));
+}
+
+const views = (n: number, user = uid("anon")) =>
+  Array.from({ length: n }, (_, k) => viewed(`p-${k % 7}`, { anonymousId: user, at: T0 + k * 1000 }));
+
+describe("runLoader", () => {
+  it("loads every entry once: events, their interactions, and acknowledges them", async () => {
+    const names = streamNames("basic");
+    const order = event("track", {
+      userId: "u-1",
+      anonymousId: null,
+      event: "Order Completed",
+      properties: {
+        order_id: "o-1",
+        products: [
+          { product_id: "a", price: 3, quantity: 2 },
+          { product_id: "b", price: "4.5", quantity: "1" },
+        ],
+      },
+    });
+    const batch = [...views(5), order, event("page", { name: "Home" })];
+    await append(names.stream, batch);
+
+    const report = await load(names, { batchSize: 3 });
+    expect(report).toMatchObject({ status: "ok", stoppedBy: "drained", entries: 7, events: 7, duplicates: 0 });
+    expect(report.interactions).toBe(7); // 5 views + 2 purchased products; the page has no product
+    expect(report.batches).toBe(3);
+    expect(await loaded(batch.map((e) => e.messageId))).toEqual({ events: 7, interactions: 7 });
+    expect(await pendingCount(names.stream, names.group)).toBe(0);
+
+    const rows = await sql<{ product_id: string; kind: string; quantity: number; price: number; order_id: string }>(
+      "select product_id, kind, quantity, price, order_id from interactions where message_id = $1 order by position",
+      [order.messageId],
+    );
+    expect(rows).toEqual([
+      { product_id: "a", kind: "purchase", quantity: 2, price: 3, order_id: "o-1" },
+      { product_id: "b", kind: "purchase", quantity: 1, price: 4.5, order_id: "o-1" },
+    ]);
+    const [row] = await sql<{ user_key: string; product_id: string; event_time: Date; stream_id: string }>(
+      "select user_key, product_id, event_time, stream_id from events where message_id = $1",
+      [order.messageId],
+    );
+    expect(row).toMatchObject({ user_key: "u:u-1", product_id: "a" });
+    expect(row?.event_time.toISOString()).toBe(order.timestamp);
+    expect(row?.stream_id).toMatch(/^\d+-\d+$/);
+
+    const [run] = await sql<{ kind: string; trigger: string; status: string; stats: Record<string, unknown> }>(
+      "select kind, trigger, status, stats from batch_runs where id = $1",
+      [report.runId],
+    );
+    expect(run).toMatchObject({ kind: "load", trigger: "cron", status: "ok" });
+    expect(run?.stats).toMatchObject({ events: 7, batches: 3, backlog: 0, lagMs: 0 });
+  });
+
+  it("loses nothing and duplicates nothing when it crashes between COMMIT and XACK", async () => {
+    const names = streamNames("crash");
+    const batch = views(30);
+    await append(names.stream, batch);
+
+    const crashed = await load(names, {
+      batchSize: 10,
+      writers: 1,
+      hooks: {
+        afterCommit: ({ batch }) => {
+          if (batch === 2) throw new Error("injected crash after commit");
+        },
+      },
+    });
+    expect(crashed).toMatchObject({ status: "failed", stoppedBy: "error", batches: 2, events: 20 });
+    expect(crashed.error).toContain("injected crash");
+    // Batch 2 is committed but not acknowledged, batch 3 was read ahead but not loaded: both still pending.
+    expect(await pendingCount(names.stream, names.group)).toBe(20);
+    expect(await loaded(batch.map((e) => e.messageId))).toEqual({ events: 20, interactions: 20 });
+
+    const next = await load(names, { batchSize: 10 });
+    // The pending entries are read again first: batch 2's rows exist, so it adds nothing; batch 3's are new.
+    expect(next).toMatchObject({ status: "ok", entries: 20, events: 10, duplicates: 10 });
+    expect(await loaded(batch.map((e) => e.messageId))).toEqual({ events: 30, interactions: 30 });
+    expect(await pendingCount(names.stream, names.group)).toBe(0);
+    const [failedRun] = await sql<{ status: string; error: string }>(
+      "select status, error from batch_runs where id = $1",
+      [crashed.runId],
+    );
+    expect(failedRun).toMatchObject({ status: "failed", error: "injected crash after commit" });
+  });
+
+  it("keeps exactly-once with several batch transactions in flight and a crash among them", async () => {
+    const names = streamNames("pipelined");
+    const batch = views(60);
+    await append(names.stream, batch);
+    let largestPending = 0;
+    const crashed = await load(names, {
+      batchSize: 5,
+      writers: 3,
+      hooks: {
+        beforeCommit: async ({ batch }) => {
+          // Upstash refuses reads past 1,000 pending entries per consumer: no consumer ever holds more than a batch.
+          const summary = await redis().exec<[number, string, string, [string, string][] | null]>([
+            "XPENDING",
+            names.stream,
+            names.group,
+          ]);
+          for (const [, count] of summary[3] ?? []) largestPending = Math.max(largestPending, Number(count));
+          // Uneven transaction times, so batches commit out of order.
+          await new Promise((r) => setTimeout(r, (batch * 7) % 20));
+        },
+        afterCommit: ({ batch }) => {
+          if (batch === 4) throw new Error("injected crash after commit");
+        },
+      },
+    });
+    expect(crashed.status).toBe("failed");
+    expect(largestPending).toBeGreaterThan(0);
+    expect(largestPending).toBeLessThanOrEqual(5);
+    const afterCrash = await loaded(batch.map((e) => e.messageId));
+    expect(afterCrash.events).toBe(crashed.events);
+    expect(afterCrash.events).toBeGreaterThanOrEqual(20);
+    expect(await pendingCount(names.stream, names.group)).toBeGreaterThanOrEqual(5); // batch 4 at least
+
+    const next = await load(names, { batchSize: 5, writers: 3 });
+    expect(next.status).toBe("ok");
+    expect(crashed.events + next.events).toBe(60);
+    expect(await loaded(batch.map((e) => e.messageId))).toEqual({ events: 60, interactions: 60 });
+    expect(await pendingCount(names.stream, names.group)).toBe(0);
+  });
+
+  it("never runs twice at once: the second run skips while the first holds the lease", async () => {
+    const names = streamNames("overlap");
+    const batch = views(40);
+    await append(names.stream, batch);
+
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let entered: () => void = () => {};
+    const inside = new Promise<void>((resolve) => {
+      entered = resolve;
+    });
+    // The first run parks after its first batch until the second has tried and given up. (Parked inside the
+    // transaction it would hold the lease row's lock, and the second run's attempt would wait for it instead.)
+    const first = load(names, {
+      batchSize: 10,
+      hooks: {
+        afterCommit: async ({ batch }) => {
+          if (batch === 1) {
+            entered();
+            await gate;
+          }
+        },
+      },
+    });
+    await inside;
+    const second = await load(names, { batchSize: 10 });
+    release();
+    const done = await first;
+
+    expect(second).toMatchObject({ status: "skipped", stoppedBy: "lease_held", entries: 0, events: 0 });
+    expect(done).toMatchObject({ status: "ok", events: 40 });
+    expect(await loaded(batch.map((e) => e.messageId))).toEqual({ events: 40, interactions: 40 });
+    const [skipped] = await sql<{ status: string }>("select status from batch_runs where id = $1", [second.runId]);
+    expect(skipped?.status).toBe("skipped");
+    // Released at the end: the next run takes it.
+    expect(await load(names)).toMatchObject({ status: "ok", events: 0 });
+  });
+
+  it("retries a transient failure (the batch rolls back and runs again) and fails at once on others", async () => {
+    const names = streamNames("retry");
+    const batch = views(12);
+    await append(names.stream, batch);
+    const attempts: number[] = [];
+    const report = await load(names, {
+      batchSize: 5,
+      writers: 1,
+      hooks: {
+        beforeCommit: ({ batch, attempt }) => {
+          attempts.push(batch * 10 + attempt);
+          if (batch === 2 && attempt < 3) {
+            throw Object.assign(new Error("terminating connection due to administrator command"), { code: "57P01" });
+          }
+        },
+      },
+    });
+    expect(report).toMatchObject({ status: "ok", events: 12, retries: 2, duplicates: 0 });
+    expect(attempts).toEqual([11, 21, 22, 23, 31]);
+    expect(await loaded(batch.map((e) => e.messageId))).toEqual({ events: 12, interactions: 12 });
+
+    const names2 = streamNames("permanent");
+    const batch2 = views(3);
+    await append(names2.stream, batch2);
+    const failed = await load(names2, {
+      hooks: {
+        beforeCommit: () => {
+          throw Object.assign(new Error("value too long"), { code: "22001" });
+        },
+      },
+    });
+    expect(failed).toMatchObject({ status: "failed", retries: 0, events: 0 });
+    // Rolled back and not acknowledged: the next run loads it.
+    expect(await loaded(batch2.map((e) => e.messageId))).toEqual({ events: 0, interactions: 0 });
+    expect(await load(names2)).toMatchObject({ status: "ok", events: 3 });
+  });
+
+  it("recovers a read whose reply was lost: the delivered entries come from the pending list", async () => {
+    const names = streamNames("lost-reply");
+    const batch = views(12);
+    await append(names.stream, batch);
+    const real = loaderRedis();
+    let lost = 0;
+    // Redis runs the second `>` read, then the reply is lost on the way back (a transient network failure).
+    const flaky = new Proxy(real, {
+      get(target, prop, receiver) {
+        if (prop !== "exec") return Reflect.get(target, prop, receiver);
+        return async (command: [string, ...(string | number)[]]) => {
+          const reply = await target.exec(command);
+          if (command[0] === "XREADGROUP" && command.at(-1) === ">" && ++lost === 2) {
+            throw new TypeError("fetch failed");
+          }
+          return reply;
+        };
+      },
+    });
+    const report = await withDb((db) => runLoader({ db, redis: flaky }, { ...names, batchSize: 5, sleep: noSleep }));
+    expect(report).toMatchObject({ status: "ok", events: 12, duplicates: 0, retries: 1 });
+    expect(await loaded(batch.map((e) => e.messageId))).toEqual({ events: 12, interactions: 12 });
+    expect(await pendingCount(names.stream, names.group)).toBe(0);
+  });
+
+  it("works off a backlog over several bounded runs and reports what is left and how old it is", async () => {
+    const names = streamNames("backlog");
+    const batch = views(25);
+    await append(names.stream, batch);
+
+    const runs = [];
+    for (let k = 0; k < 3; k++) runs.push(await load(names, { batchSize: 5, maxBatches: 2 }));
+    expect(runs.map((r) => r.events)).toEqual([10, 10, 5]);
+    expect(runs.map((r) => r.stoppedBy)).toEqual(["max_batches", "max_batches", "drained"]);
+    expect(runs.map((r) => r.backlog)).toEqual([15, 5, 0]);
+    expect(runs[0]?.lagMs).toBeGreaterThanOrEqual(0);
+    expect(runs[2]?.lagMs).toBe(0);
+    expect(await loaded(batch.map((e) => e.messageId))).toEqual({ events: 25, interactions: 25 });
+
+    // A budget already spent starts no batch at all.
+    const names2 = streamNames("budget");
+    await append(names2.stream, views(3));
+    const none = await load(names2, { budgetMs: 0 });
+    expect(none).toMatchObject({ status: "ok", stoppedBy: "budget", batches: 0, backlog: 3 });
+  });
+
+  it("records identities from identify, alias and events that carry both ids", async () => {
+    const names = streamNames("identity");
+    const [user, anon, anon2, oldUser] = [uid("u"), uid("a"), uid("a"), uid("old")];
+    const batch = [
+      event("identify", { userId: user, anonymousId: anon, traits: { email: "x@example.com" }, at: T0 }),
+      viewed("p1", { userId: user, anonymousId: anon, at: T0 + 60_000 }),
+      event("alias", { userId: user, previousId: oldUser, anonymousId: anon2, at: T0 + 120_000 }),
+      viewed("p2", { userId: null, anonymousId: anon, at: T0 + 5_000 }),
+    ];
+    await append(names.stream, batch);
+    expect(await load(names)).toMatchObject({ status: "ok", events: 4, identities: 3 });
+    const rows = await sql<{ anonymous_id: string; first_seen: Date; last_seen: Date }>(
+      "select anonymous_id, first_seen, last_seen from identities where user_id = $1 order by anonymous_id",
+      [user],
+    );
+    const byId = new Map(rows.map((r) => [r.anonymous_id, r]));
+    expect([...byId.keys()].sort()).toEqual([anon, anon2, oldUser].sort());
+    expect(byId.get(anon)?.first_seen.getTime()).toBe(T0);
+    expect(byId.get(anon)?.last_seen.getTime()).toBe(T0 + 60_000);
+    expect(byId.get(oldUser)?.first_seen.getTime()).toBe(T0 + 120_000);
+
+    // A later event widens last_seen; an earlier one first_seen; one inside the range changes nothing.
+    await append(names.stream, [
+      viewed("p3", { userId: user, anonymousId: anon, at: T0 + 600_000 }),
+      viewed("p4", { userId: user, anonymousId: anon, at: T0 - 600_000 }),
+      viewed("p5", { userId: user, anonymousId: anon, at: T0 + 30_000 }),
+    ]);
+    expect(await load(names)).toMatchObject({ events: 3, identities: 1 });
+    const [widened] = await sql<{ first_seen: Date; last_seen: Date }>(
+      "select first_seen, last_seen from identities where user_id = $1 and anonymous_id = $2",
+      [user, anon],
+    );
+    expect(widened?.first_seen.getTime()).toBe(T0 - 600_000);
+    expect(widened?.last_seen.getTime()).toBe(T0 + 600_000);
+  });
+
+  it("stops before committing once its lease was taken over (fencing)", async () => {
+    const names = streamNames("fence");
+    const batch = views(6);
+    await append(names.stream, batch);
+    const report = await load(names, {
+      batchSize: 3,
+      writers: 1,
+      hooks: {
+        afterCommit: async ({ batch }) => {
+          // Another run takes the lease (as if ours had expired while this one stalled).
+          if (batch === 1) await sql("update leases set holder = 'someone-else' where name = $1", [names.leaseName]);
+        },
+      },
+    });
+    expect(report).toMatchObject({ status: "failed", stoppedBy: "lease_lost", events: 3 });
+    expect(await loaded(batch.map((e) => e.messageId))).toEqual({ events: 3, interactions: 3 });
+    const [lease] = await sql<{ holder: string }>("select holder from leases where name = $1", [names.leaseName]);
+    expect(lease?.holder).toBe("someone-else");
+  });
+
+  it("lets the next run in once a crashed run's lease expires", async () => {
+    const names = streamNames("expiry");
+    await append(names.stream, views(2));
+    await sql("insert into leases (name, holder, expires_at) values ($1, 'crashed', now() + interval '1 second')", [
+      names.leaseName,
+    ]);
+    expect(await load(names)).toMatchObject({ status: "skipped" });
+    await new Promise((r) => setTimeout(r, 1_200));
+    expect(await load(names)).toMatchObject({ status: "ok", events: 2 });
+  });
+
+  it("acknowledges malformed entries without loading them, and can delete what it loaded", async () => {
+    const names = streamNames("malformed");
+    const good = views(3);
+    await append(names.stream, good);
+    await redis().exec(["XADD", names.stream, "*", "id", "x", "user", "a:x", "e", "{not json"]);
+    await redis().exec(["XADD", names.stream, "*", "id", "y", "user", "a:y", "e", JSON.stringify({ type: "nope" })]);
+    const report = await load(names, { deleteAcked: true });
+    expect(report).toMatchObject({ status: "ok", events: 3, malformed: 2, acked: 5, deleted: 5 });
+    expect(await redis().exec(["XLEN", names.stream])).toBe(0);
+    expect(await loaded(good.map((e) => e.messageId))).toEqual({ events: 3, interactions: 3 });
+  });
+
+  it("keeps odd text (NUL, lone surrogates, numeric-looking ids) loadable", async () => {
+    const names = streamNames("odd");
+    const odd = [
+      viewed("p\u0000x", { anonymousId: "123", properties: { product_id: "007", note: "a\u0000b\ud800c", n: "true" } }),
+      event("track", { anonymousId: "1e5", event: "Weird \ud83d", properties: { "k\u0000": 1 } }),
+    ];
+    await append(names.stream, odd);
+    expect(await load(names)).toMatchObject({ status: "ok", events: 2, malformed: 0 });
+    const rows = await sql<{ user_key: string; product_id: string | null; properties: Record<string, unknown> }>(
+      "select user_key, product_id, properties from events where message_id = any($1) order by user_key",
+      [odd.map((e) => e.messageId)],
+    );
+    expect(rows.map((r) => r.user_key)).toEqual(["a:123", "a:1e5"]);
+    expect(rows[0]?.product_id).toBe("007");
+    expect(rows[0]?.properties.note).toBe("ab\ufffdc");
+  });
+});
+
+describe("scheduled()", () => {
+  it("loads the production stream into Postgres and records the run", async () => {
+    // Other test files write to (and the health test's cron also drains) this stream: only our events are checked.
+    // Locally acknowledged entries stay in the stream (those tests read it back).
+    expect(env.LOADER_DELETE_ACKED).toBe("false");
+    const mine = views(5);
+    await append(EVENT_STREAM, mine);
+    const ids = mine.map((e) => e.messageId);
+    const deadline = Date.now() + 20_000;
+    while ((await loaded(ids)).events < ids.length) {
+      if (Date.now() > deadline) throw new Error("the cron did not load the events");
+      const ctx = createExecutionContext();
+      await worker.scheduled(createScheduledController({ scheduledTime: Date.now(), cron: "*/15 * * * *" }), env, ctx);
+      await waitOnExecutionContext(ctx);
+    }
+    expect(await loaded(ids)).toEqual({ events: 5, interactions: 5 });
+    const [run] = await sql<{ status: string; stats: { group: string; stream: string } }>(
+      "select status, stats from batch_runs where kind = 'load' and trigger = 'cron' and status = 'ok' order by id desc limit 1",
+    );
+    expect(run?.stats).toMatchObject({ group: LOADER_GROUP, stream: EVENT_STREAM });
+  });
+});

@@ -1,0 +1,262 @@
+// The publisher end to end in workerd: Postgres (real, a schema per test) → PublishCoordinator alarms → local KV.
+// Asserts keys and values, the pointer swap, only-changed-keys, tombstones, rollback, the catalogue push and the
+// per-invocation KV operation budget (counted by the wrapper of publish-helpers.ts, the only fake).
+import { env } from "cloudflare:workers";
+import { afterEach, describe, expect, it } from "vitest";
+import {
+  catalogItem,
+  decodeCatalogShard,
+  decodeNeighbors,
+  decodePointer,
+  decodePopular,
+  decodeUserList,
+  HISTORY_DEPTH,
+} from "../../src/publish/codec.ts";
+import { catalogShardKey, itemListKey, POINTER_KEY, popularListKey, userListKey } from "../../src/publish/keys.ts";
+import { KV_OPS_PER_INVOCATION } from "../../src/publish/kv-budget.ts";
+import {
+  coordinator,
+  createSchema,
+  drain,
+  dropSchema,
+  modelVersion,
+  type OpLog,
+  puts,
+  type Query,
+} from "./publish-helpers.ts";
+
+const kv = () => env.ONLINE_STORE;
+const schemas: string[] = [];
+afterEach(async () => {
+  for (const s of schemas.splice(0)) await dropSchema(s);
+});
+
+async function setup(label: string) {
+  const { schema, q } = await createSchema(label);
+  schemas.push(schema);
+  const log: OpLog = [];
+  const stub = await coordinator(log);
+  const publish = async (options: { opsPerAlarm?: number } = {}) => {
+    log.length = 0;
+    const started = await stub.start({ trigger: "admin", schema, settleMs: 0, ...options });
+    expect(started.status).toBe("started");
+    await drain(stub);
+    return started;
+  };
+  return { schema, q, log, stub, publish, tag: crypto.randomUUID().slice(0, 8) };
+}
+
+async function seed(q: Query, tag: string) {
+  const users = await modelVersion(q, "user_candidates");
+  const similar = await modelVersion(q, "co_visitation");
+  const popular = await modelVersion(q, "popular");
+  await q(
+    `insert into catalog (id, title, category, price, in_stock, visible) values
+       ($1, 'Mug', 'kitchen', 4.5, true, true), ($2, 'Lamp', 'home', 20, false, true), ($3, 'Bag', null, null, true, false)`,
+    [`${tag}-p1`, `${tag}-p2`, `${tag}-p3`],
+  );
+  await q(
+    `insert into user_candidates (user_key, product_id, score, rank, reason, model_version) values
+       ($1, $3, 0.9, 1, 'bought_together:x', $5), ($1, $4, 0.5, 2, null, $5), ($2, $4, 0.7, 1, 'popular', $5)`,
+    [`u:${tag}-alice`, `u:${tag}-bob`, `${tag}-p1`, `${tag}-p2`, users],
+  );
+  await q(
+    `insert into item_neighbors (kind, product_id, neighbor_id, score, rank, model_version) values
+       ('similar', $1, $2, 0.8, 1, $4), ('similar', $1, $3, 0.4, 2, $4), ('bought_together', $2, $1, 0.3, 1, $4)`,
+    [`${tag}-p1`, `${tag}-p2`, `${tag}-p3`, similar],
+  );
+  await q(
+    `insert into popular_items (list, segment, product_id, score, rank, model_version) values
+       ('popular', 'global', $1, 10, 1, $3), ('popular', 'category:kitchen', $1, 10, 1, $3),
+       ('trending', 'global', $2, 3, 1, $3)`,
+    [`${tag}-p1`, `${tag}-p2`, popular],
+  );
+  return { models: { users, similar, popular } };
+}
+
+describe("publish", () => {
+  it("writes the pointer, the shared keys and one key per user and item list", async () => {
+    const { q, log, stub, publish, tag } = await setup("pub");
+    const { models } = await seed(q, tag);
+    const started = await publish();
+    if (started.status !== "started") throw new Error("not started");
+    expect(started.version).toBe(1);
+
+    const pointer = decodePointer(await kv().get(POINTER_KEY));
+    expect(pointer?.version).toBe(1);
+    expect(pointer?.modelVersion).toBe(Math.max(models.users, models.similar, models.popular));
+    expect(pointer?.catalog).toEqual({ version: 1, shards: 1, items: 3 });
+    expect(pointer?.popular).toEqual({ popular: 1, trending: 1 });
+
+    const alice = decodeUserList(await kv().get(userListKey(`u:${tag}-alice`)), 1);
+    expect(alice?.version).toBe(1);
+    expect(alice?.generatedAt).toBe(pointer?.generatedAt);
+    expect(alice?.items).toEqual([
+      { productId: `${tag}-p1`, score: 0.9, reason: "bought_together:x" },
+      { productId: `${tag}-p2`, score: 0.5, reason: null },
+    ]);
+    const similar = decodeNeighbors(await kv().get(itemListKey("similar", `${tag}-p1`)), 1);
+    expect(similar?.items).toEqual([
+      { productId: `${tag}-p2`, score: 0.8 },
+      { productId: `${tag}-p3`, score: 0.4 },
+    ]);
+    expect(decodeNeighbors(await kv().get(itemListKey("bought_together", `${tag}-p2`)), 1)?.items).toHaveLength(1);
+
+    const shard = decodeCatalogShard(await kv().get(catalogShardKey(1, 0)));
+    expect(shard?.version).toBe(1);
+    expect(shard && catalogItem(shard, `${tag}-p1`)).toEqual({
+      category: "kitchen",
+      price: 4.5,
+      inStock: true,
+      visible: true,
+    });
+    expect(shard && catalogItem(shard, `${tag}-p2`)?.inStock).toBe(false);
+    expect(shard && catalogItem(shard, `${tag}-p3`)).toEqual({
+      category: null,
+      price: null,
+      inStock: true,
+      visible: false,
+    });
+    const popular = decodePopular(await kv().get(popularListKey(1, "popular")));
+    expect(popular?.segments["category:kitchen"]).toEqual([[`${tag}-p1`, 10]]);
+    expect(decodePopular(await kv().get(popularListKey(1, "trending")))?.segments.global).toEqual([[`${tag}-p2`, 3]]);
+
+    // 2 users + 2 item lists + 1 catalog shard + 2 popular lists + the pointer, the pointer last.
+    const written = puts(log);
+    expect(written).toHaveLength(8);
+    expect(written.at(-1)).toBe(POINTER_KEY);
+    const status = await stub.status();
+    expect(status.versions[0]?.version).toBe(1);
+    expect(status.job).toBeNull();
+    const [run] = await q<{ status: string; stats: { keysWritten: number; lagMs: number } }>(
+      "select status, stats from batch_runs where kind = 'publish'",
+    );
+    expect(run?.status).toBe("ok");
+    expect(run?.stats.keysWritten).toBe(8);
+    const published = await q<{ status: string }>("select distinct status from model_versions");
+    expect(published).toEqual([{ status: "published" }]);
+  });
+
+  it("re-publishes nothing when nothing changed, and only the changed user's key when one list changed", async () => {
+    const { q, log, stub, publish, tag } = await setup("pub");
+    await seed(q, tag);
+    await publish();
+
+    await publish();
+    expect(log.flat().filter((o) => o.op === "put")).toEqual([]);
+    expect(decodePointer(await kv().get(POINTER_KEY))?.version).toBe(1);
+    expect((await stub.status()).lastVersion).toBe(1);
+
+    const aliceBefore = await kv().get(userListKey(`u:${tag}-bob`));
+    await q("update user_candidates set score = 0.95 where user_key = $1 and rank = 1", [`u:${tag}-alice`]);
+    await publish();
+    expect(puts(log)).toEqual([userListKey(`u:${tag}-alice`), POINTER_KEY]);
+    expect(decodePointer(await kv().get(POINTER_KEY))?.version).toBe(2);
+    // Bob's key was not rewritten, and a reader of version 2 takes his version-1 entry.
+    expect(await kv().get(userListKey(`u:${tag}-bob`))).toBe(aliceBefore);
+    const alice = await kv().get(userListKey(`u:${tag}-alice`));
+    expect(decodeUserList(alice, 2)?.items[0]?.score).toBeCloseTo(0.95, 5);
+    // The previous entry is still there for readers (and rollbacks) of version 1.
+    expect(decodeUserList(alice, 1)?.items[0]?.score).toBeCloseTo(0.9, 5);
+  });
+
+  it("writes a tombstone when a user's list disappears", async () => {
+    const { q, publish, tag } = await setup("pub");
+    await seed(q, tag);
+    await publish();
+    await q("delete from user_candidates where user_key = $1", [`u:${tag}-bob`]);
+    await publish();
+    const bob = await kv().get(userListKey(`u:${tag}-bob`));
+    expect(decodeUserList(bob, 2)).toBeNull();
+    expect(decodeUserList(bob, 1)?.items).toHaveLength(1);
+  });
+
+  it("rolls back with one pointer flip, and refuses unknown or too old versions", async () => {
+    const { q, log, stub, publish, tag } = await setup("pub");
+    await seed(q, tag);
+    await publish();
+    await q("update user_candidates set score = score + 1 where user_key = $1", [`u:${tag}-alice`]);
+    await publish();
+
+    log.length = 0;
+    const back = await stub.rollback(1);
+    expect(back.ok).toBe(true);
+    expect(puts(log)).toEqual([POINTER_KEY]);
+    const pointer = decodePointer(await kv().get(POINTER_KEY));
+    expect(pointer?.version).toBe(1);
+    // Readers of version 1 again get the version-1 list.
+    const alice = decodeUserList(await kv().get(userListKey(`u:${tag}-alice`)), pointer?.version ?? 0);
+    expect(alice?.items[0]?.score).toBeCloseTo(0.9, 5);
+
+    const unknown = await stub.rollback(99);
+    expect(unknown).toMatchObject({ ok: false, code: "version_not_found" });
+
+    // HISTORY_DEPTH more versions that rewrite alice's key push version 1 out of her history.
+    for (let i = 0; i < HISTORY_DEPTH; i++) {
+      await q("update user_candidates set score = score + 1 where user_key = $1", [`u:${tag}-alice`]);
+      await publish();
+    }
+    const old = await stub.rollback(1);
+    expect(old).toMatchObject({ ok: false, code: "version_not_rollbackable" });
+    const status = await stub.status();
+    expect(status.rollbackTargets).toContain(status.lastVersion - 1);
+    expect((await stub.rollback(status.lastVersion - 1)).ok).toBe(true);
+  });
+
+  it("pushes a stock change at once as a new catalogue key, and nothing when the catalogue is unchanged", async () => {
+    const { schema, q, log, stub, publish, tag } = await setup("pub");
+    await seed(q, tag);
+    await publish();
+    await q("update catalog set in_stock = false, updated_at = now() where id = $1", [`${tag}-p1`]);
+    log.length = 0;
+    const pushed = await stub.pushCatalog({ schema });
+    expect(pushed).toMatchObject({ status: "published", version: 2, keysWritten: 2 });
+    expect(puts(log)).toEqual([catalogShardKey(2, 0), POINTER_KEY]);
+    const pointer = decodePointer(await kv().get(POINTER_KEY));
+    expect(pointer?.version).toBe(2);
+    expect(pointer?.catalog?.version).toBe(2);
+    // Everything else is still version 1's.
+    expect(pointer?.popular).toEqual({ popular: 1, trending: 1 });
+    const shard = decodeCatalogShard(await kv().get(catalogShardKey(2, 0)));
+    expect(shard && catalogItem(shard, `${tag}-p1`)?.inStock).toBe(false);
+
+    log.length = 0;
+    expect(await stub.pushCatalog({ schema })).toMatchObject({ status: "unchanged", version: 2 });
+    expect(puts(log)).toEqual([]);
+    // The next publish finds the catalogue already shipped.
+    await publish();
+    expect(puts(log)).toEqual([]);
+  });
+});
+
+describe("publish across invocations", () => {
+  it("keeps every alarm within the KV budget and finishes a publish of more than 1,000 keys", async () => {
+    const { q, log, stub, publish, tag } = await setup("big");
+    const model = await modelVersion(q, "user_candidates");
+    const USERS = 1_050;
+    await q(
+      `insert into user_candidates (user_key, product_id, score, rank, reason, model_version)
+       select 'u:' || $1 || '-' || lpad(g::text, 5, '0'), 'p' || (g % 7), 1.0 / g, 1, null, $2
+       from generate_series(1, $3) g`,
+      [tag, model, USERS],
+    );
+    const OPS = 300;
+    await publish({ opsPerAlarm: OPS });
+    const perInvocation = log.map((ops) => ops.length).filter((n) => n > 0);
+    expect(perInvocation.length).toBeGreaterThanOrEqual(Math.ceil(USERS / OPS));
+    expect(Math.max(...perInvocation)).toBeLessThanOrEqual(OPS);
+    expect(Math.max(...perInvocation)).toBeLessThanOrEqual(KV_OPS_PER_INVOCATION);
+    const userPuts = puts(log).filter((k) => k.startsWith("u:"));
+    expect(userPuts).toHaveLength(USERS);
+    expect(new Set(userPuts).size).toBe(USERS);
+    const status = await stub.status();
+    expect(status.versions[0]?.stableWrites).toBe(USERS);
+    const [run] = await q<{ stats: { invocations: number; maxOpsPerInvocation: number } }>(
+      "select stats from batch_runs where kind = 'publish'",
+    );
+    expect(run?.stats.invocations).toBeGreaterThanOrEqual(4);
+    expect(run?.stats.maxOpsPerInvocation).toBeLessThanOrEqual(OPS);
+    const last = await kv().get(userListKey(`u:${tag}-0${USERS}`));
+    expect(decodeUserList(last, 1)?.items).toHaveLength(1);
+  });
+});
