@@ -152,7 +152,8 @@ async function seedIfEmpty(stackVars: Stack["vars"]): Promise<void> {
       return;
     }
     say(`seed: empty catalogue; loading the UCI Online Retail demo store (newest ${DEV_SEED_EVENTS} purchases)`);
-    const r = await seedUciRetail({ settings, newestEvents: DEV_SEED_EVENTS });
+    // Shifted so the newest purchase is now: the recommenders' windows (days) then cover the demo history.
+    const r = await seedUciRetail({ settings, newestEvents: DEV_SEED_EVENTS, endAt: new Date() });
     say(
       `seed: ${r.products} products (${r.categorized} categorised), ${r.events} purchases of ${r.customers} ` +
         `customers (${r.from?.slice(0, 10)} → ${r.to?.slice(0, 10)}) in ${(r.timings.totalMs / 1000).toFixed(1)} s; ` +

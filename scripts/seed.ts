@@ -1,6 +1,7 @@
-// `npm run seed [-- --file <csv[.gz]>] [--newest N] [--json]`: loads the UCI Online Retail demo data
-// (../shared/data/uci-online-retail, CC BY 4.0 — docs/data-model.md#demo-data) into DATABASE_URL, or into the
-// local stack from .dev.vars. Idempotent: a second run adds nothing.
+// `npm run seed [-- --file <csv[.gz]>] [--newest N] [--original-dates] [--json]`: loads the UCI Online Retail demo
+// data (../shared/data/uci-online-retail, CC BY 4.0 — docs/data-model.md#demo-data) into DATABASE_URL, or into the
+// local stack from .dev.vars. Purchase times are shifted so the newest is now (--original-dates keeps 2010–2011).
+// Idempotent: a second run adds nothing.
 import { existsSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { describeError } from "../src/log.ts";
@@ -11,6 +12,7 @@ const { values: args } = parseArgs({
   options: {
     file: { type: "string", default: UCI_RETAIL_FILE },
     newest: { type: "string" },
+    "original-dates": { type: "boolean", default: false },
     json: { type: "boolean", default: false },
   },
 });
@@ -35,6 +37,7 @@ try {
     settings,
     file: args.file,
     ...(newest === undefined ? {} : { newestEvents: newest }),
+    ...(args["original-dates"] ? {} : { endAt: new Date() }),
     log: args.json ? undefined : (line) => console.log(`[seed] ${line}`),
   });
   if (args.json) console.log(JSON.stringify(report, null, 2));

@@ -34,6 +34,12 @@ export interface SeedOptions {
   chunkRows?: number;
   /** Only the newest this-many purchase events (by invoice time; the catalogue is always complete). */
   newestEvents?: number;
+  /**
+   * Shift every purchase time by the same amount so that the newest one falls here (the 2010–2011 history then
+   * lies inside the recommenders' day-based windows, as a live store's would). Each event keeps its original
+   * time in `originalTimestamp`. Omit to keep the original dates.
+   */
+  endAt?: Date;
   log?: (line: string) => void;
 }
 
@@ -147,6 +153,14 @@ export async function seedUciRetail(options: SeedOptions): Promise<SeedReport> {
           a.event.timestamp < b.event.timestamp ? -1 : a.event.timestamp > b.event.timestamp ? 1 : a.k - b.k,
         )
         .slice(purchases.length - options.newestEvents);
+    }
+    if (options.endAt && purchases.length > 0) {
+      const newest = Math.max(...purchases.map((p) => Date.parse(p.event.timestamp)));
+      const shiftMs = options.endAt.getTime() - newest;
+      purchases = purchases.map(({ line, event }) => {
+        const shifted = new Date(Date.parse(event.timestamp) + shiftMs).toISOString();
+        return { line, event: { ...event, timestamp: shifted, receivedAt: shifted } };
+      });
     }
     let from: string | null = null;
     let to: string | null = null;
