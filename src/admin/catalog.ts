@@ -13,6 +13,7 @@ import {
   upsertCatalog,
 } from "../batch/catalog.ts";
 import { CsvError } from "../batch/csv.ts";
+import { readBodyBytes } from "../collect/body.ts";
 import { configOrThrow } from "../config.ts";
 import { ApiError } from "../errors.ts";
 import { drizzleOn, openPool } from "../stores/db.ts";
@@ -21,49 +22,10 @@ function mediaType(header: string | undefined): string {
   return (header ?? "").split(";")[0]?.trim().toLowerCase() ?? "";
 }
 
-function tooLarge(actual: number, atLeast: boolean): ApiError {
-  return new ApiError("payload_too_large", `the request body is larger than ${MAX_CATALOG_BODY_BYTES} bytes`, {
-    details: { limit: MAX_CATALOG_BODY_BYTES, actual, unit: "bytes", ...(atLeast ? { atLeast: true } : {}) },
-  });
-}
-
 /** The body as UTF-8 text, read under the byte cap (applied after gzip decompression). */
 async function readText(request: Request): Promise<string> {
-  const declared = Number(request.headers.get("content-length") ?? Number.NaN);
-  if (Number.isFinite(declared) && declared > MAX_CATALOG_BODY_BYTES) throw tooLarge(declared, false);
-  if (!request.body) throw new ApiError("bad_request", "the request body is empty");
-  const encoding = (request.headers.get("content-encoding") ?? "").trim().toLowerCase();
-  let stream: ReadableStream<Uint8Array> = request.body;
-  if (encoding === "gzip" || encoding === "x-gzip") {
-    stream = stream.pipeThrough(new DecompressionStream("gzip") as unknown as TransformStream<Uint8Array, Uint8Array>);
-  } else if (encoding !== "" && encoding !== "identity") {
-    throw new ApiError("unsupported_media_type", `Content-Encoding "${encoding}" is not supported; use gzip or none`);
-  }
-  const reader = stream.getReader();
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      total += value.byteLength;
-      if (total > MAX_CATALOG_BODY_BYTES) {
-        reader.cancel().catch(() => {});
-        throw tooLarge(total, true);
-      }
-      chunks.push(value);
-    }
-  } catch (error) {
-    if (error instanceof ApiError) throw error;
-    throw new ApiError("bad_request", "the body could not be decompressed as gzip", { cause: error });
-  }
-  const bytes = new Uint8Array(total);
-  let offset = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  if (total === 0) throw new ApiError("bad_request", "the request body is empty");
+  const bytes = await readBodyBytes(request, MAX_CATALOG_BODY_BYTES);
+  if (bytes.byteLength === 0) throw new ApiError("bad_request", "the request body is empty");
   try {
     return new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
   } catch {

@@ -69,14 +69,23 @@ async function readCapped(stream: ReadableStream<Uint8Array>, limit: number): Pr
   return bytes;
 }
 
-export async function readJsonBody(request: Request, limit: number): Promise<JsonBody> {
-  const contentType = request.headers.get("content-type");
+/**
+ * The request body's bytes, gzip-decoded when the client says so, read under `limit` (applied after
+ * decompression): 413 `payload_too_large` past it, 415 for an unknown Content-Encoding, 400 for corrupt gzip.
+ * An absent body is zero bytes; what that means is the caller's to say.
+ */
+export async function readBodyBytes(request: Request, limit: number): Promise<Uint8Array> {
   const declared = Number(request.headers.get("content-length") ?? Number.NaN);
   // Compressed or not, a body declared bigger than the cap is refused before a byte is read: gzip never makes
-  // JSON bigger than the cap plus a few bytes of header.
+  // a body bigger than the cap plus a few bytes of header.
   if (Number.isFinite(declared) && declared > limit) throw tooLarge(limit, declared, false);
-  if (!request.body) throw new ApiError("invalid_json", "the request body is empty; send a JSON object");
-  const bytes = await readCapped(decodedStream(request, request.body), limit);
+  if (!request.body) return new Uint8Array(0);
+  return readCapped(decodedStream(request, request.body), limit);
+}
+
+export async function readJsonBody(request: Request, limit: number): Promise<JsonBody> {
+  const contentType = request.headers.get("content-type");
+  const bytes = await readBodyBytes(request, limit);
   if (bytes.byteLength === 0) throw new ApiError("invalid_json", "the request body is empty; send a JSON object");
 
   let text: string;
