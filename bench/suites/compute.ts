@@ -5,14 +5,11 @@
 //
 //   npm run bench -- compute [--json]
 //   BENCH_COMPUTE_SIZES=1000000 npm run bench -- compute     (sizes to run, comma-separated; default 1M and 5M)
-import { readFileSync } from "node:fs";
-import { gunzipSync } from "node:zlib";
 import { ensureDatabase, migrateDatabase } from "../../scripts/lib/migrate.ts";
-import { UCI_RETAIL_FILE } from "../../scripts/lib/seed.ts";
-import { CatalogBuilder, checkHeader, LineNumberer } from "../../scripts/lib/uci-retail.ts";
+import { readLines, UCI_RETAIL_FILE } from "../../scripts/lib/seed.ts";
+import { CatalogBuilder } from "../../scripts/lib/uci-retail.ts";
 import { upsertCatalog } from "../../src/batch/catalog.ts";
 import { COMPUTE_DEFAULTS, COMPUTE_WORK_MEM, computeRecommendations } from "../../src/batch/compute.ts";
-import { csvRecords } from "../../src/batch/csv.ts";
 import { type DbSettings, drizzleOn, openPool } from "../../src/stores/db.ts";
 import { simulateSessions } from "../lib/simulate.ts";
 import type { Suite } from "../lib/suite.ts";
@@ -31,20 +28,10 @@ function sizes(): number[] {
   return list;
 }
 
+/** The real UCI catalogue, built exactly as the seed builds it. */
 function catalogueItems() {
-  const raw = readFileSync(UCI_RETAIL_FILE);
-  const text = gunzipSync(raw).toString("utf8");
-  const numberer = new LineNumberer();
   const builder = new CatalogBuilder();
-  let header = true;
-  for (const record of csvRecords(text)) {
-    if (header) {
-      checkHeader(record.fields);
-      header = false;
-      continue;
-    }
-    builder.add(numberer.line(record.fields));
-  }
+  for (const line of readLines(UCI_RETAIL_FILE).lines) builder.add(line);
   return builder.items();
 }
 

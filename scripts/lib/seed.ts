@@ -64,7 +64,8 @@ export interface SeedReport {
   timings: { readMs: number; catalogMs: number; eventsMs: number; totalMs: number };
 }
 
-function readLines(file: string): { lines: RetailLine[]; readMs: number } {
+/** Every line of the UCI file (gzip'd or plain), numbered within its invoice. */
+export function readLines(file: string): { lines: RetailLine[]; readMs: number } {
   const started = performance.now();
   const raw = readFileSync(file);
   const text = (file.endsWith(".gz") ? gunzipSync(raw) : raw).toString("utf8");
