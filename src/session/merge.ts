@@ -9,23 +9,15 @@
 //   - seen ids: union; counters: summed minus the overlap; merged keys: union plus the source itself.
 import { addScore, combine } from "./decay.ts";
 import { INTERACTIONS_MAX, RECENT_KINDS, RECENT_MAX, SESSION_GAP_MS } from "./limits.ts";
-import type { AffinityRow, MergedRow, PortableState, RecentRow, SeenRow, StoredInteraction } from "./model.ts";
+import type { AffinityRow, MergedRow, PortableState, RecentRow, StoredInteraction } from "./model.ts";
 import type { CurrentSession } from "./visit.ts";
 import { AFFINITY_WEIGHTS, HALF_LIFE_MS, type Horizon } from "./weights.ts";
 
-export interface MergeResult {
-  createdAt: number;
-  lastEventAt: number | null;
-  session: CurrentSession | null;
-  events: number;
-  duplicates: number;
-  interactions: StoredInteraction[];
-  affinities: AffinityRow[];
-  recent: RecentRow[];
-  /** Rows to add to the target's merged keys (the source itself included). */
-  merged: MergedRow[];
-  /** Source seen ids the target did not have. */
-  seen: SeenRow[];
+/**
+ * The target's state after a merge, in the shape it is stored in; `merged` holds the rows to add to the target's
+ * merged keys (the source itself included) and `seen` the source ids the target did not have.
+ */
+export interface MergeResult extends Omit<PortableState, "userKey" | "userId"> {
   /** Source events the target already had. */
   overlap: number;
 }
