@@ -8,29 +8,12 @@ import { parseEntries } from "../../src/batch/loader.ts";
 import { backoffDelay, isTransientError, withRetry } from "../../src/batch/retry.ts";
 import { countryOf, mergeIdentities, warehouseRows } from "../../src/batch/warehouse.ts";
 import type { CollectedEvent } from "../../src/collect/event.ts";
+import { collectedEvent } from "../support/events.ts";
 
 const AT = "2026-11-20T10:00:00.000Z";
 
 function ev(type: CollectedEvent["type"], fields: Partial<CollectedEvent> = {}): CollectedEvent {
-  return {
-    messageId: "m1",
-    type,
-    userId: null,
-    anonymousId: "a1",
-    previousId: null,
-    groupId: null,
-    event: null,
-    name: null,
-    properties: {},
-    traits: {},
-    context: {},
-    timestamp: AT,
-    originalTimestamp: null,
-    sentAt: null,
-    receivedAt: AT,
-    sourceId: "s",
-    ...fields,
-  };
+  return collectedEvent({ messageId: "m1", type, anonymousId: "a1", timestamp: AT, receivedAt: AT, ...fields });
 }
 
 describe("warehouseRows", () => {

@@ -3,26 +3,10 @@ import { describe, expect, it } from "vitest";
 import type { CollectedEvent } from "../../src/collect/event.ts";
 import { eventKey, interpret, productOf, recentEffects, tokenValue } from "../../src/session/ecommerce.ts";
 import { priceBand } from "../../src/session/weights.ts";
+import { collectedEvent } from "../support/events.ts";
 
 function ev(type: CollectedEvent["type"], event: string | null, properties: Record<string, unknown>): CollectedEvent {
-  return {
-    messageId: "m",
-    type,
-    userId: null,
-    anonymousId: "a",
-    previousId: null,
-    groupId: null,
-    event,
-    name: null,
-    properties,
-    traits: {},
-    context: {},
-    timestamp: "2026-11-20T10:00:00.000Z",
-    originalTimestamp: null,
-    sentAt: null,
-    receivedAt: "2026-11-20T10:00:00.000Z",
-    sourceId: "s",
-  };
+  return collectedEvent({ type, event, properties });
 }
 const track = (name: string, props: Record<string, unknown> = {}) => ev("track", name, props);
 

@@ -20,29 +20,21 @@ import {
   trendBucket,
   trendIncrements,
 } from "../../src/session/stream.ts";
+import { collectedEvent } from "../support/events.ts";
 
 const T = Date.parse("2026-11-20T10:02:00.000Z");
 
 function track(messageId: string, event: string, properties: Record<string, unknown>, at = T): CollectedEvent {
   const ts = new Date(at).toISOString();
-  return {
+  return collectedEvent({
     messageId,
-    type: "track",
-    userId: null,
-    anonymousId: "a",
-    previousId: null,
-    groupId: null,
     event,
-    name: null,
     properties,
-    traits: {},
-    context: {},
     timestamp: ts,
     originalTimestamp: ts,
     sentAt: ts,
     receivedAt: ts,
-    sourceId: "s",
-  };
+  });
 }
 
 describe("trendIncrements", () => {

@@ -7,6 +7,7 @@ import type { CollectedEvent } from "../../src/collect/event.ts";
 import { STREAM_FIELDS } from "../../src/session/stream.ts";
 import { type Database, drizzleOn, openClient, openPool } from "../../src/stores/db.ts";
 import { openRedis, type Redis } from "../../src/stores/redis.ts";
+import { collectedEvent } from "../support/events.ts";
 
 export const T0 = Date.parse("2026-11-20T10:00:00.000Z");
 export const dbSettings = () => ({ databaseUrl: env.DATABASE_URL, localWsProxy: env.NEON_LOCAL_WS_PROXY });
@@ -46,25 +47,17 @@ export function event(
 ): CollectedEvent {
   const { at, ...rest } = fields;
   const time = new Date(at ?? T0).toISOString();
-  return {
+  return collectedEvent({
     messageId: uid("m"),
     type,
-    userId: null,
     anonymousId: "anon-1",
-    previousId: null,
-    groupId: null,
-    event: null,
-    name: null,
-    properties: {},
-    traits: {},
-    context: {},
     timestamp: time,
     originalTimestamp: time,
     sentAt: time,
     receivedAt: time,
     sourceId: "test-source",
     ...rest,
-  };
+  });
 }
 
 export const viewed = (productId: string, fields: Partial<CollectedEvent> & { at?: number } = {}) =>

@@ -17,6 +17,7 @@ import {
   trendBucket,
 } from "../../src/session/stream.ts";
 import { openRedis } from "../../src/stores/redis.ts";
+import { collectedEvent } from "../support/events.ts";
 
 const T0 = Date.parse("2026-11-20T10:00:00.000Z");
 
@@ -40,25 +41,18 @@ function base(
   opts: { at?: number; userId?: string | null; anonymousId?: string | null; messageId?: string } = {},
 ): CollectedEvent {
   const at = new Date(opts.at ?? T0).toISOString();
-  return {
+  return collectedEvent({
     messageId: opts.messageId ?? `m-${++counter}-${crypto.randomUUID()}`,
     type,
     userId: opts.userId ?? null,
     anonymousId: opts.anonymousId === undefined ? (opts.userId ? null : "anon") : opts.anonymousId,
-    previousId: null,
-    groupId: null,
-    event: null,
-    name: null,
-    properties: {},
-    traits: {},
-    context: {},
     timestamp: at,
     originalTimestamp: at,
     sentAt: at,
     receivedAt: at,
     sourceId: "test-source",
     ...fields,
-  };
+  });
 }
 
 /** The message an RPC call failed with (RPC promises are not plain promises: resolve them first). */
