@@ -2,6 +2,7 @@
 //   GET /health      dependency status and latency (docs/api.md)
 //   POST /v1/…       collection, Segment/RudderStack-compatible (src/collect/routes.ts, docs/collection.md)
 //   /v1/admin/…      admin API, admin key (src/admin/routes.ts)
+//   /v1/recommendations, /v1/rank, /v1/similar/…, /v1/tokens   ranking (src/rank/routes.ts, docs/ranking.md)
 import { Hono } from "hono";
 import { adminRoutes } from "./admin/routes.ts";
 import { benchRoutes } from "./bench/routes.ts";
@@ -9,6 +10,7 @@ import { collectRoutes } from "./collect/routes.ts";
 import { ApiError, errorBody } from "./errors.ts";
 import { healthRoute } from "./health.ts";
 import { log } from "./log.ts";
+import { rankRoutes } from "./rank/routes.ts";
 
 export interface AppEnv {
   Bindings: Env;
@@ -29,6 +31,7 @@ export function createApp(): Hono<AppEnv> {
   app.get("/health", healthRoute);
   app.route("/", benchRoutes);
   app.route("/", collectRoutes);
+  app.route("/", rankRoutes);
   app.route("/", adminRoutes);
 
   app.notFound((c) => {

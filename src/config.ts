@@ -26,6 +26,8 @@ export interface Config {
   redis: { url: string; token: string } | undefined;
   adminKeys: readonly string[];
   serverKeys: readonly string[];
+  /** HMAC secrets of the signed user tokens (docs/ranking.md#auth): the first signs, every one verifies. */
+  userTokenSecrets: readonly string[];
   healthTimeoutMs: number;
   sources: Sources;
   /** The warehouse loader's settings for cron runs (src/batch/loader.ts has the defaults and bounds). */
@@ -177,6 +179,7 @@ export function loadConfig(env: Env): Config {
     redis: redisUrl ? { url: redisUrl, token: env.UPSTASH_REDIS_REST_TOKEN } : undefined,
     adminKeys: keyList(env.ADMIN_KEYS),
     serverKeys: keyList(env.SERVER_KEYS),
+    userTokenSecrets: keyList(env.USER_TOKEN_SECRETS),
     healthTimeoutMs: positiveInt("HEALTH_TIMEOUT_MS", env.HEALTH_TIMEOUT_MS, 2000),
     sources: parseSources(env.SOURCES, environment),
     loader: {

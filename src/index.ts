@@ -4,6 +4,7 @@ import { runScheduled } from "./batch/cron.ts";
 
 export { DeadLetters } from "./collect/dead-letters.ts";
 export { PublishCoordinator } from "./publish/coordinator.ts";
+export { Ranking } from "./rank/entrypoint.ts";
 export { SessionState } from "./session/session-state.ts";
 
 const app = createApp();

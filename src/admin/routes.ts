@@ -4,6 +4,7 @@
 //   PUT /v1/admin/catalog                                   upsert catalogue items, JSON or CSV (src/admin/catalog.ts)
 //   POST /v1/admin/refresh, GET /v1/admin/runs, GET /v1/admin/versions, POST /v1/admin/rollback,
 //   POST /v1/admin/catalog/push                             the batch loop and publishing (src/admin/batch.ts)
+//   GET/PUT /v1/admin/ranking-config                        the ranking config (src/admin/ranking-config.ts)
 import { Hono } from "hono";
 import type { AppEnv } from "../app.ts";
 import { requireAdmin } from "../auth.ts";
@@ -12,6 +13,7 @@ import { configOrThrow } from "../config.ts";
 import { ApiError } from "../errors.ts";
 import { batchAdminRoutes } from "./batch.ts";
 import { putCatalog } from "./catalog.ts";
+import { rankingConfigRoutes } from "./ranking-config.ts";
 
 export const DEAD_LETTERS_DEFAULT_LIMIT = 100;
 /** 1,000 rows with raw events at their 8 KB cap: ~8 MB, well under the 32 MiB a Durable Object RPC may return. */
@@ -77,3 +79,4 @@ adminRoutes.get("/v1/admin/users/:id", async (c) => {
 
 adminRoutes.put("/v1/admin/catalog", putCatalog);
 adminRoutes.route("/", batchAdminRoutes);
+adminRoutes.route("/", rankingConfigRoutes);

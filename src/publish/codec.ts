@@ -166,8 +166,19 @@ export function decodeNeighbors(text: string | null, version: number): ListAt<Ne
 
 // ───────────────────────────── catalog ─────────────────────────────
 
-/** [category index into `categories` or -1, price or null, flags (FLAG_IN_STOCK | FLAG_VISIBLE)]. */
-export type CatalogTuple = [category: number, price: number | null, flags: number];
+/**
+ * [category index into `categories` or -1, price or null, flags (FLAG_IN_STOCK | FLAG_VISIBLE), title, brand or
+ * null, tags]. Title, brand and tags feed the ranking path's request filters and query match; a reader treats a
+ * 3-element tuple (the first format) as an item without them.
+ */
+export type CatalogTuple = [
+  category: number,
+  price: number | null,
+  flags: number,
+  title?: string,
+  brand?: string | null,
+  tags?: string[],
+];
 
 export interface CatalogShardValue {
   f: typeof CODEC_FORMAT;
@@ -181,7 +192,10 @@ export interface CatalogShardValue {
 
 export interface CatalogRow {
   id: string;
+  title: string;
   category: string | null;
+  brand: string | null;
+  tags: string[];
   price: number | null;
   inStock: boolean;
   visible: boolean;
@@ -202,7 +216,8 @@ export function catalogShardContent(rows: readonly CatalogRow[]): Pick<CatalogSh
         index.set(row.category, c);
       }
     }
-    items[row.id] = [c, row.price, (row.inStock ? FLAG_IN_STOCK : 0) | (row.visible ? FLAG_VISIBLE : 0)];
+    const flags = (row.inStock ? FLAG_IN_STOCK : 0) | (row.visible ? FLAG_VISIBLE : 0);
+    items[row.id] = [c, row.price, flags, row.title, row.brand, row.tags];
   }
   return { categories, items };
 }
@@ -223,6 +238,9 @@ export interface CatalogItem {
   price: number | null;
   inStock: boolean;
   visible: boolean;
+  title: string;
+  brand: string | null;
+  tags: string[];
 }
 
 /** One product of a decoded shard (undefined: not in the catalogue). */
@@ -234,6 +252,9 @@ export function catalogItem(shard: CatalogShardValue, id: string): CatalogItem |
     price: t[1],
     inStock: (t[2] & FLAG_IN_STOCK) !== 0,
     visible: (t[2] & FLAG_VISIBLE) !== 0,
+    title: typeof t[3] === "string" ? t[3] : "",
+    brand: typeof t[4] === "string" ? t[4] : null,
+    tags: Array.isArray(t[5]) ? t[5] : [],
   };
 }
 

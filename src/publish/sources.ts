@@ -213,11 +213,14 @@ export async function catalogWatermark(db: Executor): Promise<CatalogWatermark> 
 export async function catalogRows(db: Executor) {
   const result = await rows(
     db,
-    sql`select id, category, price, in_stock, visible from ${catalog} order by id collate "C"`,
+    sql`select id, title, category, brand, tags, price, in_stock, visible from ${catalog} order by id collate "C"`,
   );
   return result.map((r) => ({
     id: String(r.id),
+    title: String(r.title ?? ""),
     category: r.category === null ? null : String(r.category),
+    brand: r.brand === null || r.brand === undefined ? null : String(r.brand),
+    tags: Array.isArray(r.tags) ? r.tags.map(String) : [],
     price: r.price === null ? null : Number(r.price),
     inStock: r.in_stock === true,
     visible: r.visible === true,

@@ -77,12 +77,43 @@ describe("keys and the catalogue", () => {
     expect(shard).toBeGreaterThanOrEqual(0);
     expect(shard).toBeLessThan(8);
     const content = catalogShardContent([
-      { id: "a", category: "mugs", price: 3, inStock: false, visible: true },
-      { id: "b", category: "mugs", price: null, inStock: true, visible: false },
+      {
+        id: "a",
+        title: "Red mug",
+        category: "mugs",
+        brand: "acme",
+        tags: ["red"],
+        price: 3,
+        inStock: false,
+        visible: true,
+      },
+      { id: "b", title: "Mug", category: "mugs", brand: null, tags: [], price: null, inStock: true, visible: false },
     ]);
-    expect(content).toEqual({ categories: ["mugs"], items: { a: [0, 3, 2], b: [0, null, 1] } });
+    expect(content).toEqual({
+      categories: ["mugs"],
+      items: { a: [0, 3, 2, "Red mug", "acme", ["red"]], b: [0, null, 1, "Mug", null, []] },
+    });
     const decoded = { f: 1 as const, version: 1, generatedAt: 1, shard: 0, shards: 1, ...content };
-    expect(catalogItem(decoded, "a")).toEqual({ category: "mugs", price: 3, inStock: false, visible: true });
+    expect(catalogItem(decoded, "a")).toEqual({
+      category: "mugs",
+      price: 3,
+      inStock: false,
+      visible: true,
+      title: "Red mug",
+      brand: "acme",
+      tags: ["red"],
+    });
+    // The first format's 3-element tuples still decode (without title, brand and tags).
+    const old = { ...decoded, items: { c: [-1, 2, 3] as [number, number, number] } };
+    expect(catalogItem(old, "c")).toEqual({
+      category: null,
+      price: 2,
+      inStock: true,
+      visible: true,
+      title: "",
+      brand: null,
+      tags: [],
+    });
     expect(catalogItem(decoded, "zz")).toBeUndefined();
   });
 });

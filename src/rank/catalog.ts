@@ -1,0 +1,83 @@
+// The ranking path's view of the catalogue: what the rules and features need of a product, with its category,
+// tags and title terms normalised once (per decoded shard, per isolate) instead of once per request.
+import { type CatalogShardValue, FLAG_IN_STOCK, FLAG_VISIBLE } from "../publish/codec.ts";
+import { tokenValue } from "../session/ecommerce.ts";
+import { priceBand } from "../session/weights.ts";
+
+export interface Product {
+  id: string;
+  /** Normalised like the session's `category:<c>` tokens (null: none). */
+  category: string | null;
+  price: number | null;
+  /** `price:<band>` token value (null: no price). */
+  band: string | null;
+  inStock: boolean;
+  visible: boolean;
+  title: string;
+  /** Lower-case words of title, category, brand and tags: what a query matches against. */
+  terms: string[];
+  /** Normalised tags. */
+  tags: string[];
+}
+
+export type CatalogLookup = (id: string) => Product | undefined;
+
+/** Lower-case words of at least two characters (letters and digits of any script). */
+export function terms(text: string): string[] {
+  const out: string[] = [];
+  for (const w of text.toLowerCase().split(/[^\p{L}\p{N}]+/u)) if (w.length >= 2) out.push(w);
+  return out;
+}
+
+export function product(
+  id: string,
+  fields: {
+    category: string | null;
+    price: number | null;
+    inStock: boolean;
+    visible: boolean;
+    title?: string;
+    brand?: string | null;
+    tags?: string[];
+  },
+): Product {
+  const category = tokenValue(fields.category);
+  const tags = (fields.tags ?? []).map((t) => tokenValue(t)).filter((t): t is string => t !== null);
+  const words = new Set([
+    ...terms(fields.title ?? ""),
+    ...terms(category ?? ""),
+    ...terms(fields.brand ?? ""),
+    ...tags.flatMap(terms),
+  ]);
+  return {
+    id,
+    category,
+    price: fields.price,
+    band: fields.price === null ? null : priceBand(fields.price),
+    inStock: fields.inStock,
+    visible: fields.visible,
+    title: fields.title ?? "",
+    terms: [...words],
+    tags,
+  };
+}
+
+/** Every product of a decoded catalogue shard. */
+export function shardProducts(shard: CatalogShardValue): Map<string, Product> {
+  const out = new Map<string, Product>();
+  for (const [id, t] of Object.entries(shard.items)) {
+    out.set(
+      id,
+      product(id, {
+        category: t[0] >= 0 ? (shard.categories[t[0]] ?? null) : null,
+        price: t[1],
+        inStock: (t[2] & FLAG_IN_STOCK) !== 0,
+        visible: (t[2] & FLAG_VISIBLE) !== 0,
+        title: typeof t[3] === "string" ? t[3] : "",
+        brand: typeof t[4] === "string" ? t[4] : null,
+        tags: Array.isArray(t[5]) ? t[5] : [],
+      }),
+    );
+  }
+  return out;
+}

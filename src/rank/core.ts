@@ -1,0 +1,530 @@
+// The ranking core: pure functions, no I/O, no clock. The Worker, the offline evaluation and the benchmarks call
+// the same `rank()`. Inputs are whatever the sources answered (any of them may be missing); the output is the
+// ordered list with scores, reason codes, and on request each item's feature contributions and a why-not trace.
+// docs/ranking.md describes candidates, features, rules and the fallback chain.
+import type { CatalogLookup, Product } from "./catalog.ts";
+import { terms } from "./catalog.ts";
+import {
+  type CandidateSource,
+  type Exclusion,
+  FEATURES,
+  type Feature,
+  type MerchandisingRule,
+  type PlacementConfig,
+  placementWeights,
+  type RankingConfig,
+} from "./config.ts";
+
+/** [productId, score]: a neighbour list, a popular or trending list, best first. */
+export type Scored = readonly [productId: string, score: number];
+
+/** What the ranking needs of a session snapshot (signals.ts derives it). */
+export interface SessionSignals {
+  /** Newest first. */
+  viewed: string[];
+  carted: string[];
+  purchased: string[];
+  /** Newest first; the first one is the visitor's current query when the session is active. */
+  searches: string[];
+  /** Category → score in [0, 1] (the best category is 1). */
+  sessionCategories: Map<string, number>;
+  longTermCategories: Map<string, number>;
+  /** Price band → score in [0, 1]. */
+  priceBands: Map<string, number>;
+  active: boolean;
+}
+
+export interface Filters {
+  categories?: string[];
+  minPrice?: number;
+  maxPrice?: number;
+  tags?: string[];
+}
+
+export interface RankInput {
+  /** "similar" and "rerank" are the modes of /v1/similar and /v1/rank; others name a configured placement. */
+  placement: string;
+  mode: "recommend" | "similar" | "rerank";
+  limit: number;
+  /** Epoch ms: when merchandising rules are active. */
+  now: number;
+  /** The product being viewed (pdp, similar) or the context items (cart, post-purchase). */
+  context: string[];
+  query: string | null;
+  filters: Filters;
+  session: SessionSignals | null;
+  /** The user's batch candidates (best first). */
+  batch: ReadonlyArray<{ productId: string; score: number }> | null;
+  /** Neighbour lists by seed product. */
+  similar: ReadonlyMap<string, readonly Scored[]>;
+  boughtTogether: ReadonlyMap<string, readonly Scored[]>;
+  /** Live trending (best first). */
+  trending: readonly Scored[] | null;
+  /** Global popular, and popular per category (normalised category → list). */
+  popular: readonly Scored[] | null;
+  popularByCategory: (category: string) => readonly Scored[] | undefined;
+  /** rerank: the caller's candidates, in the caller's order, with optional base scores. */
+  candidates?: ReadonlyArray<{ productId: string; score?: number }>;
+  catalog: CatalogLookup;
+  /** No catalogue could be read: keep products it cannot check (flagged by the caller) rather than none. */
+  trustUnknown?: boolean;
+  explain?: boolean;
+  /** A product to trace: why is it not in the answer (or where is it)? */
+  whyNot?: string | null;
+}
+
+export interface RankedItem {
+  productId: string;
+  score: number;
+  /** Reason codes, strongest first. */
+  reasons: string[];
+  /** explain only: weight × value per feature (non-zero ones), and rule adjustments. */
+  contributions?: Partial<Record<Feature | "rules", number>>;
+  sources?: CandidateSource[];
+}
+
+export type WhyNot =
+  | { productId: string; status: "shown"; position: number; score: number }
+  | { productId: string; status: "not_candidate"; inCatalog: boolean }
+  | { productId: string; status: "removed"; rule: string }
+  | { productId: string; status: "below_cut"; position: number; score: number; cutScore: number; gap: number };
+
+export interface RankOutput {
+  items: RankedItem[];
+  /** Candidates considered, and removed by each rule (counts). */
+  stats: { candidates: number; removed: Record<string, number>; bySource: Partial<Record<CandidateSource, number>> };
+  whyNot?: WhyNot;
+}
+
+interface Candidate {
+  id: string;
+  product: Product | undefined;
+  sources: Set<CandidateSource>;
+  features: Record<Feature, number>;
+  /** Feature → the reason code it earns (e.g. covisit → similar_to:<seed>). */
+  why: Partial<Record<Feature, string>>;
+  adjust: number;
+  ruleReasons: string[];
+  score: number;
+}
+
+const zeroFeatures = (): Record<Feature, number> => ({
+  batch: 0,
+  context: 0,
+  covisit: 0,
+  sessionAffinity: 0,
+  longTermAffinity: 0,
+  trending: 0,
+  popularity: 0,
+  query: 0,
+  priceBand: 0,
+  base: 0,
+});
+
+/** A list's scores divided by its best one (lists arrive best first; any order works). */
+function normalised(list: readonly Scored[] | null | undefined): Map<string, number> {
+  const out = new Map<string, number>();
+  if (!list || list.length === 0) return out;
+  let max = 0;
+  for (const [, s] of list) if (s > max) max = s;
+  for (const [id, s] of list) if (!out.has(id)) out.set(id, max > 0 ? Math.max(0, s) / max : 0);
+  return out;
+}
+
+/** Weighted neighbours of several seeds: Σ w_seed · score/max_seed / Σ w_seed, with the best seed per product. */
+function blend(
+  seeds: ReadonlyArray<{ id: string; weight: number }>,
+  lists: ReadonlyArray<ReadonlyMap<string, readonly Scored[]>>,
+  label: readonly string[],
+): Map<string, { value: number; best: string; bestValue: number }> {
+  const out = new Map<string, { value: number; best: string; bestValue: number }>();
+  let total = 0;
+  for (const s of seeds) total += s.weight;
+  if (total <= 0) return out;
+  for (const seed of seeds) {
+    lists.forEach((byseed, k) => {
+      const norm = normalised(byseed.get(seed.id));
+      for (const [id, v] of norm) {
+        if (id === seed.id) continue;
+        const part = (seed.weight * v) / total;
+        const cur = out.get(id);
+        const reason = `${label[k]}:${seed.id}`;
+        if (!cur) out.set(id, { value: part, best: reason, bestValue: part });
+        else {
+          cur.value += part;
+          if (part > cur.bestValue) {
+            cur.best = reason;
+            cur.bestValue = part;
+          }
+        }
+      }
+    });
+  }
+  for (const v of out.values()) v.value = Math.min(1, v.value);
+  return out;
+}
+
+const uniq = (ids: readonly string[], without: ReadonlySet<string>, n: number): string[] => {
+  const out: string[] = [];
+  for (const id of ids) {
+    if (out.length >= n) break;
+    if (!without.has(id) && !out.includes(id)) out.push(id);
+  }
+  return out;
+};
+
+/** Whether a merchandising rule applies to this placement now. */
+export function ruleActive(rule: MerchandisingRule, placement: string, now: number): boolean {
+  if (rule.placements && !rule.placements.includes(placement)) return false;
+  if (rule.from && now < Date.parse(rule.from)) return false;
+  if (rule.until && now >= Date.parse(rule.until)) return false;
+  return true;
+}
+
+function ruleMatches(rule: MerchandisingRule, id: string, p: Product | undefined): boolean {
+  if (rule.productIds?.includes(id)) return true;
+  if (rule.categories && p?.category) {
+    for (const c of rule.categories) if (c.trim().toLowerCase() === p.category) return true;
+  }
+  return false;
+}
+
+const byScore = (a: Candidate, b: Candidate): number => b.score - a.score || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+
+const round = (x: number): number => Math.round(x * 1e6) / 1e6;
+
+/** Why `c` may not be shown (null: eligible). Unknown products are kept only in rerank (the caller owns them). */
+function removal(
+  id: string,
+  p: Product | undefined,
+  input: RankInput,
+  excluded: ReadonlyMap<string, Exclusion>,
+): string | null {
+  const hit = excluded.get(id);
+  if (hit) return hit;
+  if (!p) return input.mode === "rerank" || input.trustUnknown ? null : "unknown_product";
+  if (!p.visible) return "hidden";
+  if (!p.inStock) return "out_of_stock";
+  const f = input.filters;
+  if (f.categories && f.categories.length > 0 && !(p.category !== null && f.categories.includes(p.category)))
+    return "filter:category";
+  if (f.minPrice !== undefined && (p.price === null || p.price < f.minPrice)) return "filter:price";
+  if (f.maxPrice !== undefined && (p.price === null || p.price > f.maxPrice)) return "filter:price";
+  if (f.tags && f.tags.length > 0 && !f.tags.some((t) => p.tags.includes(t))) return "filter:tags";
+  return null;
+}
+
+/** The placement's configuration, or a mode's built-in one. */
+export function placementConfig(config: RankingConfig, input: Pick<RankInput, "placement" | "mode">): PlacementConfig {
+  if (input.mode === "similar") return { sources: ["context", "popular"], exclude: ["viewing"], defaultLimit: 10 };
+  if (input.mode === "rerank") return { sources: [], exclude: [], defaultLimit: 20 };
+  const p = config.placements[input.placement];
+  if (!p) throw new Error(`unknown placement ${input.placement}`);
+  return p;
+}
+
+export function rank(input: RankInput, config: RankingConfig): RankOutput {
+  const placement = placementConfig(config, input);
+  const weights = placementWeights(config, placement);
+  const session = input.session;
+  const sources = new Set(placement.sources);
+  const candidates = new Map<string, Candidate>();
+  const bySource: Partial<Record<CandidateSource, number>> = {};
+
+  const add = (id: string, source: CandidateSource | null): Candidate => {
+    let c = candidates.get(id);
+    if (!c) {
+      c = {
+        id,
+        product: input.catalog(id),
+        sources: new Set(),
+        features: zeroFeatures(),
+        why: {},
+        adjust: 0,
+        ruleReasons: [],
+        score: 0,
+      };
+      candidates.set(id, c);
+    }
+    if (source && !c.sources.has(source)) {
+      c.sources.add(source);
+      bySource[source] = (bySource[source] ?? 0) + 1;
+    }
+    return c;
+  };
+
+  // ── exclusions ──
+  const excluded = new Map<string, Exclusion>();
+  const exclude = new Set(placement.exclude);
+  if (session) {
+    if (exclude.has("purchased")) for (const id of session.purchased) excluded.set(id, "purchased");
+    if (exclude.has("carted")) for (const id of session.carted) if (!excluded.has(id)) excluded.set(id, "carted");
+  }
+  if (session && exclude.has("viewed"))
+    for (const id of session.viewed.slice(0, config.seeds.viewed)) if (!excluded.has(id)) excluded.set(id, "viewed");
+  if (exclude.has("viewing")) for (const id of input.context) excluded.set(id, "viewing");
+
+  // ── seeds ──
+  const contextSet = new Set(input.context);
+  const halfLife = Math.max(0.5, config.seeds.recencyHalfLife);
+  const recency = (i: number) => 0.5 ** (i / halfLife);
+  const contextSeeds = input.context.map((id) => ({ id, weight: 1 }));
+  const sessionSeeds = session
+    ? [
+        ...uniq(session.viewed, contextSet, config.seeds.viewed).map((id, i) => ({ id, weight: recency(i) })),
+        ...uniq(session.carted, contextSet, config.seeds.carted).map((id, i) => ({ id, weight: 1.5 * recency(i) })),
+      ]
+    : [];
+
+  // ── candidates, in fallback-chain order: context → session → batch → trending → popular ──
+  const contextBlend = blend(contextSeeds, [input.similar, input.boughtTogether], ["similar_to", "bought_together"]);
+  const covisit = blend(sessionSeeds, [input.similar, input.boughtTogether], ["similar_to", "bought_together"]);
+  const batchNorm = normalised(input.batch?.map((b) => [b.productId, b.score] as const));
+  const trendNorm = normalised(input.trending);
+  const popularNorm = normalised(input.popular);
+
+  if (input.mode === "rerank") {
+    const list = input.candidates ?? [];
+    const n = list.length;
+    let min = Number.POSITIVE_INFINITY;
+    let max = Number.NEGATIVE_INFINITY;
+    let scored = true;
+    for (const c of list) {
+      if (c.score === undefined) scored = false;
+      else {
+        if (c.score < min) min = c.score;
+        if (c.score > max) max = c.score;
+      }
+    }
+    list.forEach((item, i) => {
+      const c = add(item.productId, null);
+      // Base: the caller's scores min-max scaled, or its order when it gave none.
+      c.features.base =
+        scored && max > min ? ((item.score ?? min) - min) / (max - min) : scored ? 1 : n > 1 ? 1 - i / n : 1;
+    });
+  } else {
+    if (sources.has("context")) for (const id of contextBlend.keys()) add(id, "context");
+    if (sources.has("session")) {
+      for (const id of covisit.keys()) add(id, "session");
+      // The visitor's strongest session categories bring their popular products.
+      if (session) {
+        let n = 0;
+        for (const [category] of session.sessionCategories) {
+          if (n++ >= 2) break;
+          for (const [id] of input.popularByCategory(category) ?? []) add(id, "session");
+        }
+      }
+    }
+    if (sources.has("batch")) for (const id of batchNorm.keys()) add(id, "batch");
+    if (sources.has("trending")) for (const id of trendNorm.keys()) add(id, "trending");
+    if (sources.has("popular")) {
+      for (const category of input.filters.categories ?? [])
+        for (const [id] of input.popularByCategory(category) ?? []) add(id, "popular");
+      if (input.mode === "similar")
+        for (const id of input.context) {
+          const category = input.catalog(id)?.category;
+          if (category) for (const [pid] of input.popularByCategory(category) ?? []) add(pid, "popular");
+        }
+      for (const id of popularNorm.keys()) add(id, "popular");
+    }
+  }
+
+  // ── features ──
+  const query = input.query ?? (session?.active ? (session.searches[0] ?? null) : null);
+  const queryTerms = query ? terms(query) : [];
+  const queryScale = input.query ? 1 : 0.5;
+  for (const c of candidates.values()) {
+    const f = c.features;
+    const p = c.product;
+    const ctx = contextBlend.get(c.id);
+    if (ctx) {
+      f.context = ctx.value;
+      c.why.context = ctx.best;
+    }
+    const co = covisit.get(c.id);
+    if (co) {
+      f.covisit = co.value;
+      c.why.covisit = co.best;
+    }
+    f.batch = batchNorm.get(c.id) ?? 0;
+    f.trending = trendNorm.get(c.id) ?? 0;
+    f.popularity = popularNorm.get(c.id) ?? 0;
+    if (session && p?.category) {
+      f.sessionAffinity = session.sessionCategories.get(p.category) ?? 0;
+      if (f.sessionAffinity > 0) c.why.sessionAffinity = `session_affinity:${p.category}`;
+      f.longTermAffinity = session.longTermCategories.get(p.category) ?? 0;
+      if (f.longTermAffinity > 0) c.why.longTermAffinity = `long_term_affinity:${p.category}`;
+    }
+    if (session && p?.band) f.priceBand = session.priceBands.get(p.band) ?? 0;
+    if (queryTerms.length > 0 && p) {
+      let hit = 0;
+      for (const t of queryTerms) if (p.terms.some((w) => w.startsWith(t))) hit++;
+      f.query = (queryScale * hit) / queryTerms.length;
+    }
+    let score = 0;
+    for (const k of FEATURES) score += weights[k] * f[k];
+    c.score = score;
+  }
+
+  // ── merchandising: boost / bury ──
+  const rules = config.rules.filter((r) => ruleActive(r, input.placement, input.now));
+  for (const rule of rules) {
+    if (rule.action === "pin") continue;
+    for (const c of candidates.values()) {
+      if (!ruleMatches(rule, c.id, c.product)) continue;
+      const delta = rule.action === "boost" ? (rule.amount ?? 0) : -(rule.amount ?? 0);
+      c.adjust += delta;
+      c.score += delta;
+      c.ruleReasons.push(`${rule.action === "boost" ? "boosted" : "buried"}:${rule.id}`);
+    }
+  }
+
+  // ── rules: exclusions, stock, visibility, filters ──
+  const removed: Record<string, number> = {};
+  const removedWhy = new Map<string, string>();
+  const eligible: Candidate[] = [];
+  for (const c of candidates.values()) {
+    const why = removal(c.id, c.product, input, excluded);
+    if (why) {
+      removed[why] = (removed[why] ?? 0) + 1;
+      removedWhy.set(c.id, why);
+    } else eligible.push(c);
+  }
+  eligible.sort(byScore);
+
+  // ── pins: a pinned product takes its slot if it is eligible (it need not have been a candidate) ──
+  const pins: Array<{ slot: number; c: Candidate }> = [];
+  const pinned = new Set<string>();
+  for (const rule of rules) {
+    if (rule.action !== "pin" || !rule.slot) continue;
+    for (const id of rule.productIds ?? []) {
+      if (pinned.has(id)) continue;
+      const existing = candidates.get(id);
+      const p = existing?.product ?? input.catalog(id);
+      if (removal(id, p, input, excluded) !== null) continue;
+      const c = existing ?? add(id, null);
+      c.ruleReasons.push(`pinned:${rule.id}`);
+      pins.push({ slot: rule.slot, c });
+      pinned.add(id);
+      break;
+    }
+  }
+
+  // ── diversity: at most maxPerCategory per category, filled from the deferred ones when too few remain ──
+  const limit = input.limit;
+  const cap = input.mode === "rerank" ? Number.POSITIVE_INFINITY : config.diversity.maxPerCategory;
+  const perCategory = new Map<string, number>();
+  for (const { c } of pins) {
+    const k = c.product?.category;
+    if (k) perCategory.set(k, (perCategory.get(k) ?? 0) + 1);
+  }
+  const room = Math.max(0, limit - pins.length);
+  const chosen: Candidate[] = [];
+  const deferred: Candidate[] = [];
+  for (const c of eligible) {
+    if (chosen.length >= room) break;
+    if (pinned.has(c.id)) continue;
+    const k = c.product?.category;
+    const n = k ? (perCategory.get(k) ?? 0) : 0;
+    if (k && n >= cap) {
+      deferred.push(c);
+      continue;
+    }
+    if (k) perCategory.set(k, n + 1);
+    chosen.push(c);
+  }
+  for (const c of deferred) {
+    if (chosen.length >= room) break;
+    chosen.push(c);
+  }
+  chosen.sort(byScore);
+  for (const { slot, c } of pins.sort((a, b) => a.slot - b.slot)) {
+    chosen.splice(Math.min(slot - 1, chosen.length), 0, c);
+  }
+  const final = chosen.slice(0, limit);
+
+  const items = final.map((c) => toItem(c, weights, input.explain === true));
+  const output: RankOutput = { items, stats: { candidates: candidates.size, removed, bySource } };
+  if (input.whyNot) {
+    const capped = new Set(deferred.filter((c) => !final.includes(c)).map((c) => c.id));
+    output.whyNot = whyNot(input.whyNot, final, eligible, removedWhy, capped, candidates, input);
+  }
+  return output;
+}
+
+function reasonsOf(c: Candidate, weights: Record<Feature, number>): string[] {
+  const parts: Array<[string, number]> = [];
+  for (const k of FEATURES) {
+    const v = weights[k] * c.features[k];
+    if (v <= 0) continue;
+    const code =
+      c.why[k] ??
+      (k === "batch"
+        ? "batch"
+        : k === "trending"
+          ? "trending"
+          : k === "popularity"
+            ? c.sources.size === 1 && c.sources.has("popular")
+              ? "popular_fallback"
+              : "popular"
+            : k === "query"
+              ? "query_match"
+              : k === "priceBand"
+                ? "price_band"
+                : k === "base"
+                  ? "base_score"
+                  : null);
+    if (code) parts.push([code, v]);
+  }
+  parts.sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1));
+  const out = [...c.ruleReasons.filter((r) => r.startsWith("pinned:")), ...parts.map(([code]) => code)];
+  for (const r of c.ruleReasons) if (!r.startsWith("pinned:")) out.push(r);
+  if (out.length === 0) out.push(c.sources.has("popular") ? "popular_fallback" : "candidate");
+  return [...new Set(out)];
+}
+
+function toItem(c: Candidate, weights: Record<Feature, number>, explain: boolean): RankedItem {
+  const item: RankedItem = { productId: c.id, score: round(c.score), reasons: reasonsOf(c, weights) };
+  if (explain) {
+    const contributions: Partial<Record<Feature | "rules", number>> = {};
+    for (const k of FEATURES) {
+      const v = weights[k] * c.features[k];
+      if (v !== 0) contributions[k] = round(v);
+    }
+    if (c.adjust !== 0) contributions.rules = round(c.adjust);
+    item.contributions = contributions;
+    item.sources = [...c.sources];
+  }
+  return item;
+}
+
+function whyNot(
+  id: string,
+  final: readonly Candidate[],
+  eligible: readonly Candidate[],
+  removedWhy: ReadonlyMap<string, string>,
+  capped: ReadonlySet<string>,
+  candidates: ReadonlyMap<string, Candidate>,
+  input: RankInput,
+): WhyNot {
+  const shown = final.findIndex((c) => c.id === id);
+  if (shown >= 0)
+    return { productId: id, status: "shown", position: shown + 1, score: round(final[shown]?.score ?? 0) };
+  const rule = removedWhy.get(id);
+  if (rule) return { productId: id, status: "removed", rule };
+  if (!candidates.has(id))
+    return { productId: id, status: "not_candidate", inCatalog: input.catalog(id) !== undefined };
+  if (capped.has(id)) return { productId: id, status: "removed", rule: "diversity" };
+  const position = eligible.findIndex((c) => c.id === id);
+  const c = eligible[position];
+  if (!c) return { productId: id, status: "not_candidate", inCatalog: input.catalog(id) !== undefined };
+  const cutScore = final[final.length - 1]?.score ?? 0;
+  return {
+    productId: id,
+    status: "below_cut",
+    position: position + 1,
+    score: round(c.score),
+    cutScore: round(cutScore),
+    gap: round(cutScore - c.score),
+  };
+}

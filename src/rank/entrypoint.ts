@@ -1,0 +1,42 @@
+// The ranking API as RPC for Service Bindings: a storefront Worker binds to it
+// (`services = [{ binding = "LASTMILE", service = "lastmile", entrypoint = "Ranking" }]`) and calls
+// `env.LASTMILE.recommendations({...})` with no network hop and no key — a binding is only possible inside the same
+// Cloudflare account, which is the trust boundary. The same validation, sources and answer as the HTTP API; invalid
+// parameters throw an error whose message starts with the machine-readable code (e.g. "validation_failed: …").
+import { WorkerEntrypoint } from "cloudflare:workers";
+import { ApiError } from "../errors.ts";
+import { DEFAULT_RANKING_CONFIG } from "./config.ts";
+import { depsFromEnv } from "./deps.ts";
+import { readHead } from "./online-store.ts";
+import { parseRankParams, type RankParams, type RankRequest } from "./request.ts";
+import { answer, type RankAnswer } from "./service.ts";
+
+export type RpcAnswer = Omit<RankAnswer, "timing"> & { timing: Record<string, number> };
+
+export class Ranking extends WorkerEntrypoint<Env> {
+  async #run(mode: RankRequest["mode"], params: RankParams): Promise<RpcAnswer> {
+    const deps = depsFromEnv(this.env, this.ctx);
+    try {
+      const head = await readHead(deps.kv, Date.now()).catch(() => null);
+      return await answer(deps, parseRankParams(mode, params ?? {}, head?.config ?? DEFAULT_RANKING_CONFIG));
+    } catch (error) {
+      if (error instanceof ApiError) throw new Error(`${error.code}: ${error.message}`);
+      throw error;
+    }
+  }
+
+  /** As GET /v1/recommendations. */
+  recommendations(params: RankParams): Promise<RpcAnswer> {
+    return this.#run("recommend", params);
+  }
+
+  /** As POST /v1/rank. */
+  rank(params: RankParams): Promise<RpcAnswer> {
+    return this.#run("rerank", params);
+  }
+
+  /** As GET /v1/similar/{productId}. */
+  similar(params: RankParams & { productId: string }): Promise<RpcAnswer> {
+    return this.#run("similar", params);
+  }
+}

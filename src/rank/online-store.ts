@@ -1,0 +1,228 @@
+// Reading the online store (Workers KV, layout in src/publish/keys.ts) on the request path, with isolate-memory
+// caches sized for it:
+//   - the pointer and the ranking config: re-read every POINTER_TTL_MS (a publish or rollback reaches every
+//     isolate within that plus KV's cacheTtl);
+//   - shared keys (catalogue shards, popular/trending lists): immutable under their name, cached until the pointer
+//     names others, decoded once (the catalogue into ready-to-rank Products);
+//   - per-item neighbour lists: NEIGHBOR_TTL_MS (they change at most once per publish);
+//   - per-user lists: never cached in the isolate (KV's own edge cache applies).
+// Every read goes through one bulk `get` per phase, so a request costs at most two KV operations when caches are warm.
+
+import type { Pointer, PopularValue } from "../publish/codec.ts";
+import { decodeCatalogShard, decodeNeighbors, decodePointer, decodePopular, decodeUserList } from "../publish/codec.ts";
+import { catalogShardKey, itemListKey, POINTER_KEY, popularListKey, userListKey } from "../publish/keys.ts";
+import { type CatalogLookup, type Product, shardProducts } from "./catalog.ts";
+import { DEFAULT_RANKING_CONFIG, parseRankingConfig, RANKING_CONFIG_KEY, type RankingConfig } from "./config.ts";
+import type { Scored } from "./core.ts";
+
+export const POINTER_TTL_MS = 10_000;
+export const NEIGHBOR_TTL_MS = 60_000;
+const NEIGHBOR_CACHE_MAX = 20_000;
+/** Edge cache of KV reads (KV's minimum is 60 s). */
+const KV_CACHE_TTL_S = 60;
+
+export interface Head {
+  pointer: Pointer | null;
+  config: RankingConfig;
+  /** The stored config could not be used (the default is in effect). */
+  configInvalid: boolean;
+}
+
+export interface Shared {
+  catalog: CatalogLookup | null;
+  catalogItems: number;
+  popular: PopularValue | null;
+  trending: PopularValue | null;
+}
+
+interface Cached<T> {
+  at: number;
+  value: T;
+}
+
+/** Per-isolate state. One per KV namespace object (tests bind several). */
+class IsolateCache {
+  head: Cached<Head> | null = null;
+  headLoading: Promise<Head> | null = null;
+  shared = new Map<string, Promise<Shared>>();
+  neighbors = new Map<string, Cached<Scored[] | null>>();
+}
+
+let caches = new WeakMap<KVNamespace, IsolateCache>();
+
+/** Drops every isolate cache of the online store (tests; the next request re-reads KV). */
+export function resetOnlineStoreCaches(): void {
+  caches = new WeakMap();
+}
+function cacheOf(kv: KVNamespace): IsolateCache {
+  let c = caches.get(kv);
+  if (!c) {
+    c = new IsolateCache();
+    caches.set(kv, c);
+  }
+  return c;
+}
+
+/** The stored ranking config, or the default (an unreadable one is reported, never fatal). */
+export function decodeRankingConfig(text: string | null): { config: RankingConfig; invalid: boolean } {
+  if (text === null) return { config: DEFAULT_RANKING_CONFIG, invalid: false };
+  try {
+    const doc = JSON.parse(text) as { version?: unknown; config?: unknown };
+    const parsed = parseRankingConfig(doc.config, String(doc.version ?? "unknown"));
+    if (parsed.ok) return { config: parsed.config, invalid: false };
+  } catch {
+    // fall through
+  }
+  return { config: DEFAULT_RANKING_CONFIG, invalid: true };
+}
+
+/** The pointer and the config, from the isolate cache or one bulk read. */
+export async function readHead(kv: KVNamespace, now: number): Promise<Head> {
+  const cache = cacheOf(kv);
+  if (cache.head && now - cache.head.at < POINTER_TTL_MS) return cache.head.value;
+  if (!cache.headLoading) {
+    cache.headLoading = (async () => {
+      try {
+        const values = await kv.get([POINTER_KEY, RANKING_CONFIG_KEY], { type: "text", cacheTtl: KV_CACHE_TTL_S });
+        const { config, invalid } = decodeRankingConfig(values.get(RANKING_CONFIG_KEY) ?? null);
+        const head = { pointer: decodePointer(values.get(POINTER_KEY) ?? null), config, configInvalid: invalid };
+        cache.head = { at: now, value: head };
+        return head;
+      } finally {
+        cache.headLoading = null;
+      }
+    })();
+  }
+  return cache.headLoading;
+}
+
+/** Forget the cached pointer and config (after an admin change in this isolate). */
+export function invalidateHead(kv: KVNamespace): void {
+  cacheOf(kv).head = null;
+}
+
+function sharedId(pointer: Pointer | null): string {
+  if (!pointer) return "none";
+  const c = pointer.catalog;
+  return `${c ? `${c.version}/${c.shards}` : "-"}|${pointer.popular.popular ?? "-"}|${pointer.popular.trending ?? "-"}`;
+}
+
+/** The shared hot keys the pointer names, decoded, cached per isolate under their (immutable) names. */
+export function readShared(kv: KVNamespace, pointer: Pointer | null): Promise<Shared> {
+  const cache = cacheOf(kv);
+  const id = sharedId(pointer);
+  let entry = cache.shared.get(id);
+  if (!entry) {
+    entry = loadShared(kv, pointer);
+    // Keep the newest two generations (a reader of the previous pointer may still be in flight).
+    cache.shared.set(id, entry);
+    while (cache.shared.size > 2) {
+      const oldest = cache.shared.keys().next().value as string;
+      cache.shared.delete(oldest);
+    }
+    entry.catch(() => cache.shared.get(id) === entry && cache.shared.delete(id));
+  }
+  return entry;
+}
+
+async function loadShared(kv: KVNamespace, pointer: Pointer | null): Promise<Shared> {
+  if (!pointer) return { catalog: null, catalogItems: 0, popular: null, trending: null };
+  const keys: string[] = [];
+  const catalog = pointer.catalog;
+  if (catalog) for (let s = 0; s < catalog.shards; s++) keys.push(catalogShardKey(catalog.version, s));
+  const popularKey = pointer.popular.popular !== null ? popularListKey(pointer.popular.popular, "popular") : null;
+  const trendingKey = pointer.popular.trending !== null ? popularListKey(pointer.popular.trending, "trending") : null;
+  if (popularKey) keys.push(popularKey);
+  if (trendingKey) keys.push(trendingKey);
+  const values = new Map<string, string | null>();
+  // Catalogue shards are large: fetched with the longest edge cache; ≤ 100 keys per bulk read.
+  for (let i = 0; i < keys.length; i += 100) {
+    const part = await kv.get(keys.slice(i, i + 100), { type: "text", cacheTtl: 3600 });
+    for (const [k, v] of part) values.set(k, v);
+  }
+  let products: Map<string, Product> | null = null;
+  if (catalog) {
+    products = new Map();
+    for (let s = 0; s < catalog.shards; s++) {
+      const shard = decodeCatalogShard(values.get(catalogShardKey(catalog.version, s)) ?? null);
+      if (!shard) throw new Error(`catalogue shard ${s} of version ${catalog.version} is missing or unreadable`);
+      for (const [id, p] of shardProducts(shard)) products.set(id, p);
+    }
+  }
+  const map = products;
+  return {
+    catalog: map ? (id: string) => map.get(id) : null,
+    catalogItems: map?.size ?? 0,
+    popular: popularKey ? decodePopular(values.get(popularKey) ?? null) : null,
+    trending: trendingKey ? decodePopular(values.get(trendingKey) ?? null) : null,
+  };
+}
+
+export interface Lists {
+  /** userKey → its batch list at the pointer's version (null: none). */
+  users: Map<
+    string,
+    { items: Array<{ productId: string; score: number }>; version: number; generatedAt: number } | null
+  >;
+  similar: Map<string, Scored[]>;
+  boughtTogether: Map<string, Scored[]>;
+  /** KV operations used (0 when everything came from the isolate cache). */
+  reads: number;
+}
+
+/**
+ * Per-user and per-item lists at the pointer's version, in one bulk read (neighbour lists from the isolate cache
+ * when fresh).
+ */
+export async function readLists(
+  kv: KVNamespace,
+  pointer: Pointer,
+  userKeys: readonly string[],
+  seeds: readonly string[],
+  now: number,
+): Promise<Lists> {
+  const cache = cacheOf(kv);
+  const out: Lists = { users: new Map(), similar: new Map(), boughtTogether: new Map(), reads: 0 };
+  const wanted: string[] = [];
+  for (const u of userKeys) wanted.push(userListKey(u));
+  const neighborKeys: Array<[seed: string, kind: "similar" | "bought_together", key: string]> = [];
+  for (const seed of seeds) {
+    for (const kind of ["similar", "bought_together"] as const) {
+      const key = itemListKey(kind, seed);
+      const hit = cache.neighbors.get(`${pointer.version}|${key}`);
+      if (hit && now - hit.at < NEIGHBOR_TTL_MS) {
+        if (hit.value) (kind === "similar" ? out.similar : out.boughtTogether).set(seed, hit.value);
+      } else {
+        neighborKeys.push([seed, kind, key]);
+        wanted.push(key);
+      }
+    }
+  }
+  const values = new Map<string, string | null>();
+  for (let i = 0; i < wanted.length; i += 100) {
+    const part = await kv.get(wanted.slice(i, i + 100), { type: "text", cacheTtl: KV_CACHE_TTL_S });
+    out.reads++;
+    for (const [k, v] of part) values.set(k, v);
+  }
+  for (const u of userKeys) {
+    const list = decodeUserList(values.get(userListKey(u)) ?? null, pointer.version);
+    out.users.set(
+      u,
+      list
+        ? {
+            items: list.items.map((c) => ({ productId: c.productId, score: c.score })),
+            version: list.version,
+            generatedAt: list.generatedAt,
+          }
+        : null,
+    );
+  }
+  for (const [seed, kind, key] of neighborKeys) {
+    const list = decodeNeighbors(values.get(key) ?? null, pointer.version);
+    const scored: Scored[] | null = list ? list.items.map((n) => [n.productId, n.score] as const) : null;
+    if (cache.neighbors.size >= NEIGHBOR_CACHE_MAX) cache.neighbors.clear();
+    cache.neighbors.set(`${pointer.version}|${key}`, { at: now, value: scored });
+    if (scored) (kind === "similar" ? out.similar : out.boughtTogether).set(seed, scored);
+  }
+  return out;
+}

@@ -1,0 +1,310 @@
+// One ranking answer: fetch every source in parallel, each under its own deadline, hand what arrived to the pure
+// core, and describe the answer (freshness of each source, degraded flags, timings). A source that fails or is
+// late is left out and flagged; the answer is never an error because of a dependency.
+import type { Pointer, PopularValue } from "../publish/codec.ts";
+import type { SessionSnapshot } from "../session/snapshot.ts";
+import type { CatalogLookup } from "./catalog.ts";
+import { DEFAULT_RANKING_CONFIG, type RankingConfig } from "./config.ts";
+import { type RankOutput, rank, type Scored, type SessionSignals } from "./core.ts";
+import { type Head, type Lists, readHead, readLists, readShared, type Shared } from "./online-store.ts";
+import type { RankRequest } from "./request.ts";
+import { sessionSignals } from "./signals.ts";
+
+/** What the service reads from; `depsFromEnv` (deps.ts) builds the real ones, tests wrap them to inject faults. */
+export interface RankDeps {
+  kv: KVNamespace;
+  snapshot(userKey: string): Promise<SessionSnapshot>;
+  /** The live trending list from the isolate cache (never waits for Redis). */
+  trending(now: number): { list: Scored[] | null; ageMs: number | null; status: "ok" | "warming" | "unavailable" };
+  now(): number;
+}
+
+export type SourceStatus = "ok" | "absent" | "timeout" | "error" | "skipped";
+
+export interface SourceReport {
+  status: SourceStatus;
+  /** Wall time spent waiting for it (ms). */
+  ms?: number;
+  /** Age of its data at answer time (ms). */
+  ageMs?: number | null;
+  version?: number | null;
+  generatedAt?: number | null;
+}
+
+export interface RankAnswer {
+  recId: string;
+  placement: string;
+  mode: RankRequest["mode"];
+  userKey: string | null;
+  items: RankOutput["items"];
+  sources: {
+    session: SourceReport;
+    batch: SourceReport;
+    catalog: SourceReport & { items?: number };
+    popular: SourceReport;
+    trending: SourceReport & { from?: "redis" | "kv" | null };
+  };
+  degraded: string[];
+  config: { version: string };
+  snapshot: { version: number | null; generatedAt: number | null };
+  explain?: {
+    candidates: number;
+    removed: Record<string, number>;
+    bySource: RankOutput["stats"]["bySource"];
+    whyNot?: RankOutput["whyNot"];
+  };
+  /** Server-Timing entries (name → ms). */
+  timing: Record<string, number>;
+}
+
+type Settled<T> = { status: "ok"; value: T; ms: number } | { status: "timeout" | "error"; ms: number; error?: unknown };
+
+/** `work` under a deadline: resolves (never rejects) with its value, or why there is none. */
+export function withDeadline<T>(work: () => Promise<T>, ms: number, clock: () => number): Promise<Settled<T>> {
+  const start = clock();
+  return new Promise((resolve) => {
+    let done = false;
+    const timer = setTimeout(() => {
+      if (done) return;
+      done = true;
+      resolve({ status: "timeout", ms: clock() - start });
+    }, ms);
+    let promise: Promise<T>;
+    try {
+      promise = work();
+    } catch (error) {
+      promise = Promise.reject(error);
+    }
+    promise.then(
+      (value) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        resolve({ status: "ok", value, ms: clock() - start });
+      },
+      (error: unknown) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        resolve({ status: "error", ms: clock() - start, error });
+      },
+    );
+  });
+}
+
+const MAX_MERGE_HOPS = 2;
+
+/** The snapshot of `userKey`, following `mergedInto` (identity merges) a bounded number of hops. */
+async function resolvedSnapshot(deps: RankDeps, userKey: string): Promise<SessionSnapshot> {
+  let snapshot = await deps.snapshot(userKey);
+  for (let hop = 0; hop < MAX_MERGE_HOPS && snapshot.mergedInto; hop++) {
+    snapshot = await deps.snapshot(snapshot.mergedInto);
+  }
+  return snapshot;
+}
+
+function segmentLists(value: PopularValue | null) {
+  return value?.segments ?? {};
+}
+
+export async function answer(deps: RankDeps, request: RankRequest): Promise<RankAnswer> {
+  const started = deps.now();
+  const degraded: string[] = [];
+  const timing: Record<string, number> = {};
+
+  // Head (pointer + config): cached per isolate; on a miss it is the first KV read.
+  const headResult = await withDeadline(() => readHead(deps.kv, started), 1000, deps.now);
+  const head: Head | null = headResult.status === "ok" ? headResult.value : null;
+  if (!head) degraded.push(`kv_${headResult.status}`);
+  timing.head = headResult.ms;
+  const config: RankingConfig = head?.config ?? DEFAULT_RANKING_CONFIG;
+  if (head?.configInvalid) degraded.push("config_invalid");
+  const pointer: Pointer | null = head?.pointer ?? null;
+  if (head && !pointer) degraded.push("no_snapshot");
+  const { session: sessionDeadline, kv: kvDeadline, total } = config.deadlines;
+
+  // In parallel: the session, the shared keys, and the lists the request alone determines.
+  const userKey = request.userKey;
+  const sessionP = userKey
+    ? withDeadline(() => resolvedSnapshot(deps, userKey), sessionDeadline, deps.now)
+    : Promise.resolve(null);
+  const sharedP = withDeadline(() => readShared(deps.kv, pointer), kvDeadline, deps.now);
+  const firstListsP = pointer
+    ? withDeadline(
+        () => readLists(deps.kv, pointer, userKey ? [userKey] : [], request.context, started),
+        kvDeadline,
+        deps.now,
+      )
+    : Promise.resolve(null);
+  const [sessionResult, sharedResult, firstLists] = await Promise.all([sessionP, sharedP, firstListsP]);
+
+  let snapshot: SessionSnapshot | null = null;
+  if (sessionResult) {
+    timing.session = sessionResult.ms;
+    if (sessionResult.status === "ok") snapshot = sessionResult.value;
+    else degraded.push(`session_${sessionResult.status}`);
+  }
+  const signals: SessionSignals | null = snapshot ? sessionSignals(snapshot) : null;
+  const shared: Shared | null = sharedResult.status === "ok" ? sharedResult.value : null;
+  timing.shared = sharedResult.ms;
+  if (!shared && pointer) degraded.push(`catalog_${sharedResult.status}`);
+  let lists: Lists | null = firstLists?.status === "ok" ? firstLists.value : null;
+  if (firstLists) {
+    timing.lists = firstLists.ms;
+    if (firstLists.status !== "ok") degraded.push(`batch_${firstLists.status}`);
+  }
+
+  // Second phase: neighbours of the session's items (and the merged user's batch list), within what is left.
+  const seeds: string[] = [];
+  const resolvedKey = snapshot?.exists ? snapshot.userKey : null;
+  if (signals && pointer) {
+    const seen = new Set(request.context);
+    const take = (ids: string[], n: number) => {
+      for (const id of ids.slice(0, n)) {
+        if (seen.has(id)) continue;
+        seen.add(id);
+        seeds.push(id);
+      }
+    };
+    take(signals.viewed, config.seeds.viewed);
+    take(signals.carted, config.seeds.carted);
+    if (request.placement === "post_purchase") take(signals.purchased, config.seeds.purchased);
+  }
+  const extraUsers = resolvedKey && resolvedKey !== userKey ? [resolvedKey] : [];
+  if (pointer && (seeds.length > 0 || extraUsers.length > 0)) {
+    const left = Math.max(1, total - (deps.now() - started));
+    const second = await withDeadline(
+      () => readLists(deps.kv, pointer, extraUsers, seeds, started),
+      Math.min(kvDeadline, left),
+      deps.now,
+    );
+    timing.seeds = second.ms;
+    if (second.status === "ok") {
+      if (!lists) lists = second.value;
+      else {
+        for (const [k, v] of second.value.users) lists.users.set(k, v);
+        for (const [k, v] of second.value.similar) lists.similar.set(k, v);
+        for (const [k, v] of second.value.boughtTogether) lists.boughtTogether.set(k, v);
+      }
+    } else degraded.push(`session_neighbors_${second.status}`);
+  }
+
+  // Context of the cart / post-purchase placements when the caller named no product: the session's items.
+  const context = [...request.context];
+  if (context.length === 0 && signals) {
+    if (request.placement === "cart") context.push(...signals.carted.slice(0, config.seeds.carted));
+    if (request.placement === "post_purchase") context.push(...signals.purchased.slice(0, config.seeds.purchased));
+  }
+
+  const batch =
+    (resolvedKey ? lists?.users.get(resolvedKey) : null) ?? (userKey ? lists?.users.get(userKey) : null) ?? null;
+  const live = deps.trending(deps.now());
+  if (live.status !== "ok") degraded.push(`trending_${live.status}`);
+  const popularSegments = segmentLists(shared?.popular ?? null);
+  const trendingSegments = segmentLists(shared?.trending ?? null);
+  const country = request.country;
+  const popular: Scored[] = [
+    ...(country ? (popularSegments[`country:${country}`] ?? []) : []),
+    ...(popularSegments.global ?? []),
+  ];
+  // Live trending when there is some; otherwise the batch trending list of the visitor's segment.
+  const trendingKv = (country ? trendingSegments[`country:${country}`] : undefined) ?? trendingSegments.global ?? null;
+  const trending = live.list && live.list.length > 0 ? live.list : trendingKv;
+  const catalog: CatalogLookup = shared?.catalog ?? (() => undefined);
+
+  const output = rank(
+    {
+      placement: request.placement,
+      mode: request.mode,
+      limit: request.limit,
+      now: started,
+      context,
+      query: request.query,
+      filters: request.filters,
+      session: signals,
+      batch: batch?.items ?? null,
+      similar: lists?.similar ?? new Map(),
+      boughtTogether: lists?.boughtTogether ?? new Map(),
+      trending,
+      popular,
+      popularByCategory: (c) => popularSegments[`category:${c}`],
+      ...(request.candidates ? { candidates: request.candidates } : {}),
+      catalog,
+      trustUnknown: shared?.catalog == null,
+      explain: request.explain,
+      whyNot: request.whyNot,
+    },
+    config,
+  );
+  if (!shared?.catalog && request.mode !== "rerank") degraded.push("catalog_unavailable");
+
+  const now = deps.now();
+  timing.total = now - started;
+  const age = (at: number | null | undefined) => (at === null || at === undefined ? null : Math.max(0, now - at));
+  const result: RankAnswer = {
+    recId: crypto.randomUUID(),
+    placement: request.placement,
+    mode: request.mode,
+    userKey: resolvedKey ?? userKey,
+    items: output.items,
+    sources: {
+      session: !userKey
+        ? { status: "skipped" }
+        : snapshot
+          ? {
+              status: snapshot.exists ? "ok" : "absent",
+              ms: sessionResult?.ms ?? 0,
+              ageMs: age(snapshot.lastEventAt),
+            }
+          : { status: sessionResult?.status === "timeout" ? "timeout" : "error", ms: sessionResult?.ms ?? 0 },
+      batch: batch
+        ? { status: "ok", version: batch.version, generatedAt: batch.generatedAt, ageMs: age(batch.generatedAt) }
+        : {
+            status: !userKey
+              ? "skipped"
+              : lists
+                ? "absent"
+                : firstLists?.status === "timeout"
+                  ? "timeout"
+                  : pointer
+                    ? "error"
+                    : "absent",
+          },
+      catalog: shared?.catalog
+        ? {
+            status: "ok",
+            items: shared.catalogItems,
+            version: pointer?.catalog?.version ?? null,
+            generatedAt: pointer?.generatedAt ?? null,
+          }
+        : { status: pointer ? (sharedResult.status === "ok" ? "absent" : sharedResult.status) : "absent" },
+      popular: shared?.popular
+        ? {
+            status: "ok",
+            version: shared.popular.version,
+            generatedAt: shared.popular.generatedAt,
+            ageMs: age(shared.popular.generatedAt),
+          }
+        : { status: "absent" },
+      trending:
+        live.list && live.list.length > 0
+          ? { status: "ok", from: "redis", ageMs: live.ageMs }
+          : trendingKv
+            ? { status: "ok", from: "kv", ageMs: age(shared?.trending?.generatedAt) }
+            : { status: live.status === "unavailable" ? "error" : "absent", from: null },
+    },
+    degraded,
+    config: { version: config.version },
+    snapshot: { version: pointer?.version ?? null, generatedAt: pointer?.generatedAt ?? null },
+    timing,
+  };
+  if (request.explain) {
+    result.explain = {
+      candidates: output.stats.candidates,
+      removed: output.stats.removed,
+      bySource: output.stats.bySource,
+      ...(output.whyNot ? { whyNot: output.whyNot } : {}),
+    };
+  }
+  return result;
+}

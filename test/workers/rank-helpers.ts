@@ -1,0 +1,133 @@
+// Helpers for the ranking Worker tests (test/workers/rank-*.test.ts): a batch snapshot written into the local KV
+// in the publisher's own encodings (src/publish/codec.ts), session events recorded through the real collection API,
+// and requests with a server key or a signed user token.
+import { env, exports } from "cloudflare:workers";
+import { expect } from "vitest";
+import {
+  type CatalogRow,
+  CODEC_FORMAT,
+  catalogShardContent,
+  encodePointer,
+  mergeStable,
+  type NeighborTuple,
+  type Pointer,
+  type UserCandidateTuple,
+} from "../../src/publish/codec.ts";
+import { catalogShardKey, itemListKey, POINTER_KEY, popularListKey, userListKey } from "../../src/publish/keys.ts";
+import { resetOnlineStoreCaches } from "../../src/rank/online-store.ts";
+import type { RankAnswer } from "../../src/rank/service.ts";
+import { signUserToken } from "../../src/rank/tokens.ts";
+import { resetTrendingCaches } from "../../src/rank/trending.ts";
+import { BASE, basic, collect, WRITE_KEY } from "./collect-helpers.ts";
+
+export const SERVER_KEY = "local-server-key";
+export const TOKEN_SECRET = "local-user-token-secret";
+export { BASE };
+
+export interface Fixture {
+  version: number;
+  generatedAt?: number;
+  catalog: Array<Partial<CatalogRow> & { id: string }>;
+  popular?: Record<string, NeighborTuple[]>;
+  trending?: Record<string, NeighborTuple[]>;
+  users?: Record<string, UserCandidateTuple[]>;
+  similar?: Record<string, NeighborTuple[]>;
+  boughtTogether?: Record<string, NeighborTuple[]>;
+}
+
+/** Writes a snapshot the way the publisher lays it out (one catalogue shard) and clears the isolate caches. */
+export async function publishFixture(f: Fixture, kv: KVNamespace = env.ONLINE_STORE): Promise<void> {
+  const generatedAt = f.generatedAt ?? Date.now() - 60_000;
+  const rows: CatalogRow[] = f.catalog.map((r) => ({
+    title: r.id,
+    category: null,
+    brand: null,
+    tags: [],
+    price: 10,
+    inStock: true,
+    visible: true,
+    ...r,
+  }));
+  const v = f.version;
+  await kv.put(
+    catalogShardKey(v, 0),
+    JSON.stringify({ f: CODEC_FORMAT, version: v, generatedAt, shard: 0, shards: 1, ...catalogShardContent(rows) }),
+  );
+  const pop = (list: "popular" | "trending", segments: Record<string, NeighborTuple[]> | undefined) =>
+    segments
+      ? kv.put(popularListKey(v, list), JSON.stringify({ f: CODEC_FORMAT, version: v, generatedAt, list, segments }))
+      : undefined;
+  await pop("popular", f.popular);
+  await pop("trending", f.trending);
+  const stable = async (key: string, list: unknown[]) =>
+    kv.put(key, mergeStable(await kv.get(key), v, generatedAt, JSON.stringify(list)));
+  for (const [user, list] of Object.entries(f.users ?? {})) await stable(userListKey(user), list);
+  for (const [id, list] of Object.entries(f.similar ?? {})) await stable(itemListKey("similar", id), list);
+  for (const [id, list] of Object.entries(f.boughtTogether ?? {}))
+    await stable(itemListKey("bought_together", id), list);
+  const pointer: Pointer = {
+    f: CODEC_FORMAT,
+    version: v,
+    generatedAt,
+    publishedAt: generatedAt,
+    modelVersion: null,
+    modelVersions: {},
+    catalog: { version: v, shards: 1, items: rows.length },
+    popular: { popular: f.popular ? v : null, trending: f.trending ? v : null },
+  };
+  await kv.put(POINTER_KEY, encodePointer(pointer));
+  resetCaches();
+}
+
+export function resetCaches(): void {
+  resetOnlineStoreCaches();
+  resetTrendingCaches();
+}
+
+/** Records e-commerce track events for a visitor through the real collection API. */
+export async function track(
+  who: { userId?: string; anonymousId?: string },
+  events: Array<{ event: string; properties?: Record<string, unknown> }>,
+): Promise<void> {
+  const batch = events.map((e, i) => ({
+    type: "track",
+    ...who,
+    event: e.event,
+    properties: e.properties ?? {},
+    messageId: `${crypto.randomUUID()}-${i}`,
+    timestamp: new Date(Date.now() - (events.length - i) * 1000).toISOString(),
+  }));
+  await collect("/v1/batch", { batch }, { headers: { authorization: basic(WRITE_KEY) } });
+}
+
+export async function userToken(userKey: string, ttl = 600, now = Date.now()): Promise<string> {
+  return (await signUserToken(TOKEN_SECRET, userKey, now, ttl)).token;
+}
+
+export type Answer = Omit<RankAnswer, "timing">;
+
+export async function get(path: string, auth: string | null = SERVER_KEY, headers: Record<string, string> = {}) {
+  return exports.default.fetch(
+    new Request(`${BASE}${path}`, { headers: { ...(auth ? { authorization: `Bearer ${auth}` } : {}), ...headers } }),
+  );
+}
+
+export async function postJson(path: string, body: unknown, auth: string | null = SERVER_KEY) {
+  return exports.default.fetch(
+    new Request(`${BASE}${path}`, {
+      method: "POST",
+      headers: { "content-type": "application/json", ...(auth ? { authorization: `Bearer ${auth}` } : {}) },
+      body: JSON.stringify(body),
+    }),
+  );
+}
+
+/** A request that must answer 200: the parsed body. */
+export async function ok(res: Response | Promise<Response>): Promise<Answer> {
+  const r = await res;
+  const text = await r.text();
+  expect(r.status, text).toBe(200);
+  return JSON.parse(text) as Answer;
+}
+
+export const ids = (a: Answer) => a.items.map((i) => i.productId);
