@@ -7,9 +7,8 @@ import { WorkerEntrypoint } from "cloudflare:workers";
 import { ApiError } from "../errors.ts";
 import { DEFAULT_RANKING_CONFIG } from "./config.ts";
 import { depsFromEnv } from "./deps.ts";
-import { readHead } from "./online-store.ts";
 import { parseRankParams, type RankParams, type RankRequest } from "./request.ts";
-import { answer, type RankAnswer } from "./service.ts";
+import { answer, loadHead, type RankAnswer } from "./service.ts";
 
 export type RpcAnswer = Omit<RankAnswer, "timing"> & { timing: Record<string, number> };
 
@@ -17,8 +16,9 @@ export class Ranking extends WorkerEntrypoint<Env> {
   async #run(mode: RankRequest["mode"], params: RankParams): Promise<RpcAnswer> {
     const deps = depsFromEnv(this.env, this.ctx);
     try {
-      const head = await readHead(deps.kv, Date.now()).catch(() => null);
-      return await answer(deps, parseRankParams(mode, params ?? {}, head?.config ?? DEFAULT_RANKING_CONFIG));
+      const head = await loadHead(deps);
+      const config = head.status === "ok" ? head.value.config : DEFAULT_RANKING_CONFIG;
+      return await answer(deps, parseRankParams(mode, params ?? {}, config), head);
     } catch (error) {
       if (error instanceof ApiError) throw new Error(`${error.code}: ${error.message}`);
       throw error;

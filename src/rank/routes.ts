@@ -14,9 +14,8 @@ import { configOrThrow } from "../config.ts";
 import { ApiError } from "../errors.ts";
 import { DEFAULT_RANKING_CONFIG } from "./config.ts";
 import { depsFromEnv } from "./deps.ts";
-import { readHead } from "./online-store.ts";
 import { parseRankParams, type RankParams, type RankRequest, requestUserKey } from "./request.ts";
-import { answer, type RankAnswer } from "./service.ts";
+import { answer, loadHead, type RankAnswer } from "./service.ts";
 import { looksLikeJwt, signUserToken, TOKEN_DEFAULT_TTL_S, TOKEN_MAX_TTL_S, verifyUserToken } from "./tokens.ts";
 
 /** 1,000 candidates with scores and long ids fit easily. */
@@ -86,13 +85,14 @@ async function respond(c: Context<RankEnv>, mode: RankRequest["mode"], params: R
   const authorized = authorize(caller, params);
   const deps = depsFromEnv(c.env, c.executionCtx);
   // The config is needed to validate (placements, limits); it comes from the same cached head the answer uses.
-  const head = await readHead(deps.kv, Date.now()).catch(() => null);
-  const request = parseRankParams(mode, authorized, head?.config ?? DEFAULT_RANKING_CONFIG);
+  const head = await loadHead(deps);
+  const config = head.status === "ok" ? head.value.config : DEFAULT_RANKING_CONFIG;
+  const request = parseRankParams(mode, authorized, config);
   if (request.country === null) {
     const country = (c.req.raw as Request & { cf?: { country?: unknown } }).cf?.country;
     if (typeof country === "string" && /^[A-Z]{2}$/.test(country)) request.country = country;
   }
-  const result = await answer(deps, request);
+  const result = await answer(deps, request, head);
   return send(c, caller, result);
 }
 

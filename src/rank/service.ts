@@ -107,16 +107,26 @@ function segmentLists(value: PopularValue | null) {
   return value?.segments ?? {};
 }
 
-export async function answer(deps: RankDeps, request: RankRequest): Promise<RankAnswer> {
+export type HeadResult = Settled<Head>;
+
+/**
+ * The pointer and the config (cached per isolate; on a miss the first KV read), under the default KV deadline: the
+ * config that would say otherwise is what is being read. Never rejects.
+ */
+export function loadHead(deps: RankDeps): Promise<HeadResult> {
+  return withDeadline(() => readHead(deps.kv, deps.now()), DEFAULT_RANKING_CONFIG.deadlines.kv, deps.now);
+}
+
+/** `headResult`: the caller's loadHead() when it already needed the config (to validate the request). */
+export async function answer(deps: RankDeps, request: RankRequest, headResult?: HeadResult): Promise<RankAnswer> {
   const started = deps.now();
   const degraded: string[] = [];
   const timing: Record<string, number> = {};
 
-  // Head (pointer + config): cached per isolate; on a miss it is the first KV read.
-  const headResult = await withDeadline(() => readHead(deps.kv, started), 1000, deps.now);
-  const head: Head | null = headResult.status === "ok" ? headResult.value : null;
-  if (!head) degraded.push(`kv_${headResult.status}`);
-  timing.head = headResult.ms;
+  const headSettled = headResult ?? (await loadHead(deps));
+  const head: Head | null = headSettled.status === "ok" ? headSettled.value : null;
+  if (!head) degraded.push(`kv_${headSettled.status}`);
+  timing.head = headSettled.ms;
   const config: RankingConfig = head?.config ?? DEFAULT_RANKING_CONFIG;
   if (head?.configInvalid) degraded.push("config_invalid");
   const pointer: Pointer | null = head?.pointer ?? null;
