@@ -96,6 +96,11 @@ export async function readHead(kv: KVNamespace, now: number): Promise<Head> {
   return cache.headLoading;
 }
 
+/** The last head this isolate read, however old (null: none): what a request uses while KV fails. */
+export function lastHead(kv: KVNamespace): Head | null {
+  return cacheOf(kv).head?.value ?? null;
+}
+
 /** Forget the cached pointer and config (after an admin change in this isolate). */
 export function invalidateHead(kv: KVNamespace): void {
   cacheOf(kv).head = null;

@@ -6,7 +6,7 @@ import type { SessionSnapshot } from "../session/snapshot.ts";
 import type { CatalogLookup } from "./catalog.ts";
 import { DEFAULT_RANKING_CONFIG, type RankingConfig } from "./config.ts";
 import { type RankOutput, rank, type Scored, type SessionSignals } from "./core.ts";
-import { type Head, type Lists, readHead, readLists, readShared, type Shared } from "./online-store.ts";
+import { type Head, type Lists, lastHead, readHead, readLists, readShared, type Shared } from "./online-store.ts";
 import type { RankRequest } from "./request.ts";
 import { sessionSignals } from "./signals.ts";
 
@@ -57,7 +57,9 @@ export interface RankAnswer {
   timing: Record<string, number>;
 }
 
-type Settled<T> = { status: "ok"; value: T; ms: number } | { status: "timeout" | "error"; ms: number; error?: unknown };
+type Settled<T> =
+  | { status: "ok"; value: T; ms: number; stale?: "timeout" | "error" }
+  | { status: "timeout" | "error"; ms: number; error?: unknown };
 
 /** `work` under a deadline: resolves (never rejects) with its value, or why there is none. */
 export function withDeadline<T>(work: () => Promise<T>, ms: number, clock: () => number): Promise<Settled<T>> {
@@ -113,8 +115,12 @@ export type HeadResult = Settled<Head>;
  * The pointer and the config (cached per isolate; on a miss the first KV read), under the default KV deadline: the
  * config that would say otherwise is what is being read. Never rejects.
  */
-export function loadHead(deps: RankDeps): Promise<HeadResult> {
-  return withDeadline(() => readHead(deps.kv, deps.now()), DEFAULT_RANKING_CONFIG.deadlines.kv, deps.now);
+export async function loadHead(deps: RankDeps): Promise<HeadResult> {
+  const result = await withDeadline(() => readHead(deps.kv, deps.now()), DEFAULT_RANKING_CONFIG.deadlines.kv, deps.now);
+  if (result.status === "ok") return result;
+  // KV is failing: the isolate's last pointer keeps its cached catalogue and lists in use (flagged by the caller).
+  const stale = lastHead(deps.kv);
+  return stale ? { status: "ok", value: stale, ms: result.ms, stale: result.status } : result;
 }
 
 /** `headResult`: the caller's loadHead() when it already needed the config (to validate the request). */
@@ -126,6 +132,7 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
   const headSettled = headResult ?? (await loadHead(deps));
   const head: Head | null = headSettled.status === "ok" ? headSettled.value : null;
   if (!head) degraded.push(`kv_${headSettled.status}`);
+  else if (headSettled.status === "ok" && headSettled.stale) degraded.push(`kv_${headSettled.stale}`, "stale_head");
   timing.head = headSettled.ms;
   const config: RankingConfig = head?.config ?? DEFAULT_RANKING_CONFIG;
   if (head?.configInvalid) degraded.push("config_invalid");
