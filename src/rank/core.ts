@@ -5,6 +5,7 @@
 import type { CatalogLookup, Product } from "./catalog.ts";
 import { terms } from "./catalog.ts";
 import {
+  CANDIDATE_SOURCES,
   type CandidateSource,
   type Exclusion,
   FEATURES,
@@ -99,14 +100,21 @@ export interface RankOutput {
 interface Candidate {
   id: string;
   product: Product | undefined;
-  sources: Set<CandidateSource>;
+  /** Bit i set: proposed by CANDIDATE_SOURCES[i]. */
+  sources: number;
   features: Record<Feature, number>;
   /** Feature → the reason code it earns (e.g. covisit → similar_to:<seed>). */
-  why: Partial<Record<Feature, string>>;
+  contextWhy: string | null;
+  covisitWhy: string | null;
   adjust: number;
-  ruleReasons: string[];
+  ruleReasons: string[] | null;
   score: number;
 }
+
+const SOURCE_BIT = Object.fromEntries(CANDIDATE_SOURCES.map((source, i) => [source, 1 << i])) as Record<
+  CandidateSource,
+  number
+>;
 
 const zeroFeatures = (): Record<Feature, number> => ({
   batch: 0,
@@ -189,6 +197,20 @@ function ruleMatches(rule: MerchandisingRule, id: string, p: Product | undefined
   return false;
 }
 
+/** How many query terms prefix-match one of the product's words. */
+function queryHits(queryTerms: readonly string[], words: readonly string[]): number {
+  let hit = 0;
+  for (const t of queryTerms) {
+    for (const w of words) {
+      if (w.startsWith(t)) {
+        hit++;
+        break;
+      }
+    }
+  }
+  return hit;
+}
+
 const byScore = (a: Candidate, b: Candidate): number => b.score - a.score || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 
 const round = (x: number): number => Math.round(x * 1e6) / 1e6;
@@ -237,17 +259,18 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
       c = {
         id,
         product: input.catalog(id),
-        sources: new Set(),
+        sources: 0,
         features: zeroFeatures(),
-        why: {},
+        contextWhy: null,
+        covisitWhy: null,
         adjust: 0,
-        ruleReasons: [],
+        ruleReasons: null,
         score: 0,
       };
       candidates.set(id, c);
     }
-    if (source && !c.sources.has(source)) {
-      c.sources.add(source);
+    if (source && (c.sources & SOURCE_BIT[source]) === 0) {
+      c.sources |= SOURCE_BIT[source];
       bySource[source] = (bySource[source] ?? 0) + 1;
     }
     return c;
@@ -339,31 +362,33 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
     const ctx = contextBlend.get(c.id);
     if (ctx) {
       f.context = ctx.value;
-      c.why.context = ctx.best;
+      c.contextWhy = ctx.best;
     }
     const co = covisit.get(c.id);
     if (co) {
       f.covisit = co.value;
-      c.why.covisit = co.best;
+      c.covisitWhy = co.best;
     }
     f.batch = batchNorm.get(c.id) ?? 0;
     f.trending = trendNorm.get(c.id) ?? 0;
     f.popularity = popularNorm.get(c.id) ?? 0;
     if (session && p?.category) {
       f.sessionAffinity = session.sessionCategories.get(p.category) ?? 0;
-      if (f.sessionAffinity > 0) c.why.sessionAffinity = `session_affinity:${p.category}`;
       f.longTermAffinity = session.longTermCategories.get(p.category) ?? 0;
-      if (f.longTermAffinity > 0) c.why.longTermAffinity = `long_term_affinity:${p.category}`;
     }
     if (session && p?.band) f.priceBand = session.priceBands.get(p.band) ?? 0;
-    if (queryTerms.length > 0 && p) {
-      let hit = 0;
-      for (const t of queryTerms) if (p.terms.some((w) => w.startsWith(t))) hit++;
-      f.query = (queryScale * hit) / queryTerms.length;
-    }
-    let score = 0;
-    for (const k of FEATURES) score += weights[k] * f[k];
-    c.score = score;
+    if (queryTerms.length > 0 && p) f.query = (queryScale * queryHits(queryTerms, p.terms)) / queryTerms.length;
+    c.score =
+      weights.batch * f.batch +
+      weights.context * f.context +
+      weights.covisit * f.covisit +
+      weights.sessionAffinity * f.sessionAffinity +
+      weights.longTermAffinity * f.longTermAffinity +
+      weights.trending * f.trending +
+      weights.popularity * f.popularity +
+      weights.query * f.query +
+      weights.priceBand * f.priceBand +
+      weights.base * f.base;
   }
 
   // ── merchandising: boost / bury ──
@@ -375,7 +400,7 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
       const delta = rule.action === "boost" ? (rule.amount ?? 0) : -(rule.amount ?? 0);
       c.adjust += delta;
       c.score += delta;
-      c.ruleReasons.push(`${rule.action === "boost" ? "boosted" : "buried"}:${rule.id}`);
+      (c.ruleReasons ??= []).push(`${rule.action === "boost" ? "boosted" : "buried"}:${rule.id}`);
     }
   }
 
@@ -403,7 +428,7 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
       const p = existing?.product ?? input.catalog(id);
       if (removal(id, p, input, excluded) !== null) continue;
       const c = existing ?? add(id, null);
-      c.ruleReasons.push(`pinned:${rule.id}`);
+      (c.ruleReasons ??= []).push(`pinned:${rule.id}`);
       pins.push({ slot: rule.slot, c });
       pinned.add(id);
       break;
@@ -433,11 +458,13 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
     if (k) perCategory.set(k, n + 1);
     chosen.push(c);
   }
+  let filled = false;
   for (const c of deferred) {
     if (chosen.length >= room) break;
     chosen.push(c);
+    filled = true;
   }
-  chosen.sort(byScore);
+  if (filled) chosen.sort(byScore);
   for (const { slot, c } of pins.sort((a, b) => a.slot - b.slot)) {
     chosen.splice(Math.min(slot - 1, chosen.length), 0, c);
   }
@@ -452,35 +479,49 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
   return output;
 }
 
+/** The reason code a feature earns (null: none). */
+function reasonCode(c: Candidate, k: Feature): string | null {
+  switch (k) {
+    case "context":
+      return c.contextWhy;
+    case "covisit":
+      return c.covisitWhy;
+    case "sessionAffinity":
+      return c.product?.category ? `session_affinity:${c.product.category}` : null;
+    case "longTermAffinity":
+      return c.product?.category ? `long_term_affinity:${c.product.category}` : null;
+    case "batch":
+      return "batch";
+    case "trending":
+      return "trending";
+    case "popularity":
+      return c.sources === SOURCE_BIT.popular ? "popular_fallback" : "popular";
+    case "query":
+      return "query_match";
+    case "priceBand":
+      return "price_band";
+    case "base":
+      return "base_score";
+  }
+}
+
+/** Reason codes, strongest contribution first (ties by code); pins first, boosts/buries last. */
 function reasonsOf(c: Candidate, weights: Record<Feature, number>): string[] {
-  const parts: Array<[string, number]> = [];
+  const parts: Array<{ code: string; v: number }> = [];
   for (const k of FEATURES) {
     const v = weights[k] * c.features[k];
     if (v <= 0) continue;
-    const code =
-      c.why[k] ??
-      (k === "batch"
-        ? "batch"
-        : k === "trending"
-          ? "trending"
-          : k === "popularity"
-            ? c.sources.size === 1 && c.sources.has("popular")
-              ? "popular_fallback"
-              : "popular"
-            : k === "query"
-              ? "query_match"
-              : k === "priceBand"
-                ? "price_band"
-                : k === "base"
-                  ? "base_score"
-                  : null);
-    if (code) parts.push([code, v]);
+    const code = reasonCode(c, k);
+    if (code) parts.push({ code, v });
   }
-  parts.sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1));
-  const out = [...c.ruleReasons.filter((r) => r.startsWith("pinned:")), ...parts.map(([code]) => code)];
-  for (const r of c.ruleReasons) if (!r.startsWith("pinned:")) out.push(r);
-  if (out.length === 0) out.push(c.sources.has("popular") ? "popular_fallback" : "candidate");
-  return [...new Set(out)];
+  if (parts.length > 1) parts.sort((a, b) => b.v - a.v || (a.code < b.code ? -1 : 1));
+  const out: string[] = [];
+  const rules = c.ruleReasons ?? [];
+  for (const r of rules) if (r.startsWith("pinned:")) out.push(r);
+  for (const part of parts) if (!out.includes(part.code)) out.push(part.code);
+  for (const r of rules) if (!r.startsWith("pinned:") && !out.includes(r)) out.push(r);
+  if (out.length === 0) out.push((c.sources & SOURCE_BIT.popular) !== 0 ? "popular_fallback" : "candidate");
+  return out;
 }
 
 function toItem(c: Candidate, weights: Record<Feature, number>, explain: boolean): RankedItem {
@@ -493,7 +534,7 @@ function toItem(c: Candidate, weights: Record<Feature, number>, explain: boolean
     }
     if (c.adjust !== 0) contributions.rules = round(c.adjust);
     item.contributions = contributions;
-    item.sources = [...c.sources];
+    item.sources = CANDIDATE_SOURCES.filter((source) => (c.sources & SOURCE_BIT[source]) !== 0);
   }
   return item;
 }
