@@ -44,15 +44,15 @@ export interface MerchandisingRule {
   id: string;
   action: "boost" | "bury" | "pin";
   /** Matches any of these products … */
-  productIds?: string[];
+  productIds?: readonly string[];
   /** … or any product of these categories (compared normalised). */
-  categories?: string[];
+  categories?: readonly string[];
   /** boost / bury: added to (boost) or subtracted from (bury) the score. */
   amount?: number;
   /** pin: the 1-based position the product takes. */
   slot?: number;
   /** Placements it applies to; absent = all. */
-  placements?: string[];
+  placements?: readonly string[];
   /** ISO-8601 window; absent = open-ended. */
   from?: string;
   until?: string;

@@ -12,7 +12,7 @@ export interface WaitUntil {
 export function depsFromEnv(env: Env, ctx: WaitUntil): RankDeps {
   return {
     kv: env.ONLINE_STORE,
-    snapshot: (userKey) => env.SESSION_STATE.getByName(userKey).snapshot(userKey),
+    snapshot: (userKey) => env.SESSION_STATE.getByName(userKey).snapshot(userKey, { lean: true }),
     trending(now) {
       const redis = loadConfig(env).redis;
       if (!redis) return { list: null, ageMs: null, status: "unavailable" };

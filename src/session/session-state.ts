@@ -126,15 +126,20 @@ export class SessionState extends DurableObject<Env> {
     return { released: true };
   }
 
-  /** The user's state for ranking. Strictly read-only: no storage write, no alarm, even for a never-seen user. */
-  async snapshot(userKey?: string): Promise<SessionSnapshot> {
+  /**
+   * The user's state for ranking. Strictly read-only: no storage write, no alarm, even for a never-seen user.
+   * `lean` (the ranking path) leaves out what ranking does not use: `interactions`, `mergedKeys`/`anonymousIds`
+   * and the outbox figures come back empty.
+   */
+  async snapshot(userKey?: string, options: { lean?: boolean } = {}): Promise<SessionSnapshot> {
     const now = this.clock();
     const profile = this.#store.profile();
     if (!profile) return emptySnapshot(userKey ?? "", now);
     if (userKey !== undefined) this.#assertOwnKey(profile.userKey, userKey);
     const store = this.#store;
     const recent = (kind: (typeof RECENT_KINDS)[number]) => store.recent(kind, RECENT_MAX[kind]);
-    const mergedKeys = store.mergedKeys(SNAPSHOT_MERGED);
+    const lean = options.lean === true;
+    const mergedKeys = lean ? [] : store.mergedKeys(SNAPSHOT_MERGED);
     return {
       exists: true,
       userKey: profile.userKey,
@@ -146,7 +151,7 @@ export class SessionState extends DurableObject<Env> {
       createdAt: profile.createdAt,
       lastEventAt: profile.lastEventAt,
       session: profile.session ? { ...profile.session, active: isActive(profile.session, now) } : null,
-      interactions: store.interactions(SNAPSHOT_INTERACTIONS).map(({ tokens: _tokens, ...i }) => i),
+      interactions: lean ? [] : store.interactions(SNAPSHOT_INTERACTIONS).map(({ tokens: _tokens, ...i }) => i),
       viewed: recent("viewed"),
       carted: recent("carted"),
       purchased: recent("purchased"),
@@ -159,7 +164,7 @@ export class SessionState extends DurableObject<Env> {
             : [],
         longTerm: store.topAffinities("longTerm", SNAPSHOT_AFFINITIES, now),
       },
-      outbox: store.outboxStats(),
+      outbox: lean ? { pending: 0, oldestAt: null } : store.outboxStats(),
       counters: { events: profile.events, duplicates: profile.duplicates },
     };
   }
