@@ -1,0 +1,414 @@
+// A small client of the ranking API for storefront edge middleware (a storefront Worker, a Next.js proxy, any
+// server that renders pages). Two transports:
+//   HTTP             base URL + server key; each call under a deadline (AbortSignal), 150 ms by default
+//   Service Binding  the `Ranking` entrypoint of the Lastmile Worker (same account: no key, no network hop)
+// A dependency fault — timeout, network error, non-2xx answer, an error thrown over RPC, a body that is not an
+// answer — never throws: the call resolves with the caller's fallback list (bestsellers, say) flagged
+// `fallback: true`, and `onError` hears why. A page must render whether or not Lastmile answers in time.
+// docs/storefront.md describes the integration.
+import type { RankParams } from "../rank/request.ts";
+import type { RankAnswer } from "../rank/service.ts";
+
+/** The parameters of a ranking call, as the API takes them (src/rank/request.ts). */
+export type { RankParams } from "../rank/request.ts";
+
+/** An answer of the ranking API as it travels (the Server-Timing figures are headers over HTTP). */
+export type RankResponse = Omit<RankAnswer, "timing"> & { timing?: Record<string, number> };
+
+export type RankedItem = RankResponse["items"][number];
+
+/** Lastmile answered: the answer itself, unchanged. */
+export type LiveAnswer = RankResponse & { fallback: false };
+
+/** Lastmile did not answer usefully: the caller's fallback list, and why. */
+export interface FallbackAnswer {
+  fallback: true;
+  /** No recommendation id: clicks on fallback items are not attributed to a ranking answer. */
+  recId: null;
+  placement: string;
+  items: RankedItem[];
+  error: ClientError;
+}
+
+export type ClientAnswer = LiveAnswer | FallbackAnswer;
+
+export type ClientErrorKind = "timeout" | "network" | "http" | "rpc" | "invalid_response" | "aborted";
+
+export interface ClientError {
+  kind: ClientErrorKind;
+  message: string;
+  /** HTTP status of a non-2xx answer. */
+  status?: number;
+  /** The API's machine-readable error code, when the answer had one (`validation_failed`, `unauthorized`, …). */
+  code?: string;
+  /** Wall time of the failed call (ms). */
+  ms: number;
+}
+
+/**
+ * What a Service Binding to the `Ranking` entrypoint offers (src/rank/entrypoint.ts):
+ * `services = [{ binding = "LASTMILE", service = "lastmile", entrypoint = "Ranking" }]`.
+ */
+export interface RankingBinding {
+  recommendations(params: RankParams): Promise<unknown>;
+  rank(params: RankParams): Promise<unknown>;
+  similar(params: RankParams & { productId: string }): Promise<unknown>;
+}
+
+/** Anything with the shape of `fetch`: the global one, or a Service Binding's `Fetcher`. */
+export type FetchLike = (input: Request | string | URL, init?: RequestInit) => Promise<Response>;
+
+interface CommonOptions {
+  /** Deadline of each call in ms (default 150); a call may lower or raise it. */
+  timeoutMs?: number;
+  /** Told about every fault that produced a fallback (log it; it must not throw). */
+  onError?: (error: ClientError, call: { method: string; params: RankParams }) => void;
+}
+
+export interface HttpClientOptions extends CommonOptions {
+  /** Where the Lastmile Worker answers, e.g. https://lastmile.example.workers.dev */
+  baseUrl: string;
+  /** A server key (SERVER_KEYS). Keep it on the server: a browser uses a signed user token instead. */
+  serverKey: string;
+  /** Default: the global fetch. A `Fetcher` (a Service Binding to Lastmile's default entrypoint) also fits. */
+  fetch?: FetchLike | { fetch: FetchLike };
+}
+
+export interface BindingClientOptions extends CommonOptions {
+  binding: RankingBinding;
+}
+
+export type ClientOptions = HttpClientOptions | BindingClientOptions;
+
+/** A fallback item: a product id, or an id with the score to report. */
+export type FallbackItem = string | { productId: string; score?: number };
+
+export interface CallOptions {
+  /** What to answer when Lastmile cannot: bestsellers, the category's top sellers, … (may be empty). */
+  fallback?: readonly FallbackItem[];
+  timeoutMs?: number;
+  /** The caller's own cancellation (the incoming request's signal, say); it also yields the fallback. */
+  signal?: AbortSignal;
+}
+
+export interface TokenAnswer {
+  token: string;
+  userKey: string;
+  expiresAt: number;
+}
+
+export interface LastmileClient {
+  /** As GET /v1/recommendations: a placement's list (`home`, `pdp`, `cart`, `post_purchase`). */
+  recommendations(params: RankParams, options?: CallOptions): Promise<ClientAnswer>;
+  /** As GET /v1/similar/:productId. */
+  similar(params: RankParams & { productId: string }, options?: CallOptions): Promise<ClientAnswer>;
+  /**
+   * As POST /v1/rank: re-rank the caller's candidates. Without a fallback option the candidates in the caller's
+   * order are the fallback.
+   */
+  rank(
+    params: RankParams & { candidates: NonNullable<RankParams["candidates"]> },
+    options?: CallOptions,
+  ): Promise<ClientAnswer>;
+  /**
+   * A signed user token for the browser (POST /v1/tokens), or null when it could not be had. HTTP transport only:
+   * over a binding there is no server key to mint with.
+   */
+  userToken(
+    params: { userId?: string; anonymousId?: string; ttlSeconds?: number },
+    options?: Pick<CallOptions, "timeoutMs" | "signal">,
+  ): Promise<TokenAnswer | null>;
+}
+
+export const DEFAULT_TIMEOUT_MS = 150;
+
+/** Query parameters of attribution links: the answer's id, the item's 1-based position, the placement. */
+export const ATTRIBUTION_PARAMS = { recId: "lm_rec", position: "lm_pos", placement: "lm_pl" } as const;
+
+export interface Attribution {
+  recId: string;
+  position: number;
+  placement: string;
+}
+
+/** `href` with the attribution parameters added (relative hrefs stay relative). */
+export function withAttribution(href: string, attribution: Attribution): string {
+  const hashAt = href.indexOf("#");
+  const hash = hashAt >= 0 ? href.slice(hashAt) : "";
+  const path = hashAt >= 0 ? href.slice(0, hashAt) : href;
+  const query = new URLSearchParams({
+    [ATTRIBUTION_PARAMS.recId]: attribution.recId,
+    [ATTRIBUTION_PARAMS.position]: String(attribution.position),
+    [ATTRIBUTION_PARAMS.placement]: attribution.placement,
+  });
+  return `${path}${path.includes("?") ? "&" : "?"}${query.toString()}${hash}`;
+}
+
+/** The attribution of a request URL, or null when it carries none (or a malformed one). */
+export function readAttribution(url: URL | string): Attribution | null {
+  const params = (typeof url === "string" ? new URL(url) : url).searchParams;
+  const recId = params.get(ATTRIBUTION_PARAMS.recId);
+  const position = Number(params.get(ATTRIBUTION_PARAMS.position));
+  const placement = params.get(ATTRIBUTION_PARAMS.placement) ?? "";
+  if (!recId || recId.length > 100 || !Number.isInteger(position) || position < 1 || placement.length > 50) {
+    return null;
+  }
+  return { recId, position, placement };
+}
+
+class Fault extends Error {
+  readonly kind: ClientErrorKind;
+  readonly extra: { status?: number; code?: string };
+
+  constructor(kind: ClientErrorKind, message: string, extra: { status?: number; code?: string } = {}) {
+    super(message);
+    this.kind = kind;
+    this.extra = extra;
+  }
+}
+
+function isAnswer(value: unknown): value is RankResponse {
+  if (typeof value !== "object" || value === null) return false;
+  const v = value as { recId?: unknown; items?: unknown };
+  return (
+    typeof v.recId === "string" &&
+    Array.isArray(v.items) &&
+    v.items.every(
+      (i: unknown) =>
+        typeof i === "object" && i !== null && typeof (i as { productId?: unknown }).productId === "string",
+    )
+  );
+}
+
+function fallbackItems(list: readonly FallbackItem[], params: RankParams): RankedItem[] {
+  const limit = typeof params.limit === "number" ? params.limit : Number(params.limit ?? Number.NaN);
+  const seen = new Set<string>(params.productId ? [params.productId] : []);
+  const out: RankedItem[] = [];
+  for (const entry of list) {
+    const item = typeof entry === "string" ? { productId: entry } : entry;
+    if (seen.has(item.productId)) continue;
+    seen.add(item.productId);
+    out.push({ productId: item.productId, score: item.score ?? 0, reasons: ["fallback"] });
+    if (Number.isInteger(limit) && limit > 0 && out.length >= limit) break;
+  }
+  return out;
+}
+
+/** `work` under the deadline and the caller's signal; a late result is dropped. */
+async function deadline<T>(
+  work: (signal: AbortSignal) => Promise<T>,
+  timeoutMs: number,
+  callerSignal: AbortSignal | undefined,
+): Promise<T> {
+  const controller = new AbortController();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let onAbort: (() => void) | undefined;
+  const stopped = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      const fault = new Fault("timeout", `no answer within ${timeoutMs} ms`);
+      controller.abort(fault);
+      reject(fault);
+    }, timeoutMs);
+    onAbort = () => {
+      const fault = new Fault("aborted", "the caller cancelled the call");
+      controller.abort(fault);
+      reject(fault);
+    };
+    if (callerSignal?.aborted) onAbort();
+    else callerSignal?.addEventListener("abort", onAbort, { once: true });
+  });
+  stopped.catch(() => {});
+  try {
+    return await Promise.race([work(controller.signal), stopped]);
+  } catch (error) {
+    // An aborted fetch rejects with the abort reason (our Fault) or an AbortError: report the reason.
+    if (controller.signal.aborted && controller.signal.reason instanceof Fault) throw controller.signal.reason;
+    throw error;
+  } finally {
+    if (timer !== undefined) clearTimeout(timer);
+    if (onAbort) callerSignal?.removeEventListener("abort", onAbort);
+  }
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** The API's `{ error: { code, message } }`, if the body is one. */
+function apiError(body: string): { code?: string; message?: string } {
+  try {
+    const parsed = JSON.parse(body) as { error?: { code?: unknown; message?: unknown } };
+    const code = typeof parsed.error?.code === "string" ? parsed.error.code : undefined;
+    const message = typeof parsed.error?.message === "string" ? parsed.error.message : undefined;
+    return { ...(code ? { code } : {}), ...(message ? { message } : {}) };
+  } catch {
+    return {};
+  }
+}
+
+type Call = (
+  method: "recommendations" | "similar" | "rank",
+  params: RankParams,
+  signal: AbortSignal,
+) => Promise<unknown>;
+
+function httpTransport(options: HttpClientOptions): { call: Call; fetch: FetchLike; base: string } {
+  const base = options.baseUrl.replace(/\/+$/, "");
+  const given = options.fetch;
+  const doFetch: FetchLike =
+    given === undefined
+      ? (input, init) => fetch(input, init)
+      : typeof given === "function"
+        ? given
+        : (input, init) => given.fetch(input, init);
+  const headers = { authorization: `Bearer ${options.serverKey}`, accept: "application/json" };
+
+  const call: Call = async (method, params, signal) => {
+    let request: Request;
+    if (method === "rank") {
+      request = new Request(`${base}/v1/rank`, {
+        method: "POST",
+        headers: { ...headers, "content-type": "application/json" },
+        body: JSON.stringify(params),
+        signal,
+      });
+    } else {
+      const query = new URLSearchParams();
+      for (const [key, value] of Object.entries(params)) {
+        if (value === undefined || value === null || (method === "similar" && key === "productId")) continue;
+        query.set(key, Array.isArray(value) ? value.join(",") : String(value));
+      }
+      const path =
+        method === "similar"
+          ? `/v1/similar/${encodeURIComponent(String(params.productId ?? ""))}`
+          : "/v1/recommendations";
+      const qs = query.toString();
+      request = new Request(`${base}${path}${qs ? `?${qs}` : ""}`, { headers, signal });
+    }
+    let response: Response;
+    try {
+      response = await doFetch(request);
+    } catch (error) {
+      if (signal.aborted) throw signal.reason;
+      throw new Fault("network", describe(error));
+    }
+    const text = await response.text();
+    if (!response.ok) {
+      const { code, message } = apiError(text);
+      throw new Fault("http", message ?? `HTTP ${response.status}`, {
+        status: response.status,
+        ...(code ? { code } : {}),
+      });
+    }
+    try {
+      return JSON.parse(text) as unknown;
+    } catch {
+      throw new Fault("invalid_response", "the answer is not JSON", { status: response.status });
+    }
+  };
+  return { call, fetch: doFetch, base };
+}
+
+function bindingTransport(options: BindingClientOptions): Call {
+  const binding = options.binding;
+  return async (method, params) => {
+    try {
+      return method === "similar"
+        ? await binding.similar(params as RankParams & { productId: string })
+        : await binding[method](params);
+    } catch (error) {
+      // The entrypoint's errors start with the API's code: "validation_failed: limit: …".
+      const message = describe(error);
+      const code = /^([a-z_]+): /.exec(message)?.[1];
+      throw new Fault("rpc", message, code ? { code } : {});
+    }
+  };
+}
+
+export function createClient(options: ClientOptions): LastmileClient {
+  const defaultTimeout = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const http = "binding" in options ? null : httpTransport(options);
+  const call: Call = http ? http.call : bindingTransport(options as BindingClientOptions);
+
+  const report = (error: ClientError, method: string, params: RankParams) => {
+    try {
+      options.onError?.(error, { method, params });
+    } catch {
+      // A logging hook must not turn a fallback into a failure.
+    }
+  };
+
+  async function run(
+    method: "recommendations" | "similar" | "rank",
+    params: RankParams,
+    callOptions: CallOptions,
+    defaultFallback: readonly FallbackItem[],
+  ): Promise<ClientAnswer> {
+    const started = Date.now();
+    const placement = method === "recommendations" ? (params.placement ?? "home") : (params.placement ?? method);
+    try {
+      const value = await deadline(
+        (signal) => call(method, params, signal),
+        callOptions.timeoutMs ?? defaultTimeout,
+        callOptions.signal,
+      );
+      if (!isAnswer(value)) throw new Fault("invalid_response", "the answer has no recId and items");
+      return { ...value, fallback: false };
+    } catch (caught) {
+      const fault = caught instanceof Fault ? caught : new Fault("network", describe(caught));
+      const error: ClientError = { kind: fault.kind, message: fault.message, ...fault.extra, ms: Date.now() - started };
+      report(error, method, params);
+      return {
+        fallback: true,
+        recId: null,
+        placement,
+        items: fallbackItems(callOptions.fallback ?? defaultFallback, params),
+        error,
+      };
+    }
+  }
+
+  return {
+    recommendations: (params, callOptions = {}) => run("recommendations", params, callOptions, []),
+    similar: (params, callOptions = {}) => run("similar", params, callOptions, []),
+    rank: (params, callOptions = {}) =>
+      run(
+        "rank",
+        params,
+        callOptions,
+        params.candidates.map((c) => (typeof c === "string" ? c : { productId: c.productId, score: c.score ?? 0 })),
+      ),
+    async userToken(params, callOptions = {}) {
+      if (!http) return null;
+      try {
+        return await deadline(
+          async (signal) => {
+            const response = await http.fetch(
+              new Request(`${http.base}/v1/tokens`, {
+                method: "POST",
+                headers: {
+                  authorization: `Bearer ${(options as HttpClientOptions).serverKey}`,
+                  "content-type": "application/json",
+                },
+                body: JSON.stringify(params),
+                signal,
+              }),
+            );
+            if (!response.ok) {
+              await response.body?.cancel();
+              return null;
+            }
+            const body = (await response.json()) as Partial<TokenAnswer>;
+            return typeof body.token === "string" && typeof body.expiresAt === "number"
+              ? { token: body.token, userKey: String(body.userKey), expiresAt: body.expiresAt }
+              : null;
+          },
+          callOptions.timeoutMs ?? defaultTimeout,
+          callOptions.signal,
+        );
+      } catch {
+        return null;
+      }
+    },
+  };
+}
