@@ -118,6 +118,8 @@ batchAdminRoutes.get("/v1/admin/versions", async (c) => {
       current: status.pointer,
       lastVersion: status.lastVersion,
       rollbackTargets: status.rollbackTargets,
+      /** Old shared keys (catalogue shards, popular lists) queued for deletion. */
+      sharedKeysPendingDeletion: status.garbage.length,
       publishing: status.job
         ? { version: status.job.version, phase: status.job.phase, runId: status.job.runId, stats: status.job.stats }
         : null,

@@ -21,6 +21,7 @@ import {
   type PublishJob,
   saveCatalogWatermark,
 } from "./publisher.ts";
+import { collectGarbage, type GarbageKey, SHARED_GC_GRACE_MS, sweepGarbage } from "./shared-gc.ts";
 import { catalogRows, catalogWatermark, markModelsPublished, publishedHashes, recordPublished } from "./sources.ts";
 
 /** The coordinator's name: one per deployment (one KV namespace, one pointer). */
@@ -63,6 +64,8 @@ export interface CoordinatorState {
   lastPointerWriteAt: number;
   /** Newest first. */
   versions: PublishedVersion[];
+  /** Shared keys no pointer that may still be served names, with the time they may be deleted (sharedGc.ts). */
+  garbage?: GarbageKey[];
 }
 
 export interface StartRequest {
@@ -101,19 +104,27 @@ export interface CoordinatorStatus {
   job: PublishJob | null;
   /** Versions a rollback may go to now. */
   rollbackTargets: number[];
+  /** Shared keys waiting to be deleted (shared-gc.ts). */
+  garbage: GarbageKey[];
 }
 
 const EMPTY_STATE: CoordinatorState = { lastVersion: 0, pointer: null, lastPointerWriteAt: 0, versions: [] };
 
 /**
+ * Rollback targets at most: catalogue pushes write no per-user key, so without a cap every push of the last
+ * PUBLISHED_HISTORY would stay a target and keep its catalogue keys alive (shared-gc.ts deletes the rest).
+ */
+export const MAX_ROLLBACK_TARGETS = 10;
+
+/**
  * Whether stable keys still hold an entry valid for `target`: each key keeps HISTORY_DEPTH entries, so fewer than
- * HISTORY_DEPTH versions that wrote stable keys may have come after it.
+ * HISTORY_DEPTH versions that wrote stable keys may have come after it. The newest MAX_ROLLBACK_TARGETS such versions.
  */
 export function rollbackTargets(state: CoordinatorState): number[] {
   const out: number[] = [];
   let writersAfter = 0;
   for (const v of state.versions) {
-    if (writersAfter >= HISTORY_DEPTH) break;
+    if (writersAfter >= HISTORY_DEPTH || out.length >= MAX_ROLLBACK_TARGETS) break;
     if (v.kind !== "failed" && v.pointer) out.push(v.version);
     if (v.stableWrites > 0) writersAfter++;
   }
@@ -125,6 +136,8 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 export class PublishCoordinator extends DurableObject<Env> {
   /** Test seam: wraps the KV binding for each invocation (tests count operations with it); identity otherwise. */
   wrapKv: (kv: KVNamespace) => KVNamespace = (kv) => kv;
+  /** Test seam: how long an unreferenced shared key is kept before it is deleted. */
+  gcGraceMs = SHARED_GC_GRACE_MS;
   #queue: Promise<unknown> = Promise.resolve();
 
   /** Runs `fn` after every earlier exclusive call: alarms, pushes and rollbacks never interleave across awaits. */
@@ -159,6 +172,7 @@ export class PublishCoordinator extends DurableObject<Env> {
       versions: state.versions,
       job: await this.#job(),
       rollbackTargets: rollbackTargets(state),
+      garbage: state.garbage ?? [],
     };
   }
 
@@ -202,8 +216,37 @@ export class PublishCoordinator extends DurableObject<Env> {
     return { status: "started", version: job.version, runId };
   }
 
+  /** A publish step when a job is running; otherwise the garbage sweep (each alarm has one KV budget). */
   override async alarm(): Promise<void> {
-    await this.#exclusive(() => this.#runAlarm());
+    await this.#exclusive(async () => {
+      if (await this.#job()) await this.#runAlarm();
+      else await this.#sweep();
+    });
+  }
+
+  /**
+   * After every pointer change: queue the shared keys no servable pointer names any more, and make sure an alarm
+   * comes when the first of them may go.
+   */
+  async #queueGarbage(state: CoordinatorState): Promise<void> {
+    const dueAt = collectGarbage(state, rollbackTargets(state), Date.now() + this.gcGraceMs);
+    if (dueAt !== null) await this.#alarmNoLaterThan(dueAt);
+  }
+
+  async #alarmNoLaterThan(at: number): Promise<void> {
+    const current = await this.ctx.storage.getAlarm();
+    if (current === null || current > at) await this.ctx.storage.setAlarm(at);
+  }
+
+  /** Deletes the due garbage keys within this invocation's KV budget (the rest in a later alarm). */
+  async #sweep(): Promise<void> {
+    const state = await this.#state();
+    if (!state.garbage || state.garbage.length === 0) return;
+    const kv = new KvBudget(this.wrapKv(this.env.ONLINE_STORE), DEFAULT_OPS_PER_ALARM);
+    const { deleted, nextDueAt } = await sweepGarbage(state, rollbackTargets(state), kv, Date.now());
+    await this.ctx.storage.put("state", state);
+    if (deleted > 0) log("info", "publish: deleted unreferenced shared keys", { deleted, left: state.garbage.length });
+    if (nextDueAt !== null) await this.#alarmNoLaterThan(nextDueAt);
   }
 
   async #runAlarm(): Promise<void> {
@@ -268,6 +311,7 @@ export class PublishCoordinator extends DurableObject<Env> {
           ...state.versions,
         ].slice(0, PUBLISHED_HISTORY);
         await markModelsPublished(opened.db, Object.values(pointer.modelVersions));
+        await this.#queueGarbage(state);
       }
       await this.ctx.storage.put("state", state);
       await this.ctx.storage.delete("job");
@@ -350,6 +394,7 @@ export class PublishCoordinator extends DurableObject<Env> {
       await kv.put(POINTER_KEY, encodePointer(pointer));
       state.pointer = pointer;
       state.lastPointerWriteAt = pointer.publishedAt;
+      await this.#queueGarbage(state);
       await this.ctx.storage.put("state", state);
       log("warn", "publish: rolled back", { from: previous, to: version });
       return { ok: true, pointer, previous } as const;
@@ -418,6 +463,7 @@ export class PublishCoordinator extends DurableObject<Env> {
           },
           ...state.versions,
         ].slice(0, PUBLISHED_HISTORY);
+        await this.#queueGarbage(state);
         await this.ctx.storage.put("state", state);
         const keysWritten = pairs.length + 1;
         await finishRun(db, runId, "ok", { catalogPush: true, version, keysWritten, items: built.manifestItems });

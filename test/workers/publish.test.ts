@@ -1,6 +1,7 @@
 // The publisher end to end in workerd: Postgres (real, a schema per test) → PublishCoordinator alarms → local KV.
 // Asserts keys and values, the pointer swap, only-changed-keys, tombstones, rollback, the catalogue push and the
 // per-invocation KV operation budget (counted by the wrapper of publish-helpers.ts, the only fake).
+import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it } from "vitest";
 import {
@@ -12,6 +13,7 @@ import {
   decodeUserList,
   HISTORY_DEPTH,
 } from "../../src/publish/codec.ts";
+import type { PublishCoordinator } from "../../src/publish/coordinator.ts";
 import { catalogShardKey, itemListKey, POINTER_KEY, popularListKey, userListKey } from "../../src/publish/keys.ts";
 import { KV_OPS_PER_INVOCATION } from "../../src/publish/kv-budget.ts";
 import {
@@ -109,6 +111,9 @@ describe("publish", () => {
       price: 4.5,
       inStock: true,
       visible: true,
+      title: "Mug",
+      brand: null,
+      tags: [],
     });
     expect(shard && catalogItem(shard, `${tag}-p2`)?.inStock).toBe(false);
     expect(shard && catalogItem(shard, `${tag}-p3`)).toEqual({
@@ -116,6 +121,9 @@ describe("publish", () => {
       price: null,
       inStock: true,
       visible: false,
+      title: "Bag",
+      brand: null,
+      tags: [],
     });
     const popular = decodePopular(await kv().get(popularListKey(1, "popular")));
     expect(popular?.segments["category:kitchen"]).toEqual([[`${tag}-p1`, 10]]);
@@ -201,6 +209,47 @@ describe("publish", () => {
     const status = await stub.status();
     expect(status.rollbackTargets).toContain(status.lastVersion - 1);
     expect((await stub.rollback(status.lastVersion - 1)).ok).toBe(true);
+  });
+
+  it("deletes the shared keys no servable version names, once their grace period is over", async () => {
+    const { q, stub, publish, tag } = await setup("pub");
+    await seed(q, tag);
+    await publish();
+    const v1Catalog = catalogShardKey(1, 0);
+    expect(await kv().get(v1Catalog)).not.toBeNull();
+    // Each publish changes the catalogue (a new catalogue key) and alice's list (a writer of stable keys).
+    for (let i = 1; i <= HISTORY_DEPTH; i++) {
+      await q("update catalog set price = price + 1, updated_at = now() where id = $1", [`${tag}-p1`]);
+      await q("update user_candidates set score = score + 1 where user_key = $1", [`u:${tag}-alice`]);
+      await publish();
+    }
+    const status = await stub.status();
+    expect(status.lastVersion).toBe(HISTORY_DEPTH + 1);
+    // Version 1 is no rollback target any more; its catalogue key is named by nobody, so it is queued …
+    expect(status.rollbackTargets).not.toContain(1);
+    expect(status.garbage.map((g) => g.key)).toEqual([v1Catalog]);
+    // … but kept during the grace period: an alarm now deletes nothing.
+    await runDurableObjectAlarm(stub);
+    expect(await kv().get(v1Catalog)).not.toBeNull();
+    // Past it (grace 0 for the test), the sweep deletes exactly that key; the keys of every target stay.
+    await runInDurableObject(stub, (instance: PublishCoordinator) => {
+      instance.gcGraceMs = 0;
+    });
+    await q("update catalog set price = price + 1, updated_at = now() where id = $1", [`${tag}-p1`]);
+    await q("update user_candidates set score = score + 1 where user_key = $1", [`u:${tag}-alice`]);
+    await publish();
+    await runDurableObjectAlarm(stub);
+    const after = await stub.status();
+    expect(await kv().get(v1Catalog)).toBeNull();
+    expect(await kv().get(catalogShardKey(2, 0))).toBeNull();
+    expect(after.garbage).toEqual([]);
+    for (const v of after.versions.filter((x) => after.rollbackTargets.includes(x.version))) {
+      const c = v.pointer?.catalog;
+      expect(c && (await kv().get(catalogShardKey(c.version, 0)))).not.toBeNull();
+    }
+    // Popular lists never changed: the key of version 1 is still the one every pointer names.
+    expect(decodePointer(await kv().get(POINTER_KEY))?.popular.popular).toBe(1);
+    expect(await kv().get(popularListKey(1, "popular"))).not.toBeNull();
   });
 
   it("pushes a stock change at once as a new catalogue key, and nothing when the catalogue is unchanged", async () => {
