@@ -400,7 +400,8 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
       const delta = rule.action === "boost" ? (rule.amount ?? 0) : -(rule.amount ?? 0);
       c.adjust += delta;
       c.score += delta;
-      (c.ruleReasons ??= []).push(`${rule.action === "boost" ? "boosted" : "buried"}:${rule.id}`);
+      c.ruleReasons ??= [];
+      c.ruleReasons.push(`${rule.action === "boost" ? "boosted" : "buried"}:${rule.id}`);
     }
   }
 
@@ -421,14 +422,16 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
   const pins: Array<{ slot: number; c: Candidate }> = [];
   const pinned = new Set<string>();
   for (const rule of rules) {
-    if (rule.action !== "pin" || !rule.slot) continue;
+    // A slot past the answer's end is not in this answer: it must not take an organic item's room.
+    if (rule.action !== "pin" || !rule.slot || rule.slot > input.limit) continue;
     for (const id of rule.productIds ?? []) {
       if (pinned.has(id)) continue;
       const existing = candidates.get(id);
       const p = existing?.product ?? input.catalog(id);
       if (removal(id, p, input, excluded) !== null) continue;
       const c = existing ?? add(id, null);
-      (c.ruleReasons ??= []).push(`pinned:${rule.id}`);
+      c.ruleReasons ??= [];
+      c.ruleReasons.push(`pinned:${rule.id}`);
       pins.push({ slot: rule.slot, c });
       pinned.add(id);
       break;

@@ -1,8 +1,10 @@
 // Helpers for the ranking Worker tests (test/workers/rank-*.test.ts): a batch snapshot written into the local KV
 // in the publisher's own encodings (src/publish/codec.ts), session events recorded through the real collection API,
 // and requests with a server key or a signed user token.
+import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
 import { expect } from "vitest";
+import { createApp } from "../../src/app.ts";
 import {
   type CatalogRow,
   CODEC_FORMAT,
@@ -131,3 +133,64 @@ export async function ok(res: Response | Promise<Response>): Promise<Answer> {
 }
 
 export const ids = (a: Answer) => a.items.map((i) => i.productId);
+
+/** A request through createApp() with another env (fakes that inject faults), with a real ExecutionContext. */
+export async function appFetch(testEnv: Env, path: string, init: RequestInit = {}): Promise<Response> {
+  const ctx = createExecutionContext();
+  const res = await createApp().request(path, init, testEnv, ctx);
+  const body = await res.arrayBuffer();
+  await waitOnExecutionContext(ctx);
+  return new Response(body, { status: res.status, headers: res.headers });
+}
+
+/**
+ * The shop the ranking Worker tests rank (ids prefixed with `tag`, so the live trending counters other test files
+ * bump never touch them). Hand-checkable:
+ *   - p1 (kitchen) has similar items s1 (0.9) and s2 (0.45); c1 (lamps) is bought with bt1 (0.8) and bt2 (0.4);
+ *   - user u:<tag>-alice has the batch list b1 (0.9), b2 (0.6); nobody else has one;
+ *   - the global popular list is pop01 … pop12 (scores 12 … 1) with the out-of-stock `oos` on top and c1 last; the batch
+ *     trending list is tr1; every popular product has its own category (no diversity cap applies).
+ */
+export function shopFixture(tag: string, version = 1): Fixture & { id: (name: string) => string } {
+  const id = (name: string) => `${tag}-${name}`;
+  const pops = Array.from({ length: 12 }, (_, i) => `pop${String(i + 1).padStart(2, "0")}`);
+  return {
+    id,
+    version,
+    catalog: [
+      { id: id("p1"), title: "Blue Mug", category: "kitchen", price: 8 },
+      { id: id("s1"), title: "Green Mug", category: "kitchen", price: 9 },
+      { id: id("s2"), title: "Tea Pot", category: "kitchen", price: 20 },
+      { id: id("c1"), title: "Desk Lamp", category: "lamps", price: 30 },
+      { id: id("bt1"), title: "Light Bulb", category: "bulbs", price: 5 },
+      { id: id("bt2"), title: "Lamp Shade", category: "shades", price: 15 },
+      { id: id("b1"), title: "Linen Apron", category: "aprons", price: 25 },
+      { id: id("b2"), title: "Oven Glove", category: "gloves", price: 12 },
+      { id: id("tr1"), title: "Trendy Vase", category: "vases", price: 40 },
+      { id: id("oos"), title: "Sold Out Bowl", category: "bowls", price: 10, inStock: false },
+      ...pops.map((p, i) => ({ id: id(p), title: `Popular ${p}`, category: `cat${i}`, price: 10 + i })),
+    ],
+    popular: {
+      global: [[id("oos"), 100], ...pops.map((p, i) => [id(p), 12 - i] as [string, number]), [id("c1"), 0.5]],
+    },
+    trending: { global: [[id("tr1"), 5]] },
+    users: {
+      [`u:${id("alice")}`]: [
+        [id("b1"), 0.9, "bought_together:x"],
+        [id("b2"), 0.6, null],
+      ],
+    },
+    similar: {
+      [id("p1")]: [
+        [id("s1"), 0.9],
+        [id("s2"), 0.45],
+      ],
+    },
+    boughtTogether: {
+      [id("c1")]: [
+        [id("bt1"), 0.8],
+        [id("bt2"), 0.4],
+      ],
+    },
+  };
+}

@@ -1,0 +1,151 @@
+// The ranking config document (src/rank/config.ts): what PUT /v1/admin/ranking-config accepts, how it fills the
+// parts a document leaves out, and the path of every problem it reports.
+import { describe, expect, it } from "vitest";
+import {
+  type ConfigIssue,
+  DEFAULT_RANKING_CONFIG,
+  parseRankingConfig,
+  placementWeights,
+} from "../../src/rank/config.ts";
+
+function issues(doc: unknown): ConfigIssue[] {
+  const parsed = parseRankingConfig(doc, "v9");
+  if (parsed.ok) throw new Error(`accepted: ${JSON.stringify(doc)}`);
+  return parsed.issues;
+}
+const paths = (doc: unknown) => issues(doc).map((i) => i.path);
+
+function accepted(doc: unknown) {
+  const parsed = parseRankingConfig(doc, "v9");
+  if (!parsed.ok) throw new Error(`refused: ${JSON.stringify(parsed.issues)}`);
+  return parsed.config;
+}
+
+describe("parseRankingConfig accepts", () => {
+  it("the default document, under the version it is given", () => {
+    const { version: _, ...document } = DEFAULT_RANKING_CONFIG;
+    expect(accepted(document)).toEqual({ ...DEFAULT_RANKING_CONFIG, version: "v9" });
+  });
+
+  it("an empty document as the default", () => {
+    expect(accepted({})).toEqual({ ...DEFAULT_RANKING_CONFIG, version: "v9" });
+  });
+
+  it("a partial document, filling every omitted part from the default", () => {
+    const config = accepted({ weights: { batch: 2.5 }, diversity: { maxPerCategory: 2 }, deadlines: { total: 80 } });
+    expect(config.weights).toEqual({ ...DEFAULT_RANKING_CONFIG.weights, batch: 2.5 });
+    expect(config.diversity).toEqual({ maxPerCategory: 2 });
+    expect(config.deadlines).toEqual({ session: 30, kv: 30, total: 80 });
+    expect(config.placements).toEqual(DEFAULT_RANKING_CONFIG.placements);
+    expect(config.seeds).toEqual(DEFAULT_RANKING_CONFIG.seeds);
+    expect(config.rules).toEqual([]);
+    expect(config.maxLimit).toBe(50);
+  });
+
+  it("a change to one field of a known placement, keeping its others", () => {
+    const config = accepted({ placements: { pdp: { defaultLimit: 4, weights: { context: 3 } } } });
+    expect(config.placements.pdp).toEqual({
+      sources: ["context", "session", "batch", "trending", "popular"],
+      exclude: ["purchased", "carted", "viewing"],
+      defaultLimit: 4,
+      weights: { context: 3 },
+    });
+    expect(config.placements.home).toEqual(DEFAULT_RANKING_CONFIG.placements.home);
+    const pdp = config.placements.pdp;
+    if (!pdp) throw new Error("no pdp");
+    expect(placementWeights(config, pdp)).toEqual({ ...DEFAULT_RANKING_CONFIG.weights, context: 3 });
+  });
+
+  it("a new placement, with home's sources, no exclusions and limit 10 unless given", () => {
+    const config = accepted({ placements: { search_page: {} } });
+    expect(config.placements.search_page).toEqual({
+      sources: ["session", "batch", "trending", "popular"],
+      exclude: [],
+      defaultLimit: 10,
+    });
+  });
+
+  it("boost, bury and pin rules with windows and placements", () => {
+    const rules = [
+      { id: "b", action: "boost", categories: ["Shoes"], amount: 0.5, from: "2026-01-01T00:00:00Z" },
+      { id: "d", action: "bury", productIds: ["p1"], amount: 1, until: "2026-02-01T00:00:00Z", placements: ["home"] },
+      { id: "p", action: "pin", productIds: ["p2", "p3"], slot: 1 },
+    ];
+    expect(accepted({ rules }).rules).toEqual(rules);
+  });
+});
+
+describe("parseRankingConfig rejects", () => {
+  it("a document that is not an object", () => {
+    for (const doc of [null, [], "x", 3]) expect(paths(doc)).toEqual([""]);
+  });
+
+  it("bad weights", () => {
+    expect(paths({ weights: [] })).toEqual(["weights"]);
+    expect(paths({ weights: { recency: 1 } })).toEqual(["weights.recency"]);
+    expect(paths({ weights: { batch: "1" } })).toEqual(["weights.batch"]);
+    expect(paths({ weights: { batch: 101 } })).toEqual(["weights.batch"]);
+    expect(paths({ weights: { batch: -101 } })).toEqual(["weights.batch"]);
+    expect(accepted({ weights: { batch: -100 } }).weights.batch).toBe(-100);
+  });
+
+  it("bad placements", () => {
+    expect(paths({ placements: [] })).toEqual(["placements"]);
+    expect(paths({ placements: { "Bad-Name": {} } })).toEqual(["placements.Bad-Name"]);
+    expect(paths({ placements: { home: 3 } })).toEqual(["placements.home"]);
+    expect(paths({ placements: { home: { sources: ["search"] } } })).toEqual(["placements.home.sources"]);
+    expect(paths({ placements: { home: { sources: "batch" } } })).toEqual(["placements.home.sources"]);
+    expect(paths({ placements: { home: { exclude: ["wishlisted"] } } })).toEqual(["placements.home.exclude"]);
+    for (const limit of [0, 51, 2.5, "8"])
+      expect(paths({ placements: { home: { defaultLimit: limit } } })).toEqual(["placements.home.defaultLimit"]);
+    expect(paths({ placements: { home: { weights: { nope: 1 } } } })).toEqual(["placements.home.weights.nope"]);
+    expect(paths({ placements: { home: { weights: { batch: "x" } } } })).toEqual(["placements.home.weights.batch"]);
+    expect(paths({ placements: { home: { weights: 1 } } })).toEqual(["placements.home.weights"]);
+  });
+
+  it("bad diversity, seeds, deadlines and maxLimit", () => {
+    expect(paths({ diversity: { maxPerCategory: 0 } })).toEqual(["diversity.maxPerCategory"]);
+    expect(paths({ diversity: 3 })).toEqual(["diversity.maxPerCategory"]);
+    expect(paths({ seeds: [] })).toEqual(["seeds"]);
+    expect(paths({ seeds: { viewed: 21 } })).toEqual(["seeds.viewed"]);
+    expect(paths({ seeds: { carted: -1 } })).toEqual(["seeds.carted"]);
+    expect(paths({ seeds: { recencyHalfLife: 1.5 } })).toEqual(["seeds.recencyHalfLife"]);
+    expect(paths({ deadlines: "fast" })).toEqual(["deadlines"]);
+    expect(paths({ deadlines: { kv: 0 } })).toEqual(["deadlines.kv"]);
+    expect(paths({ deadlines: { total: 5001 } })).toEqual(["deadlines.total"]);
+    expect(paths({ deadlines: { session: "30" } })).toEqual(["deadlines.session"]);
+    for (const maxLimit of [0, 201, 1.5]) expect(paths({ maxLimit })).toEqual(["maxLimit"]);
+  });
+
+  it("bad rules, naming the rule and the field", () => {
+    expect(paths({ rules: {} })).toEqual(["rules"]);
+    expect(paths({ rules: [3] })).toEqual(["rules[0]"]);
+    const ok = { id: "r", action: "boost", productIds: ["p"], amount: 1 };
+    expect(paths({ rules: [ok, { ...ok, id: "" }] })).toEqual(["rules[1].id"]);
+    expect(paths({ rules: [{ ...ok, action: "hide" }] })).toEqual(["rules[0].action"]);
+    expect(paths({ rules: [{ ...ok, amount: 0 }] })).toEqual(["rules[0].amount"]);
+    expect(paths({ rules: [{ ...ok, amount: undefined }] })).toEqual(["rules[0].amount"]);
+    expect(paths({ rules: [{ ...ok, action: "bury", amount: -1 }] })).toEqual(["rules[0].amount"]);
+    expect(paths({ rules: [{ ...ok, productIds: "p" }] })).toEqual(["rules[0].productIds"]);
+    expect(paths({ rules: [{ ...ok, productIds: undefined }] })).toEqual(["rules[0].productIds"]);
+    expect(paths({ rules: [{ ...ok, productIds: undefined, categories: [1] }] })).toEqual(["rules[0].categories"]);
+    expect(paths({ rules: [{ ...ok, placements: "home" }] })).toEqual(["rules[0].placements"]);
+    expect(paths({ rules: [{ ...ok, from: "tomorrow" }] })).toEqual(["rules[0].from"]);
+    expect(paths({ rules: [{ ...ok, until: 1767225600000 }] })).toEqual(["rules[0].until"]);
+    const pin = { id: "p", action: "pin", productIds: ["p"], slot: 1 };
+    expect(paths({ rules: [{ ...pin, slot: 0 }] })).toEqual(["rules[0].slot"]);
+    expect(paths({ rules: [{ ...pin, slot: undefined }] })).toEqual(["rules[0].slot"]);
+    expect(paths({ rules: [{ ...pin, productIds: undefined, categories: ["shoes"] }] })).toEqual([
+      "rules[0].productIds",
+    ]);
+    expect(paths({ rules: [{ ...pin, productIds: [] }] })).toEqual(["rules[0].productIds"]);
+  });
+
+  it("reports every problem of a document at once, each with a message", () => {
+    const found = issues({ weights: { batch: "x" }, maxLimit: 0, rules: [{ id: "r", action: "pin" }] });
+    expect(found.map((i) => i.path).sort()).toEqual(
+      ["maxLimit", "rules[0].productIds", "rules[0].productIds", "rules[0].slot", "weights.batch"].sort(),
+    );
+    for (const i of found) expect(i.message.length).toBeGreaterThan(0);
+  });
+});

@@ -1,0 +1,707 @@
+// The pure ranking core (src/rank/core.ts). Every expected score is worked out by hand from the inputs and the
+// documented formulas: a list's scores are divided by its best one, context/session neighbours are blended by seed
+// weight (recency 0.5^(i / halfLife) for session seeds), and the score is Σ weight × feature (+ rule amounts).
+import { describe, expect, it } from "vitest";
+import { type Product, product } from "../../src/rank/catalog.ts";
+import { DEFAULT_RANKING_CONFIG, type MerchandisingRule, type RankingConfig } from "../../src/rank/config.ts";
+import { type RankInput, type RankOutput, rank, type Scored, type SessionSignals } from "../../src/rank/core.ts";
+
+const NOW = Date.parse("2026-06-01T12:00:00Z");
+
+type Row = { category?: string | null; price?: number | null; inStock?: boolean; visible?: boolean; title?: string };
+
+function catalogOf(rows: Record<string, Row>): (id: string) => Product | undefined {
+  const map = new Map<string, Product>();
+  for (const [id, r] of Object.entries(rows)) {
+    map.set(
+      id,
+      product(id, {
+        category: r.category ?? null,
+        price: r.price === undefined ? 10 : r.price,
+        inStock: r.inStock ?? true,
+        visible: r.visible ?? true,
+        title: r.title ?? "",
+        tags: (r as { tags?: string[] }).tags ?? [],
+      }),
+    );
+  }
+  return (id) => map.get(id);
+}
+
+/** Products with no category (no diversity cap) and default flags. */
+const plain = (...ids: string[]): Record<string, Row> => Object.fromEntries(ids.map((id) => [id, {}]));
+
+function input(overrides: Partial<RankInput> & { rows?: Record<string, Row> }): RankInput {
+  const { rows, ...rest } = overrides;
+  return {
+    placement: "home",
+    mode: "recommend",
+    limit: 10,
+    now: NOW,
+    context: [],
+    query: null,
+    filters: {},
+    session: null,
+    batch: null,
+    similar: new Map(),
+    boughtTogether: new Map(),
+    trending: null,
+    popular: null,
+    popularByCategory: () => undefined,
+    catalog: catalogOf(rows ?? {}),
+    ...rest,
+  };
+}
+
+function session(s: Partial<SessionSignals>): SessionSignals {
+  return {
+    viewed: [],
+    carted: [],
+    purchased: [],
+    searches: [],
+    sessionCategories: new Map(),
+    longTermCategories: new Map(),
+    priceBands: new Map(),
+    active: true,
+    ...s,
+  };
+}
+
+const batch = (...pairs: Scored[]) => pairs.map(([productId, score]) => ({ productId, score }));
+const ids = (out: RankOutput) => out.items.map((i) => i.productId);
+const item = (out: RankOutput, id: string) => {
+  const found = out.items.find((i) => i.productId === id);
+  if (!found) throw new Error(`${id} is not in the answer: ${ids(out).join(", ")}`);
+  return found;
+};
+const withConfig = (patch: Partial<RankingConfig>): RankingConfig => ({ ...DEFAULT_RANKING_CONFIG, ...patch });
+const withRules = (...rules: MerchandisingRule[]) => withConfig({ rules });
+
+describe("candidates and features", () => {
+  it("takes batch, trending and popular candidates and scores them weight × (score / best of its list)", () => {
+    const out = rank(
+      input({
+        rows: plain("b1", "b2", "t1", "t2", "p1", "p2"),
+        batch: batch(["b1", 4], ["b2", 2]),
+        trending: [
+          ["t1", 10],
+          ["t2", 5],
+        ],
+        popular: [
+          ["p1", 8],
+          ["p2", 2],
+        ],
+      }),
+      DEFAULT_RANKING_CONFIG,
+    );
+    // batch 1.0 × {1, 0.5}; trending 0.3 × {1, 0.5}; popularity 0.2 × {1, 0.25}
+    expect(out.items.map((i) => [i.productId, i.score])).toEqual([
+      ["b1", 1],
+      ["b2", 0.5],
+      ["t1", 0.3],
+      ["p1", 0.2],
+      ["t2", 0.15],
+      ["p2", 0.05],
+    ]);
+    expect(item(out, "b1").reasons).toEqual(["batch"]);
+    expect(item(out, "t1").reasons).toEqual(["trending"]);
+    expect(item(out, "p1").reasons).toEqual(["popular_fallback"]);
+    expect(out.stats.bySource).toEqual({ batch: 2, trending: 2, popular: 2 });
+    expect(out.stats.candidates).toBe(6);
+  });
+
+  it("takes context neighbours (similar and bought together) of the viewed product on pdp", () => {
+    const out = rank(
+      input({
+        placement: "pdp",
+        context: ["x"],
+        rows: plain("x", "s1", "s2", "s3"),
+        similar: new Map([
+          [
+            "x",
+            [
+              ["s1", 0.8],
+              ["s2", 0.4],
+            ],
+          ],
+        ]),
+        boughtTogether: new Map([
+          [
+            "x",
+            [
+              ["s2", 1],
+              ["s3", 0.5],
+            ],
+          ],
+        ]),
+        explain: true,
+      }),
+      DEFAULT_RANKING_CONFIG,
+    );
+    // s1: similar 0.8/0.8 = 1; s2: similar 0.5 + bought together 1 = 1.5, capped at 1; s3: 0.5. Context weight 2.
+    // s1 and s2 tie at 2: productId decides.
+    expect(out.items.map((i) => [i.productId, i.score])).toEqual([
+      ["s1", 2],
+      ["s2", 2],
+      ["s3", 1],
+    ]);
+    expect(item(out, "s1").reasons).toEqual(["similar_to:x"]);
+    // s2's strongest part is the bought-together one (1 > 0.5).
+    expect(item(out, "s2").reasons).toEqual(["bought_together:x"]);
+    expect(item(out, "s3").reasons).toEqual(["bought_together:x"]);
+    expect(item(out, "s1").contributions).toEqual({ context: 2 });
+    expect(item(out, "s1").sources).toEqual(["context"]);
+  });
+
+  it("blends session seeds by recency and brings the popular products of the strongest session categories", () => {
+    const out = rank(
+      input({
+        rows: { v1: {}, v2: {}, n1: {}, n2: {}, c1: { category: "shoes" }, c2: { category: "hats" } },
+        session: session({ viewed: ["v1", "v2"], sessionCategories: new Map([["shoes", 1]]) }),
+        similar: new Map<string, Scored[]>([
+          ["v1", [["n1", 3]]],
+          ["v2", [["n2", 7]]],
+        ]),
+        popularByCategory: (c) => (c === "shoes" ? [["c1", 5]] : c === "hats" ? [["c2", 5]] : undefined),
+        explain: true,
+      }),
+      DEFAULT_RANKING_CONFIG,
+    );
+    // Seed weights 1 and 0.5^(1/2); n1 = 1 / (1 + √½), n2 = √½ / (1 + √½); covisit weight 1.5.
+    const w2 = Math.SQRT1_2;
+    const n1 = 1.5 * (1 / (1 + w2));
+    const n2 = 1.5 * (w2 / (1 + w2));
+    expect(ids(out)).toEqual(["n1", "c1", "n2"]);
+    expect(item(out, "n1").score).toBeCloseTo(n1, 5);
+    expect(item(out, "n2").score).toBeCloseTo(n2, 5);
+    expect(item(out, "n1").reasons).toEqual(["similar_to:v1"]);
+    expect(item(out, "n2").reasons).toEqual(["similar_to:v2"]);
+    // c1: sessionAffinity 1 × 0.8; hats is not a session category, so c2 is never a candidate.
+    expect(item(out, "c1").score).toBe(0.8);
+    expect(item(out, "c1").reasons).toEqual(["session_affinity:shoes"]);
+    expect(item(out, "c1").sources).toEqual(["session"]);
+    expect(out.stats.bySource).toEqual({ session: 3 });
+  });
+
+  it("adds long-term affinity and price band features from the session", () => {
+    const out = rank(
+      input({
+        rows: { a: { category: "lamps", price: 30 }, b: { price: 5 } },
+        popular: [
+          ["a", 1],
+          ["b", 1],
+        ],
+        session: session({
+          longTermCategories: new Map([["lamps", 0.5]]),
+          priceBands: new Map([["25-50", 1]]),
+        }),
+        explain: true,
+      }),
+      DEFAULT_RANKING_CONFIG,
+    );
+    // a: popularity 0.2 + longTermAffinity 0.4 × 0.5 + priceBand 0.2 × 1 = 0.6; b: popularity 0.2.
+    expect(item(out, "a").score).toBeCloseTo(0.6, 6);
+    expect(item(out, "a").contributions).toEqual({ popularity: 0.2, longTermAffinity: 0.2, priceBand: 0.2 });
+    expect(item(out, "a").reasons).toContain("long_term_affinity:lamps");
+    expect(item(out, "b").score).toBe(0.2);
+  });
+
+  it("orders ties by productId, whatever order the candidates arrived in", () => {
+    const rows = plain("d", "a", "c", "b");
+    const one = rank(
+      input({ rows, popular: ["d", "a", "c", "b"].map((id) => [id, 1] as const) }),
+      DEFAULT_RANKING_CONFIG,
+    );
+    const two = rank(
+      input({ rows, popular: ["b", "c", "a", "d"].map((id) => [id, 1] as const) }),
+      DEFAULT_RANKING_CONFIG,
+    );
+    expect(ids(one)).toEqual(["a", "b", "c", "d"]);
+    expect(ids(two)).toEqual(["a", "b", "c", "d"]);
+  });
+});
+
+describe("exclusions, stock, visibility and filters", () => {
+  it("removes the session's purchased, carted and recently viewed products on home", () => {
+    const out = rank(
+      input({
+        rows: plain("e1", "e2", "e3", "ok", "old"),
+        session: session({ purchased: ["e1"], carted: ["e2"], viewed: ["e3", "v2", "v3", "v4", "v5", "old"] }),
+        batch: batch(["e1", 5], ["e2", 4], ["e3", 3], ["ok", 2], ["old", 1]),
+      }),
+      DEFAULT_RANKING_CONFIG,
+    );
+    // "old" is the 6th viewed product: only the seeds.viewed (5) newest are excluded.
+    expect(ids(out)).toEqual(["ok", "old"]);
+    expect(out.stats.removed).toEqual({ purchased: 1, carted: 1, viewed: 1 });
+  });
+
+  it("removes the product being viewed on pdp, but keeps viewed ones there", () => {
+    const out = rank(
+      input({
+        placement: "pdp",
+        context: ["e4"],
+        rows: plain("e4", "seen", "x"),
+        session: session({ viewed: ["seen"] }),
+        popular: [
+          ["e4", 3],
+          ["seen", 2],
+          ["x", 1],
+        ],
+      }),
+      DEFAULT_RANKING_CONFIG,
+    );
+    expect(ids(out)).toEqual(["seen", "x"]);
+    expect(out.stats.removed).toEqual({ viewing: 1 });
+  });
+
+  it("removes out-of-stock, hidden and unknown products (kept only when the catalogue is unreadable)", () => {
+    const rows = { oos: { inStock: false }, hid: { visible: false }, fine: {} };
+    const list = batch(["oos", 4], ["hid", 3], ["ghost", 2], ["fine", 1]);
+    const out = rank(input({ rows, batch: list }), DEFAULT_RANKING_CONFIG);
+    expect(ids(out)).toEqual(["fine"]);
+    expect(out.stats.removed).toEqual({ out_of_stock: 1, hidden: 1, unknown_product: 1 });
+    const trusting = rank(input({ rows, batch: list, trustUnknown: true }), DEFAULT_RANKING_CONFIG);
+    expect(ids(trusting)).toEqual(["ghost", "fine"]);
+  });
+
+  it("filters by category, price range and tags", () => {
+    const rows: Record<string, Row & { tags?: string[] }> = {
+      shoe10: { category: "shoes", price: 10, tags: ["Sale"] },
+      shoe30: { category: "shoes", price: 30, tags: ["new"] },
+      shoeNoPrice: { category: "shoes", price: null, tags: ["sale"] },
+      hat10: { category: "hats", price: 10, tags: ["sale"] },
+    };
+    const list = batch(["shoe10", 4], ["shoe30", 3], ["shoeNoPrice", 2], ["hat10", 1]);
+    const by = (filters: RankInput["filters"]) =>
+      ids(rank(input({ rows, batch: list, filters }), DEFAULT_RANKING_CONFIG));
+    expect(by({ categories: ["shoes"] })).toEqual(["shoe10", "shoe30", "shoeNoPrice"]);
+    expect(by({ minPrice: 20 })).toEqual(["shoe30"]);
+    expect(by({ maxPrice: 10 })).toEqual(["shoe10", "hat10"]);
+    expect(by({ minPrice: 10, maxPrice: 10 })).toEqual(["shoe10", "hat10"]);
+    expect(by({ tags: ["sale"] })).toEqual(["shoe10", "shoeNoPrice", "hat10"]);
+    expect(by({ categories: ["shoes"], tags: ["sale"], maxPrice: 20 })).toEqual(["shoe10"]);
+    const out = rank(
+      input({ rows, batch: list, filters: { categories: ["hats"], minPrice: 15 } }),
+      DEFAULT_RANKING_CONFIG,
+    );
+    // The category filter is checked first: the three shoes are removed by it, the hat by its price.
+    expect(out.stats.removed).toEqual({ "filter:category": 3, "filter:price": 1 });
+  });
+
+  it("brings a filtered category's popular products when the placement uses popular", () => {
+    const out = rank(
+      input({
+        rows: { h1: { category: "hats" }, s1: { category: "shoes" } },
+        popular: [["s1", 1]],
+        popularByCategory: (c) => (c === "hats" ? [["h1", 1]] : undefined),
+        filters: { categories: ["hats"] },
+      }),
+      DEFAULT_RANKING_CONFIG,
+    );
+    expect(ids(out)).toEqual(["h1"]);
+  });
+});
+
+describe("merchandising rules", () => {
+  const rows = { a: {}, b: {}, c: { category: "shoes" }, z: {}, oos: { inStock: false }, d: {} };
+  // a 1, b 0.5, c 0.25 (batch), nothing else.
+  const base = () => input({ rows, batch: batch(["a", 4], ["b", 2], ["c", 1]), explain: true });
+
+  it("boosts and buries by their amounts and names the rule", () => {
+    const out = rank(
+      base(),
+      withRules(
+        { id: "up", action: "boost", productIds: ["c"], amount: 1 },
+        { id: "down", action: "bury", productIds: ["a"], amount: 0.8 },
+      ),
+    );
+    // c 0.25 + 1 = 1.25; b 0.5; a 1 − 0.8 = 0.2
+    expect(out.items.map((i) => [i.productId, i.score])).toEqual([
+      ["c", 1.25],
+      ["b", 0.5],
+      ["a", 0.2],
+    ]);
+    expect(item(out, "c").reasons).toEqual(["batch", "boosted:up"]);
+    expect(item(out, "a").reasons).toEqual(["batch", "buried:down"]);
+    expect(item(out, "c").contributions).toEqual({ batch: 0.25, rules: 1 });
+  });
+
+  it("matches categories normalised", () => {
+    const out = rank(base(), withRules({ id: "cat", action: "boost", categories: [" Shoes "], amount: 2 }));
+    expect(ids(out)[0]).toBe("c");
+    expect(item(out, "c").score).toBe(2.25);
+  });
+
+  it("applies a rule only inside its time window and on its placements", () => {
+    const boost = { id: "w", action: "boost", productIds: ["c"], amount: 1 } as const;
+    const first = (rule: MerchandisingRule) => ids(rank(base(), withRules(rule)))[0];
+    const iso = (ms: number) => new Date(ms).toISOString();
+    expect(first({ ...boost, from: iso(NOW + 60_000) })).toBe("a");
+    expect(first({ ...boost, until: iso(NOW - 60_000) })).toBe("a");
+    // until is exclusive, from inclusive
+    expect(first({ ...boost, until: iso(NOW) })).toBe("a");
+    expect(first({ ...boost, from: iso(NOW), until: iso(NOW + 1) })).toBe("c");
+    expect(first({ ...boost, placements: ["pdp"] })).toBe("a");
+    expect(first({ ...boost, placements: ["pdp", "home"] })).toBe("c");
+  });
+
+  it("pins a product to its slot, even one that was not a candidate", () => {
+    const out = rank(
+      base(),
+      withRules(
+        { id: "top", action: "pin", productIds: ["z"], slot: 1 },
+        { id: "third", action: "pin", productIds: ["a"], slot: 3 },
+      ),
+    );
+    expect(ids(out)).toEqual(["z", "b", "a", "c"]);
+    expect(item(out, "z").reasons).toEqual(["pinned:top"]);
+    expect(item(out, "a").reasons[0]).toBe("pinned:third");
+  });
+
+  it("pins the first eligible product of the rule, never an ineligible one, and keeps the limit", () => {
+    const out = rank(
+      { ...base(), limit: 2 },
+      withRules(
+        { id: "alt", action: "pin", productIds: ["oos", "ghost", "d"], slot: 2 },
+        { id: "far", action: "pin", productIds: ["z"], slot: 9 },
+      ),
+    );
+    // d takes slot 2 (oos is out of stock, ghost unknown); z's slot is past the end: z is appended, then cut.
+    expect(ids(out)).toEqual(["a", "d"]);
+    const wide = rank({ ...base(), limit: 10 }, withRules({ id: "far", action: "pin", productIds: ["z"], slot: 9 }));
+    expect(ids(wide)).toEqual(["a", "b", "c", "z"]);
+  });
+
+  it("does not pin an excluded product", () => {
+    const out = rank(
+      { ...base(), session: session({ carted: ["z"] }) },
+      withRules({ id: "top", action: "pin", productIds: ["z"], slot: 1 }),
+    );
+    expect(ids(out)).toEqual(["a", "b", "c"]);
+  });
+});
+
+describe("diversity", () => {
+  const rows: Record<string, Row> = {
+    s1: { category: "shoes" },
+    s2: { category: "shoes" },
+    s3: { category: "shoes" },
+    s4: { category: "shoes" },
+    s5: { category: "shoes" },
+    h1: { category: "hats" },
+    h2: { category: "hats" },
+  };
+  const list = batch(["s1", 10], ["s2", 9], ["s3", 8], ["s4", 7], ["s5", 6], ["h1", 5], ["h2", 4]);
+  const config = withConfig({ diversity: { maxPerCategory: 2 } });
+
+  it("keeps at most maxPerCategory of a category while others can fill the list", () => {
+    const out = rank(input({ rows, batch: list, limit: 4, whyNot: "s3" }), config);
+    expect(ids(out)).toEqual(["s1", "s2", "h1", "h2"]);
+    expect(out.whyNot).toEqual({ productId: "s3", status: "removed", rule: "diversity" });
+  });
+
+  it("fills from the deferred ones when too few others remain, in score order", () => {
+    const out = rank(input({ rows, batch: list, limit: 6 }), config);
+    expect(ids(out)).toEqual(["s1", "s2", "s3", "s4", "h1", "h2"]);
+  });
+
+  it("does not cap a rerank", () => {
+    const out = rank(
+      input({
+        mode: "rerank",
+        placement: "rerank",
+        rows,
+        limit: 4,
+        candidates: ["s1", "s2", "s3", "s4", "h1"].map((productId) => ({ productId })),
+      }),
+      config,
+    );
+    expect(ids(out)).toEqual(["s1", "s2", "s3", "s4"]);
+  });
+});
+
+describe("fallback chain", () => {
+  it("answers as many items as asked while enough eligible exist, in chain order", () => {
+    const rows = plain(
+      "x",
+      "c1",
+      "c2",
+      "gone",
+      "b1",
+      "b2",
+      "t1",
+      "t2",
+      ...Array.from({ length: 6 }, (_, i) => `p${i}`),
+    );
+    rows.gone = { inStock: false };
+    const out = rank(
+      input({
+        placement: "pdp",
+        context: ["x"],
+        limit: 8,
+        rows,
+        similar: new Map<string, Scored[]>([
+          [
+            "x",
+            [
+              ["c1", 2],
+              ["c2", 1],
+              ["gone", 2],
+            ],
+          ],
+        ]),
+        batch: batch(["b1", 1], ["b2", 1]),
+        trending: [
+          ["t1", 1],
+          ["t2", 1],
+        ],
+        popular: Array.from({ length: 6 }, (_, i) => [`p${i}`, 6 - i] as const),
+      }),
+      DEFAULT_RANKING_CONFIG,
+    );
+    // context 2 × {1, 0.5}; batch 1; trending 0.3; popularity 0.2 × (6 − i) / 6
+    expect(ids(out)).toEqual(["c1", "b1", "b2", "c2", "t1", "t2", "p0", "p1"]);
+    expect(out.items).toHaveLength(8);
+    expect(item(out, "p0").reasons).toEqual(["popular_fallback"]);
+  });
+
+  it("falls all the way to popular when the visitor has nothing", () => {
+    const out = rank(
+      input({
+        limit: 3,
+        rows: plain("p1", "p2", "p3", "p4"),
+        popular: [
+          ["p4", 1],
+          ["p3", 2],
+          ["p2", 3],
+          ["p1", 4],
+        ],
+      }),
+      DEFAULT_RANKING_CONFIG,
+    );
+    expect(ids(out)).toEqual(["p1", "p2", "p3"]);
+    expect(out.items.every((i) => i.reasons[0] === "popular_fallback")).toBe(true);
+  });
+
+  it("returns every eligible item when there are fewer than asked", () => {
+    const out = rank(
+      input({
+        limit: 10,
+        rows: plain("p1", "p2"),
+        popular: [
+          ["p1", 2],
+          ["p2", 1],
+          ["ghost", 3],
+        ],
+      }),
+      DEFAULT_RANKING_CONFIG,
+    );
+    expect(ids(out)).toEqual(["p1", "p2"]);
+  });
+
+  it("names popular (not popular_fallback) when the product came from another source too", () => {
+    const out = rank(input({ rows: plain("a"), batch: batch(["a", 1]), popular: [["a", 1]] }), DEFAULT_RANKING_CONFIG);
+    expect(item(out, "a").reasons).toEqual(["batch", "popular"]);
+  });
+});
+
+describe("query match", () => {
+  const rows: Record<string, Row> = {
+    shoes: { title: "Red Shoes" },
+    hat: { title: "Red Hat" },
+    lamp: { title: "Desk Lamp" },
+  };
+  const popular: Scored[] = [
+    ["lamp", 1],
+    ["hat", 1],
+    ["shoes", 1],
+  ];
+
+  it("scores the share of query terms a product's words start with", () => {
+    const out = rank(input({ rows, popular, query: "red shoe", explain: true }), DEFAULT_RANKING_CONFIG);
+    // shoes: red ✓ shoe→shoes ✓ = 1; hat: red ✓ = 0.5; lamp: 0. Query weight 1, plus popularity 0.2 each.
+    expect(out.items.map((i) => [i.productId, i.score])).toEqual([
+      ["shoes", 1.2],
+      ["hat", 0.7],
+      ["lamp", 0.2],
+    ]);
+    expect(item(out, "shoes").reasons).toEqual(["query_match", "popular_fallback"]);
+    expect(item(out, "hat").contributions).toEqual({ query: 0.5, popularity: 0.2 });
+  });
+
+  it("uses the active session's newest search at half strength, and no search of an inactive one", () => {
+    const active = rank(
+      input({ rows, popular, session: session({ searches: ["desk", "red"], active: true }) }),
+      DEFAULT_RANKING_CONFIG,
+    );
+    expect(item(active, "lamp").score).toBe(0.7);
+    expect(ids(active)[0]).toBe("lamp");
+    const idle = rank(
+      input({ rows, popular, session: session({ searches: ["desk"], active: false }) }),
+      DEFAULT_RANKING_CONFIG,
+    );
+    expect(item(idle, "lamp").score).toBe(0.2);
+  });
+});
+
+describe("why-not trace", () => {
+  const rows = { a: {}, b: {}, c: {}, oos: { inStock: false }, other: {} };
+  const trace = (whyNot: string, limit = 2) =>
+    rank(
+      input({ rows, limit, whyNot, batch: batch(["a", 4], ["b", 2], ["c", 1], ["oos", 3]), explain: true }),
+      DEFAULT_RANKING_CONFIG,
+    ).whyNot;
+
+  it("says where a shown product is", () => {
+    expect(trace("b")).toEqual({ productId: "b", status: "shown", position: 2, score: 0.5 });
+  });
+
+  it("names the rule that removed a product", () => {
+    expect(trace("oos")).toEqual({ productId: "oos", status: "removed", rule: "out_of_stock" });
+  });
+
+  it("gives the position, score and gap of a product below the cut", () => {
+    // c = 1/4 = 0.25, the cut is b at 0.5
+    expect(trace("c")).toEqual({
+      productId: "c",
+      status: "below_cut",
+      position: 3,
+      score: 0.25,
+      cutScore: 0.5,
+      gap: 0.25,
+    });
+  });
+
+  it("tells a product that was never a candidate, in the catalogue or not", () => {
+    expect(trace("other")).toEqual({ productId: "other", status: "not_candidate", inCatalog: true });
+    expect(trace("nowhere")).toEqual({ productId: "nowhere", status: "not_candidate", inCatalog: false });
+  });
+
+  it("counts removals by rule and candidates by source", () => {
+    const out = rank(
+      input({
+        rows,
+        batch: batch(["a", 4], ["oos", 3]),
+        popular: [
+          ["a", 1],
+          ["ghost", 1],
+        ],
+      }),
+      DEFAULT_RANKING_CONFIG,
+    );
+    expect(out.stats).toEqual({
+      candidates: 3,
+      removed: { out_of_stock: 1, unknown_product: 1 },
+      bySource: { batch: 2, popular: 2 },
+    });
+  });
+});
+
+describe("rerank", () => {
+  const rows: Record<string, Row> = {
+    x: {},
+    y: {},
+    z: {},
+    chair: { title: "Desk Chair" },
+    lamp: { title: "Desk Lamp" },
+    gone: { inStock: false },
+  };
+
+  it("ranks only the caller's candidates, by their scores scaled to [0, 1]", () => {
+    const out = rank(
+      input({
+        mode: "rerank",
+        placement: "rerank",
+        rows,
+        limit: 10,
+        candidates: [
+          { productId: "x", score: 10 },
+          { productId: "y", score: 30 },
+          { productId: "z", score: 20 },
+        ],
+        // Sources the other modes would use are ignored.
+        batch: batch(["lamp", 1]),
+        popular: [["chair", 1]],
+        explain: true,
+      }),
+      DEFAULT_RANKING_CONFIG,
+    );
+    expect(out.items.map((i) => [i.productId, i.score])).toEqual([
+      ["y", 1],
+      ["z", 0.5],
+      ["x", 0],
+    ]);
+    expect(item(out, "y").reasons).toEqual(["base_score"]);
+    expect(item(out, "y").contributions).toEqual({ base: 1 });
+    expect(out.stats.candidates).toBe(3);
+  });
+
+  it("uses the caller's order when it gives no scores, keeps unknown products and removes out-of-stock ones", () => {
+    const out = rank(
+      input({
+        mode: "rerank",
+        placement: "rerank",
+        rows,
+        limit: 10,
+        candidates: ["z", "unknown", "gone", "x"].map((productId) => ({ productId })),
+      }),
+      DEFAULT_RANKING_CONFIG,
+    );
+    // base 1 − i/4: z 1, unknown 0.75, gone 0.5 (removed), x 0.25
+    expect(out.items.map((i) => [i.productId, i.score])).toEqual([
+      ["z", 1],
+      ["unknown", 0.75],
+      ["x", 0.25],
+    ]);
+    expect(out.stats.removed).toEqual({ out_of_stock: 1 });
+  });
+
+  it("matches the query on titles", () => {
+    const out = rank(
+      input({
+        mode: "rerank",
+        placement: "rerank",
+        rows,
+        limit: 10,
+        query: "lamp",
+        candidates: [{ productId: "chair" }, { productId: "lamp" }],
+      }),
+      DEFAULT_RANKING_CONFIG,
+    );
+    // chair base 1; lamp base 0.5 + query 1
+    expect(out.items.map((i) => [i.productId, i.score])).toEqual([
+      ["lamp", 1.5],
+      ["chair", 1],
+    ]);
+    expect(item(out, "lamp").reasons).toEqual(["query_match", "base_score"]);
+  });
+
+  it("returns all 1,000 candidates in one deterministic order", () => {
+    const n = 1000;
+    const catalog: Record<string, Row> = {};
+    const all = Array.from({ length: n }, (_, i) => `c${String(i).padStart(4, "0")}`);
+    for (const id of all) catalog[id] = { category: "same" };
+    // Ten distinct scores, a hundred products each: ties broken by productId.
+    const scoreOf = (id: string) => Number(id.slice(1)) % 10;
+    const shuffled = [...all].sort((a, b) => ((Number(a.slice(1)) * 7919) % n) - ((Number(b.slice(1)) * 7919) % n));
+    const run = (order: string[]) =>
+      rank(
+        input({
+          mode: "rerank",
+          placement: "rerank",
+          rows: catalog,
+          limit: n,
+          candidates: order.map((productId) => ({ productId, score: scoreOf(productId) })),
+        }),
+        DEFAULT_RANKING_CONFIG,
+      );
+    const one = run(all);
+    const two = run(shuffled);
+    const expected = [...all].sort((a, b) => scoreOf(b) - scoreOf(a) || (a < b ? -1 : 1));
+    expect(one.items).toHaveLength(n);
+    expect(ids(one)).toEqual(expected);
+    expect(ids(two)).toEqual(expected);
+    expect(ids(one).slice(0, 3)).toEqual(["c0009", "c0019", "c0029"]);
+  });
+});

@@ -1,0 +1,162 @@
+// Signed user tokens (src/rank/tokens.ts) checked as RFC 8725 asks. Tokens other than the valid one are built here
+// byte by byte (header and claims as given, HMAC-SHA-256 over them with WebCrypto), so each test changes one thing.
+import { describe, expect, it } from "vitest";
+import {
+  looksLikeJwt,
+  signUserToken,
+  TOKEN_AUDIENCE,
+  TOKEN_ISSUER,
+  TOKEN_LEEWAY_S,
+  TOKEN_MAX_TTL_S,
+  verifyUserToken,
+} from "../../src/rank/tokens.ts";
+
+const SECRET = "test-secret-one";
+const OTHER = "test-secret-two";
+const NOW_MS = Date.parse("2026-06-01T12:00:00Z");
+const NOW = NOW_MS / 1000;
+
+const b64url = (bytes: Uint8Array) => Buffer.from(bytes).toString("base64url");
+const text = (s: string) => b64url(new TextEncoder().encode(s));
+
+async function hmac(secret: string, data: string): Promise<string> {
+  const key = await crypto.subtle.importKey(
+    "raw",
+    new TextEncoder().encode(secret),
+    { name: "HMAC", hash: "SHA-256" },
+    false,
+    ["sign"],
+  );
+  return b64url(new Uint8Array(await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(data))));
+}
+
+/** A token with exactly this header and these claims, signed with `secret`. */
+async function craft(
+  header: Record<string, unknown>,
+  claims: Record<string, unknown>,
+  secret: string = SECRET,
+): Promise<string> {
+  const body = `${text(JSON.stringify(header))}.${text(JSON.stringify(claims))}`;
+  return `${body}.${await hmac(secret, body)}`;
+}
+
+const HS256 = { alg: "HS256", typ: "JWT" };
+const claims = (patch: Record<string, unknown> = {}) => ({
+  iss: TOKEN_ISSUER,
+  aud: TOKEN_AUDIENCE,
+  sub: "u:alice",
+  iat: NOW,
+  exp: NOW + 600,
+  ...patch,
+});
+
+async function reason(token: string, secrets: string[] = [SECRET], nowMs = NOW_MS): Promise<string> {
+  const check = await verifyUserToken(token, secrets, nowMs);
+  return check.ok ? "ok" : check.reason;
+}
+
+describe("user tokens", () => {
+  it("accept a token the service signed, with its claims", async () => {
+    const { token, claims: signed } = await signUserToken(SECRET, "a:anon-1", NOW_MS, 900);
+    expect(looksLikeJwt(token)).toBe(true);
+    expect(signed).toEqual({ iss: "lastmile", aud: "lastmile:rank", sub: "a:anon-1", iat: NOW, exp: NOW + 900 });
+    expect(await verifyUserToken(token, [SECRET], NOW_MS)).toEqual({ ok: true, claims: signed });
+    // A token built independently with the same bytes verifies too (the signature is plain HS256).
+    expect(await reason(await craft(HS256, claims()))).toBe("ok");
+  });
+
+  it("refuse alg none, with or without a signature", async () => {
+    const unsigned = `${text(JSON.stringify({ alg: "none", typ: "JWT" }))}.${text(JSON.stringify(claims()))}.`;
+    expect(await reason(unsigned)).toBe("algorithm_not_allowed");
+    expect(await reason(await craft({ alg: "none" }, claims()))).toBe("algorithm_not_allowed");
+    expect(await reason(await craft({ alg: "None" }, claims()))).toBe("algorithm_not_allowed");
+  });
+
+  it("refuse any other algorithm in the header, even over a valid HS256 signature", async () => {
+    for (const alg of ["HS512", "RS256", "ES256", "hs256"]) {
+      expect(await reason(await craft({ alg, typ: "JWT" }, claims())), alg).toBe("algorithm_not_allowed");
+    }
+    expect(await reason(await craft({ typ: "JWT" }, claims()))).toBe("algorithm_not_allowed");
+  });
+
+  it("refuse a tampered payload", async () => {
+    const good = await craft(HS256, claims());
+    const [h, , s] = good.split(".");
+    const forged = `${h}.${text(JSON.stringify(claims({ sub: "u:mallory" })))}.${s}`;
+    expect(await reason(forged)).toBe("bad_signature");
+  });
+
+  it("refuse a tampered or truncated signature", async () => {
+    const good = await craft(HS256, claims());
+    const [h, p, s = ""] = good.split(".");
+    const bytes = Buffer.from(s, "base64url");
+    bytes[0] = (bytes[0] ?? 0) ^ 1;
+    expect(await reason(`${h}.${p}.${b64url(bytes)}`)).toBe("bad_signature");
+    expect(await reason(`${h}.${p}.${b64url(bytes.subarray(0, 16))}`)).toBe("bad_signature");
+    expect(await reason(`${h}.${p}.`)).toBe("bad_signature");
+  });
+
+  it("refuse a token signed with another secret", async () => {
+    expect(await reason(await craft(HS256, claims(), "guessed"))).toBe("bad_signature");
+    expect(await reason(await craft(HS256, claims()), [])).toBe("bad_signature");
+  });
+
+  it("refuse an expired token beyond the leeway, accept one within it", async () => {
+    const exp = NOW - 120;
+    const token = await craft(HS256, claims({ iat: NOW - 600, exp }));
+    expect(await reason(token)).toBe("expired");
+    expect(await reason(token, [SECRET], (exp + TOKEN_LEEWAY_S - 1) * 1000)).toBe("ok");
+    expect(await reason(token, [SECRET], (exp + TOKEN_LEEWAY_S + 1) * 1000)).toBe("expired");
+  });
+
+  it("refuse nbf in the future beyond the leeway", async () => {
+    expect(await reason(await craft(HS256, claims({ nbf: NOW + 300 })))).toBe("not_yet_valid");
+    expect(await reason(await craft(HS256, claims({ nbf: NOW + TOKEN_LEEWAY_S - 1 })))).toBe("ok");
+    expect(await reason(await craft(HS256, claims({ nbf: "soon" })))).toBe("not_yet_valid");
+  });
+
+  it("refuse iat in the future beyond the leeway, and a token without iat", async () => {
+    expect(await reason(await craft(HS256, claims({ iat: NOW + 300, exp: NOW + 900 })))).toBe("not_yet_valid");
+    expect(await reason(await craft(HS256, claims({ iat: undefined })))).toBe("not_yet_valid");
+  });
+
+  it("refuse a wrong or missing issuer and audience", async () => {
+    expect(await reason(await craft(HS256, claims({ iss: "someone-else" })))).toBe("wrong_issuer");
+    expect(await reason(await craft(HS256, claims({ iss: undefined })))).toBe("wrong_issuer");
+    expect(await reason(await craft(HS256, claims({ aud: "lastmile:admin" })))).toBe("wrong_audience");
+    // An audience list is not the exact audience.
+    expect(await reason(await craft(HS256, claims({ aud: [TOKEN_AUDIENCE] })))).toBe("wrong_audience");
+  });
+
+  it("refuse a lifetime longer than the maximum", async () => {
+    expect(await reason(await craft(HS256, claims({ exp: NOW + TOKEN_MAX_TTL_S + 1 })))).toBe("lifetime_too_long");
+    expect(await reason(await craft(HS256, claims({ exp: NOW + TOKEN_MAX_TTL_S })))).toBe("ok");
+  });
+
+  it("refuse malformed tokens: parts, base64, JSON, claim types", async () => {
+    expect(await reason("abc.def")).toBe("malformed");
+    expect(await reason("a.b.c.d")).toBe("malformed");
+    expect(await reason("!!!.e30.")).toBe("malformed");
+    expect(await reason(`${text("not json")}.${text("{}")}.`)).toBe("malformed");
+    expect(await reason(`${text("[1]")}.${text("{}")}.`)).toBe("malformed");
+    expect(looksLikeJwt("!!!.e30.")).toBe(false);
+    // Signed correctly, but the payload is not JSON.
+    const h = text(JSON.stringify(HS256));
+    const p = text("not json");
+    expect(await reason(`${h}.${p}.${await hmac(SECRET, `${h}.${p}`)}`)).toBe("malformed");
+    expect(await reason(await craft(HS256, claims({ sub: "alice" })))).toBe("malformed");
+    expect(await reason(await craft(HS256, claims({ sub: 42 })))).toBe("malformed");
+    expect(await reason(await craft(HS256, claims({ exp: undefined })))).toBe("malformed");
+    expect(await reason(await craft(HS256, claims({ exp: "later" })))).toBe("malformed");
+    expect(await reason(await craft({ alg: "HS256", typ: "JWS" }, claims()))).toBe("malformed");
+    expect(await reason(await craft({ alg: "HS256", crit: ["exp"] }, claims()))).toBe("malformed");
+  });
+
+  it("verify a token signed with any configured secret (rotation)", async () => {
+    const old = (await signUserToken(OTHER, "u:alice", NOW_MS, 600)).token;
+    const fresh = (await signUserToken(SECRET, "u:alice", NOW_MS, 600)).token;
+    expect(await reason(old, [SECRET, OTHER])).toBe("ok");
+    expect(await reason(fresh, [SECRET, OTHER])).toBe("ok");
+    expect(await reason(old, [SECRET])).toBe("bad_signature");
+  });
+});

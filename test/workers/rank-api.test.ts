@@ -1,0 +1,285 @@
+// The ranking API end to end in workerd: the published snapshot in the local KV (publisher encodings), the real
+// SessionState objects fed through the collection API, the real Redis behind the Upstash gateway. Expected lists
+// are worked out from shopFixture (rank-helpers.ts) and the default weights (docs/ranking.md#features): batch 1.0,
+// context 2.0, covisit 1.5, sessionAffinity 0.8, popularity 0.2 — e.g. pop01 = 0.2 × 12/100 (oos tops the list).
+// Live trending (Redis) holds whatever other test files tracked; fixture ids carry a fresh tag per test, so only
+// tr1 (the batch trending list, used while the isolate's live list is cold) can come and go: assertions allow it.
+import { exports } from "cloudflare:workers";
+import { beforeEach, describe, expect, it } from "vitest";
+import { refused } from "./collect-helpers.ts";
+import {
+  type Answer,
+  get,
+  ids,
+  ok,
+  postJson,
+  publishFixture,
+  SERVER_KEY,
+  shopFixture,
+  track,
+  userToken,
+} from "./rank-helpers.ts";
+
+let shop: ReturnType<typeof shopFixture>;
+let id: (name: string) => string;
+const pops = (from: number, to: number) =>
+  Array.from({ length: to - from + 1 }, (_, i) => id(`pop${String(from + i).padStart(2, "0")}`));
+/** The items without tr1, whose presence depends on whether the isolate's live trending list is warm yet. */
+const organic = (a: Answer) => ids(a).filter((x) => x !== id("tr1"));
+
+beforeEach(async () => {
+  shop = shopFixture(`r${crypto.randomUUID().slice(0, 8)}`);
+  id = shop.id;
+  await publishFixture(shop);
+});
+
+describe("routes with a server key", () => {
+  it("GET /v1/recommendations: the user's batch list, then the popular fallback", async () => {
+    const res = await get(`/v1/recommendations?placement=home&userId=${id("alice")}`);
+    expect(res.headers.get("cache-control")).toBe("private, no-store");
+    expect(res.headers.get("server-timing")).toMatch(/(^|, )total;dur=[\d.]+/);
+    expect(res.headers.get("access-control-allow-origin")).toBeNull();
+    const a = await ok(res);
+    expect(a.items).toHaveLength(12);
+    const hasTrending = ids(a).includes(id("tr1"));
+    expect(organic(a)).toEqual([id("b1"), id("b2"), ...pops(1, hasTrending ? 9 : 10)]);
+    expect(a.items[0]).toEqual({ productId: id("b1"), score: 1, reasons: ["batch"] });
+    // b2 = 0.6 / 0.9; pop01 = 0.2 × 12 / 100
+    expect(a.items[1]?.score).toBeCloseTo(2 / 3, 5);
+    expect(a.items.find((i) => i.productId === id("pop01"))).toEqual({
+      productId: id("pop01"),
+      score: 0.024,
+      reasons: ["popular_fallback"],
+    });
+    expect(a).toMatchObject({
+      placement: "home",
+      mode: "recommend",
+      userKey: `u:${id("alice")}`,
+      config: { version: "default" },
+      snapshot: { version: 1 },
+      sources: {
+        session: { status: "absent" },
+        batch: { status: "ok", version: 1 },
+        catalog: { status: "ok", items: 22, version: 1 },
+        popular: { status: "ok", version: 1 },
+      },
+    });
+    expect(a.recId).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
+  it("GET /v1/recommendations without a user: the non-personal list", async () => {
+    const a = await ok(get("/v1/recommendations?placement=home&limit=5"));
+    expect(a.userKey).toBeNull();
+    expect(a.sources.session.status).toBe("skipped");
+    expect(a.sources.batch.status).toBe("skipped");
+    const hasTrending = ids(a).includes(id("tr1"));
+    expect(organic(a)).toEqual(pops(1, hasTrending ? 4 : 5));
+  });
+
+  it("GET /v1/similar/:productId: the product's neighbours first, never the product itself", async () => {
+    const a = await ok(get(`/v1/similar/${id("p1")}?limit=4`));
+    expect(a.mode).toBe("similar");
+    // s1 = 2 × 0.9/0.9, s2 = 2 × 0.45/0.9
+    expect(a.items.map((i) => [i.productId, i.score, i.reasons[0]])).toEqual([
+      [id("s1"), 2, `similar_to:${id("p1")}`],
+      [id("s2"), 1, `similar_to:${id("p1")}`],
+      [id("pop01"), 0.024, "popular_fallback"],
+      [id("pop02"), 0.022, "popular_fallback"],
+    ]);
+  });
+
+  it("POST /v1/rank: only the caller's candidates, by its scores and the query", async () => {
+    const a = await ok(
+      postJson("/v1/rank", {
+        userId: id("alice"),
+        query: "mug",
+        candidates: [
+          { productId: id("s2"), score: 3 },
+          { productId: id("p1"), score: 1 },
+          { productId: id("s1"), score: 2 },
+          { productId: id("oos"), score: 5 },
+          { productId: "not-in-catalogue", score: 0 },
+        ],
+      }),
+    );
+    expect(a.mode).toBe("rerank");
+    // base = (score − 0) / (5 − 0); the mugs (p1, s1) match the query (+1); b1 (alice's batch) is not a candidate
+    // but its batch feature does not apply to others; oos is removed; the unknown id stays (the caller owns it).
+    expect(a.items.map((i) => [i.productId, i.score])).toEqual([
+      [id("s1"), 1.4],
+      [id("p1"), 1.2],
+      [id("s2"), 0.6],
+      ["not-in-catalogue", 0],
+    ]);
+    expect(a.items[0]?.reasons).toEqual(["query_match", "base_score"]);
+  });
+
+  it("POST /v1/rank with 1,000 candidates answers all of them, the same order every time", async () => {
+    const candidates = Array.from({ length: 1000 }, (_, i) => ({ productId: `x${i}`, score: i % 7 }));
+    const one = await ok(postJson("/v1/rank", { candidates }));
+    const two = await ok(postJson("/v1/rank", { candidates }));
+    expect(one.items).toHaveLength(1000);
+    const expected = candidates
+      .map((c) => c.productId)
+      .sort((a, b) => (Number(b.slice(1)) % 7) - (Number(a.slice(1)) % 7) || (a < b ? -1 : 1));
+    expect(ids(one)).toEqual(expected);
+    expect(ids(two)).toEqual(expected);
+  });
+
+  it("gives every answer its own recId and identical requests the identical list", async () => {
+    const path = `/v1/similar/${id("p1")}?anonymousId=${id("nobody")}&limit=10`;
+    const answers = [await ok(get(path)), await ok(get(path)), await ok(get(path))];
+    expect(new Set(answers.map((a) => a.recId)).size).toBe(3);
+    expect(ids(answers[0] as Answer)).toEqual([id("s1"), id("s2"), ...pops(1, 8)]);
+    for (const a of answers) expect(ids(a)).toEqual(ids(answers[0] as Answer));
+  });
+});
+
+describe("session events change the next answer", () => {
+  it("a viewed product's similar items lead the home list", async () => {
+    const anonymousId = id("viewer");
+    const before = await ok(get(`/v1/recommendations?placement=home&anonymousId=${anonymousId}`));
+    expect(before.sources.session.status).toBe("absent");
+    expect(organic(before)[0]).toBe(id("pop01"));
+
+    await track({ anonymousId }, [
+      { event: "Product Viewed", properties: { product_id: id("p1"), category: "Kitchen", price: 8 } },
+    ]);
+    const after = await ok(get(`/v1/recommendations?placement=home&anonymousId=${anonymousId}&explain=true`));
+    expect(after.sources.session.status).toBe("ok");
+    expect(ids(after).slice(0, 2)).toEqual([id("s1"), id("s2")]);
+    // s1: covisit 1.5 × 1 and session affinity 0.8 × 1 (kitchen is the session's only category)
+    expect(after.items[0]?.reasons.slice(0, 2)).toEqual([`similar_to:${id("p1")}`, "session_affinity:kitchen"]);
+    expect(after.items[0]?.contributions).toMatchObject({ covisit: 1.5, sessionAffinity: 0.8 });
+    // The viewed product is a seed, not a suggestion.
+    expect(ids(after)).not.toContain(id("p1"));
+  });
+
+  it("a carted product is excluded on home and its bought-together items lead on cart", async () => {
+    const anonymousId = id("shopper");
+    await track({ anonymousId }, [{ event: "Product Added", properties: { product_id: id("c1"), quantity: 1 } }]);
+    const home = await ok(
+      get(`/v1/recommendations?placement=home&anonymousId=${anonymousId}&limit=50&whyNot=${id("c1")}`),
+    );
+    expect(ids(home)).not.toContain(id("c1"));
+    expect(home.explain?.whyNot).toEqual({ productId: id("c1"), status: "removed", rule: "carted" });
+    // Seeds from the cart bring its bought-together items on home too (session source).
+    expect(home.items[0]?.reasons[0]).toBe(`bought_together:${id("c1")}`);
+
+    const cart = await ok(get(`/v1/recommendations?placement=cart&anonymousId=${anonymousId}`));
+    // Context = the cart: bt1 = 2 × 0.8/0.8, bt2 = 2 × 0.4/0.8
+    expect(cart.items.slice(0, 2).map((i) => [i.productId, i.score, i.reasons[0]])).toEqual([
+      [id("bt1"), 2, `bought_together:${id("c1")}`],
+      [id("bt2"), 1, `bought_together:${id("c1")}`],
+    ]);
+    expect(ids(cart)).not.toContain(id("c1"));
+  });
+});
+
+describe("explain and whyNot", () => {
+  it("explain=true adds contributions, sources and the candidate counts", async () => {
+    const a = await ok(get(`/v1/recommendations?placement=home&userId=${id("alice")}&explain=true`));
+    expect(a.items[0]).toEqual({
+      productId: id("b1"),
+      score: 1,
+      reasons: ["batch"],
+      contributions: { batch: 1 },
+      sources: ["batch"],
+    });
+    expect(a.explain?.removed.out_of_stock).toBe(1);
+    expect(a.explain?.bySource).toMatchObject({ batch: 2, popular: 14 });
+    expect(a.explain?.candidates).toBeGreaterThanOrEqual(16);
+    const plain = await ok(get(`/v1/recommendations?placement=home&userId=${id("alice")}`));
+    expect(plain.explain).toBeUndefined();
+    expect(plain.items[0]?.contributions).toBeUndefined();
+  });
+
+  it("whyNot explains a product removed, below the cut, shown, or never a candidate", async () => {
+    const why = async (productId: string) =>
+      (await ok(get(`/v1/similar/${id("p1")}?limit=4&whyNot=${productId}`))).explain?.whyNot;
+    expect(await why(id("oos"))).toEqual({ productId: id("oos"), status: "removed", rule: "out_of_stock" });
+    // Eligible order: s1, s2, pop01, pop02 | pop03, pop04, pop05 (7th, 0.2 × 8/100); the cut is pop02 (0.022).
+    expect(await why(id("pop05"))).toEqual({
+      productId: id("pop05"),
+      status: "below_cut",
+      position: 7,
+      score: 0.016,
+      cutScore: 0.022,
+      gap: 0.006,
+    });
+    expect(await why(id("s2"))).toEqual({ productId: id("s2"), status: "shown", position: 2, score: 1 });
+    expect(await why(id("b1"))).toEqual({ productId: id("b1"), status: "not_candidate", inCatalog: true });
+    expect(await why("nope")).toEqual({ productId: "nope", status: "not_candidate", inCatalog: false });
+  });
+});
+
+describe("validation", () => {
+  const field = async (res: Response | Promise<Response>, name: string) => {
+    const body = await refused(res, 400, "validation_failed");
+    expect(body.error.field).toBe(name);
+  };
+
+  it("refuses bad query parameters naming the field", async () => {
+    await field(get("/v1/recommendations?limit=0"), "limit");
+    await field(get("/v1/recommendations?limit=2.5"), "limit");
+    await field(get("/v1/recommendations?limit=ten"), "limit");
+    await field(get("/v1/recommendations?limit=51"), "limit");
+    await field(get("/v1/recommendations?placement=checkout"), "placement");
+    await field(get("/v1/recommendations?minPrice=20&maxPrice=10"), "minPrice");
+    await field(get("/v1/recommendations?minPrice=cheap"), "minPrice");
+    await field(get("/v1/recommendations?country=USA"), "country");
+    await field(get("/v1/recommendations?explain=maybe"), "explain");
+    await field(get(`/v1/recommendations?userId=${"x".repeat(201)}`), "userId");
+    await field(get(`/v1/similar/${id("p1")}?limit=51`), "limit");
+  });
+
+  it("refuses bad rerank bodies", async () => {
+    const candidates = Array.from({ length: 1001 }, (_, i) => `x${i}`);
+    await field(postJson("/v1/rank", { candidates }), "candidates");
+    await field(postJson("/v1/rank", { candidates: [] }), "candidates");
+    await field(postJson("/v1/rank", { candidates: "a,b" }), "candidates");
+    await field(postJson("/v1/rank", { candidates: [{ score: 1 }] }), "candidates[0].productId");
+    await field(postJson("/v1/rank", { candidates: [{ productId: "a", score: "high" }] }), "candidates[0].score");
+    await field(postJson("/v1/rank", { candidates: ["a"], limit: 1001 }), "limit");
+    await field(postJson("/v1/rank", [1, 2]), "body");
+    const raw = (body: string, type: string) =>
+      exports.default.fetch(
+        new Request("http://lastmile.test/v1/rank", {
+          method: "POST",
+          headers: { authorization: `Bearer ${SERVER_KEY}`, "content-type": type },
+          body,
+        }),
+      );
+    await refused(raw("{not json", "application/json"), 400, "invalid_json");
+    await refused(raw(JSON.stringify({ candidates: ["a"] }), "text/plain"), 415, "unsupported_media_type");
+  });
+});
+
+describe("the Ranking RPC entrypoint", () => {
+  it("answers as the HTTP API does, and throws validation errors with their code", async () => {
+    const ranking = exports.Ranking;
+    const a = await ranking.recommendations({ placement: "home", userId: id("alice"), limit: 2 });
+    expect(ids(a)).toEqual([id("b1"), id("b2")]);
+    expect(a.userKey).toBe(`u:${id("alice")}`);
+    const similar = await ranking.similar({ productId: id("p1"), limit: 2 });
+    expect(ids(similar)).toEqual([id("s1"), id("s2")]);
+    const reranked = await ranking.rank({ candidates: [id("s2"), id("s1")] });
+    expect(ids(reranked)).toEqual([id("s2"), id("s1")]);
+    const error = await ranking.recommendations({ limit: 0 }).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(String((error as Error | null)?.message)).toMatch(/^validation_failed: limit/);
+  });
+});
+
+describe("user tokens on the API", () => {
+  it("a token reads its own user, named or not", async () => {
+    const token = await userToken(`u:${id("alice")}`);
+    const implicit = await ok(get("/v1/recommendations?placement=home&limit=2", token));
+    expect(implicit.userKey).toBe(`u:${id("alice")}`);
+    expect(ids(implicit)).toEqual([id("b1"), id("b2")]);
+    const named = await ok(get(`/v1/recommendations?placement=home&limit=2&userId=${id("alice")}`, token));
+    expect(ids(named)).toEqual([id("b1"), id("b2")]);
+  });
+});
