@@ -50,10 +50,21 @@ function ignoreLateSocketErrors(emitter: { on(event: "error", listener: (error: 
   emitter.on("error", () => {});
 }
 
+/**
+ * How long a pool waits for a connection before the query fails: long enough for a Neon compute to wake from
+ * suspension (typically well under a few seconds), short enough that a dead endpoint fails a cron step instead of
+ * hanging it. The failure ("timeout exceeded when trying to connect") is transient for src/batch/retry.ts.
+ */
+export const POOL_CONNECT_TIMEOUT_MS = 10_000;
+
 /** A pool for one invocation; call `end()` before the invocation finishes. */
-export function openPool(settings: DbSettings): Pool {
+export function openPool(settings: DbSettings, options: { connectTimeoutMs?: number } = {}): Pool {
   configureNeon(settings);
-  const pool = new Pool({ connectionString: settings.databaseUrl, max: 4 });
+  const pool = new Pool({
+    connectionString: settings.databaseUrl,
+    max: 4,
+    connectionTimeoutMillis: options.connectTimeoutMs ?? POOL_CONNECT_TIMEOUT_MS,
+  });
   ignoreLateSocketErrors(pool);
   return pool;
 }

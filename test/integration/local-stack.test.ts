@@ -2,6 +2,7 @@
 // the WebSocket proxy, the proxy's refusal to relay elsewhere, migrations that can run twice, and a
 // Postgres data folder that survives a restart.
 import { mkdtempSync, rmSync } from "node:fs";
+import { createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
@@ -9,6 +10,7 @@ import { migrateDatabase } from "../../scripts/lib/migrate.ts";
 import { startPgWsProxy } from "../../scripts/lib/pg-ws-proxy.ts";
 import { freePort } from "../../scripts/lib/ports.ts";
 import { type RunningPostgres, startPostgres } from "../../scripts/lib/postgres.ts";
+import { isTransientError } from "../../src/batch/retry.ts";
 import { openPool } from "../../src/stores/db.ts";
 
 const stack = inject("stack");
@@ -37,6 +39,37 @@ describe("the shared test stack", () => {
       expect(rows[0].n).toBeGreaterThanOrEqual(1);
     } finally {
       await pool.end();
+    }
+  });
+});
+
+describe("a database that accepts connections and never answers", () => {
+  it("fails the pool's query after its connect timeout, with an error the batch loop retries", async () => {
+    const sockets: Socket[] = [];
+    const silent = createServer((socket) => sockets.push(socket));
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    const port = (silent.address() as { port: number }).port;
+    const proxy = await startPgWsProxy({ port: 0, target: { host: "127.0.0.1", port } });
+    const pool = openPool(
+      { databaseUrl: `postgres://u:p@127.0.0.1:${port}/db`, localWsProxy: proxy.wsProxy },
+      { connectTimeoutMs: 300 },
+    );
+    const started = Date.now();
+    try {
+      const error = await pool.query("select 1").then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(error).toBeInstanceOf(Error);
+      expect(String((error as Error).message)).toMatch(/timeout/i);
+      expect(isTransientError(error)).toBe(true);
+      // Not a hang: the timeout, not the test's, ended it.
+      expect(Date.now() - started).toBeLessThan(10_000);
+    } finally {
+      await pool.end().catch(() => {});
+      for (const socket of sockets) socket.destroy();
+      await proxy.close();
+      await new Promise<void>((resolve) => silent.close(() => resolve()));
     }
   });
 });
