@@ -140,7 +140,7 @@ export async function appFetch(testEnv: Env, path: string, init: RequestInit = {
   const res = await createApp().request(path, init, testEnv, ctx);
   const body = await res.arrayBuffer();
   await waitOnExecutionContext(ctx);
-  return new Response(body, { status: res.status, headers: res.headers });
+  return new Response(body.byteLength > 0 ? body : null, { status: res.status, headers: res.headers });
 }
 
 /**

@@ -1,0 +1,200 @@
+// The ranking config as an admin resource (GET/PUT /v1/admin/ranking-config) and its effect on the next answers:
+// versions, pins, buries, weights, placements, limits; request filters over HTTP. Expected lists come from
+// shopFixture (rank-helpers.ts): alice's batch b1 (1.0), b2 (2/3); pop01 … pop12 at 0.2 × (12 … 1)/100.
+import { env, exports } from "cloudflare:workers";
+import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { DEFAULT_RANKING_CONFIG, RANKING_CONFIG_KEY } from "../../src/rank/config.ts";
+import { ADMIN_KEY, adminGet, refused, WRITE_KEY } from "./collect-helpers.ts";
+import { BASE, get, ids, ok, publishFixture, resetCaches, SERVER_KEY, shopFixture } from "./rank-helpers.ts";
+
+const shop = shopFixture(`g${crypto.randomUUID().slice(0, 8)}`);
+const id = shop.id;
+
+interface ConfigAnswer {
+  version: string;
+  updatedAt: number | null;
+  active: boolean;
+  invalid?: boolean;
+  previous?: string;
+  config: Record<string, unknown>;
+}
+
+function put(body: unknown, key: string | null = ADMIN_KEY, type = "application/json"): Promise<Response> {
+  return exports.default.fetch(
+    new Request(`${BASE}/v1/admin/ranking-config`, {
+      method: "PUT",
+      headers: { "content-type": type, ...(key ? { authorization: `Bearer ${key}` } : {}) },
+      body: typeof body === "string" ? body : JSON.stringify(body),
+    }),
+  );
+}
+
+async function putOk(body: unknown): Promise<ConfigAnswer> {
+  const res = await put(body);
+  const text = await res.text();
+  expect(res.status, text).toBe(200);
+  return JSON.parse(text) as ConfigAnswer;
+}
+
+async function active(): Promise<ConfigAnswer> {
+  const res = await adminGet("/v1/admin/ranking-config");
+  expect(res.status).toBe(200);
+  return (await res.json()) as ConfigAnswer;
+}
+
+const home = (q = "") => ok(get(`/v1/recommendations?placement=home&userId=${id("alice")}${q}`));
+const organic = (list: string[]) => list.filter((x) => x !== id("tr1"));
+
+beforeAll(async () => {
+  await publishFixture(shop);
+});
+
+afterEach(async () => {
+  // Back to the built-in default (the next PUT is v1 again).
+  await env.ONLINE_STORE.delete(RANKING_CONFIG_KEY);
+  resetCaches();
+});
+
+describe("GET /v1/admin/ranking-config", () => {
+  it("shows the built-in default while none is stored", async () => {
+    const a = await active();
+    expect(a).toEqual({
+      version: "default",
+      updatedAt: null,
+      active: true,
+      invalid: false,
+      config: DEFAULT_RANKING_CONFIG,
+    });
+  });
+
+  it("is for admins only", async () => {
+    for (const key of [null, SERVER_KEY, WRITE_KEY, "nope"]) {
+      await refused(adminGet("/v1/admin/ranking-config", key), 401, "unauthorized");
+      await refused(put({}, key), 401, "unauthorized");
+    }
+    // Nothing was stored by the refused PUTs.
+    expect(await env.ONLINE_STORE.get(RANKING_CONFIG_KEY)).toBeNull();
+  });
+});
+
+describe("PUT /v1/admin/ranking-config", () => {
+  it("stores a pin rule as v1; the next answer names v1 and follows it on its placement only", async () => {
+    const before = await home("&limit=3");
+    expect(before.config.version).toBe("default");
+    expect(ids(before).slice(0, 2)).toEqual([id("b1"), id("b2")]);
+
+    const rule = { id: "sale-pin", action: "pin", productIds: [id("oos"), id("pop12")], slot: 1, placements: ["home"] };
+    const stored = await putOk({ rules: [rule] });
+    expect(stored.version).toBe("v1");
+    expect(stored.previous).toBe("default");
+    expect(stored.config.rules).toEqual([rule]);
+    expect(stored.config.weights).toEqual(DEFAULT_RANKING_CONFIG.weights);
+
+    // Read back through KV (a second path): the active key and the kept version.
+    const raw = JSON.parse((await env.ONLINE_STORE.get(RANKING_CONFIG_KEY)) ?? "null") as { version: string };
+    expect(raw.version).toBe("v1");
+    expect(await env.ONLINE_STORE.get(`${RANKING_CONFIG_KEY}:v1`)).not.toBeNull();
+
+    const after = await home("&limit=3");
+    expect(after.config.version).toBe("v1");
+    // oos is out of stock, so the rule's next product takes slot 1 (pinned first, then its own reason: it was a
+    // popular candidate); the list keeps its length.
+    expect(after.items[0]).toEqual({
+      productId: id("pop12"),
+      score: 0.002,
+      reasons: ["pinned:sale-pin", "popular_fallback"],
+    });
+    expect(ids(after).slice(1)).toEqual([id("b1"), id("b2")]);
+    // Not on other placements or modes.
+    const pdp = await ok(get(`/v1/recommendations?placement=pdp&userId=${id("alice")}&limit=3`));
+    expect(pdp.config.version).toBe("v1");
+    expect(ids(pdp)).not.toContain(id("pop12"));
+    const similar = await ok(get(`/v1/similar/${id("p1")}?limit=3`));
+    expect(ids(similar)).not.toContain(id("pop12"));
+    expect((await active()).version).toBe("v1");
+  });
+
+  it("changes weights as v1, then v2; an older version stays readable", async () => {
+    await putOk({ rules: [{ id: "p", action: "pin", productIds: [id("pop05")], slot: 1 }] });
+    const v2 = await putOk({ weights: { batch: 0.01, popularity: 1 } });
+    expect(v2).toMatchObject({ version: "v2", previous: "v1" });
+    const a = await home("&limit=4");
+    expect(a.config.version).toBe("v2");
+    // The pin of v1 is gone (a PUT is a whole document); popularity 1 × 12/100 = 0.12 beats batch 0.01 × 1.
+    expect(organic(ids(a)).slice(0, 3)).toEqual([id("pop01"), id("pop02"), id("pop03")]);
+    expect(a.items.find((i) => i.productId === id("pop01"))?.score).toBe(0.12);
+    const old = await adminGet("/v1/admin/ranking-config?version=v1");
+    expect(old.status).toBe(200);
+    const body = (await old.json()) as ConfigAnswer;
+    expect(body).toMatchObject({ version: "v1", active: false });
+    expect((body.config.rules as unknown[]).length).toBe(1);
+    await refused(adminGet("/v1/admin/ranking-config?version=v7"), 404, "not_found");
+  });
+
+  it("buries a category, and applies a rule only inside its window", async () => {
+    const future = new Date(Date.now() + 3600_000).toISOString();
+    await putOk({
+      rules: [
+        { id: "less-aprons", action: "bury", categories: ["Aprons"], amount: 5 },
+        { id: "later", action: "boost", productIds: [id("pop12")], amount: 10, from: future },
+      ],
+    });
+    const a = await home("&limit=50&explain=true");
+    expect(a.items[0]?.productId).toBe(id("b2"));
+    const b1 = a.items.find((i) => i.productId === id("b1"));
+    // 1 − 5
+    expect(b1?.score).toBe(-4);
+    expect(b1?.reasons).toEqual(["batch", "buried:less-aprons"]);
+    expect(b1?.contributions).toEqual({ batch: 1, rules: -5 });
+    expect(ids(a).at(-1)).toBe(id("b1"));
+    expect(a.items.find((i) => i.productId === id("pop12"))?.reasons).toEqual(["popular_fallback"]);
+  });
+
+  it("adds a placement and lowers maxLimit", async () => {
+    await putOk({ placements: { search_page: { sources: ["popular"], defaultLimit: 3 } }, maxLimit: 5 });
+    const a = await ok(get("/v1/recommendations?placement=search_page"));
+    expect(a.placement).toBe("search_page");
+    expect(ids(a)).toEqual([id("pop01"), id("pop02"), id("pop03")]);
+    const body = await refused(get("/v1/recommendations?placement=home&limit=6"), 400, "validation_failed");
+    expect(body.error.field).toBe("limit");
+    await ok(get("/v1/recommendations?placement=home&limit=5"));
+  });
+
+  it("refuses an invalid document with its issues and keeps the active config", async () => {
+    await putOk({ diversity: { maxPerCategory: 2 } });
+    const res = await put({ weights: { batch: "high" }, rules: [{ id: "x", action: "pin", productIds: ["a"] }] });
+    const body = await refused(res, 400, "validation_failed");
+    expect(body.error.issues).toEqual([
+      { path: "weights.batch", message: expect.any(String) },
+      { path: "rules[0].slot", message: expect.any(String) },
+    ]);
+    await refused(put("{nope"), 400, "invalid_json");
+    await refused(put("{}", ADMIN_KEY, "text/plain"), 415, "unsupported_media_type");
+    await refused(put([]), 400, "validation_failed");
+    const a = await active();
+    expect(a.version).toBe("v1");
+    expect((a.config.diversity as { maxPerCategory: number }).maxPerCategory).toBe(2);
+  });
+
+  it("an unreadable stored config falls back to the default and says so", async () => {
+    await env.ONLINE_STORE.put(RANKING_CONFIG_KEY, JSON.stringify({ version: "v3", config: { weights: 7 } }));
+    resetCaches();
+    const a = await home("&limit=2");
+    expect(a.config.version).toBe("default");
+    expect(a.degraded).toContain("config_invalid");
+    expect(ids(a)).toEqual([id("b1"), id("b2")]);
+    expect((await active()).invalid).toBe(true);
+  });
+});
+
+describe("request filters over HTTP", () => {
+  it("filters by category and by price range, inclusive", async () => {
+    const cat = await ok(get("/v1/recommendations?placement=home&category=%20CAT3%20"));
+    expect(ids(cat)).toEqual([id("pop04")]);
+    // pop06 costs 15, pop07 16; bt2 (15) is no candidate on home.
+    const price = await ok(get("/v1/recommendations?placement=home&minPrice=15&maxPrice=16"));
+    expect(ids(price)).toEqual([id("pop06"), id("pop07")]);
+    const both = await ok(get(`/v1/recommendations?placement=home&userId=${id("alice")}&category=aprons,cat0`));
+    expect(ids(both)).toEqual([id("b1"), id("pop01")]);
+  });
+});
