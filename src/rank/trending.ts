@@ -15,7 +15,10 @@ export const TRENDING_MAX_AGE_MS = 10 * 60_000;
 
 // KEYS: the bucket keys; ARGV: [top]. Returns [id, score, id, score, …] best first.
 const TRENDING_SCRIPT = `
-local rows = redis.call('ZUNION', #KEYS, unpack(KEYS), 'WITHSCORES')
+local args = { 'ZUNION', #KEYS }
+for i = 1, #KEYS do args[#args + 1] = KEYS[i] end
+args[#args + 1] = 'WITHSCORES'
+local rows = redis.call(unpack(args))
 local n = #rows / 2
 local items = {}
 for i = 1, n do items[i] = { rows[2 * i - 1], tonumber(rows[2 * i]) } end
