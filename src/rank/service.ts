@@ -109,6 +109,25 @@ function segmentLists(value: PopularValue | null) {
   return value?.segments ?? {};
 }
 
+/**
+ * A country's list and the global one, each scaled by its own best score (a country's sums are smaller than the
+ * global ones): a product in both keeps the better of its two values. Best first.
+ */
+function scaledUnion(country: readonly Scored[] | undefined, global: readonly Scored[] | undefined): readonly Scored[] {
+  if (!country || country.length === 0) return global ?? [];
+  const best = new Map<string, number>();
+  for (const list of [country, global ?? []]) {
+    let max = 0;
+    for (const [, s] of list) if (s > max) max = s;
+    if (max <= 0) continue;
+    for (const [id, s] of list) {
+      const v = Math.max(0, s) / max;
+      if (v > (best.get(id) ?? -1)) best.set(id, v);
+    }
+  }
+  return [...best].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+}
+
 export type HeadResult = Settled<Head>;
 
 /**
@@ -220,10 +239,7 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
   const popularSegments = segmentLists(shared?.popular ?? null);
   const trendingSegments = segmentLists(shared?.trending ?? null);
   const country = request.country;
-  const popular: Scored[] = [
-    ...(country ? (popularSegments[`country:${country}`] ?? []) : []),
-    ...(popularSegments.global ?? []),
-  ];
+  const popular = scaledUnion(country ? popularSegments[`country:${country}`] : undefined, popularSegments.global);
   // Live trending when there is some; otherwise the batch trending list of the visitor's segment.
   const trendingKv = (country ? trendingSegments[`country:${country}`] : undefined) ?? trendingSegments.global ?? null;
   const trending = live.list && live.list.length > 0 ? live.list : trendingKv;

@@ -176,6 +176,38 @@ describe("session events change the next answer", () => {
   });
 });
 
+describe("country segments", () => {
+  it("a country's popular list counts on its own scale, next to the global one", async () => {
+    // Popular scores are sums of weights per segment: a country's are smaller than the global ones. Each list is
+    // scaled by its own best; a product in both takes the better of the two.
+    await publishFixture({
+      version: 1,
+      catalog: [{ id: id("g1") }, { id: id("g2") }, { id: id("de1") }],
+      popular: {
+        global: [
+          [id("g1"), 100],
+          [id("g2"), 50],
+        ],
+        "country:DE": [
+          [id("g1"), 5],
+          [id("de1"), 4],
+        ],
+      },
+    });
+    const de = await ok(get("/v1/recommendations?placement=home&country=de&explain=true"));
+    // g1 = 0.2 × max(5/5, 100/100); de1 = 0.2 × 4/5; g2 = 0.2 × 50/100
+    expect(de.items.map((i) => [i.productId, i.score])).toEqual([
+      [id("g1"), 0.2],
+      [id("de1"), 0.16],
+      [id("g2"), 0.1],
+    ]);
+    const global = await ok(get("/v1/recommendations?placement=home"));
+    expect(ids(global)).toEqual([id("g1"), id("g2")]);
+    const other = await ok(get("/v1/recommendations?placement=home&country=FR"));
+    expect(ids(other)).toEqual([id("g1"), id("g2")]);
+  });
+});
+
 describe("explain and whyNot", () => {
   it("explain=true adds contributions, sources and the candidate counts", async () => {
     const a = await ok(get(`/v1/recommendations?placement=home&userId=${id("alice")}&explain=true`));
