@@ -105,7 +105,6 @@ function send(c: Context<RankEnv>, caller: Caller, result: RankAnswer): Response
       .map(([name, ms]) => `${name};dur=${Math.round(ms * 10) / 10}`)
       .join(", "),
   );
-  if (caller.kind === "user") for (const [k, v] of Object.entries(corsHeaders(c))) c.header(k, v);
   return c.json(body);
 }
 
@@ -132,6 +131,24 @@ function queryParams(c: Context<RankEnv>): RankParams {
   return q as unknown as RankParams;
 }
 
+/**
+ * CORS headers on every answer to a browser holding a user token (errors included, so a page can read why it was
+ * refused); never on answers to a server key.
+ */
+const browserCors: MiddlewareHandler<RankEnv> = async (c, next) => {
+  await next();
+  c.header("Vary", "Origin", { append: true });
+  const caller = c.get("caller");
+  const token = bearerToken(c.req.header("authorization"));
+  const browser = caller ? caller.kind === "user" : token !== undefined && looksLikeJwt(token);
+  if (!browser) return;
+  try {
+    for (const [k, v] of Object.entries(corsHeaders(c))) c.header(k, v);
+  } catch {
+    // misconfigured: the error response says so, without CORS
+  }
+};
+
 export const rankRoutes = new Hono<RankEnv>();
 
 for (const path of ["/v1/recommendations", "/v1/rank", "/v1/similar/:productId"]) {
@@ -146,7 +163,7 @@ for (const path of ["/v1/recommendations", "/v1/rank", "/v1/similar/:productId"]
       "Access-Control-Max-Age": "86400",
     });
   });
-  rankRoutes.use(path, requireReader);
+  rankRoutes.use(path, browserCors, requireReader);
 }
 
 rankRoutes.get("/v1/recommendations", (c) => respond(c, "recommend", queryParams(c)));
