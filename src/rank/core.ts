@@ -67,6 +67,8 @@ export interface RankInput {
   /** rerank: the caller's candidates, in the caller's order, with optional base scores. */
   candidates?: ReadonlyArray<{ productId: string; score?: number }>;
   catalog: CatalogLookup;
+  /** Every catalogue product, in a stable order: the last-resort fill (absent: no fill). */
+  catalogScan?: () => Iterable<Product>;
   /** No catalogue could be read: keep products it cannot check (flagged by the caller) rather than none. */
   trustUnknown?: boolean;
   explain?: boolean;
@@ -93,7 +95,12 @@ export type WhyNot =
 export interface RankOutput {
   items: RankedItem[];
   /** Candidates considered, and removed by each rule (counts). */
-  stats: { candidates: number; removed: Record<string, number>; bySource: Partial<Record<CandidateSource, number>> };
+  stats: {
+    candidates: number;
+    removed: Record<string, number>;
+    /** Candidates per source; `catalog`: added by the last-resort catalogue fill. */
+    bySource: Partial<Record<CandidateSource | "catalog", number>>;
+  };
   whyNot?: WhyNot;
 }
 
@@ -109,6 +116,8 @@ interface Candidate {
   adjust: number;
   ruleReasons: string[] | null;
   score: number;
+  /** Added by the catalogue fill (no source proposed it). */
+  fill?: boolean;
 }
 
 const SOURCE_BIT = Object.fromEntries(CANDIDATE_SOURCES.map((source, i) => [source, 1 << i])) as Record<
@@ -251,7 +260,7 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
   const session = input.session;
   const sources = new Set(placement.sources);
   const candidates = new Map<string, Candidate>();
-  const bySource: Partial<Record<CandidateSource, number>> = {};
+  const bySource: Partial<Record<CandidateSource | "catalog", number>> = {};
 
   const add = (id: string, source: CandidateSource | null): Candidate => {
     let c = candidates.get(id);
@@ -392,7 +401,9 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
   }
 
   // ── merchandising: boost / bury ──
-  const rules = config.rules.filter((r) => ruleActive(r, input.placement, input.now));
+  // Rules are scoped by placement, or by mode for rerank / similar (their placement is a caller's label only).
+  const scope = input.mode === "recommend" ? input.placement : input.mode;
+  const rules = config.rules.filter((r) => ruleActive(r, scope, input.now));
   for (const rule of rules) {
     if (rule.action === "pin") continue;
     for (const c of candidates.values()) {
@@ -417,6 +428,22 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
     } else eligible.push(c);
   }
   eligible.sort(byScore);
+
+  // ── last resort: when every source together leaves the list short, eligible catalogue products fill it (in
+  //    the catalogue's order, after every scored candidate), so a list is never shorter than asked while enough exist
+  if (input.mode !== "rerank" && input.catalogScan && eligible.length < input.limit) {
+    // Below every scored candidate (scores may be negative after a bury); ties among fills go by id.
+    const floor = Math.min(0, eligible[eligible.length - 1]?.score ?? 0) - 1;
+    for (const p of input.catalogScan()) {
+      if (eligible.length >= input.limit) break;
+      if (candidates.has(p.id) || removal(p.id, p, input, excluded) !== null) continue;
+      const c = add(p.id, null);
+      c.fill = true;
+      c.score = floor;
+      eligible.push(c);
+      bySource.catalog = (bySource.catalog ?? 0) + 1;
+    }
+  }
 
   // ── pins: a pinned product takes its slot if it is eligible (it need not have been a candidate) ──
   const pins: Array<{ slot: number; c: Candidate }> = [];
@@ -523,7 +550,9 @@ function reasonsOf(c: Candidate, weights: Record<Feature, number>): string[] {
   for (const r of rules) if (r.startsWith("pinned:")) out.push(r);
   for (const part of parts) if (!out.includes(part.code)) out.push(part.code);
   for (const r of rules) if (!r.startsWith("pinned:") && !out.includes(r)) out.push(r);
-  if (out.length === 0) out.push((c.sources & SOURCE_BIT.popular) !== 0 ? "popular_fallback" : "candidate");
+  if (out.length === 0) {
+    out.push(c.fill ? "catalog_fill" : (c.sources & SOURCE_BIT.popular) !== 0 ? "popular_fallback" : "candidate");
+  }
   return out;
 }
 

@@ -30,6 +30,8 @@ export interface Head {
 
 export interface Shared {
   catalog: CatalogLookup | null;
+  /** Every product, in the shards' order (the ranking's last-resort fill). */
+  products: Product[];
   catalogItems: number;
   popular: PopularValue | null;
   trending: PopularValue | null;
@@ -131,7 +133,7 @@ export function readShared(kv: KVNamespace, pointer: Pointer | null): Promise<Sh
 }
 
 async function loadShared(kv: KVNamespace, pointer: Pointer | null): Promise<Shared> {
-  if (!pointer) return { catalog: null, catalogItems: 0, popular: null, trending: null };
+  if (!pointer) return { catalog: null, products: [], catalogItems: 0, popular: null, trending: null };
   const keys: string[] = [];
   const catalog = pointer.catalog;
   if (catalog) for (let s = 0; s < catalog.shards; s++) keys.push(catalogShardKey(catalog.version, s));
@@ -157,6 +159,7 @@ async function loadShared(kv: KVNamespace, pointer: Pointer | null): Promise<Sha
   const map = products;
   return {
     catalog: map ? (id: string) => map.get(id) : null,
+    products: map ? [...map.values()] : [],
     catalogItems: map?.size ?? 0,
     popular: popularKey ? decodePopular(values.get(popularKey) ?? null) : null,
     trending: trendingKey ? decodePopular(values.get(trendingKey) ?? null) : null,

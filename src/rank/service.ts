@@ -263,6 +263,7 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
       popularByCategory: (c) => popularSegments[`category:${c}`],
       ...(request.candidates ? { candidates: request.candidates } : {}),
       catalog,
+      ...(shared?.catalog ? { catalogScan: () => shared.products } : {}),
       trustUnknown: shared?.catalog == null,
       explain: request.explain,
       whyNot: request.whyNot,
