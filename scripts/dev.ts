@@ -6,13 +6,19 @@
 // On a database whose catalogue is empty, the demo store is seeded from the UCI Online Retail data while wrangler
 // starts (the whole catalogue and the newest DEV_SEED_EVENTS purchases; `npm run seed` loads all of them).
 //
-// Options: --port N (8787), --state-dir DIR (.lastmile/dev), --quiet (no child logs), --no-seed.
+// The demo store (docs/storefront.md#the-demo) runs next to it: the example storefront Worker under its own wrangler
+// dev on http://127.0.0.1:8790, in front of a small origin rendering the seeded catalogue; when nothing is published
+// yet, a refresh publishes the first snapshot so the store's blocks are personalised.
+//
+// Options: --port N (8787), --state-dir DIR (.lastmile/dev), --quiet (no child logs), --no-seed,
+// --demo-port N (8790 with the default port, else a free one), --no-demo.
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { describeError } from "../src/log.ts";
+import { type DemoStore, startDemoStore } from "./lib/demo-storefront.ts";
 import { LOCAL_KEYS, localWorkerVars } from "./lib/local-keys.ts";
-import { assertPortFree, StackError } from "./lib/ports.ts";
+import { assertPortFree, freePort, portIsFree, StackError } from "./lib/ports.ts";
 import { stopAllChildren } from "./lib/processes.ts";
 import { catalogIsEmpty, seedUciRetail, UCI_RETAIL_FILE } from "./lib/seed.ts";
 import { type Stack, startStack } from "./lib/stack.ts";
@@ -24,6 +30,8 @@ const { values: args } = parseArgs({
     "state-dir": { type: "string", default: join(REPO_ROOT, ".lastmile", "dev") },
     quiet: { type: "boolean", default: false },
     "no-seed": { type: "boolean", default: false },
+    "demo-port": { type: "string", default: "" },
+    "no-demo": { type: "boolean", default: false },
   },
 });
 
@@ -69,6 +77,7 @@ function takeLock(): void {
 
 let stack: Stack | undefined;
 let worker: RunningWorker | undefined;
+let demo: DemoStore | undefined;
 let stopping = false;
 let ownLock = false;
 
@@ -76,6 +85,7 @@ async function shutdown(code: number): Promise<never> {
   if (!stopping) {
     stopping = true;
     say("stopping …");
+    await demo?.stop().catch(() => {});
     await worker?.stop().catch(() => {});
     await stack?.stop().catch(() => {});
     await stopAllChildren();
@@ -107,6 +117,10 @@ async function main(): Promise<void> {
     JSON.stringify({ pid: process.pid, url: `http://127.0.0.1:${port}`, ports: stack.ports, pids: stack.pids }),
   );
 
+  // A state folder of its own (tests) gets a wrangler dev registry of its own: the demo store's Service Bindings
+  // then reach this stack's Lastmile, never another one running on the machine.
+  const registryPath = defaultStateDir ? undefined : join(stateDir, "wrangler-registry");
+  if (registryPath) process.env.WRANGLER_REGISTRY_PATH = registryPath;
   say(`worker: starting wrangler dev on http://127.0.0.1:${port}`);
   worker = await startWorker({
     port,
@@ -123,6 +137,20 @@ async function main(): Promise<void> {
     }
   });
 
+  if (!args["no-demo"]) {
+    demo = await startDemo(stack.vars, worker.url, registryPath);
+    writeFileSync(
+      lockFile,
+      JSON.stringify({
+        pid: process.pid,
+        url: `http://127.0.0.1:${port}`,
+        ports: stack.ports,
+        pids: stack.pids,
+        ...(demo ? { demoUrl: demo.url, originUrl: demo.origin.url } : {}),
+      }),
+    );
+  }
+
   const health = (await (await fetch(`${worker.url}/health`)).json()) as {
     status: string;
     checks: Record<string, { status: string; latencyMs: number }>;
@@ -138,8 +166,71 @@ async function main(): Promise<void> {
   keys          write key ${LOCAL_KEYS.writeKey} · server key ${LOCAL_KEYS.serverKey} · admin key ${LOCAL_KEYS.adminKey}
   postgres      ${stack.vars.DATABASE_URL}
   redis (REST)  ${stack.vars.UPSTASH_REDIS_REST_URL}  token ${LOCAL_KEYS.redisToken}
-  state         ${stateDir}
+  state         ${stateDir}${
+    demo
+      ? `
+  demo store    ${demo.url}   (storefront Worker → origin ${demo.origin.url}, ${demo.products} products)`
+      : ""
+  }
 `);
+}
+
+/** The demo store; reports and never throws (Lastmile is usable without it). */
+async function startDemo(
+  stackVars: Stack["vars"],
+  workerUrl: string,
+  registryPath: string | undefined,
+): Promise<DemoStore | undefined> {
+  try {
+    let demoPort = args["demo-port"] ? Number(args["demo-port"]) : port === 8787 ? 8790 : await freePort();
+    if (!(await portIsFree(demoPort))) {
+      if (args["demo-port"]) throw new StackError(`port 127.0.0.1:${demoPort} (the demo store) is already in use`);
+      demoPort = await freePort();
+    }
+    void publishFirstSnapshot(workerUrl);
+    say(`demo: starting the storefront Worker on http://127.0.0.1:${demoPort}`);
+    return await startDemoStore({
+      settings: { databaseUrl: stackVars.DATABASE_URL, localWsProxy: stackVars.NEON_LOCAL_WS_PROXY },
+      port: demoPort,
+      persistTo: join(stateDir, "storefront"),
+      ...(registryPath ? { registryPath } : {}),
+      output,
+    });
+  } catch (error) {
+    say(`demo: not started (${error instanceof StackError ? error.message : describeError(error)})`);
+    return undefined;
+  }
+}
+
+/**
+ * With nothing published yet (a new state folder), a refresh now rather than at the next cron: the ranking then
+ * has its batch lists and catalogue within a minute. Reports and never throws.
+ */
+async function publishFirstSnapshot(workerUrl: string): Promise<void> {
+  const admin = { authorization: `Bearer ${LOCAL_KEYS.adminKey}` };
+  type Versions = { current: { version: number } | null; publishing: unknown };
+  const versions = async () =>
+    (await (await fetch(`${workerUrl}/v1/admin/versions`, { headers: admin })).json()) as Versions;
+  try {
+    const before = await versions();
+    if (before.current || before.publishing) return;
+    say("demo: nothing published yet; running a refresh (load → compute → publish)");
+    const res = await fetch(`${workerUrl}/v1/admin/refresh`, { method: "POST", headers: admin });
+    await res.body?.cancel();
+    const deadline = Date.now() + 10 * 60_000;
+    while (!stopping && Date.now() < deadline) {
+      const now = await versions();
+      if (now.current) {
+        say(`demo: snapshot ${now.current.version} published; the store's recommendations are personalised`);
+        return;
+      }
+      if (!now.publishing && res.status !== 200) break;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    if (!stopping) say("demo: the first refresh did not publish; `GET /v1/admin/runs` says why");
+  } catch (error) {
+    if (!stopping) say(`demo: the first refresh failed (${describeError(error)})`);
+  }
 }
 
 /** Seeds the demo store when the catalogue is empty; reports and never throws (the stack is usable without it). */

@@ -1,0 +1,436 @@
+// An example storefront Worker in front of a store's origin (docs/storefront.md):
+//   - proxies every request to the origin (ORIGIN_URL);
+//   - fills each `<div data-lastmile-placement="home|pdp|cart|post_purchase|similar">` of an HTML page with a
+//     personalised block, ranked by Lastmile over the Service Binding `LASTMILE` (the `Ranking` entrypoint), or
+//     over HTTP with a server key when there is no binding; the element's `data-lastmile-fallback` ids (the
+//     origin's bestsellers, say) are shown when Lastmile does not answer in time;
+//   - keeps a first-party anonymous id in the `lm_aid` cookie;
+//   - sends the visit's events to Lastmile's collection API from the Worker: a page event for every page, Product
+//     Viewed for a product page, Product Clicked when a link from a block is followed (its `lm_rec`, `lm_pos` and
+//     `lm_pl` parameters carry the answer's recId, the item's position and the placement);
+//   - forwards the page's own events (POST /lastmile/v1/track, …: Product Added from the injected script) to the
+//     collection API, adding the write key and the anonymous id, so pages hold neither.
+import {
+  type ClientAnswer,
+  createClient,
+  type LastmileClient,
+  type RankParams,
+  readAttribution,
+  withAttribution,
+} from "../../../src/client/index.ts";
+import type { Ranking } from "../../../src/rank/entrypoint.ts";
+
+export interface StorefrontEnv {
+  ORIGIN_URL: string;
+  PRODUCTS_API_PATH?: string;
+  PRODUCT_PATH?: string;
+  RANKING_TIMEOUT_MS?: string;
+  /** Ranking over RPC: `services = [{ binding = "LASTMILE", service = "lastmile", entrypoint = "Ranking" }]`. */
+  LASTMILE?: Service<Ranking>;
+  /** Lastmile's default entrypoint (its HTTP API): where events go. */
+  LASTMILE_HTTP?: Fetcher;
+  /** Without bindings: Lastmile's URL, and a server key (secret) for the ranking API. */
+  LASTMILE_URL?: string;
+  LASTMILE_SERVER_KEY?: string;
+  LASTMILE_WRITE_KEY: string;
+}
+
+const ANONYMOUS_ID_COOKIE = "lm_aid";
+const ANONYMOUS_ID_MAX_AGE_S = 365 * 24 * 3600;
+/** The collection paths the page may post to under /lastmile/v1/ (docs/collection.md). */
+const COLLECT_PATHS = new Set(["track", "page", "identify", "batch", "t", "p", "i", "b"]);
+const COLLECT_BODY_LIMIT = 64 * 1024;
+const EVENTS_TIMEOUT_MS = 1000;
+const PRODUCTS_TIMEOUT_MS = 300;
+const DEFAULT_LIMIT = 8;
+
+const escapeHtml = (text: string) =>
+  text.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c] ?? c);
+
+function cookie(request: Request, name: string): string | null {
+  const header = request.headers.get("cookie") ?? "";
+  for (const part of header.split(";")) {
+    const [k, ...v] = part.trim().split("=");
+    if (k === name) return decodeURIComponent(v.join("="));
+  }
+  return null;
+}
+
+/** The visitor's anonymous id: the cookie's, or a new one (set on the response). */
+function anonymousId(request: Request): { id: string; isNew: boolean } {
+  const existing = cookie(request, ANONYMOUS_ID_COOKIE);
+  if (existing && /^[A-Za-z0-9-]{8,64}$/.test(existing)) return { id: existing, isNew: false };
+  return { id: crypto.randomUUID(), isNew: true };
+}
+
+function idCookie(id: string, url: URL): string {
+  const secure = url.protocol === "https:" ? "; Secure" : "";
+  return `${ANONYMOUS_ID_COOKIE}=${id}; Path=/; Max-Age=${ANONYMOUS_ID_MAX_AGE_S}; SameSite=Lax; HttpOnly${secure}`;
+}
+
+/** The product id of a product URL, by the PRODUCT_PATH pattern ("/products/:id"). */
+function productIdOf(pattern: string, path: string): string | null {
+  const [before, after = ""] = pattern.split(":id");
+  if (before === undefined || !path.startsWith(before) || !path.endsWith(after)) return null;
+  const raw = path.slice(before.length, path.length - after.length);
+  if (!raw || raw.includes("/")) return null;
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    return null;
+  }
+}
+
+function lastmileFetch(env: StorefrontEnv): ((request: Request) => Promise<Response>) | null {
+  if (env.LASTMILE_HTTP) {
+    const binding = env.LASTMILE_HTTP;
+    return (request) => binding.fetch(request);
+  }
+  if (env.LASTMILE_URL) {
+    const base = env.LASTMILE_URL.replace(/\/+$/, "");
+    return (request) => {
+      const url = new URL(request.url);
+      return fetch(new Request(`${base}${url.pathname}${url.search}`, request));
+    };
+  }
+  return null;
+}
+
+function rankingClient(env: StorefrontEnv): LastmileClient | null {
+  const timeoutMs = Number(env.RANKING_TIMEOUT_MS) > 0 ? Number(env.RANKING_TIMEOUT_MS) : undefined;
+  const onError = (error: { kind: string; message: string }, call: { method: string }) =>
+    console.warn(`lastmile ${call.method}: ${error.kind}: ${error.message}; showing the fallback`);
+  if (env.LASTMILE) return createClient({ binding: env.LASTMILE, timeoutMs, onError });
+  if (env.LASTMILE_URL && env.LASTMILE_SERVER_KEY) {
+    return createClient({ baseUrl: env.LASTMILE_URL, serverKey: env.LASTMILE_SERVER_KEY, timeoutMs, onError });
+  }
+  return null;
+}
+
+type Json = Record<string, unknown>;
+
+/** Sends events to the collection API (one batch); resolves either way, within EVENTS_TIMEOUT_MS. */
+async function sendEvents(env: StorefrontEnv, request: Request, events: Json[]): Promise<void> {
+  const send = lastmileFetch(env);
+  if (!send || events.length === 0) return;
+  const headers: Record<string, string> = {
+    authorization: `Basic ${btoa(`${env.LASTMILE_WRITE_KEY}:`)}`,
+    "content-type": "application/json",
+  };
+  const ip = request.headers.get("cf-connecting-ip");
+  if (ip) headers["cf-connecting-ip"] = ip;
+  try {
+    const response = await send(
+      new Request("https://lastmile.internal/v1/batch", {
+        method: "POST",
+        headers,
+        body: JSON.stringify({ batch: events, sentAt: new Date().toISOString() }),
+        signal: AbortSignal.timeout(EVENTS_TIMEOUT_MS),
+      }),
+    );
+    if (!response.ok) console.warn(`lastmile collect: HTTP ${response.status}`);
+    await response.body?.cancel();
+  } catch (error) {
+    console.warn(`lastmile collect: ${error instanceof Error ? error.message : String(error)}`);
+  }
+}
+
+function event(base: { anonymousId: string; request: Request }, fields: Json): Json {
+  return {
+    anonymousId: base.anonymousId,
+    messageId: crypto.randomUUID(),
+    timestamp: new Date().toISOString(),
+    context: { userAgent: base.request.headers.get("user-agent") ?? undefined },
+    ...fields,
+  };
+}
+
+/** POST /lastmile/v1/<path> from the page: the write key and the anonymous id are added here. */
+async function forwardCollect(env: StorefrontEnv, request: Request, path: string, aid: string): Promise<Response> {
+  if (request.method !== "POST" || !COLLECT_PATHS.has(path)) return new Response("not found", { status: 404 });
+  const send = lastmileFetch(env);
+  if (!send) return new Response("collection is not configured", { status: 503 });
+  const text = await request.text();
+  if (text.length > COLLECT_BODY_LIMIT) return new Response("payload too large", { status: 413 });
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    return new Response("invalid JSON", { status: 400 });
+  }
+  if (typeof body !== "object" || body === null || Array.isArray(body)) {
+    return new Response("expected a JSON object", { status: 400 });
+  }
+  const withId = (e: unknown) =>
+    typeof e === "object" && e !== null && !("userId" in e) && !("anonymousId" in e) ? { ...e, anonymousId: aid } : e;
+  const envelope = body as Json;
+  delete envelope.writeKey;
+  const forwarded = Array.isArray(envelope.batch)
+    ? { ...envelope, batch: envelope.batch.map(withId) }
+    : withId(envelope);
+  const headers: Record<string, string> = {
+    authorization: `Basic ${btoa(`${env.LASTMILE_WRITE_KEY}:`)}`,
+    "content-type": "application/json",
+  };
+  const ip = request.headers.get("cf-connecting-ip");
+  if (ip) headers["cf-connecting-ip"] = ip;
+  const response = await send(
+    new Request(`https://lastmile.internal/v1/${path}`, { method: "POST", headers, body: JSON.stringify(forwarded) }),
+  );
+  return new Response(response.body, {
+    status: response.status,
+    headers: { "content-type": response.headers.get("content-type") ?? "application/json" },
+  });
+}
+
+interface ProductInfo {
+  id: string;
+  title: string;
+  url: string;
+  price?: string;
+}
+
+/** Titles, prices and URLs of products from the origin's product API; null when it does not answer. */
+async function productInfo(env: StorefrontEnv, ids: string[]): Promise<Map<string, ProductInfo> | null> {
+  if (ids.length === 0) return new Map();
+  const url = new URL(env.PRODUCTS_API_PATH ?? "/api/products", env.ORIGIN_URL);
+  url.searchParams.set("ids", ids.join(","));
+  try {
+    const response = await fetch(url, { signal: AbortSignal.timeout(PRODUCTS_TIMEOUT_MS) });
+    if (!response.ok) {
+      await response.body?.cancel();
+      return null;
+    }
+    const body = (await response.json()) as { products?: ProductInfo[] };
+    return new Map((body.products ?? []).map((p) => [p.id, p]));
+  } catch {
+    return null;
+  }
+}
+
+const REASON_TEXT: Array<[RegExp, string]> = [
+  [/^similar_to:/, "similar to what you viewed"],
+  [/^bought_together:/, "often bought together"],
+  [/^context$/, "goes with this item"],
+  [/^session_affinity/, "matches your visit"],
+  [/^trending/, "trending now"],
+  [/^popular/, "popular"],
+  [/^fallback$/, "bestseller"],
+];
+
+function reasonText(reasons: string[]): string {
+  for (const reason of reasons) for (const [re, text] of REASON_TEXT) if (re.test(reason)) return text;
+  return "";
+}
+
+/** The block that replaces the element's content. Links carry the attribution of a live answer. */
+function renderBlock(title: string, answer: ClientAnswer, products: Map<string, ProductInfo>): string {
+  const items = answer.items
+    .map((item, index) => ({ item, position: index + 1, product: products.get(item.productId) }))
+    .filter((x) => x.product !== undefined)
+    .map(({ item, position, product }) => {
+      const p = product as ProductInfo;
+      const href =
+        answer.recId === null
+          ? p.url
+          : withAttribution(p.url, { recId: answer.recId, position, placement: answer.placement });
+      const why = reasonText(item.reasons);
+      return `<li class="lm-item" data-product-id="${escapeHtml(item.productId)}" data-position="${position}" data-reasons="${escapeHtml(
+        item.reasons.join(" "),
+      )}"><a href="${escapeHtml(href)}">${escapeHtml(p.title)}</a>${
+        p.price ? `<span class="lm-price">${escapeHtml(p.price)}</span>` : ""
+      }${why ? `<span class="lm-reasons">${escapeHtml(why)}</span>` : ""}</li>`;
+    });
+  return `<section class="lm-recs" data-lastmile-rec-id="${escapeHtml(answer.recId ?? "")}" data-lastmile-source="${
+    answer.fallback ? "fallback" : "lastmile"
+  }" data-lastmile-placement-filled="${escapeHtml(answer.placement)}"><h2>${escapeHtml(title)}</h2><ul>${items.join("")}</ul></section>`;
+}
+
+/**
+ * The page's events from the browser: a submit of `form[data-lastmile-event]` (or a click on another element with
+ * it) posts the event first — the navigation waits for it, at most 300 ms — so the next page already knows it.
+ */
+const PAGE_SCRIPT = `<script>
+(function () {
+  function payload(el) {
+    var p = { product_id: el.getAttribute("data-product-id") };
+    var price = el.getAttribute("data-price");
+    if (price) p.price = Number(price);
+    var category = el.getAttribute("data-category");
+    if (category) p.category = category;
+    return JSON.stringify({ event: el.getAttribute("data-lastmile-event"), properties: p, timestamp: new Date().toISOString() });
+  }
+  function send(el) {
+    return fetch("/lastmile/v1/track", { method: "POST", headers: { "content-type": "application/json" }, body: payload(el), keepalive: true });
+  }
+  document.addEventListener("submit", function (e) {
+    var form = e.target;
+    if (!form || !form.matches || !form.matches("form[data-lastmile-event]") || form.__lastmileSent) return;
+    e.preventDefault();
+    form.__lastmileSent = true;
+    var go = function () { form.submit(); };
+    Promise.race([send(form), new Promise(function (r) { setTimeout(r, 300); })]).then(go, go);
+  }, true);
+  document.addEventListener("click", function (e) {
+    var el = e.target && e.target.closest && e.target.closest("[data-lastmile-event]");
+    if (el && el.tagName !== "FORM" && !el.closest("form[data-lastmile-event]")) send(el).catch(function () {});
+  }, true);
+})();
+</script>`;
+
+class PlacementHandler implements HTMLRewriterElementContentHandlers {
+  readonly #env: StorefrontEnv;
+  readonly #client: LastmileClient | null;
+  readonly #visit: { anonymousId: string; request: Request };
+  readonly #pending: Promise<void>[];
+
+  constructor(
+    env: StorefrontEnv,
+    client: LastmileClient | null,
+    visit: { anonymousId: string; request: Request },
+    pending: Promise<void>[],
+  ) {
+    this.#env = env;
+    this.#client = client;
+    this.#visit = visit;
+    this.#pending = pending;
+  }
+
+  async element(element: Element): Promise<void> {
+    const placement = element.getAttribute("data-lastmile-placement") ?? "home";
+    const productId = element.getAttribute("data-product-id") ?? undefined;
+    const limit = Number(element.getAttribute("data-lastmile-limit")) || DEFAULT_LIMIT;
+    const fallback = (element.getAttribute("data-lastmile-fallback") ?? "").split(",").filter((id) => id.length > 0);
+    const title = element.getAttribute("data-lastmile-title") ?? "Recommended for you";
+
+    // A product page: the view is recorded while the block is ranked (the ranking of this page does not need it;
+    // the next page's does, and the page is complete only once it is acknowledged).
+    if (placement === "pdp" && productId) {
+      const price = Number(element.getAttribute("data-price"));
+      const category = element.getAttribute("data-category");
+      this.#pending.push(
+        sendEvents(this.#env, this.#visit.request, [
+          event(this.#visit, {
+            type: "track",
+            event: "Product Viewed",
+            properties: {
+              product_id: productId,
+              ...(category ? { category } : {}),
+              ...(Number.isFinite(price) && price > 0 ? { price } : {}),
+            },
+          }),
+        ]),
+      );
+    }
+
+    const params: RankParams = { anonymousId: this.#visit.anonymousId, limit, ...(productId ? { productId } : {}) };
+    let answer: ClientAnswer;
+    if (!this.#client) {
+      answer = {
+        fallback: true,
+        recId: null,
+        placement,
+        items: fallback.slice(0, limit).map((id) => ({ productId: id, score: 0, reasons: ["fallback"] })),
+        error: { kind: "network", message: "Lastmile is not configured", ms: 0 },
+      };
+    } else if (placement === "similar" && productId) {
+      answer = await this.#client.similar({ ...params, productId }, { fallback });
+    } else {
+      answer = await this.#client.recommendations({ ...params, placement }, { fallback });
+    }
+    if (answer.items.length === 0) return; // the origin's own content stays
+    const products = await productInfo(
+      this.#env,
+      answer.items.map((i) => i.productId),
+    );
+    if (!products || products.size === 0) return;
+    element.setInnerContent(renderBlock(title, answer, products), { html: true });
+    element.setAttribute("data-lastmile-filled", answer.fallback ? "fallback" : "lastmile");
+  }
+}
+
+export default {
+  async fetch(request, env, ctx): Promise<Response> {
+    const url = new URL(request.url);
+    const visitor = anonymousId(request);
+    const withCookie = (response: Response): Response => {
+      if (!visitor.isNew) return response;
+      const out = new Response(response.body, response);
+      out.headers.append("set-cookie", idCookie(visitor.id, url));
+      return out;
+    };
+
+    if (url.pathname.startsWith("/lastmile/v1/")) {
+      return withCookie(await forwardCollect(env, request, url.pathname.slice("/lastmile/v1/".length), visitor.id));
+    }
+
+    const originUrl = new URL(`${url.pathname}${url.search}`, env.ORIGIN_URL);
+    const headers = new Headers(request.headers);
+    headers.delete("host");
+    headers.set("x-forwarded-host", url.host);
+    headers.set("x-forwarded-proto", url.protocol.replace(":", ""));
+    const origin = await fetch(originUrl, {
+      method: request.method,
+      headers,
+      body: request.method === "GET" || request.method === "HEAD" ? null : request.body,
+      redirect: "manual",
+    });
+    const isPage =
+      request.method === "GET" &&
+      origin.status === 200 &&
+      (origin.headers.get("content-type") ?? "").includes("text/html");
+    if (!isPage) return withCookie(origin);
+
+    // The visit: a page event, and a click when the link came from a block.
+    const visit = { anonymousId: visitor.id, request };
+    const events: Json[] = [
+      event(visit, {
+        type: "page",
+        properties: {
+          path: url.pathname,
+          url: url.href,
+          search: url.search,
+          referrer: request.headers.get("referer") ?? undefined,
+        },
+      }),
+    ];
+    const attribution = readAttribution(url);
+    const clicked = attribution ? productIdOf(env.PRODUCT_PATH ?? "/products/:id", url.pathname) : null;
+    if (attribution && clicked) {
+      events.push(
+        event(visit, {
+          type: "track",
+          event: "Product Clicked",
+          properties: {
+            product_id: clicked,
+            position: attribution.position,
+            list_id: attribution.placement,
+            rec_id: attribution.recId,
+          },
+        }),
+      );
+    }
+    const pending: Promise<void>[] = [sendEvents(env, request, events)];
+
+    const client = rankingClient(env);
+    const rewritten = new HTMLRewriter()
+      .on("[data-lastmile-placement]", new PlacementHandler(env, client, visit, pending))
+      .on("body", {
+        element(body) {
+          body.append(PAGE_SCRIPT, { html: true });
+        },
+      })
+      .onDocument({
+        // The page's last bytes wait for the events' acknowledgement (a few ms), so the next page sees them.
+        async end() {
+          await Promise.all(pending);
+        },
+      })
+      .transform(origin);
+    const response = withCookie(rewritten);
+    response.headers.set("cache-control", "private, no-store");
+    // Should the visitor leave before the end of the page, the events are still delivered.
+    ctx.waitUntil(Promise.all(pending));
+    return response;
+  },
+} satisfies ExportedHandler<StorefrontEnv>;
