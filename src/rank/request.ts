@@ -88,14 +88,15 @@ export function requestUserKey(params: Pick<RankParams, "userId" | "anonymousId"
 export function parseRankParams(mode: RankRequest["mode"], params: RankParams, config: RankingConfig): RankRequest {
   if (typeof params !== "object" || params === null) throw invalid("body", "must be an object");
   const userKey = requestUserKey(params);
-  let placement = mode === "recommend" ? (params.placement ?? "home") : mode;
-  if (typeof placement !== "string") throw invalid("placement", "must be a string");
-  if (mode === "recommend" && !config.placements[placement]) {
+  const named = id("placement", params.placement);
+  let placement = mode === "recommend" ? (named ?? "home") : mode;
+  // Own keys only: "constructor" or "toString" are no placements.
+  if (mode === "recommend" && !Object.hasOwn(config.placements, placement)) {
     throw invalid("placement", `unknown placement; one of ${Object.keys(config.placements).join(", ")}`);
   }
-  if (mode !== "recommend" && params.placement !== undefined) {
+  if (mode !== "recommend" && named !== undefined) {
     // A caller may label the list (e.g. "search") for attribution; it must not name another placement's config.
-    placement = String(id("placement", params.placement));
+    placement = named;
   }
   const productId = id("productId", params.productId);
   if (mode === "similar" && !productId) throw invalid("productId", "is required");

@@ -346,6 +346,25 @@ describe("merchandising rules", () => {
     expect(first({ ...boost, placements: ["pdp", "home"] })).toBe("c");
   });
 
+  it("scopes rules of rerank and similar by their mode, not by the caller's placement label", () => {
+    const rules = withRules(
+      { id: "home", action: "boost", productIds: ["c"], amount: 5, placements: ["home"] },
+      { id: "rr", action: "boost", productIds: ["b"], amount: 5, placements: ["rerank"] },
+    );
+    const out = rank(
+      input({
+        mode: "rerank",
+        placement: "home",
+        rows,
+        candidates: ["a", "b", "c"].map((productId) => ({ productId })),
+      }),
+      rules,
+    );
+    // base 1, 2/3, 1/3; b + 5 (rerank rule); c unchanged (the home rule does not apply to a rerank labelled home)
+    expect(ids(out)).toEqual(["b", "a", "c"]);
+    expect(item(out, "c").reasons).toEqual(["base_score"]);
+  });
+
   it("pins a product to its slot, even one that was not a candidate", () => {
     const out = rank(
       base(),
@@ -498,6 +517,53 @@ describe("fallback chain", () => {
       DEFAULT_RANKING_CONFIG,
     );
     expect(ids(out)).toEqual(["p1", "p2"]);
+  });
+
+  it("fills a short list from the catalogue, below every scored candidate, but never a rerank", () => {
+    const rows: Record<string, Row> = { p1: {}, p2: {}, z: {}, y: {}, gone: { inStock: false }, x: {} };
+    const scan = () => ["z", "gone", "p1", "y", "x"].map((pid) => catalogOf(rows)(pid) as Product);
+    const out = rank(
+      input({
+        limit: 4,
+        rows,
+        popular: [
+          ["p1", 2],
+          ["p2", 1],
+        ],
+        catalogScan: scan,
+      }),
+      withRules({ id: "down", action: "bury", productIds: ["p2"], amount: 3 }),
+    );
+    // p1 0.2, p2 0.1 − 3; then z and y in the catalogue's order (gone is out of stock, p1 already a candidate)
+    expect(ids(out)).toEqual(["p1", "p2", "z", "y"]);
+    expect(item(out, "z").reasons).toEqual(["catalog_fill"]);
+    expect(item(out, "z").score).toBeLessThan(item(out, "p2").score);
+    expect(out.stats.bySource).toEqual({ popular: 2, catalog: 2 });
+    const full = rank(
+      input({
+        limit: 2,
+        rows,
+        popular: [
+          ["p1", 2],
+          ["p2", 1],
+        ],
+        catalogScan: scan,
+      }),
+      DEFAULT_RANKING_CONFIG,
+    );
+    expect(ids(full)).toEqual(["p1", "p2"]);
+    const rerank = rank(
+      input({
+        mode: "rerank",
+        placement: "rerank",
+        limit: 4,
+        rows,
+        candidates: [{ productId: "p1" }],
+        catalogScan: scan,
+      }),
+      DEFAULT_RANKING_CONFIG,
+    );
+    expect(ids(rerank)).toEqual(["p1"]);
   });
 
   it("names popular (not popular_fallback) when the product came from another source too", () => {

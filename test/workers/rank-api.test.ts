@@ -201,9 +201,9 @@ describe("country segments", () => {
       [id("de1"), 0.16],
       [id("g2"), 0.1],
     ]);
-    const global = await ok(get("/v1/recommendations?placement=home"));
+    const global = await ok(get("/v1/recommendations?placement=home&limit=2"));
     expect(ids(global)).toEqual([id("g1"), id("g2")]);
-    const other = await ok(get("/v1/recommendations?placement=home&country=FR"));
+    const other = await ok(get("/v1/recommendations?placement=home&country=FR&limit=2"));
     expect(ids(other)).toEqual([id("g1"), id("g2")]);
   });
 });
@@ -257,6 +257,8 @@ describe("validation", () => {
     await field(get("/v1/recommendations?limit=ten"), "limit");
     await field(get("/v1/recommendations?limit=51"), "limit");
     await field(get("/v1/recommendations?placement=checkout"), "placement");
+    for (const inherited of ["constructor", "toString", "__proto__", "hasOwnProperty"])
+      await field(get(`/v1/recommendations?placement=${inherited}`), "placement");
     await field(get("/v1/recommendations?minPrice=20&maxPrice=10"), "minPrice");
     await field(get("/v1/recommendations?minPrice=cheap"), "minPrice");
     await field(get("/v1/recommendations?country=USA"), "country");

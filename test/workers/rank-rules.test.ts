@@ -5,7 +5,7 @@ import { env, exports } from "cloudflare:workers";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_RANKING_CONFIG, RANKING_CONFIG_KEY } from "../../src/rank/config.ts";
 import { ADMIN_KEY, adminGet, refused, WRITE_KEY } from "./collect-helpers.ts";
-import { BASE, get, ids, ok, publishFixture, resetCaches, SERVER_KEY, shopFixture } from "./rank-helpers.ts";
+import { BASE, get, ids, ok, postJson, publishFixture, resetCaches, SERVER_KEY, shopFixture } from "./rank-helpers.ts";
 
 const shop = shopFixture(`g${crypto.randomUUID().slice(0, 8)}`);
 const id = shop.id;
@@ -146,8 +146,39 @@ describe("PUT /v1/admin/ranking-config", () => {
     expect(b1?.score).toBe(-4);
     expect(b1?.reasons).toEqual(["batch", "buried:less-aprons"]);
     expect(b1?.contributions).toEqual({ batch: 1, rules: -5 });
-    expect(ids(a).at(-1)).toBe(id("b1"));
+    // Last of the scored candidates; only the catalogue fill (below every scored candidate) comes after it.
+    const scored = a.items.filter((i) => !i.reasons.includes("catalog_fill"));
+    expect(scored.at(-1)?.productId).toBe(id("b1"));
+    const fills = a.items.filter((i) => i.reasons.includes("catalog_fill"));
+    expect(fills.length).toBeGreaterThan(0);
+    for (const f of fills) expect(f.score).toBeLessThan(-4);
     expect(a.items.find((i) => i.productId === id("pop12"))?.reasons).toEqual(["popular_fallback"]);
+  });
+
+  it("scopes rules by placement or mode; a rank or similar call's placement label is attribution only", async () => {
+    await putOk({
+      rules: [
+        { id: "home-only", action: "boost", productIds: [id("pop12")], amount: 10, placements: ["home"] },
+        { id: "rerank-only", action: "boost", productIds: [id("pop11")], amount: 10, placements: ["rerank"] },
+      ],
+    });
+    const onHome = await ok(get("/v1/recommendations?placement=home&limit=1"));
+    expect(onHome.items[0]).toMatchObject({
+      productId: id("pop12"),
+      reasons: ["popular_fallback", "boosted:home-only"],
+    });
+    // base 1 − i/3: pop01 1, pop12 2/3, pop11 1/3 (+10 for the rerank rule); popularity adds at most 0.024
+    const reranked = await ok(
+      postJson("/v1/rank", { placement: "home", candidates: [id("pop01"), id("pop12"), id("pop11")] }),
+    );
+    expect(reranked.placement).toBe("home");
+    expect(ids(reranked)).toEqual([id("pop11"), id("pop01"), id("pop12")]);
+    // Every candidate gets every feature: pop12's popularity (0.2 × 1/100) shows, its home boost does not.
+    expect(reranked.items[2]?.reasons).toEqual(["base_score", "popular"]);
+    const similar = await ok(get(`/v1/similar/${id("p1")}?placement=home&limit=50`));
+    expect(similar.items.find((i) => i.productId === id("pop12"))?.reasons).toEqual(["popular_fallback"]);
+    const unlabelled = await ok(get(`/v1/similar/${id("p1")}?placement=&limit=1`));
+    expect(unlabelled.placement).toBe("similar");
   });
 
   it("adds a placement and lowers maxLimit", async () => {
@@ -191,9 +222,10 @@ describe("request filters over HTTP", () => {
   it("filters by category and by price range, inclusive", async () => {
     const cat = await ok(get("/v1/recommendations?placement=home&category=%20CAT3%20"));
     expect(ids(cat)).toEqual([id("pop04")]);
-    // pop06 costs 15, pop07 16; bt2 (15) is no candidate on home.
+    // pop06 costs 15, pop07 16; bt2 (15) is no candidate on home: the catalogue fill brings it last.
     const price = await ok(get("/v1/recommendations?placement=home&minPrice=15&maxPrice=16"));
-    expect(ids(price)).toEqual([id("pop06"), id("pop07")]);
+    expect(ids(price)).toEqual([id("pop06"), id("pop07"), id("bt2")]);
+    expect(price.items[2]?.reasons).toEqual(["catalog_fill"]);
     const both = await ok(get(`/v1/recommendations?placement=home&userId=${id("alice")}&category=aprons,cat0`));
     expect(ids(both)).toEqual([id("b1"), id("pop01")]);
   });
