@@ -1,0 +1,76 @@
+// Next.js 16 Proxy (the renamed Middleware; it runs on the Node.js runtime) for a store built with Next.js: it asks
+// Lastmile for the page's recommendations before the page renders, and passes them to the page in a request header
+// (`x-lastmile-recommendations`, read with `headers()` in a Server Component). Lastmile down or slow costs at most
+// the deadline: the client answers the fallback list instead. README.md in this folder shows the page side.
+
+// This repository's src/client/index.ts (see README.md for how to make the import resolve).
+import { createClient } from "lastmile/client";
+import { type NextRequest, NextResponse } from "next/server";
+
+const lastmile = createClient({
+  baseUrl: process.env.LASTMILE_URL ?? "http://127.0.0.1:8787",
+  serverKey: process.env.LASTMILE_SERVER_KEY ?? "",
+  timeoutMs: 150,
+  onError: (error, call) => console.warn(`lastmile ${call.method}: ${error.kind} ${error.message}`),
+});
+
+/** Shown when Lastmile cannot answer in time: the store's bestsellers. */
+const BESTSELLERS = (process.env.STORE_BESTSELLERS ?? "").split(",").filter((id: string) => id.length > 0);
+
+const ANONYMOUS_ID_COOKIE = "lm_aid";
+const RECOMMENDATIONS_HEADER = "x-lastmile-recommendations";
+/** The visitor's anonymous id for the page (a new one is not in the request's cookies yet). */
+const ANONYMOUS_ID_HEADER = "x-lastmile-anonymous-id";
+
+/** The placement of a page, and the product it is about. */
+function placementOf(pathname: string): { placement: string; productId?: string } | null {
+  if (pathname === "/") return { placement: "home" };
+  if (pathname === "/cart") return { placement: "cart" };
+  const product = /^\/products\/([^/]+)$/.exec(pathname);
+  if (product?.[1]) return { placement: "pdp", productId: decodeURIComponent(product[1]) };
+  return null;
+}
+
+export async function proxy(request: NextRequest) {
+  const existing = request.cookies.get(ANONYMOUS_ID_COOKIE)?.value;
+  const anonymousId = existing ?? crypto.randomUUID();
+  const requestHeaders = new Headers(request.headers);
+  // A client must not be able to inject its own list.
+  requestHeaders.delete(RECOMMENDATIONS_HEADER);
+  requestHeaders.set(ANONYMOUS_ID_HEADER, anonymousId);
+
+  const page = placementOf(request.nextUrl.pathname);
+  if (page) {
+    const answer = await lastmile.recommendations(
+      { ...page, anonymousId, limit: 8 },
+      { fallback: BESTSELLERS, signal: request.signal },
+    );
+    // Small enough for a header: the page looks the products up itself.
+    requestHeaders.set(
+      RECOMMENDATIONS_HEADER,
+      JSON.stringify({
+        recId: answer.recId,
+        placement: answer.placement,
+        fallback: answer.fallback,
+        items: answer.items.map((item) => item.productId),
+      }),
+    );
+  }
+
+  // The modified request headers go to the page (not to the browser).
+  const response = NextResponse.next({ request: { headers: requestHeaders } });
+  if (!existing) {
+    response.cookies.set(ANONYMOUS_ID_COOKIE, anonymousId, {
+      path: "/",
+      maxAge: 365 * 24 * 3600,
+      sameSite: "lax",
+      httpOnly: true,
+      secure: request.nextUrl.protocol === "https:",
+    });
+  }
+  return response;
+}
+
+export const config = {
+  matcher: ["/", "/products/:id", "/cart"],
+};
