@@ -189,9 +189,12 @@ async function startDemo(
     }
     void publishFirstSnapshot(workerUrl);
     say(`demo: starting the storefront Worker on http://127.0.0.1:${demoPort}`);
+    // The origin on 8791 next to the store's 8790: the ORIGIN_URL of the example's wrangler.toml.
+    const originPort = demoPort === 8790 && (await portIsFree(8791)) ? 8791 : 0;
     return await startDemoStore({
       settings: { databaseUrl: stackVars.DATABASE_URL, localWsProxy: stackVars.NEON_LOCAL_WS_PROXY },
       port: demoPort,
+      originPort,
       persistTo: join(stateDir, "storefront"),
       ...(registryPath ? { registryPath } : {}),
       output,

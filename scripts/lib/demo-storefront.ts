@@ -15,6 +15,8 @@ export interface DemoStoreOptions {
   settings: DbSettings;
   /** The store's port (the storefront Worker). */
   port: number;
+  /** The origin's port; 0 (default) = a free one. */
+  originPort?: number;
   /** Folder for the storefront Worker's local state. */
   persistTo: string;
   /** Wrangler's dev registry folder (must be the Lastmile Worker's); absent = wrangler's default. */
@@ -35,7 +37,7 @@ export interface DemoStore {
 
 export async function startDemoStore(options: DemoStoreOptions): Promise<DemoStore> {
   const catalog = await loadDemoCatalog(options.settings);
-  const origin = await startDemoOrigin(catalog);
+  const origin = await startDemoOrigin({ ...catalog, port: options.originPort ?? 0 });
   try {
     const args = [
       wranglerBin(),
