@@ -96,10 +96,13 @@ export function withDeadline<T>(work: () => Promise<T>, ms: number, clock: () =>
 
 const MAX_MERGE_HOPS = 2;
 
-/** The snapshot of `userKey`, following `mergedInto` (identity merges) a bounded number of hops. */
-async function resolvedSnapshot(deps: RankDeps, userKey: string): Promise<SessionSnapshot> {
+/**
+ * The snapshot of `userKey`, following `mergedInto` (identity merges) a bounded number of hops — unless `follow` is
+ * false: a merge can be forged by anyone holding the public write key, so a user token never follows one.
+ */
+async function resolvedSnapshot(deps: RankDeps, userKey: string, follow: boolean): Promise<SessionSnapshot> {
   let snapshot = await deps.snapshot(userKey);
-  for (let hop = 0; hop < MAX_MERGE_HOPS && snapshot.mergedInto; hop++) {
+  for (let hop = 0; follow && hop < MAX_MERGE_HOPS && snapshot.mergedInto; hop++) {
     snapshot = await deps.snapshot(snapshot.mergedInto);
   }
   return snapshot;
@@ -162,7 +165,7 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
   // In parallel: the session, the shared keys, and the lists the request alone determines.
   const userKey = request.userKey;
   const sessionP = userKey
-    ? withDeadline(() => resolvedSnapshot(deps, userKey), sessionDeadline, deps.now)
+    ? withDeadline(() => resolvedSnapshot(deps, userKey, request.ownKeyOnly !== true), sessionDeadline, deps.now)
     : Promise.resolve(null);
   const sharedP = withDeadline(() => readShared(deps.kv, pointer), kvDeadline, deps.now);
   const firstListsP = pointer

@@ -176,6 +176,36 @@ describe("session events change the next answer", () => {
   });
 });
 
+describe("identity merges and post-purchase", () => {
+  it("follows a visitor merged into a user: both keys answer from the user's object", async () => {
+    const anonymousId = id("before-login");
+    const userId = id("logged-in");
+    await track({ anonymousId }, [{ event: "Product Viewed", properties: { product_id: id("p1") } }]);
+    // A logged-in event carrying both ids: the user's object absorbs the visitor's.
+    await track({ userId, anonymousId }, [{ event: "Cart Viewed" }]);
+    const asUser = await ok(get(`/v1/recommendations?placement=home&userId=${userId}`));
+    expect(asUser.userKey).toBe(`u:${userId}`);
+    expect(asUser.items[0]?.productId).toBe(id("s1"));
+    expect(asUser.items[0]?.reasons[0]).toBe(`similar_to:${id("p1")}`);
+    const asVisitor = await ok(get(`/v1/recommendations?placement=home&anonymousId=${anonymousId}`));
+    expect(asVisitor.userKey).toBe(`u:${userId}`);
+    expect(ids(asVisitor)).toEqual(ids(asUser));
+  });
+
+  it("post_purchase: the order's bought-together items lead, the bought product is excluded", async () => {
+    const anonymousId = id("buyer");
+    await track({ anonymousId }, [
+      { event: "Order Completed", properties: { order_id: "o-1", products: [{ product_id: id("c1"), price: 30 }] } },
+    ]);
+    const a = await ok(get(`/v1/recommendations?placement=post_purchase&anonymousId=${anonymousId}&limit=4`));
+    expect(a.items.slice(0, 2).map((i) => [i.productId, i.reasons[0]])).toEqual([
+      [id("bt1"), `bought_together:${id("c1")}`],
+      [id("bt2"), `bought_together:${id("c1")}`],
+    ]);
+    expect(ids(a)).not.toContain(id("c1"));
+  });
+});
+
 describe("country segments", () => {
   it("a country's popular list counts on its own scale, next to the global one", async () => {
     // Popular scores are sums of weights per segment: a country's are smaller than the global ones. Each list is

@@ -14,6 +14,7 @@ import {
   publishFixture,
   SERVER_KEY,
   shopFixture,
+  track,
   userToken,
 } from "./rank-helpers.ts";
 
@@ -105,6 +106,30 @@ describe("user tokens read only their own user", () => {
     await refused(postJson("/v1/rank", { anonymousId: "x", candidates: ["a"] }, token), 403, "forbidden");
   });
 
+  it("cannot read another user through a forged identity merge", async () => {
+    // Collection is open to anyone holding the (public) write key: an event carrying the victim's userId and the
+    // attacker's anonymousId makes the victim's object absorb the attacker's visitor key (mergedInto → victim).
+    const victim = id("alice");
+    const attacker = id("attacker");
+    await track({ userId: victim }, [
+      { event: "Product Viewed", properties: { product_id: id("p1") } },
+      { event: "Product Added", properties: { product_id: id("c1") } },
+    ]);
+    await track({ anonymousId: attacker }, [{ event: "Product Viewed", properties: { product_id: id("pop05") } }]);
+    await track({ userId: victim, anonymousId: attacker }, [{ event: "Cart Viewed" }]);
+    // The server (trusted) sees the merge.
+    expect((await ok(get(`/v1/recommendations?anonymousId=${attacker}`))).userKey).toBe(alice);
+
+    const token = await userToken(`a:${attacker}`);
+    const a = await ok(get("/v1/recommendations?placement=home&explain=true", token));
+    expect(a.userKey).toBe(`a:${attacker}`);
+    expect(a.sources.batch.status).not.toBe("ok");
+    const reasons = a.items.flatMap((i) => i.reasons);
+    expect(reasons).not.toContain("batch");
+    expect(reasons.filter((r) => r.includes(id("p1")) || r.includes(id("c1")))).toEqual([]);
+    expect(ids(a)).not.toContain(id("b1"));
+  });
+
   it("a server key may read any user", async () => {
     expect((await ok(get(`/v1/recommendations?userId=${id("bob")}`))).userKey).toBe(`u:${id("bob")}`);
   });
@@ -179,6 +204,36 @@ describe("CORS", () => {
     );
     expect(serverRes.status).toBe(200);
     expect(serverRes.headers.get("access-control-allow-origin")).toBeNull();
+  });
+
+  it("token refusals carry the origin too, so a page can read why; server-key refusals never do", async () => {
+    const token = await userToken(alice);
+    const forbidden = await exports.default.fetch(
+      new Request(`${BASE}/v1/recommendations?userId=${id("bob")}`, { headers: withOrigin(token) }),
+    );
+    expect(forbidden.headers.get("access-control-allow-origin")).toBe(ORIGIN);
+    await refused(forbidden, 403, "forbidden");
+    const expired = await userToken(alice, 600, Date.now() - 3600_000);
+    const unauthorized = await exports.default.fetch(
+      new Request(`${BASE}/v1/recommendations`, { headers: withOrigin(expired) }),
+    );
+    expect(unauthorized.headers.get("access-control-allow-origin")).toBe(ORIGIN);
+    await refused(unauthorized, 401, "unauthorized");
+    const invalid = await exports.default.fetch(
+      new Request(`${BASE}/v1/recommendations?limit=0`, { headers: withOrigin(token) }),
+    );
+    expect(invalid.headers.get("access-control-allow-origin")).toBe(ORIGIN);
+    await refused(invalid, 400, "validation_failed");
+    const serverInvalid = await exports.default.fetch(
+      new Request(`${BASE}/v1/recommendations?limit=0`, { headers: withOrigin(SERVER_KEY) }),
+    );
+    expect(serverInvalid.headers.get("access-control-allow-origin")).toBeNull();
+    await refused(serverInvalid, 400, "validation_failed");
+    const wrongKey = await exports.default.fetch(
+      new Request(`${BASE}/v1/recommendations`, { headers: withOrigin("not-a-key") }),
+    );
+    expect(wrongKey.headers.get("access-control-allow-origin")).toBeNull();
+    await refused(wrongKey, 401, "unauthorized");
   });
 
   it("answers a preflight from an allowed origin", async () => {
