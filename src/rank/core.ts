@@ -2,6 +2,8 @@
 // the same `rank()`. Inputs are whatever the sources answered (any of them may be missing); the output is the
 // ordered list with scores, reason codes, and on request each item's feature contributions and a why-not trace.
 // docs/ranking.md describes candidates, features, rules and the fallback chain.
+
+import { tokenValue } from "../session/ecommerce.ts";
 import type { CatalogLookup, Product } from "./catalog.ts";
 import { terms } from "./catalog.ts";
 import {
@@ -201,7 +203,8 @@ export function ruleActive(rule: MerchandisingRule, placement: string, now: numb
 function ruleMatches(rule: MerchandisingRule, id: string, p: Product | undefined): boolean {
   if (rule.productIds?.includes(id)) return true;
   if (rule.categories && p?.category) {
-    for (const c of rule.categories) if (c.trim().toLowerCase() === p.category) return true;
+    // Normalised as the catalogue's categories are (trimmed, lower-case, inner whitespace collapsed).
+    for (const c of rule.categories) if (tokenValue(c) === p.category) return true;
   }
   return false;
 }

@@ -333,6 +333,16 @@ describe("merchandising rules", () => {
     expect(item(out, "c").score).toBe(2.25);
   });
 
+  it("matches categories normalised as the catalogue's (inner whitespace collapsed)", () => {
+    const out = rank(
+      input({ rows: { a: {}, hd: { category: "Home   Decor" } }, batch: batch(["a", 4], ["hd", 1]) }),
+      withRules({ id: "cat", action: "boost", categories: ["HOME \t DECOR"], amount: 2 }),
+    );
+    // hd 0.25 + 2
+    expect(ids(out)).toEqual(["hd", "a"]);
+    expect(item(out, "hd").score).toBe(2.25);
+  });
+
   it("applies a rule only inside its time window and on its placements", () => {
     const boost = { id: "w", action: "boost", productIds: ["c"], amount: 1 } as const;
     const first = (rule: MerchandisingRule) => ids(rank(base(), withRules(rule)))[0];
