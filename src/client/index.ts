@@ -32,7 +32,7 @@ export interface FallbackAnswer {
 
 export type ClientAnswer = LiveAnswer | FallbackAnswer;
 
-export type ClientErrorKind = "timeout" | "network" | "http" | "rpc" | "invalid_response" | "aborted";
+export type ClientErrorKind = "timeout" | "network" | "http" | "rpc" | "invalid_response" | "aborted" | "empty";
 
 export interface ClientError {
   kind: ClientErrorKind;
@@ -89,6 +89,12 @@ export interface CallOptions {
   timeoutMs?: number;
   /** The caller's own cancellation (the incoming request's signal, say); it also yields the fallback. */
   signal?: AbortSignal;
+  /**
+   * Also answer the fallback when Lastmile answers an empty list (nothing published yet, every candidate filtered
+   * out), with error kind `empty` and Lastmile's `degraded` flags in the message. Off by default: an empty answer is
+   * an answer.
+   */
+  fallbackWhenEmpty?: boolean;
 }
 
 export interface TokenAnswer {
@@ -353,6 +359,10 @@ export function createClient(options: ClientOptions): LastmileClient {
         callOptions.signal,
       );
       if (!isAnswer(value)) throw new Fault("invalid_response", "the answer has no recId and items");
+      if (callOptions.fallbackWhenEmpty && value.items.length === 0) {
+        const flags = Array.isArray(value.degraded) && value.degraded.length > 0 ? value.degraded.join(", ") : "none";
+        throw new Fault("empty", `Lastmile answered an empty list (degraded: ${flags})`);
+      }
       return { ...value, fallback: false };
     } catch (caught) {
       const fault = caught instanceof Fault ? caught : new Fault("network", describe(caught));

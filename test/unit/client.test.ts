@@ -267,6 +267,19 @@ describe("HTTP transport", () => {
     expect(result.fallback && result.error.kind).toBe("aborted");
   });
 
+  it("answers an empty list as it is, or the fallback when asked to", async () => {
+    handler = (_req, res) => json(res, 200, answer([], { degraded: ["no_snapshot"] }));
+    const client = createClient({ baseUrl, serverKey: "k-1" });
+    const empty = await client.recommendations({}, { fallback: ["b1"] });
+    expect(empty).toMatchObject({ fallback: false, items: [] });
+    const filled = await client.recommendations({}, { fallback: ["b1"], fallbackWhenEmpty: true });
+    expect(filled.fallback && filled.error).toMatchObject({
+      kind: "empty",
+      message: expect.stringContaining("no_snapshot"),
+    });
+    expect(filled.items.map((i) => i.productId)).toEqual(["b1"]);
+  });
+
   it("never throws because of the onError hook", async () => {
     handler = (_req, res) => json(res, 503, {});
     const client = createClient({

@@ -334,9 +334,9 @@ class PlacementHandler implements HTMLRewriterElementContentHandlers {
         error: { kind: "network", message: "Lastmile is not configured", ms: 0 },
       };
     } else if (placement === "similar" && productId) {
-      answer = await this.#client.similar({ ...params, productId }, { fallback });
+      answer = await this.#client.similar({ ...params, productId }, { fallback, fallbackWhenEmpty: true });
     } else {
-      answer = await this.#client.recommendations({ ...params, placement }, { fallback });
+      answer = await this.#client.recommendations({ ...params, placement }, { fallback, fallbackWhenEmpty: true });
     }
     if (answer.items.length === 0) return; // the origin's own content stays
     const products = await productInfo(
