@@ -315,6 +315,12 @@ describe("validation", () => {
         }),
       );
     await refused(raw("{not json", "application/json"), 400, "invalid_json");
+    // 1,000 candidates with 200-character ids and scores fit the body limit; twice that does not.
+    const long = (i: number) => `${String(i).padStart(4, "0")}${"x".repeat(196)}`;
+    const big = Array.from({ length: 1000 }, (_, i) => ({ productId: long(i), score: i }));
+    expect((await ok(postJson("/v1/rank", { candidates: big, limit: 1 }))).items).toHaveLength(1);
+    const huge = JSON.stringify({ candidates: big, padding: "y".repeat(300_000) });
+    await refused(raw(huge, "application/json"), 413, "payload_too_large");
     await refused(raw(JSON.stringify({ candidates: ["a"] }), "text/plain"), 415, "unsupported_media_type");
   });
 });
