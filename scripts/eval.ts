@@ -1,19 +1,132 @@
-// `npm run eval -- <suite> [--json]`: offline relevance evaluation on public data sets, calling the same
-// ranking functions the Worker deploys. `--list` prints the registered suites as JSON.
+// `npm run eval -- <suite> [options] [--json]`: offline relevance evaluation on public data sets, calling the same
+// ranking functions the Worker deploys (eval/, docs/relevance.md). A markdown table by default, the JSON report
+// with `--json`. `--list` prints the registered suites as JSON.
 import { parseArgs } from "node:util";
+import { type EventType, isoDay } from "../eval/data.ts";
+import {
+  convertUci,
+  markdown,
+  OTTO_FILE,
+  readSessionFile,
+  readUci,
+  runNextItem,
+  runNextPurchase,
+  runOtto,
+  uciSplit,
+} from "../eval/suites.ts";
+import { tune } from "../eval/tune.ts";
+
+type Values = Record<string, string | boolean | undefined>;
 
 interface EvalSuite {
   name: string;
   description: string;
-  run(options: { json: boolean }): Promise<Record<string, unknown>>;
+  run(values: Values): Record<string, unknown>;
 }
 
-/** Suites register here as the ranking core gains them (docs/relevance.md). */
-const suites: EvalSuite[] = [];
+const num = (v: string | boolean | undefined, fallback: number): number => {
+  if (typeof v !== "string") return fallback;
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new Error(`not a number: ${v}`);
+  return n;
+};
+const optionalNum = (v: string | boolean | undefined): number | undefined =>
+  typeof v === "string" ? num(v, 0) : undefined;
+const dateSeconds = (v: string | boolean | undefined, fallback: string): number => {
+  const t = Date.parse(`${typeof v === "string" ? v : fallback}T00:00:00Z`);
+  if (!Number.isFinite(t)) throw new Error(`not a date (YYYY-MM-DD): ${v}`);
+  return t / 1000;
+};
+
+/** Suites; docs/relevance.md#reproduce has the commands behind every reported number. */
+const suites: EvalSuite[] = [
+  {
+    name: "next-item",
+    description:
+      "protocol (i) on session-rec files: --train FILE --test FILE [--sessions N] [--event-type view|cart|purchase] [--catalog uci]",
+    run(v) {
+      if (typeof v.train !== "string" || typeof v.test !== "string") throw new Error("give --train FILE --test FILE");
+      const type = (typeof v["event-type"] === "string" ? v["event-type"] : "view") as EventType;
+      return runNextItem({
+        train: readSessionFile(v.train, type),
+        test: readSessionFile(v.test, type),
+        sessions: optionalNum(v.sessions),
+        catalog: v.catalog === "uci" ? readUci().catalog : undefined,
+      });
+    },
+  },
+  {
+    name: "uci-next-item",
+    description: "protocol (i) on UCI invoices, the last --test-days (30) days as the test split [--sessions N]",
+    run(v) {
+      const { train, test, cut } = uciSplit(num(v["test-days"], 30));
+      return {
+        data: "uci-online-retail invoices",
+        cut: isoDay(cut),
+        ...runNextItem({ train, test, sessions: optionalNum(v.sessions), catalog: readUci().catalog }),
+      };
+    },
+  },
+  {
+    name: "uci-next-purchase",
+    description:
+      "protocol (ii) on UCI customers: train before --cut (2011-09-01), predict what each buys after [--users N]",
+    run(v) {
+      return runNextPurchase({ cut: dateSeconds(v.cut, "2011-09-01"), users: optionalNum(v.users) });
+    },
+  },
+  {
+    name: "otto",
+    description: "protocol (iii), the OTTO metric: --file FILE (the OTTO fixture) [--test-days 7] [--seed 42]",
+    run(v) {
+      return runOtto({
+        file: typeof v.file === "string" ? v.file : OTTO_FILE,
+        testDays: num(v["test-days"], 7),
+        seed: num(v.seed, 42),
+      });
+    },
+  },
+  {
+    name: "convert-uci",
+    description: "writes the UCI invoices as session-rec train.tsv / test.tsv: --out DIR [--test-days 30]",
+    run(v) {
+      if (typeof v.out !== "string") throw new Error("give --out DIR");
+      return convertUci(v.out, num(v["test-days"], 30));
+    },
+  },
+  {
+    name: "tune",
+    description:
+      "grid search of the ranking config on a validation split carved from the UCI training data (never the test split) [--sessions N] [--users N]",
+    run(v) {
+      return tune({
+        testDays: num(v["test-days"], 30),
+        validationDays: num(v["validation-days"], 30),
+        sessions: num(v.sessions, 300),
+        users: num(v.users, 400),
+      });
+    },
+  },
+];
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { list: { type: "boolean", default: false }, json: { type: "boolean", default: false } },
+  options: {
+    list: { type: "boolean", default: false },
+    json: { type: "boolean", default: false },
+    train: { type: "string" },
+    test: { type: "string" },
+    file: { type: "string" },
+    out: { type: "string" },
+    sessions: { type: "string" },
+    users: { type: "string" },
+    cut: { type: "string" },
+    seed: { type: "string" },
+    catalog: { type: "string" },
+    "event-type": { type: "string" },
+    "test-days": { type: "string" },
+    "validation-days": { type: "string" },
+  },
 });
 
 if (values.list || positionals.length === 0) {
@@ -25,4 +138,10 @@ if (!suite) {
   console.error(JSON.stringify({ error: { code: "unknown_suite", message: `no eval suite named ${positionals[0]}` } }));
   process.exit(2);
 }
-console.log(JSON.stringify(await suite.run({ json: values.json })));
+try {
+  const report = suite.run(values);
+  console.log(values.json ? JSON.stringify(report) : markdown(report));
+} catch (error) {
+  console.error(JSON.stringify({ error: { code: "eval_failed", message: (error as Error).message } }));
+  process.exit(1);
+}

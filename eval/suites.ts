@@ -1,0 +1,204 @@
+// The evaluation suites behind `npm run eval -- <suite>` (docs/relevance.md#reproduce): file reading, the method
+// line-up, the protocols, and the markdown tables.
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { gunzipSync } from "node:zlib";
+import {
+  cutBeforeEnd,
+  type Dataset,
+  type EventType,
+  formatSessionFile,
+  isoDay,
+  parseOtto,
+  parseSessionFile,
+  parseUciLines,
+  type Session,
+  SPLIT_DEFAULTS,
+  temporalSplit,
+  uciDataset,
+} from "./data.ts";
+import type { Method } from "./method.ts";
+import {
+  AssociationRules,
+  Popularity,
+  RepeatPurchases,
+  SequentialRules,
+  SessionKnnCosine,
+  SessionKnnVector,
+} from "./methods/baselines.ts";
+import { LastmileBatch, LastmileModels, LastmileRanker, type RequestShape } from "./methods/lastmile.ts";
+import { customersAt, nextItem, nextPurchase, otto, ottoCases, trainData } from "./protocols.ts";
+
+const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
+export const UCI_FILE = join(REPO_ROOT, "..", "shared", "data", "uci-online-retail", "online_retail.csv.gz");
+export const OTTO_FILE = join(REPO_ROOT, "..", "shared", "data", "otto-fixture", "train.jsonl");
+
+export function readText(file: string): string {
+  const raw = readFileSync(file);
+  return (file.endsWith(".gz") ? gunzipSync(raw) : raw).toString("utf8");
+}
+
+let uciCache: Dataset | null = null;
+export function readUci(file = UCI_FILE): Dataset {
+  if (!uciCache) uciCache = uciDataset(parseUciLines(readText(file)));
+  return uciCache;
+}
+
+/** The UCI invoices as session-rec train/test sessions: the last `testDays` days are the test split. */
+export function uciSplit(testDays: number): { train: Session[]; test: Session[]; cut: number } {
+  const { sessions } = readUci();
+  const cut = cutBeforeEnd(sessions, testDays);
+  return { ...temporalSplit(sessions, { cut, ...SPLIT_DEFAULTS }), cut };
+}
+
+/** The converter: UCI CSV → `train.tsv` and `test.tsv` in the session-rec layout. */
+export function convertUci(outDir: string, testDays: number): Record<string, unknown> {
+  const { train, test, cut } = uciSplit(testDays);
+  mkdirSync(outDir, { recursive: true });
+  writeFileSync(join(outDir, "train.tsv"), formatSessionFile(train));
+  writeFileSync(join(outDir, "test.tsv"), formatSessionFile(test));
+  const events = (s: Session[]) => s.reduce((n, x) => n + x.events.length, 0);
+  return {
+    cut: isoDay(cut),
+    train: { sessions: train.length, events: events(train), file: join(outDir, "train.tsv") },
+    test: { sessions: test.length, events: events(test), file: join(outDir, "test.tsv") },
+  };
+}
+
+export interface LineupOptions {
+  shape?: RequestShape;
+  ranker?: LastmileRanker;
+  /** Include the customer's repeat purchases (protocol ii). */
+  repeat?: boolean;
+  only?: readonly string[];
+}
+
+/** Every method, one run: baselines, our batch lists, our session scoring, the merged ranker. */
+export function lineup(shared: LastmileModels, options: LineupOptions = {}): Method[] {
+  const methods: Method[] = [
+    new Popularity(),
+    ...(options.repeat ? [new RepeatPurchases()] : []),
+    new AssociationRules(),
+    new SequentialRules(),
+    new SessionKnnCosine(),
+    new SessionKnnVector(),
+    new LastmileBatch(shared),
+    new LastmileRanker(shared, {
+      name: "lastmile-session",
+      shape: { placement: "home", as: options.shape?.as ?? null },
+      sources: ["session"],
+    }),
+    options.ranker ?? new LastmileRanker(shared, { shape: options.shape }),
+  ];
+  return options.only ? methods.filter((m) => options.only?.includes(m.name)) : methods;
+}
+
+/** Protocol (i) on session files. */
+export function runNextItem(options: {
+  train: Session[];
+  test: Session[];
+  sessions?: number;
+  catalog?: Dataset["catalog"];
+  methods?: Method[];
+  shared?: LastmileModels;
+}): Record<string, unknown> {
+  const started = performance.now();
+  const train = trainData(options.train, options.catalog);
+  const shared = options.shared ?? new LastmileModels();
+  const methods = options.methods ?? lineup(shared);
+  const results = nextItem(methods, train, options.test, { sessions: options.sessions });
+  return {
+    protocol: "next-item",
+    trainSessions: options.train.length,
+    testSessions: Math.min(options.sessions ?? options.test.length, options.test.length),
+    results,
+    totalMs: Math.round(performance.now() - started),
+  };
+}
+
+export function readSessionFile(file: string, type: EventType): Session[] {
+  return parseSessionFile(readText(file), type);
+}
+
+/** Protocol (ii) on UCI: customers' purchases before and after `cut`. */
+export function runNextPurchase(options: { cut: number; users?: number; methods?: Method[] }): Record<string, unknown> {
+  const started = performance.now();
+  const { sessions, catalog } = readUci();
+  const { train, customers } = customersAt(sessions, options.cut);
+  const data = trainData(train, catalog);
+  const methods =
+    options.methods ?? lineup(new LastmileModels(), { repeat: true, shape: { placement: "home", as: null } });
+  const results = nextPurchase(methods, data, customers, options.cut, { users: options.users });
+  return {
+    protocol: "next-purchase",
+    cut: isoDay(options.cut),
+    trainSessions: train.length,
+    customers: Math.min(options.users ?? customers.length, customers.length),
+    results,
+    totalMs: Math.round(performance.now() - started),
+  };
+}
+
+/** Protocol (iii) on an OTTO jsonl file: sessions starting in the last `testDays` days are cut and predicted. */
+export function runOtto(options: { file: string; testDays: number; seed: number }): Record<string, unknown> {
+  const started = performance.now();
+  const sessions = parseOtto(readText(options.file));
+  const cut = cutBeforeEnd(sessions, options.testDays);
+  const testSessions = sessions.filter((s) => (s.events[0]?.time ?? 0) >= cut);
+  const cases = ottoCases(testSessions, options.seed);
+  // Training: the sessions before the test days, plus the test sessions' visible parts (OTTO gives them).
+  const train = [
+    ...sessions.filter((s) => (s.events[0]?.time ?? 0) < cut),
+    ...cases.map((c) => ({ id: `${c.session}:input`, user: null, events: c.input })),
+  ];
+  const results = otto(lineup(new LastmileModels()), trainData(train), cases);
+  return {
+    protocol: "otto",
+    cut: isoDay(cut),
+    trainSessions: train.length,
+    testSessions: cases.length,
+    results,
+    totalMs: Math.round(performance.now() - started),
+  };
+}
+
+// ── markdown ──
+
+const f3 = (x: unknown) => (typeof x === "number" ? x.toFixed(4) : String(x));
+
+export function markdown(report: Record<string, unknown>): string {
+  const results = (report.results ?? []) as Array<Record<string, unknown>>;
+  const columns: Record<string, string[]> = {
+    "next-item": ["hr", "mrr", "predictions"],
+    "next-purchase": ["recall", "ndcg", "users"],
+    otto: ["score", "clicks", "carts", "orders", "sessions"],
+  };
+  const cols = columns[String(report.protocol)] ?? [];
+  const names: Record<string, string> = {
+    hr: "HR@20",
+    mrr: "MRR@20",
+    recall: "Recall@20",
+    ndcg: "NDCG@20",
+    score: "OTTO score",
+    clicks: "R@20 clicks",
+    carts: "R@20 carts",
+    orders: "R@20 orders",
+  };
+  const head = ["method", ...cols.map((c) => names[c] ?? c), "fit s", "eval s"];
+  const lines = [`| ${head.join(" | ")} |`, `|${head.map(() => "---").join("|")}|`];
+  for (const r of results)
+    lines.push(
+      `| ${[
+        r.method,
+        ...cols.map((c) => (Number.isInteger(r[c]) ? String(r[c]) : f3(r[c]))),
+        ((r.fitMs as number) / 1000).toFixed(1),
+        ((r.evalMs as number) / 1000).toFixed(1),
+      ].join(" | ")} |`,
+    );
+  const meta = Object.entries(report)
+    .filter(([k]) => k !== "results")
+    .map(([k, v]) => `${k}: ${typeof v === "object" ? JSON.stringify(v) : v}`)
+    .join(", ");
+  return `${meta}\n\n${lines.join("\n")}\n`;
+}
