@@ -15,6 +15,7 @@ import {
   postJson,
   publishFixture,
   SERVER_KEY,
+  settled,
   shopFixture,
   track,
   userToken,
@@ -145,7 +146,9 @@ describe("session events change the next answer", () => {
     await track({ anonymousId }, [
       { event: "Product Viewed", properties: { product_id: id("p1"), category: "Kitchen", price: 8 } },
     ]);
-    const after = await ok(get(`/v1/recommendations?placement=home&anonymousId=${anonymousId}&explain=true`));
+    const after = await settled(() =>
+      ok(get(`/v1/recommendations?placement=home&anonymousId=${anonymousId}&explain=true`)),
+    );
     expect(after.sources.session.status).toBe("ok");
     expect(ids(after).slice(0, 2)).toEqual([id("s1"), id("s2")]);
     // s1: covisit 1.5 × 1 and session affinity 0.8 × 1 (kitchen is the session's only category)
@@ -158,15 +161,15 @@ describe("session events change the next answer", () => {
   it("a carted product is excluded on home and its bought-together items lead on cart", async () => {
     const anonymousId = id("shopper");
     await track({ anonymousId }, [{ event: "Product Added", properties: { product_id: id("c1"), quantity: 1 } }]);
-    const home = await ok(
-      get(`/v1/recommendations?placement=home&anonymousId=${anonymousId}&limit=50&whyNot=${id("c1")}`),
+    const home = await settled(() =>
+      ok(get(`/v1/recommendations?placement=home&anonymousId=${anonymousId}&limit=50&whyNot=${id("c1")}`)),
     );
     expect(ids(home)).not.toContain(id("c1"));
     expect(home.explain?.whyNot).toEqual({ productId: id("c1"), status: "removed", rule: "carted" });
     // Seeds from the cart bring its bought-together items on home too (session source).
     expect(home.items[0]?.reasons[0]).toBe(`bought_together:${id("c1")}`);
 
-    const cart = await ok(get(`/v1/recommendations?placement=cart&anonymousId=${anonymousId}`));
+    const cart = await settled(() => ok(get(`/v1/recommendations?placement=cart&anonymousId=${anonymousId}`)));
     // Context = the cart: bt1 = 2 × 0.8/0.8, bt2 = 2 × 0.4/0.8
     expect(cart.items.slice(0, 2).map((i) => [i.productId, i.score, i.reasons[0]])).toEqual([
       [id("bt1"), 2, `bought_together:${id("c1")}`],
@@ -183,11 +186,11 @@ describe("identity merges and post-purchase", () => {
     await track({ anonymousId }, [{ event: "Product Viewed", properties: { product_id: id("p1") } }]);
     // A logged-in event carrying both ids: the user's object absorbs the visitor's.
     await track({ userId, anonymousId }, [{ event: "Cart Viewed" }]);
-    const asUser = await ok(get(`/v1/recommendations?placement=home&userId=${userId}`));
+    const asUser = await settled(() => ok(get(`/v1/recommendations?placement=home&userId=${userId}`)));
     expect(asUser.userKey).toBe(`u:${userId}`);
     expect(asUser.items[0]?.productId).toBe(id("s1"));
     expect(asUser.items[0]?.reasons[0]).toBe(`similar_to:${id("p1")}`);
-    const asVisitor = await ok(get(`/v1/recommendations?placement=home&anonymousId=${anonymousId}`));
+    const asVisitor = await settled(() => ok(get(`/v1/recommendations?placement=home&anonymousId=${anonymousId}`)));
     expect(asVisitor.userKey).toBe(`u:${userId}`);
     expect(ids(asVisitor)).toEqual(ids(asUser));
   });
@@ -197,7 +200,9 @@ describe("identity merges and post-purchase", () => {
     await track({ anonymousId }, [
       { event: "Order Completed", properties: { order_id: "o-1", products: [{ product_id: id("c1"), price: 30 }] } },
     ]);
-    const a = await ok(get(`/v1/recommendations?placement=post_purchase&anonymousId=${anonymousId}&limit=4`));
+    const a = await settled(() =>
+      ok(get(`/v1/recommendations?placement=post_purchase&anonymousId=${anonymousId}&limit=4`)),
+    );
     expect(a.items.slice(0, 2).map((i) => [i.productId, i.reasons[0]])).toEqual([
       [id("bt1"), `bought_together:${id("c1")}`],
       [id("bt2"), `bought_together:${id("c1")}`],
