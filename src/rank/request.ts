@@ -162,7 +162,8 @@ export function parseRankParams(mode: RankRequest["mode"], params: RankParams, c
 
   const whyNot = id("whyNot", params.whyNot) ?? null;
   const explain = flag("explain", params.explain) || whyNot !== null;
-  const limit = limitRaw ?? (mode === "rerank" ? (candidates?.length ?? 0) : defaultLimit);
+  // A placement's default is capped too: maxLimit is the hard cap (a config may lower it below a default).
+  const limit = limitRaw ?? (mode === "rerank" ? (candidates?.length ?? 0) : Math.min(defaultLimit, maxLimit));
   return {
     mode,
     placement,

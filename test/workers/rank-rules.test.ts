@@ -189,6 +189,8 @@ describe("PUT /v1/admin/ranking-config", () => {
     const body = await refused(get("/v1/recommendations?placement=home&limit=6"), 400, "validation_failed");
     expect(body.error.field).toBe("limit");
     await ok(get("/v1/recommendations?placement=home&limit=5"));
+    // maxLimit is a hard cap: a placement's larger default (home: 12) is cut to it.
+    expect((await ok(get("/v1/recommendations?placement=home"))).items).toHaveLength(5);
   });
 
   it("refuses an invalid document with its issues and keeps the active config", async () => {
