@@ -184,20 +184,23 @@ describe("HTTP transport", () => {
     ]);
     expect(result.fallback && result.error.kind).toBe("timeout");
     expect(elapsed).toBeGreaterThanOrEqual(75);
-    expect(elapsed).toBeLessThan(600);
+    expect(elapsed).toBeLessThan(800);
     expect(errors.map((e) => e.kind)).toEqual(["timeout"]);
   });
 
   it("uses the default deadline of 150 ms and lets a call override it", async () => {
+    let delayMs = 1_500;
     handler = (_req, res) => {
-      setTimeout(() => json(res, 200, answer(["slow"])), 300);
+      setTimeout(() => json(res, 200, answer(["slow"])), delayMs);
     };
     const client = createClient({ baseUrl, serverKey: "k-1" });
     const started = performance.now();
     const quick = await client.recommendations({}, { fallback: ["b1"] });
-    expect(quick.fallback).toBe(true);
-    expect(performance.now() - started).toBeLessThan(290);
-    const patient = await client.recommendations({}, { fallback: ["b1"], timeoutMs: 2_000 });
+    expect(quick.fallback && quick.error.kind).toBe("timeout");
+    expect(performance.now() - started).toBeGreaterThanOrEqual(145);
+    expect(performance.now() - started).toBeLessThan(1_000);
+    delayMs = 300;
+    const patient = await client.recommendations({}, { fallback: ["b1"], timeoutMs: 5_000 });
     expect(patient.fallback).toBe(false);
     expect(patient.items.map((i) => i.productId)).toEqual(["slow"]);
   });
