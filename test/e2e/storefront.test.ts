@@ -11,6 +11,7 @@ import { type Browser, type BrowserContext, chromium, type Page } from "playwrig
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LOCAL_KEYS } from "../../scripts/lib/local-keys.ts";
 import { freePort } from "../../scripts/lib/ports.ts";
+import type { SessionSnapshot } from "../../src/session/snapshot.ts";
 import { type Dev, devState, stopDev, until, untilReady } from "./dev-process.ts";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
@@ -102,10 +103,10 @@ async function anonymousId(): Promise<string> {
   return cookie.value;
 }
 
-async function sessionOf(aid: string): Promise<{ viewed: string[]; carted: string[] }> {
+async function sessionOf(aid: string): Promise<SessionSnapshot> {
   const res = await fetch(`${lastmileUrl}/v1/admin/users/${aid}?kind=anonymous`, { headers: admin });
   expect(res.status).toBe(200);
-  return (await res.json()) as { viewed: string[]; carted: string[] };
+  return (await res.json()) as SessionSnapshot;
 }
 
 beforeAll(async () => {
@@ -191,6 +192,8 @@ describe("the demo store", () => {
     expect(await page.locator("#product").getAttribute("data-product-id")).toBe(clicked);
     const session = await sessionOf(await anonymousId());
     expect(session.viewed.slice(0, 2)).toEqual([clicked, viewed]);
+    // The Worker sent Product Clicked for the followed link.
+    expect(session.interactions.some((i) => i.kind === "click" && i.productId === clicked)).toBe(true);
   });
 
   it("adds the product to the cart; the cart's block leaves it out", async () => {
