@@ -25,6 +25,16 @@ function versionNumber(version: string): number {
   return Number.isSafeInteger(n) ? n : 0;
 }
 
+function storedVersion(text: string | null): number {
+  if (text === null) return 0;
+  try {
+    const doc = JSON.parse(text) as { version?: unknown };
+    return typeof doc.version === "string" ? versionNumber(doc.version) : 0;
+  } catch {
+    return 0;
+  }
+}
+
 export const rankingConfigRoutes = new Hono<AppEnv>();
 
 rankingConfigRoutes.get("/v1/admin/ranking-config", async (c) => {
@@ -55,8 +65,10 @@ rankingConfigRoutes.put("/v1/admin/ranking-config", async (c) => {
   } catch {
     throw new ApiError("invalid_json", "the body is not valid JSON");
   }
-  const current = decodeRankingConfig(await c.env.ONLINE_STORE.get(RANKING_CONFIG_KEY));
-  const next = `v${versionNumber(current.config.version) + 1}`;
+  const currentText = await c.env.ONLINE_STORE.get(RANKING_CONFIG_KEY);
+  const current = decodeRankingConfig(currentText);
+  // The stored document's own version counts even when its config is unreadable: no version number is reused.
+  const next = `v${Math.max(versionNumber(current.config.version), storedVersion(currentText)) + 1}`;
   const parsed = parseRankingConfig(body, next);
   if (!parsed.ok) {
     throw new ApiError("validation_failed", "the ranking config is invalid", { details: { issues: parsed.issues } });

@@ -217,6 +217,8 @@ describe("PUT /v1/admin/ranking-config", () => {
     expect(a.degraded).toContain("config_invalid");
     expect(ids(a)).toEqual([id("b1"), id("b2")]);
     expect((await active()).invalid).toBe(true);
+    // The next PUT does not reuse the unreadable document's version number.
+    expect((await putOk({ diversity: { maxPerCategory: 2 } })).version).toBe("v4");
   });
 });
 
