@@ -17,6 +17,8 @@ import type { Scored } from "./core.ts";
 
 export const POINTER_TTL_MS = 10_000;
 export const NEIGHBOR_TTL_MS = 60_000;
+/** A head read still pending after this long is abandoned and the next request starts a new one. */
+export const HEAD_LOAD_GIVE_UP_MS = 5_000;
 const NEIGHBOR_CACHE_MAX = 20_000;
 /** Edge cache of KV reads (KV's minimum is 60 s). */
 const KV_CACHE_TTL_S = 60;
@@ -46,6 +48,7 @@ interface Cached<T> {
 class IsolateCache {
   head: Cached<Head> | null = null;
   headLoading: Promise<Head> | null = null;
+  headLoadingSince = 0;
   shared = new Map<string, Promise<Shared>>();
   neighbors = new Map<string, Cached<Scored[] | null>>();
 }
@@ -82,18 +85,23 @@ export function decodeRankingConfig(text: string | null): { config: RankingConfi
 export async function readHead(kv: KVNamespace, now: number): Promise<Head> {
   const cache = cacheOf(kv);
   if (cache.head && now - cache.head.at < POINTER_TTL_MS) return cache.head.value;
-  if (!cache.headLoading) {
-    cache.headLoading = (async () => {
-      try {
-        const values = await kv.get([POINTER_KEY, RANKING_CONFIG_KEY], { type: "text", cacheTtl: KV_CACHE_TTL_S });
-        const { config, invalid } = decodeRankingConfig(values.get(RANKING_CONFIG_KEY) ?? null);
-        const head = { pointer: decodePointer(values.get(POINTER_KEY) ?? null), config, configInvalid: invalid };
-        cache.head = { at: now, value: head };
-        return head;
-      } finally {
-        cache.headLoading = null;
-      }
-    })();
+  // A read that never settles (a hung connection) must not block every later request of this isolate.
+  if (!cache.headLoading || now - cache.headLoadingSince > HEAD_LOAD_GIVE_UP_MS) {
+    cache.headLoadingSince = now;
+    const load = async (): Promise<Head> => {
+      const values = await kv.get([POINTER_KEY, RANKING_CONFIG_KEY], { type: "text", cacheTtl: KV_CACHE_TTL_S });
+      const { config, invalid } = decodeRankingConfig(values.get(RANKING_CONFIG_KEY) ?? null);
+      const head = { pointer: decodePointer(values.get(POINTER_KEY) ?? null), config, configInvalid: invalid };
+      cache.head = { at: now, value: head };
+      return head;
+    };
+    const loading = load();
+    cache.headLoading = loading;
+    const clear = () => {
+      if (cache.headLoading === loading) cache.headLoading = null;
+    };
+    loading.then(clear, clear);
+    return loading;
   }
   return cache.headLoading;
 }
