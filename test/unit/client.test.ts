@@ -115,9 +115,12 @@ beforeEach(() => {
   handler = (_req, res) => json(res, 200, answer(["p1", "p2"]));
 });
 
+/** Tests about anything but the deadline wait this long: a loaded machine must not turn them into fallbacks. */
+const PATIENT_MS = 5_000;
+
 describe("HTTP transport", () => {
   it("sends GET /v1/recommendations with the server key and returns the answer", async () => {
-    const client = createClient({ baseUrl, serverKey: "k-1" });
+    const client = createClient({ baseUrl, serverKey: "k-1", timeoutMs: PATIENT_MS });
     const result = await client.recommendations(
       { placement: "pdp", anonymousId: "anon-1", productId: "p9", limit: 4, category: ["mugs", "cups"] },
       { fallback: ["b1"] },
@@ -140,7 +143,7 @@ describe("HTTP transport", () => {
   });
 
   it("sends GET /v1/similar/:productId with the id in the path", async () => {
-    const client = createClient({ baseUrl, serverKey: "k-1" });
+    const client = createClient({ baseUrl, serverKey: "k-1", timeoutMs: PATIENT_MS });
     const result = await client.similar({ productId: "a/b 1", limit: 2 });
     expect(result.fallback).toBe(false);
     const url = new URL(seen[0]?.url ?? "", baseUrl);
@@ -149,7 +152,7 @@ describe("HTTP transport", () => {
   });
 
   it("sends POST /v1/rank as JSON; its default fallback is the candidates in the caller's order", async () => {
-    const client = createClient({ baseUrl, serverKey: "k-1" });
+    const client = createClient({ baseUrl, serverKey: "k-1", timeoutMs: PATIENT_MS });
     const ok = await client.rank({ userId: "u1", candidates: ["c1", { productId: "c2", score: 0.5 }] });
     expect(ok.fallback).toBe(false);
     expect(seen[0]?.method).toBe("POST");
@@ -207,7 +210,7 @@ describe("HTTP transport", () => {
 
   it("answers the fallback on a 5xx, with the status and the API's error code", async () => {
     handler = (_req, res) => json(res, 500, { error: { code: "internal_error", message: "boom", requestId: "r" } });
-    const client = createClient({ baseUrl, serverKey: "k-1" });
+    const client = createClient({ baseUrl, serverKey: "k-1", timeoutMs: PATIENT_MS });
     const result: ClientAnswer = await client.recommendations(
       { placement: "pdp", productId: "b2" },
       { fallback: ["b1", "b2", { productId: "b3", score: 9 }, "b1"] },
@@ -239,7 +242,7 @@ describe("HTTP transport", () => {
       res.writeHead(200, { "content-type": "application/json" });
       res.end("{not json");
     };
-    const client = createClient({ baseUrl, serverKey: "k-1" });
+    const client = createClient({ baseUrl, serverKey: "k-1", timeoutMs: PATIENT_MS });
     const broken = await client.recommendations({}, { fallback: ["b1"] });
     expect(broken.fallback && broken.error.kind).toBe("invalid_response");
 
@@ -272,7 +275,7 @@ describe("HTTP transport", () => {
 
   it("answers an empty list as it is, or the fallback when asked to", async () => {
     handler = (_req, res) => json(res, 200, answer([], { degraded: ["no_snapshot"] }));
-    const client = createClient({ baseUrl, serverKey: "k-1" });
+    const client = createClient({ baseUrl, serverKey: "k-1", timeoutMs: PATIENT_MS });
     const empty = await client.recommendations({}, { fallback: ["b1"] });
     expect(empty).toMatchObject({ fallback: false, items: [] });
     const filled = await client.recommendations({}, { fallback: ["b1"], fallbackWhenEmpty: true });
@@ -312,7 +315,7 @@ describe("HTTP transport", () => {
 
   it("mints a user token, and answers null (never throws) when it cannot", async () => {
     handler = (_req, res) => json(res, 200, { token: "a.b.c", userKey: "a:anon-1", expiresAt: 123 });
-    const client = createClient({ baseUrl, serverKey: "k-1" });
+    const client = createClient({ baseUrl, serverKey: "k-1", timeoutMs: PATIENT_MS });
     expect(await client.userToken({ anonymousId: "anon-1" })).toEqual({
       token: "a.b.c",
       userKey: "a:anon-1",
