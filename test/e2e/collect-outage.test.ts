@@ -22,7 +22,7 @@ let revived: RunningRedis | undefined;
 beforeAll(async () => {
   const port = await freePort();
   url = `http://127.0.0.1:${port}`;
-  dev = startDev(port, stateDir);
+  dev = startDev(port, stateDir, { demo: false });
   await untilReady(dev);
 });
 

@@ -19,12 +19,11 @@ export interface DevState {
   pids: { postgres: number; redis: number };
 }
 
-export function startDev(port: number, stateDir: string): Dev {
-  const proc = spawn(
-    process.execPath,
-    [join(root, "scripts", "dev.ts"), "--port", String(port), "--state-dir", stateDir, "--quiet"],
-    { cwd: root, stdio: ["ignore", "pipe", "pipe"] },
-  );
+/** `demo: false` leaves the demo store (and its first refresh) out: tests that do not look at it start faster. */
+export function startDev(port: number, stateDir: string, options: { demo?: boolean } = {}): Dev {
+  const args = [join(root, "scripts", "dev.ts"), "--port", String(port), "--state-dir", stateDir, "--quiet"];
+  if (options.demo === false) args.push("--no-demo");
+  const proc = spawn(process.execPath, args, { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   const collect = (d: Buffer) => {
     output += d.toString();
