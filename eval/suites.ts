@@ -4,6 +4,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { gunzipSync } from "node:zlib";
+import { DEFAULT_RANKING_CONFIG } from "../src/rank/config.ts";
 import {
   cutBeforeEnd,
   type Dataset,
@@ -28,6 +29,7 @@ import {
   SessionKnnVector,
 } from "./methods/baselines.ts";
 import { LastmileBatch, LastmileModels, LastmileRanker, type RequestShape } from "./methods/lastmile.ts";
+import { RankerWithRepeat, SequentialModels } from "./methods/whatif.ts";
 import { customersAt, nextItem, nextPurchase, otto, ottoCases, trainData } from "./protocols.ts";
 
 const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -71,6 +73,8 @@ export interface LineupOptions {
   ranker?: LastmileRanker;
   /** Include the customer's repeat purchases (protocol ii). */
   repeat?: boolean;
+  /** Add the what-if rows (eval/methods/whatif.ts): a sequential neighbour list, or a buy-again source. */
+  whatIf?: "next" | "repeat";
   only?: readonly string[];
 }
 
@@ -91,8 +95,36 @@ export function lineup(shared: LastmileModels, options: LineupOptions = {}): Met
     }),
     options.ranker ?? new LastmileRanker(shared, { shape: options.shape }),
   ];
+  // The validation search's full choice; popularity 0.2 → 0.6 is not in DEFAULT_RANKING_CONFIG yet
+  // (docs/relevance.md#tuning): reported next to the shipped default.
+  if (!options.only)
+    methods.push(
+      new LastmileRanker(shared, {
+        name: "lastmile, popularity 0.6 (tuned, not shipped)",
+        shape: options.shape,
+        config: { ...DEFAULT_RANKING_CONFIG, weights: { ...DEFAULT_RANKING_CONFIG.weights, popularity: 0.6 } },
+      }),
+    );
+  if (options.whatIf === "next")
+    methods.push(
+      new LastmileRanker(new SequentialModels(shared.params), {
+        name: "what-if: lastmile + next-item list",
+        shape: options.shape,
+      }),
+    );
+  if (options.whatIf === "repeat")
+    methods.push(new RankerWithRepeat(new LastmileRanker(shared, { shape: options.shape })));
   return options.only ? methods.filter((m) => options.only?.includes(m.name)) : methods;
 }
+
+/**
+ * The Worker request each protocol makes (chosen on validation data: docs/relevance.md#tuning). A UCI invoice in
+ * progress is a cart being filled: its items are carted, the latest is the product in view (pdp). A customer
+ * coming back (protocol ii) opens the home page with no session yet; their history is long-term affinity and
+ * batch candidates.
+ */
+export const UCI_NEXT_ITEM_SHAPE: RequestShape = { placement: "pdp", as: "cart" };
+export const NEXT_PURCHASE_SHAPE: RequestShape = { placement: "home", as: null };
 
 /** Protocol (i) on session files. */
 export function runNextItem(options: {
@@ -100,13 +132,15 @@ export function runNextItem(options: {
   test: Session[];
   sessions?: number;
   catalog?: Dataset["catalog"];
-  methods?: Method[];
-  shared?: LastmileModels;
+  shape?: RequestShape;
+  whatIf?: boolean;
 }): Record<string, unknown> {
   const started = performance.now();
   const train = trainData(options.train, options.catalog);
-  const shared = options.shared ?? new LastmileModels();
-  const methods = options.methods ?? lineup(shared);
+  const methods = lineup(new LastmileModels(), {
+    shape: options.shape,
+    whatIf: options.whatIf ? "next" : undefined,
+  });
   const results = nextItem(methods, train, options.test, { sessions: options.sessions });
   return {
     protocol: "next-item",
@@ -122,13 +156,16 @@ export function readSessionFile(file: string, type: EventType): Session[] {
 }
 
 /** Protocol (ii) on UCI: customers' purchases before and after `cut`. */
-export function runNextPurchase(options: { cut: number; users?: number; methods?: Method[] }): Record<string, unknown> {
+export function runNextPurchase(options: { cut: number; users?: number; whatIf?: boolean }): Record<string, unknown> {
   const started = performance.now();
   const { sessions, catalog } = readUci();
   const { train, customers } = customersAt(sessions, options.cut);
   const data = trainData(train, catalog);
-  const methods =
-    options.methods ?? lineup(new LastmileModels(), { repeat: true, shape: { placement: "home", as: null } });
+  const methods = lineup(new LastmileModels(), {
+    repeat: true,
+    shape: NEXT_PURCHASE_SHAPE,
+    whatIf: options.whatIf ? "repeat" : undefined,
+  });
   const results = nextPurchase(methods, data, customers, options.cut, { users: options.users });
   return {
     protocol: "next-purchase",

@@ -12,6 +12,7 @@ import {
   runNextItem,
   runNextPurchase,
   runOtto,
+  UCI_NEXT_ITEM_SHAPE,
   uciSplit,
 } from "../eval/suites.ts";
 import { tune } from "../eval/tune.ts";
@@ -52,27 +53,41 @@ const suites: EvalSuite[] = [
         test: readSessionFile(v.test, type),
         sessions: optionalNum(v.sessions),
         catalog: v.catalog === "uci" ? readUci().catalog : undefined,
+        shape: v.catalog === "uci" ? UCI_NEXT_ITEM_SHAPE : undefined,
+        whatIf: v["what-if"] === true,
       });
     },
   },
   {
     name: "uci-next-item",
-    description: "protocol (i) on UCI invoices, the last --test-days (30) days as the test split [--sessions N]",
+    description:
+      "protocol (i) on UCI invoices, the last --test-days (30) days as the test split [--sessions N] [--what-if]",
     run(v) {
       const { train, test, cut } = uciSplit(num(v["test-days"], 30));
       return {
         data: "uci-online-retail invoices",
         cut: isoDay(cut),
-        ...runNextItem({ train, test, sessions: optionalNum(v.sessions), catalog: readUci().catalog }),
+        ...runNextItem({
+          train,
+          test,
+          sessions: optionalNum(v.sessions),
+          catalog: readUci().catalog,
+          shape: UCI_NEXT_ITEM_SHAPE,
+          whatIf: v["what-if"] === true,
+        }),
       };
     },
   },
   {
     name: "uci-next-purchase",
     description:
-      "protocol (ii) on UCI customers: train before --cut (2011-09-01), predict what each buys after [--users N]",
+      "protocol (ii) on UCI customers: train before --cut (2011-09-01), predict what each buys after [--users N] [--what-if]",
     run(v) {
-      return runNextPurchase({ cut: dateSeconds(v.cut, "2011-09-01"), users: optionalNum(v.users) });
+      return runNextPurchase({
+        cut: dateSeconds(v.cut, "2011-09-01"),
+        users: optionalNum(v.users),
+        whatIf: v["what-if"] === true,
+      });
     },
   },
   {
@@ -113,6 +128,7 @@ const { values, positionals } = parseArgs({
   allowPositionals: true,
   options: {
     list: { type: "boolean", default: false },
+    "what-if": { type: "boolean", default: false },
     json: { type: "boolean", default: false },
     train: { type: "string" },
     test: { type: "string" },

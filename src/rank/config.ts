@@ -73,6 +73,10 @@ export interface RankingConfig {
   maxLimit: number;
 }
 
+/**
+ * maxPerCategory 4 → 20 (no cap within a usual answer) was chosen offline on a validation split of the UCI Online
+ * Retail data, never its test split: docs/relevance.md#tuning, `npm run eval -- tune`.
+ */
 export const DEFAULT_RANKING_CONFIG: RankingConfig = {
   version: "default",
   weights: {
@@ -109,7 +113,7 @@ export const DEFAULT_RANKING_CONFIG: RankingConfig = {
       defaultLimit: 8,
     },
   },
-  diversity: { maxPerCategory: 4 },
+  diversity: { maxPerCategory: 20 },
   seeds: { viewed: 5, carted: 3, purchased: 3, recencyHalfLife: 2 },
   deadlines: { session: 30, kv: 30, total: 50 },
   rules: [],
