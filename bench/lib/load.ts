@@ -28,6 +28,8 @@ export interface LoadOptions {
   maxS?: number;
   /** Seconds before a request counts as a timeout error (default 10). */
   timeoutS?: number;
+  /** Called with every response's status and body (autocannon then keeps each body: some client CPU per answer). */
+  inspect?: (status: number, body: string) => void;
 }
 
 export interface LoadResult {
@@ -66,6 +68,13 @@ export function summarize(latencies: number[]): LoadResult["latencyMs"] {
 }
 
 function requestList(options: LoadOptions): autocannon.Request[] {
+  const list = requestsOf(options);
+  const inspect = options.inspect;
+  if (!inspect) return list;
+  return list.map((r) => ({ ...r, onResponse: (status: number, body: string) => inspect(status, body) }));
+}
+
+function requestsOf(options: LoadOptions): autocannon.Request[] {
   if (options.next) {
     const next = options.next;
     let counter = 0;

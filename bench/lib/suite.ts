@@ -49,6 +49,12 @@ export interface MeasureOptions {
   durationS?: number;
   /** Requests sent first and not counted (default: the run's warm-up; 0 for none). */
   warmUpRequests?: number;
+  /** Stop after this many responses instead of after `durationS` (e.g. one request per user of a pool). */
+  requests?: number;
+  /** Runs before each attempt, before the warm-up (e.g. resetting a cache); not timed. */
+  before?: () => Promise<void>;
+  /** Sees every measured response's status and body (the warm-up's are not shown to it). */
+  inspect?: (status: number, body: string) => void;
 }
 
 export interface SuiteContext {
@@ -169,13 +175,20 @@ export function createContext(options: {
       ...(m.headers ? { headers: m.headers } : {}),
       ...(m.body === undefined ? {} : { body: m.body }),
     };
+    await m.before?.();
     const warmUp = m.warmUpRequests ?? options.warmUpRequests;
     if (warmUp > 0) {
       log(`${label}: warm-up, up to ${warmUp} requests or ${WARM_UP_MAX_S} s`);
       await load({ ...request, requests: Math.max(warmUp, m.connections), maxS: WARM_UP_MAX_S });
     }
-    log(`${label}: GET ${m.path}, ${m.connections} connection(s), ${durationS} s`);
-    const r = await load({ ...request, durationS });
+    const bound = m.requests === undefined ? `${durationS} s` : `${m.requests} requests`;
+    log(`${label}: ${m.method ?? "GET"} ${m.path}, ${m.connections} connection(s), ${bound}`);
+    const inspect = m.inspect ? { inspect: m.inspect } : {};
+    const r = await load(
+      m.requests === undefined
+        ? { ...request, ...inspect, durationS }
+        : { ...request, ...inspect, requests: m.requests },
+    );
     return {
       path: m.path,
       connections: r.connections,

@@ -6,8 +6,9 @@ import compute from "./compute.ts";
 import floor from "./floor.ts";
 import load from "./load.ts";
 import publish from "./publish.ts";
+import rank from "./rank.ts";
 
-export const SUITES: readonly Suite[] = [floor, collect, compute, load, publish];
+export const SUITES: readonly Suite[] = [floor, collect, compute, load, publish, rank];
 
 export function findSuite(name: string): Suite | undefined {
   return SUITES.find((s) => s.name === name);

@@ -12,6 +12,13 @@
 //   GET  /__bench/publish/status          the coordinator's status (job, versions)
 //   POST /__bench/load/run?stream=S       one loader run over stream S (production code, bench budget): LoadReport
 //   POST /__bench/load/baseline?stream=S&n=N  the load baseline: the first N entries of S, one INSERT per event
+//   POST /__bench/rank-postgres           the ranking baseline: a POST /v1/rank body answered from Postgres on every
+//                                        request (the user's candidates and the candidates' catalogue rows, through
+//                                        the Neon driver, no online store), ranked by the same core: { items }
+//   POST /__bench/rank-caches/reset       drops the ranking path's isolate caches (pointer, config, catalogue,
+//                                        popular/trending and neighbour lists, live trending): the next request is
+//                                        answered as by a fresh isolate
+//   POST /__bench/rank-parse              reads and validates a POST /v1/rank body like the route, ranks nothing
 import { Hono } from "hono";
 import type { AppEnv } from "../app.ts";
 import { parseEntries, runLoader } from "../batch/loader.ts";
@@ -21,7 +28,14 @@ import { ApiError } from "../errors.ts";
 import { COORDINATOR_NAME } from "../publish/coordinator.ts";
 import { openDb } from "../publish/db.ts";
 import { KV_PUT_CONCURRENCY } from "../publish/kv-budget.ts";
+import { type Product, product } from "../rank/catalog.ts";
+import { DEFAULT_RANKING_CONFIG } from "../rank/config.ts";
+import { rank } from "../rank/core.ts";
+import { resetOnlineStoreCaches } from "../rank/online-store.ts";
+import { parseRankParams, type RankParams } from "../rank/request.ts";
+import { resetTrendingCaches } from "../rank/trending.ts";
 import { STREAM_FIELDS } from "../session/stream.ts";
+import { openPool } from "../stores/db.ts";
 import { openRedis } from "../stores/redis.ts";
 import { events } from "../stores/schema.ts";
 
@@ -177,4 +191,90 @@ benchRoutes.post("/__bench/load/baseline", async (c) => {
     eventsPerSecond: durationMs > 0 ? Math.round((parsed.events.length * 1000) / durationMs) : 0,
     fields: STREAM_FIELDS,
   });
+});
+
+/** A POST /v1/rank body, validated as the route validates it (default config). */
+async function rankRequest(req: Request) {
+  const body = (await req.json()) as RankParams;
+  return parseRankParams("rerank", body, DEFAULT_RANKING_CONFIG);
+}
+
+benchRoutes.post("/__bench/rank-parse", async (c) => {
+  const request = await rankRequest(c.req.raw);
+  return c.json({ candidates: request.candidates?.length ?? 0 });
+});
+
+/**
+ * The ranking baseline: no online store. Every request opens a pool through the Neon driver, reads the user's
+ * batch candidates (user_candidates) and the catalogue rows of the given ids in parallel, and ranks them with the
+ * same core as POST /v1/rank (no session, no neighbour, popular or trending lists: the baseline reads less).
+ */
+benchRoutes.post("/__bench/rank-postgres", async (c) => {
+  const request = await rankRequest(c.req.raw);
+  const database = loadConfig(c.env).database;
+  if (!database) throw new ApiError("dependency_unavailable", "DATABASE_URL is not configured");
+  const candidates = request.candidates ?? [];
+  const pool = openPool(database);
+  try {
+    const [batch, rows] = await Promise.all([
+      request.userKey
+        ? pool.query("select product_id, score from user_candidates where user_key = $1 order by rank", [
+            request.userKey,
+          ])
+        : Promise.resolve({ rows: [] }),
+      pool.query(
+        "select id, title, category, brand, tags, price, in_stock, visible from catalog where id = any($1::text[])",
+        [candidates.map((x) => x.productId)],
+      ),
+    ]);
+    const products = new Map<string, Product>();
+    for (const r of rows.rows as Array<Record<string, unknown>>) {
+      const id = String(r.id);
+      products.set(
+        id,
+        product(id, {
+          category: (r.category as string | null) ?? null,
+          price: (r.price as number | null) ?? null,
+          inStock: r.in_stock === true,
+          visible: r.visible === true,
+          title: String(r.title ?? ""),
+          brand: (r.brand as string | null) ?? null,
+          tags: (r.tags as string[] | null) ?? [],
+        }),
+      );
+    }
+    const output = rank(
+      {
+        placement: request.placement,
+        mode: "rerank",
+        limit: request.limit,
+        now: Date.now(),
+        context: [],
+        query: request.query,
+        filters: request.filters,
+        session: null,
+        batch: (batch.rows as Array<{ product_id: string; score: number }>).map((r) => ({
+          productId: r.product_id,
+          score: r.score,
+        })),
+        similar: new Map(),
+        boughtTogether: new Map(),
+        trending: null,
+        popular: null,
+        popularByCategory: () => undefined,
+        candidates,
+        catalog: (id) => products.get(id),
+      },
+      DEFAULT_RANKING_CONFIG,
+    );
+    return c.json({ items: output.items, catalogRows: products.size, batch: batch.rows.length });
+  } finally {
+    await pool.end();
+  }
+});
+
+benchRoutes.post("/__bench/rank-caches/reset", (c) => {
+  resetOnlineStoreCaches();
+  resetTrendingCaches();
+  return c.json({ ok: true });
 });
