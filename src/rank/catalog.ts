@@ -16,6 +16,8 @@ export interface Product {
   title: string;
   /** Lower-case words of title, category, brand and tags: what a query matches against. */
   terms: string[];
+  /** The same words as one string, each preceded by a space (" white heart … "): a word prefix is one substring test. */
+  text: string;
   /** Normalised tags. */
   tags: string[];
 }
@@ -58,6 +60,7 @@ export function product(
     visible: fields.visible,
     title: fields.title ?? "",
     terms: [...words],
+    text: ` ${[...words].join(" ")}`,
     tags,
   };
 }

@@ -106,12 +106,12 @@ export interface RankOutput {
   whyNot?: WhyNot;
 }
 
-interface Candidate {
+/** A candidate carries its feature values as its own fields (one allocation per candidate). */
+interface Candidate extends Record<Feature, number> {
   id: string;
   product: Product | undefined;
   /** Bit i set: proposed by CANDIDATE_SOURCES[i]. */
   sources: number;
-  features: Record<Feature, number>;
   /** Feature → the reason code it earns (e.g. covisit → similar_to:<seed>). */
   contextWhy: string | null;
   covisitWhy: string | null;
@@ -126,19 +126,6 @@ const SOURCE_BIT = Object.fromEntries(CANDIDATE_SOURCES.map((source, i) => [sour
   CandidateSource,
   number
 >;
-
-const zeroFeatures = (): Record<Feature, number> => ({
-  batch: 0,
-  context: 0,
-  covisit: 0,
-  sessionAffinity: 0,
-  longTermAffinity: 0,
-  trending: 0,
-  popularity: 0,
-  query: 0,
-  priceBand: 0,
-  base: 0,
-});
 
 /** A list's scores divided by its best one (lists arrive best first; any order works). */
 function normalised(list: readonly Scored[] | null | undefined): Map<string, number> {
@@ -209,21 +196,32 @@ function ruleMatches(rule: MerchandisingRule, id: string, p: Product | undefined
   return false;
 }
 
-/** How many query terms prefix-match one of the product's words. */
-function queryHits(queryTerms: readonly string[], words: readonly string[]): number {
+/** How many query terms prefix-match one of the product's words (`text`: " word word … ", see catalog.ts). */
+function queryHits(queryTerms: readonly string[], text: string): number {
   let hit = 0;
-  for (const t of queryTerms) {
-    for (const w of words) {
-      if (w.startsWith(t)) {
-        hit++;
-        break;
-      }
-    }
-  }
+  for (const t of queryTerms) if (text.includes(` ${t}`)) hit++;
   return hit;
 }
 
 const byScore = (a: Candidate, b: Candidate): number => b.score - a.score || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+const byScoreOnly = (a: Candidate, b: Candidate): number => b.score - a.score;
+const byId = (a: Candidate, b: Candidate): number => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+
+/** Sorts by score descending, ties by id: a numeric sort, then each run of equal scores by id (ties are rare). */
+function sortByScore(list: Candidate[]): void {
+  list.sort(byScoreOnly);
+  let i = 0;
+  while (i < list.length) {
+    let j = i + 1;
+    const score = (list[i] as Candidate).score;
+    while (j < list.length && (list[j] as Candidate).score === score) j++;
+    if (j - i > 1) {
+      const run = list.slice(i, j).sort(byId);
+      for (let k = 0; k < run.length; k++) list[i + k] = run[k] as Candidate;
+    }
+    i = j;
+  }
+}
 
 const round = (x: number): number => Math.round(x * 1e6) / 1e6;
 
@@ -272,7 +270,16 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
         id,
         product: input.catalog(id),
         sources: 0,
-        features: zeroFeatures(),
+        batch: 0,
+        context: 0,
+        covisit: 0,
+        sessionAffinity: 0,
+        longTermAffinity: 0,
+        trending: 0,
+        popularity: 0,
+        query: 0,
+        priceBand: 0,
+        base: 0,
         contextWhy: null,
         covisitWhy: null,
         adjust: 0,
@@ -334,8 +341,7 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
     list.forEach((item, i) => {
       const c = add(item.productId, null);
       // Base: the caller's scores min-max scaled, or its order when it gave none.
-      c.features.base =
-        scored && max > min ? ((item.score ?? min) - min) / (max - min) : scored ? 1 : n > 1 ? 1 - i / n : 1;
+      c.base = scored && max > min ? ((item.score ?? min) - min) / (max - min) : scored ? 1 : n > 1 ? 1 - i / n : 1;
     });
   } else {
     if (sources.has("context")) for (const id of contextBlend.keys()) add(id, "context");
@@ -369,7 +375,7 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
   const queryTerms = query ? terms(query) : [];
   const queryScale = input.query ? 1 : 0.5;
   for (const c of candidates.values()) {
-    const f = c.features;
+    const f = c;
     const p = c.product;
     const ctx = contextBlend.get(c.id);
     if (ctx) {
@@ -389,7 +395,7 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
       f.longTermAffinity = session.longTermCategories.get(p.category) ?? 0;
     }
     if (session && p?.band) f.priceBand = session.priceBands.get(p.band) ?? 0;
-    if (queryTerms.length > 0 && p) f.query = (queryScale * queryHits(queryTerms, p.terms)) / queryTerms.length;
+    if (queryTerms.length > 0 && p) f.query = (queryScale * queryHits(queryTerms, p.text)) / queryTerms.length;
     c.score =
       weights.batch * f.batch +
       weights.context * f.context +
@@ -430,7 +436,7 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
       removedWhy.set(c.id, why);
     } else eligible.push(c);
   }
-  eligible.sort(byScore);
+  sortByScore(eligible);
 
   // ── last resort: when every source together leaves the list short, eligible catalogue products fill it (in
   //    the catalogue's order, after every scored candidate), so a list is never shorter than asked while enough exist
@@ -538,20 +544,53 @@ function reasonCode(c: Candidate, k: Feature): string | null {
   }
 }
 
-/** Reason codes, strongest contribution first (ties by code); pins first, boosts/buries last. */
-function reasonsOf(c: Candidate, weights: Record<Feature, number>): string[] {
-  const parts: Array<{ code: string; v: number }> = [];
-  for (const k of FEATURES) {
-    const v = weights[k] * c.features[k];
-    if (v <= 0) continue;
-    const code = reasonCode(c, k);
-    if (code) parts.push({ code, v });
+/** Inserts `code` with contribution `v` into the parallel arrays, kept in order: v descending, then code. */
+function insertReason(codes: string[], values: number[], code: string | null, v: number): void {
+  if (code === null || !(v > 0) || codes.includes(code)) return;
+  let i = values.length;
+  codes.push(code);
+  values.push(v);
+  while (i > 0) {
+    const pv = values[i - 1] as number;
+    const pc = codes[i - 1] as string;
+    if (pv > v || (pv === v && pc < code)) break;
+    values[i] = pv;
+    codes[i] = pc;
+    i--;
   }
-  if (parts.length > 1) parts.sort((a, b) => b.v - a.v || (a.code < b.code ? -1 : 1));
+  values[i] = v;
+  codes[i] = code;
+}
+
+/** Reason codes, strongest contribution first (ties by code); pins first, boosts/buries last. */
+function reasonsOf(c: Candidate, w: Record<Feature, number>): string[] {
+  const codes: string[] = [];
+  const values: number[] = [];
+  // Direct property reads in a fixed order (this runs once per answered item).
+  if (c.batch > 0) insertReason(codes, values, "batch", w.batch * c.batch);
+  if (c.context > 0) insertReason(codes, values, c.contextWhy, w.context * c.context);
+  if (c.covisit > 0) insertReason(codes, values, c.covisitWhy, w.covisit * c.covisit);
+  if (c.sessionAffinity > 0) {
+    insertReason(codes, values, reasonCode(c, "sessionAffinity"), w.sessionAffinity * c.sessionAffinity);
+  }
+  if (c.longTermAffinity > 0) {
+    insertReason(codes, values, reasonCode(c, "longTermAffinity"), w.longTermAffinity * c.longTermAffinity);
+  }
+  if (c.trending > 0) insertReason(codes, values, "trending", w.trending * c.trending);
+  if (c.popularity > 0) insertReason(codes, values, reasonCode(c, "popularity"), w.popularity * c.popularity);
+  if (c.query > 0) insertReason(codes, values, "query_match", w.query * c.query);
+  if (c.priceBand > 0) insertReason(codes, values, "price_band", w.priceBand * c.priceBand);
+  if (c.base > 0) insertReason(codes, values, "base_score", w.base * c.base);
+  const rules = c.ruleReasons;
+  if (rules === null) {
+    if (codes.length === 0) {
+      codes.push(c.fill ? "catalog_fill" : (c.sources & SOURCE_BIT.popular) !== 0 ? "popular_fallback" : "candidate");
+    }
+    return codes;
+  }
   const out: string[] = [];
-  const rules = c.ruleReasons ?? [];
   for (const r of rules) if (r.startsWith("pinned:")) out.push(r);
-  for (const part of parts) if (!out.includes(part.code)) out.push(part.code);
+  for (const code of codes) if (!out.includes(code)) out.push(code);
   for (const r of rules) if (!r.startsWith("pinned:") && !out.includes(r)) out.push(r);
   if (out.length === 0) {
     out.push(c.fill ? "catalog_fill" : (c.sources & SOURCE_BIT.popular) !== 0 ? "popular_fallback" : "candidate");
@@ -564,7 +603,7 @@ function toItem(c: Candidate, weights: Record<Feature, number>, explain: boolean
   if (explain) {
     const contributions: Partial<Record<Feature | "rules", number>> = {};
     for (const k of FEATURES) {
-      const v = weights[k] * c.features[k];
+      const v = weights[k] * c[k];
       if (v !== 0) contributions[k] = round(v);
     }
     if (c.adjust !== 0) contributions.rules = round(c.adjust);
