@@ -5,7 +5,8 @@
 //   - shared keys (catalogue shards, popular/trending lists): immutable under their name, cached until the pointer
 //     names others, decoded once (the catalogue into ready-to-rank Products);
 //   - per-item neighbour lists: NEIGHBOR_TTL_MS (they change at most once per publish);
-//   - per-user lists: never cached in the isolate (KV's own edge cache applies).
+//   - per-user lists: USER_LIST_TTL_MS, at most USER_LIST_CACHE_MAX users (a shopper asks again on every page; a
+//     batch list changes at most once per publish, and KV's own edge cache already serves reads up to 60 s old).
 // Every read goes through one bulk `get` per phase, so a request costs at most two KV operations when caches are warm.
 
 import type { Pointer, PopularValue } from "../publish/codec.ts";
@@ -17,6 +18,9 @@ import type { Scored } from "./core.ts";
 
 export const POINTER_TTL_MS = 10_000;
 export const NEIGHBOR_TTL_MS = 60_000;
+export const USER_LIST_TTL_MS = 30_000;
+/** ~5 KB a list: ~10 MB at most, well inside an isolate's 128 MB. */
+const USER_LIST_CACHE_MAX = 2_000;
 /** A head read still pending after this long is abandoned and the next request starts a new one. */
 export const HEAD_LOAD_GIVE_UP_MS = 5_000;
 const NEIGHBOR_CACHE_MAX = 20_000;
@@ -51,6 +55,7 @@ class IsolateCache {
   headLoadingSince = 0;
   shared = new Map<string, Promise<Shared>>();
   neighbors = new Map<string, Cached<Scored[] | null>>();
+  users = new Map<string, Cached<UserList | null>>();
 }
 
 let caches = new WeakMap<KVNamespace, IsolateCache>();
@@ -174,12 +179,15 @@ async function loadShared(kv: KVNamespace, pointer: Pointer | null): Promise<Sha
   };
 }
 
+export interface UserList {
+  items: Array<{ productId: string; score: number }>;
+  version: number;
+  generatedAt: number;
+}
+
 export interface Lists {
   /** userKey → its batch list at the pointer's version (null: none). */
-  users: Map<
-    string,
-    { items: Array<{ productId: string; score: number }>; version: number; generatedAt: number } | null
-  >;
+  users: Map<string, UserList | null>;
   similar: Map<string, Scored[]>;
   boughtTogether: Map<string, Scored[]>;
   /** KV operations used (0 when everything came from the isolate cache). */
@@ -200,7 +208,15 @@ export async function readLists(
   const cache = cacheOf(kv);
   const out: Lists = { users: new Map(), similar: new Map(), boughtTogether: new Map(), reads: 0 };
   const wanted: string[] = [];
-  for (const u of userKeys) wanted.push(userListKey(u));
+  const usersToRead: string[] = [];
+  for (const u of userKeys) {
+    const hit = cache.users.get(`${pointer.version}|${u}`);
+    if (hit && now - hit.at < USER_LIST_TTL_MS) out.users.set(u, hit.value);
+    else {
+      usersToRead.push(u);
+      wanted.push(userListKey(u));
+    }
+  }
   const neighborKeys: Array<[seed: string, kind: "similar" | "bought_together", key: string]> = [];
   for (const seed of seeds) {
     for (const kind of ["similar", "bought_together"] as const) {
@@ -220,18 +236,23 @@ export async function readLists(
     out.reads++;
     for (const [k, v] of part) values.set(k, v);
   }
-  for (const u of userKeys) {
+  for (const u of usersToRead) {
     const list = decodeUserList(values.get(userListKey(u)) ?? null, pointer.version);
-    out.users.set(
-      u,
-      list
-        ? {
-            items: list.items.map((c) => ({ productId: c.productId, score: c.score })),
-            version: list.version,
-            generatedAt: list.generatedAt,
-          }
-        : null,
-    );
+    const value: UserList | null = list
+      ? {
+          items: list.items.map((c) => ({ productId: c.productId, score: c.score })),
+          version: list.version,
+          generatedAt: list.generatedAt,
+        }
+      : null;
+    out.users.set(u, value);
+    const id = `${pointer.version}|${u}`;
+    cache.users.delete(id);
+    if (cache.users.size >= USER_LIST_CACHE_MAX) {
+      const oldest = cache.users.keys().next().value;
+      if (oldest !== undefined) cache.users.delete(oldest);
+    }
+    cache.users.set(id, { at: now, value });
   }
   for (const [seed, kind, key] of neighborKeys) {
     const list = decodeNeighbors(values.get(key) ?? null, pointer.version);
