@@ -31,6 +31,7 @@ import {
 import { LastmileBatch, LastmileModels, LastmileRanker, type RequestShape } from "./methods/lastmile.ts";
 import { RankerWithRepeat, SequentialModels } from "./methods/whatif.ts";
 import { customersAt, nextItem, nextPurchase, otto, ottoCases, trainData } from "./protocols.ts";
+import { sqlModels } from "./sql.ts";
 
 const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 export const UCI_FILE = join(REPO_ROOT, "..", "shared", "data", "uci-online-retail", "online_retail.csv.gz");
@@ -127,23 +128,33 @@ export const UCI_NEXT_ITEM_SHAPE: RequestShape = { placement: "pdp", as: "cart" 
 export const NEXT_PURCHASE_SHAPE: RequestShape = { placement: "home", as: null };
 
 /** Protocol (i) on session files. */
-export function runNextItem(options: {
+export async function runNextItem(options: {
   train: Session[];
   test: Session[];
   sessions?: number;
   catalog?: Dataset["catalog"];
   shape?: RequestShape;
   whatIf?: boolean;
-}): Record<string, unknown> {
+  /** Batch lists from the deployed SQL in a local Postgres (eval/sql.ts) rather than their TypeScript version. */
+  sql?: boolean;
+}): Promise<Record<string, unknown>> {
   const started = performance.now();
   const train = trainData(options.train, options.catalog);
-  const methods = lineup(new LastmileModels(), {
+  const shared = new LastmileModels();
+  let batchLists: Record<string, unknown> = { computed: "typescript" };
+  if (options.sql) {
+    const out = await sqlModels(train, (s) => `s:${s.id}`);
+    shared.preset(out.models, new Map());
+    batchLists = { computed: "sql", timings: out.timings };
+  }
+  const methods = lineup(shared, {
     shape: options.shape,
     whatIf: options.whatIf ? "next" : undefined,
   });
   const results = nextItem(methods, train, options.test, { sessions: options.sessions });
   return {
     protocol: "next-item",
+    batchLists,
     trainSessions: options.train.length,
     testSessions: Math.min(options.sessions ?? options.test.length, options.test.length),
     results,
@@ -156,12 +167,27 @@ export function readSessionFile(file: string, type: EventType): Session[] {
 }
 
 /** Protocol (ii) on UCI: customers' purchases before and after `cut`. */
-export function runNextPurchase(options: { cut: number; users?: number; whatIf?: boolean }): Record<string, unknown> {
+export async function runNextPurchase(options: {
+  cut: number;
+  users?: number;
+  whatIf?: boolean;
+  sql?: boolean;
+}): Promise<Record<string, unknown>> {
   const started = performance.now();
   const { sessions, catalog } = readUci();
   const { train, customers } = customersAt(sessions, options.cut);
   const data = trainData(train, catalog);
-  const methods = lineup(new LastmileModels(), {
+  const shared = new LastmileModels();
+  let batchLists: Record<string, unknown> = { computed: "typescript" };
+  if (options.sql) {
+    // Customers are users (`u:<CustomerID>`, as the demo seed keys them); invoices without one stand alone.
+    const out = await sqlModels(data, (s) => (s.user ? `u:${s.user}` : `s:${s.id}`));
+    const byUser = new Map<string, Array<{ productId: string; score: number }>>();
+    for (const [key, list] of out.candidates) if (key.startsWith("u:")) byUser.set(key.slice(2), list);
+    shared.preset(out.models, byUser);
+    batchLists = { computed: "sql", timings: out.timings };
+  }
+  const methods = lineup(shared, {
     repeat: true,
     shape: NEXT_PURCHASE_SHAPE,
     whatIf: options.whatIf ? "repeat" : undefined,
@@ -169,6 +195,7 @@ export function runNextPurchase(options: { cut: number; users?: number; whatIf?:
   const results = nextPurchase(methods, data, customers, options.cut, { users: options.users });
   return {
     protocol: "next-purchase",
+    batchLists,
     cut: isoDay(options.cut),
     trainSessions: train.length,
     customers: Math.min(options.users ?? customers.length, customers.length),

@@ -22,7 +22,7 @@ type Values = Record<string, string | boolean | undefined>;
 interface EvalSuite {
   name: string;
   description: string;
-  run(values: Values): Record<string, unknown>;
+  run(values: Values): Record<string, unknown> | Promise<Record<string, unknown>>;
 }
 
 const num = (v: string | boolean | undefined, fallback: number): number => {
@@ -44,7 +44,7 @@ const suites: EvalSuite[] = [
   {
     name: "next-item",
     description:
-      "protocol (i) on session-rec files: --train FILE --test FILE [--sessions N] [--event-type view|cart|purchase] [--catalog uci]",
+      "protocol (i) on session-rec files: --train FILE --test FILE [--sessions N] [--event-type view|cart|purchase] [--catalog uci] [--sql]",
     run(v) {
       if (typeof v.train !== "string" || typeof v.test !== "string") throw new Error("give --train FILE --test FILE");
       const type = (typeof v["event-type"] === "string" ? v["event-type"] : "view") as EventType;
@@ -55,38 +55,41 @@ const suites: EvalSuite[] = [
         catalog: v.catalog === "uci" ? readUci().catalog : undefined,
         shape: v.catalog === "uci" ? UCI_NEXT_ITEM_SHAPE : undefined,
         whatIf: v["what-if"] === true,
+        sql: v.sql === true,
       });
     },
   },
   {
     name: "uci-next-item",
     description:
-      "protocol (i) on UCI invoices, the last --test-days (30) days as the test split [--sessions N] [--what-if]",
-    run(v) {
+      "protocol (i) on UCI invoices, the last --test-days (30) days as the test split [--sessions N] [--what-if] [--sql]",
+    async run(v) {
       const { train, test, cut } = uciSplit(num(v["test-days"], 30));
       return {
         data: "uci-online-retail invoices",
         cut: isoDay(cut),
-        ...runNextItem({
+        ...(await runNextItem({
           train,
           test,
           sessions: optionalNum(v.sessions),
           catalog: readUci().catalog,
           shape: UCI_NEXT_ITEM_SHAPE,
           whatIf: v["what-if"] === true,
-        }),
+          sql: v.sql === true,
+        })),
       };
     },
   },
   {
     name: "uci-next-purchase",
     description:
-      "protocol (ii) on UCI customers: train before --cut (2011-09-01), predict what each buys after [--users N] [--what-if]",
+      "protocol (ii) on UCI customers: train before --cut (2011-09-01), predict what each buys after [--users N] [--what-if] [--sql]",
     run(v) {
       return runNextPurchase({
         cut: dateSeconds(v.cut, "2011-09-01"),
         users: optionalNum(v.users),
         whatIf: v["what-if"] === true,
+        sql: v.sql === true,
       });
     },
   },
@@ -129,6 +132,7 @@ const { values, positionals } = parseArgs({
   options: {
     list: { type: "boolean", default: false },
     "what-if": { type: "boolean", default: false },
+    sql: { type: "boolean", default: false },
     json: { type: "boolean", default: false },
     train: { type: "string" },
     test: { type: "string" },
@@ -155,7 +159,7 @@ if (!suite) {
   process.exit(2);
 }
 try {
-  const report = suite.run(values);
+  const report = await suite.run(values);
   console.log(values.json ? JSON.stringify(report) : markdown(report));
 } catch (error) {
   console.error(JSON.stringify({ error: { code: "eval_failed", message: (error as Error).message } }));

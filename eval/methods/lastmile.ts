@@ -40,9 +40,17 @@ export class LastmileModels {
   #products = new Map<string, Product>();
   #fitted: TrainData | null = null;
   #users = new Map<string, Array<{ productId: string; score: number }>>();
+  /** Lists computed elsewhere (the SQL recommenders: eval/sql.ts), with the user candidates by user id. */
+  #preset: { models: BatchModels; candidates: Map<string, Array<{ productId: string; score: number }>> } | null = null;
 
   constructor(params: BatchParams = BATCH_DEFAULTS) {
     this.params = params;
+  }
+
+  /** Use these lists for the next fit instead of computing them. */
+  preset(models: BatchModels, candidates: Map<string, Array<{ productId: string; score: number }>>): void {
+    this.#preset = { models, candidates };
+    this.#fitted = null;
   }
 
   fit(train: TrainData): void {
@@ -50,9 +58,10 @@ export class LastmileModels {
     this.#fitted = train;
     this.#catalog = train.catalog;
     this.#products = new Map();
-    this.#users = new Map();
+    this.#users = new Map(this.#preset?.candidates ?? []);
     this.asOf = train.asOf;
-    this.models = computeModels(train.sessions, train.asOf, this.params, (id) => this.product(id).category);
+    this.models =
+      this.#preset?.models ?? computeModels(train.sessions, train.asOf, this.params, (id) => this.product(id).category);
   }
 
   /** Every product is visible and in stock: the data sets have no stock; categories and prices when known. */
@@ -76,6 +85,7 @@ export class LastmileModels {
   candidates(q: Query): Array<{ productId: string; score: number }> | null {
     if (!q.user || !this.models) return null;
     let list = this.#users.get(q.user);
+    if (!list && this.#preset) return null;
     if (!list) {
       list = userCandidates(
         q.history,
