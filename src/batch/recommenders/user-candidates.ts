@@ -194,50 +194,51 @@ export async function computeUserCandidates(
   // One list per user, computed user by user (a lateral subquery over a few hundred small rows each): the
   // contributions, summed per product with the biggest one's reason, purchases left out, the TOP_N best, popular
   // products only within the first FILL_TO places; written as one row of arrays, best first.
-  const written = await steps.run(
-    tx,
-    "write",
-    sql`
-    insert into ${userCandidates} (user_key, product_ids, scores, reasons, model_version)
-    select u.user_key, l.product_ids, l.scores, l.reasons, ${num(modelVersion)}
-    from uc_listed x
-      join uc_users u using (uid)
-      cross join lateral (
-        select array_agg(product_id order by rank) as product_ids,
-               array_agg(score order by rank) as scores,
-               array_agg(reason order by rank) as reasons
-        from (
-          select product_id, score, reason,
-                 row_number() over (order by score desc, product_id) as rank
+  const [written] = await steps.time("write", () =>
+    rows<{ lists: number; candidates: number }>(
+      tx,
+      sql`
+    with written as (
+      insert into ${userCandidates} (user_key, product_ids, scores, reasons, model_version)
+      select u.user_key, l.product_ids, l.scores, l.reasons, ${num(modelVersion)}
+      from uc_listed x
+        join uc_users u using (uid)
+        cross join lateral (
+          select array_agg(product_id order by rank) as product_ids,
+                 array_agg(score order by rank) as scores,
+                 array_agg(reason order by rank) as reasons
           from (
-            select c.product_id, sum(c.s) as score, (array_agg(c.reason order by c.s desc, c.reason))[1] as reason
+            select product_id, score, reason,
+                   row_number() over (order by score desc, product_id) as rank
             from (
-              select n.product_id, h.w * n.score * n.kind_weight as s, n.reason
-              from uc_history h join uc_neighbors n on n.source = h.product_id
-              where h.uid = x.uid
-              union all
-              select t.product_id, ${num(p.categoryWeight)} * k.share * t.score / t.best, k.segment
-              from uc_categories k join uc_category_items t using (segment)
-              where k.uid = x.uid
-              union all
-              select t.product_id, ${num(p.popularWeight)} * t.score / t.best, 'popular'
-              from uc_popular t
-            ) c
-            where not exists (select 1 from uc_purchased b where b.uid = x.uid and b.product_id = c.product_id)
-            group by c.product_id
-          ) combined
-          order by score desc, product_id
-          limit ${count(p.topN)}
-        ) ranked
-        where reason <> 'popular' or rank <= ${count(p.fillTo)}
-      ) l
-    where l.product_ids is not null`,
+              select c.product_id, sum(c.s) as score, (array_agg(c.reason order by c.s desc, c.reason))[1] as reason
+              from (
+                select n.product_id, h.w * n.score * n.kind_weight as s, n.reason
+                from uc_history h join uc_neighbors n on n.source = h.product_id
+                where h.uid = x.uid
+                union all
+                select t.product_id, ${num(p.categoryWeight)} * k.share * t.score / t.best, k.segment
+                from uc_categories k join uc_category_items t using (segment)
+                where k.uid = x.uid
+                union all
+                select t.product_id, ${num(p.popularWeight)} * t.score / t.best, 'popular'
+                from uc_popular t
+              ) c
+              where not exists (select 1 from uc_purchased b where b.uid = x.uid and b.product_id = c.product_id)
+              group by c.product_id
+            ) combined
+            order by score desc, product_id
+            limit ${count(p.topN)}
+          ) ranked
+          where reason <> 'popular' or rank <= ${count(p.fillTo)}
+        ) l
+      where l.product_ids is not null
+      returning cardinality(product_ids) as n
+    )
+    select count(*)::int as lists, coalesce(sum(n), 0)::int as candidates from written`,
+    ),
   );
-  const [candidates] = await rows<{ n: number }>(
-    tx,
-    sql`select coalesce(sum(cardinality(product_ids)), 0)::int as n from ${userCandidates}
-        where model_version = ${num(modelVersion)}`,
-  );
-  steps.counts.candidates = candidates?.n ?? 0;
-  return steps.result(written);
+  steps.counts.write = written?.lists ?? 0;
+  steps.counts.candidates = written?.candidates ?? 0;
+  return steps.result(written?.lists ?? 0);
 }
