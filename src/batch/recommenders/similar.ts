@@ -5,8 +5,8 @@
 //   2. sessions per user from event_time with a SESSION_GAP_MINUTES inactivity gap (window functions);
 //   3. one row per (session, product) with the strongest interaction's weight, the session's last
 //      MAX_ITEMS_PER_SESSION distinct products only (a crawler's 500-product visit would otherwise cost 125k pairs);
-//   4. each session becomes an array of product numbers (and one of weights); its pairs a < b come from the
-//      arrays unnested twice (no join of tables);
+//   4. each session becomes an array of product numbers (and one of weights); its pairs i < j come from two
+//      generate_series over the array's subscripts (no join);
 //   5. cosine similarity of the products' session vectors: score(a, b) = Σ_s w(a,s)·w(b,s) / √(Σ_s w(a,s)² · Σ_s w(b,s)²),
 //      kept when the pair met in at least MIN_SESSIONS sessions;
 //   6. the TOP_K best neighbours of every product.
@@ -66,7 +66,7 @@ export async function computeSimilar(
     from sessions
     group by visitor, session_no, product_id`,
   );
-  const products = await steps.run(
+  await steps.run(
     tx,
     "products",
     sql`
@@ -98,29 +98,20 @@ export async function computeSimilar(
     from sim_sessions s cross join lateral unnest(s.pids, s.ws) as x(pid, w)
     group by x.pid`,
   );
-  // Pairs a < b of each session's products (a session holds a product once, so no pair is counted twice), from
-  // the session's arrays unnested twice: the planner expects ~10 rows per unnest and hashes the aggregate in
-  // memory (generate_series over subscripts is estimated at 1,000 rows each, which sent it to an on-disk sort).
-  // With fewer than 46,341 products a pair is one int key a·N + b (N = products + 1), cheaper to hash than two
-  // columns. (Not a bigint a·2^32 + b: Postgres hashes an int8 as hi XOR lo, so such keys collide by the
-  // thousand.)
-  const base = products + 1;
-  const packed = base * base < 2 ** 31;
-  const pair = packed ? sql`x.pid * ${count(base)} + y.pid as k` : sql`x.pid as a, y.pid as b`;
+  // Pairs i < j of each session's array, as (smaller number, larger number): no pair is counted twice. (Not one
+  // bigint a·2^32 + b: Postgres hashes an int8 as hi XOR lo, so such keys collide by the thousand.)
   await steps.run(
     tx,
     "pairs",
     sql`
     create temp table sim_pairs on commit drop as
-    select ${pair}, sum(x.w * y.w) as dot
-    from sim_sessions s
-      cross join lateral unnest(s.pids, s.ws) as x(pid, w)
-      cross join lateral unnest(s.pids, s.ws) as y(pid, w)
-    where x.pid < y.pid
-    group by ${packed ? sql`1` : sql`1, 2`}
+    select least(s.pids[i], s.pids[j]) as a, greatest(s.pids[i], s.pids[j]) as b, sum(s.ws[i] * s.ws[j]) as dot
+    from sim_sessions s,
+      generate_series(1, cardinality(s.pids) - 1) as i,
+      generate_series(i + 1, cardinality(s.pids)) as j
+    group by 1, 2
     having count(*) >= ${count(p.minSessions)}`,
   );
-  const pairColumns = packed ? sql`(k / ${count(base)})::int as a, (k % ${count(base)})::int as b` : sql`a, b`;
   // The swap: this transaction removes the previous version's rows and writes the new ones; readers see one or
   // the other, never a mix.
   await steps.run(tx, "delete", sql`delete from ${itemNeighbors} where kind = 'similar'`);
@@ -132,7 +123,7 @@ export async function computeSimilar(
     insert into ${itemNeighbors} (kind, product_id, neighbor_id, score, rank, model_version)
     with scored as (
       select x.a, x.b, x.dot / sqrt(na.norm2 * nb.norm2) as score
-      from (select ${pairColumns}, dot from sim_pairs) x
+      from sim_pairs x
         join sim_norms na on na.pid = x.a
         join sim_norms nb on nb.pid = x.b
     ),
