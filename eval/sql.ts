@@ -134,7 +134,9 @@ export async function sqlModels(train: TrainData, userKey: (s: Session) => strin
         }
       }
       const { rows: candidateRows } = await pool.query(
-        "select user_key, product_id, score from user_candidates order by user_key, rank",
+        `select c.user_key, u.product_id, u.score from user_candidates c
+         cross join lateral unnest(c.product_ids, c.scores) with ordinality as u(product_id, score, rank)
+         order by c.user_key, u.rank`,
       );
       const candidates = new Map<string, Array<{ productId: string; score: number }>>();
       for (const r of candidateRows as Array<{ user_key: string; product_id: string; score: number }>) {

@@ -144,13 +144,15 @@ export async function readStore(q: Query, count: number, minCandidates: number):
   }
   const keys = (
     await q(
-      `select user_key from user_candidates where user_key like 'u:%' group by user_key having count(*) >= $1
+      `select user_key from user_candidates where user_key like 'u:%' and cardinality(product_ids) >= $1
        order by md5(user_key) limit $2`,
       [minCandidates, count],
     )
   ).map((r) => String(r.user_key));
   const batchRows = await q(
-    "select user_key, product_id, score from user_candidates where user_key = any($1::text[]) order by user_key, rank",
+    `select c.user_key, u.product_id, u.score from user_candidates c
+     cross join lateral unnest(c.product_ids, c.scores) with ordinality as u(product_id, score, rank)
+     where c.user_key = any($1::text[]) order by c.user_key, u.rank`,
     [keys],
   );
   const batch = new Map<string, Array<{ productId: string; score: number }>>();

@@ -105,6 +105,8 @@ const suite: Suite = {
           totalMs: full.durationMs,
           outputs,
           activeUsers: full.outputs.user_candidates?.counts.users,
+          // user_candidates rows are lists (one per user); this is the candidates in them.
+          candidates: full.outputs.user_candidates?.counts.candidates,
         };
 
         // The next refresh after 1% more events in the last hour: user_candidates recomputes only their users.

@@ -102,9 +102,11 @@ const suite: Suite = {
     );
     await sql(
       ctx,
-      `insert into user_candidates (user_key, product_id, score, rank, reason, model_version)
-       select 'u:bench' || g, 'p' || ((g * 7 + r) % 4000), 1.0 / r + (g % 13) / 100.0, r, 'category:c' || (g % 20), $1
-       from generate_series(1, $2) g, generate_series(1, $3) r`,
+      `insert into user_candidates (user_key, product_ids, scores, reasons, model_version)
+       select 'u:bench' || g, array_agg('p' || ((g * 7 + r) % 4000) order by r), array_agg(1.0 / r + (g % 13) / 100.0 order by r),
+              array_agg('category:c' || (g % 20) order by r), $1
+       from generate_series(1, $2) g, generate_series(1, $3) r
+       group by g`,
       [model?.id, users, CANDIDATES],
     );
     const seedS = (performance.now() - t0) / 1000;
@@ -125,7 +127,7 @@ const suite: Suite = {
     const changed = Math.round(users * CHANGED_SHARE);
     await sql(
       ctx,
-      "update user_candidates set score = score + 1 where user_key in (select 'u:bench' || g from generate_series(1, $1) g)",
+      "update user_candidates set scores[1] = scores[1] + 1 where user_key in (select 'u:bench' || g from generate_series(1, $1) g)",
       [changed],
     );
     const partial = await publish(ctx, "publish.onePercent");

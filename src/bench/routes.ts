@@ -218,9 +218,12 @@ benchRoutes.post("/__bench/rank-postgres", async (c) => {
   try {
     const [batch, rows] = await Promise.all([
       request.userKey
-        ? pool.query("select product_id, score from user_candidates where user_key = $1 order by rank", [
-            request.userKey,
-          ])
+        ? pool.query(
+            `select u.product_id, u.score from user_candidates c
+             cross join lateral unnest(c.product_ids, c.scores) with ordinality as u(product_id, score, rank)
+             where c.user_key = $1 order by u.rank`,
+            [request.userKey],
+          )
         : Promise.resolve({ rows: [] }),
       pool.query(
         "select id, title, category, brand, tags, price, in_stock, visible from catalog where id = any($1::text[])",

@@ -60,10 +60,11 @@ async function userChanges(db: Executor, cursor: string, limit: number, all = fa
     select u.user_key as id, u.list, md5(u.list) as hash
     from (
       select c.user_key,
-             json_agg(json_build_array(c.product_id, c.score::real, c.reason) order by c.rank, c.product_id)::text as list
+             (select json_agg(json_build_array(x.product_id, x.score::real, x.reason) order by x.rank)
+              from unnest(c.product_ids, c.scores, c.reasons) with ordinality as x(product_id, score, reason, rank)
+              where x.rank <= ${USER_LIST_MAX})::text as list
       from ${userCandidates} c
-      where c.user_key > ${cursor} and c.rank <= ${USER_LIST_MAX}
-      group by c.user_key
+      where c.user_key > ${cursor}
       order by c.user_key
     ) u
     left join ${publishedKeys} p on p.key = ${USER_PREFIX} || u.user_key
@@ -120,7 +121,7 @@ async function tombstones(db: Executor, phase: StablePhase, cursor: string, limi
           {
             prefix: USER_PREFIX,
             exists: (id: ReturnType<typeof sql>) =>
-              sql`exists (select 1 from ${userCandidates} c where c.user_key = ${id} and c.rank <= ${USER_LIST_MAX})`,
+              sql`exists (select 1 from ${userCandidates} c where c.user_key = ${id})`,
           },
         ]
       : NEIGHBOR_KEY_KINDS.map((kind) => ({

@@ -245,22 +245,35 @@ export const itemNeighbors = pgTable(
   ],
 );
 
-/** Per-user candidate lists (batch half of the ranking): the publisher ships one KV key per user. */
+/**
+ * Per-user candidate lists (batch half of the ranking): one row per user, the list as three parallel arrays, best
+ * first (position 1 = rank 1). The publisher ships one KV key per user. One row per user rather than one per
+ * candidate: a full rebuild writes tens of thousands of rows instead of millions (docs/benchmarks.md#compute).
+ */
 export const userCandidates = pgTable(
   "user_candidates",
   {
     userKey: text("user_key").notNull(),
-    productId: text("product_id").notNull(),
-    score: doublePrecision("score").notNull(),
-    rank: integer("rank").notNull(),
-    /** A reason code the ranking path can show ("bought_together:<product>", "category_affinity:<c>", …). */
-    reason: text("reason"),
+    /** Candidate product ids (catalog.id), best first, each at most once. */
+    productIds: text("product_ids").array().notNull(),
+    /** scores[i] is product_ids[i]'s score. */
+    scores: doublePrecision("scores").array().notNull(),
+    /**
+     * reasons[i] is a code the ranking path can show for product_ids[i] ("similar_to:<product>",
+     * "bought_together:<product>", "category:<c>", "popular", …; an element may be null). Null: no reasons.
+     */
+    reasons: text("reasons").array(),
     modelVersion: modelVersion(),
   },
   (t) => [
-    // Prefix user_key: one user's list, and users in key order for the publisher's batched reads.
-    primaryKey({ name: "user_candidates_pkey", columns: [t.userKey, t.productId] }),
-    check("user_candidates_rank_check", sql`${t.rank} >= 1`),
+    // Users in key order for the publisher's batched reads.
+    primaryKey({ name: "user_candidates_pkey", columns: [t.userKey] }),
+    check("user_candidates_list_check", sql`cardinality(${t.productIds}) >= 1`),
+    check("user_candidates_scores_check", sql`cardinality(${t.scores}) = cardinality(${t.productIds})`),
+    check(
+      "user_candidates_reasons_check",
+      sql`${t.reasons} is null or cardinality(${t.reasons}) = cardinality(${t.productIds})`,
+    ),
   ],
 );
 

@@ -32,8 +32,8 @@ beforeAll(async () => {
     ].join(";\n"),
   );
   await query(
-    `insert into "${schema}".user_candidates (user_key, product_id, score, rank, reason, model_version)
-     select 'u:user' || lpad(g::text, 3, '0'), 'p' || r, 1.0 / r, r, null, 1 from generate_series(1, 25) g, generate_series(1, 2) r`,
+    `insert into "${schema}".user_candidates (user_key, product_ids, scores, reasons, model_version)
+     select 'u:user' || lpad(g::text, 3, '0'), '{p1,p2}', '{1,0.5}', null, 1 from generate_series(1, 25) g`,
   );
   await query(
     `insert into "${schema}".item_neighbors (kind, product_id, neighbor_id, score, rank, model_version)

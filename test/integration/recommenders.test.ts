@@ -61,7 +61,9 @@ const list = (name: string, segment: string) =>
   );
 const candidates = (user: string) =>
   query<{ product_id: string; score: number; rank: number; reason: string; model_version: number }>(
-    "select product_id, score, rank, reason, model_version::int from user_candidates where user_key = $1 order by rank",
+    `select x.product_id, x.score, x.rank::int, x.reason, c.model_version::int
+     from user_candidates c, unnest(c.product_ids, c.scores, c.reasons) with ordinality as x(product_id, score, reason, rank)
+     where c.user_key = $1 order by x.rank`,
     [user],
   );
 
@@ -230,7 +232,7 @@ describe("computeRecommendations", () => {
     const snapshot = async () => ({
       neighbors: await query("select kind, product_id, neighbor_id, score, rank from item_neighbors order by 1, 2, 3"),
       popular: await query("select list, segment, product_id, score, rank from popular_items order by 1, 2, 3"),
-      candidates: await query("select user_key, product_id, score, rank, reason from user_candidates order by 1, 2"),
+      candidates: await query("select user_key, product_ids, scores, reasons from user_candidates order by 1"),
     });
     const first = await computeRecommendations(db, { asOf: T });
     const before = await snapshot();
@@ -266,7 +268,7 @@ describe("computeRecommendations", () => {
     });
     expect(later.outputs.user_candidates).toMatchObject({ mode: "incremental", counts: { users: 1 } });
     const byVersion = await query<{ user_key: string; v: number }>(
-      "select distinct user_key, model_version::int as v from user_candidates order by 1",
+      "select user_key, model_version::int as v from user_candidates order by 1",
     );
     const laterVersion = later.outputs.user_candidates?.modelVersion;
     expect(byVersion.filter((r) => r.v === laterVersion).map((r) => r.user_key)).toEqual(["u5"]);

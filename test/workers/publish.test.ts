@@ -58,8 +58,8 @@ async function seed(q: Query, tag: string) {
     [`${tag}-p1`, `${tag}-p2`, `${tag}-p3`],
   );
   await q(
-    `insert into user_candidates (user_key, product_id, score, rank, reason, model_version) values
-       ($1, $3, 0.9, 1, 'bought_together:x', $5), ($1, $4, 0.5, 2, null, $5), ($2, $4, 0.7, 1, 'popular', $5)`,
+    `insert into user_candidates (user_key, product_ids, scores, reasons, model_version) values
+       ($1, array[$3::text, $4::text], '{0.9,0.5}', array['bought_together:x', null], $5), ($2, array[$4::text], '{0.7}', '{popular}', $5)`,
     [`u:${tag}-alice`, `u:${tag}-bob`, `${tag}-p1`, `${tag}-p2`, users],
   );
   await q(
@@ -156,7 +156,7 @@ describe("publish", () => {
     expect((await stub.status()).lastVersion).toBe(1);
 
     const aliceBefore = await kv().get(userListKey(`u:${tag}-bob`));
-    await q("update user_candidates set score = 0.95 where user_key = $1 and rank = 1", [`u:${tag}-alice`]);
+    await q("update user_candidates set scores[1] = 0.95 where user_key = $1", [`u:${tag}-alice`]);
     await publish();
     expect(puts(log)).toEqual([userListKey(`u:${tag}-alice`), POINTER_KEY]);
     expect(decodePointer(await kv().get(POINTER_KEY))?.version).toBe(2);
@@ -183,7 +183,7 @@ describe("publish", () => {
     const { q, log, stub, publish, tag } = await setup("pub");
     await seed(q, tag);
     await publish();
-    await q("update user_candidates set score = score + 1 where user_key = $1", [`u:${tag}-alice`]);
+    await q("update user_candidates set scores[1] = scores[1] + 1 where user_key = $1", [`u:${tag}-alice`]);
     await publish();
 
     log.length = 0;
@@ -201,7 +201,7 @@ describe("publish", () => {
 
     // HISTORY_DEPTH more versions that rewrite alice's key push version 1 out of her history.
     for (let i = 0; i < HISTORY_DEPTH; i++) {
-      await q("update user_candidates set score = score + 1 where user_key = $1", [`u:${tag}-alice`]);
+      await q("update user_candidates set scores[1] = scores[1] + 1 where user_key = $1", [`u:${tag}-alice`]);
       await publish();
     }
     const old = await stub.rollback(1);
@@ -220,7 +220,7 @@ describe("publish", () => {
     // Each publish changes the catalogue (a new catalogue key) and alice's list (a writer of stable keys).
     for (let i = 1; i <= HISTORY_DEPTH; i++) {
       await q("update catalog set price = price + 1, updated_at = now() where id = $1", [`${tag}-p1`]);
-      await q("update user_candidates set score = score + 1 where user_key = $1", [`u:${tag}-alice`]);
+      await q("update user_candidates set scores[1] = scores[1] + 1 where user_key = $1", [`u:${tag}-alice`]);
       await publish();
     }
     const status = await stub.status();
@@ -236,7 +236,7 @@ describe("publish", () => {
       instance.gcGraceMs = 0;
     });
     await q("update catalog set price = price + 1, updated_at = now() where id = $1", [`${tag}-p1`]);
-    await q("update user_candidates set score = score + 1 where user_key = $1", [`u:${tag}-alice`]);
+    await q("update user_candidates set scores[1] = scores[1] + 1 where user_key = $1", [`u:${tag}-alice`]);
     await publish();
     await runDurableObjectAlarm(stub);
     const after = await stub.status();
@@ -284,8 +284,8 @@ describe("publish across invocations", () => {
     const model = await modelVersion(q, "user_candidates");
     const USERS = 1_050;
     await q(
-      `insert into user_candidates (user_key, product_id, score, rank, reason, model_version)
-       select 'u:' || $1 || '-' || lpad(g::text, 5, '0'), 'p' || (g % 7), 1.0 / g, 1, null, $2
+      `insert into user_candidates (user_key, product_ids, scores, reasons, model_version)
+       select 'u:' || $1 || '-' || lpad(g::text, 5, '0'), array['p' || (g % 7)], array[1.0 / g], null, $2
        from generate_series(1, $3) g`,
       [tag, model, USERS],
     );

@@ -68,7 +68,7 @@ describe("computeRecommendations in the Worker runtime", () => {
       const current = await currentModelVersions(db);
       expect([...current.values()].every((v) => v.status === "ready" && v.version === report.version)).toBe(true);
       const { rows } = await pool.query(
-        "select product_id, reason from user_candidates where user_key = 'u2' order by rank limit 1",
+        "select product_ids[1] as product_id, reasons[1] as reason from user_candidates where user_key = 'u2'",
       );
       expect(rows).toEqual([{ product_id: "A", reason: "similar_to:B" }]);
     } finally {

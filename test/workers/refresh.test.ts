@@ -93,7 +93,7 @@ describe("refresh → runs → versions → rollback → push", () => {
     await drain(stub());
     const pointer = decodePointer(await env.ONLINE_STORE.get(POINTER_KEY));
     expect(pointer?.version).toBe(1);
-    const [users] = await q<{ n: number }>("select count(distinct user_key)::int as n from user_candidates");
+    const [users] = await q<{ n: number }>("select count(*)::int as n from user_candidates");
     expect(users?.n).toBeGreaterThan(0);
     expect(puts(log).filter((k) => k.startsWith("u:"))).toHaveLength(users?.n ?? -1);
     const [first] = await q<{ user_key: string }>("select user_key from user_candidates order by user_key limit 1");
@@ -131,7 +131,7 @@ describe("refresh → runs → versions → rollback → push", () => {
   it("shows versions, rolls back, and refuses impossible rollbacks with clear codes", async () => {
     // A second version: one user's list changes.
     const [first] = await q<{ user_key: string }>("select user_key from user_candidates order by user_key limit 1");
-    await q("update user_candidates set score = score + 10 where user_key = $1", [first?.user_key]);
+    await q("update user_candidates set scores[1] = scores[1] + 10 where user_key = $1", [first?.user_key]);
     const started = await stub().start({ trigger: "admin", schema });
     expect(started.status).toBe("started");
     await drain(stub());
@@ -163,7 +163,7 @@ describe("refresh → runs → versions → rollback → push", () => {
     expect((await call("POST", "/v1/admin/rollback", { version: "1" })).status).toBe(400);
 
     // While a publish runs, a rollback is refused with 409.
-    await q("update user_candidates set score = score + 10 where user_key = $1", [first?.user_key]);
+    await q("update user_candidates set scores[1] = scores[1] + 10 where user_key = $1", [first?.user_key]);
     expect((await stub().start({ trigger: "admin", schema })).status).toBe("started");
     const busy = await call("POST", "/v1/admin/rollback", { version: 2 });
     expect(busy.status).toBe(409);

@@ -13,6 +13,7 @@
 //             first FILL_TO places of a list; reason `popular`;
 //   combined  a product's score is the sum of its contributions; its reason is the biggest contribution's;
 //             products the user ever purchased are left out; the TOP_N per user.
+// Storage: one user_candidates row per user, the list as parallel arrays (product_ids, scores, reasons) best first.
 // Incremental: only users with interactions after the previous version's reference time (or events loaded since
 // that version was built) are recomputed; users whose whole history left the window lose their list; every other
 // list is kept as it is (compute.ts decides, docs/recommenders.md explains).
@@ -59,7 +60,7 @@ export const USER_CANDIDATES_DEFAULTS: UserCandidatesParams = {
   fillTo: 20,
   /**
    * The ranking path reranks these together with the session's own candidates; 50 per user keeps a KV value small
-   * and the full rebuild within the compute budget (rows written dominate its time: docs/benchmarks.md#compute).
+   * (~2 KB). A list is one row of arrays, so its length costs little compute (docs/benchmarks.md#compute).
    */
   topN: 50,
 };
@@ -86,76 +87,92 @@ export async function computeUserCandidates(
         union
         select user_key from ${events}
         where loaded_at > ${at(scope.previousBuiltAt)} and ${inWindow("event_time")}`;
-  steps.counts.users = await steps.run(tx, "users", sql`create temp table uc_users on commit drop as ${users}`);
+  // Users are numbered (uid): the per-user steps below look them up by an int.
+  steps.counts.users = await steps.run(
+    tx,
+    "users",
+    sql`create temp table uc_users on commit drop as
+        select user_key, (row_number() over (order by user_key))::int as uid from (${users}) u`,
+  );
+  await tx.execute(sql`create unique index on uc_users (user_key)`);
   await tx.execute(sql`analyze uc_users`);
 
+  // The decay is float8 arithmetic: extract() returns numeric, and numeric power() over a few hundred thousand
+  // rows costs seconds.
   await steps.run(
     tx,
     "history",
     sql`
     create temp table uc_history on commit drop as
-    select user_key, product_id, w from (
-      select i.user_key, i.product_id,
-             max(i.weight) * power(0.5, extract(epoch from ${at(asOf)} - max(i.event_time)) / ${num(p.halfLifeDays * 86_400)}) as w,
-             row_number() over (partition by i.user_key order by max(i.event_time) desc, i.product_id) as recency
+    select uid, product_id,
+           strongest * power(0.5::float8, extract(epoch from ${at(asOf)} - last_at)::float8 / ${num(p.halfLifeDays * 86_400)}) as w
+    from (
+      select u.uid, i.product_id, max(i.weight) as strongest, max(i.event_time) as last_at,
+             row_number() over (partition by u.uid order by max(i.event_time) desc, i.product_id) as recency
       from ${interactions} i join uc_users u using (user_key)
       where ${inWindow("i.event_time")} and i.weight > 0
-      group by i.user_key, i.product_id
+      group by u.uid, i.product_id
     ) h
     where recency <= ${count(p.historyItems)}`,
   );
   // Users with too thin a history keep no list (and lose an old one: they are in uc_users).
   await tx.execute(sql`
     create temp table uc_listed on commit drop as
-    select user_key from uc_history group by user_key having count(*) >= ${count(p.minHistoryItems)}`);
-  await tx.execute(
-    sql`delete from uc_history h where not exists (select 1 from uc_listed l where l.user_key = h.user_key)`,
-  );
+    select uid from uc_history group by uid having count(*) >= ${count(p.minHistoryItems)}`);
+  await tx.execute(sql`delete from uc_history h where not exists (select 1 from uc_listed l where l.uid = h.uid)`);
   const [listed] = await rows<{ n: number }>(tx, sql`select count(*)::int as n from uc_listed`);
   steps.counts.listedUsers = listed?.n ?? 0;
+  await tx.execute(sql`create index on uc_history (uid)`);
   await tx.execute(sql`analyze uc_history`);
   await steps.run(
     tx,
     "purchased",
     sql`
     create temp table uc_purchased on commit drop as
-    select distinct i.user_key, i.product_id
-    from ${interactions} i join uc_listed u using (user_key)
+    select distinct l.uid, i.product_id
+    from ${interactions} i join uc_users u using (user_key) join uc_listed l using (uid)
     where i.kind = 'purchase' and i.event_time <= ${at(asOf)}`,
   );
+  await tx.execute(sql`create index on uc_purchased (uid)`);
   await tx.execute(sql`analyze uc_purchased`);
+
+  // The lists every user's candidates come from, each small: the neighbours of the products in some history,
+  // the users' top categories, the category and global popular lists.
   await steps.run(
     tx,
-    "hits",
+    "sources",
     sql`
-    create temp table uc_hits on commit drop as
-    select h.user_key, n.neighbor_id as product_id,
-           h.w * n.score * (case n.kind when 'similar' then ${num(p.similarWeight)} else ${num(p.boughtTogetherWeight)} end) as s,
-           (case n.kind when 'similar' then 'similar_to:' else 'bought_together:' end) || h.product_id as reason
-    from uc_history h join ${itemNeighbors} n on n.product_id = h.product_id and n.rank <= ${count(p.neighborsPerItem)}
-    union all
-    select c.user_key, t.product_id, ${num(p.categoryWeight)} * c.share * t.score / t.best, c.segment
-    from (
-      select user_key, segment, share from (
-        select h.user_key, ${categorySegment(sql`k.category`)} as segment,
-               sum(h.w) / sum(sum(h.w)) over (partition by h.user_key) as share,
-               row_number() over (partition by h.user_key order by sum(h.w) desc, ${categorySegment(sql`k.category`)}) as r
-        from uc_history h join ${catalog} k on k.id = h.product_id
-        where k.category is not null
-        group by 1, 2
-      ) ranked where r <= ${count(p.topCategories)}
-    ) c
-    join (
-      select segment, product_id, score, max(score) over (partition by segment) as best
-      from ${popularItems} where list = 'popular' and segment like 'category:%' and rank <= ${count(p.categoryItems)}
-    ) t using (segment)
-    union all
-    select u.user_key, t.product_id, ${num(p.popularWeight)} * t.score / t.best, 'popular'
-    from uc_listed u cross join (
-      select product_id, score, max(score) over () as best
-      from ${popularItems} where list = 'popular' and segment = 'global' and rank <= ${count(p.popularItems)}
-    ) t`,
+    create temp table uc_neighbors on commit drop as
+    select n.product_id as source, n.neighbor_id as product_id, n.score,
+           (case n.kind when 'similar' then ${num(p.similarWeight)} else ${num(p.boughtTogetherWeight)} end) as kind_weight,
+           (case n.kind when 'similar' then 'similar_to:' else 'bought_together:' end) || n.product_id as reason
+    from ${itemNeighbors} n
+    where n.rank <= ${count(p.neighborsPerItem)} and n.product_id in (select product_id from uc_history)`,
   );
+  await tx.execute(sql`create index on uc_neighbors (source)`);
+  await tx.execute(sql`
+    create temp table uc_categories on commit drop as
+    select uid, segment, share from (
+      select h.uid, ${categorySegment(sql`k.category`)} as segment,
+             sum(h.w) / sum(sum(h.w)) over (partition by h.uid) as share,
+             row_number() over (partition by h.uid order by sum(h.w) desc, ${categorySegment(sql`k.category`)}) as r
+      from uc_history h join ${catalog} k on k.id = h.product_id
+      where k.category is not null
+      group by 1, 2
+    ) ranked where r <= ${count(p.topCategories)}`);
+  await tx.execute(sql`create index on uc_categories (uid)`);
+  await tx.execute(sql`
+    create temp table uc_category_items on commit drop as
+    select segment, product_id, score, max(score) over (partition by segment) as best
+    from ${popularItems} where list = 'popular' and segment like 'category:%' and rank <= ${count(p.categoryItems)}`);
+  await tx.execute(sql`create index on uc_category_items (segment)`);
+  await tx.execute(sql`
+    create temp table uc_popular on commit drop as
+    select product_id, score, max(score) over () as best
+    from ${popularItems} where list = 'popular' and segment = 'global' and rank <= ${count(p.popularItems)}`);
+  for (const table of ["uc_neighbors", "uc_categories", "uc_category_items", "uc_popular"]) {
+    await tx.execute(sql.raw(`analyze ${table}`));
+  }
 
   if (scope.mode === "full") {
     await steps.run(tx, "delete", sql`delete from ${userCandidates}`);
@@ -174,23 +191,54 @@ export async function computeUserCandidates(
       )`,
     );
   }
-  const written = await steps.run(
-    tx,
-    "write",
-    sql`
-    insert into ${userCandidates} (user_key, product_id, score, rank, reason, model_version)
-    select user_key, product_id, score, rank, reason, ${num(modelVersion)}
-    from (
-      select user_key, product_id, score, reason,
-             row_number() over (partition by user_key order by score desc, product_id) as rank
-      from (
-        select user_key, product_id, sum(s) as score, (array_agg(reason order by s desc, reason))[1] as reason
-        from uc_hits h
-        where not exists (select 1 from uc_purchased b where b.user_key = h.user_key and b.product_id = h.product_id)
-        group by user_key, product_id
-      ) combined
-    ) ranked
-    where rank <= ${count(p.topN)} and (reason <> 'popular' or rank <= ${count(p.fillTo)})`,
+  // One list per user, computed user by user (a lateral subquery over a few hundred small rows each): the
+  // contributions, summed per product with the biggest one's reason, purchases left out, the TOP_N best, popular
+  // products only within the first FILL_TO places; written as one row of arrays, best first.
+  const [written] = await steps.time("write", () =>
+    rows<{ lists: number; candidates: number }>(
+      tx,
+      sql`
+    with written as (
+      insert into ${userCandidates} (user_key, product_ids, scores, reasons, model_version)
+      select u.user_key, l.product_ids, l.scores, l.reasons, ${num(modelVersion)}
+      from uc_listed x
+        join uc_users u using (uid)
+        cross join lateral (
+          select array_agg(product_id order by rank) as product_ids,
+                 array_agg(score order by rank) as scores,
+                 array_agg(reason order by rank) as reasons
+          from (
+            select product_id, score, reason,
+                   row_number() over (order by score desc, product_id) as rank
+            from (
+              select c.product_id, sum(c.s) as score, (array_agg(c.reason order by c.s desc, c.reason))[1] as reason
+              from (
+                select n.product_id, h.w * n.score * n.kind_weight as s, n.reason
+                from uc_history h join uc_neighbors n on n.source = h.product_id
+                where h.uid = x.uid
+                union all
+                select t.product_id, ${num(p.categoryWeight)} * k.share * t.score / t.best, k.segment
+                from uc_categories k join uc_category_items t using (segment)
+                where k.uid = x.uid
+                union all
+                select t.product_id, ${num(p.popularWeight)} * t.score / t.best, 'popular'
+                from uc_popular t
+              ) c
+              where not exists (select 1 from uc_purchased b where b.uid = x.uid and b.product_id = c.product_id)
+              group by c.product_id
+            ) combined
+            order by score desc, product_id
+            limit ${count(p.topN)}
+          ) ranked
+          where reason <> 'popular' or rank <= ${count(p.fillTo)}
+        ) l
+      where l.product_ids is not null
+      returning cardinality(product_ids) as n
+    )
+    select count(*)::int as lists, coalesce(sum(n), 0)::int as candidates from written`,
+    ),
   );
-  return steps.result(written);
+  steps.counts.write = written?.lists ?? 0;
+  steps.counts.candidates = written?.candidates ?? 0;
+  return steps.result(written?.lists ?? 0);
 }
