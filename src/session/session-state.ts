@@ -31,9 +31,9 @@ import {
   nextAlarmAt,
 } from "./outbox.ts";
 import { emptySnapshot, type SessionSnapshot } from "./snapshot.ts";
-import { SessionStore } from "./store.ts";
+import { decayedAffinities, SessionStore } from "./store.ts";
 import { pushToStream } from "./stream.ts";
-import { isActive } from "./visit.ts";
+import { type CurrentSession, isActive } from "./visit.ts";
 
 export type { SessionSnapshot } from "./snapshot.ts";
 
@@ -53,6 +53,11 @@ export class SessionState extends DurableObject<Env> {
   /** The alarm time as last read or set (null: none); undefined until read in this activation. */
   #alarmAt: number | null | undefined = undefined;
   #warnedNoRedis = false;
+  /**
+   * The lean snapshot's time-independent parts, kept in memory between writes: the ranking path reads a visitor on
+   * every page, and this saves its SQL reads. Dropped by every method that can change the state (#mutating).
+   */
+  #lean: LeanModel | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -73,12 +78,22 @@ export class SessionState extends DurableObject<Env> {
    * `OutboxFullError` when Redis has been unreachable so long that the outbox is full (retry later).
    */
   async record(userKey: string, events: CollectedEvent[]): Promise<RecordResult> {
-    return this.#record(userKey, events, 0);
+    return this.#mutating(() => this.#record(userKey, events, 0));
   }
 
   /** Internal: `record` forwarded from an object that was merged into this one. */
   async relay(userKey: string, events: CollectedEvent[], hops: number): Promise<RecordResult> {
-    return this.#record(userKey, events, hops);
+    return this.#mutating(() => this.#record(userKey, events, hops));
+  }
+
+  /** Runs a method that may change the state: the in-memory read model is dropped before and after it. */
+  async #mutating<T>(fn: () => Promise<T>): Promise<T> {
+    this.#lean = null;
+    try {
+      return await fn();
+    } finally {
+      this.#lean = null;
+    }
   }
 
   /**
@@ -87,6 +102,10 @@ export class SessionState extends DurableObject<Env> {
    * it confirms with `release`. With `claim`, a never-seen object is marked as merged too.
    */
   async handOver(fromKey: string, intoKey: string, claim: boolean): Promise<HandOver> {
+    return this.#mutating(() => this.#handOver(fromKey, intoKey, claim));
+  }
+
+  async #handOver(fromKey: string, intoKey: string, claim: boolean): Promise<HandOver> {
     assertKey(fromKey);
     assertKey(intoKey);
     if (fromKey === intoKey) return { status: "refused" };
@@ -117,6 +136,7 @@ export class SessionState extends DurableObject<Env> {
 
   /** Internal (identity merge): `intoKey` has merged our state; drop our copy (the outbox still drains). */
   async release(intoKey: string): Promise<{ released: boolean }> {
+    this.#lean = null;
     const profile = this.#store.profile();
     if (!profile || profile.mergedInto !== intoKey || profile.released) return { released: false };
     this.ctx.storage.transactionSync(() => {
@@ -133,13 +153,43 @@ export class SessionState extends DurableObject<Env> {
    */
   async snapshot(userKey?: string, options: { lean?: boolean } = {}): Promise<SessionSnapshot> {
     const now = this.clock();
+    if (options.lean === true && this.#lean) {
+      if (userKey !== undefined) this.#assertOwnKey(this.#lean.base.userKey, userKey);
+      return leanSnapshot(this.#lean, now);
+    }
     const profile = this.#store.profile();
     if (!profile) return emptySnapshot(userKey ?? "", now);
     if (userKey !== undefined) this.#assertOwnKey(profile.userKey, userKey);
     const store = this.#store;
     const recent = (kind: (typeof RECENT_KINDS)[number]) => store.recent(kind, RECENT_MAX[kind]);
     const lean = options.lean === true;
-    const mergedKeys = lean ? [] : store.mergedKeys(SNAPSHOT_MERGED);
+    if (lean) {
+      this.#lean = {
+        base: {
+          exists: true,
+          userKey: profile.userKey,
+          userId: profile.userId,
+          anonymousIds: [],
+          mergedKeys: [],
+          mergedInto: profile.mergedInto,
+          createdAt: profile.createdAt,
+          lastEventAt: profile.lastEventAt,
+          interactions: [],
+          viewed: recent("viewed"),
+          carted: recent("carted"),
+          purchased: recent("purchased"),
+          wishlisted: recent("wishlisted"),
+          searches: recent("search"),
+          outbox: { pending: 0, oldestAt: null },
+          counters: { events: profile.events, duplicates: profile.duplicates },
+        },
+        session: profile.session,
+        sessionAffinities: store.topAffinityRows("session", SNAPSHOT_AFFINITIES),
+        longTermAffinities: store.topAffinityRows("longTerm", SNAPSHOT_AFFINITIES),
+      };
+      return leanSnapshot(this.#lean, now);
+    }
+    const mergedKeys = store.mergedKeys(SNAPSHOT_MERGED);
     return {
       exists: true,
       userKey: profile.userKey,
@@ -151,7 +201,7 @@ export class SessionState extends DurableObject<Env> {
       createdAt: profile.createdAt,
       lastEventAt: profile.lastEventAt,
       session: profile.session ? { ...profile.session, active: isActive(profile.session, now) } : null,
-      interactions: lean ? [] : store.interactions(SNAPSHOT_INTERACTIONS).map(({ tokens: _tokens, ...i }) => i),
+      interactions: store.interactions(SNAPSHOT_INTERACTIONS).map(({ tokens: _tokens, ...i }) => i),
       viewed: recent("viewed"),
       carted: recent("carted"),
       purchased: recent("purchased"),
@@ -164,13 +214,17 @@ export class SessionState extends DurableObject<Env> {
             : [],
         longTerm: store.topAffinities("longTerm", SNAPSHOT_AFFINITIES, now),
       },
-      outbox: lean ? { pending: 0, oldestAt: null } : store.outboxStats(),
+      outbox: store.outboxStats(),
       counters: { events: profile.events, duplicates: profile.duplicates },
     };
   }
 
   /** Erases everything this object holds, and (best effort) the objects merged into it. */
   async delete(): Promise<{ deleted: true }> {
+    return this.#mutating(() => this.#delete());
+  }
+
+  async #delete(): Promise<{ deleted: true }> {
     const merged = this.#store.profile() ? this.#store.mergedKeys(Number.MAX_SAFE_INTEGER) : [];
     await this.#erase();
     const results = await Promise.allSettled(merged.map((key) => this.env.SESSION_STATE.getByName(key).delete()));
@@ -181,6 +235,10 @@ export class SessionState extends DurableObject<Env> {
 
   /** The one alarm: outbox retry, pruning of the dedupe window, expiry. Idempotent (alarms are at-least-once). */
   override async alarm(): Promise<void> {
+    return this.#mutating(() => this.#alarm());
+  }
+
+  async #alarm(): Promise<void> {
     // The alarm that fired is spent; `#schedule(true)` below sets the next one.
     this.#alarmAt = null;
     const profile = this.#store.profile();
@@ -438,4 +496,26 @@ export class SessionState extends DurableObject<Env> {
 
 function assertKey(key: string): void {
   if (!isUserKey(key)) throw new TypeError("SessionState: a user key is `u:<userId>` or `a:<anonymousId>`");
+}
+
+/** What a lean snapshot is made of, minus what depends on the time it is taken at. */
+interface LeanModel {
+  base: Omit<SessionSnapshot, "asOf" | "session" | "affinities">;
+  session: CurrentSession | null;
+  sessionAffinities: { token: string; value: number; at: number }[];
+  longTermAffinities: { token: string; value: number; at: number }[];
+}
+
+/** The lean snapshot at `now`: the session's activity and the affinities' decay are computed for that time. */
+function leanSnapshot(model: LeanModel, now: number): SessionSnapshot {
+  const active = model.session !== null && isActive(model.session, now);
+  return {
+    ...model.base,
+    asOf: now,
+    session: model.session ? { ...model.session, active } : null,
+    affinities: {
+      session: active ? decayedAffinities("session", model.sessionAffinities, now) : [],
+      longTerm: decayedAffinities("longTerm", model.longTermAffinities, now),
+    },
+  };
 }

@@ -318,11 +318,15 @@ export class SessionStore {
 
   /** The top tokens by current score (through the rank index), decayed to `now`. */
   topAffinities(horizon: Horizon, limit: number, now: number): { token: string; score: number }[] {
-    const halfLife = HALF_LIFE_MS[horizon];
+    return decayedAffinities(horizon, this.topAffinityRows(horizon, limit), now);
+  }
+
+  /** The top `limit` affinities of a horizon as stored (value at time `at`), best first. */
+  topAffinityRows(horizon: Horizon, limit: number): { token: string; value: number; at: number }[] {
     return this.#sql
       .exec("SELECT token, value, at FROM affinities WHERE horizon = ? ORDER BY rank DESC LIMIT ?", horizon, limit)
       .toArray()
-      .map((r: Row) => ({ token: String(r.token), score: num(r.value) * decayFactor(now - num(r.at), halfLife) }));
+      .map((r: Row) => ({ token: String(r.token), value: num(r.value), at: num(r.at) }));
   }
 
   allAffinities(): AffinityRow[] {
@@ -570,4 +574,17 @@ export class SessionStore {
     else this.#sql.exec(statement, scope, n - cap);
     this.#counts.set(key, cap);
   }
+}
+
+/**
+ * Stored affinity rows decayed to `now`. The order stays the stored one: every row of a horizon decays at the same
+ * rate, so the ranking by decayed score does not change with time.
+ */
+export function decayedAffinities(
+  horizon: Horizon,
+  rows: readonly { token: string; value: number; at: number }[],
+  now: number,
+): { token: string; score: number }[] {
+  const halfLife = HALF_LIFE_MS[horizon];
+  return rows.map((r) => ({ token: r.token, score: r.value * decayFactor(now - r.at, halfLife) }));
 }

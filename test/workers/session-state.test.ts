@@ -292,6 +292,46 @@ describe("sessions and decay", () => {
     // Once the visit is over, the session horizon is empty.
     expect(await score(T0 + 31 * MINUTE_MS, "session")).toBeUndefined();
   });
+
+  it("answers the lean snapshot like the full one, decayed to its time, and shows a new event at once", async () => {
+    const anon = uid("lean");
+    const key = `a:${anon}`;
+    await setClock(key, T0);
+    await stub(key).record(key, [
+      track("Product Viewed", { product_id: "v1", category: "Lamps" }, { anonymousId: anon, at: T0 }),
+      track("Product Added", { product_id: "c1", category: "Mugs" }, { anonymousId: anon, at: T0 }),
+    ]);
+    const same = (lean: SessionSnapshot, full: SessionSnapshot) => {
+      expect(lean.viewed).toEqual(full.viewed);
+      expect(lean.carted).toEqual(full.carted);
+      expect(lean.session).toEqual(full.session);
+      expect(lean.affinities).toEqual(full.affinities);
+      expect(lean.interactions).toEqual([]);
+    };
+    // The first lean read builds the in-memory model, the second is answered from it: both match the full read.
+    same(await stub(key).snapshot(key, { lean: true }), await stub(key).snapshot(key));
+    await setClock(key, T0 + 10 * MINUTE_MS);
+    same(await stub(key).snapshot(key, { lean: true }), await stub(key).snapshot(key));
+    // Half of the session half-life later (from T0: 15 min) the Mugs add (3) has decayed to 3 · 2^-0.5.
+    await setClock(key, T0 + 15 * MINUTE_MS);
+    const later = await stub(key).snapshot(key, { lean: true });
+    expect(later.affinities.session.find((a) => a.token === "category:mugs")?.score).toBeCloseTo(3 * 2 ** -0.5, 6);
+    // A new event reaches the very next lean read.
+    await stub(key).record(key, [
+      track("Product Viewed", { product_id: "v2", category: "Lamps" }, { anonymousId: anon, at: T0 + 15 * MINUTE_MS }),
+    ]);
+    const after = await stub(key).snapshot(key, { lean: true });
+    expect(after.viewed[0]).toBe("v2");
+    same(after, await stub(key).snapshot(key));
+    // The visit ends: the lean read says so too.
+    await setClock(key, T0 + 50 * MINUTE_MS);
+    const ended = await stub(key).snapshot(key, { lean: true });
+    expect(ended.session?.active).toBe(false);
+    expect(ended.affinities.session).toEqual([]);
+    same(ended, await stub(key).snapshot(key));
+    // A key of another object is refused from memory as from storage.
+    expect(await failure(stub(key).snapshot(`a:${uid("other")}`, { lean: true }))).toMatch(/belongs to/);
+  });
 });
 
 describe("snapshot is read-only", () => {
