@@ -18,12 +18,25 @@ function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
   return difference === 0;
 }
 
+/** Digests of the configured keys, computed once per isolate (the keys are secrets of this deployment). */
+const keyDigests = new Map<string, Promise<Uint8Array>>();
+
+function configuredDigest(key: string): Promise<Uint8Array> {
+  let d = keyDigests.get(key);
+  if (!d) {
+    d = digest(key);
+    if (keyDigests.size > 100) keyDigests.clear();
+    keyDigests.set(key, d);
+  }
+  return d;
+}
+
 /** Whether `presented` is one of `keys`; every key is compared, whatever matched first. */
 export async function matchesAnyKey(presented: string, keys: readonly string[]): Promise<boolean> {
   const candidate = await digest(presented);
   let matched = false;
   for (const key of keys) {
-    if (constantTimeEqual(candidate, await digest(key))) matched = true;
+    if (constantTimeEqual(candidate, await configuredDigest(key))) matched = true;
   }
   return matched;
 }
