@@ -5,8 +5,8 @@
 // Isolates pick a new config up within POINTER_TTL_MS plus KV's propagation (~60 s between locations).
 import { Hono } from "hono";
 import type { AppEnv } from "../app.ts";
-import { readBodyBytes } from "../collect/body.ts";
 import { ApiError } from "../errors.ts";
+import { readJsonRequest } from "../json-body.ts";
 import { parseRankingConfig, RANKING_CONFIG_KEY } from "../rank/config.ts";
 import { decodeRankingConfig, invalidateHead } from "../rank/online-store.ts";
 
@@ -55,16 +55,7 @@ rankingConfigRoutes.get("/v1/admin/ranking-config", async (c) => {
 });
 
 rankingConfigRoutes.put("/v1/admin/ranking-config", async (c) => {
-  if (!/^application\/json\b/i.test(c.req.header("content-type") ?? "")) {
-    throw new ApiError("unsupported_media_type", "send the config as application/json");
-  }
-  const bytes = await readBodyBytes(c.req.raw, RANKING_CONFIG_BODY_LIMIT);
-  let body: unknown;
-  try {
-    body = JSON.parse(new TextDecoder().decode(bytes));
-  } catch {
-    throw new ApiError("invalid_json", "the body is not valid JSON");
-  }
+  const body = await readJsonRequest(c.req.raw, RANKING_CONFIG_BODY_LIMIT);
   const currentText = await c.env.ONLINE_STORE.get(RANKING_CONFIG_KEY);
   const current = decodeRankingConfig(currentText);
   // The stored document's own version counts even when its config is unreadable: no version number is reused.

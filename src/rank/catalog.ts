@@ -1,6 +1,6 @@
 // The ranking path's view of the catalogue: what the rules and features need of a product, with its category,
 // tags and title terms normalised once (per decoded shard, per isolate) instead of once per request.
-import { type CatalogShardValue, FLAG_IN_STOCK, FLAG_VISIBLE } from "../publish/codec.ts";
+import { type CatalogShardValue, catalogItem } from "../publish/codec.ts";
 import { tokenValue } from "../session/ecommerce.ts";
 import { priceBand } from "../session/weights.ts";
 
@@ -68,19 +68,9 @@ export function product(
 /** Every product of a decoded catalogue shard. */
 export function shardProducts(shard: CatalogShardValue): Map<string, Product> {
   const out = new Map<string, Product>();
-  for (const [id, t] of Object.entries(shard.items)) {
-    out.set(
-      id,
-      product(id, {
-        category: t[0] >= 0 ? (shard.categories[t[0]] ?? null) : null,
-        price: t[1],
-        inStock: (t[2] & FLAG_IN_STOCK) !== 0,
-        visible: (t[2] & FLAG_VISIBLE) !== 0,
-        title: typeof t[3] === "string" ? t[3] : "",
-        brand: typeof t[4] === "string" ? t[4] : null,
-        tags: Array.isArray(t[5]) ? t[5] : [],
-      }),
-    );
+  for (const id of Object.keys(shard.items)) {
+    const item = catalogItem(shard, id);
+    if (item) out.set(id, product(id, item));
   }
   return out;
 }

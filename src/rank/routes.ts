@@ -8,10 +8,10 @@
 import { type Context, Hono, type MiddlewareHandler } from "hono";
 import type { AppEnv } from "../app.ts";
 import { bearerToken, matchesAnyKey } from "../auth.ts";
-import { readBodyBytes } from "../collect/body.ts";
 import { anySourceAllowsOrigin } from "../collect/cors.ts";
 import { configOrThrow } from "../config.ts";
 import { ApiError } from "../errors.ts";
+import { readJsonRequest } from "../json-body.ts";
 import { DEFAULT_RANKING_CONFIG } from "./config.ts";
 import { depsFromEnv } from "./deps.ts";
 import { parseRankParams, type RankParams, type RankRequest, requestUserKey } from "./request.ts";
@@ -110,17 +110,7 @@ function send(c: Context<RankEnv>, result: RankAnswer): Response {
 }
 
 async function jsonBody(c: Context<RankEnv>): Promise<Record<string, unknown>> {
-  const type = c.req.header("content-type") ?? "";
-  if (!/^application\/json\b/i.test(type)) {
-    throw new ApiError("unsupported_media_type", "send the body as application/json");
-  }
-  const bytes = await readBodyBytes(c.req.raw, RANK_BODY_LIMIT);
-  let value: unknown;
-  try {
-    value = JSON.parse(new TextDecoder().decode(bytes));
-  } catch {
-    throw new ApiError("invalid_json", "the body is not valid JSON");
-  }
+  const value = await readJsonRequest(c.req.raw, RANK_BODY_LIMIT);
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     throw new ApiError("validation_failed", "body: must be a JSON object", { details: { field: "body" } });
   }
