@@ -196,30 +196,47 @@ function ruleMatches(rule: MerchandisingRule, id: string, p: Product | undefined
   return false;
 }
 
-/** How many query terms prefix-match one of the product's words (`text`: " word word … ", see catalog.ts). */
-function queryHits(queryTerms: readonly string[], text: string): number {
+/** How many query terms prefix-match one of the product's words (`text`: " word word …", needles " term"). */
+function queryHits(queryNeedles: readonly string[], text: string): number {
   let hit = 0;
-  for (const t of queryTerms) if (text.includes(` ${t}`)) hit++;
+  for (const needle of queryNeedles) if (text.includes(needle)) hit++;
   return hit;
 }
 
 const byScore = (a: Candidate, b: Candidate): number => b.score - a.score || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
-const byScoreOnly = (a: Candidate, b: Candidate): number => b.score - a.score;
 const byId = (a: Candidate, b: Candidate): number => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 
-/** Sorts by score descending, ties by id: a numeric sort, then each run of equal scores by id (ties are rare). */
+/**
+ * Sorts by score descending, ties by id. The scores are sorted as a Float64Array (natively, no comparator calls),
+ * and the candidates are taken back per score; ties (rare) are put in id order.
+ */
 function sortByScore(list: Candidate[]): void {
-  list.sort(byScoreOnly);
-  let i = 0;
-  while (i < list.length) {
-    let j = i + 1;
-    const score = (list[i] as Candidate).score;
-    while (j < list.length && (list[j] as Candidate).score === score) j++;
-    if (j - i > 1) {
-      const run = list.slice(i, j).sort(byId);
-      for (let k = 0; k < run.length; k++) list[i + k] = run[k] as Candidate;
-    }
-    i = j;
+  const n = list.length;
+  if (n < 2) return;
+  const keys = new Float64Array(n);
+  const byKey = new Map<number, Candidate | Candidate[]>();
+  for (let i = 0; i < n; i++) {
+    const c = list[i] as Candidate;
+    const key = -c.score;
+    keys[i] = key;
+    const bucket = byKey.get(key);
+    if (bucket === undefined) byKey.set(key, c);
+    else if (Array.isArray(bucket)) bucket.push(c);
+    else byKey.set(key, [bucket, c]);
+  }
+  keys.sort();
+  let out = 0;
+  let previous = Number.NaN;
+  for (let i = 0; i < n; i++) {
+    const key = keys[i] as number;
+    // Map keys treat 0 and -0 as one: so does this comparison.
+    if (key === previous) continue;
+    previous = key;
+    const bucket = byKey.get(key) as Candidate | Candidate[];
+    if (Array.isArray(bucket)) {
+      bucket.sort(byId);
+      for (const c of bucket) list[out++] = c;
+    } else list[out++] = bucket;
   }
 }
 
@@ -373,29 +390,46 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
   // ── features ──
   const query = input.query ?? (session?.active ? (session.searches[0] ?? null) : null);
   const queryTerms = query ? terms(query) : [];
+  /** " term": a word of the product's text starts with the term (see Product.text). */
+  const queryNeedles = queryTerms.map((t) => ` ${t}`);
   const queryScale = input.query ? 1 : 0.5;
+  // List features: each list is walked once and writes into the candidates it names (fewer lookups than asking
+  // every list about every candidate when candidates are many, as in a 1,000-item rerank).
+  for (const [id, v] of contextBlend) {
+    const c = candidates.get(id);
+    if (c) {
+      c.context = v.value;
+      c.contextWhy = v.best;
+    }
+  }
+  for (const [id, v] of covisit) {
+    const c = candidates.get(id);
+    if (c) {
+      c.covisit = v.value;
+      c.covisitWhy = v.best;
+    }
+  }
+  for (const [id, v] of batchNorm) {
+    const c = candidates.get(id);
+    if (c) c.batch = v;
+  }
+  for (const [id, v] of trendNorm) {
+    const c = candidates.get(id);
+    if (c) c.trending = v;
+  }
+  for (const [id, v] of popularNorm) {
+    const c = candidates.get(id);
+    if (c) c.popularity = v;
+  }
   for (const c of candidates.values()) {
     const f = c;
     const p = c.product;
-    const ctx = contextBlend.get(c.id);
-    if (ctx) {
-      f.context = ctx.value;
-      c.contextWhy = ctx.best;
-    }
-    const co = covisit.get(c.id);
-    if (co) {
-      f.covisit = co.value;
-      c.covisitWhy = co.best;
-    }
-    f.batch = batchNorm.get(c.id) ?? 0;
-    f.trending = trendNorm.get(c.id) ?? 0;
-    f.popularity = popularNorm.get(c.id) ?? 0;
     if (session && p?.category) {
       f.sessionAffinity = session.sessionCategories.get(p.category) ?? 0;
       f.longTermAffinity = session.longTermCategories.get(p.category) ?? 0;
     }
     if (session && p?.band) f.priceBand = session.priceBands.get(p.band) ?? 0;
-    if (queryTerms.length > 0 && p) f.query = (queryScale * queryHits(queryTerms, p.text)) / queryTerms.length;
+    if (queryTerms.length > 0 && p) f.query = (queryScale * queryHits(queryNeedles, p.text)) / queryTerms.length;
     c.score =
       weights.batch * f.batch +
       weights.context * f.context +
@@ -487,7 +521,11 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
   const deferred: Candidate[] = [];
   for (const c of eligible) {
     if (chosen.length >= room) break;
-    if (pinned.has(c.id)) continue;
+    if (pinned.size > 0 && pinned.has(c.id)) continue;
+    if (cap === Number.POSITIVE_INFINITY) {
+      chosen.push(c);
+      continue;
+    }
     const k = c.product?.category;
     const n = k ? (perCategory.get(k) ?? 0) : 0;
     if (k && n >= cap) {
