@@ -54,6 +54,8 @@ class IsolateCache {
   headLoading: Promise<Head> | null = null;
   headLoadingSince = 0;
   shared = new Map<string, Promise<Shared>>();
+  /** The entries of `shared` that have loaded, for synchronous reads. */
+  sharedLoaded = new Map<string, Shared>();
   neighbors = new Map<string, Cached<Scored[] | null>>();
   users = new Map<string, Cached<UserList | null>>();
 }
@@ -86,8 +88,8 @@ export function decodeRankingConfig(text: string | null): { config: RankingConfi
   return { config: DEFAULT_RANKING_CONFIG, invalid: true };
 }
 
-/** The pointer and the config, from the isolate cache or one bulk read. */
-export async function readHead(kv: KVNamespace, now: number): Promise<Head> {
+/** The pointer and the config: from the isolate cache (synchronously, no I/O) or one bulk read. */
+export function readHead(kv: KVNamespace, now: number): Head | Promise<Head> {
   const cache = cacheOf(kv);
   if (cache.head && now - cache.head.at < POINTER_TTL_MS) return cache.head.value;
   // A read that never settles (a hung connection) must not block every later request of this isolate.
@@ -127,10 +129,15 @@ function sharedId(pointer: Pointer | null): string {
   return `${c ? `${c.version}/${c.shards}` : "-"}|${pointer.popular.popular ?? "-"}|${pointer.popular.trending ?? "-"}`;
 }
 
-/** The shared hot keys the pointer names, decoded, cached per isolate under their (immutable) names. */
-export function readShared(kv: KVNamespace, pointer: Pointer | null): Promise<Shared> {
+/**
+ * The shared hot keys the pointer names, decoded, cached per isolate under their (immutable) names; synchronously
+ * once they are loaded.
+ */
+export function readShared(kv: KVNamespace, pointer: Pointer | null): Shared | Promise<Shared> {
   const cache = cacheOf(kv);
   const id = sharedId(pointer);
+  const loaded = cache.sharedLoaded.get(id);
+  if (loaded) return loaded;
   let entry = cache.shared.get(id);
   if (!entry) {
     entry = loadShared(kv, pointer);
@@ -140,7 +147,15 @@ export function readShared(kv: KVNamespace, pointer: Pointer | null): Promise<Sh
       const oldest = cache.shared.keys().next().value as string;
       cache.shared.delete(oldest);
     }
-    entry.catch(() => cache.shared.get(id) === entry && cache.shared.delete(id));
+    const pending = entry;
+    pending.then(
+      (value) => {
+        if (cache.shared.get(id) !== pending) return;
+        cache.sharedLoaded.set(id, value);
+        for (const key of cache.sharedLoaded.keys()) if (!cache.shared.has(key)) cache.sharedLoaded.delete(key);
+      },
+      () => cache.shared.get(id) === pending && cache.shared.delete(id),
+    );
   }
   return entry;
 }
@@ -195,16 +210,16 @@ export interface Lists {
 }
 
 /**
- * Per-user and per-item lists at the pointer's version, in one bulk read (neighbour lists from the isolate cache
- * when fresh).
+ * Per-user and per-item lists at the pointer's version, in one bulk read; synchronously when every one of them is
+ * in the isolate cache.
  */
-export async function readLists(
+export function readLists(
   kv: KVNamespace,
   pointer: Pointer,
   userKeys: readonly string[],
   seeds: readonly string[],
   now: number,
-): Promise<Lists> {
+): Lists | Promise<Lists> {
   const cache = cacheOf(kv);
   const out: Lists = { users: new Map(), similar: new Map(), boughtTogether: new Map(), reads: 0 };
   const wanted: string[] = [];
@@ -230,6 +245,20 @@ export async function readLists(
       }
     }
   }
+  if (wanted.length === 0) return out;
+  return readMissing(kv, cache, pointer, out, wanted, usersToRead, neighborKeys, now);
+}
+
+async function readMissing(
+  kv: KVNamespace,
+  cache: IsolateCache,
+  pointer: Pointer,
+  out: Lists,
+  wanted: readonly string[],
+  usersToRead: readonly string[],
+  neighborKeys: ReadonlyArray<[seed: string, kind: "similar" | "bought_together", key: string]>,
+  now: number,
+): Promise<Lists> {
   const values = new Map<string, string | null>();
   for (let i = 0; i < wanted.length; i += 100) {
     const part = await kv.get(wanted.slice(i, i + 100), { type: "text", cacheTtl: KV_CACHE_TTL_S });

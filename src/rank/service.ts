@@ -61,8 +61,23 @@ type Settled<T> =
   | { status: "ok"; value: T; ms: number; stale?: "timeout" | "error" }
   | { status: "timeout" | "error"; ms: number; error?: unknown };
 
-/** `work` under a deadline: resolves (never rejects) with its value, or why there is none. */
-export function withDeadline<T>(work: () => Promise<T>, ms: number, clock: () => number): Promise<Settled<T>> {
+function isThenable<T>(value: T | PromiseLike<T>): value is PromiseLike<T> {
+  return typeof (value as { then?: unknown } | null)?.then === "function";
+}
+
+/**
+ * `work` under a deadline: resolves (never rejects) with its value, or why there is none. A value `work` returns
+ * synchronously (an isolate cache hit) needs no timer.
+ */
+export function withDeadline<T>(work: () => T | Promise<T>, ms: number, clock: () => number): Promise<Settled<T>> {
+  let immediate: T | Promise<T>;
+  try {
+    immediate = work();
+  } catch (error) {
+    return Promise.resolve({ status: "error", ms: 0, error });
+  }
+  if (!isThenable(immediate)) return Promise.resolve({ status: "ok", value: immediate, ms: 0 });
+  const pending: PromiseLike<T> = immediate;
   const start = clock();
   return new Promise((resolve) => {
     let done = false;
@@ -71,13 +86,7 @@ export function withDeadline<T>(work: () => Promise<T>, ms: number, clock: () =>
       done = true;
       resolve({ status: "timeout", ms: clock() - start });
     }, ms);
-    let promise: Promise<T>;
-    try {
-      promise = work();
-    } catch (error) {
-      promise = Promise.reject(error);
-    }
-    promise.then(
+    pending.then(
       (value) => {
         if (done) return;
         done = true;
