@@ -4,9 +4,10 @@
 //     isolate within that plus KV's cacheTtl);
 //   - shared keys (catalogue shards, popular/trending lists): immutable under their name, cached until the pointer
 //     names others, decoded once (the catalogue into ready-to-rank Products);
-//   - per-item neighbour lists: NEIGHBOR_TTL_MS (they change at most once per publish);
-//   - per-user lists: USER_LIST_TTL_MS, at most USER_LIST_CACHE_MAX users (a shopper asks again on every page; a
-//     batch list changes at most once per publish, and KV's own edge cache already serves reads up to 60 s old).
+//   - per-item neighbour lists (NEIGHBOR_TTL_MS) and per-user lists (USER_LIST_TTL_MS, at most USER_LIST_CACHE_MAX
+//     users: a shopper asks again on every page) are cached under the pointer's version: their content for a version
+//     never changes, so the TTLs only bound how long a rare stale read (KV's eventual consistency right after a
+//     publish) can live, and the memory.
 // Every read goes through one bulk `get` per phase, so a request costs at most two KV operations when caches are warm.
 
 import type { Pointer, PopularValue } from "../publish/codec.ts";
@@ -17,8 +18,8 @@ import { DEFAULT_RANKING_CONFIG, parseRankingConfig, RANKING_CONFIG_KEY, type Ra
 import type { Scored } from "./core.ts";
 
 export const POINTER_TTL_MS = 10_000;
-export const NEIGHBOR_TTL_MS = 60_000;
-export const USER_LIST_TTL_MS = 30_000;
+export const NEIGHBOR_TTL_MS = 5 * 60_000;
+export const USER_LIST_TTL_MS = 60_000;
 /** ~5 KB a list: ~10 MB at most, well inside an isolate's 128 MB. */
 const USER_LIST_CACHE_MAX = 2_000;
 /** A head read still pending after this long is abandoned and the next request starts a new one. */
