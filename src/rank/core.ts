@@ -203,40 +203,50 @@ function queryHits(queryNeedles: readonly string[], text: string): number {
   return hit;
 }
 
-const byScore = (a: Candidate, b: Candidate): number => b.score - a.score || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+/** The score at the answer's precision (millionths): what order and ties are decided on. */
+const scoreKey = (score: number): number => Math.round(score * 1e6);
+
+const byScore = (a: Candidate, b: Candidate): number =>
+  scoreKey(b.score) - scoreKey(a.score) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 const byId = (a: Candidate, b: Candidate): number => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 
 /**
- * Sorts by score descending, ties by id. The scores are sorted as a Float64Array (natively, no comparator calls),
- * and the candidates are taken back per score; ties (rare) are put in id order.
+ * Sorts by score descending, ties by id — both decided on the score at the answer's precision (six decimals, as
+ * `round` shows it), so items shown with equal scores are always in id order. Each candidate's rounded score and
+ * position are packed into one integer-valued double and sorted natively as a Float64Array (no comparator calls);
+ * runs of equal scores (rare) are then put in id order. Scores too large to pack fall back to a comparator sort.
  */
 function sortByScore(list: Candidate[]): void {
   const n = list.length;
   if (n < 2) return;
-  const keys = new Float64Array(n);
-  const byKey = new Map<number, Candidate | Candidate[]>();
+  let bits = 1;
+  while (2 ** bits < n) bits++;
+  const scale = 2 ** bits;
+  const packed = new Float64Array(n);
   for (let i = 0; i < n; i++) {
-    const c = list[i] as Candidate;
-    const key = -c.score;
-    keys[i] = key;
-    const bucket = byKey.get(key);
-    if (bucket === undefined) byKey.set(key, c);
-    else if (Array.isArray(bucket)) bucket.push(c);
-    else byKey.set(key, [bucket, c]);
+    const v = -scoreKey((list[i] as Candidate).score) * scale + i;
+    if (!Number.isSafeInteger(v)) {
+      list.sort(byScore);
+      return;
+    }
+    packed[i] = v;
   }
-  keys.sort();
-  let out = 0;
-  let previous = Number.NaN;
+  packed.sort();
+  const original = list.slice();
   for (let i = 0; i < n; i++) {
-    const key = keys[i] as number;
-    // Map keys treat 0 and -0 as one: so does this comparison.
-    if (key === previous) continue;
-    previous = key;
-    const bucket = byKey.get(key) as Candidate | Candidate[];
-    if (Array.isArray(bucket)) {
-      bucket.sort(byId);
-      for (const c of bucket) list[out++] = c;
-    } else list[out++] = bucket;
+    const v = packed[i] as number;
+    list[i] = original[((v % scale) + scale) % scale] as Candidate;
+  }
+  let i = 0;
+  while (i < n) {
+    const key = scoreKey((list[i] as Candidate).score);
+    let j = i + 1;
+    while (j < n && scoreKey((list[j] as Candidate).score) === key) j++;
+    if (j - i > 1) {
+      const run = list.slice(i, j).sort(byId);
+      for (let k = 0; k < run.length; k++) list[i + k] = run[k] as Candidate;
+    }
+    i = j;
   }
 }
 
