@@ -3,6 +3,7 @@
 // collection API, their request bodies, and the inputs of the ranking core for the Node microbenchmark, read from
 // the same Postgres rows the publish shipped to KV.
 import { LOCAL_KEYS } from "../../scripts/lib/local-keys.ts";
+import { CATALOG_ROW_COLUMNS, catalogRowOf } from "../../src/publish/codec.ts";
 import { type Product, product, terms } from "../../src/rank/catalog.ts";
 import type { RankInput, Scored, SessionSignals } from "../../src/rank/core.ts";
 import { EVENT_STREAM } from "../../src/session/stream.ts";
@@ -96,22 +97,11 @@ export async function refreshAndPublish(ctx: SuiteContext, q: Query): Promise<{ 
 
 /** Every catalogue row as the ranking path sees it (the same normalisation as a decoded catalogue shard). */
 async function readProducts(q: Query): Promise<Map<string, Product>> {
-  const rows = await q("select id, title, category, brand, tags, price, in_stock, visible from catalog");
+  const rows = await q(`select ${CATALOG_ROW_COLUMNS} from catalog`);
   const out = new Map<string, Product>();
   for (const r of rows) {
-    const id = String(r.id);
-    out.set(
-      id,
-      product(id, {
-        category: (r.category as string | null) ?? null,
-        price: (r.price as number | null) ?? null,
-        inStock: r.in_stock === true,
-        visible: r.visible === true,
-        title: String(r.title ?? ""),
-        brand: (r.brand as string | null) ?? null,
-        tags: (r.tags as string[] | null) ?? [],
-      }),
-    );
+    const row = catalogRowOf(r);
+    out.set(row.id, product(row.id, row));
   }
   return out;
 }

@@ -25,6 +25,7 @@ import { parseEntries, runLoader } from "../batch/loader.ts";
 import { userKey } from "../collect/event.ts";
 import { loadConfig } from "../config.ts";
 import { ApiError } from "../errors.ts";
+import { CATALOG_ROW_COLUMNS, catalogRowOf } from "../publish/codec.ts";
 import { COORDINATOR_NAME } from "../publish/coordinator.ts";
 import { openDb } from "../publish/db.ts";
 import { KV_PUT_CONCURRENCY } from "../publish/kv-budget.ts";
@@ -225,26 +226,14 @@ benchRoutes.post("/__bench/rank-postgres", async (c) => {
             [request.userKey],
           )
         : Promise.resolve({ rows: [] }),
-      pool.query(
-        "select id, title, category, brand, tags, price, in_stock, visible from catalog where id = any($1::text[])",
-        [candidates.map((x) => x.productId)],
-      ),
+      pool.query(`select ${CATALOG_ROW_COLUMNS} from catalog where id = any($1::text[])`, [
+        candidates.map((x) => x.productId),
+      ]),
     ]);
     const products = new Map<string, Product>();
     for (const r of rows.rows as Array<Record<string, unknown>>) {
-      const id = String(r.id);
-      products.set(
-        id,
-        product(id, {
-          category: (r.category as string | null) ?? null,
-          price: (r.price as number | null) ?? null,
-          inStock: r.in_stock === true,
-          visible: r.visible === true,
-          title: String(r.title ?? ""),
-          brand: (r.brand as string | null) ?? null,
-          tags: (r.tags as string[] | null) ?? [],
-        }),
-      );
+      const row = catalogRowOf(r);
+      products.set(row.id, product(row.id, row));
     }
     const output = rank(
       {

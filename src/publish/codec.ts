@@ -201,6 +201,23 @@ export interface CatalogRow {
   visible: boolean;
 }
 
+/** The `catalog` table's columns a CatalogRow is read from (`select ${CATALOG_ROW_COLUMNS} from catalog`). */
+export const CATALOG_ROW_COLUMNS = "id, title, category, brand, tags, price, in_stock, visible";
+
+/** A row of `select ${CATALOG_ROW_COLUMNS} from catalog`, as a CatalogRow. */
+export function catalogRowOf(r: Record<string, unknown>): CatalogRow {
+  return {
+    id: String(r.id),
+    title: String(r.title ?? ""),
+    category: r.category === null || r.category === undefined ? null : String(r.category),
+    brand: r.brand === null || r.brand === undefined ? null : String(r.brand),
+    tags: Array.isArray(r.tags) ? r.tags.map(String) : [],
+    price: r.price === null || r.price === undefined ? null : Number(r.price),
+    inStock: r.in_stock === true,
+    visible: r.visible === true,
+  };
+}
+
 /** The content of one shard (without version/generatedAt: what its hash covers). */
 export function catalogShardContent(rows: readonly CatalogRow[]): Pick<CatalogShardValue, "categories" | "items"> {
   const categories: string[] = [];

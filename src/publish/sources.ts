@@ -14,6 +14,7 @@ import {
   publishedKeys,
   userCandidates,
 } from "../stores/schema.ts";
+import { CATALOG_ROW_COLUMNS, catalogRowOf } from "./codec.ts";
 import { fitsKvKey, ITEM_PREFIX, NEIGHBOR_KEY_KINDS, USER_PREFIX } from "./keys.ts";
 
 /** Candidates per user list in KV: what the ranking path can use, bounded so a value stays a few KB. */
@@ -212,20 +213,8 @@ export async function catalogWatermark(db: Executor): Promise<CatalogWatermark> 
 }
 
 export async function catalogRows(db: Executor) {
-  const result = await rows(
-    db,
-    sql`select id, title, category, brand, tags, price, in_stock, visible from ${catalog} order by id collate "C"`,
-  );
-  return result.map((r) => ({
-    id: String(r.id),
-    title: String(r.title ?? ""),
-    category: r.category === null ? null : String(r.category),
-    brand: r.brand === null || r.brand === undefined ? null : String(r.brand),
-    tags: Array.isArray(r.tags) ? r.tags.map(String) : [],
-    price: r.price === null ? null : Number(r.price),
-    inStock: r.in_stock === true,
-    visible: r.visible === true,
-  }));
+  const result = await rows(db, sql`select ${sql.raw(CATALOG_ROW_COLUMNS)} from ${catalog} order by id collate "C"`);
+  return result.map((r) => catalogRowOf(r));
 }
 
 /** popular_items as list → segment → [productId, score] best first. */
