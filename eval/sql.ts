@@ -14,20 +14,32 @@ import type { Scored } from "../src/rank/core.ts";
 import { drizzleOn, openPool } from "../src/stores/db.ts";
 import type { Session } from "./data.ts";
 import type { TrainData } from "./method.ts";
-import { type BatchModels, KIND_OF, weightOf } from "./methods/batch.ts";
+import { type BatchModels, type Candidate, KIND_OF, weightOf } from "./methods/batch.ts";
 
 export interface SqlOutputs {
   models: BatchModels;
-  /** user key → the user's candidates, best first. */
-  candidates: Map<string, Array<{ productId: string; score: number }>>;
-  timings: { startMs: number; loadMs: number; computeMs: number; readMs: number };
+  /**
+   * user key → the user's list as stored: the candidates best first, then the buy-again entries (reason
+   * `bought_before`) best first; each with its reason, which is how a reader tells the two apart.
+   */
+  candidates: Map<string, Candidate[]>;
+  timings: {
+    startMs: number;
+    loadMs: number;
+    computeMs: number;
+    readMs: number;
+    /** Per output: its transaction's ms and the ms of each SQL step (the version's stats.steps). */
+    outputs: Record<string, { ms: number; steps: Record<string, number> }>;
+  };
 }
 
 const CHUNK = 20_000;
 
 /**
  * Loads `train` (one interaction per event; user key from `userKey`; a session's purchases are one order) and runs
- * every recommender with its default parameters as of `train.asOf`.
+ * every recommender with its default parameters as of `train.asOf`. An event's message id is its session's id and
+ * its index, zero-padded: events at the same time (an invoice's lines) keep the session's order in the warehouse's
+ * (event_time, message_id) order, which the next-items visits follow.
  */
 export async function sqlModels(train: TrainData, userKey: (s: Session) => string): Promise<SqlOutputs> {
   const t0 = performance.now();
@@ -79,7 +91,7 @@ export async function sqlModels(train: TrainData, userKey: (s: Session) => strin
         const key = userKey(s);
         for (const [i, e] of s.events.entries()) {
           const row = [
-            `${s.id}-${i}`,
+            `${s.id}-${String(i).padStart(6, "0")}`,
             0,
             key,
             e.item,
@@ -98,8 +110,11 @@ export async function sqlModels(train: TrainData, userKey: (s: Session) => strin
       await pool.query("vacuum analyze interactions");
       const loadMs = Math.round(performance.now() - t1);
       const t2 = performance.now();
-      await computeRecommendations(db, { asOf: new Date(train.asOf * 1000) });
+      const report = await computeRecommendations(db, { asOf: new Date(train.asOf * 1000) });
       const computeMs = Math.round(performance.now() - t2);
+      const outputs = Object.fromEntries(
+        Object.entries(report.outputs).map(([model, o]) => [model, { ms: o.durationMs, steps: o.steps }]),
+      );
       const t3 = performance.now();
       const neighbours = async (kind: string) => {
         const { rows } = await pool.query(
@@ -134,19 +149,25 @@ export async function sqlModels(train: TrainData, userKey: (s: Session) => strin
         }
       }
       const { rows: candidateRows } = await pool.query(
-        `select c.user_key, u.product_id, u.score from user_candidates c
-         cross join lateral unnest(c.product_ids, c.scores) with ordinality as u(product_id, score, rank)
+        `select c.user_key, u.product_id, u.score, u.reason from user_candidates c
+         cross join lateral unnest(c.product_ids, c.scores, c.reasons) with ordinality as u(product_id, score, reason, rank)
          order by c.user_key, u.rank`,
       );
-      const candidates = new Map<string, Array<{ productId: string; score: number }>>();
-      for (const r of candidateRows as Array<{ user_key: string; product_id: string; score: number }>) {
+      const candidates = new Map<string, Candidate[]>();
+      for (const r of candidateRows as Array<{
+        user_key: string;
+        product_id: string;
+        score: number;
+        reason: string | null;
+      }>) {
         const list = candidates.get(r.user_key) ?? [];
-        list.push({ productId: r.product_id, score: Number(r.score) });
+        list.push({ productId: r.product_id, score: Number(r.score), reason: r.reason });
         candidates.set(r.user_key, list);
       }
       const models: BatchModels = {
         similar: await neighbours("similar"),
         boughtTogether: await neighbours("bought_together"),
+        next: await neighbours("next"),
         popular,
         popularByCategory,
         trending,
@@ -154,7 +175,7 @@ export async function sqlModels(train: TrainData, userKey: (s: Session) => strin
       return {
         models,
         candidates,
-        timings: { startMs, loadMs, computeMs, readMs: Math.round(performance.now() - t3) },
+        timings: { startMs, loadMs, computeMs, readMs: Math.round(performance.now() - t3), outputs },
       };
     } finally {
       await pool.end();

@@ -314,7 +314,8 @@ export async function readNeighbors(
   seeds: string[],
 ): Promise<{ similar: Map<string, Scored[]>; boughtTogether: Map<string, Scored[]> }> {
   const rows = await q(
-    "select kind, product_id, neighbor_id, score from item_neighbors where product_id = any($1::text[]) order by kind, product_id, rank",
+    `select kind, product_id, neighbor_id, score from item_neighbors
+     where kind in ('similar', 'bought_together') and product_id = any($1::text[]) order by kind, product_id, rank`,
     [seeds],
   );
   const similar = new Map<string, Scored[]>();

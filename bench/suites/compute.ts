@@ -173,7 +173,8 @@ const suite: Suite = {
     }
     notes.push(
       "Times are wall-clock through the Neon driver (WebSocket proxy → local Postgres 15), one transaction per output; " +
-        "totalMs covers all five outputs including the version bookkeeping.",
+        "totalMs covers all six outputs (similar, bought_together, next_items, popular, trending, user_candidates) " +
+        "including the version bookkeeping.",
     );
     return { floor: { path: "(none: Postgres only)" }, results, relative, notes };
   },

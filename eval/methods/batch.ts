@@ -1,15 +1,23 @@
 // The batch recommenders of src/batch/recommenders/*.ts, computed in TypeScript over the training sessions exactly
 // as docs/recommenders.md specifies them (same parameters and defaults, imported from the SQL modules), so the
-// evaluation needs no database: co-visitation "similar", association-rule "bought together", popular and trending
-// (global and per category), and per-user candidates. Where the evaluation's data differs from the warehouse, the
-// mapping is stated at each step (and in docs/relevance.md#our-methods).
+// evaluation needs no database: co-visitation "similar", association-rule "bought together", sequential-rule
+// "next items", popular and trending (global and per category), and per-user candidates with their buy-again
+// entries. Where the evaluation's data differs from the warehouse, the mapping is stated at each step (and in
+// docs/relevance.md#our-methods).
 import { BOUGHT_TOGETHER_DEFAULTS, type BoughtTogetherParams } from "../../src/batch/recommenders/bought-together.ts";
+import {
+  checkNextItemsParams,
+  NEXT_ITEMS_DEFAULTS,
+  type NextItemsParams,
+  stepUnit,
+} from "../../src/batch/recommenders/next-items.ts";
 import { POPULAR_DEFAULTS, type PopularParams } from "../../src/batch/recommenders/popular.ts";
 import { SIMILAR_DEFAULTS, type SimilarParams } from "../../src/batch/recommenders/similar.ts";
 import { USER_CANDIDATES_DEFAULTS, type UserCandidatesParams } from "../../src/batch/recommenders/user-candidates.ts";
 import type { Scored } from "../../src/rank/core.ts";
 import { AFFINITY_WEIGHTS, type InteractionKind, TREND_WEIGHTS } from "../../src/session/weights.ts";
 import type { EventType, Session, SessionEvent } from "../data.ts";
+import type { TrainData } from "../method.ts";
 import { compareIds } from "../metrics.ts";
 
 const DAY = 86_400;
@@ -25,6 +33,7 @@ export const weightOf = (e: SessionEvent): number => AFFINITY_WEIGHTS[KIND_OF[e.
 export interface BatchParams {
   similar: SimilarParams;
   boughtTogether: BoughtTogetherParams;
+  nextItems: NextItemsParams;
   popular: PopularParams;
   userCandidates: UserCandidatesParams;
 }
@@ -32,6 +41,7 @@ export interface BatchParams {
 export const BATCH_DEFAULTS: BatchParams = {
   similar: SIMILAR_DEFAULTS,
   boughtTogether: BOUGHT_TOGETHER_DEFAULTS,
+  nextItems: NEXT_ITEMS_DEFAULTS,
   popular: POPULAR_DEFAULTS,
   userCandidates: USER_CANDIDATES_DEFAULTS,
 };
@@ -39,6 +49,8 @@ export const BATCH_DEFAULTS: BatchParams = {
 export interface BatchModels {
   similar: Map<string, Scored[]>;
   boughtTogether: Map<string, Scored[]>;
+  /** Sequential rules: product → what came after it (item_neighbors kind 'next'). */
+  next: Map<string, Scored[]>;
   popular: Scored[];
   /** Normalised category → popular list. */
   popularByCategory: Map<string, Scored[]>;
@@ -246,16 +258,25 @@ export function computeModels(
   return {
     similar: computeSimilar(sessions, asOf, params.similar),
     boughtTogether: computeBoughtTogether(sessions, asOf, params.boughtTogether),
+    next: computeNextItems(sessions, asOf, params.nextItems),
     ...computePopular(sessions, asOf, params.popular, categoryOf),
   };
+}
+
+/** One entry of a user's list: reason as the SQL writes it (`similar_to:<id>`, …, `popular`, `bought_before`). */
+export interface Candidate {
+  productId: string;
+  score: number;
+  reason?: string | null;
 }
 
 /**
  * user_candidates — docs/recommenders.md#user_candidates, for one user from their events up to asOf: history =
  * the historyItems most recent distinct products of the last windowDays (weight: strongest interaction ×
- * 0.5^(age of the latest / halfLifeDays)), none below minHistoryItems; neighbours, category popular and popular
- * fallback contributions summed; ever-purchased products left out; popular-only products kept in the first fillTo
- * places; topN.
+ * 0.5^(age of the latest / halfLifeDays)), no candidates below minHistoryItems; neighbours, category popular and
+ * popular fallback contributions summed, the reason the biggest contribution's (ties: the smaller reason);
+ * ever-purchased products left out; popular-only products kept in the first fillTo places; topN. Then the
+ * buy-again entries appended (buyAgain below), whether there are candidates or not.
  */
 export function userCandidates(
   events: readonly SessionEvent[],
@@ -263,7 +284,17 @@ export function userCandidates(
   models: BatchModels,
   p: UserCandidatesParams,
   categoryOf: (id: string) => string | null,
-): Array<{ productId: string; score: number }> {
+): Candidate[] {
+  return [...listCandidates(events, asOf, models, p, categoryOf), ...buyAgain(events, asOf, p)];
+}
+
+function listCandidates(
+  events: readonly SessionEvent[],
+  asOf: number,
+  models: BatchModels,
+  p: UserCandidatesParams,
+  categoryOf: (id: string) => string | null,
+): Candidate[] {
   const from = asOf - p.windowDays * DAY;
   const agg = new Map<string, { w: number; last: number }>();
   const purchased = new Set<string>();
@@ -284,23 +315,23 @@ export function userCandidates(
     .slice(0, p.historyItems)
     .map(([id, v]) => ({ id, w: v.w * 0.5 ** ((asOf - v.last) / (p.halfLifeDays * DAY)) }));
   if (history.length < p.minHistoryItems) return [];
-  const hits = new Map<string, { score: number; best: number; popularOnly: boolean }>();
-  const hit = (id: string, s: number, popular: boolean) => {
+  const hits = new Map<string, { score: number; best: number; reason: string }>();
+  const hit = (id: string, s: number, reason: string) => {
     const cur = hits.get(id);
-    if (!cur) hits.set(id, { score: s, best: s, popularOnly: popular });
+    if (!cur) hits.set(id, { score: s, best: s, reason });
     else {
       cur.score += s;
-      if (s > cur.best) {
+      if (s > cur.best || (s === cur.best && reason < cur.reason)) {
         cur.best = s;
-        cur.popularOnly = popular;
+        cur.reason = reason;
       }
     }
   };
   for (const h of history) {
     for (const [id, s] of (models.similar.get(h.id) ?? []).slice(0, p.neighborsPerItem))
-      hit(id, h.w * s * p.similarWeight, false);
+      hit(id, h.w * s * p.similarWeight, `similar_to:${h.id}`);
     for (const [id, s] of (models.boughtTogether.get(h.id) ?? []).slice(0, p.neighborsPerItem))
-      hit(id, h.w * s * p.boughtTogetherWeight, false);
+      hit(id, h.w * s * p.boughtTogetherWeight, `bought_together:${h.id}`);
   }
   const shares = new Map<string, number>();
   let total = 0;
@@ -313,17 +344,97 @@ export function userCandidates(
   for (const [c, w] of top) {
     const list = (models.popularByCategory.get(c) ?? []).slice(0, p.categoryItems);
     const best = list[0]?.[1] ?? 0;
-    if (best > 0) for (const [id, s] of list) hit(id, (p.categoryWeight * (w / total) * s) / best, false);
+    if (best > 0) for (const [id, s] of list) hit(id, (p.categoryWeight * (w / total) * s) / best, `category:${c}`);
   }
   const pop = models.popular.slice(0, p.popularItems);
   const best = pop[0]?.[1] ?? 0;
-  if (best > 0) for (const [id, s] of pop) hit(id, (p.popularWeight * s) / best, true);
+  if (best > 0) for (const [id, s] of pop) hit(id, (p.popularWeight * s) / best, "popular");
   const ranked = [...hits]
     .filter(([id]) => !purchased.has(id))
     .sort((a, b) => b[1].score - a[1].score || compareIds(a[0], b[0]));
-  const out: Array<{ productId: string; score: number }> = [];
+  const out: Candidate[] = [];
   ranked.forEach(([id, v], i) => {
-    if (i < p.topN && (!v.popularOnly || i < p.fillTo)) out.push({ productId: id, score: v.score });
+    if (i < p.topN && (v.reason !== "popular" || i < p.fillTo))
+      out.push({ productId: id, score: v.score, reason: v.reason });
   });
   return out;
+}
+
+/**
+ * The buy-again entries of user_candidates: the user's purchases of the last buyAgainWindowDays, per product
+ * Σ 0.5^(age / buyAgainHalfLifeDays) added smallest term first (as the SQL's ordered sum), the buyAgainItems best
+ * (ties: id), reason `bought_before`.
+ */
+export function buyAgain(events: readonly SessionEvent[], asOf: number, p: UserCandidatesParams): Candidate[] {
+  const from = asOf - p.buyAgainWindowDays * DAY;
+  const terms = new Map<string, number[]>();
+  for (const e of events) {
+    if (e.type !== "purchase" || e.time <= from || e.time > asOf) continue;
+    const list = terms.get(e.item) ?? [];
+    list.push(0.5 ** ((asOf - e.time) / (p.buyAgainHalfLifeDays * DAY)));
+    terms.set(e.item, list);
+  }
+  return [...terms]
+    .map(([id, ds]) => [id, ds.sort((a, b) => a - b).reduce((sum, d) => sum + d, 0)] as const)
+    .sort((a, b) => b[1] - a[1] || compareIds(a[0], b[0]))
+    .slice(0, p.buyAgainItems)
+    .map(([productId, score]) => ({ productId, score, reason: "bought_before" }));
+}
+
+/**
+ * next items — docs/recommenders.md#next-items--sequential-rules: interactions of the last windowDays with a
+ * positive weight; visits split at a sessionGapMinutes gap (a session stands for a visitor, as in computeSimilar);
+ * a visit's events in order (the session's order: time, then file order — the warehouse's event_time, message_id,
+ * position), every event kept, the visit's last maxEventsPerSession only; each pair of events x ≤ maxSteps apart
+ * with different products adds 1/x to the rule earlier → later, summed as whole numbers (stepUnit(maxSteps) / x)
+ * and divided once, as the SQL does; rules with score ≥ minScore, the topK per product (ties: id).
+ */
+export function computeNextItems(
+  sessions: readonly Session[],
+  asOf: number,
+  p: NextItemsParams,
+): Map<string, Scored[]> {
+  checkNextItemsParams(p);
+  const unit = stepUnit(p.maxSteps);
+  const from = asOf - p.windowDays * DAY;
+  const sums: Pairs = new Map();
+  const pairs = (visit: string[]) => {
+    const items = visit.slice(-p.maxEventsPerSession);
+    for (let j = 1; j < items.length; j++)
+      for (let i = Math.max(0, j - p.maxSteps); i < j; i++) {
+        const a = items[i] as string;
+        const b = items[j] as string;
+        if (a !== b) bump(sums, a, b, unit / (j - i));
+      }
+  };
+  for (const s of sessions) {
+    let visit: string[] = [];
+    let prev: number | null = null;
+    for (const e of s.events) {
+      if (e.time <= from || e.time > asOf || weightOf(e) <= 0) continue;
+      if (prev !== null && e.time - prev > p.sessionGapMinutes * 60) {
+        pairs(visit);
+        visit = [];
+      }
+      prev = e.time;
+      visit.push(e.item);
+    }
+    pairs(visit);
+  }
+  const scores: Pairs = new Map();
+  for (const [a, row] of sums)
+    for (const [b, w] of row) {
+      const score = w / unit;
+      if (score >= p.minScore) bump(scores, a, b, score);
+    }
+  return topNeighbours(scores, p.topK);
+}
+
+/** The next-items lists of `train` with the default parameters (or other maxSteps / topK). */
+export function nextNeighbours(
+  train: Pick<TrainData, "sessions" | "asOf">,
+  maxSteps = NEXT_ITEMS_DEFAULTS.maxSteps,
+  topK = NEXT_ITEMS_DEFAULTS.topK,
+): Map<string, Scored[]> {
+  return computeNextItems(train.sessions, train.asOf, { ...NEXT_ITEMS_DEFAULTS, maxSteps, topK });
 }

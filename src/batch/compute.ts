@@ -5,9 +5,13 @@
 // Outputs (each a model with its own model_versions row, params and stats):
 //   similar          item_neighbors kind 'similar'          recommenders/similar.ts (co-visitation)
 //   bought_together  item_neighbors kind 'bought_together'  recommenders/bought-together.ts (association rules)
+//   next_items       item_neighbors kind 'next'             recommenders/next-items.ts (sequential rules)
 //   popular          popular_items list 'popular'          recommenders/popular.ts
 //   trending         popular_items list 'trending'         recommenders/popular.ts
-//   user_candidates  user_candidates                       recommenders/user-candidates.ts (incremental)
+//   user_candidates  user_candidates                       recommenders/user-candidates.ts (incremental; with
+//                                                          the user's buy-again entries)
+// Order: the item lists and popular lists first (each reads only the warehouse), user_candidates last (it reads
+// item_neighbors' similar / bought_together rows and popular_items).
 //
 // Versioning and the swap: each output gets a `building` version row first (committed, so a failure stays visible
 // as `failed`); then ONE transaction per output computes into temporary tables, deletes the output's previous rows,
@@ -23,6 +27,7 @@ import {
   type BoughtTogetherParams,
   computeBoughtTogether,
 } from "./recommenders/bought-together.ts";
+import { computeNextItems, NEXT_ITEMS_DEFAULTS, type NextItemsParams } from "./recommenders/next-items.ts";
 import { computePopular, POPULAR_DEFAULTS, type PopularParams } from "./recommenders/popular.ts";
 import { computeSimilar, SIMILAR_DEFAULTS, type SimilarParams } from "./recommenders/similar.ts";
 import { type RecommenderResult, rows } from "./recommenders/sql.ts";
@@ -34,7 +39,14 @@ import {
 } from "./recommenders/user-candidates.ts";
 import { withRetry } from "./retry.ts";
 
-export const OUTPUT_MODELS = ["similar", "bought_together", "popular", "trending", "user_candidates"] as const;
+export const OUTPUT_MODELS = [
+  "similar",
+  "bought_together",
+  "next_items",
+  "popular",
+  "trending",
+  "user_candidates",
+] as const;
 export type OutputModel = (typeof OUTPUT_MODELS)[number];
 
 /**
@@ -46,6 +58,7 @@ export const COMPUTE_WORK_MEM = "256MB";
 export interface ComputeParams {
   similar: SimilarParams;
   boughtTogether: BoughtTogetherParams;
+  nextItems: NextItemsParams;
   popular: PopularParams;
   userCandidates: UserCandidatesParams;
 }
@@ -53,6 +66,7 @@ export interface ComputeParams {
 export const COMPUTE_DEFAULTS: ComputeParams = {
   similar: SIMILAR_DEFAULTS,
   boughtTogether: BOUGHT_TOGETHER_DEFAULTS,
+  nextItems: NEXT_ITEMS_DEFAULTS,
   popular: POPULAR_DEFAULTS,
   userCandidates: USER_CANDIDATES_DEFAULTS,
 };
@@ -142,6 +156,7 @@ function resolveParams(options: ComputeOptions): ComputeParams {
   return {
     similar: { ...SIMILAR_DEFAULTS, ...o.similar },
     boughtTogether: { ...BOUGHT_TOGETHER_DEFAULTS, ...o.boughtTogether },
+    nextItems: { ...NEXT_ITEMS_DEFAULTS, ...o.nextItems },
     popular: { ...POPULAR_DEFAULTS, ...o.popular },
     userCandidates: { ...USER_CANDIDATES_DEFAULTS, ...o.userCandidates },
   };
@@ -201,6 +216,9 @@ async function inTransaction<T>(db: Database, ids: number[], work: (tx: Executor
         await tx.execute(sql.raw(`set local work_mem = '${COMPUTE_WORK_MEM}'`));
         // JIT compiles each big statement for ~0.2 s and gains little on these hash aggregates and sorts.
         await tx.execute(sql`set local jit = off`);
+        // Windows are N × 24 h whatever the database's time zone: timestamptz − interval '90 days' is computed in
+        // the session's zone, where a daylight-saving change in between would move the edge by an hour.
+        await tx.execute(sql`set local timezone = 'UTC'`);
         return work(tx);
       }),
     );
@@ -279,6 +297,7 @@ export async function computeRecommendations(db: Database, options: ComputeOptio
   await single("bought_together", params.boughtTogether, (tx, id) =>
     computeBoughtTogether(tx, asOf, id, params.boughtTogether),
   );
+  await single("next_items", params.nextItems, (tx, id) => computeNextItems(tx, asOf, id, params.nextItems));
 
   // popular and trending share one scan and one transaction (one output table), each with its own version.
   if (wanted.has("popular") || wanted.has("trending")) {

@@ -6,7 +6,8 @@
 //   v<version>:catalog:<shard>       → catalog / stock / visibility of the items hashed to that shard (immutable)
 //   v<version>:pop:<list>            → popular or trending lists of every segment (immutable)
 //   u:<userKey>                      → the user's candidate lists, newest entries first, each with its version
-//   i:<kind>:<productId>             → the product's neighbours of that kind, same envelope
+//   i:<kind>:<productId>             → the product's neighbours of that kind (similar, bought_together, next),
+//                                      same envelope
 //
 // Shared keys are immutable (a changed catalog is a new key under a new version): a key name a reader has never
 // asked for is a cache miss at its edge location and is read from KV's central store, so it is never stale.
@@ -22,7 +23,8 @@ export const KV_MAX_KEY_BYTES = 512;
 export const USER_PREFIX = "u:";
 export const ITEM_PREFIX = "i:";
 
-export const NEIGHBOR_KEY_KINDS = ["similar", "bought_together"] as const;
+/** The item_neighbors kinds (NEIGHBOR_KINDS of src/stores/schema.ts) the publisher ships as `i:<kind>:<productId>`. */
+export const NEIGHBOR_KEY_KINDS = ["similar", "bought_together", "next"] as const;
 export type NeighborKeyKind = (typeof NEIGHBOR_KEY_KINDS)[number];
 
 export const POPULAR_KEY_LISTS = ["popular", "trending"] as const;

@@ -216,11 +216,12 @@ export const modelVersions = pgTable(
  */
 const modelVersion = () => bigint("model_version", { mode: "number" }).notNull();
 
-export const NEIGHBOR_KINDS = ["similar", "bought_together"] as const;
+export const NEIGHBOR_KINDS = ["similar", "bought_together", "next"] as const;
 
 /**
- * Item-to-item lists: `similar` (co-visitation / content) and `bought_together` (association rules). The
- * statistics columns are filled by the models that have them (support/confidence/lift for association rules).
+ * Item-to-item lists: `similar` (co-visitation / content), `bought_together` (association rules) and `next`
+ * (sequential rules: what visitors went on to after the product). The statistics columns are filled by the models
+ * that have them (support/confidence/lift for association rules; support = the number of pairs counted for `next`).
  */
 export const itemNeighbors = pgTable(
   "item_neighbors",

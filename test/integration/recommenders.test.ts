@@ -5,7 +5,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from "v
 import { ensureDatabase, migrateDatabase } from "../../scripts/lib/migrate.ts";
 import { computeRecommendations, currentModelVersions } from "../../src/batch/compute.ts";
 import { type Database, type DbSettings, drizzleOn, openPool } from "../../src/stores/db.ts";
-import { fixtureStatements, INTERACTIONS, RESET_STATEMENT, T } from "../fixtures/recommenders/fixture.ts";
+import { fixtureStatements, INTERACTIONS, KITCHEN, RESET_STATEMENT, T } from "../fixtures/recommenders/fixture.ts";
 
 const stack = inject("stack");
 const DATABASE = "lastmile_test_recommenders";
@@ -67,8 +67,12 @@ const candidates = (user: string) =>
     [user],
   );
 
+const DAY = 86_400_000;
+
 /** 0.5^(age / 14 days): the history weight's recency decay. */
 const decay = (ageHours: number) => 0.5 ** (ageHours / (14 * 24));
+/** 0.5^(age / 180 days): one purchase's buy-again score. */
+const bought = (ageDays: number) => 0.5 ** (ageDays / 180);
 
 describe("computeRecommendations", () => {
   it("co-visitation: cosine of session vectors, sessions split at 30 minutes, pairs seen in ≥ 2 sessions", async () => {
@@ -76,11 +80,13 @@ describe("computeRecommendations", () => {
     // Sessions and the strongest weight per product (view 1, cart 3, purchase 5):
     //   u1: {A 1, B 3}, {A 1, C 1}   u2: {A 1, B 5}   u3: {B 1, C 1}, {D 1, E 1}   u4: {D 1, E 3}
     //   u5, u6: {C 1}, {F 1} each (40 min apart: two sessions)   b1: {P 5, Q 5}  b2: {P 5, Q 5, R 5}  b3: {P 5, R 5}
+    //   s1 (40 days ago): {F 1, C 1, S 1}, {C 1, G 1}   w1: {W2 1, W3 1} (W1 is exactly 90 days old: outside)
     // Norms Σw²: A 3, B 9+25+1 = 35, D 2, E 10, P 75, Q 50, R 50.
     //   A–B: sessions u1/1 (1·3) and u2 (1·5): 8 / √(3·35) = 0.780720
     //   D–E: u3/2 (1·1) and u4 (1·3): 4 / √(2·10) = 0.894427
     //   P–Q: b1, b2 (25 + 25): 50 / √(75·50) = 0.816497; P–R the same
-    //   A–C, B–C, Q–R: one session only (dropped); C–F: never in one session.
+    //   A–C, B–C, Q–R, and s1's and w1's pairs (C–F, C–S, F–S, C–G, W2–W3): one session only (dropped).
+    // Sessions with two products or more: u1 2, u2 1, u3 2, u4 1, b1–b3 3, s1 2, w1 1 = 12.
     const rows = await neighbors("similar");
     expect(rows.map((r) => `${r.product_id}→${r.neighbor_id}#${r.rank}`)).toEqual([
       "A→B#1",
@@ -97,7 +103,7 @@ describe("computeRecommendations", () => {
     expect(score("B", "A")).toBeCloseTo(0.78072, 5);
     expect(score("D", "E")).toBeCloseTo(4 / Math.sqrt(20), 9);
     expect(score("P", "R")).toBeCloseTo(50 / Math.sqrt(3750), 9);
-    expect(report.outputs.similar).toMatchObject({ rows: 8, counts: { sessions: 9 } });
+    expect(report.outputs.similar).toMatchObject({ rows: 8, counts: { sessions: 12 } });
 
     const [version] = await query<{ model: string; status: string; source: string; stats: { rows: number } }>(
       "select model, status, source, stats from model_versions where id = $1",
@@ -124,6 +130,65 @@ describe("computeRecommendations", () => {
       expect(r.confidence).toBeCloseTo(r.product_id === "P" ? 2 / 3 : 1, 9);
       expect(r.score).toBe(r.confidence);
     }
+  });
+
+  it("next items: what came after a product in the same visit, 1/steps, repeats kept, the product itself skipped", async () => {
+    const report = await computeRecommendations(db, { asOf: T, only: ["next_items"] });
+    // Visits, events in order (an order's lines by position), split at a gap of more than 30 minutes:
+    //   u1: A B B | A C   u2: A B(purchase)   u3: B C | D E   u4: D E E   u5, u6: C | F (40 minutes: no C→F)
+    //   b1: P Q   b2: P Q R   b3: P R   b4: S (alone: no pair)
+    //   s1 (40 days ago): F C F S | C G (two hours later: no S→C)   w1: W2 W3 (W1, exactly 90 days old, is out)
+    // Each pair of events x steps apart (x ≤ 10) adds 1/x to earlier → later, unless both are the same product:
+    //   A→B: u1 1 (A, B) + 0.5 (A, second B: x = 2) + u2 1 = 2.5, support 3; B→B (u1) skipped. A→C: u1 1.
+    //   B→C: u3 1.   D→E: u3 1 + u4 1 + 0.5 = 2.5, support 3; E→E skipped.
+    //   P→Q: b1 1 + b2 1 = 2;  P→R: b2 0.5 + b3 1 = 1.5;  Q→R: b2 1.
+    //   s1: F→C 1; F→F skipped; F→S 1/3 (x = 3) + 1 = 4/3, support 2; C→F 1; C→S 0.5; C→G 1 (visit 2).
+    //   So C's list is F 1, G 1 (a tie: by neighbour id), S 0.5.   W2→W3 1.
+    const rows = await neighbors("next");
+    expect(rows.map((r) => `${r.product_id}→${r.neighbor_id}#${r.rank} ${r.score} (${r.support})`)).toEqual([
+      "A→B#1 2.5 (3)",
+      "A→C#2 1 (1)",
+      "B→C#1 1 (1)",
+      "C→F#1 1 (1)",
+      "C→G#2 1 (1)",
+      "C→S#3 0.5 (1)",
+      "D→E#1 2.5 (3)",
+      `F→S#1 ${4 / 3} (2)`,
+      "F→C#2 1 (1)",
+      "P→Q#1 2 (2)",
+      "P→R#2 1.5 (2)",
+      "Q→R#1 1 (1)",
+      "W2→W3#1 1 (1)",
+    ]);
+    expect(rows.every((r) => r.confidence === null && r.lift === null)).toBe(true);
+    // Visits with two events or more: u1 2, u2, u3 2, u4, b1–b3, s1 2, w1 = 12; 13 products in the window.
+    expect(report.outputs.next_items).toMatchObject({ rows: 13, counts: { sessions: 12, products: 13, rules: 13 } });
+    const [version] = await query<{ model: string; status: string; params: { params: { maxSteps: number } } }>(
+      "select model, status, params from model_versions where id = $1",
+      [report.outputs.next_items?.modelVersion],
+    );
+    expect(version).toMatchObject({ model: "next_items", status: "ready", params: { params: { maxSteps: 10 } } });
+  });
+
+  it("next items: a visit's last events only, at most maxSteps apart, rules below minScore dropped", async () => {
+    await computeRecommendations(db, {
+      asOf: T,
+      only: ["next_items"],
+      params: { nextItems: { maxEventsPerSession: 3, maxSteps: 2, minScore: 1 } },
+    });
+    // s1's first visit keeps its last 3 events, C F S: C→F 1, C→S 0.5 (below minScore 1: dropped), F→S 1 — no
+    // F→C, and F→S loses the first F's 1/3. Every other visit has ≤ 3 events and no pair 3 steps apart.
+    const rows = await neighbors("next");
+    const of = (p: string) => rows.filter((r) => r.product_id === p).map((r) => `${r.neighbor_id} ${r.score}`);
+    expect(of("F")).toEqual(["S 1"]);
+    expect(of("C")).toEqual(["F 1", "G 1"]);
+    expect(of("A")).toEqual(["B 2.5", "C 1"]);
+    expect(rows).toHaveLength(11);
+    // The weights are summed as whole numbers of 1/LCM(1…maxSteps): maxSteps past 20 would overflow them.
+    await expect(
+      computeRecommendations(db, { asOf: T, only: ["next_items"], params: { nextItems: { maxSteps: 21 } } }),
+    ).rejects.toThrow(/maxSteps/);
+    expect(await neighbors("next")).toHaveLength(11);
   });
 
   it("popular and trending per segment: global, category, country", async () => {
@@ -185,17 +250,28 @@ describe("computeRecommendations", () => {
     ]);
   });
 
-  it("user candidates: neighbours of the history, category affinity, popular fallback; purchases excluded", async () => {
+  it("user candidates: neighbours of the history, category affinity, popular fallback; purchases excluded; then buy again", async () => {
     const report = await computeRecommendations(db, { asOf: T });
-    // 10 users active in the last 30 days; b4 bought a single product (fewer than 2 in its history): no list.
-    expect(report.outputs.user_candidates).toMatchObject({ mode: "full", counts: { users: 10, listedUsers: 9 } });
-    expect(await candidates("b4")).toEqual([]);
+    // 10 users active in the last 30 days, and r1, whose purchases (200 and 300 days ago) are in the 365-day
+    // buy-again window. b4 bought a single product (fewer than 2 in its history) and r1 has no history: no
+    // candidates for them, but a row of buy-again entries. Buyers: u2, b1–b4, r1; buy-again entries:
+    // u2 1 + b1 2 + b2 3 + b3 2 + b4 1 + r1 20 = 29.
+    expect(report.outputs.user_candidates).toMatchObject({
+      mode: "full",
+      rows: 11,
+      counts: { users: 11, listedUsers: 9, buyAgainUsers: 6, write: 11, buyAgain: 29 },
+    });
+    // b4's row: its one purchase, 7 days old: 0.5^(7/180).
+    const b4 = await candidates("b4");
+    expect(b4.map((c) => `${c.product_id} ${c.reason}`)).toEqual(["S bought_before"]);
+    expect(b4[0]?.score).toBeCloseTo(bought(7), 9);
 
     // u2 viewed A (30 h ago) and bought B (29 h 50 min ago): B is never a candidate.
     //   A: B's similar neighbour:  5 · 0.5^(29.833/336) · 0.780720 = 3.670600   (reason similar_to:B)
     //      + category mugs (share 1): 0.5 · 3/10 = 0.15  + popular: 0.01 · 3/15 = 0.002
     //   C: category mugs 0.5 · 4/10 = 0.2 + popular 0.01 · 4/15                 (reason category:mugs)
     //   then the popular fallback 0.01 · score/15: P (0.01), Q, R (0.00667), E, S (0.00333), D, F (0.00133)
+    //   and, appended, what u2 bought: B, 29 h 50 min ago: 0.5^(1.243 days / 180) = 0.995225 (reason bought_before)
     const u2 = await candidates("u2");
     expect(u2.map((c) => `${c.product_id} ${c.reason}`)).toEqual([
       "A similar_to:B",
@@ -207,19 +283,43 @@ describe("computeRecommendations", () => {
       "S popular",
       "D popular",
       "F popular",
+      "B bought_before",
     ]);
     expect(u2[0]?.score).toBeCloseTo(5 * decay(29 + 50 / 60) * (8 / Math.sqrt(105)) + 0.15 + 0.002, 9);
     expect(u2[1]?.score).toBeCloseTo(0.2 + (0.01 * 4) / 15, 9);
-    expect(u2.map((c) => c.rank)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    expect(u2[9]?.score).toBeCloseTo(bought((29 + 50 / 60) / 24), 9);
+    expect(u2[9]?.score).toBeCloseTo(0.995225, 6);
+    expect(u2.map((c) => c.rank)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
 
-    // b2 bought P, Q and R: none of them comes back, although each is the others' neighbour; S (same category,
-    // not bought) does, through the category affinity: 0.5 · 5/15 + 0.01 · 5/15.
+    // b2 bought P, Q and R: none of them comes back as a candidate, although each is the others' neighbour; S
+    // (same category, not bought) does, through the category affinity: 0.5 · 5/15 + 0.01 · 5/15. The three come
+    // last, as buy-again entries: one purchase 9 days ago each, 0.5^(9/180) — a tie, in id order.
     const b2 = await candidates("b2");
-    expect(b2.map((c) => c.product_id)).not.toContain("P");
-    expect(b2.map((c) => c.product_id)).not.toContain("Q");
-    expect(b2.map((c) => c.product_id)).not.toContain("R");
+    const b2Candidates = b2.filter((c) => c.reason !== "bought_before").map((c) => c.product_id);
+    expect(b2Candidates).not.toContain("P");
+    expect(b2Candidates).not.toContain("Q");
+    expect(b2Candidates).not.toContain("R");
     expect(b2[0]).toMatchObject({ product_id: "S", reason: "category:cards & wrap" });
     expect(b2[0]?.score).toBeCloseTo(0.5 * (5 / 15) + 0.01 * (5 / 15), 9);
+    expect(b2.slice(-3).map((c) => `${c.product_id} ${c.reason}`)).toEqual([
+      "P bought_before",
+      "Q bought_before",
+      "R bought_before",
+    ]);
+    expect(b2.length).toBe(b2Candidates.length + 3);
+    for (const c of b2.slice(-3)) expect(c.score).toBeCloseTo(bought(9), 9);
+
+    // r1, nothing in the last 200 days: K01 … K22 bought 300 days ago, K05 and K22 again 200 days ago, K23 400
+    // days ago (outside the window). K05, K22: 0.5^(300/180) + 0.5^(200/180) = 0.314980 + 0.462937 = 0.777918;
+    // the 20 others 0.314980 each, a tie: in id order, the first 18 (K01–K04, K06–K19) fill the 20 places and
+    // K20, K21 are cut.
+    const r1 = await candidates("r1");
+    expect(r1.map((c) => c.product_id)).toEqual(["K05", "K22", ...KITCHEN.slice(0, 19).filter((k) => k !== "K05")]);
+    expect(r1.every((c) => c.reason === "bought_before")).toBe(true);
+    expect(r1[0]?.score).toBeCloseTo(bought(300) + bought(200), 9);
+    expect(r1[0]?.score).toBeCloseTo(0.777918, 6);
+    expect(r1[1]?.score).toBe(r1[0]?.score);
+    expect(r1[19]?.score).toBeCloseTo(0.31498, 5);
 
     // u4 viewed D, viewed and carted E two hours ago: D's neighbour E and E's neighbour D.
     //   D: 3 · 0.5^(1.833/336) · 0.894427 (history E, cart weight 3) + category candles 0.5 · share · 2/5 …
@@ -272,10 +372,69 @@ describe("computeRecommendations", () => {
     );
     const laterVersion = later.outputs.user_candidates?.modelVersion;
     expect(byVersion.filter((r) => r.v === laterVersion).map((r) => r.user_key)).toEqual(["u5"]);
-    // The 8 other users with a list (b4, with a single product, has none) keep the full run's rows.
-    expect(byVersion.filter((r) => r.v === full.outputs.user_candidates?.modelVersion)).toHaveLength(8);
+    // The 10 other users with a row (b4 and r1: buy-again entries only) keep the full run's rows.
+    expect(byVersion.filter((r) => r.v === full.outputs.user_candidates?.modelVersion)).toHaveLength(10);
     // u5's new list starts from B's neighbour A.
     expect((await candidates("u5"))[0]).toMatchObject({ product_id: "A", reason: "similar_to:B" });
+  });
+
+  it("buy again in incremental runs: a user whose data left one window is recomputed, both windows: no row", async () => {
+    const full = await computeRecommendations(db, { asOf: T });
+    const fullVersion = full.outputs.user_candidates?.modelVersion;
+    const r1Before = await candidates("r1");
+
+    // 66 days later, with no new event: the 10 users active in the 30 days before T have all left that window.
+    // They are recomputed: u1, u3, u4, u5, u6 bought nothing and lose their rows; u2 and b1–b4 keep a row of
+    // buy-again entries only. r1's order of 300 days ago is now 366 days old, but r1 still has the order of 200
+    // days ago in the window, so r1 is not recomputed: its row stays as it was (K01 … included).
+    const later = new Date(T.getTime() + 66 * DAY);
+    const incremental = await computeRecommendations(db, { asOf: later, only: ["user_candidates"] });
+    expect(incremental.outputs.user_candidates).toMatchObject({
+      mode: "incremental",
+      rows: 5,
+      counts: { users: 10, leftWindowUsers: 10, listedUsers: 0, buyAgainUsers: 5 },
+    });
+    const rowsNow = await query<{ user_key: string; v: number }>(
+      "select user_key, model_version::int as v from user_candidates order by 1",
+    );
+    const laterVersion = incremental.outputs.user_candidates?.modelVersion;
+    expect(rowsNow).toEqual([
+      { user_key: "b1", v: laterVersion },
+      { user_key: "b2", v: laterVersion },
+      { user_key: "b3", v: laterVersion },
+      { user_key: "b4", v: laterVersion },
+      { user_key: "r1", v: fullVersion },
+      { user_key: "u2", v: laterVersion },
+    ]);
+    // u2's B is now 66 days + 29 h 50 min old.
+    const u2 = await candidates("u2");
+    expect(u2.map((c) => `${c.product_id} ${c.reason}`)).toEqual(["B bought_before"]);
+    expect(u2[0]?.score).toBeCloseTo(bought(66 + (29 + 50 / 60) / 24), 9);
+    expect((await candidates("b3")).map((c) => `${c.product_id} ${c.reason}`)).toEqual([
+      "P bought_before",
+      "R bought_before",
+    ]);
+    expect(await candidates("r1")).toEqual(r1Before);
+
+    // A full rebuild recomputes r1: only the order of 200 days ago (now 266) is left, K05 and K22, 0.5^(266/180)
+    // each (a tie: by id).
+    await computeRecommendations(db, { asOf: later, only: ["user_candidates"], full: true });
+    const r1 = await candidates("r1");
+    expect(r1.map((c) => `${c.product_id} ${c.reason}`)).toEqual(["K05 bought_before", "K22 bought_before"]);
+    for (const c of r1) expect(c.score).toBeCloseTo(bought(266), 9);
+
+    // 400 days after T every purchase (the newest: u2's, 30 hours before T) has left the buy-again window too: the
+    // six buyers are recomputed and, with nothing left in either window, lose their rows.
+    const last = await computeRecommendations(db, {
+      asOf: new Date(T.getTime() + 400 * DAY),
+      only: ["user_candidates"],
+    });
+    expect(last.outputs.user_candidates).toMatchObject({
+      mode: "incremental",
+      rows: 0,
+      counts: { users: 6, leftWindowUsers: 6 },
+    });
+    expect(await query("select user_key from user_candidates")).toEqual([]);
   });
 
   it("windows end at the data's own newest event with asOf: 'data'", async () => {

@@ -19,7 +19,15 @@ import {
   mergeStable,
   parseStable,
 } from "../../src/publish/codec.ts";
-import { catalogShardOf, fitsKvKey, itemListKey, POINTER_KEY, userListKey } from "../../src/publish/keys.ts";
+import {
+  catalogShardOf,
+  fitsKvKey,
+  itemListKey,
+  NEIGHBOR_KEY_KINDS,
+  POINTER_KEY,
+  userListKey,
+} from "../../src/publish/keys.ts";
+import { NEIGHBOR_KINDS } from "../../src/stores/schema.ts";
 
 const list = (score: number) => JSON.stringify([["p1", score, "popular"]]);
 
@@ -66,6 +74,9 @@ describe("keys and the catalogue", () => {
     expect(POINTER_KEY).toBe("ptr");
     expect(userListKey("u:42")).toBe("u:u:42");
     expect(itemListKey("bought_together", "sku-1")).toBe("i:bought_together:sku-1");
+    expect(itemListKey("next", "sku-1")).toBe("i:next:sku-1");
+    // Every kind item_neighbors may hold has its keys (and their tombstones).
+    expect([...NEIGHBOR_KEY_KINDS].sort()).toEqual([...NEIGHBOR_KINDS].sort());
     expect(fitsKvKey("x".repeat(512))).toBe(true);
     expect(fitsKvKey("é".repeat(300))).toBe(false);
   });

@@ -179,6 +179,28 @@ describe("publish", () => {
     expect(decodeUserList(bob, 1)?.items).toHaveLength(1);
   });
 
+  it("ships a next-items list as i:next:<productId>, and a tombstone when it disappears", async () => {
+    const { q, publish, log, tag } = await setup("pub");
+    const { models } = await seed(q, tag);
+    await q(
+      `insert into item_neighbors (kind, product_id, neighbor_id, score, rank, support, model_version) values
+         ('next', $1, $2, 1.5, 1, 2, $4), ('next', $1, $3, 0.5, 2, 1, $4)`,
+      [`${tag}-p1`, `${tag}-p2`, `${tag}-p3`, models.similar],
+    );
+    await publish();
+    const next = decodeNeighbors(await kv().get(itemListKey("next", `${tag}-p1`)), 1);
+    expect(next?.items).toEqual([
+      { productId: `${tag}-p2`, score: 1.5 },
+      { productId: `${tag}-p3`, score: 0.5 },
+    ]);
+    await q("delete from item_neighbors where kind = 'next'");
+    await publish();
+    expect(puts(log)).toEqual([itemListKey("next", `${tag}-p1`), POINTER_KEY]);
+    const gone = await kv().get(itemListKey("next", `${tag}-p1`));
+    expect(decodeNeighbors(gone, 2)).toBeNull();
+    expect(decodeNeighbors(gone, 1)?.items).toHaveLength(2);
+  });
+
   it("rolls back with one pointer flip, and refuses unknown or too old versions", async () => {
     const { q, log, stub, publish, tag } = await setup("pub");
     await seed(q, tag);

@@ -58,6 +58,7 @@ describe("computeRecommendations in the Worker runtime", () => {
       const report = await computeRecommendations(db, { asOf: T });
       expect(Object.keys(report.outputs).sort()).toEqual([
         "bought_together",
+        "next_items",
         "popular",
         "similar",
         "trending",
@@ -65,6 +66,7 @@ describe("computeRecommendations in the Worker runtime", () => {
       ]);
       expect(report.outputs.similar?.rows).toBe(8);
       expect(report.outputs.bought_together?.rows).toBe(4);
+      expect(report.outputs.next_items?.rows).toBe(13);
       const current = await currentModelVersions(db);
       expect([...current.values()].every((v) => v.status === "ready" && v.version === report.version)).toBe(true);
       const { rows } = await pool.query(

@@ -1,5 +1,5 @@
 // Per-user candidates: the batch half of a user's ranking, one list per user active in the last WINDOW_DAYS with at
-// least MIN_HISTORY_ITEMS distinct products there. Method:
+// least MIN_HISTORY_ITEMS distinct products there, followed by the user's buy-again entries. Method:
 //   history   the user's HISTORY_ITEMS most recent distinct products in the window, each weighted by its strongest
 //             interaction (view 1, cart 3, purchase 5, …) × 0.5^(age / HALF_LIFE_DAYS);
 //   neighbours each history item's NEIGHBORS_PER_ITEM best `similar` and `bought_together` neighbours
@@ -13,11 +13,23 @@
 //             first FILL_TO places of a list; reason `popular`;
 //   combined  a product's score is the sum of its contributions; its reason is the biggest contribution's;
 //             products the user ever purchased are left out; the TOP_N per user.
-// Storage: one user_candidates row per user, the list as parallel arrays (product_ids, scores, reasons) best first.
+//   buy again for every user with a purchase in the last BUY_AGAIN_WINDOW_DAYS (active in WINDOW_DAYS or not): the
+//             products they bought there, scored Σ over their purchase interactions of
+//             0.5^(age in days / BUY_AGAIN_HALF_LIFE_DAYS) (added smallest term first, so equal purchase histories
+//             score exactly the same), the BUY_AGAIN_ITEMS best (ties: product id), reason `bought_before`;
+//             APPENDED after the candidates above, with their own scores (not comparable with the candidates':
+//             the ranking path tells them apart by the reason). A user with purchases but no candidates (inactive
+//             in WINDOW_DAYS, too thin a history) gets a row of buy-again entries only.
+// Storage: one user_candidates row per user, the list as parallel arrays (product_ids, scores, reasons): the
+// candidates best first, then the buy-again entries best first; at most TOP_N + BUY_AGAIN_ITEMS ≤ USER_LIST_MAX
+// (what the publisher ships per user), each product once (the candidates never hold a purchased product).
 // Incremental: only users with interactions after the previous version's reference time (or events loaded since
-// that version was built) are recomputed; users whose whole history left the window lose their list; every other
-// list is kept as it is (compute.ts decides, docs/recommenders.md explains).
-import { sql } from "drizzle-orm";
+// that version was built), and users whose data has just left one of the two windows entirely, are recomputed —
+// the latter lose their row when nothing is left in either window; every other list is kept as it is (compute.ts
+// decides, docs/recommenders.md explains). A kept row's buy-again scores are those of its own asOf: the decay
+// since then is the same factor for all of them, so their order still holds.
+import { type SQL, sql } from "drizzle-orm";
+import { USER_LIST_MAX } from "../../publish/sources.ts";
 import { catalog, events, interactions, itemNeighbors, popularItems, userCandidates } from "../../stores/schema.ts";
 import { at, categorySegment, count, days, type Executor, num, type RecommenderResult, rows, Steps } from "./sql.ts";
 
@@ -36,6 +48,9 @@ export interface UserCandidatesParams {
   popularWeight: number;
   fillTo: number;
   topN: number;
+  buyAgainWindowDays: number;
+  buyAgainHalfLifeDays: number;
+  buyAgainItems: number;
 }
 
 export const USER_CANDIDATES_DEFAULTS: UserCandidatesParams = {
@@ -63,7 +78,30 @@ export const USER_CANDIDATES_DEFAULTS: UserCandidatesParams = {
    * (~2 KB). A list is one row of arrays, so its length costs little compute (docs/benchmarks.md#compute).
    */
   topN: 50,
+  /**
+   * A year of purchases: the replenishment cycles of most consumables (a candle, a refill, a pack of cards) are
+   * weeks to months; a year also covers the seasonal ones (gift wrap, decorations) that come back once a year.
+   */
+  buyAgainWindowDays: 365,
+  /**
+   * Half a year: a product bought last month still counts nearly in full (0.89), one bought a year ago a quarter;
+   * two purchases six months ago weigh as much as one today, so how often and how recently both count.
+   */
+  buyAgainHalfLifeDays: 180,
+  /**
+   * 20 of a user's purchased products: what a "buy it again" row shows, and TOP_N + 20 = 70 stays within the 100
+   * entries the publisher ships per user (USER_LIST_MAX), so an appended entry is never cut.
+   */
+  buyAgainItems: 20,
 };
+
+export function checkUserCandidatesParams(p: UserCandidatesParams): void {
+  if (p.topN + p.buyAgainItems > USER_LIST_MAX) {
+    throw new Error(
+      `user_candidates: topN + buyAgainItems (${p.topN + p.buyAgainItems}) exceeds the ${USER_LIST_MAX} entries the publisher ships per user`,
+    );
+  }
+}
 
 /** What to recompute: everyone active, or only who changed since a previous version. */
 export type CandidateScope = { mode: "full" } | { mode: "incremental"; previousAsOf: Date; previousBuiltAt: Date };
@@ -75,18 +113,50 @@ export async function computeUserCandidates(
   p: UserCandidatesParams,
   scope: CandidateScope,
 ): Promise<RecommenderResult> {
+  checkUserCandidatesParams(p);
   const steps = new Steps();
-  const inWindow = (column: string) =>
-    sql`${sql.raw(column)} > ${at(asOf)} - ${days(p.windowDays)} and ${sql.raw(column)} <= ${at(asOf)}`;
-  const users =
-    scope.mode === "full"
-      ? sql`select distinct user_key from ${interactions} where ${inWindow("event_time")}`
-      : sql`
-        select user_key from ${interactions}
-        where event_time > ${at(scope.previousAsOf)} and ${inWindow("event_time")}
-        union
-        select user_key from ${events}
-        where loaded_at > ${at(scope.previousBuiltAt)} and ${inWindow("event_time")}`;
+  const between = (column: string, windowDays: number) =>
+    sql`${sql.raw(column)} > ${at(asOf)} - ${days(windowDays)} and ${sql.raw(column)} <= ${at(asOf)}`;
+  const inWindow = (column: string) => between(column, p.windowDays);
+  const inBuyAgainWindow = (column: string) => between(column, p.buyAgainWindowDays);
+  const inEitherWindow = (column: string) => between(column, Math.max(p.windowDays, p.buyAgainWindowDays));
+  let users: SQL;
+  if (scope.mode === "full") {
+    users = sql`
+      select distinct user_key from ${interactions}
+      where ${inWindow("event_time")} or (kind = 'purchase' and ${inBuyAgainWindow("event_time")})`;
+  } else {
+    // Users whose data has left a window entirely since the previous version: all of their interactions of the
+    // list window, or all of their purchases of the buy-again window. Recomputed like the active users: the part
+    // that left goes, what is left (the other part) is written again, and a user with nothing left loses the row.
+    // The users of the slice that just left each window, then one index probe each (user_key, event_time).
+    const previous = at(scope.previousAsOf);
+    steps.counts.leftWindowUsers = await steps.run(
+      tx,
+      "leftWindow",
+      sql`
+      create temp table uc_left on commit drop as
+      select distinct e.user_key from ${interactions} e
+      where e.event_time > ${previous} - ${days(p.windowDays)} and e.event_time <= ${at(asOf)} - ${days(p.windowDays)}
+        and not exists (select 1 from ${interactions} i where i.user_key = e.user_key and ${inWindow("i.event_time")})
+      union
+      select distinct e.user_key from ${interactions} e
+      where e.kind = 'purchase' and e.event_time > ${previous} - ${days(p.buyAgainWindowDays)}
+        and e.event_time <= ${at(asOf)} - ${days(p.buyAgainWindowDays)}
+        and not exists (
+          select 1 from ${interactions} i
+          where i.user_key = e.user_key and i.kind = 'purchase' and ${inBuyAgainWindow("i.event_time")}
+        )`,
+    );
+    users = sql`
+      select user_key from ${interactions}
+      where event_time > ${previous} and ${inEitherWindow("event_time")}
+      union
+      select user_key from ${events}
+      where loaded_at > ${at(scope.previousBuiltAt)} and ${inEitherWindow("event_time")}
+      union
+      select user_key from uc_left`;
+  }
   // Users are numbered (uid): the per-user steps below look them up by an int.
   steps.counts.users = await steps.run(
     tx,
@@ -115,7 +185,8 @@ export async function computeUserCandidates(
     ) h
     where recency <= ${count(p.historyItems)}`,
   );
-  // Users with too thin a history keep no list (and lose an old one: they are in uc_users).
+  // Users with too thin a history get no candidates (and lose old ones: they are in uc_users); their buy-again
+  // entries, if any, still make a row.
   await tx.execute(sql`
     create temp table uc_listed on commit drop as
     select uid from uc_history group by uid having count(*) >= ${count(p.minHistoryItems)}`);
@@ -135,6 +206,33 @@ export async function computeUserCandidates(
   );
   await tx.execute(sql`create index on uc_purchased (uid)`);
   await tx.execute(sql`analyze uc_purchased`);
+  // Buy again: every recomputed user's purchases of the buy-again window, per product Σ 0.5^(age / half-life),
+  // the terms added smallest first (an ordered aggregate: the same purchase times give the same float sum in any
+  // order), the BUY_AGAIN_ITEMS best. float8 decay, as for the history.
+  steps.counts.buyAgainUsers = await steps.run(
+    tx,
+    "buyAgain",
+    sql`
+    create temp table uc_buy_again on commit drop as
+    select uid, array_agg(product_id order by rank) as product_ids, array_agg(score order by rank) as scores
+    from (
+      select uid, product_id, score, row_number() over (partition by uid order by score desc, product_id) as rank
+      from (
+        select uid, product_id, sum(d order by d) as score
+        from (
+          select u.uid, i.product_id,
+                 power(0.5::float8, extract(epoch from ${at(asOf)} - i.event_time)::float8 / ${num(p.buyAgainHalfLifeDays * 86_400)}) as d
+          from ${interactions} i join uc_users u using (user_key)
+          where i.kind = 'purchase' and ${inBuyAgainWindow("i.event_time")}
+        ) terms
+        group by uid, product_id
+      ) scored
+    ) ranked
+    where rank <= ${count(p.buyAgainItems)}
+    group by uid`,
+  );
+  await tx.execute(sql`create unique index on uc_buy_again (uid)`);
+  await tx.execute(sql`analyze uc_buy_again`);
 
   // The lists every user's candidates come from, each small: the neighbours of the products in some history,
   // the users' top categories, the category and global popular lists.
@@ -147,7 +245,8 @@ export async function computeUserCandidates(
            (case n.kind when 'similar' then ${num(p.similarWeight)} else ${num(p.boughtTogetherWeight)} end) as kind_weight,
            (case n.kind when 'similar' then 'similar_to:' else 'bought_together:' end) || n.product_id as reason
     from ${itemNeighbors} n
-    where n.rank <= ${count(p.neighborsPerItem)} and n.product_id in (select product_id from uc_history)`,
+    where n.kind in ('similar', 'bought_together') and n.rank <= ${count(p.neighborsPerItem)}
+      and n.product_id in (select product_id from uc_history)`,
   );
   await tx.execute(sql`create index on uc_neighbors (source)`);
   await tx.execute(sql`
@@ -177,32 +276,20 @@ export async function computeUserCandidates(
   if (scope.mode === "full") {
     await steps.run(tx, "delete", sql`delete from ${userCandidates}`);
   } else {
+    // Every recomputed user's row goes (users whose data left both windows get no new one).
     await steps.run(tx, "delete", sql`delete from ${userCandidates} c using uc_users u where c.user_key = u.user_key`);
-    // Users active at the previous version whose history has now left the window entirely.
-    steps.counts.expiredUsers = await steps.run(
-      tx,
-      "expire",
-      sql`
-      delete from ${userCandidates} where user_key in (
-        select user_key from ${interactions}
-        where event_time > ${at(scope.previousAsOf)} - ${days(p.windowDays)} and event_time <= ${at(asOf)} - ${days(p.windowDays)}
-        except
-        select user_key from ${interactions} where ${inWindow("event_time")}
-      )`,
-    );
   }
   // One list per user, computed user by user (a lateral subquery over a few hundred small rows each): the
   // contributions, summed per product with the biggest one's reason, purchases left out, the TOP_N best, popular
-  // products only within the first FILL_TO places; written as one row of arrays, best first.
+  // products only within the first FILL_TO places; then the user's buy-again entries appended; written as one
+  // row of arrays.
   const [written] = await steps.time("write", () =>
-    rows<{ lists: number; candidates: number }>(
+    rows<{ lists: number; candidates: number; buy_again: number }>(
       tx,
       sql`
-    with written as (
-      insert into ${userCandidates} (user_key, product_ids, scores, reasons, model_version)
-      select u.user_key, l.product_ids, l.scores, l.reasons, ${num(modelVersion)}
+    with candidates as (
+      select x.uid, l.product_ids, l.scores, l.reasons
       from uc_listed x
-        join uc_users u using (uid)
         cross join lateral (
           select array_agg(product_id order by rank) as product_ids,
                  array_agg(score order by rank) as scores,
@@ -233,12 +320,26 @@ export async function computeUserCandidates(
           where reason <> 'popular' or rank <= ${count(p.fillTo)}
         ) l
       where l.product_ids is not null
-      returning cardinality(product_ids) as n
+    ),
+    written as (
+      insert into ${userCandidates} (user_key, product_ids, scores, reasons, model_version)
+      select u.user_key,
+             coalesce(c.product_ids, '{}') || coalesce(b.product_ids, '{}'),
+             coalesce(c.scores, '{}') || coalesce(b.scores, '{}'),
+             coalesce(c.reasons, '{}') || array_fill('bought_before'::text, array[coalesce(cardinality(b.product_ids), 0)]),
+             ${num(modelVersion)}
+      from candidates c
+        full join uc_buy_again b using (uid)
+        join uc_users u using (uid)
+      returning cardinality(product_ids) as n, cardinality(array_positions(reasons, 'bought_before')) as buy_again
     )
-    select count(*)::int as lists, coalesce(sum(n), 0)::int as candidates from written`,
+    select count(*)::int as lists, coalesce(sum(n - buy_again), 0)::int as candidates,
+           coalesce(sum(buy_again), 0)::int as buy_again
+    from written`,
     ),
   );
   steps.counts.write = written?.lists ?? 0;
   steps.counts.candidates = written?.candidates ?? 0;
+  steps.counts.buyAgain = written?.buy_again ?? 0;
   return steps.result(written?.lists ?? 0);
 }

@@ -1,0 +1,2 @@
+ALTER TABLE "item_neighbors" DROP CONSTRAINT "item_neighbors_kind_check";--> statement-breakpoint
+ALTER TABLE "item_neighbors" ADD CONSTRAINT "item_neighbors_kind_check" CHECK ("item_neighbors"."kind" in ('similar', 'bought_together', 'next'));
