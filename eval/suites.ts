@@ -4,7 +4,6 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { gunzipSync } from "node:zlib";
-import { DEFAULT_RANKING_CONFIG } from "../src/rank/config.ts";
 import {
   cutBeforeEnd,
   type Dataset,
@@ -29,7 +28,6 @@ import {
   SessionKnnVector,
 } from "./methods/baselines.ts";
 import { LastmileBatch, LastmileModels, LastmileRanker, type RequestShape } from "./methods/lastmile.ts";
-import { RankerWithRepeat, SequentialModels } from "./methods/whatif.ts";
 import { customersAt, nextItem, nextPurchase, otto, ottoCases, trainData } from "./protocols.ts";
 import { sqlModels } from "./sql.ts";
 
@@ -74,8 +72,6 @@ export interface LineupOptions {
   ranker?: LastmileRanker;
   /** Include the customer's repeat purchases (protocol ii). */
   repeat?: boolean;
-  /** Add the what-if rows (eval/methods/whatif.ts): a sequential neighbour list, or a buy-again source. */
-  whatIf?: "next" | "repeat";
   only?: readonly string[];
 }
 
@@ -96,25 +92,6 @@ export function lineup(shared: LastmileModels, options: LineupOptions = {}): Met
     }),
     options.ranker ?? new LastmileRanker(shared, { shape: options.shape }),
   ];
-  // The validation search's full choice; popularity 0.2 → 0.6 is not in DEFAULT_RANKING_CONFIG yet
-  // (docs/relevance.md#tuning): reported next to the shipped default.
-  if (!options.only)
-    methods.push(
-      new LastmileRanker(shared, {
-        name: "lastmile, popularity 0.6 (tuned, not shipped)",
-        shape: options.shape,
-        config: { ...DEFAULT_RANKING_CONFIG, weights: { ...DEFAULT_RANKING_CONFIG.weights, popularity: 0.6 } },
-      }),
-    );
-  if (options.whatIf === "next")
-    methods.push(
-      new LastmileRanker(new SequentialModels(shared.params), {
-        name: "what-if: lastmile + next-item list",
-        shape: options.shape,
-      }),
-    );
-  if (options.whatIf === "repeat")
-    methods.push(new RankerWithRepeat(new LastmileRanker(shared, { shape: options.shape })));
   return options.only ? methods.filter((m) => options.only?.includes(m.name)) : methods;
 }
 
@@ -134,7 +111,6 @@ export async function runNextItem(options: {
   sessions?: number;
   catalog?: Dataset["catalog"];
   shape?: RequestShape;
-  whatIf?: boolean;
   /** Batch lists from the deployed SQL in a local Postgres (eval/sql.ts) rather than their TypeScript version. */
   sql?: boolean;
 }): Promise<Record<string, unknown>> {
@@ -147,10 +123,7 @@ export async function runNextItem(options: {
     shared.preset(out.models, new Map());
     batchLists = { computed: "sql", timings: out.timings };
   }
-  const methods = lineup(shared, {
-    shape: options.shape,
-    whatIf: options.whatIf ? "next" : undefined,
-  });
+  const methods = lineup(shared, { shape: options.shape });
   const results = nextItem(methods, train, options.test, { sessions: options.sessions });
   return {
     protocol: "next-item",
@@ -170,7 +143,6 @@ export function readSessionFile(file: string, type: EventType): Session[] {
 export async function runNextPurchase(options: {
   cut: number;
   users?: number;
-  whatIf?: boolean;
   sql?: boolean;
 }): Promise<Record<string, unknown>> {
   const started = performance.now();
@@ -187,11 +159,7 @@ export async function runNextPurchase(options: {
     shared.preset(out.models, byUser);
     batchLists = { computed: "sql", timings: out.timings };
   }
-  const methods = lineup(shared, {
-    repeat: true,
-    shape: NEXT_PURCHASE_SHAPE,
-    whatIf: options.whatIf ? "repeat" : undefined,
-  });
+  const methods = lineup(shared, { repeat: true, shape: NEXT_PURCHASE_SHAPE });
   const results = nextPurchase(methods, data, customers, options.cut, { users: options.users });
   return {
     protocol: "next-purchase",

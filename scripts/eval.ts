@@ -54,7 +54,6 @@ const suites: EvalSuite[] = [
         sessions: optionalNum(v.sessions),
         catalog: v.catalog === "uci" ? readUci().catalog : undefined,
         shape: v.catalog === "uci" ? UCI_NEXT_ITEM_SHAPE : undefined,
-        whatIf: v["what-if"] === true,
         sql: v.sql === true,
       });
     },
@@ -62,7 +61,7 @@ const suites: EvalSuite[] = [
   {
     name: "uci-next-item",
     description:
-      "protocol (i) on UCI invoices, the last --test-days (30) days as the test split [--sessions N] [--what-if] [--sql]",
+      "protocol (i) on UCI invoices, the last --test-days (30) days as the test split [--sessions N] [--sql]",
     async run(v) {
       const { train, test, cut } = uciSplit(num(v["test-days"], 30));
       return {
@@ -74,7 +73,6 @@ const suites: EvalSuite[] = [
           sessions: optionalNum(v.sessions),
           catalog: readUci().catalog,
           shape: UCI_NEXT_ITEM_SHAPE,
-          whatIf: v["what-if"] === true,
           sql: v.sql === true,
         })),
       };
@@ -83,12 +81,11 @@ const suites: EvalSuite[] = [
   {
     name: "uci-next-purchase",
     description:
-      "protocol (ii) on UCI customers: train before --cut (2011-09-01), predict what each buys after [--users N] [--what-if] [--sql]",
+      "protocol (ii) on UCI customers: train before --cut (2011-09-01), predict what each buys after [--users N] [--sql]",
     run(v) {
       return runNextPurchase({
         cut: dateSeconds(v.cut, "2011-09-01"),
         users: optionalNum(v.users),
-        whatIf: v["what-if"] === true,
         sql: v.sql === true,
       });
     },
@@ -131,7 +128,6 @@ const { values, positionals } = parseArgs({
   allowPositionals: true,
   options: {
     list: { type: "boolean", default: false },
-    "what-if": { type: "boolean", default: false },
     sql: { type: "boolean", default: false },
     json: { type: "boolean", default: false },
     train: { type: "string" },

@@ -3,7 +3,7 @@
 // collection API, their request bodies, and the inputs of the ranking core for the Node microbenchmark, read from
 // the same Postgres rows the publish shipped to KV.
 import { LOCAL_KEYS } from "../../scripts/lib/local-keys.ts";
-import { CATALOG_ROW_COLUMNS, catalogRowOf } from "../../src/publish/codec.ts";
+import { BUY_AGAIN_REASON, CATALOG_ROW_COLUMNS, catalogRowOf } from "../../src/publish/codec.ts";
 import { type Product, product, terms } from "../../src/rank/catalog.ts";
 import type { RankInput, Scored, SessionSignals } from "../../src/rank/core.ts";
 import { EVENT_STREAM } from "../../src/session/stream.ts";
@@ -141,9 +141,9 @@ export async function readStore(q: Query, count: number, minCandidates: number):
   ).map((r) => String(r.user_key));
   const batchRows = await q(
     `select c.user_key, u.product_id, u.score from user_candidates c
-     cross join lateral unnest(c.product_ids, c.scores) with ordinality as u(product_id, score, rank)
-     where c.user_key = any($1::text[]) order by c.user_key, u.rank`,
-    [keys],
+     cross join lateral unnest(c.product_ids, c.scores, c.reasons) with ordinality as u(product_id, score, reason, rank)
+     where c.user_key = any($1::text[]) and u.reason is distinct from $2 order by c.user_key, u.rank`,
+    [keys, BUY_AGAIN_REASON],
   );
   const batch = new Map<string, Array<{ productId: string; score: number }>>();
   for (const r of batchRows) {

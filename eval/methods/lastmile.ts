@@ -3,6 +3,7 @@
 // neighbours of the session's recent items and its category affinity); and the full merged ranker (`rank()` with
 // every source of the placement, the ranking config's weights).
 
+import { BUY_AGAIN_REASON } from "../../src/publish/codec.ts";
 import { type Product, product } from "../../src/rank/catalog.ts";
 import { DEFAULT_RANKING_CONFIG, type RankingConfig } from "../../src/rank/config.ts";
 import { type RankInput, rank, type Scored, type SessionSignals } from "../../src/rank/core.ts";
@@ -14,6 +15,7 @@ import {
   type BatchModels,
   type BatchParams,
   computeModels,
+  nextNeighbours,
   userCandidates,
   weightOf,
 } from "./batch.ts";
@@ -35,6 +37,7 @@ export const DEFAULT_SHAPE: RequestShape = { placement: "pdp", as: null };
 export class LastmileModels {
   readonly params: BatchParams;
   models: BatchModels | null = null;
+  next: ReadonlyMap<string, readonly Scored[]> = new Map();
   asOf = 0;
   #catalog: ReadonlyMap<string, ItemInfo> = new Map();
   #products = new Map<string, Product>();
@@ -62,6 +65,7 @@ export class LastmileModels {
     this.asOf = train.asOf;
     this.models =
       this.#preset?.models ?? computeModels(train.sessions, train.asOf, this.params, (id) => this.product(id).category);
+    this.next = this.#preset?.models.next ?? nextNeighbours(train);
   }
 
   /** Every product is visible and in stock: the data sets have no stock; categories and prices when known. */
@@ -167,6 +171,23 @@ export function signalsOf(
   };
 }
 
+/** A user's batch list as the Worker reads it (src/rank/online-store.ts): candidates, and the buy-again entries. */
+export function splitUserList(
+  list: ReadonlyArray<{ productId: string; score: number; reason?: string | null }> | null,
+): {
+  batch: Array<{ productId: string; score: number }> | null;
+  buyAgain: Scored[] | null;
+} {
+  if (!list) return { batch: null, buyAgain: null };
+  const batch: Array<{ productId: string; score: number }> = [];
+  const buyAgain: Scored[] = [];
+  for (const c of list) {
+    if (c.reason === BUY_AGAIN_REASON) buyAgain.push([c.productId, c.score]);
+    else batch.push({ productId: c.productId, score: c.score });
+  }
+  return { batch: batch.length > 0 ? batch : null, buyAgain: buyAgain.length > 0 ? buyAgain : null };
+}
+
 const EMPTY: ReadonlyMap<string, readonly Scored[]> = new Map();
 
 /** The full merged ranker (and, with `sources`, any subset of its candidate sources). */
@@ -225,6 +246,7 @@ export class LastmileRanker implements Method {
     }
     const sources = new Set(config.placements[this.shape.placement]?.sources ?? []);
     const session = signalsOf(events, q.history, q.now, (id) => this.shared.product(id));
+    const userList = splitUserList(this.shared.candidates(q));
     const input: RankInput = {
       placement: this.shape.placement,
       mode: "recommend",
@@ -234,9 +256,11 @@ export class LastmileRanker implements Method {
       query: null,
       filters: {},
       session,
-      batch: sources.has("batch") ? this.shared.candidates(q) : null,
+      batch: sources.has("batch") ? userList.batch : null,
       similar: sources.has("context") || sources.has("session") ? m.similar : EMPTY,
       boughtTogether: sources.has("context") || sources.has("session") ? m.boughtTogether : EMPTY,
+      next: sources.has("context") || sources.has("session") ? this.shared.next : EMPTY,
+      buyAgain: sources.has("buy_again") ? userList.buyAgain : null,
       trending: sources.has("trending") ? m.trending : null,
       popular: sources.has("popular") ? m.popular : null,
       popularByCategory: (c) => m.popularByCategory.get(c),

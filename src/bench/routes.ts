@@ -25,7 +25,7 @@ import { parseEntries, runLoader } from "../batch/loader.ts";
 import { userKey } from "../collect/event.ts";
 import { loadConfig } from "../config.ts";
 import { ApiError } from "../errors.ts";
-import { CATALOG_ROW_COLUMNS, catalogRowOf } from "../publish/codec.ts";
+import { BUY_AGAIN_REASON, CATALOG_ROW_COLUMNS, catalogRowOf } from "../publish/codec.ts";
 import { COORDINATOR_NAME } from "../publish/coordinator.ts";
 import { openDb } from "../publish/db.ts";
 import { KV_PUT_CONCURRENCY } from "../publish/kv-budget.ts";
@@ -208,7 +208,8 @@ benchRoutes.post("/__bench/rank-parse", async (c) => {
 /**
  * The ranking baseline: no online store. Every request opens a pool through the Neon driver, reads the user's
  * batch candidates (user_candidates) and the catalogue rows of the given ids in parallel, and ranks them with the
- * same core as POST /v1/rank (no session, no neighbour, popular or trending lists: the baseline reads less).
+ * same core as POST /v1/rank (no session, no neighbour, popular or trending lists: the baseline reads less; the
+ * list's buy-again entries are left out, as a rerank does not use them).
  */
 benchRoutes.post("/__bench/rank-postgres", async (c) => {
   const request = await rankRequest(c.req.raw);
@@ -221,9 +222,10 @@ benchRoutes.post("/__bench/rank-postgres", async (c) => {
       request.userKey
         ? pool.query(
             `select u.product_id, u.score from user_candidates c
-             cross join lateral unnest(c.product_ids, c.scores) with ordinality as u(product_id, score, rank)
-             where c.user_key = $1 order by u.rank`,
-            [request.userKey],
+             cross join lateral unnest(c.product_ids, c.scores, c.reasons)
+               with ordinality as u(product_id, score, reason, rank)
+             where c.user_key = $1 and u.reason is distinct from $2 order by u.rank`,
+            [request.userKey, BUY_AGAIN_REASON],
           )
         : Promise.resolve({ rows: [] }),
       pool.query(`select ${CATALOG_ROW_COLUMNS} from catalog where id = any($1::text[])`, [

@@ -86,6 +86,12 @@ export interface StableValue<T> {
   e: Entry<T>[];
 }
 
+/**
+ * The reason code of a user list's buy-again entries: the user's earlier purchases, appended after the candidates
+ * with their own scores (docs/recommenders.md#user-candidates); the ranking path reads them as its buy-again source.
+ */
+export const BUY_AGAIN_REASON = "bought_before";
+
 /** A user candidate: [productId, score, reason code or null]. */
 export type UserCandidateTuple = [productId: string, score: number, reason: string | null];
 /** A neighbour: [productId, score]. */

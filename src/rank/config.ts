@@ -8,6 +8,9 @@ export const FEATURES = [
   "batch",
   "context",
   "covisit",
+  "sequence",
+  "buyAgain",
+  "content",
   "sessionAffinity",
   "longTermAffinity",
   "trending",
@@ -28,7 +31,7 @@ export const EXCLUSIONS = ["purchased", "carted", "viewing", "viewed"] as const;
 export type Exclusion = (typeof EXCLUSIONS)[number];
 
 /** Candidate sources, in fallback-chain order. */
-export const CANDIDATE_SOURCES = ["context", "session", "batch", "trending", "popular"] as const;
+export const CANDIDATE_SOURCES = ["context", "session", "buy_again", "batch", "trending", "popular"] as const;
 export type CandidateSource = (typeof CANDIDATE_SOURCES)[number];
 
 export interface PlacementConfig {
@@ -82,7 +85,10 @@ export const DEFAULT_RANKING_CONFIG: RankingConfig = {
   weights: {
     batch: 1.0,
     context: 2.0,
-    covisit: 1.5,
+    covisit: 3.0,
+    sequence: 16.0,
+    buyAgain: 10.0,
+    content: 3.0,
     sessionAffinity: 0.8,
     longTermAffinity: 0.4,
     trending: 0.3,
@@ -93,7 +99,7 @@ export const DEFAULT_RANKING_CONFIG: RankingConfig = {
   },
   placements: {
     home: {
-      sources: ["session", "batch", "trending", "popular"],
+      sources: ["session", "buy_again", "batch", "trending", "popular"],
       exclude: ["purchased", "carted", "viewed"],
       defaultLimit: 12,
     },

@@ -61,6 +61,10 @@ export interface RankInput {
   /** Neighbour lists by seed product. */
   similar: ReadonlyMap<string, readonly Scored[]>;
   boughtTogether: ReadonlyMap<string, readonly Scored[]>;
+  /** "Next items" neighbour lists by seed product: what visitors went on to after it (sequential rules). */
+  next?: ReadonlyMap<string, readonly Scored[]>;
+  /** The user's earlier purchases, best first (count and recency): the buy-again source. */
+  buyAgain?: readonly Scored[] | null;
   /** Live trending (best first). */
   trending: readonly Scored[] | null;
   /** Global popular, and popular per category (normalised category → list). */
@@ -115,12 +119,20 @@ interface Candidate extends Record<Feature, number> {
   /** Feature → the reason code it earns (e.g. covisit → similar_to:<seed>). */
   contextWhy: string | null;
   covisitWhy: string | null;
+  sequenceWhy: string | null;
   adjust: number;
   ruleReasons: string[] | null;
   score: number;
   /** Added by the catalogue fill (no source proposed it). */
   fill?: boolean;
 }
+
+const NO_LISTS: ReadonlyMap<string, readonly Scored[]> = new Map();
+/**
+ * The session's recent items as seeds of the "next items" lists, relative to a context item's weight 1: what
+ * follows the product in view matters most; 0.1 was chosen on the validation split (docs/relevance.md#tuning).
+ */
+export const SESSION_SEQUENCE_SHARE = 0.1;
 
 const SOURCE_BIT = Object.fromEntries(CANDIDATE_SOURCES.map((source, i) => [source, 1 << i])) as Record<
   CandidateSource,
@@ -300,6 +312,9 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
         batch: 0,
         context: 0,
         covisit: 0,
+        sequence: 0,
+        buyAgain: 0,
+        content: 0,
         sessionAffinity: 0,
         longTermAffinity: 0,
         trending: 0,
@@ -309,6 +324,7 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
         base: 0,
         contextWhy: null,
         covisitWhy: null,
+        sequenceWhy: null,
         adjust: 0,
         ruleReasons: null,
         score: 0,
@@ -348,6 +364,17 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
   // ── candidates, in fallback-chain order: context → session → batch → trending → popular ──
   const contextBlend = blend(contextSeeds, [input.similar, input.boughtTogether], ["similar_to", "bought_together"]);
   const covisit = blend(sessionSeeds, [input.similar, input.boughtTogether], ["similar_to", "bought_together"]);
+  // What visitors went on to after the context items (weight 1) and, less, after the session's recent items.
+  const next = input.next ?? NO_LISTS;
+  const sequenceSeeds =
+    next.size === 0
+      ? []
+      : [...contextSeeds, ...sessionSeeds.map((s) => ({ id: s.id, weight: SESSION_SEQUENCE_SHARE * s.weight }))];
+  const sequence = blend(sequenceSeeds, [next], ["next_after"]);
+  /** Products that follow a context item (the context source proposes them; the session source the others). */
+  const afterContext = new Set<string>();
+  for (const id of input.context) for (const [n] of next.get(id) ?? []) afterContext.add(n);
+  const buyAgainNorm = normalised(input.buyAgain);
   const batchNorm = normalised(input.batch?.map((b) => [b.productId, b.score] as const));
   const trendNorm = normalised(input.trending);
   const popularNorm = normalised(input.popular);
@@ -372,6 +399,10 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
     });
   } else {
     if (sources.has("context")) for (const id of contextBlend.keys()) add(id, "context");
+    for (const id of sequence.keys()) {
+      const source = afterContext.has(id) ? "context" : "session";
+      if (sources.has(source)) add(id, source);
+    }
     if (sources.has("session")) {
       for (const id of covisit.keys()) add(id, "session");
       // The visitor's strongest session categories bring their popular products.
@@ -383,6 +414,7 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
         }
       }
     }
+    if (sources.has("buy_again")) for (const id of buyAgainNorm.keys()) add(id, "buy_again");
     if (sources.has("batch")) for (const id of batchNorm.keys()) add(id, "batch");
     if (sources.has("trending")) for (const id of trendNorm.keys()) add(id, "trending");
     if (sources.has("popular")) {
@@ -403,6 +435,11 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
   /** " term": a word of the product's text starts with the term (see Product.text). */
   const queryNeedles = queryTerms.map((t) => ` ${t}`);
   const queryScale = input.query ? 1 : 0.5;
+  // Content: how many of the context products' title words start one of the candidate's words.
+  const contentNeedles: string[] = [];
+  for (const id of input.context)
+    for (const t of terms(input.catalog(id)?.title ?? ""))
+      if (!contentNeedles.includes(` ${t}`)) contentNeedles.push(` ${t}`);
   // List features: each list is walked once and writes into the candidates it names (fewer lookups than asking
   // every list about every candidate when candidates are many, as in a 1,000-item rerank).
   for (const [id, v] of contextBlend) {
@@ -418,6 +455,17 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
       c.covisit = v.value;
       c.covisitWhy = v.best;
     }
+  }
+  for (const [id, v] of sequence) {
+    const c = candidates.get(id);
+    if (c) {
+      c.sequence = v.value;
+      c.sequenceWhy = v.best;
+    }
+  }
+  for (const [id, v] of buyAgainNorm) {
+    const c = candidates.get(id);
+    if (c) c.buyAgain = v;
   }
   for (const [id, v] of batchNorm) {
     const c = candidates.get(id);
@@ -440,10 +488,14 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
     }
     if (session && p?.band) f.priceBand = session.priceBands.get(p.band) ?? 0;
     if (queryTerms.length > 0 && p) f.query = (queryScale * queryHits(queryNeedles, p.text)) / queryTerms.length;
+    if (contentNeedles.length > 0 && p) f.content = queryHits(contentNeedles, p.text) / contentNeedles.length;
     c.score =
       weights.batch * f.batch +
       weights.context * f.context +
       weights.covisit * f.covisit +
+      weights.sequence * f.sequence +
+      weights.buyAgain * f.buyAgain +
+      weights.content * f.content +
       weights.sessionAffinity * f.sessionAffinity +
       weights.longTermAffinity * f.longTermAffinity +
       weights.trending * f.trending +
@@ -573,6 +625,12 @@ function reasonCode(c: Candidate, k: Feature): string | null {
       return c.contextWhy;
     case "covisit":
       return c.covisitWhy;
+    case "sequence":
+      return c.sequenceWhy;
+    case "buyAgain":
+      return "bought_before";
+    case "content":
+      return "similar_content";
     case "sessionAffinity":
       return c.product?.category ? `session_affinity:${c.product.category}` : null;
     case "longTermAffinity":
@@ -618,6 +676,9 @@ function reasonsOf(c: Candidate, w: Record<Feature, number>): string[] {
   if (c.batch > 0) insertReason(codes, values, "batch", w.batch * c.batch);
   if (c.context > 0) insertReason(codes, values, c.contextWhy, w.context * c.context);
   if (c.covisit > 0) insertReason(codes, values, c.covisitWhy, w.covisit * c.covisit);
+  if (c.sequence > 0) insertReason(codes, values, c.sequenceWhy, w.sequence * c.sequence);
+  if (c.buyAgain > 0) insertReason(codes, values, "bought_before", w.buyAgain * c.buyAgain);
+  if (c.content > 0) insertReason(codes, values, "similar_content", w.content * c.content);
   if (c.sessionAffinity > 0) {
     insertReason(codes, values, reasonCode(c, "sessionAffinity"), w.sessionAffinity * c.sessionAffinity);
   }

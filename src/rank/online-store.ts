@@ -11,8 +11,23 @@
 // Every read goes through one bulk `get` per phase, so a request costs at most two KV operations when caches are warm.
 
 import type { Pointer, PopularValue } from "../publish/codec.ts";
-import { decodeCatalogShard, decodeNeighbors, decodePointer, decodePopular, decodeUserList } from "../publish/codec.ts";
-import { catalogShardKey, itemListKey, POINTER_KEY, popularListKey, userListKey } from "../publish/keys.ts";
+import {
+  BUY_AGAIN_REASON,
+  decodeCatalogShard,
+  decodeNeighbors,
+  decodePointer,
+  decodePopular,
+  decodeUserList,
+} from "../publish/codec.ts";
+import {
+  catalogShardKey,
+  itemListKey,
+  NEIGHBOR_KEY_KINDS,
+  type NeighborKeyKind,
+  POINTER_KEY,
+  popularListKey,
+  userListKey,
+} from "../publish/keys.ts";
 import { type CatalogLookup, type Product, shardProducts } from "./catalog.ts";
 import { DEFAULT_RANKING_CONFIG, parseRankingConfig, RANKING_CONFIG_KEY, type RankingConfig } from "./config.ts";
 import type { Scored } from "./core.ts";
@@ -196,16 +211,22 @@ async function loadShared(kv: KVNamespace, pointer: Pointer | null): Promise<Sha
 }
 
 export interface UserList {
+  /** The batch candidates, best first. */
   items: Array<{ productId: string; score: number }>;
+  /** The user's earlier purchases (the entries with BUY_AGAIN_REASON), best first. */
+  buyAgain: Scored[];
   version: number;
   generatedAt: number;
 }
 
+const emptyNeighbors = (): Lists["neighbors"] =>
+  Object.fromEntries(NEIGHBOR_KEY_KINDS.map((kind) => [kind, new Map()])) as Lists["neighbors"];
+
 export interface Lists {
   /** userKey → its batch list at the pointer's version (null: none). */
   users: Map<string, UserList | null>;
-  similar: Map<string, Scored[]>;
-  boughtTogether: Map<string, Scored[]>;
+  /** Neighbour lists by kind, then by seed product. */
+  neighbors: Record<NeighborKeyKind, Map<string, Scored[]>>;
   /** KV operations used (0 when everything came from the isolate cache). */
   reads: number;
 }
@@ -222,7 +243,7 @@ export function readLists(
   now: number,
 ): Lists | Promise<Lists> {
   const cache = cacheOf(kv);
-  const out: Lists = { users: new Map(), similar: new Map(), boughtTogether: new Map(), reads: 0 };
+  const out: Lists = { users: new Map(), neighbors: emptyNeighbors(), reads: 0 };
   const wanted: string[] = [];
   const usersToRead: string[] = [];
   for (const u of userKeys) {
@@ -233,13 +254,13 @@ export function readLists(
       wanted.push(userListKey(u));
     }
   }
-  const neighborKeys: Array<[seed: string, kind: "similar" | "bought_together", key: string]> = [];
+  const neighborKeys: Array<[seed: string, kind: NeighborKeyKind, key: string]> = [];
   for (const seed of seeds) {
-    for (const kind of ["similar", "bought_together"] as const) {
+    for (const kind of NEIGHBOR_KEY_KINDS) {
       const key = itemListKey(kind, seed);
       const hit = cache.neighbors.get(`${pointer.version}|${key}`);
       if (hit && now - hit.at < NEIGHBOR_TTL_MS) {
-        if (hit.value) (kind === "similar" ? out.similar : out.boughtTogether).set(seed, hit.value);
+        if (hit.value) out.neighbors[kind].set(seed, hit.value);
       } else {
         neighborKeys.push([seed, kind, key]);
         wanted.push(key);
@@ -257,7 +278,7 @@ async function readMissing(
   out: Lists,
   wanted: readonly string[],
   usersToRead: readonly string[],
-  neighborKeys: ReadonlyArray<[seed: string, kind: "similar" | "bought_together", key: string]>,
+  neighborKeys: ReadonlyArray<[seed: string, kind: NeighborKeyKind, key: string]>,
   now: number,
 ): Promise<Lists> {
   const values = new Map<string, string | null>();
@@ -268,13 +289,16 @@ async function readMissing(
   }
   for (const u of usersToRead) {
     const list = decodeUserList(values.get(userListKey(u)) ?? null, pointer.version);
-    const value: UserList | null = list
-      ? {
-          items: list.items.map((c) => ({ productId: c.productId, score: c.score })),
-          version: list.version,
-          generatedAt: list.generatedAt,
-        }
-      : null;
+    let value: UserList | null = null;
+    if (list) {
+      const items: UserList["items"] = [];
+      const buyAgain: Scored[] = [];
+      for (const c of list.items) {
+        if (c.reason === BUY_AGAIN_REASON) buyAgain.push([c.productId, c.score]);
+        else items.push({ productId: c.productId, score: c.score });
+      }
+      value = { items, buyAgain, version: list.version, generatedAt: list.generatedAt };
+    }
     out.users.set(u, value);
     const id = `${pointer.version}|${u}`;
     cache.users.delete(id);
@@ -289,7 +313,7 @@ async function readMissing(
     const scored: Scored[] | null = list ? list.items.map((n) => [n.productId, n.score] as const) : null;
     if (cache.neighbors.size >= NEIGHBOR_CACHE_MAX) cache.neighbors.clear();
     cache.neighbors.set(`${pointer.version}|${key}`, { at: now, value: scored });
-    if (scored) (kind === "similar" ? out.similar : out.boughtTogether).set(seed, scored);
+    if (scored) out.neighbors[kind].set(seed, scored);
   }
   return out;
 }

@@ -2,6 +2,7 @@
 // core, and describe the answer (freshness of each source, degraded flags, timings). A source that fails or is
 // late is left out and flagged; the answer is never an error because of a dependency.
 import type { Pointer, PopularValue } from "../publish/codec.ts";
+import { NEIGHBOR_KEY_KINDS } from "../publish/keys.ts";
 import type { SessionSnapshot } from "../session/snapshot.ts";
 import type { CatalogLookup } from "./catalog.ts";
 import { DEFAULT_RANKING_CONFIG, type RankingConfig } from "./config.ts";
@@ -231,8 +232,8 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
       if (!lists) lists = second.value;
       else {
         for (const [k, v] of second.value.users) lists.users.set(k, v);
-        for (const [k, v] of second.value.similar) lists.similar.set(k, v);
-        for (const [k, v] of second.value.boughtTogether) lists.boughtTogether.set(k, v);
+        for (const kind of NEIGHBOR_KEY_KINDS)
+          for (const [k, v] of second.value.neighbors[kind]) lists.neighbors[kind].set(k, v);
       }
     } else degraded.push(`session_neighbors_${second.status}`);
   }
@@ -268,8 +269,10 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
       filters: request.filters,
       session: signals,
       batch: batch?.items ?? null,
-      similar: lists?.similar ?? new Map(),
-      boughtTogether: lists?.boughtTogether ?? new Map(),
+      similar: lists?.neighbors.similar ?? new Map(),
+      boughtTogether: lists?.neighbors.bought_together ?? new Map(),
+      next: lists?.neighbors.next ?? new Map(),
+      buyAgain: batch?.buyAgain ?? null,
       trending,
       popular,
       popularByCategory: (c) => popularSegments[`category:${c}`],

@@ -59,7 +59,7 @@ describe("parseRankingConfig accepts", () => {
   it("a new placement, with home's sources, no exclusions and limit 10 unless given", () => {
     const config = accepted({ placements: { search_page: {} } });
     expect(config.placements.search_page).toEqual({
-      sources: ["session", "batch", "trending", "popular"],
+      sources: ["session", "buy_again", "batch", "trending", "popular"],
       exclude: [],
       defaultLimit: 10,
     });

@@ -77,6 +77,140 @@ const item = (out: RankOutput, id: string) => {
 const withConfig = (patch: Partial<RankingConfig>): RankingConfig => ({ ...DEFAULT_RANKING_CONFIG, ...patch });
 const withRules = (...rules: MerchandisingRule[]) => withConfig({ rules });
 
+describe("next items, buy again and content", () => {
+  // Weights given here, not read from the default: the expectations are worked out with them.
+  const W = { ...DEFAULT_RANKING_CONFIG.weights, sequence: 10, buyAgain: 4, content: 2, covisit: 1, context: 1 };
+  const config = withConfig({ weights: W });
+
+  it("scores what followed the product in view, and less what followed the session's recent items", () => {
+    const out = rank(
+      input({
+        placement: "pdp",
+        rows: plain("x", "v1", "a", "b", "c"),
+        context: ["x"],
+        session: session({ viewed: ["v1"] }),
+        next: new Map<string, Scored[]>([
+          [
+            "x",
+            [
+              ["a", 4],
+              ["b", 2],
+            ],
+          ],
+          [
+            "v1",
+            [
+              ["c", 6],
+              ["a", 3],
+            ],
+          ],
+        ]),
+        explain: true,
+      }),
+      config,
+    );
+    // Seeds: x weight 1, v1 weight SESSION_SEQUENCE_SHARE (0.1) × recency(0) = 0.1; total 1.1.
+    // a = (1·4/4 + 0.1·3/6) / 1.1 = 1.05 / 1.1; b = (1·2/4) / 1.1; c = (0.1·6/6) / 1.1.
+    expect(ids(out)).toEqual(["a", "b", "c"]);
+    expect(item(out, "a").score).toBeCloseTo((10 * 1.05) / 1.1, 5);
+    expect(item(out, "b").score).toBeCloseTo((10 * 0.5) / 1.1, 5);
+    expect(item(out, "c").score).toBeCloseTo((10 * 0.1) / 1.1, 5);
+    expect(item(out, "a").reasons).toEqual(["next_after:x"]);
+    expect(item(out, "c").reasons).toEqual(["next_after:v1"]);
+    // What follows the product in view is a context candidate; what follows only a session item a session one.
+    expect(item(out, "a").sources).toEqual(["context"]);
+    expect(item(out, "c").sources).toEqual(["session"]);
+  });
+
+  it("never proposes the seed itself, and without next lists the feature is zero", () => {
+    const out = rank(
+      input({
+        placement: "pdp",
+        rows: plain("x", "a"),
+        context: ["x"],
+        next: new Map<string, Scored[]>([
+          [
+            "x",
+            [
+              ["x", 9],
+              ["a", 3],
+            ],
+          ],
+        ]),
+        popular: [["a", 1]],
+        explain: true,
+      }),
+      config,
+    );
+    // The list is scaled by its best entry (9) even though that entry, the seed itself, is never proposed.
+    expect(ids(out)).toEqual(["a"]);
+    expect(item(out, "a").contributions?.sequence).toBeCloseTo((10 * 3) / 9, 5);
+    const none = rank(
+      input({ placement: "pdp", rows: plain("x", "a"), context: ["x"], popular: [["a", 1]], explain: true }),
+      config,
+    );
+    expect(none.items[0]?.contributions?.sequence).toBeUndefined();
+  });
+
+  it("buy again: the user's earlier purchases, scaled to the best, on placements that name the source", () => {
+    const buyAgain: Scored[] = [
+      ["r1", 2],
+      ["r2", 0.5],
+    ];
+    const out = rank(
+      input({ rows: plain("r1", "r2", "b1"), batch: batch(["b1", 1]), buyAgain, explain: true }),
+      config,
+    );
+    // home has the buy_again source: r1 = 4 × 1, r2 = 4 × 0.25, b1 = batch weight × 1.
+    expect(item(out, "r1").score).toBe(4);
+    expect(item(out, "r2").score).toBe(1);
+    expect(item(out, "r1").reasons).toEqual(["bought_before"]);
+    expect(item(out, "r1").sources).toEqual(["buy_again"]);
+    expect(ids(out)).toEqual(["r1", "b1", "r2"].sort((a, b) => item(out, b).score - item(out, a).score));
+    // pdp does not list the source: the purchases are no candidates there.
+    const pdp = rank(
+      input({ placement: "pdp", rows: plain("r1", "r2", "b1"), batch: batch(["b1", 1]), buyAgain }),
+      config,
+    );
+    expect(ids(pdp)).toEqual(["b1"]);
+    // A purchase of this session is still excluded on home ("purchased"), whatever the batch says.
+    const excluded = rank(
+      input({ rows: plain("r1", "r2"), buyAgain, session: session({ purchased: ["r1"] }), whyNot: "r1" }),
+      config,
+    );
+    expect(ids(excluded)).toEqual(["r2"]);
+    expect(excluded.whyNot).toEqual({ productId: "r1", status: "removed", rule: "purchased" });
+  });
+
+  it("content: the share of the viewed product's title words that start a word of the candidate", () => {
+    const out = rank(
+      input({
+        placement: "pdp",
+        rows: {
+          x: { title: "Jumbo Bag Red Retrospot" },
+          a: { title: "Jumbo bag pink polkadot" },
+          b: { title: "Lunch bag red retrospot" },
+          c: { title: "Paper chain kit" },
+        },
+        context: ["x"],
+        popular: [
+          ["a", 1],
+          ["b", 1],
+          ["c", 1],
+        ],
+        explain: true,
+      }),
+      config,
+    );
+    // x's words: jumbo, bag, red, retrospot. a matches jumbo, bag (2/4); b bag, red, retrospot (3/4); c none.
+    expect(item(out, "a").contributions?.content).toBe(2 * 0.5);
+    expect(item(out, "b").contributions?.content).toBe(2 * 0.75);
+    expect(item(out, "c").contributions?.content).toBeUndefined();
+    expect(ids(out)).toEqual(["b", "a", "c"]);
+    expect(item(out, "b").reasons[0]).toBe("similar_content");
+  });
+});
+
 describe("candidates and features", () => {
   it("takes batch, trending and popular candidates and scores them weight × (score / best of its list)", () => {
     const out = rank(
@@ -165,9 +299,9 @@ describe("candidates and features", () => {
         popularByCategory: (c) => (c === "shoes" ? [["c1", 5]] : c === "hats" ? [["c2", 5]] : undefined),
         explain: true,
       }),
-      DEFAULT_RANKING_CONFIG,
+      withConfig({ weights: { ...DEFAULT_RANKING_CONFIG.weights, covisit: 1.5 } }),
     );
-    // Seed weights 1 and 0.5^(1/2); n1 = 1 / (1 + √½), n2 = √½ / (1 + √½); covisit weight 1.5.
+    // Seed weights 1 and 0.5^(1/2); n1 = 1 / (1 + √½), n2 = √½ / (1 + √½); covisit weight 1.5 (given).
     const w2 = Math.SQRT1_2;
     const n1 = 1.5 * (1 / (1 + w2));
     const n2 = 1.5 * (w2 / (1 + w2));

