@@ -133,7 +133,12 @@ describe("computeRecommendations", () => {
   });
 
   it("next items: what came after a product in the same visit, 1/steps, repeats kept, the product itself skipped", async () => {
-    const report = await computeRecommendations(db, { asOf: T, only: ["next_items"] });
+    // A 90-day window (the default is a year): the fixture's window edge sits at 90 days.
+    const report = await computeRecommendations(db, {
+      asOf: T,
+      only: ["next_items"],
+      params: { nextItems: { windowDays: 90 } },
+    });
     // Visits, events in order (an order's lines by position), split at a gap of more than 30 minutes:
     //   u1: A B B | A C   u2: A B(purchase)   u3: B C | D E   u4: D E E   u5, u6: C | F (40 minutes: no C→F)
     //   b1: P Q   b2: P Q R   b3: P R   b4: S (alone: no pair)
@@ -174,7 +179,7 @@ describe("computeRecommendations", () => {
     await computeRecommendations(db, {
       asOf: T,
       only: ["next_items"],
-      params: { nextItems: { maxEventsPerSession: 3, maxSteps: 2, minScore: 1 } },
+      params: { nextItems: { windowDays: 90, maxEventsPerSession: 3, maxSteps: 2, minScore: 1 } },
     });
     // s1's first visit keeps its last 3 events, C F S: C→F 1, C→S 0.5 (below minScore 1: dropped), F→S 1 — no
     // F→C, and F→S loses the first F's 1/3. Every other visit has ≤ 3 events and no pair 3 steps apart.

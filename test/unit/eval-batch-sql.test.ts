@@ -78,7 +78,9 @@ describe("the TypeScript batch lists agree with the SQL recommenders' hand-worke
   });
 
   it("next items", () => {
-    const next = computeNextItems(sessions, asOf, BATCH_DEFAULTS.nextItems);
+    // A 90-day window (the default is a year), as the SQL test: the fixture's window edge sits at 90 days.
+    const ninety = { ...BATCH_DEFAULTS.nextItems, windowDays: 90 };
+    const next = computeNextItems(sessions, asOf, ninety);
     expect(listOf(next)).toEqual([
       "A→B#1 2.5",
       "A→C#2 1",
@@ -94,13 +96,14 @@ describe("the TypeScript batch lists agree with the SQL recommenders' hand-worke
       "Q→R#1 1",
       "W2→W3#1 1",
     ]);
-    // The evaluation's entry point and computeModels give the same lists with the defaults.
-    expect(nextNeighbours({ sessions, asOf })).toEqual(next);
-    expect(computeModels(sessions, asOf, BATCH_DEFAULTS, categoryOf).next).toEqual(next);
+    // The evaluation's entry point and computeModels give the same lists as computeNextItems.
+    expect(nextNeighbours({ sessions, asOf })).toEqual(computeNextItems(sessions, asOf, BATCH_DEFAULTS.nextItems));
+    expect(computeModels(sessions, asOf, { ...BATCH_DEFAULTS, nextItems: ninety }, categoryOf).next).toEqual(next);
     // The last 3 events of a visit, at most 2 steps apart, score ≥ 1: F loses F→C and the first F's 1/3 to S,
     // C→S (0.5) is dropped.
     const cut = computeNextItems(sessions, asOf, {
       ...NEXT_ITEMS_DEFAULTS,
+      windowDays: 90,
       maxEventsPerSession: 3,
       maxSteps: 2,
       minScore: 1,
