@@ -5,6 +5,7 @@
 //   POST /v1/admin/refresh, GET /v1/admin/runs, GET /v1/admin/versions, POST /v1/admin/rollback,
 //   POST /v1/admin/catalog/push                             the batch loop and publishing (src/admin/batch.ts)
 //   GET/PUT /v1/admin/ranking-config                        the ranking config (src/admin/ranking-config.ts)
+//   GET/PUT /v1/admin/experiments                           the experiments document (src/admin/experiments.ts)
 import { Hono } from "hono";
 import type { AppEnv } from "../app.ts";
 import { requireAdmin } from "../auth.ts";
@@ -13,6 +14,7 @@ import { configOrThrow } from "../config.ts";
 import { ApiError } from "../errors.ts";
 import { batchAdminRoutes } from "./batch.ts";
 import { putCatalog } from "./catalog.ts";
+import { experimentsRoutes } from "./experiments.ts";
 import { rankingConfigRoutes } from "./ranking-config.ts";
 
 export const DEAD_LETTERS_DEFAULT_LIMIT = 100;
@@ -80,3 +82,4 @@ adminRoutes.get("/v1/admin/users/:id", async (c) => {
 adminRoutes.put("/v1/admin/catalog", putCatalog);
 adminRoutes.route("/", batchAdminRoutes);
 adminRoutes.route("/", rankingConfigRoutes);
+adminRoutes.route("/", experimentsRoutes);

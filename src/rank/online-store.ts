@@ -10,6 +10,12 @@
 //     publish) can live, and the memory.
 // Every read goes through one bulk `get` per phase, so a request costs at most two KV operations when caches are warm.
 
+import {
+  DEFAULT_EXPERIMENTS_CONFIG,
+  EXPERIMENTS_KEY,
+  type ExperimentsConfig,
+  parseExperiments,
+} from "../experiments/config.ts";
 import type { Pointer, PopularValue } from "../publish/codec.ts";
 import {
   BUY_AGAIN_REASON,
@@ -28,6 +34,7 @@ import {
   popularListKey,
   userListKey,
 } from "../publish/keys.ts";
+import { docDecoder } from "../stored-doc.ts";
 import { type CatalogLookup, type Product, shardProducts } from "./catalog.ts";
 import { DEFAULT_RANKING_CONFIG, parseRankingConfig, RANKING_CONFIG_KEY, type RankingConfig } from "./config.ts";
 import type { Scored } from "./core.ts";
@@ -48,6 +55,9 @@ export interface Head {
   config: RankingConfig;
   /** The stored config could not be used (the default is in effect). */
   configInvalid: boolean;
+  /** The experiments document (docs/experiments.md); none running when absent or unreadable. */
+  experiments: ExperimentsConfig;
+  experimentsInvalid: boolean;
 }
 
 export interface Shared {
@@ -92,19 +102,12 @@ function cacheOf(kv: KVNamespace): IsolateCache {
 }
 
 /** The stored ranking config, or the default (an unreadable one is reported, never fatal). */
-export function decodeRankingConfig(text: string | null): { config: RankingConfig; invalid: boolean } {
-  if (text === null) return { config: DEFAULT_RANKING_CONFIG, invalid: false };
-  try {
-    const doc = JSON.parse(text) as { version?: unknown; config?: unknown };
-    const parsed = parseRankingConfig(doc.config, String(doc.version ?? "unknown"));
-    if (parsed.ok) return { config: parsed.config, invalid: false };
-  } catch {
-    // fall through
-  }
-  return { config: DEFAULT_RANKING_CONFIG, invalid: true };
-}
+export const decodeRankingConfig = docDecoder(parseRankingConfig, DEFAULT_RANKING_CONFIG);
 
-/** The pointer and the config: from the isolate cache (synchronously, no I/O) or one bulk read. */
+/** The stored experiments document, or none running (an unreadable one is reported, never fatal). */
+export const decodeExperiments = docDecoder(parseExperiments, DEFAULT_EXPERIMENTS_CONFIG);
+
+/** The pointer, the ranking config and the experiments: from the isolate cache (synchronously, no I/O) or one bulk read. */
 export function readHead(kv: KVNamespace, now: number): Head | Promise<Head> {
   const cache = cacheOf(kv);
   if (cache.head && now - cache.head.at < POINTER_TTL_MS) return cache.head.value;
@@ -112,9 +115,19 @@ export function readHead(kv: KVNamespace, now: number): Head | Promise<Head> {
   if (!cache.headLoading || now - cache.headLoadingSince > HEAD_LOAD_GIVE_UP_MS) {
     cache.headLoadingSince = now;
     const load = async (): Promise<Head> => {
-      const values = await kv.get([POINTER_KEY, RANKING_CONFIG_KEY], { type: "text", cacheTtl: KV_CACHE_TTL_S });
+      const values = await kv.get([POINTER_KEY, RANKING_CONFIG_KEY, EXPERIMENTS_KEY], {
+        type: "text",
+        cacheTtl: KV_CACHE_TTL_S,
+      });
       const { config, invalid } = decodeRankingConfig(values.get(RANKING_CONFIG_KEY) ?? null);
-      const head = { pointer: decodePointer(values.get(POINTER_KEY) ?? null), config, configInvalid: invalid };
+      const experiments = decodeExperiments(values.get(EXPERIMENTS_KEY) ?? null);
+      const head: Head = {
+        pointer: decodePointer(values.get(POINTER_KEY) ?? null),
+        config,
+        configInvalid: invalid,
+        experiments: experiments.config,
+        experimentsInvalid: experiments.invalid,
+      };
       cache.head = { at: now, value: head };
       return head;
     };

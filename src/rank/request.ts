@@ -34,6 +34,8 @@ export interface RankRequest {
   mode: "recommend" | "similar" | "rerank";
   placement: string;
   userKey: string | null;
+  /** The anonymous id the caller named (also when a userId wins the key): an experiment's assignment unit. */
+  anonymousId: string | null;
   context: string[];
   limit: number;
   filters: Filters;
@@ -168,6 +170,7 @@ export function parseRankParams(mode: RankRequest["mode"], params: RankParams, c
     mode,
     placement,
     userKey,
+    anonymousId: id("anonymousId", params.anonymousId) ?? null,
     context: productId ? [productId] : [],
     limit,
     filters,

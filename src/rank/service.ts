@@ -1,12 +1,15 @@
 // One ranking answer: fetch every source in parallel, each under its own deadline, hand what arrived to the pure
 // core, and describe the answer (freshness of each source, degraded flags, timings). A source that fails or is
 // late is left out and flagged; the answer is never an error because of a dependency.
+
+import type { Team } from "../experiments/interleave.ts";
+import { assignmentUnit, experimentPlacement, interleaveAnswers, planExperiment } from "../experiments/serve.ts";
 import type { Pointer, PopularValue } from "../publish/codec.ts";
 import { NEIGHBOR_KEY_KINDS } from "../publish/keys.ts";
 import type { SessionSnapshot } from "../session/snapshot.ts";
 import type { CatalogLookup } from "./catalog.ts";
 import { DEFAULT_RANKING_CONFIG, type RankingConfig } from "./config.ts";
-import { type RankOutput, rank, type Scored, type SessionSignals } from "./core.ts";
+import { type RankInput, type RankOutput, rank, type Scored, type SessionSignals } from "./core.ts";
 import { type Head, type Lists, lastHead, readHead, readLists, readShared, type Shared } from "./online-store.ts";
 import type { RankRequest } from "./request.ts";
 import { sessionSignals } from "./signals.ts";
@@ -48,6 +51,11 @@ export interface RankAnswer {
   degraded: string[];
   config: { version: string };
   snapshot: { version: number | null; generatedAt: number | null };
+  /**
+   * The experiment this answer belongs to (docs/experiments.md#serving): its id, the visitor's arm, the document's
+   * version; `teams`: an interleaved list's team per position ("a" = the first variant). Null: none.
+   */
+  experiment: { id: string; arm: string; mode: "split" | "interleave"; version: string; teams?: Team[] } | null;
   explain?: {
     candidates: number;
     removed: Record<string, number>;
@@ -258,44 +266,58 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
   const trending = live.list && live.list.length > 0 ? live.list : trendingKv;
   const catalog: CatalogLookup = shared?.catalog ?? (() => undefined);
 
-  const output = rank(
-    {
-      placement: request.placement,
-      mode: request.mode,
-      limit: request.limit,
-      now: started,
-      context,
-      query: request.query,
-      filters: request.filters,
-      session: signals,
-      batch: batch?.items ?? null,
-      similar: lists?.neighbors.similar ?? new Map(),
-      boughtTogether: lists?.neighbors.bought_together ?? new Map(),
-      next: lists?.neighbors.next ?? new Map(),
-      buyAgain: batch?.buyAgain ?? null,
-      trending,
-      popular,
-      popularByCategory: (c) => popularSegments[`category:${c}`],
-      ...(request.candidates ? { candidates: request.candidates } : {}),
-      catalog,
-      ...(shared?.catalog ? { catalogScan: () => shared.products } : {}),
-      trustUnknown: shared?.catalog == null,
-      explain: request.explain,
-      whyNot: request.whyNot,
-    },
-    config,
-  );
+  // Experiments: the visitor's arm decides the config and whether their own data is used (no read of its own: the
+  // document came with the head, the unit with the snapshot).
+  const recId = crypto.randomUUID();
+  const unit = assignmentUnit(request.anonymousId, userKey, snapshot?.exists ? snapshot.anonymousIds : null);
+  const plan = head
+    ? planExperiment(head.experiments, experimentPlacement(request.mode, request.placement), started, unit, config)
+    : null;
+  if (head?.experimentsInvalid) degraded.push("experiments_invalid");
+  const personalContext = [...context];
+  const inputFor = (personal: boolean): RankInput => ({
+    placement: request.placement,
+    mode: request.mode,
+    limit: request.limit,
+    now: started,
+    context: personal ? personalContext : request.context,
+    query: request.query,
+    filters: request.filters,
+    session: personal ? signals : null,
+    batch: personal ? (batch?.items ?? null) : null,
+    similar: lists?.neighbors.similar ?? new Map(),
+    boughtTogether: lists?.neighbors.bought_together ?? new Map(),
+    next: lists?.neighbors.next ?? new Map(),
+    buyAgain: personal ? (batch?.buyAgain ?? null) : null,
+    trending,
+    popular,
+    popularByCategory: (c) => popularSegments[`category:${c}`],
+    ...(request.candidates ? { candidates: request.candidates } : {}),
+    catalog,
+    ...(shared?.catalog ? { catalogScan: () => shared.products } : {}),
+    trustUnknown: shared?.catalog == null,
+    explain: request.explain,
+    whyNot: request.whyNot,
+  });
+  const plans = plan?.plans ?? [{ config, personal: true }];
+  const outputs = plans.map((p) => rank(inputFor(p.personal), p.config));
+  const output = outputs[0] as RankOutput;
+  let items = output.items;
+  let teams: Team[] | undefined;
+  if (outputs.length === 2) {
+    ({ items, teams } = interleaveAnswers(output.items, (outputs[1] as RankOutput).items, request.limit, recId));
+  }
   if (!shared?.catalog && request.mode !== "rerank") degraded.push("catalog_unavailable");
 
   const now = deps.now();
   timing.total = now - started;
   const age = (at: number | null | undefined) => (at === null || at === undefined ? null : Math.max(0, now - at));
   const result: RankAnswer = {
-    recId: crypto.randomUUID(),
+    recId,
     placement: request.placement,
     mode: request.mode,
     userKey: resolvedKey ?? userKey,
-    items: output.items,
+    items,
     sources: {
       session: !userKey
         ? { status: "skipped" }
@@ -345,6 +367,16 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
     degraded,
     config: { version: config.version },
     snapshot: { version: pointer?.version ?? null, generatedAt: pointer?.generatedAt ?? null },
+    experiment:
+      plan && head
+        ? {
+            id: plan.experiment.id,
+            arm: plan.arm,
+            mode: plan.experiment.mode,
+            version: head.experiments.version,
+            ...(teams ? { teams } : {}),
+          }
+        : null,
     timing,
   };
   if (request.explain) {

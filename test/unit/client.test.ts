@@ -75,6 +75,7 @@ function answer(items: string[], extra: Partial<RankResponse> = {}): RankRespons
     degraded: [],
     config: { version: "default" },
     snapshot: { version: 3, generatedAt: 1_700_000_000_000 },
+    experiment: null,
     ...extra,
   };
 }

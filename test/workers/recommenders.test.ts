@@ -55,7 +55,8 @@ describe("computeRecommendations in the Worker runtime", () => {
       expect((await pool.query("select current_schema() as s")).rows).toEqual([{ s: SCHEMA }]);
       for (const statement of fixtureStatements()) await pool.query(statement);
       const db = drizzleOn(pool);
-      const report = await computeRecommendations(db, { asOf: T });
+      // Next items over 90 days, as the fixture's expectations (test/integration/recommenders.test.ts) are made.
+      const report = await computeRecommendations(db, { asOf: T, params: { nextItems: { windowDays: 90 } } });
       expect(Object.keys(report.outputs).sort()).toEqual([
         "bought_together",
         "next_items",

@@ -1,0 +1,101 @@
+// What an experiment changes in one answer (src/experiments/serve.ts): the unit, the arm's config, the interleaved
+// list. Expected values are read off the inputs by hand.
+import { describe, expect, it } from "vitest";
+import { parseExperiments } from "../../src/experiments/config.ts";
+import {
+  assignmentUnit,
+  experimentPlacement,
+  interleaveAnswers,
+  planExperiment,
+  rankerConfig,
+} from "../../src/experiments/serve.ts";
+import { DEFAULT_RANKING_CONFIG } from "../../src/rank/config.ts";
+import type { RankedItem } from "../../src/rank/core.ts";
+
+const item = (productId: string, score: number): RankedItem => ({ productId, score, reasons: ["x"] });
+
+describe("assignment unit", () => {
+  it("the request's anonymous id, else the oldest merged anonymous id, else the visitor's key", () => {
+    expect(assignmentUnit("v1", "u:alice", ["v3", "v2"])).toBe("a:v1");
+    expect(assignmentUnit(null, "u:alice", ["v3", "v2"])).toBe("a:v2");
+    expect(assignmentUnit(null, "u:alice", [])).toBe("u:alice");
+    expect(assignmentUnit(null, null, null)).toBeNull();
+  });
+
+  it("experiments are keyed by placement for recommendations and by mode otherwise", () => {
+    expect(experimentPlacement("recommend", "cart")).toBe("cart");
+    expect(experimentPlacement("rerank", "search")).toBe("rerank");
+    expect(experimentPlacement("similar", "similar")).toBe("similar");
+  });
+});
+
+describe("the config of an arm", () => {
+  it("popular: the active config, without the visitor's data", () => {
+    const plan = rankerConfig(DEFAULT_RANKING_CONFIG, "home", { kind: "popular" });
+    expect(plan).toEqual({ config: DEFAULT_RANKING_CONFIG, personal: false });
+  });
+
+  it("ranker: the placement's weights and sources replaced, the other placements untouched", () => {
+    const plan = rankerConfig(DEFAULT_RANKING_CONFIG, "home", {
+      kind: "ranker",
+      weights: { batch: 5 },
+      sources: ["popular"],
+    });
+    expect(plan.personal).toBe(true);
+    expect(plan.config.placements.home).toEqual({
+      ...DEFAULT_RANKING_CONFIG.placements.home,
+      weights: { batch: 5 },
+      sources: ["popular"],
+    });
+    expect(plan.config.placements.pdp).toBe(DEFAULT_RANKING_CONFIG.placements.pdp);
+    expect(plan.config.weights).toBe(DEFAULT_RANKING_CONFIG.weights);
+    // rerank / similar have no placement entry: the weights apply to this answer's global weights.
+    const rerank = rankerConfig(DEFAULT_RANKING_CONFIG, "rerank", { kind: "ranker", weights: { base: 3 } });
+    expect(rerank.config.weights).toEqual({ ...DEFAULT_RANKING_CONFIG.weights, base: 3 });
+  });
+
+  it("plans one config per arm, two for an interleaved visitor, none without a unit or an experiment", () => {
+    const doc = parseExperiments(
+      {
+        experiments: [
+          {
+            id: "il",
+            placement: "pdp",
+            mode: "interleave",
+            variants: [
+              { id: "a", ranker: { kind: "ranker", weights: { context: 9 } } },
+              { id: "b", ranker: { kind: "popular" } },
+            ],
+          },
+        ],
+      },
+      "v1",
+    );
+    if (!doc.ok) throw new Error("invalid");
+    const plan = planExperiment(doc.config, "pdp", Date.now(), "a:v", DEFAULT_RANKING_CONFIG);
+    expect(plan?.arm).toBe("interleaved");
+    expect(plan?.plans.map((p) => p.personal)).toEqual([true, false]);
+    expect(plan?.plans[0].config.placements.pdp?.weights).toEqual({ context: 9 });
+    expect(planExperiment(doc.config, "pdp", Date.now(), null, DEFAULT_RANKING_CONFIG)).toBeNull();
+    expect(planExperiment(doc.config, "home", Date.now(), "a:v", DEFAULT_RANKING_CONFIG)).toBeNull();
+  });
+});
+
+describe("interleaved answers", () => {
+  it("keeps each team's own ranked item and is the same for the same recId", () => {
+    const a = [item("p", 3), item("q", 2), item("r", 1)];
+    const b = [item("q", 9), item("s", 8), item("p", 7)];
+    const one = interleaveAnswers(a, b, 4, "rec-1");
+    const two = interleaveAnswers(a, b, 4, "rec-1");
+    expect(two).toEqual(one);
+    expect(one.items).toHaveLength(4);
+    expect(new Set(one.items.map((i) => i.productId)).size).toBe(4);
+    // Every item is the object of the team that placed it (its score tells which list it came from).
+    one.items.forEach((it, i) => {
+      const from = one.teams[i] === "a" ? a : b;
+      expect(from).toContain(it);
+    });
+    // The four distinct products of the two lists' heads: p, q, r, s.
+    expect(one.items.map((i) => i.productId).sort()).toEqual(["p", "q", "r", "s"]);
+  });
+});

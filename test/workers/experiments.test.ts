@@ -1,0 +1,183 @@
+// Experiments on the ranking path (docs/experiments.md#serving): the document as an admin resource, and what an
+// arm does to the next answer — holdout and `popular` variants answer the non-personal list, a `ranker` variant
+// ranks with its own weights, an interleave experiment merges both variants' lists by team draft; the arm is sticky
+// and follows the visitor's anonymous id across a login. Visitors are picked by their bucket (src/experiments/
+// assign.ts, unit-tested against hand-computed hashes) so that each test knows which arm to expect.
+import { env, exports } from "cloudflare:workers";
+import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { assign } from "../../src/experiments/assign.ts";
+import { EXPERIMENTS_KEY, type Experiment, parseExperiments } from "../../src/experiments/config.ts";
+import { ADMIN_KEY, adminGet, refused } from "./collect-helpers.ts";
+import { BASE, get, ids, ok, publishFixture, resetCaches, SERVER_KEY, shopFixture } from "./rank-helpers.ts";
+
+const shop = shopFixture(`x${crypto.randomUUID().slice(0, 8)}`);
+const id = shop.id;
+
+function put(body: unknown, key: string | null = ADMIN_KEY): Promise<Response> {
+  return exports.default.fetch(
+    new Request(`${BASE}/v1/admin/experiments`, {
+      method: "PUT",
+      headers: { "content-type": "application/json", ...(key ? { authorization: `Bearer ${key}` } : {}) },
+      body: JSON.stringify(body),
+    }),
+  );
+}
+
+async function putOk(body: unknown): Promise<{ version: string }> {
+  const res = await put(body);
+  const text = await res.text();
+  expect(res.status, text).toBe(200);
+  return JSON.parse(text) as { version: string };
+}
+
+/** The parsed experiment as the service will see it (defaults filled). */
+function parsed(doc: unknown, n = 0): Experiment {
+  const r = parseExperiments(doc, "t");
+  if (!r.ok) throw new Error(JSON.stringify(r.issues));
+  return r.config.experiments[n] as Experiment;
+}
+
+/** The first anonymous id `v-<tag>-<i>` whose bucket puts it in `arm`. */
+function visitorIn(experiment: Experiment, arm: string, tag: string): string {
+  for (let i = 0; i < 10_000; i++) {
+    const anon = `v-${tag}-${i}`;
+    if (assign(experiment, `a:${anon}`).arm === arm) return anon;
+  }
+  throw new Error(`no visitor in ${arm}`);
+}
+
+const HOME_AB = {
+  experiments: [
+    {
+      id: "home-ab",
+      placement: "home",
+      holdout: 0.2,
+      variants: [
+        { id: "control", ranker: { kind: "popular" } },
+        { id: "treatment", ranker: { kind: "ranker", weights: { batch: 50 } } },
+      ],
+    },
+  ],
+};
+
+beforeAll(async () => {
+  // alice's batch list b1, b2 makes a personal list differ from the non-personal one.
+  await publishFixture(shop);
+});
+
+afterEach(async () => {
+  await env.ONLINE_STORE.delete(EXPERIMENTS_KEY);
+  resetCaches();
+});
+
+describe("the experiments document", () => {
+  it("is versioned, readable by version, and refused with the paths of its problems", async () => {
+    expect(await putOk(HOME_AB)).toMatchObject({ version: "v1" });
+    expect(await putOk(HOME_AB)).toMatchObject({ version: "v2" });
+    const active = (await (await adminGet("/v1/admin/experiments")).json()) as { version: string; active: boolean };
+    expect(active).toMatchObject({ version: "v2", active: true });
+    expect((await adminGet("/v1/admin/experiments?version=v1")).status).toBe(200);
+    const bad = await put({ experiments: [{ id: "Bad Id", placement: "home", variants: [] }] });
+    expect(bad.status).toBe(400);
+    const body = (await bad.json()) as { error: { code: string; issues: Array<{ path: string }> } };
+    expect(body.error.code).toBe("validation_failed");
+    expect(body.error.issues.map((i) => i.path)).toEqual(
+      expect.arrayContaining(["experiments[0].id", "experiments[0].variants"]),
+    );
+  });
+
+  it("needs the admin key", async () => {
+    await refused(put(HOME_AB, SERVER_KEY), 401, "unauthorized");
+    await refused(put(HOME_AB, null), 401, "unauthorized");
+  });
+});
+
+describe("arms on the ranking path", () => {
+  it("holdout and the popular variant answer the non-personal list; the ranker variant the personal one", async () => {
+    await putOk(HOME_AB);
+    const e = parsed(HOME_AB);
+    const nonPersonal = ids(await ok(get("/v1/recommendations?placement=home")));
+    for (const arm of ["holdout", "control"]) {
+      const anon = visitorIn(e, arm, arm);
+      const a = await ok(get(`/v1/recommendations?placement=home&userId=${id("alice")}&anonymousId=${anon}`));
+      expect(a.experiment).toMatchObject({ id: "home-ab", arm, mode: "split", version: "v1" });
+      // alice's batch items are not in it: her data is not used.
+      expect(ids(a)).toEqual(nonPersonal);
+      expect(ids(a)).not.toContain(id("b1"));
+    }
+    const anon = visitorIn(e, "treatment", "treatment");
+    const t = await ok(
+      get(`/v1/recommendations?placement=home&userId=${id("alice")}&anonymousId=${anon}&explain=true`),
+    );
+    expect(t.experiment).toMatchObject({ id: "home-ab", arm: "treatment" });
+    // The variant's weights: b1 = batch 50 × 1.
+    expect(t.items[0]).toMatchObject({ productId: id("b1"), score: 50, contributions: { batch: 50 } });
+  });
+
+  it("is sticky, and a login keeps the arm of the anonymous id the visitor came with", async () => {
+    await putOk(HOME_AB);
+    const e = parsed(HOME_AB);
+    const anon = visitorIn(e, "control", "sticky");
+    const before = await ok(get(`/v1/recommendations?placement=home&anonymousId=${anon}`));
+    const again = await ok(get(`/v1/recommendations?placement=home&anonymousId=${anon}`));
+    const loggedIn = await ok(get(`/v1/recommendations?placement=home&userId=${id("alice")}&anonymousId=${anon}`));
+    for (const a of [before, again, loggedIn]) expect(a.experiment?.arm).toBe("control");
+    // No visitor id, no experiment: the placement's usual list.
+    expect((await ok(get("/v1/recommendations?placement=home"))).experiment).toBeNull();
+    // Another placement has no experiment running.
+    expect((await ok(get(`/v1/similar/${id("p1")}?anonymousId=${anon}`))).experiment).toBeNull();
+  });
+
+  it("an experiment outside its window does not run", async () => {
+    await putOk({ experiments: [{ ...HOME_AB.experiments[0], end: "2020-01-01T00:00:00Z" }] });
+    const a = await ok(get(`/v1/recommendations?placement=home&anonymousId=v-late`));
+    expect(a.experiment).toBeNull();
+  });
+
+  it("interleave: one list drafted from both variants, each position labelled with its team", async () => {
+    const doc = {
+      experiments: [
+        {
+          id: "pdp-il",
+          placement: "pdp",
+          mode: "interleave",
+          variants: [
+            { id: "a", ranker: { kind: "ranker", weights: { popularity: 40 } } },
+            { id: "b", ranker: { kind: "popular" } },
+          ],
+        },
+      ],
+    };
+    await putOk(doc);
+    const url = (anon: string, extra = "") =>
+      `/v1/recommendations?placement=pdp&productId=${id("p1")}&anonymousId=${anon}&limit=6${extra}`;
+    const a = await ok(get(url("v-il-1")));
+    expect(a.experiment).toMatchObject({ id: "pdp-il", arm: "interleaved", mode: "interleave" });
+    const teams = a.experiment?.teams ?? [];
+    expect(teams).toHaveLength(a.items.length);
+    expect(a.items.length).toBe(6);
+    // Both rankers contribute, and each team's items appear in that ranker's own order: the same two variants as a
+    // split experiment give each ranker's list (team a's: popularity 40, the popular products lead; team b's: the
+    // non-personal list, p1's neighbours lead).
+    const split = { experiments: [{ ...doc.experiments[0], id: "pdp-split", mode: "split" }] };
+    await putOk(split);
+    const listOf = async (arm: string) => ids(await ok(get(url(visitorIn(parsed(split), arm, `split-${arm}`)))));
+    const own = await listOf("a");
+    const popular = await listOf("b");
+    expect(own).not.toEqual(popular);
+    const teamA = ids(a).filter((_, i) => teams[i] === "a");
+    const teamB = ids(a).filter((_, i) => teams[i] === "b");
+    expect(teamA.length).toBeGreaterThan(0);
+    expect(teamB.length).toBeGreaterThan(0);
+    const inOrder = (picked: string[], list: string[]) => picked.map((x) => list.indexOf(x));
+    for (const [picked, list] of [
+      [teamA, own],
+      [teamB, popular],
+    ] as const) {
+      const positions = inOrder(picked, list);
+      expect(positions.every((p) => p >= 0)).toBe(true);
+      expect([...positions].sort((x, y) => x - y)).toEqual(positions);
+    }
+    expect(new Set(ids(a)).size).toBe(ids(a).length);
+  });
+});
