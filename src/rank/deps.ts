@@ -1,6 +1,7 @@
 // The real sources of the ranking service: the SessionState objects, the online store (KV) and the live trending
 // counters (Redis, through the isolate cache in trending.ts).
 import { loadConfig } from "../config.ts";
+import { describeError, log } from "../log.ts";
 import { openRedis } from "../stores/redis.ts";
 import type { RankDeps } from "./service.ts";
 import { cachedTrending, fetchTrending, trendingState } from "./trending.ts";
@@ -27,5 +28,17 @@ export function depsFromEnv(env: Env, ctx: WaitUntil): RankDeps {
       return { ...cached, status };
     },
     now: () => Date.now(),
+    expose(userKey, event) {
+      // After the answer: an exposure that cannot be recorded (the object overloaded, its outbox full) is logged and
+      // dropped — the shopper's list is never held for it (docs/experiments.md#exposures).
+      ctx.waitUntil(
+        env.SESSION_STATE.getByName(userKey)
+          .record(userKey, [event])
+          .then(
+            () => undefined,
+            (error: unknown) => log("warn", "exposure not recorded", { userKey, error: describeError(error) }),
+          ),
+      );
+    },
   };
 }

@@ -2,6 +2,8 @@
 // core, and describe the answer (freshness of each source, degraded flags, timings). A source that fails or is
 // late is left out and flagged; the answer is never an error because of a dependency.
 
+import type { CollectedEvent } from "../collect/event.ts";
+import { exposureEvent } from "../experiments/exposure.ts";
 import type { Team } from "../experiments/interleave.ts";
 import { assignmentUnit, experimentPlacement, interleaveAnswers, planExperiment } from "../experiments/serve.ts";
 import type { Pointer, PopularValue } from "../publish/codec.ts";
@@ -21,6 +23,8 @@ export interface RankDeps {
   /** The live trending list from the isolate cache (never waits for Redis). */
   trending(now: number): { list: Scored[] | null; ageMs: number | null; status: "ok" | "warming" | "unavailable" };
   now(): number;
+  /** Records an answer's exposure event with the visitor's object, after the answer (never awaited). */
+  expose?(userKey: string, event: CollectedEvent): void;
 }
 
 export type SourceStatus = "ok" | "absent" | "timeout" | "error" | "skipped";
@@ -379,6 +383,23 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
         : null,
     timing,
   };
+  if (userKey && items.length > 0 && deps.expose) {
+    deps.expose(
+      userKey,
+      exposureEvent({
+        recId,
+        userKey,
+        placement: request.placement,
+        mode: request.mode,
+        productIds: items.map((i) => i.productId),
+        context: request.context,
+        experiment: result.experiment,
+        configVersion: config.version,
+        snapshotVersion: pointer?.version ?? null,
+        now,
+      }),
+    );
+  }
   if (request.explain) {
     result.explain = {
       candidates: output.stats.candidates,

@@ -7,7 +7,8 @@ import { env, exports } from "cloudflare:workers";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { assign } from "../../src/experiments/assign.ts";
 import { EXPERIMENTS_KEY, type Experiment, parseExperiments } from "../../src/experiments/config.ts";
-import { ADMIN_KEY, adminGet, refused } from "./collect-helpers.ts";
+import { EXPOSURE_EVENT, EXPOSURE_SOURCE } from "../../src/experiments/exposure.ts";
+import { ADMIN_KEY, adminGet, refused, streamedEvent } from "./collect-helpers.ts";
 import { BASE, get, ids, ok, publishFixture, resetCaches, SERVER_KEY, shopFixture } from "./rank-helpers.ts";
 
 const shop = shopFixture(`x${crypto.randomUUID().slice(0, 8)}`);
@@ -179,5 +180,41 @@ describe("arms on the ranking path", () => {
       expect([...positions].sort((x, y) => x - y)).toEqual(positions);
     }
     expect(new Set(ids(a)).size).toBe(ids(a).length);
+  });
+});
+
+describe("exposures", () => {
+  it("every answer to a named visitor reaches the warehouse stream as one exposure event, without touching the session", async () => {
+    await putOk(HOME_AB);
+    const anon = visitorIn(parsed(HOME_AB), "control", "exposed");
+    const a = await ok(get(`/v1/recommendations?placement=home&anonymousId=${anon}&limit=3`));
+    const event = await streamedEvent(`exposure-${a.recId}`, `a:${anon}`);
+    expect(event).toMatchObject({
+      type: "track",
+      event: EXPOSURE_EVENT,
+      anonymousId: anon,
+      userId: null,
+      sourceId: EXPOSURE_SOURCE,
+      properties: {
+        rec_id: a.recId,
+        placement: "home",
+        mode: "recommend",
+        experiment_id: "home-ab",
+        arm: "control",
+        experiments_version: "v1",
+        config_version: "default",
+        snapshot_version: shop.version,
+      },
+    });
+    expect((event.properties as { items: unknown }).items).toEqual(
+      ids(a).map((productId, i) => ({ product_id: productId, position: i + 1 })),
+    );
+    // The session model ignores it: showing a list says nothing about the visitor.
+    const snapshot = await env.SESSION_STATE.getByName(`a:${anon}`).snapshot(`a:${anon}`);
+    expect(snapshot.viewed).toEqual([]);
+    expect(snapshot.interactions).toEqual([]);
+    // No visitor, no exposure: nothing to attribute it to.
+    const anonymous = await ok(get("/v1/recommendations?placement=home&limit=3"));
+    expect(anonymous.experiment).toBeNull();
   });
 });

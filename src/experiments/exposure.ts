@@ -1,0 +1,71 @@
+// Exposure logging (docs/experiments.md#exposures): every ranking answer to a named visitor becomes one event,
+// recorded by the visitor's SessionState object after the answer has gone out (waitUntil: no latency on the
+// request). From there it takes the events' own durable path — the object's SQLite outbox, the Redis stream (with
+// its exactly-once guard), the warehouse loader — into Postgres `events`, where attribution and reports read it.
+// The event is an ordinary track event the session model ignores (it names no interaction), so showing a list
+// never changes what the visitor's session says about them.
+
+import type { CollectedEvent } from "../collect/event.ts";
+
+/** The track event name of an exposure. */
+export const EXPOSURE_EVENT = "Recommendations Shown";
+/** The source id exposures carry (no write key has it: collection never accepts it from a client). */
+export const EXPOSURE_SOURCE = "lastmile";
+
+export interface ExposureInput {
+  recId: string;
+  /** The object key the visitor was named by (`u:<userId>` / `a:<anonymousId>`). */
+  userKey: string;
+  placement: string;
+  mode: "recommend" | "similar" | "rerank";
+  productIds: readonly string[];
+  /** Context products of the request (the product page's product). */
+  context: readonly string[];
+  experiment: { id: string; arm: string; version: string; teams?: readonly ("a" | "b")[] } | null;
+  configVersion: string;
+  snapshotVersion: number | null;
+  now: number;
+}
+
+/**
+ * The exposure event of one answer. Its messageId derives from the recId, so a retried recording is deduplicated
+ * like any client retry.
+ */
+export function exposureEvent(x: ExposureInput): CollectedEvent {
+  const at = new Date(x.now).toISOString();
+  const isUser = x.userKey.startsWith("u:");
+  return {
+    messageId: `exposure-${x.recId}`,
+    type: "track",
+    userId: isUser ? x.userKey.slice(2) : null,
+    anonymousId: isUser ? null : x.userKey.slice(2),
+    previousId: null,
+    groupId: null,
+    event: EXPOSURE_EVENT,
+    name: null,
+    properties: {
+      rec_id: x.recId,
+      placement: x.placement,
+      mode: x.mode,
+      context: [...x.context],
+      // `items`, not `products`: the warehouse's first-product column and the interactions stay empty for it.
+      items: x.productIds.map((id, i) => ({
+        product_id: id,
+        position: i + 1,
+        ...(x.experiment?.teams ? { team: x.experiment.teams[i] } : {}),
+      })),
+      experiment_id: x.experiment?.id ?? null,
+      arm: x.experiment?.arm ?? null,
+      experiments_version: x.experiment?.version ?? null,
+      config_version: x.configVersion,
+      snapshot_version: x.snapshotVersion,
+    },
+    traits: {},
+    context: { library: { name: "lastmile", version: "exposure/1" } },
+    timestamp: at,
+    originalTimestamp: null,
+    sentAt: null,
+    receivedAt: at,
+    sourceId: EXPOSURE_SOURCE,
+  };
+}
