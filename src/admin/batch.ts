@@ -21,7 +21,7 @@ export const MODELS_LIMIT = 50;
 
 export const batchAdminRoutes = new Hono<AppEnv>();
 
-function database(env: Env) {
+export function database(env: Env) {
   const config = configOrThrow(env);
   if (!config.database) throw new ApiError("dependency_unavailable", "DATABASE_URL is not configured");
   return { config, schema: env.DATABASE_SCHEMA || undefined };

@@ -1,9 +1,17 @@
 // The experiments document (src/experiments/config.ts, docs/experiments.md) as an admin resource
-// (src/admin/versioned-doc.ts):
+// (src/admin/versioned-doc.ts), and its reports:
 //   GET /v1/admin/experiments[?version=N]   the active document (or a stored older one), with its version
 //   PUT /v1/admin/experiments               a new document: validated, stored as version N+1 (KV `cfg:experiments`)
+//   GET /v1/admin/experiments/:id/report?model=last|any&clickWindow=<s>&purchaseWindow=<s>
+//                                           per-arm exposures, CTR, add-to-cart rate, conversion, revenue per visitor
+//                                           with intervals, the sample-ratio check, interleaving credit (Postgres)
+
+import { ApiError } from "../errors.ts";
 import { EXPERIMENTS_KEY, parseExperiments } from "../experiments/config.ts";
+import { experimentReport, REPORT_DEFAULTS, type ReportOptions } from "../experiments/report.ts";
+import { openDb } from "../publish/db.ts";
 import { decodeExperiments } from "../rank/online-store.ts";
+import { database } from "./batch.ts";
 import { versionedDocRoutes } from "./versioned-doc.ts";
 
 export const experimentsRoutes = versionedDocRoutes({
@@ -12,4 +20,36 @@ export const experimentsRoutes = versionedDocRoutes({
   name: "experiments document",
   parse: parseExperiments,
   decode: decodeExperiments,
+});
+
+/** Windows in seconds: from a minute to 30 days. */
+function windowSeconds(name: string, value: string | undefined, fallbackMs: number): number {
+  if (value === undefined || value === "") return fallbackMs;
+  if (!/^\d{1,7}$/.test(value) || Number(value) < 60 || Number(value) > 30 * 86_400) {
+    throw new ApiError("bad_request", `${name} must be seconds from 60 to 2592000`);
+  }
+  return Number(value) * 1000;
+}
+
+experimentsRoutes.get("/v1/admin/experiments/:id/report", async (c) => {
+  const id = c.req.param("id");
+  const model = c.req.query("model") ?? REPORT_DEFAULTS.model;
+  if (model !== "last" && model !== "any") throw new ApiError("bad_request", "model must be last or any");
+  const options: ReportOptions = {
+    model,
+    clickWindowMs: windowSeconds("clickWindow", c.req.query("clickWindow"), REPORT_DEFAULTS.clickWindowMs),
+    purchaseWindowMs: windowSeconds("purchaseWindow", c.req.query("purchaseWindow"), REPORT_DEFAULTS.purchaseWindowMs),
+  };
+  const { config: experiments } = decodeExperiments(await c.env.ONLINE_STORE.get(EXPERIMENTS_KEY));
+  const experiment = experiments.experiments.find((e) => e.id === id);
+  if (!experiment) throw new ApiError("not_found", `no experiment "${id}" in the active experiments document`);
+  const { config, schema } = database(c.env);
+  const { db, end } = openDb(config.database as NonNullable<typeof config.database>, schema);
+  try {
+    const report = await experimentReport(db, experiment, options);
+    c.header("cache-control", "no-store");
+    return c.json({ version: experiments.version, ...report });
+  } finally {
+    await end();
+  }
 });

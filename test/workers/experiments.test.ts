@@ -87,6 +87,32 @@ describe("the experiments document", () => {
     );
   });
 
+  it("a report per arm from Postgres; unknown experiments and bad parameters are refused", async () => {
+    const fresh = `fresh-${crypto.randomUUID().slice(0, 8)}`;
+    await putOk({ experiments: [{ ...HOME_AB.experiments[0], id: fresh }] });
+    const res = await adminGet(`/v1/admin/experiments/${fresh}/report?model=any&clickWindow=1800`);
+    const text = await res.text();
+    expect(res.status, text).toBe(200);
+    const report = JSON.parse(text) as {
+      version: string;
+      options: { model: string; clickWindowMs: number; purchaseWindowMs: number };
+      arms: Array<{ arm: string; share: number; visitors: number }>;
+      srm: unknown;
+    };
+    expect(report.version).toBe("v1");
+    expect(report.options).toEqual({ model: "any", clickWindowMs: 1_800_000, purchaseWindowMs: 86_400_000 });
+    // Holdout 0.2, then the two variants' equal halves of the rest; no exposures yet, so no SRM check.
+    expect(report.arms.map((a) => [a.arm, a.share, a.visitors])).toEqual([
+      ["holdout", 0.2, 0],
+      ["control", 0.4, 0],
+      ["treatment", 0.4, 0],
+    ]);
+    expect(report.srm).toBeNull();
+    await refused(adminGet("/v1/admin/experiments/nope/report"), 404, "not_found");
+    await refused(adminGet(`/v1/admin/experiments/${fresh}/report?model=first`), 400, "bad_request");
+    await refused(adminGet(`/v1/admin/experiments/${fresh}/report?clickWindow=5`), 400, "bad_request");
+  });
+
   it("needs the admin key", async () => {
     await refused(put(HOME_AB, SERVER_KEY), 401, "unauthorized");
     await refused(put(HOME_AB, null), 401, "unauthorized");

@@ -1,0 +1,317 @@
+// An experiment's report (docs/experiments.md#report): attribution of clicks, add-to-carts and orders to the
+// exposures that preceded them, per arm, computed in SQL over Postgres `events` and `interactions`; then the
+// statistics of src/experiments/stats.ts (intervals, differences to the control, the sample-ratio check) and, for
+// an interleave experiment, the team credit of the clicks.
+//
+// Attribution: an action (interaction `click`, `add_to_cart` or `purchase` of product p by visitor u at time t)
+// qualifies for an exposure of the experiment to u that showed p at time s when s ≤ t ≤ s + window (clicks and
+// add-to-carts: the click window, default 1 h; purchases: the purchase window, default 24 h). An action whose event
+// names a `rec_id` qualifies for that exposure first. `last` touch credits each action to one exposure — the one
+// its rec_id names, else the latest; `any` touch credits it to every qualifying exposure (a visitor's revenue still
+// counts each order line once).
+import { sql } from "drizzle-orm";
+import type { Executor } from "../batch/bulk.ts";
+import { rows } from "../batch/recommenders/sql.ts";
+import { armShares } from "./assign.ts";
+import { type Experiment, HOLDOUT_ARM, INTERLEAVED_ARM } from "./config.ts";
+import { EXPOSURE_EVENT, EXPOSURE_SOURCE } from "./exposure.ts";
+import { type Credit, type InterleavingOutcome, interleavingOutcome } from "./interleave.ts";
+import {
+  type Difference,
+  type MeanEstimate,
+  meanDifference,
+  meanEstimate,
+  type ProportionEstimate,
+  proportion,
+  proportionDifference,
+  type SampleRatioCheck,
+  sampleRatioMismatch,
+} from "./stats.ts";
+
+export interface ReportOptions {
+  /** Clicks and add-to-carts count within this long after the exposure (ms). */
+  clickWindowMs: number;
+  /** Orders count within this long after the exposure (ms). */
+  purchaseWindowMs: number;
+  model: "last" | "any";
+}
+
+export const REPORT_DEFAULTS: ReportOptions = { clickWindowMs: 3_600_000, purchaseWindowMs: 86_400_000, model: "last" };
+
+/** One arm's counts as SQL returns them. */
+export interface ArmCounts {
+  arm: string;
+  visitors: number;
+  exposures: number;
+  /** Exposures with at least one credited click / add-to-cart. */
+  clickedExposures: number;
+  cartedExposures: number;
+  /** Visitors with at least one credited order line. */
+  converters: number;
+  /** Credited clicks, add-to-carts and order lines. */
+  clicks: number;
+  carts: number;
+  orderLines: number;
+  /** Σ credited revenue (price × quantity of the credited order lines), and Σ of each visitor's revenue squared. */
+  revenue: number;
+  revenueSq: number;
+}
+
+export interface ArmReport extends ArmCounts {
+  /** The configured share of traffic. */
+  share: number;
+  ctr: ProportionEstimate;
+  addToCartRate: ProportionEstimate;
+  conversion: ProportionEstimate;
+  /** Null below two visitors (no variance). */
+  revenuePerVisitor: MeanEstimate | null;
+  /**
+   * Against the control arm (the first variant; for interleave experiments, the holdout): null for the control and
+   * while either arm has no exposure; its revenue difference null while either arm has fewer than two visitors.
+   */
+  vsControl: {
+    ctr: Difference;
+    addToCartRate: Difference;
+    conversion: Difference;
+    revenuePerVisitor: Difference | null;
+  } | null;
+}
+
+export interface ExperimentReport {
+  experiment: { id: string; placement: string; mode: Experiment["mode"]; holdout: number };
+  options: ReportOptions;
+  control: string | null;
+  arms: ArmReport[];
+  srm: SampleRatioCheck | null;
+  /** Interleave experiments: the team credit of the interleaved arm's clicks (a = first variant). */
+  interleaving: (InterleavingOutcome & { a: string; b: string }) | null;
+}
+
+const num = (v: unknown): number => (v === null || v === undefined ? 0 : Number(v));
+
+/** The attribution query: the qualifying (action, exposure) pairs, each action credited as the model says. */
+function credited(experimentId: string, o: ReportOptions) {
+  return sql`
+    x as (
+      select e.message_id as exposure, e.user_key, e.event_time as at, e.properties->>'rec_id' as rec_id,
+             coalesce(e.properties->>'arm', '') as arm,
+             case when jsonb_typeof(e.properties->'items') = 'array' then e.properties->'items' else '[]'::jsonb end
+               as items
+      from events e
+      where e.type = 'track' and e.event = ${EXPOSURE_EVENT} and e.source_id = ${EXPOSURE_SOURCE}
+        and e.properties->>'experiment_id' = ${experimentId}
+    ),
+    shown as (
+      select x.exposure, x.user_key, x.at, x.rec_id, x.arm, i->>'product_id' as product_id,
+             (i->>'position')::int as position, i->>'team' as team
+      from x cross join lateral jsonb_array_elements(x.items) i
+    ),
+    acts as (
+      select i.message_id, i.position as line, i.user_key, i.product_id, i.event_time as at,
+             case i.kind when 'click' then 'click' when 'add_to_cart' then 'cart' else 'purchase' end as kind,
+             case when i.kind = 'purchase' then coalesce(i.price, 0) * coalesce(i.quantity, 1) else 0 end as revenue,
+             e.properties->>'rec_id' as rec_id
+      from interactions i join events e on e.message_id = i.message_id
+      where i.kind in ('click', 'add_to_cart', 'purchase') and i.user_key in (select user_key from x)
+    ),
+    matches as (
+      select a.message_id, a.line, a.kind, a.revenue, s.exposure, s.arm, s.user_key, s.position, s.team,
+             row_number() over (
+               partition by a.message_id, a.line
+               order by (a.rec_id is not null and a.rec_id = s.rec_id) desc, s.at desc, s.exposure
+             ) as pick
+      from acts a
+      join shown s on s.user_key = a.user_key and s.product_id = a.product_id and a.at >= s.at
+        and a.at <= s.at + (case when a.kind = 'purchase' then ${o.purchaseWindowMs}::bigint else ${o.clickWindowMs}::bigint end)
+                           * interval '1 millisecond'
+    ),
+    credited as (select * from matches where ${o.model}::text = 'any' or pick = 1)`;
+}
+
+/** Per-arm counts (ArmCounts) for the experiment's exposures. */
+export async function armCounts(db: Executor, experimentId: string, o: ReportOptions): Promise<ArmCounts[]> {
+  const result = await rows<Record<string, unknown>>(
+    db,
+    sql`
+    with ${credited(experimentId, o)},
+    per_exposure as (
+      select x.exposure, x.arm, x.user_key,
+             count(c.exposure) filter (where c.kind = 'click') as clicks,
+             count(c.exposure) filter (where c.kind = 'cart') as carts
+      from x left join credited c on c.exposure = x.exposure
+      group by x.exposure, x.arm, x.user_key
+    ),
+    lines as (select distinct message_id, line, arm, user_key, kind, revenue from credited where kind = 'purchase'),
+    per_visitor as (
+      select v.arm, v.user_key, count(*) as exposures,
+             count(*) filter (where v.clicks > 0) as clicked, count(*) filter (where v.carts > 0) as carted,
+             sum(v.clicks) as clicks, sum(v.carts) as carts,
+             (select count(*) from lines l where l.arm = v.arm and l.user_key = v.user_key) as order_lines,
+             (select coalesce(sum(l.revenue), 0) from lines l where l.arm = v.arm and l.user_key = v.user_key)
+               as revenue
+      from per_exposure v
+      group by v.arm, v.user_key
+    )
+    select arm, count(*) as visitors, sum(exposures) as exposures, sum(clicked) as clicked_exposures,
+           sum(carted) as carted_exposures, count(*) filter (where order_lines > 0) as converters,
+           sum(clicks) as clicks, sum(carts) as carts, sum(order_lines) as order_lines,
+           sum(revenue) as revenue, sum(revenue * revenue) as revenue_sq
+    from per_visitor
+    group by arm
+    order by arm`,
+  );
+  return result.map((r) => ({
+    arm: String(r.arm),
+    visitors: num(r.visitors),
+    exposures: num(r.exposures),
+    clickedExposures: num(r.clicked_exposures),
+    cartedExposures: num(r.carted_exposures),
+    converters: num(r.converters),
+    clicks: num(r.clicks),
+    carts: num(r.carts),
+    orderLines: num(r.order_lines),
+    revenue: num(r.revenue),
+    revenueSq: num(r.revenue_sq),
+  }));
+}
+
+/** The interleaved arm's impressions: credited clicks per team, one Credit per exposure (those without clicks too). */
+export async function teamCredits(db: Executor, experimentId: string, o: ReportOptions): Promise<Credit[]> {
+  const result = await rows<Record<string, unknown>>(
+    db,
+    sql`
+    with ${credited(experimentId, o)}
+    select x.exposure,
+           count(distinct c.position) filter (where c.kind = 'click' and c.team = 'a') as a,
+           count(distinct c.position) filter (where c.kind = 'click' and c.team = 'b') as b
+    from x left join credited c on c.exposure = x.exposure
+    where x.arm = ${INTERLEAVED_ARM}
+    group by x.exposure
+    order by x.exposure`,
+  );
+  return result.map((r) => {
+    const a = num(r.a);
+    const b = num(r.b);
+    return { a, b, winner: a > b ? "a" : b > a ? "b" : "tie" };
+  });
+}
+
+/** The revenue-per-visitor sample of an arm from its sums (n, mean, sample variance). */
+function revenueSample(c: ArmCounts) {
+  const n = c.visitors;
+  const mean = n > 0 ? c.revenue / n : 0;
+  const variance = n > 1 ? Math.max(0, (c.revenueSq - n * mean * mean) / (n - 1)) : 0;
+  return { n, mean, variance };
+}
+
+/** Counts → the report (pure: the statistics only). */
+export function buildReport(
+  experiment: Experiment,
+  counts: readonly ArmCounts[],
+  options: ReportOptions,
+  credits: readonly Credit[] | null,
+): ExperimentReport {
+  const shares = armShares(experiment);
+  const shareOf = new Map(shares.map((s) => [s.arm, s.share]));
+  const byArm = new Map(counts.map((c) => [c.arm, c]));
+  const empty = (arm: string): ArmCounts => ({
+    arm,
+    visitors: 0,
+    exposures: 0,
+    clickedExposures: 0,
+    cartedExposures: 0,
+    converters: 0,
+    clicks: 0,
+    carts: 0,
+    orderLines: 0,
+    revenue: 0,
+    revenueSq: 0,
+  });
+  const control =
+    experiment.mode === "interleave"
+      ? experiment.holdout > 0
+        ? HOLDOUT_ARM
+        : null
+      : (experiment.variants[0]?.id ?? null);
+  const controlCounts = control ? (byArm.get(control) ?? empty(control)) : null;
+  const arms: ArmReport[] = shares.map(({ arm, share }) => {
+    const c = byArm.get(arm) ?? empty(arm);
+    const rpv = revenueSample(c);
+    const comparable = controlCounts && arm !== control && c.exposures > 0 && controlCounts.exposures > 0;
+    return {
+      ...c,
+      share,
+      ctr: proportion(c.clickedExposures, c.exposures),
+      addToCartRate: proportion(c.cartedExposures, c.exposures),
+      conversion: proportion(c.converters, c.visitors),
+      revenuePerVisitor: rpv.n >= 2 ? meanEstimate(rpv) : null,
+      vsControl: comparable
+        ? {
+            ctr: proportionDifference(
+              { successes: c.clickedExposures, trials: c.exposures },
+              { successes: controlCounts.clickedExposures, trials: controlCounts.exposures },
+            ),
+            addToCartRate: proportionDifference(
+              { successes: c.cartedExposures, trials: c.exposures },
+              { successes: controlCounts.cartedExposures, trials: controlCounts.exposures },
+            ),
+            conversion: proportionDifference(
+              { successes: c.converters, trials: c.visitors },
+              { successes: controlCounts.converters, trials: controlCounts.visitors },
+            ),
+            revenuePerVisitor:
+              rpv.n >= 2 && controlCounts.visitors >= 2 ? meanDifference(rpv, revenueSample(controlCounts)) : null,
+          }
+        : null,
+    };
+  });
+  // Exposures of an arm the document no longer has (its variants were edited): reported, outside the SRM check.
+  for (const c of counts) {
+    if (shareOf.has(c.arm)) continue;
+    const rpv = revenueSample(c);
+    arms.push({
+      ...c,
+      share: 0,
+      ctr: proportion(c.clickedExposures, c.exposures),
+      addToCartRate: proportion(c.cartedExposures, c.exposures),
+      conversion: proportion(c.converters, c.visitors),
+      revenuePerVisitor: rpv.n >= 2 ? meanEstimate(rpv) : null,
+      vsControl: null,
+    });
+  }
+  const visitors = Object.fromEntries(shares.map((s) => [s.arm, byArm.get(s.arm)?.visitors ?? 0]));
+  const total = Object.values(visitors).reduce((s, v) => s + v, 0);
+  const srm =
+    shares.length > 1 && total > 0
+      ? sampleRatioMismatch(visitors, Object.fromEntries(shares.map((s) => [s.arm, s.share])))
+      : null;
+  const [a, b] = experiment.variants;
+  const interleaving =
+    experiment.mode === "interleave" && credits && a && b
+      ? { ...interleavingOutcome(credits), a: a.id, b: b.id }
+      : null;
+  return {
+    experiment: {
+      id: experiment.id,
+      placement: experiment.placement,
+      mode: experiment.mode,
+      holdout: experiment.holdout,
+    },
+    options,
+    control,
+    arms,
+    srm,
+    interleaving,
+  };
+}
+
+/** The whole report of one experiment from Postgres. */
+export async function experimentReport(
+  db: Executor,
+  experiment: Experiment,
+  options: ReportOptions = REPORT_DEFAULTS,
+): Promise<ExperimentReport> {
+  const counts = await armCounts(db, experiment.id, options);
+  const credits = experiment.mode === "interleave" ? await teamCredits(db, experiment.id, options) : null;
+  return buildReport(experiment, counts, options, credits);
+}

@@ -1,0 +1,252 @@
+// The experiment report's attribution and counts (src/experiments/report.ts) on real Postgres: a hand-built set of
+// exposures and actions whose every expected number is worked out below from the attribution rules
+// (docs/experiments.md#report) — windows, rec_id first, last touch vs any touch, revenue once per order line.
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { ensureDatabase, migrateDatabase } from "../../scripts/lib/migrate.ts";
+import { parseExperiments } from "../../src/experiments/config.ts";
+import { EXPOSURE_EVENT, EXPOSURE_SOURCE } from "../../src/experiments/exposure.ts";
+import { armCounts, experimentReport, REPORT_DEFAULTS, teamCredits } from "../../src/experiments/report.ts";
+import { type Database, type DbSettings, drizzleOn, openPool } from "../../src/stores/db.ts";
+
+const stack = inject("stack");
+const DATABASE = "lastmile_test_experiments";
+const server: DbSettings = { databaseUrl: stack.DATABASE_URL, localWsProxy: stack.NEON_LOCAL_WS_PROXY };
+const settings: DbSettings = {
+  ...server,
+  databaseUrl: Object.assign(new URL(stack.DATABASE_URL), { pathname: `/${DATABASE}` }).toString(),
+};
+
+const T0 = Date.parse("2026-06-01T12:00:00Z");
+const MIN = 60_000;
+const HOUR = 60 * MIN;
+
+let pool: ReturnType<typeof openPool>;
+let db: Database;
+
+type Item = { product_id: string; position: number; team?: "a" | "b" };
+
+async function exposure(
+  id: string,
+  user: string,
+  at: number,
+  experiment: string,
+  arm: string,
+  items: Item[],
+  source = EXPOSURE_SOURCE,
+) {
+  await pool.query(
+    `insert into events (message_id, user_key, type, event, properties, source_id, event_time, received_at)
+     values ($1, $2, 'track', $3, $4, $5, $6, $6)`,
+    [
+      `exposure-${id}`,
+      user,
+      EXPOSURE_EVENT,
+      JSON.stringify({ rec_id: id, experiment_id: experiment, arm, items }),
+      source,
+      new Date(at).toISOString(),
+    ],
+  );
+}
+
+/** One action event with its interactions (one per line). */
+async function action(
+  messageId: string,
+  user: string,
+  at: number,
+  kind: "click" | "add_to_cart" | "purchase",
+  lines: Array<{ product: string; price?: number; quantity?: number }>,
+  recId: string | null = null,
+) {
+  const event = kind === "click" ? "Product Clicked" : kind === "add_to_cart" ? "Product Added" : "Order Completed";
+  const time = new Date(at).toISOString();
+  await pool.query(
+    `insert into events (message_id, user_key, type, event, properties, source_id, event_time, received_at)
+     values ($1, $2, 'track', $3, $4, 'web', $5, $5)`,
+    [messageId, user, event, JSON.stringify(recId ? { rec_id: recId } : {}), time],
+  );
+  for (const [i, l] of lines.entries()) {
+    await pool.query(
+      `insert into interactions (message_id, position, user_key, product_id, kind, weight, quantity, price, event_time)
+       values ($1, $2, $3, $4, $5, 1, $6, $7, $8)`,
+      [messageId, i, user, l.product, kind, l.quantity ?? null, l.price ?? null, time],
+    );
+  }
+}
+
+const SPLIT = parseExperiments(
+  {
+    experiments: [
+      {
+        id: "exp1",
+        placement: "home",
+        variants: [
+          { id: "control", ranker: { kind: "popular" } },
+          { id: "treat", ranker: { kind: "ranker" } },
+        ],
+      },
+      {
+        id: "il",
+        placement: "pdp",
+        mode: "interleave",
+        variants: [
+          { id: "now", ranker: { kind: "ranker" } },
+          { id: "pop", ranker: { kind: "popular" } },
+        ],
+      },
+    ],
+  },
+  "v1",
+);
+if (!SPLIT.ok) throw new Error(JSON.stringify(SPLIT.issues));
+const [EXP1, IL] = SPLIT.config.experiments as [
+  (typeof SPLIT.config.experiments)[number],
+  (typeof SPLIT.config.experiments)[number],
+];
+
+beforeAll(async () => {
+  await ensureDatabase(server, DATABASE);
+  await migrateDatabase(settings);
+  pool = openPool(settings);
+  db = drizzleOn(pool);
+  await pool.query("truncate events, interactions");
+  // ── exp1 exposures ──
+  await exposure("e1", "u:1", T0, "exp1", "control", [
+    { product_id: "A", position: 1 },
+    { product_id: "B", position: 2 },
+  ]);
+  await exposure("e1b", "u:1", T0 + 5 * MIN, "exp1", "control", [{ product_id: "A", position: 1 }]);
+  await exposure("e5", "u:4", T0, "exp1", "control", [{ product_id: "D", position: 1 }]);
+  await exposure("e2", "u:2", T0, "exp1", "treat", [
+    { product_id: "A", position: 1 },
+    { product_id: "C", position: 2 },
+  ]);
+  await exposure("e3", "u:2", T0 + 2 * HOUR, "exp1", "treat", [
+    { product_id: "C", position: 1 },
+    { product_id: "D", position: 2 },
+  ]);
+  await exposure("e4", "u:3", T0, "exp1", "treat", [{ product_id: "B", position: 1 }]);
+  // Not exp1's: another experiment, and a client's own event of the same name (not from source lastmile).
+  await exposure("o1", "u:1", T0, "other", "x", [{ product_id: "A", position: 1 }]);
+  await exposure("fake", "u:1", T0, "exp1", "treat", [{ product_id: "A", position: 1 }], "web");
+  // ── actions ──
+  // u:1: click A naming e1's rec_id (+10 min), add A (+20 min), buy 2 × A at 10 (+5 h), click B (+2 h: too late).
+  await action("c1", "u:1", T0 + 10 * MIN, "click", [{ product: "A" }], "e1");
+  await action("a1", "u:1", T0 + 20 * MIN, "add_to_cart", [{ product: "A" }]);
+  await action("o-u1", "u:1", T0 + 5 * HOUR, "purchase", [{ product: "A", price: 10, quantity: 2 }]);
+  await action("c2", "u:1", T0 + 2 * HOUR, "click", [{ product: "B" }]);
+  // u:2: click C (+2.5 h: e2's hour is over, e3's is not); an order at +3 h: C at 5 and A at 7.
+  await action("c3", "u:2", T0 + 150 * MIN, "click", [{ product: "C" }]);
+  await action("o-u2", "u:2", T0 + 3 * HOUR, "purchase", [
+    { product: "C", price: 5, quantity: 1 },
+    { product: "A", price: 7, quantity: 1 },
+  ]);
+  // u:3: click B naming e4 (+30 min); buy B after 30 h (outside 24 h).
+  await action("c4", "u:3", T0 + 30 * MIN, "click", [{ product: "B" }], "e4");
+  await action("o-u3", "u:3", T0 + 30 * HOUR, "purchase", [{ product: "B", price: 100, quantity: 1 }]);
+  // ── interleave exposures: i1 b wins (B clicked), i2 tie (C and D), i3 no clicks ──
+  await exposure("i1", "u:5", T0, "il", "interleaved", [
+    { product_id: "A", position: 1, team: "a" },
+    { product_id: "B", position: 2, team: "b" },
+  ]);
+  await exposure("i2", "u:6", T0, "il", "interleaved", [
+    { product_id: "C", position: 1, team: "a" },
+    { product_id: "D", position: 2, team: "b" },
+  ]);
+  await exposure("i3", "u:7", T0, "il", "interleaved", [{ product_id: "E", position: 1, team: "a" }]);
+  await action("c5", "u:5", T0 + MIN, "click", [{ product: "B" }]);
+  await action("c6", "u:6", T0 + MIN, "click", [{ product: "C" }]);
+  await action("c7", "u:6", T0 + 2 * MIN, "click", [{ product: "D" }]);
+});
+
+afterAll(async () => {
+  await pool?.end();
+});
+
+describe("attribution", () => {
+  it("last touch: the exposure an action's rec_id names, else the latest within the window", async () => {
+    const counts = await armCounts(db, "exp1", REPORT_DEFAULTS);
+    // control: u:1 (e1, e1b) and u:4 (e5). c1 names e1; a1 goes to the later e1b; the order line A (20) to e1b.
+    // treat: u:2 (e2, e3), u:3 (e4). c3 → e3 (e2's hour is over); c4 → e4; the order's C → e3 (latest), A → e2
+    // (only e2 showed A): 2 lines, 12; u:3's order is 30 h late.
+    expect(counts).toEqual([
+      {
+        arm: "control",
+        visitors: 2,
+        exposures: 3,
+        clickedExposures: 1,
+        cartedExposures: 1,
+        converters: 1,
+        clicks: 1,
+        carts: 1,
+        orderLines: 1,
+        revenue: 20,
+        revenueSq: 400,
+      },
+      {
+        arm: "treat",
+        visitors: 2,
+        exposures: 3,
+        clickedExposures: 2,
+        cartedExposures: 0,
+        converters: 1,
+        clicks: 2,
+        carts: 0,
+        orderLines: 2,
+        revenue: 12,
+        revenueSq: 144,
+      },
+    ]);
+  });
+
+  it("any touch: every qualifying exposure is credited, revenue still once per order line", async () => {
+    const counts = await armCounts(db, "exp1", { ...REPORT_DEFAULTS, model: "any" });
+    // control: c1 qualifies for e1 and e1b (both showed A within the hour), a1 too: 2 clicked, 2 carted exposures.
+    expect(counts.find((c) => c.arm === "control")).toMatchObject({
+      clickedExposures: 2,
+      cartedExposures: 2,
+      clicks: 2,
+      carts: 2,
+      orderLines: 1,
+      revenue: 20,
+    });
+    expect(counts.find((c) => c.arm === "treat")).toMatchObject({ clickedExposures: 2, orderLines: 2, revenue: 12 });
+  });
+
+  it("windows are configurable: a 3-hour click window also credits u:1's late click on B to e1", async () => {
+    const counts = await armCounts(db, "exp1", { ...REPORT_DEFAULTS, clickWindowMs: 3 * HOUR });
+    // c2 (+2 h) now qualifies for e1 (B shown); c3 (+2.5 h) qualifies for e2 and e3 → last touch e3.
+    expect(counts.find((c) => c.arm === "control")).toMatchObject({ clicks: 2, clickedExposures: 1 });
+  });
+});
+
+describe("the report", () => {
+  it("rates with intervals, differences to the control, and the sample-ratio check", async () => {
+    const report = await experimentReport(db, EXP1);
+    expect(report.control).toBe("control");
+    const [control, treat] = report.arms;
+    expect(control?.arm).toBe("control");
+    expect(control?.ctr).toMatchObject({ successes: 1, trials: 3 });
+    expect(treat?.ctr).toMatchObject({ successes: 2, trials: 3 });
+    // Revenue per visitor: control [20, 0] → mean 10, variance 200; treat [12, 0] → mean 6, variance 72.
+    expect(control?.revenuePerVisitor?.mean).toBe(10);
+    expect(treat?.revenuePerVisitor?.mean).toBe(6);
+    expect(treat?.vsControl?.revenuePerVisitor?.difference).toBe(-4);
+    // Welch SE = √(72/2 + 200/2) = √136.
+    expect(treat?.vsControl?.revenuePerVisitor?.se).toBeCloseTo(Math.sqrt(136), 9);
+    expect(treat?.vsControl?.ctr.difference).toBeCloseTo(1 / 3, 12);
+    expect(control?.vsControl).toBeNull();
+    // 2 and 2 visitors for 50 / 50: χ² = 0.
+    expect(report.srm).toMatchObject({ statistic: 0, mismatch: false });
+  });
+
+  it("interleave: clicks credited to the team that placed the clicked position", async () => {
+    const credits = await teamCredits(db, "il", REPORT_DEFAULTS);
+    expect(credits).toEqual([
+      { a: 0, b: 1, winner: "b" },
+      { a: 1, b: 1, winner: "tie" },
+      { a: 0, b: 0, winner: "tie" },
+    ]);
+    const report = await experimentReport(db, IL);
+    expect(report.interleaving).toMatchObject({ a: "now", b: "pop", wins: 0, losses: 1, ties: 1, noClicks: 1, n: 2 });
+  });
+});
