@@ -198,6 +198,7 @@ async function startDemo(
       persistTo: join(stateDir, "storefront"),
       ...(registryPath ? { registryPath } : {}),
       output,
+      reports: { lastmileUrl: workerUrl, adminKey: LOCAL_KEYS.adminKey },
     });
   } catch (error) {
     say(`demo: not started (${error instanceof StackError ? error.message : describeError(error)})`);

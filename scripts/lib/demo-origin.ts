@@ -7,6 +7,7 @@
 //   /                  home: the bestsellers and a home placement
 //   /products/:id      product page: add to cart, a pdp placement
 //   /cart              the cart (a cookie) and a cart placement;  POST /cart/add adds a product
+//   /experiments       the running experiments' reports (Lastmile's admin API; local demo only: it holds the admin key)
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { type DbSettings, openPool } from "../../src/stores/db.ts";
 import { LOOPBACK } from "./ports.ts";
@@ -123,6 +124,8 @@ function page(title: string, body: string): string {
   .lm-reasons { display: block; color: #999; font-size: 0.75rem; margin-top: 0.3rem; }
   button { background: #fca311; border: 0; border-radius: 6px; padding: 0.6rem 1.2rem; font-size: 1rem; cursor: pointer; }
   .placement { min-height: 2rem; }
+  table.report { border-collapse: collapse; font-size: 0.85rem; background: #fff; }
+  table.report td, table.report th { border: 1px solid #e3e3e3; padding: 0.3rem 0.5rem; text-align: left; }
 </style>
 </head>
 <body>
@@ -162,10 +165,90 @@ function placement(
 </div>`;
 }
 
+/** Where the experiments page reads its reports (the local Lastmile Worker and its admin key). */
+export interface ReportSource {
+  lastmileUrl: string;
+  adminKey: string;
+}
+
+const pct = (x: number) => `${(100 * x).toFixed(1)} %`;
+const money = (x: number) => x.toFixed(2);
+
+interface ReportArm {
+  arm: string;
+  share: number;
+  visitors: number;
+  exposures: number;
+  ctr: { rate: number; low: number; high: number };
+  addToCartRate: { rate: number; low: number; high: number };
+  conversion: { rate: number; low: number; high: number };
+  revenuePerVisitor: { mean: number; low: number; high: number } | null;
+  vsControl: { ctr: { difference: number; pValue: number }; conversion: { difference: number; pValue: number } } | null;
+}
+
+interface Report {
+  experiment: { id: string; placement: string; mode: string; holdout: number };
+  control: string | null;
+  arms: ReportArm[];
+  srm: { pValue: number; mismatch: boolean } | null;
+  interleaving: { a: string; b: string; wins: number; losses: number; ties: number; n: number; pValue: number } | null;
+}
+
+/** The experiments page: each experiment of the active document with its report, as tables. */
+async function experimentsPage(source: ReportSource): Promise<string> {
+  const headers = { authorization: `Bearer ${source.adminKey}` };
+  const doc = (await (await fetch(`${source.lastmileUrl}/v1/admin/experiments`, { headers })).json()) as {
+    version: string;
+    config: { experiments: Array<{ id: string }> };
+  };
+  const experiments = doc.config?.experiments ?? [];
+  if (experiments.length === 0) {
+    return `<h1>Experiments</h1><p>No experiment is configured (document ${escapeHtml(doc.version ?? "default")}).
+Create one with <code>PUT /v1/admin/experiments</code> (docs/experiments.md).</p>`;
+  }
+  const sections: string[] = [];
+  for (const e of experiments) {
+    const res = await fetch(`${source.lastmileUrl}/v1/admin/experiments/${encodeURIComponent(e.id)}/report`, {
+      headers,
+    });
+    if (!res.ok) {
+      sections.push(`<h2>${escapeHtml(e.id)}</h2><p>No report (${res.status}): ${escapeHtml(await res.text())}</p>`);
+      continue;
+    }
+    const r = (await res.json()) as Report;
+    const rows = r.arms
+      .map(
+        (a) => `<tr><td>${escapeHtml(a.arm)}${a.arm === r.control ? " (control)" : ""}</td><td>${pct(a.share)}</td>
+<td>${a.visitors}</td><td>${a.exposures}</td>
+<td>${pct(a.ctr.rate)} [${pct(a.ctr.low)}, ${pct(a.ctr.high)}]</td>
+<td>${pct(a.addToCartRate.rate)}</td>
+<td>${pct(a.conversion.rate)} [${pct(a.conversion.low)}, ${pct(a.conversion.high)}]</td>
+<td>${a.revenuePerVisitor ? `${money(a.revenuePerVisitor.mean)} [${money(a.revenuePerVisitor.low)}, ${money(a.revenuePerVisitor.high)}]` : "–"}</td>
+<td>${a.vsControl ? `CTR ${a.vsControl.ctr.difference >= 0 ? "+" : ""}${pct(a.vsControl.ctr.difference)} (p ${a.vsControl.ctr.pValue.toFixed(3)})` : "–"}</td></tr>`,
+      )
+      .join("");
+    const srm = r.srm
+      ? `<p>Sample ratio: p = ${r.srm.pValue.toFixed(4)}${r.srm.mismatch ? " — <strong>mismatch: the arms are not comparable</strong>" : " (consistent with the configured split)"}</p>`
+      : "<p>Sample ratio: no visitors yet.</p>";
+    const il = r.interleaving
+      ? `<p>Interleaving: ${escapeHtml(r.interleaving.a)} won ${r.interleaving.wins}, ${escapeHtml(r.interleaving.b)} won ${r.interleaving.losses}, ties ${r.interleaving.ties} (sign test p = ${r.interleaving.pValue.toFixed(4)})</p>`
+      : "";
+    sections.push(`<h2>${escapeHtml(r.experiment.id)} <small>${escapeHtml(r.experiment.placement)} · ${escapeHtml(r.experiment.mode)}</small></h2>
+<table class="report"><thead><tr><th>arm</th><th>share</th><th>visitors</th><th>exposures</th><th>CTR [95 %]</th>
+<th>add to cart</th><th>conversion [95 %]</th><th>revenue / visitor [95 %]</th><th>vs control</th></tr></thead>
+<tbody>${rows}</tbody></table>${srm}${il}`);
+  }
+  return `<h1>Experiments</h1>
+<p>Document ${escapeHtml(doc.version)}. Exposures and events count once the warehouse has loaded them (the refresh
+cron, or <code>POST /v1/admin/refresh</code>).</p>${sections.join("\n")}`;
+}
+
 export function startDemoOrigin(options: {
   products: Map<string, DemoProduct>;
   bestsellers: string[];
   port?: number;
+  /** Serves /experiments from these reports (absent: no such page). */
+  reports?: ReportSource;
 }): Promise<DemoOrigin> {
   const { products } = options;
   const bestsellers = options.bestsellers.map((id) => products.get(id)).filter((p): p is DemoProduct => !!p);
@@ -268,6 +351,10 @@ ${placement(
         "cache-control": "no-store",
       });
       res.end();
+      return;
+    }
+    if (req.method === "GET" && path === "/experiments" && options.reports) {
+      send(res, 200, page("Experiments", await experimentsPage(options.reports)));
       return;
     }
     if (req.method === "GET" && path === "/api/products") {

@@ -4,7 +4,7 @@
 // registry. Lastmile keeps its port; the store gets another.
 import { join } from "node:path";
 import type { DbSettings } from "../../src/stores/db.ts";
-import { type DemoOrigin, loadDemoCatalog, startDemoOrigin } from "./demo-origin.ts";
+import { type DemoOrigin, loadDemoCatalog, type ReportSource, startDemoOrigin } from "./demo-origin.ts";
 import { freePort, LOOPBACK } from "./ports.ts";
 import { type Child, spawnChild, waitUntilReady } from "./processes.ts";
 import { REPO_ROOT, wranglerBin } from "./worker.ts";
@@ -25,6 +25,8 @@ export interface DemoStoreOptions {
   rankingTimeoutMs?: number;
   output?: "inherit" | "quiet";
   timeoutMs?: number;
+  /** The experiments page's report source (the local Lastmile Worker and its admin key). */
+  reports?: ReportSource;
 }
 
 export interface DemoStore {
@@ -37,7 +39,11 @@ export interface DemoStore {
 
 export async function startDemoStore(options: DemoStoreOptions): Promise<DemoStore> {
   const catalog = await loadDemoCatalog(options.settings);
-  const origin = await startDemoOrigin({ ...catalog, port: options.originPort ?? 0 });
+  const origin = await startDemoOrigin({
+    ...catalog,
+    port: options.originPort ?? 0,
+    ...(options.reports ? { reports: options.reports } : {}),
+  });
   try {
     const args = [
       wranglerBin(),

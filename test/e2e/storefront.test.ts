@@ -224,3 +224,32 @@ describe("the demo store", () => {
     expect(ids).not.toEqual(firstHome.items.map((i) => i.productId));
   });
 });
+
+describe("the demo's experiments page", () => {
+  it("says there is no experiment, then shows each configured one with its arms", async () => {
+    await page.goto(`${storeUrl}/experiments`);
+    expect(await page.locator("main").textContent()).toContain("No experiment is configured");
+    const put = await fetch(`${lastmileUrl}/v1/admin/experiments`, {
+      method: "PUT",
+      headers: { ...admin, "content-type": "application/json" },
+      body: JSON.stringify({
+        experiments: [
+          {
+            id: "demo-e2e",
+            placement: "post_purchase",
+            holdout: 0.1,
+            variants: [
+              { id: "popular", ranker: { kind: "popular" } },
+              { id: "merged", ranker: { kind: "ranker" } },
+            ],
+          },
+        ],
+      }),
+    });
+    expect(put.status, await put.text()).toBe(200);
+    await page.goto(`${storeUrl}/experiments`);
+    const rows = await page.locator("table.report tbody tr td:first-child").allTextContents();
+    expect(rows).toEqual(["holdout", "popular (control)", "merged"]);
+    expect(await page.locator("main h2").first().textContent()).toContain("demo-e2e");
+  });
+});
