@@ -1,5 +1,6 @@
 // What an experiment changes in one answer (src/experiments/serve.ts): the unit, the arm's config, the interleaved
 // list. Expected values are read off the inputs by hand.
+import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { parseExperiments } from "../../src/experiments/config.ts";
 import {
@@ -13,6 +14,17 @@ import { DEFAULT_RANKING_CONFIG } from "../../src/rank/config.ts";
 import type { RankedItem } from "../../src/rank/core.ts";
 
 const item = (productId: string, score: number): RankedItem => ({ productId, score, reasons: ["x"] });
+
+describe("the example document", () => {
+  it("examples/experiments.json is valid, as `npm run experiments -- push` would send it", () => {
+    const doc = JSON.parse(readFileSync(new URL("../../examples/experiments.json", import.meta.url), "utf8"));
+    const parsed = parseExperiments(doc, "v1");
+    expect(parsed.ok ? parsed.config.experiments.map((e) => [e.id, e.mode, e.holdout]) : parsed.issues).toEqual([
+      ["home-personalisation", "split", 0.1],
+      ["pdp-sequence-weight", "interleave", 0],
+    ]);
+  });
+});
 
 describe("assignment unit", () => {
   it("the request's anonymous id, else the oldest merged anonymous id, else the visitor's key", () => {
