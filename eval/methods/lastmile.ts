@@ -276,8 +276,9 @@ export class LastmileRanker implements Method {
 }
 
 /**
- * The batch lists alone: with a session, the neighbours (similar + bought together, each list scaled to its best
- * = 1, summed) of its latest item — what the Worker's context source reads; without one, the user's candidates.
+ * The batch lists alone: with a session, the neighbours (similar, bought together and next items, each list scaled
+ * to its best = 1, summed) of its latest item — what the Worker's context source reads; without one, the user's
+ * published list: its candidates and its buy-again entries, each part scaled to its best = 1.
  */
 export class LastmileBatch implements Method {
   readonly name = "lastmile-batch";
@@ -293,15 +294,21 @@ export class LastmileBatch implements Method {
     const out = new Map<string, number>();
     const last = q.events[q.events.length - 1];
     if (!m) return out;
+    const add = (list: readonly Scored[], skip: string | null) => {
+      let best = 0;
+      for (const [, s] of list) if (s > best) best = s;
+      if (best > 0) for (const [id, s] of list) if (id !== skip) out.set(id, (out.get(id) ?? 0) + s / best);
+    };
     if (!last) {
-      for (const c of this.shared.candidates(q) ?? []) out.set(c.productId, c.score);
+      const { batch, buyAgain } = splitUserList(this.shared.candidates(q));
+      add(
+        (batch ?? []).map((c) => [c.productId, c.score] as const),
+        null,
+      );
+      add(buyAgain ?? [], null);
       return out;
     }
-    for (const lists of [m.similar, m.boughtTogether]) {
-      const list = lists.get(last.item) ?? [];
-      const best = list[0]?.[1] ?? 0;
-      if (best > 0) for (const [id, s] of list) if (id !== last.item) out.set(id, (out.get(id) ?? 0) + s / best);
-    }
+    for (const lists of [m.similar, m.boughtTogether, this.shared.next]) add(lists.get(last.item) ?? [], last.item);
     return out;
   }
 }
