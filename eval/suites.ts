@@ -29,6 +29,7 @@ import {
 } from "./methods/baselines.ts";
 import { LastmileBatch, LastmileModels, LastmileRanker, type RequestShape } from "./methods/lastmile.ts";
 import { customersAt, nextItem, nextPurchase, otto, ottoCases, trainData } from "./protocols.ts";
+import { abSimMarkdown } from "./simulate.ts";
 import { sqlModels } from "./sql.ts";
 
 const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -200,6 +201,7 @@ export function runOtto(options: { file: string; testDays: number; seed: number 
 const f3 = (x: unknown) => (typeof x === "number" ? x.toFixed(4) : String(x));
 
 export function markdown(report: Record<string, unknown>): string {
+  if (report.protocol === "ab-sim") return abSimMarkdown(report);
   const results = (report.results ?? []) as Array<Record<string, unknown>>;
   const columns: Record<string, string[]> = {
     "next-item": ["hr", "mrr", "predictions"],

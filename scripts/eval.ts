@@ -3,6 +3,7 @@
 // with `--json`. `--list` prints the registered suites as JSON.
 import { parseArgs } from "node:util";
 import { type EventType, isoDay } from "../eval/data.ts";
+import { runAbSim } from "../eval/simulate.ts";
 import {
   convertUci,
   markdown,
@@ -120,6 +121,14 @@ const suites: EvalSuite[] = [
         sessions: num(v.sessions, 300),
         users: num(v.users, 400),
       });
+    },
+  },
+  {
+    name: "ab-sim",
+    description:
+      "the experiments simulation on the UCI test invoices: A/B split and interleaving of popular vs the merged ranker under a known click model, reported from a throwaway Postgres [--sessions N] [--seed 42]",
+    run(v) {
+      return runAbSim({ seed: num(v.seed, 42), sessions: optionalNum(v.sessions), testDays: num(v["test-days"], 30) });
     },
   },
 ];
