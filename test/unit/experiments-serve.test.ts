@@ -1,6 +1,5 @@
 // What an experiment changes in one answer (src/experiments/serve.ts): the unit, the arm's config, the interleaved
 // list. Expected values are read off the inputs by hand.
-import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { parseExperiments } from "../../src/experiments/config.ts";
 import {
@@ -16,8 +15,11 @@ import type { RankedItem } from "../../src/rank/core.ts";
 const item = (productId: string, score: number): RankedItem => ({ productId, score, reasons: ["x"] });
 
 describe("the example document", () => {
-  it("examples/experiments.json is valid, as `npm run experiments -- push` would send it", () => {
-    const doc = JSON.parse(readFileSync(new URL("../../examples/experiments.json", import.meta.url), "utf8"));
+  it("examples/experiments.json is valid, as `npm run experiments -- push` would send it", async () => {
+    // test/unit is type-checked with Worker types: node:fs through a dynamic import (as eval-otto.test.ts does).
+    const nodeFs = "node:fs";
+    const { readFileSync } = (await import(nodeFs)) as { readFileSync(path: string, encoding: "utf8"): string };
+    const doc = JSON.parse(readFileSync("examples/experiments.json", "utf8")) as unknown;
     const parsed = parseExperiments(doc, "v1");
     expect(parsed.ok ? parsed.config.experiments.map((e) => [e.id, e.mode, e.holdout]) : parsed.issues).toEqual([
       ["home-personalisation", "split", 0.1],
