@@ -13,7 +13,6 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { sql } from "drizzle-orm";
 import { LOCAL_KEYS } from "../scripts/lib/local-keys.ts";
 import { startStack } from "../scripts/lib/stack.ts";
 import { isSaleLine } from "../scripts/lib/uci-retail.ts";
@@ -25,7 +24,7 @@ import { type Experiment, type ExperimentsConfig, parseExperiments } from "../sr
 import { exposureEvent } from "../src/experiments/exposure.ts";
 import { type Credit, credit, interleavingOutcome, type Team, teamDraft } from "../src/experiments/interleave.ts";
 import { type ArmReport, type ExperimentReport, experimentReport, REPORT_DEFAULTS } from "../src/experiments/report.ts";
-import { binomialTwoSidedP, proportionDifference } from "../src/experiments/stats.ts";
+import { binomialTwoSidedP, ratioDifference } from "../src/experiments/stats.ts";
 import { DEFAULT_RANKING_CONFIG } from "../src/rank/config.ts";
 import { rank } from "../src/rank/core.ts";
 import { type Database, drizzleOn, openPool } from "../src/stores/db.ts";
@@ -264,7 +263,7 @@ function countsOf(o: VisitOutcome, control: string): VisitCounts {
 
 export interface PrefixStats {
   visits: number;
-  /** A/B: B − A CTR difference and its two-sided p-value (null while an arm has no exposure). */
+  /** A/B: B − A CTR difference and its two-sided p-value, errors over visits (null below two visits per arm). */
   abDifference: number | null;
   abP: number | null;
   /** Interleaving: impressions a won, b won; the sign test's p-value. */
@@ -278,20 +277,26 @@ export function prefixStats(outcomes: readonly VisitOutcome[], prefixes: readonl
   const counts = outcomes.map((o) => countsOf(o, control));
   const out: PrefixStats[] = [];
   let i = 0;
-  const acc = { a: { s: 0, n: 0 }, b: { s: 0, n: 0 }, wins: 0, losses: 0 };
+  // Per arm, the per-visit sums of the delta-method error (x = clicked exposures, y = exposures of a visit): a visit's
+  // exposures are not independent trials (the report clusters by visitor; here a visit is the cluster).
+  const sums = () => ({ n: 0, sumX: 0, sumY: 0, sumXX: 0, sumYY: 0, sumXY: 0 });
+  const acc = { a: sums(), b: sums(), wins: 0, losses: 0 };
   for (const n of prefixes) {
     for (; i < Math.min(n, counts.length); i++) {
       const c = counts[i] as VisitCounts;
       const arm = c.inB ? acc.b : acc.a;
-      arm.s += c.clicked;
-      arm.n += c.exposures;
+      if (c.exposures > 0) {
+        arm.n++;
+        arm.sumX += c.clicked;
+        arm.sumY += c.exposures;
+        arm.sumXX += c.clicked * c.clicked;
+        arm.sumYY += c.exposures * c.exposures;
+        arm.sumXY += c.clicked * c.exposures;
+      }
       acc.wins += c.wins;
       acc.losses += c.losses;
     }
-    const d =
-      acc.a.n > 0 && acc.b.n > 0
-        ? proportionDifference({ successes: acc.b.s, trials: acc.b.n }, { successes: acc.a.s, trials: acc.a.n })
-        : null;
+    const d = acc.a.n >= 2 && acc.b.n >= 2 ? ratioDifference(acc.b, acc.a) : null;
     out.push({
       visits: Math.min(n, counts.length),
       abDifference: d?.difference ?? null,
@@ -620,16 +625,9 @@ export function armTotals(visits: readonly SimVisit[], outcomes: readonly VisitO
   );
 }
 
-/**
- * experimentReport() with nested-loop joins disabled for its transaction. The report's CTEs hide their sizes from
- * the planner (it expects ~150 exposures where there are 35,000) and teamCredits' final join then re-runs the whole
- * attribution once per interleaved exposure: minutes instead of 1.5 s at the full test split.
- */
+/** The report as the admin endpoint computes it (experimentReport runs its own read transaction). */
 async function report(db: Database, experiment: Experiment): Promise<ExperimentReport> {
-  return db.transaction(async (tx) => {
-    await tx.execute(sql`set local enable_nestloop = off`);
-    return experimentReport(tx, experiment, REPORT_DEFAULTS);
-  });
+  return experimentReport(db, experiment, REPORT_DEFAULTS);
 }
 
 // ── the suite ──

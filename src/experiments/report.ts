@@ -12,6 +12,7 @@
 import { sql } from "drizzle-orm";
 import type { Executor } from "../batch/bulk.ts";
 import { rows } from "../batch/recommenders/sql.ts";
+import type { Database } from "../stores/db.ts";
 import { armShares } from "./assign.ts";
 import { type Experiment, HOLDOUT_ARM, INTERLEAVED_ARM } from "./config.ts";
 import { EXPOSURE_EVENT, EXPOSURE_SOURCE } from "./exposure.ts";
@@ -24,6 +25,10 @@ import {
   type ProportionEstimate,
   proportion,
   proportionDifference,
+  type RatioEstimate,
+  type RatioSums,
+  ratioDifference,
+  ratioEstimate,
   type SampleRatioCheck,
   sampleRatioMismatch,
 } from "./stats.ts";
@@ -55,13 +60,27 @@ export interface ArmCounts {
   /** Σ credited revenue (price × quantity of the credited order lines), and Σ of each visitor's revenue squared. */
   revenue: number;
   revenueSq: number;
+  /**
+   * Per-visitor cross sums of the exposure-level rates (x = a visitor's clicked or carted exposures, y = their
+   * exposures): Σy², Σx², Σxy — the delta-method standard errors over visitors (stats.ts ratioEstimate).
+   */
+  exposuresSq: number;
+  clickedSq: number;
+  clickedByExposures: number;
+  cartedSq: number;
+  cartedByExposures: number;
 }
 
 export interface ArmReport extends ArmCounts {
   /** The configured share of traffic. */
   share: number;
-  ctr: ProportionEstimate;
-  addToCartRate: ProportionEstimate;
+  /**
+   * Exposure-level rates with standard errors over visitors (the unit of assignment): a visitor's exposures are not
+   * independent trials (delta method, stats.ts ratioEstimate).
+   */
+  ctr: RatioEstimate;
+  addToCartRate: RatioEstimate;
+  /** Visitors with a credited order line / visitors (Wilson interval). */
   conversion: ProportionEstimate;
   /** Null below two visitors (no variance). */
   revenuePerVisitor: MeanEstimate | null;
@@ -141,22 +160,29 @@ export async function armCounts(db: Executor, experimentId: string, o: ReportOpt
       from x left join credited c on c.exposure = x.exposure
       group by x.exposure, x.arm, x.user_key
     ),
-    lines as (select distinct message_id, line, arm, user_key, kind, revenue from credited where kind = 'purchase'),
     per_visitor as (
-      select v.arm, v.user_key, count(*) as exposures,
-             count(*) filter (where v.clicks > 0) as clicked, count(*) filter (where v.carts > 0) as carted,
-             sum(v.clicks) as clicks, sum(v.carts) as carts,
-             (select count(*) from lines l where l.arm = v.arm and l.user_key = v.user_key) as order_lines,
-             (select coalesce(sum(l.revenue), 0) from lines l where l.arm = v.arm and l.user_key = v.user_key)
-               as revenue
-      from per_exposure v
-      group by v.arm, v.user_key
+      select arm, user_key, count(*) as exposures,
+             count(*) filter (where clicks > 0) as clicked, count(*) filter (where carts > 0) as carted,
+             sum(clicks) as clicks, sum(carts) as carts
+      from per_exposure
+      group by arm, user_key
+    ),
+    lines as (select distinct message_id, line, arm, user_key, revenue from credited where kind = 'purchase'),
+    visitor_lines as (
+      select arm, user_key, count(*) as order_lines, sum(revenue) as revenue from lines group by arm, user_key
+    ),
+    visitors as (
+      select v.*, coalesce(l.order_lines, 0) as order_lines, coalesce(l.revenue, 0) as revenue
+      from per_visitor v left join visitor_lines l on l.arm = v.arm and l.user_key = v.user_key
     )
     select arm, count(*) as visitors, sum(exposures) as exposures, sum(clicked) as clicked_exposures,
            sum(carted) as carted_exposures, count(*) filter (where order_lines > 0) as converters,
            sum(clicks) as clicks, sum(carts) as carts, sum(order_lines) as order_lines,
-           sum(revenue) as revenue, sum(revenue * revenue) as revenue_sq
-    from per_visitor
+           sum(revenue) as revenue, sum(revenue * revenue) as revenue_sq,
+           sum(exposures * exposures) as exposures_sq, sum(clicked * clicked) as clicked_sq,
+           sum(clicked * exposures) as clicked_by_exposures, sum(carted * carted) as carted_sq,
+           sum(carted * exposures) as carted_by_exposures
+    from visitors
     group by arm
     order by arm`,
   );
@@ -172,6 +198,11 @@ export async function armCounts(db: Executor, experimentId: string, o: ReportOpt
     orderLines: num(r.order_lines),
     revenue: num(r.revenue),
     revenueSq: num(r.revenue_sq),
+    exposuresSq: num(r.exposures_sq),
+    clickedSq: num(r.clicked_sq),
+    clickedByExposures: num(r.clicked_by_exposures),
+    cartedSq: num(r.carted_sq),
+    cartedByExposures: num(r.carted_by_exposures),
   }));
 }
 
@@ -180,13 +211,18 @@ export async function teamCredits(db: Executor, experimentId: string, o: ReportO
   const result = await rows<Record<string, unknown>>(
     db,
     sql`
-    with ${credited(experimentId, o)}
-    select x.exposure,
-           count(distinct c.position) filter (where c.kind = 'click' and c.team = 'a') as a,
-           count(distinct c.position) filter (where c.kind = 'click' and c.team = 'b') as b
-    from x left join credited c on c.exposure = x.exposure
+    with ${credited(experimentId, o)},
+    team_clicks as (
+      select exposure,
+             count(distinct position) filter (where team = 'a') as a,
+             count(distinct position) filter (where team = 'b') as b
+      from credited
+      where kind = 'click'
+      group by exposure
+    )
+    select x.exposure, coalesce(t.a, 0) as a, coalesce(t.b, 0) as b
+    from x left join team_clicks t on t.exposure = x.exposure
     where x.arm = ${INTERLEAVED_ARM}
-    group by x.exposure
     order by x.exposure`,
   );
   return result.map((r) => {
@@ -195,6 +231,24 @@ export async function teamCredits(db: Executor, experimentId: string, o: ReportO
     return { a, b, winner: a > b ? "a" : b > a ? "b" : "tie" };
   });
 }
+
+/** Per-visitor sums of the click-through and add-to-cart rates (x: clicked / carted exposures, y: exposures). */
+const ctrSums = (c: ArmCounts): RatioSums => ({
+  n: c.visitors,
+  sumX: c.clickedExposures,
+  sumY: c.exposures,
+  sumXX: c.clickedSq,
+  sumYY: c.exposuresSq,
+  sumXY: c.clickedByExposures,
+});
+const cartSums = (c: ArmCounts): RatioSums => ({
+  n: c.visitors,
+  sumX: c.cartedExposures,
+  sumY: c.exposures,
+  sumXX: c.cartedSq,
+  sumYY: c.exposuresSq,
+  sumXY: c.cartedByExposures,
+});
 
 /** The revenue-per-visitor sample of an arm from its sums (n, mean, sample variance). */
 function revenueSample(c: ArmCounts) {
@@ -226,6 +280,11 @@ export function buildReport(
     orderLines: 0,
     revenue: 0,
     revenueSq: 0,
+    exposuresSq: 0,
+    clickedSq: 0,
+    clickedByExposures: 0,
+    cartedSq: 0,
+    cartedByExposures: 0,
   });
   const control =
     experiment.mode === "interleave"
@@ -241,20 +300,14 @@ export function buildReport(
     return {
       ...c,
       share,
-      ctr: proportion(c.clickedExposures, c.exposures),
-      addToCartRate: proportion(c.cartedExposures, c.exposures),
+      ctr: ratioEstimate(ctrSums(c)),
+      addToCartRate: ratioEstimate(cartSums(c)),
       conversion: proportion(c.converters, c.visitors),
       revenuePerVisitor: rpv.n >= 2 ? meanEstimate(rpv) : null,
       vsControl: comparable
         ? {
-            ctr: proportionDifference(
-              { successes: c.clickedExposures, trials: c.exposures },
-              { successes: controlCounts.clickedExposures, trials: controlCounts.exposures },
-            ),
-            addToCartRate: proportionDifference(
-              { successes: c.cartedExposures, trials: c.exposures },
-              { successes: controlCounts.cartedExposures, trials: controlCounts.exposures },
-            ),
+            ctr: ratioDifference(ctrSums(c), ctrSums(controlCounts)),
+            addToCartRate: ratioDifference(cartSums(c), cartSums(controlCounts)),
             conversion: proportionDifference(
               { successes: c.converters, trials: c.visitors },
               { successes: controlCounts.converters, trials: controlCounts.visitors },
@@ -272,8 +325,8 @@ export function buildReport(
     arms.push({
       ...c,
       share: 0,
-      ctr: proportion(c.clickedExposures, c.exposures),
-      addToCartRate: proportion(c.cartedExposures, c.exposures),
+      ctr: ratioEstimate(ctrSums(c)),
+      addToCartRate: ratioEstimate(cartSums(c)),
       conversion: proportion(c.converters, c.visitors),
       revenuePerVisitor: rpv.n >= 2 ? meanEstimate(rpv) : null,
       vsControl: null,
@@ -305,13 +358,21 @@ export function buildReport(
   };
 }
 
-/** The whole report of one experiment from Postgres. */
+/**
+ * The whole report of one experiment from Postgres, in one read-only transaction with nested-loop joins off: the
+ * attribution's CTEs hide their sizes from the planner (it expects ~150 exposures where there may be 35,000), and a
+ * nested loop over them re-runs the attribution per exposure — minutes instead of seconds on the simulation's data
+ * (docs/experiments.md#simulation).
+ */
 export async function experimentReport(
-  db: Executor,
+  db: Database,
   experiment: Experiment,
   options: ReportOptions = REPORT_DEFAULTS,
 ): Promise<ExperimentReport> {
-  const counts = await armCounts(db, experiment.id, options);
-  const credits = experiment.mode === "interleave" ? await teamCredits(db, experiment.id, options) : null;
-  return buildReport(experiment, counts, options, credits);
+  return db.transaction(async (tx) => {
+    await tx.execute(sql`set local enable_nestloop = off`);
+    const counts = await armCounts(tx, experiment.id, options);
+    const credits = experiment.mode === "interleave" ? await teamCredits(tx, experiment.id, options) : null;
+    return buildReport(experiment, counts, options, credits);
+  });
 }

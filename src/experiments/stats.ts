@@ -337,3 +337,54 @@ export function sampleRatioMismatch(
   const expected = Object.fromEntries(arms.map((a) => [a, (total * (shares[a] as number)) / shareSum]));
   return { ...test, expected, mismatch: test.pValue < alpha };
 }
+
+/**
+ * Per-visitor sums of a ratio metric whose unit of analysis is finer than the unit of assignment (click-through
+ * rate: clicked exposures / exposures, while visitors are what is randomised): x_i and y_i are visitor i's
+ * numerator and denominator.
+ */
+export interface RatioSums {
+  /** Visitors. */
+  n: number;
+  sumX: number;
+  sumY: number;
+  sumXX: number;
+  sumYY: number;
+  sumXY: number;
+}
+
+export interface RatioEstimate extends Interval {
+  /** ΣX / ΣY (0 when ΣY = 0). */
+  rate: number;
+  /** Its standard error by the delta method over visitors. */
+  se: number;
+  successes: number;
+  trials: number;
+}
+
+/**
+ * R = ΣX/ΣY with the delta-method standard error over visitors (Deng, Lu & Litz 2017, "Trustworthy analysis of
+ * online A/B tests: pitfalls, challenges and solutions"): Var(R) ≈ (s²_X − 2R·s_XY + R²·s²_Y) / (n·Ȳ²), sample
+ * (co)variances with n − 1. Treating a visitor's many exposures as independent trials understates the error; this
+ * does not. Interval R ± z·se, clipped to [0, 1] for rates. n < 2: se 0 and the interval [0, 1].
+ */
+export function ratioEstimate(s: RatioSums, z = Z95): RatioEstimate {
+  const rate = s.sumY > 0 ? s.sumX / s.sumY : 0;
+  const base = { rate, successes: s.sumX, trials: s.sumY };
+  if (s.n < 2 || s.sumY <= 0) return { ...base, se: 0, low: 0, high: 1 };
+  const mx = s.sumX / s.n;
+  const my = s.sumY / s.n;
+  const vx = (s.sumXX - s.n * mx * mx) / (s.n - 1);
+  const vy = (s.sumYY - s.n * my * my) / (s.n - 1);
+  const cxy = (s.sumXY - s.n * mx * my) / (s.n - 1);
+  const variance = Math.max(0, (vx - 2 * rate * cxy + rate * rate * vy) / (s.n * my * my));
+  const se = Math.sqrt(variance);
+  return { ...base, se, low: Math.max(0, rate - z * se), high: Math.min(1, rate + z * se) };
+}
+
+/** Treatment ratio − control ratio, each with its delta-method standard error (independent arms). */
+export function ratioDifference(treatment: RatioSums, control: RatioSums, z = Z95): Difference {
+  const t = ratioEstimate(treatment, z);
+  const c = ratioEstimate(control, z);
+  return difference(t.rate - c.rate, Math.sqrt(t.se * t.se + c.se * c.se), c.rate, z);
+}

@@ -181,6 +181,12 @@ describe("attribution", () => {
         orderLines: 1,
         revenue: 20,
         revenueSq: 400,
+        // Per visitor (exposures, clicked, carted): u:1 (2, 1, 1), u:4 (1, 0, 0).
+        exposuresSq: 5,
+        clickedSq: 1,
+        clickedByExposures: 2,
+        cartedSq: 1,
+        cartedByExposures: 2,
       },
       {
         arm: "treat",
@@ -194,6 +200,12 @@ describe("attribution", () => {
         orderLines: 2,
         revenue: 12,
         revenueSq: 144,
+        // u:2 (2, 1, 0), u:3 (1, 1, 0).
+        exposuresSq: 5,
+        clickedSq: 2,
+        clickedByExposures: 3,
+        cartedSq: 0,
+        cartedByExposures: 0,
       },
     ]);
   });
@@ -227,6 +239,12 @@ describe("the report", () => {
     expect(control?.arm).toBe("control");
     expect(control?.ctr).toMatchObject({ successes: 1, trials: 3 });
     expect(treat?.ctr).toMatchObject({ successes: 2, trials: 3 });
+    // CTR's standard error over visitors (delta method): treat x = clicked exposures [1, 1], y = exposures [2, 1]:
+    // R = 2/3, s²x = 0, s²y = 1/2, sxy = 0 → Var = (4/9 · 1/2) / (2 · 9/4) = 4/81. control x = [1, 0], y = [2, 1]:
+    // R = 1/3, s²x = 1/2, s²y = 1/2, sxy = 1/2 → Var = (1/2 − 1/3 + 1/18) / (9/2) = 4/81. Difference se = √(8/81).
+    expect(treat?.ctr.se).toBeCloseTo(2 / 9, 12);
+    expect(control?.ctr.se).toBeCloseTo(2 / 9, 12);
+    expect(treat?.vsControl?.ctr.se).toBeCloseTo(Math.sqrt(8 / 81), 12);
     // Revenue per visitor: control [20, 0] → mean 10, variance 200; treat [12, 0] → mean 6, variance 72.
     expect(control?.revenuePerVisitor?.mean).toBe(10);
     expect(treat?.revenuePerVisitor?.mean).toBe(6);

@@ -7,7 +7,7 @@ import type { CollectedEvent } from "../../src/collect/event.ts";
 import { assign, interleaveSeed } from "../../src/experiments/assign.ts";
 import type { Experiment } from "../../src/experiments/config.ts";
 import { type Credit, type Interleaved, type Team, teamDraft } from "../../src/experiments/interleave.ts";
-import { binomialTwoSidedP, proportionDifference } from "../../src/experiments/stats.ts";
+import { binomialTwoSidedP, normalTwoSidedP } from "../../src/experiments/stats.ts";
 
 // eval/simulate.ts reaches the local stack's launcher (Node's types); test/unit is type-checked with the Worker's
 // types, so the module is loaded by a specifier tsc does not follow and typed by the little this test uses.
@@ -260,18 +260,21 @@ describe("prefixes", () => {
       { arm: "popular", ab: [click(true), click(false)], il: [win("a"), win("tie")] },
       { arm: "merged", ab: [click(true), click(true), click(false)], il: [win("b"), win("b")] },
       { arm: "merged", ab: [click(true)], il: [win("b")] },
+      { arm: "popular", ab: [click(false), click(false)], il: [win("tie")] },
     ];
-    const rows = prefixStats(outcomes, [1, 2, 3], "popular");
+    const rows = prefixStats(outcomes, [1, 2, 3, 4], "popular");
     expect(rows[0]).toMatchObject({ visits: 1, abDifference: null, abP: null, wins: 1, losses: 0 });
-    // After 2 visits: A 1/2, B 2/3; wins 1 : 2.
-    const d2 = proportionDifference({ successes: 2, trials: 3 }, { successes: 1, trials: 2 });
-    expect(rows[1]).toMatchObject({ visits: 2, abDifference: d2.difference, abP: d2.pValue, wins: 1, losses: 2 });
+    // Errors are over visits: no difference until each arm has two visits.
+    expect(rows[1]).toMatchObject({ visits: 2, abDifference: null, wins: 1, losses: 2 });
     expect(rows[1]?.ilP).toBe(binomialTwoSidedP(1, 3));
-    // After 3: B 3/4; wins 1 : 3.
-    expect(rows[2]?.abDifference).toBeCloseTo(3 / 4 - 1 / 2, 12);
-    expect(rows[2]?.ilP).toBe(binomialTwoSidedP(1, 4));
+    expect(rows[2]).toMatchObject({ visits: 3, abDifference: null, wins: 1, losses: 3 });
+    // After 4: A visits (x clicked, y exposures) (1, 2), (0, 2): R = 1/4, s²x = 1/2, s²y = 0 → Var = (1/2)/(2·4) = 1/16.
+    // B (2, 3), (1, 1): R = 3/4, s²x = 1/2, s²y = 2, sxy = 1 → Var = (1/2 − 3/2 + 9/16·2)/(2·4) = 1/64.
+    expect(rows[3]?.abDifference).toBeCloseTo(0.5, 12);
+    expect(rows[3]?.abP).toBeCloseTo(normalTwoSidedP(0.5 / Math.sqrt(1 / 16 + 1 / 64)), 12);
+    expect(rows[3]?.ilP).toBe(binomialTwoSidedP(1, 4));
     // Prefixes beyond the data stop at its size.
-    expect(prefixStats(outcomes, [10], "popular")[0]?.visits).toBe(3);
+    expect(prefixStats(outcomes, [10], "popular")[0]?.visits).toBe(4);
   });
 
   it("detection is the first prefix from which every p-value is below 0.05 with the right sign", () => {

@@ -15,6 +15,8 @@ import {
   normalTwoSidedP,
   proportion,
   proportionDifference,
+  ratioDifference,
+  ratioEstimate,
   regularizedGammaQ,
   sampleRatioMismatch,
   summarize,
@@ -236,5 +238,29 @@ describe("chi-square tests", () => {
     const lost = sampleRatioMismatch({ a: 4750, b: 4750 }, shares);
     expect(lost.mismatch).toBe(true);
     expect(() => sampleRatioMismatch({ c: 1 }, shares)).toThrow(RangeError);
+  });
+});
+
+describe("ratio metrics over visitors (delta method)", () => {
+  it("matches the hand computation and widens the naive binomial error when visitors cluster", () => {
+    // Visitors (x clicked exposures, y exposures): (3, 3), (0, 3), (1, 2), (0, 2). R = 4/10; x̄ = 1, ȳ = 2.5;
+    // s²x = (4 + 1 + 0 + 1)/3 = 2; s²y = (0.25·4)/3 = 1/3; sxy = (2·0.5 + (−1)(0.5) + 0 + (−1)(−0.5))/3 = 1/3.
+    // Var(R) = (2 − 2·0.4·(1/3) + 0.16·(1/3)) / (4 · 6.25) = (2 − 0.26667 + 0.05333)/25 = 1.78667/25.
+    const sums = { n: 4, sumX: 4, sumY: 10, sumXX: 9 + 0 + 1 + 0, sumYY: 9 + 9 + 4 + 4, sumXY: 9 + 0 + 2 + 0 };
+    const r = ratioEstimate(sums);
+    expect(r.rate).toBe(0.4);
+    expect(r.se).toBeCloseTo(Math.sqrt(1.78667 / 25), 4);
+    // The binomial error of 4/10 as if the 10 exposures were independent: √(0.24/10) — smaller.
+    expect(r.se).toBeGreaterThan(Math.sqrt(0.24 / 10));
+    const d = ratioDifference(sums, { n: 2, sumX: 1, sumY: 4, sumXX: 1, sumYY: 8, sumXY: 2 });
+    // Control: x = (1, 0), y = (2, 2): R = 1/4, s²x = 1/2, s²y = 0, sxy = 0 → Var = (1/2)/(2·4) = 1/16.
+    expect(d.difference).toBeCloseTo(0.15, 12);
+    expect(d.se).toBeCloseTo(Math.sqrt(1.78667 / 25 + 1 / 16), 4);
+    // Fewer than two visitors: no error estimate, the whole range.
+    expect(ratioEstimate({ n: 1, sumX: 1, sumY: 2, sumXX: 1, sumYY: 4, sumXY: 2 })).toMatchObject({
+      se: 0,
+      low: 0,
+      high: 1,
+    });
   });
 });
