@@ -273,25 +273,41 @@ export interface PrefixStats {
 }
 
 /** The statistics of the first n visits for each n of `prefixes`. */
-export function prefixStats(outcomes: readonly VisitOutcome[], prefixes: readonly number[], control: string) {
+export function prefixStats(
+  outcomes: readonly VisitOutcome[],
+  prefixes: readonly number[],
+  control: string,
+  /** Visit i's visitor: errors are over visitors, as the report's (absent: each visit its own visitor). */
+  visitorOf: (i: number) => string = (i) => String(i),
+) {
   const counts = outcomes.map((o) => countsOf(o, control));
   const out: PrefixStats[] = [];
   let i = 0;
-  // Per arm, the per-visit sums of the delta-method error (x = clicked exposures, y = exposures of a visit): a visit's
-  // exposures are not independent trials (the report clusters by visitor; here a visit is the cluster).
+  // Per arm, the per-visitor sums of the delta-method error (x = clicked exposures, y = exposures of a visitor): a
+  // visitor's exposures are not independent trials (as in the report). A visitor's later visit replaces its terms.
   const sums = () => ({ n: 0, sumX: 0, sumY: 0, sumXX: 0, sumYY: 0, sumXY: 0 });
   const acc = { a: sums(), b: sums(), wins: 0, losses: 0 };
+  const perVisitor = new Map<string, { x: number; y: number }>();
   for (const n of prefixes) {
     for (; i < Math.min(n, counts.length); i++) {
       const c = counts[i] as VisitCounts;
       const arm = c.inB ? acc.b : acc.a;
       if (c.exposures > 0) {
-        arm.n++;
+        const who = visitorOf(i);
+        const old = perVisitor.get(who);
+        if (old) {
+          arm.sumXX -= old.x * old.x;
+          arm.sumYY -= old.y * old.y;
+          arm.sumXY -= old.x * old.y;
+        } else arm.n++;
+        const x = (old?.x ?? 0) + c.clicked;
+        const y = (old?.y ?? 0) + c.exposures;
+        perVisitor.set(who, { x, y });
         arm.sumX += c.clicked;
         arm.sumY += c.exposures;
-        arm.sumXX += c.clicked * c.clicked;
-        arm.sumYY += c.exposures * c.exposures;
-        arm.sumXY += c.clicked * c.exposures;
+        arm.sumXX += x * x;
+        arm.sumYY += y * y;
+        arm.sumXY += x * y;
       }
       acc.wins += c.wins;
       acc.losses += c.losses;
@@ -381,7 +397,9 @@ function replicate(visits: readonly SimVisit[], seed: number, replications: numb
   for (let r = 1; r <= replications; r++) {
     const ab = { ...AB_EXPERIMENT, id: `${AB_ID}-r${r}` };
     const il = { ...IL_EXPERIMENT, id: `${IL_ID}-r${r}` };
-    out.push(prefixStats(simulate(visits, seed + r * 7919, ab, il), prefixes, control));
+    out.push(
+      prefixStats(simulate(visits, seed + r * 7919, ab, il), prefixes, control, (i) => visits[i]?.userKey ?? ""),
+    );
   }
   return out;
 }
@@ -694,7 +712,7 @@ export async function runAbSim(options: AbSimOptions): Promise<Record<string, un
   const expectedArms = armTotals(visits, outcomes);
   const ilTally = interleavingOutcome(outcomes.flatMap((o) => o.il.map((s) => s.credit)));
   const prefixes = prefixesFor(visits.length);
-  const rows = prefixStats(outcomes, prefixes, control);
+  const rows = prefixStats(outcomes, prefixes, control, (i) => visits[i]?.userKey ?? "");
   const replications = options.replications ?? REPLICATIONS;
   const pw = power(visits, options.seed, replications);
   lap("simulateMs", t);

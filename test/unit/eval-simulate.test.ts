@@ -66,7 +66,12 @@ interface SimulateModule {
     visits: readonly SimVisit[],
     outcomes: readonly VisitOutcome[],
   ): Map<string, { visitors: number; converters: number; exposures: number; clicked: number; revenue: number }>;
-  prefixStats(outcomes: readonly VisitOutcome[], prefixes: readonly number[], control: string): PrefixStats[];
+  prefixStats(
+    outcomes: readonly VisitOutcome[],
+    prefixes: readonly number[],
+    control: string,
+    visitorOf?: (i: number) => string,
+  ): PrefixStats[];
   detectionVisits(rows: readonly DetectionRow[]): number | null;
   abRows(rows: readonly PrefixStats[]): DetectionRow[];
   prefixesFor(total: number): number[];
@@ -275,6 +280,24 @@ describe("prefixes", () => {
     expect(rows[3]?.ilP).toBe(binomialTwoSidedP(1, 4));
     // Prefixes beyond the data stop at its size.
     expect(prefixStats(outcomes, [10], "popular")[0]?.visits).toBe(4);
+  });
+
+  it("errors are over visitors: a visitor's visits are one cluster", () => {
+    const click = (c: boolean) => ({ shown: [], click: c ? 1 : null });
+    const visit = (arm: string, clicks: boolean[]): VisitOutcome => ({ arm, ab: clicks.map(click), il: [] });
+    const outcomes = [
+      visit("popular", [true, false]),
+      visit("popular", [false, false]),
+      visit("popular", [true]),
+      visit("merged", [true, true, false]),
+      visit("merged", [true]),
+    ];
+    const visitor = ["P1", "P1", "P2", "M1", "M2"];
+    const [row] = prefixStats(outcomes, [5], "popular", (i) => visitor[i] as string);
+    // A: P1 (x 1, y 4), P2 (1, 1): R = 2/5, s²x = 0, s²y = 4.5, sxy = 0 → Var = 0.16 · 4.5 / (2 · 2.5²) = 0.0576.
+    // B: M1 (2, 3), M2 (1, 1): R = 3/4, s²x = 1/2, s²y = 2, sxy = 1 → Var = (1/2 − 3/2 + 9/8) / (2 · 4) = 1/64.
+    expect(row?.abDifference).toBeCloseTo(0.35, 12);
+    expect(row?.abP).toBeCloseTo(normalTwoSidedP(0.35 / Math.sqrt(0.0576 + 1 / 64)), 12);
   });
 
   it("detection is the first prefix from which every p-value is below 0.05 with the right sign", () => {
