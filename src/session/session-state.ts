@@ -148,8 +148,9 @@ export class SessionState extends DurableObject<Env> {
 
   /**
    * The user's state for ranking. Strictly read-only: no storage write, no alarm, even for a never-seen user.
-   * `lean` (the ranking path) leaves out what ranking does not use: `interactions`, `mergedKeys`/`anonymousIds`
-   * and the outbox figures come back empty.
+   * `lean` (the ranking path) leaves out what ranking does not use: `interactions`, `mergedKeys` and the outbox
+   * figures come back empty, and `anonymousIds` holds only the first anonymous id merged in (an experiment's
+   * assignment unit: docs/experiments.md#serving).
    */
   async snapshot(userKey?: string, options: { lean?: boolean } = {}): Promise<SessionSnapshot> {
     const now = this.clock();
@@ -169,7 +170,7 @@ export class SessionState extends DurableObject<Env> {
           exists: true,
           userKey: profile.userKey,
           userId: profile.userId,
-          anonymousIds: [],
+          anonymousIds: ((first) => (first ? [first] : []))(store.firstMergedAnonymousId()),
           mergedKeys: [],
           mergedInto: profile.mergedInto,
           createdAt: profile.createdAt,

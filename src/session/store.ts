@@ -390,6 +390,18 @@ export class SessionStore {
       .map((r: Row) => String(r.key));
   }
 
+  /** The anonymous id merged in first (an experiment's assignment unit after a login), or null. */
+  firstMergedAnonymousId(statuses: readonly MergeStatus[] = ["merged", "claimed"]): string | null {
+    const marks = statuses.map(() => "?").join(", ");
+    const row = this.#sql
+      .exec(
+        `SELECT key FROM merged WHERE status IN (${marks}) AND key LIKE 'a:%' ORDER BY at, key LIMIT 1`,
+        ...statuses,
+      )
+      .toArray()[0];
+    return row ? String((row as Row).key).slice(2) : null;
+  }
+
   // ---- outbox -------------------------------------------------------------------------------------------------
 
   enqueue(rows: readonly Omit<OutboxRow, "seq">[]): void {

@@ -9,7 +9,18 @@ import { assign } from "../../src/experiments/assign.ts";
 import { EXPERIMENTS_KEY, type Experiment, parseExperiments } from "../../src/experiments/config.ts";
 import { EXPOSURE_EVENT, EXPOSURE_SOURCE } from "../../src/experiments/exposure.ts";
 import { ADMIN_KEY, adminGet, refused, streamedEvent } from "./collect-helpers.ts";
-import { BASE, get, ids, ok, publishFixture, resetCaches, SERVER_KEY, shopFixture } from "./rank-helpers.ts";
+import {
+  BASE,
+  get,
+  ids,
+  ok,
+  publishFixture,
+  resetCaches,
+  SERVER_KEY,
+  settled,
+  shopFixture,
+  track,
+} from "./rank-helpers.ts";
 
 const shop = shopFixture(`x${crypto.randomUUID().slice(0, 8)}`);
 const id = shop.id;
@@ -153,6 +164,23 @@ describe("arms on the ranking path", () => {
     expect((await ok(get("/v1/recommendations?placement=home"))).experiment).toBeNull();
     // Another placement has no experiment running.
     expect((await ok(get(`/v1/similar/${id("p1")}?anonymousId=${anon}`))).experiment).toBeNull();
+  });
+
+  it("an identity merge keeps the arm: a user named alone is assigned by the visitor merged into it", async () => {
+    await putOk(HOME_AB);
+    const e = parsed(HOME_AB);
+    // A visitor in control browses, then logs in (the event carries both ids: the visitor merges into the user).
+    const anon = visitorIn(e, "control", "merge");
+    const user = `merge-user-${crypto.randomUUID().slice(0, 8)}`;
+    // The user's own key would be in another arm: otherwise the test could not tell the two apart.
+    expect(assign(e, `u:${user}`).arm).not.toBe("control");
+    await track({ anonymousId: anon }, [{ event: "Product Viewed", properties: { product_id: id("p1") } }]);
+    await track({ userId: user, anonymousId: anon }, [
+      { event: "Product Viewed", properties: { product_id: id("s1") } },
+    ]);
+    const a = await settled(() => ok(get(`/v1/recommendations?placement=home&userId=${user}`)));
+    expect(a.userKey).toBe(`u:${user}`);
+    expect(a.experiment?.arm).toBe("control");
   });
 
   it("an experiment outside its window does not run", async () => {
