@@ -171,9 +171,10 @@ describe("arms on the ranking path", () => {
     const e = parsed(HOME_AB);
     // A visitor in control browses, then logs in (the event carries both ids: the visitor merges into the user).
     const anon = visitorIn(e, "control", "merge");
-    const user = `merge-user-${crypto.randomUUID().slice(0, 8)}`;
-    // The user's own key would be in another arm: otherwise the test could not tell the two apart.
-    expect(assign(e, `u:${user}`).arm).not.toBe("control");
+    // A user whose own key is in another arm: otherwise the test could not tell the two apart.
+    const tag = crypto.randomUUID().slice(0, 8);
+    let user = "";
+    for (let i = 0; !user || assign(e, `u:${user}`).arm === "control"; i++) user = `merge-user-${tag}-${i}`;
     await track({ anonymousId: anon }, [{ event: "Product Viewed", properties: { product_id: id("p1") } }]);
     await track({ userId: user, anonymousId: anon }, [
       { event: "Product Viewed", properties: { product_id: id("s1") } },
