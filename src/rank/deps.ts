@@ -33,9 +33,11 @@ export function depsFromEnv(env: Env, ctx: WaitUntil): RankDeps {
       // dropped — the shopper's list is never held for it (docs/experiments.md#exposures).
       ctx.waitUntil(
         env.SESSION_STATE.getByName(userKey)
-          .record(userKey, [event])
+          .expose(userKey, event)
           .then(
-            () => undefined,
+            (kept) => {
+              if (!kept) log("warn", "exposure not recorded: the visitor's outbox is full", { userKey });
+            },
             (error: unknown) => log("warn", "exposure not recorded", { userKey, error: describeError(error) }),
           ),
       );

@@ -268,6 +268,16 @@ describe("exposures", () => {
     const snapshot = await env.SESSION_STATE.getByName(`a:${anon}`).snapshot(`a:${anon}`);
     expect(snapshot.viewed).toEqual([]);
     expect(snapshot.interactions).toEqual([]);
+    // A visitor with a session: the exposure goes to the outbox only — the session's counters do not move.
+    const known = `known-${crypto.randomUUID().slice(0, 8)}`;
+    await track({ anonymousId: known }, [{ event: "Product Viewed", properties: { product_id: id("p1") } }]);
+    const stub = env.SESSION_STATE.getByName(`a:${known}`);
+    const before = await stub.snapshot(`a:${known}`);
+    const b = await ok(get(`/v1/recommendations?placement=home&anonymousId=${known}&limit=3`));
+    expect((await streamedEvent(`exposure-${b.recId}`, `a:${known}`)).properties).toMatchObject({ rec_id: b.recId });
+    const after = await stub.snapshot(`a:${known}`);
+    expect(after.counters).toEqual(before.counters);
+    expect(after.viewed).toEqual([id("p1")]);
     // No visitor, no exposure: nothing to attribute it to.
     const anonymous = await ok(get("/v1/recommendations?placement=home&limit=3"));
     expect(anonymous.experiment).toBeNull();
