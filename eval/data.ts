@@ -2,9 +2,10 @@
 // Online Retail → session-file converter with a temporal split (docs/relevance.md#data). Pure parsing functions
 // over text; the file I/O is in eval/files.ts.
 
-import { CatalogBuilder, checkHeader, isSaleLine, LineNumberer, type RetailLine } from "../scripts/lib/uci-retail.ts";
+import { CatalogBuilder, isSaleLine, parseUciLines, type RetailLine } from "../scripts/lib/uci-retail.ts";
 import { categorize } from "../src/batch/categories.ts";
-import { csvRecords } from "../src/batch/csv.ts";
+
+export { parseUciLines };
 
 /** What happened: a click or view, an add to cart, a purchase (OTTO's clicks / carts / orders). */
 export type EventType = "view" | "cart" | "purchase";
@@ -105,20 +106,6 @@ export function parseOtto(text: string): Session[] {
 }
 
 // ── (c) UCI Online Retail CSV: an invoice is a session (its sale lines in file order), a customer a user ──
-
-/** The UCI file's lines (header checked), numbered within their invoice. */
-export function parseUciLines(text: string): RetailLine[] {
-  const numberer = new LineNumberer();
-  const lines: RetailLine[] = [];
-  let header = true;
-  for (const record of csvRecords(text)) {
-    if (header) {
-      checkHeader(record.fields);
-      header = false;
-    } else lines.push(numberer.line(record.fields));
-  }
-  return lines;
-}
 
 /**
  * Invoices as purchase sessions: sale lines only (no cancellations, returns, fees; src: scripts/lib/uci-retail.ts),

@@ -1,5 +1,7 @@
 // The three evaluation protocols (docs/relevance.md#protocols). Each runs several methods over the same
 // predictions and reports per method its metrics and how long it took.
+
+import { mulberry32 } from "../scripts/lib/prng.ts";
 import { type Session, type SessionEvent, startOf } from "./data.ts";
 import { endOf, type Method, type TrainData } from "./method.ts";
 import { NextItemMetrics, NextPurchaseMetrics, OttoMetric, type OttoTruth, rankOf, topK } from "./metrics.ts";
@@ -139,18 +141,6 @@ export function nextPurchase(
 
 // ── (iii) the OTTO metric ──
 
-/** A small deterministic PRNG (mulberry32): the same cut points on every run. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 export interface OttoCase {
   session: string;
   input: SessionEvent[];
@@ -163,7 +153,7 @@ export interface OttoCase {
  * ordered after it.
  */
 export function ottoCases(sessions: readonly Session[], seed = 42): OttoCase[] {
-  const random = prng(seed);
+  const random = mulberry32(seed);
   const out: OttoCase[] = [];
   for (const s of sessions) {
     const n = s.events.length;

@@ -3,6 +3,7 @@
 // collection API, their request bodies, and the inputs of the ranking core for the Node microbenchmark, read from
 // the same Postgres rows the publish shipped to KV.
 import { LOCAL_KEYS } from "../../scripts/lib/local-keys.ts";
+import { mulberry32 } from "../../scripts/lib/prng.ts";
 import { BUY_AGAIN_REASON, CATALOG_ROW_COLUMNS, catalogRowOf } from "../../src/publish/codec.ts";
 import { type Product, product, terms } from "../../src/rank/catalog.ts";
 import type { RankInput, Scored, SessionSignals } from "../../src/rank/core.ts";
@@ -272,18 +273,6 @@ export async function recordSessions(
   return events;
 }
 
-/** Deterministic pseudo-random numbers in [0, 1) (mulberry32). */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /**
  * A re-rank request's candidates, as a search or category page would send them: the user's batch candidates,
  * the store's popular products and other catalogue products, shuffled, with descending relevance scores.
@@ -294,7 +283,7 @@ export function candidatesFor(
   n: number,
   seed: number,
 ): Array<{ productId: string; score: number }> {
-  const next = random(seed);
+  const next = mulberry32(seed);
   const chosen = new Set<string>();
   for (const b of user.batch) if (chosen.size < n / 4) chosen.add(b.productId);
   for (const [id] of data.popular) if (chosen.size < n / 2) chosen.add(id);

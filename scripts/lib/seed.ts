@@ -10,12 +10,11 @@ import { sql } from "drizzle-orm";
 import { insertEvents, insertInteractions } from "../../src/batch/bulk.ts";
 import { type CatalogItem, upsertCatalog } from "../../src/batch/catalog.ts";
 import { OTHER_CATEGORY } from "../../src/batch/categories.ts";
-import { csvRecords } from "../../src/batch/csv.ts";
 import { type EventRow, type InteractionRow, warehouseRows } from "../../src/batch/warehouse.ts";
 import type { CollectedEvent } from "../../src/collect/event.ts";
 import { type Database, type DbSettings, drizzleOn, openPool } from "../../src/stores/db.ts";
 import { catalog } from "../../src/stores/schema.ts";
-import { CatalogBuilder, checkHeader, LineNumberer, purchaseEvent, type RetailLine } from "./uci-retail.ts";
+import { CatalogBuilder, parseUciLines, purchaseEvent, type RetailLine } from "./uci-retail.ts";
 import { REPO_ROOT } from "./worker.ts";
 
 /** `../shared/data` next to the repository (not part of it: the data stays where it was provided). */
@@ -68,18 +67,7 @@ export interface SeedReport {
 export function readLines(file: string): { lines: RetailLine[]; readMs: number } {
   const started = performance.now();
   const raw = readFileSync(file);
-  const text = (file.endsWith(".gz") ? gunzipSync(raw) : raw).toString("utf8");
-  const numberer = new LineNumberer();
-  const lines: RetailLine[] = [];
-  let header = true;
-  for (const record of csvRecords(text)) {
-    if (header) {
-      checkHeader(record.fields);
-      header = false;
-      continue;
-    }
-    lines.push(numberer.line(record.fields));
-  }
+  const lines = parseUciLines((file.endsWith(".gz") ? gunzipSync(raw) : raw).toString("utf8"));
   return { lines, readMs: Math.round(performance.now() - started) };
 }
 

@@ -8,6 +8,7 @@
 
 import type { CatalogItem } from "../../src/batch/catalog.ts";
 import { categorize, tagsOf } from "../../src/batch/categories.ts";
+import { csvRecords } from "../../src/batch/csv.ts";
 import type { CollectedEvent } from "../../src/collect/event.ts";
 
 export const UCI_COLUMNS = [
@@ -233,4 +234,18 @@ export function purchaseEvent(line: RetailLine, product: CatalogItem | undefined
     receivedAt: timestamp,
     sourceId: UCI_SOURCE_ID,
   };
+}
+
+/** The UCI file's text as lines (header checked), numbered within their invoice: what the seed and the evaluation read. */
+export function parseUciLines(text: string): RetailLine[] {
+  const numberer = new LineNumberer();
+  const lines: RetailLine[] = [];
+  let header = true;
+  for (const record of csvRecords(text)) {
+    if (header) {
+      checkHeader(record.fields);
+      header = false;
+    } else lines.push(numberer.line(record.fields));
+  }
+  return lines;
 }

@@ -278,13 +278,12 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
     ? planExperiment(head.experiments, experimentPlacement(request.mode, request.placement), started, unit, config)
     : null;
   if (head?.experimentsInvalid) degraded.push("experiments_invalid");
-  const personalContext = [...context];
   const inputFor = (personal: boolean): RankInput => ({
     placement: request.placement,
     mode: request.mode,
     limit: request.limit,
     now: started,
-    context: personal ? personalContext : request.context,
+    context: personal ? context : request.context,
     query: request.query,
     filters: request.filters,
     session: personal ? signals : null,

@@ -2,6 +2,7 @@
 // contract docs/ranking.md states, checked on a hand-built case and on large random re-ranks against a plain
 // comparator written here from that contract.
 import { describe, expect, it } from "vitest";
+import { mulberry32 } from "../../scripts/lib/prng.ts";
 import { DEFAULT_RANKING_CONFIG } from "../../src/rank/config.ts";
 import { type RankInput, rank } from "../../src/rank/core.ts";
 
@@ -26,18 +27,6 @@ function rerank(candidates: Array<{ productId: string; score?: number }>): RankI
   };
 }
 
-/** A seeded generator (mulberry32), so a failure can be replayed. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 describe("the order of a list", () => {
   it("treats scores equal at six decimals as a tie, broken by id", () => {
     // base = (score − min) / (max − min): b 1, a 1 − 1e-9 (shown as 1 as well), c 0.
@@ -55,7 +44,7 @@ describe("the order of a list", () => {
 
   it("orders 1,000 random candidates (many ties) exactly as the contract says", () => {
     for (const seed of [1, 2, 3]) {
-      const next = random(seed);
+      const next = mulberry32(seed);
       const candidates = Array.from({ length: 1000 }, (_, i) => ({
         productId: `p${Math.floor(next() * 1e6)}-${i}`,
         // Few distinct values: many exact ties.
