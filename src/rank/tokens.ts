@@ -10,6 +10,8 @@ export const TOKEN_DEFAULT_TTL_S = 3600;
 export const TOKEN_MAX_TTL_S = 24 * 3600;
 /** Clock skew allowed on exp / nbf / iat, in seconds. */
 export const TOKEN_LEEWAY_S = 30;
+/** Longer tokens are refused unread: the service's own are under 600 characters (a 200-character id included). */
+export const MAX_TOKEN_CHARS = 4096;
 
 export interface UserTokenClaims {
   iss: string;
@@ -31,13 +33,14 @@ function base64url(bytes: Uint8Array): string {
   return btoa(s).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 }
 
+/** The bytes of canonical unpadded base64url text, else null (one token has one spelling: no unused bits set). */
 function fromBase64url(text: string): Uint8Array | null {
   if (!/^[A-Za-z0-9_-]*$/.test(text)) return null;
   try {
     const s = atob(text.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((text.length + 3) % 4));
     const out = new Uint8Array(s.length);
     for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
-    return out;
+    return base64url(out) === text ? out : null;
   } catch {
     return null;
   }
@@ -91,6 +94,7 @@ function parseJson(bytes: Uint8Array | null): Record<string, unknown> | null {
 const isInt = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v);
 
 export async function verifyUserToken(token: string, secrets: readonly string[], nowMs: number): Promise<TokenCheck> {
+  if (token.length > MAX_TOKEN_CHARS) return { ok: false, reason: "too_large" };
   const parts = token.split(".");
   if (parts.length !== 3) return { ok: false, reason: "malformed" };
   const [h = "", p = "", s = ""] = parts;
@@ -101,7 +105,8 @@ export async function verifyUserToken(token: string, secrets: readonly string[],
   if (header.typ !== undefined && header.typ !== "JWT") return { ok: false, reason: "malformed" };
   if (header.crit !== undefined) return { ok: false, reason: "malformed" };
   const signature = fromBase64url(s);
-  if (signature?.length !== 32) return { ok: false, reason: "bad_signature" };
+  if (!signature) return { ok: false, reason: "malformed" };
+  if (signature.length !== 32) return { ok: false, reason: "bad_signature" };
   const body = encoder.encode(`${h}.${p}`);
   let valid = false;
   for (const secret of secrets) {

@@ -3,6 +3,7 @@
 import { describe, expect, it } from "vitest";
 import {
   looksLikeJwt,
+  MAX_TOKEN_CHARS,
   signUserToken,
   TOKEN_AUDIENCE,
   TOKEN_ISSUER,
@@ -158,5 +159,103 @@ describe("user tokens", () => {
     expect(await reason(old, [SECRET, OTHER])).toBe("ok");
     expect(await reason(fresh, [SECRET, OTHER])).toBe("ok");
     expect(await reason(old, [SECRET])).toBe("bad_signature");
+  });
+});
+
+describe("user tokens: the rest of RFC 8725's cases", () => {
+  it("refuse a tampered header, whatever it adds (kid, jku, an embedded jwk)", async () => {
+    const good = await craft(HS256, claims());
+    const [, p, s] = good.split(".");
+    for (const header of [
+      { alg: "HS256", typ: "JWT", kid: "other" },
+      { alg: "HS256", typ: "JWT", jku: "https://evil.example/keys" },
+      { alg: "HS256", typ: "JWT", jwk: { kty: "oct", k: text("attacker") } },
+      { alg: "HS256" },
+    ]) {
+      expect(await reason(`${text(JSON.stringify(header))}.${p}.${s}`), JSON.stringify(header)).toBe("bad_signature");
+    }
+    // A header naming the attacker's own key, signed with that key: the key in the header is never used.
+    const embedded = { alg: "HS256", typ: "JWT", jwk: { kty: "oct", k: text("attacker") } };
+    expect(await reason(await craft(embedded, claims(), "attacker"))).toBe("bad_signature");
+  });
+
+  it("refuse a stripped signature, with or without its separator", async () => {
+    const [h, p] = (await craft(HS256, claims())).split(".");
+    expect(await reason(`${h}.${p}.`)).toBe("bad_signature");
+    expect(await reason(`${h}.${p}`)).toBe("malformed");
+  });
+
+  it("refuse every missing required claim", async () => {
+    expect(await reason(await craft(HS256, claims({ sub: undefined })))).toBe("malformed");
+    expect(await reason(await craft(HS256, claims({ aud: undefined })))).toBe("wrong_audience");
+    expect(await reason(await craft(HS256, claims({ iss: undefined })))).toBe("wrong_issuer");
+    expect(await reason(await craft(HS256, claims({ exp: undefined })))).toBe("malformed");
+    expect(await reason(await craft(HS256, claims({ iat: undefined })))).toBe("not_yet_valid");
+    expect(await reason(await craft(HS256, {}))).toBe("wrong_issuer");
+  });
+
+  it("refuse a payload that is not an object, even when signed", async () => {
+    for (const payload of ["[]", "null", '"u:alice"', "42"]) {
+      const h = text(JSON.stringify(HS256));
+      const p = text(payload);
+      expect(await reason(`${h}.${p}.${await hmac(SECRET, `${h}.${p}`)}`), payload).toBe("malformed");
+    }
+  });
+
+  it("refuse characters outside base64url in any part, and padding", async () => {
+    const [h = "", p = "", s = ""] = (await craft(HS256, claims())).split(".");
+    const variants = [
+      `${h}=.${p}.${s}`,
+      `${h}.${p}=.${s}`,
+      `${h}.${p}.${s}=`,
+      `${h.replace(/-|_/g, "+")}+.${p}.${s}`,
+      `${h}.${p}.${s.slice(0, -1)}/`,
+      `${h}.${p} .${s}`,
+      `${h}.${p}.${s}\u00e9`,
+    ];
+    for (const token of variants) {
+      expect(looksLikeJwt(token), token).toBe(false);
+      expect(["malformed", "bad_signature"], token).toContain(await reason(token));
+    }
+  });
+
+  it("refuse a signature in a non-canonical base64url spelling (other unused bits, same bytes)", async () => {
+    const [h, p, s = ""] = (await craft(HS256, claims())).split(".");
+    // 32 bytes are 43 characters: the last one carries 2 unused bits. Setting them spells the same bytes.
+    const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const last = alphabet.indexOf(s.at(-1) ?? "A");
+    const twin = `${s.slice(0, -1)}${alphabet[(last & ~3) | ((last & 3) ^ 1)]}`;
+    expect(Buffer.from(twin, "base64url")).toEqual(Buffer.from(s, "base64url"));
+    expect(await reason(`${h}.${p}.${twin}`)).toBe("malformed");
+  });
+
+  it("refuse an oversize token before any work on it", async () => {
+    const big = claims({ pad: "x".repeat(8_000) });
+    const token = await craft(HS256, big);
+    expect(token.length).toBeGreaterThan(MAX_TOKEN_CHARS);
+    expect(await reason(token)).toBe("too_large");
+    expect(await reason(`${"a".repeat(MAX_TOKEN_CHARS + 1)}.e30.`)).toBe("too_large");
+    // The largest token the service mints (a 200-character id) is far below the limit.
+    const longest = (await signUserToken(SECRET, `u:${"x".repeat(200)}`, NOW_MS, TOKEN_MAX_TTL_S)).token;
+    expect(longest.length).toBeLessThan(MAX_TOKEN_CHARS / 4);
+    expect(await reason(longest)).toBe("ok");
+  });
+
+  it("read duplicate JSON members as the lexically last one (RFC 7519 §4), so they cannot smuggle a claim", async () => {
+    // Header: the last alg decides, and the header is under the signature anyway.
+    const sign = async (headerJson: string, payloadJson: string, secret = SECRET) => {
+      const body = `${text(headerJson)}.${text(payloadJson)}`;
+      return `${body}.${await hmac(secret, body)}`;
+    };
+    const payload = JSON.stringify(claims());
+    expect(await reason(await sign('{"alg":"HS256","alg":"none"}', payload))).toBe("algorithm_not_allowed");
+    expect(await reason(await sign('{"alg":"none","alg":"HS256"}', payload, "guessed"))).toBe("bad_signature");
+    // Payload: a second sub after a valid one changes nothing without the secret.
+    const good = await craft(HS256, claims());
+    const [h, , s] = good.split(".");
+    const smuggled = `${payload.slice(0, -1)},"sub":"u:mallory"}`;
+    expect(await reason(`${h}.${text(smuggled)}.${s}`)).toBe("bad_signature");
+    const signed = await verifyUserToken(await sign(JSON.stringify(HS256), smuggled), [SECRET], NOW_MS);
+    expect(signed.ok && signed.claims.sub).toBe("u:mallory");
   });
 });
