@@ -1,5 +1,5 @@
-// Signed user tokens (src/rank/tokens.ts) checked as RFC 8725 asks. Tokens other than the valid one are built here
-// byte by byte (header and claims as given, HMAC-SHA-256 over them with WebCrypto), so each test changes one thing.
+// Signed user tokens (src/rank/tokens.ts) checked as RFC 8725 asks. Tokens other than the valid one are built byte
+// by byte (test/support/jwt.ts: header and claims as given, HMAC-SHA-256 over them), so each test changes one thing.
 import { describe, expect, it } from "vitest";
 import {
   looksLikeJwt,
@@ -11,6 +11,7 @@ import {
   TOKEN_MAX_TTL_S,
   verifyUserToken,
 } from "../../src/rank/tokens.ts";
+import { craft as craftWith, hmac, text } from "../support/jwt.ts";
 
 const SECRET = "test-secret-one";
 const OTHER = "test-secret-two";
@@ -18,28 +19,13 @@ const NOW_MS = Date.parse("2026-06-01T12:00:00Z");
 const NOW = NOW_MS / 1000;
 
 const b64url = (bytes: Uint8Array) => Buffer.from(bytes).toString("base64url");
-const text = (s: string) => b64url(new TextEncoder().encode(s));
-
-async function hmac(secret: string, data: string): Promise<string> {
-  const key = await crypto.subtle.importKey(
-    "raw",
-    new TextEncoder().encode(secret),
-    { name: "HMAC", hash: "SHA-256" },
-    false,
-    ["sign"],
-  );
-  return b64url(new Uint8Array(await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(data))));
-}
 
 /** A token with exactly this header and these claims, signed with `secret`. */
-async function craft(
-  header: Record<string, unknown>,
-  claims: Record<string, unknown>,
+const craft = (
+  header: Record<string, unknown> | string,
+  claims: Record<string, unknown> | string,
   secret: string = SECRET,
-): Promise<string> {
-  const body = `${text(JSON.stringify(header))}.${text(JSON.stringify(claims))}`;
-  return `${body}.${await hmac(secret, body)}`;
-}
+): Promise<string> => craftWith(header, claims, secret);
 
 const HS256 = { alg: "HS256", typ: "JWT" };
 const claims = (patch: Record<string, unknown> = {}) => ({
@@ -243,19 +229,15 @@ describe("user tokens: the rest of RFC 8725's cases", () => {
 
   it("read duplicate JSON members as the lexically last one (RFC 7519 §4), so they cannot smuggle a claim", async () => {
     // Header: the last alg decides, and the header is under the signature anyway.
-    const sign = async (headerJson: string, payloadJson: string, secret = SECRET) => {
-      const body = `${text(headerJson)}.${text(payloadJson)}`;
-      return `${body}.${await hmac(secret, body)}`;
-    };
     const payload = JSON.stringify(claims());
-    expect(await reason(await sign('{"alg":"HS256","alg":"none"}', payload))).toBe("algorithm_not_allowed");
-    expect(await reason(await sign('{"alg":"none","alg":"HS256"}', payload, "guessed"))).toBe("bad_signature");
+    expect(await reason(await craft('{"alg":"HS256","alg":"none"}', payload))).toBe("algorithm_not_allowed");
+    expect(await reason(await craft('{"alg":"none","alg":"HS256"}', payload, "guessed"))).toBe("bad_signature");
     // Payload: a second sub after a valid one changes nothing without the secret.
     const good = await craft(HS256, claims());
     const [h, , s] = good.split(".");
     const smuggled = `${payload.slice(0, -1)},"sub":"u:mallory"}`;
     expect(await reason(`${h}.${text(smuggled)}.${s}`)).toBe("bad_signature");
-    const signed = await verifyUserToken(await sign(JSON.stringify(HS256), smuggled), [SECRET], NOW_MS);
+    const signed = await verifyUserToken(await craft(JSON.stringify(HS256), smuggled), [SECRET], NOW_MS);
     expect(signed.ok && signed.claims.sub).toBe("u:mallory");
   });
 });
