@@ -1,6 +1,8 @@
 // The admin API (admin key, src/auth.ts; docs/api.md#admin-api). Routes:
 //   GET /v1/admin/dead-letters?source=<id>&limit=&before=   rejected events of a source, newest first
 //   GET /v1/admin/users/:id?kind=user|anonymous             a user's live session snapshot (SessionSnapshot)
+//   DELETE /v1/admin/users/:id?kind=…&suppress=true, GET …/erasure, PUT|GET|DELETE …/suppression
+//                                                           erasure and suppression (src/admin/users.ts)
 //   PUT /v1/admin/catalog                                   upsert catalogue items, JSON or CSV (src/admin/catalog.ts)
 //   POST /v1/admin/refresh, GET /v1/admin/runs, GET /v1/admin/versions, POST /v1/admin/rollback,
 //   POST /v1/admin/catalog/push                             the batch loop and publishing (src/admin/batch.ts)
@@ -9,13 +11,13 @@
 import { Hono } from "hono";
 import type { AppEnv } from "../app.ts";
 import { requireAdmin } from "../auth.ts";
-import { MAX_ID_LENGTH } from "../collect/limits.ts";
 import { configOrThrow } from "../config.ts";
 import { ApiError } from "../errors.ts";
 import { batchAdminRoutes } from "./batch.ts";
 import { putCatalog } from "./catalog.ts";
 import { experimentsRoutes } from "./experiments.ts";
 import { rankingConfigRoutes } from "./ranking-config.ts";
+import { userRoutes } from "./users.ts";
 
 export const DEAD_LETTERS_DEFAULT_LIMIT = 100;
 /** 1,000 rows with raw events at their 8 KB cap: ~8 MB, well under the 32 MiB a Durable Object RPC may return. */
@@ -53,33 +55,8 @@ adminRoutes.get("/v1/admin/dead-letters", async (c) => {
   });
 });
 
-const KIND_PREFIX = { user: "u:", anonymous: "a:" } as const;
-type Kind = keyof typeof KIND_PREFIX;
-
-adminRoutes.get("/v1/admin/users/:id", async (c) => {
-  const id = c.req.param("id");
-  if (id.length === 0 || id.length > MAX_ID_LENGTH) {
-    throw new ApiError("bad_request", `the id must be 1 to ${MAX_ID_LENGTH} characters`);
-  }
-  const kindParam = c.req.query("kind");
-  if (kindParam !== undefined && kindParam !== "user" && kindParam !== "anonymous") {
-    throw new ApiError("bad_request", 'kind must be "user" or "anonymous"');
-  }
-  // A known user first; else the visitor of that anonymous id (its snapshot says if it was merged into a user).
-  const kinds: Kind[] = kindParam ? [kindParam] : ["user", "anonymous"];
-  for (const kind of kinds) {
-    const userKey = `${KIND_PREFIX[kind]}${id}`;
-    const snapshot = await c.env.SESSION_STATE.getByName(userKey).snapshot(userKey);
-    if (snapshot.exists) {
-      c.header("cache-control", "no-store");
-      // The snapshot as the object returns it: its userKey says which of the two it is.
-      return c.json(snapshot);
-    }
-  }
-  throw new ApiError("not_found", `no session for ${kindParam ?? "user or anonymous"} id "${id}"`);
-});
-
 adminRoutes.put("/v1/admin/catalog", putCatalog);
 adminRoutes.route("/", batchAdminRoutes);
 adminRoutes.route("/", rankingConfigRoutes);
 adminRoutes.route("/", experimentsRoutes);
+adminRoutes.route("/", userRoutes);

@@ -19,11 +19,12 @@
 import type { CollectedEvent } from "../collect/event.ts";
 import { EVENT_TYPES } from "../collect/event.ts";
 import { describeError, log } from "../log.ts";
+import { erasedAmong, holdErasureLockShared } from "../privacy/warehouse.ts";
 import { EVENT_STREAM, STREAM_FIELDS } from "../session/stream.ts";
 import type { Database } from "../stores/db.ts";
 import type { Redis } from "../stores/redis.ts";
 import type { BatchRunTrigger } from "../stores/schema.ts";
-import { writeBatch } from "./bulk.ts";
+import { type WarehouseBatch, writeBatch } from "./bulk.ts";
 import { ack, backlog, deleteEntries, ensureGroup, readGroup, type StreamEntry, streamIdTime } from "./consumer.ts";
 import { acquireLease, extendLease, LeaseLostError, releaseLease } from "./lease.ts";
 import { DEFAULT_RETRY, type RetryPolicy, withRetry } from "./retry.ts";
@@ -137,6 +138,8 @@ export interface LoadReport {
   duplicates: number;
   /** Entries that are not a CollectedEvent (acknowledged and logged: they cannot be loaded, now or later). */
   malformed: number;
+  /** Events of erased users received before their erasure: acknowledged, not loaded (docs/privacy.md). */
+  erased: number;
   /** Pending entries already deleted from the stream (nothing left to load). */
   missing: number;
   acked: number;
@@ -164,6 +167,8 @@ interface ParsedBatch {
   identities: IdentityLink[];
   malformed: number;
   missing: number;
+  /** Events of erased users (received before the erasure): acknowledged, not loaded. */
+  erased: number;
 }
 
 const EVENT_TYPE_SET: ReadonlySet<string> = new Set(EVENT_TYPES);
@@ -183,9 +188,15 @@ function isCollectedEvent(value: unknown): value is CollectedEvent {
   );
 }
 
-/** Stream entries → rows (deduplicated by messageId within the batch; the first occurrence wins). */
-export function parseEntries(entries: readonly StreamEntry[]): ParsedBatch {
-  const out: ParsedBatch = { events: [], interactions: [], identities: [], malformed: 0, missing: 0 };
+/**
+ * Stream entries → rows (deduplicated by messageId within the batch; the first occurrence wins). `erased` (user key
+ * → erasure time, epoch ms) leaves out the events of erased users received before their erasure (docs/privacy.md).
+ */
+export function parseEntries(
+  entries: readonly StreamEntry[],
+  erased: ReadonlyMap<string, number> = new Map(),
+): ParsedBatch {
+  const out: ParsedBatch = { events: [], interactions: [], identities: [], malformed: 0, missing: 0, erased: 0 };
   const seen = new Set<string>();
   for (const entry of entries) {
     if (!entry.fields) {
@@ -210,11 +221,27 @@ export function parseEntries(entries: readonly StreamEntry[]): ParsedBatch {
     seen.add(event.messageId);
     const user = entry.fields[STREAM_FIELDS.userKey] || undefined;
     const rows = warehouseRows(event, user, entry.id);
+    const erasedAt = erased.get(rows.event.userKey);
+    if (erasedAt !== undefined && Date.parse(rows.event.receivedAt) <= erasedAt) {
+      out.erased++;
+      continue;
+    }
     out.events.push(rows.event);
     out.interactions.push(...rows.interactions);
     out.identities.push(...rows.identities);
   }
   return out;
+}
+
+/** The batch again without the events of `erased` users (rare: only when an erased key is in the batch). */
+function withoutErased(
+  entries: readonly StreamEntry[],
+  erased: ReadonlyMap<string, number>,
+): WarehouseBatch & {
+  erased: number;
+} {
+  const parsed = parseEntries(entries, erased);
+  return { ...parsed, identities: mergeIdentities(parsed.identities) };
 }
 
 function clamp(value: number | undefined, fallback: number, min: number, max: number): number {
@@ -255,6 +282,7 @@ export async function runLoader(
     identities: 0,
     duplicates: 0,
     malformed: 0,
+    erased: 0,
     missing: 0,
     acked: 0,
     deleted: 0,
@@ -337,10 +365,16 @@ export async function runLoader(
       });
       t = now();
       let committed = 0;
+      let erasedInBatch = 0;
       const written = await withRetry(
         (attempt) =>
           db.transaction(async (tx) => {
-            const w = await writeBatch(tx, { ...parsed, identities });
+            // An erasure in flight waits for this transaction, or this one sees its keys (src/privacy/warehouse.ts).
+            await holdErasureLockShared(tx);
+            const erased = await erasedAmong(tx, [...new Set(parsed.events.map((e) => e.userKey))]);
+            const kept = erased.size === 0 ? { ...parsed, identities } : withoutErased(entries, erased);
+            erasedInBatch = kept.erased;
+            const w = await writeBatch(tx, kept);
             // Fencing: only the lease holder commits, re-checked in this very transaction, last (so concurrent
             // batches of this run hold the lease row's lock only between this update and their COMMIT).
             if (!(await extendLease(tx, leaseName, holder, leaseTtlMs))) {
@@ -359,8 +393,9 @@ export async function runLoader(
       report.interactions += written.interactions;
       report.identities += written.identities;
       report.malformed += parsed.malformed;
+      report.erased += erasedInBatch;
       report.missing += parsed.missing;
-      report.duplicates += entries.length - parsed.malformed - parsed.missing - written.events;
+      report.duplicates += entries.length - parsed.malformed - parsed.missing - erasedInBatch - written.events;
 
       await hooks.afterCommit?.(info(committed));
       t = now();

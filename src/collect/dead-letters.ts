@@ -4,6 +4,8 @@
 // write and by an alarm (so old rows go even when no new ones come). RPC only:
 //   store(entries)             durable when it returns (the output gate holds the reply until the write is on disk)
 //   list({ limit, before })    newest first
+//   eraseMentions(ids), countMentions(ids)   erasure of a user (docs/privacy.md): rows whose raw event names one of
+//                              the ids as a JSON string value
 import { DurableObject } from "cloudflare:workers";
 import type { DeadLetter, DeadLetterInput } from "./dead-letter-entry.ts";
 import { DEAD_LETTER_MAX_AGE_MS, DEAD_LETTER_MAX_ROWS } from "./limits.ts";
@@ -103,6 +105,30 @@ export class DeadLetters extends DurableObject<Env> {
     }));
   }
 
+  /**
+   * Erasure (docs/privacy.md): deletes the rows whose raw event holds one of `ids` as a JSON string (`"<id>"`, as
+   * userId, anonymousId, previousId or anywhere else — a rejected event may be malformed, so no field is trusted).
+   */
+  async eraseMentions(ids: string[]): Promise<{ deleted: number }> {
+    let deleted = 0;
+    this.ctx.storage.transactionSync(() => {
+      for (const needles of mentions(ids)) {
+        deleted += this.sql.exec(`DELETE FROM dead_letters WHERE ${anyOf(needles)}`, ...needles).rowsWritten;
+      }
+    });
+    return { deleted };
+  }
+
+  /** How many rows `eraseMentions(ids)` would delete (the erasure verifier). */
+  async countMentions(ids: string[]): Promise<{ count: number }> {
+    let count = 0;
+    for (const needles of mentions(ids)) {
+      const sql = `SELECT count(*) AS n FROM dead_letters WHERE ${anyOf(needles)}`;
+      count += this.sql.exec<{ n: number }>(sql, ...needles).one().n;
+    }
+    return { count };
+  }
+
   override async alarm(): Promise<void> {
     this.prune(Date.now());
     await this.scheduleExpiry();
@@ -121,4 +147,22 @@ export class DeadLetters extends DurableObject<Env> {
     const oldest = this.sql.exec<{ ms: number | null }>("SELECT min(received_ms) AS ms FROM dead_letters").one().ms;
     if (oldest !== null) await this.ctx.storage.setAlarm(oldest + DEAD_LETTER_MAX_AGE_MS);
   }
+}
+
+/** A statement binds at most 100 parameters in Durable Object SQLite. */
+const MENTIONS_PER_STATEMENT = 50;
+
+/**
+ * The ids as they appear in raw JSON — quoted and escaped (an id with a quote or a backslash is escaped there too) —
+ * in groups of at most MENTIONS_PER_STATEMENT.
+ */
+function mentions(ids: readonly string[]): string[][] {
+  const all = [...new Set(ids.filter((id) => id !== "").map((id) => JSON.stringify(id)))];
+  const groups: string[][] = [];
+  for (let i = 0; i < all.length; i += MENTIONS_PER_STATEMENT) groups.push(all.slice(i, i + MENTIONS_PER_STATEMENT));
+  return groups;
+}
+
+function anyOf(needles: readonly string[]): string {
+  return needles.map(() => "instr(raw, ?) > 0").join(" OR ");
 }

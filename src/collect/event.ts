@@ -55,4 +55,6 @@ export interface RecordResult {
   accepted: number;
   /** Events whose messageId this user already had within the dedupe window: no second effect. */
   duplicates: number;
+  /** Events of a suppressed user (docs/privacy.md): answered, not stored. Absent when none. */
+  suppressed?: number;
 }

@@ -47,6 +47,8 @@ async function recordOne(
 export interface HandOffOutcome {
   accepted: number;
   duplicates: number;
+  /** Events of suppressed users: answered, not stored (docs/privacy.md). */
+  suppressed: number;
   /** Distinct users (= record calls, retries aside). */
   users: number;
 }
@@ -59,11 +61,13 @@ export async function handOff(
   const settled = await Promise.allSettled(groups.map(([key, group]) => recordOne(stubFor, key, group)));
   let accepted = 0;
   let duplicates = 0;
+  let suppressed = 0;
   const failures: unknown[] = [];
   for (const result of settled) {
     if (result.status === "fulfilled") {
       accepted += result.value.accepted;
       duplicates += result.value.duplicates;
+      suppressed += result.value.suppressed ?? 0;
     } else failures.push(result.reason);
   }
   if (failures.length > 0) {
@@ -80,5 +84,5 @@ export async function handOff(
       },
     );
   }
-  return { accepted, duplicates, users: groups.length };
+  return { accepted, duplicates, suppressed, users: groups.length };
 }

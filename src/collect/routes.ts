@@ -35,6 +35,8 @@ export interface CollectResponse {
   accepted: number;
   /** Events whose messageId their user already had: stored before, no second effect. */
   duplicates: number;
+  /** Events of suppressed users (docs/privacy.md): answered so clients do not retry them, never stored. */
+  suppressed?: number;
   rejected: Rejection[];
 }
 
@@ -112,7 +114,7 @@ async function collect(c: Context<CollectEnv>, endpoint: Endpoint): Promise<Resp
 
   const meta = { sourceId: source.id, requestId, receivedAt: new Date(receivedAt).toISOString() };
   const deadLetters = rejected.map((r) => deadLetterEntry(envelope.items[r.index], r, meta));
-  const none: HandOffOutcome = { accepted: 0, duplicates: 0, users: 0 };
+  const none: HandOffOutcome = { accepted: 0, duplicates: 0, suppressed: 0, users: 0 };
   const [outcome] = await Promise.all([
     accepted.length > 0 ? handOff(accepted, (key) => c.env.SESSION_STATE.getByName(key)) : none,
     deadLetters.length > 0 ? storeDeadLetters(c.env, source.id, deadLetters) : undefined,
@@ -129,6 +131,8 @@ async function collect(c: Context<CollectEnv>, endpoint: Endpoint): Promise<Resp
     success: true,
     accepted: outcome.accepted,
     duplicates: outcome.duplicates,
+    // Only when some were: events of suppressed users, answered so clients do not retry them, never stored.
+    ...(outcome.suppressed > 0 ? { suppressed: outcome.suppressed } : {}),
     rejected,
   };
   return c.json(response);

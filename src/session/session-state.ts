@@ -38,6 +38,18 @@ import { type CurrentSession, isActive } from "./visit.ts";
 
 export type { SessionSnapshot } from "./snapshot.ts";
 
+/** Storage keys (the object's synchronous KV, which survives nothing but is written only after an erase). */
+const SUPPRESSED_SINCE = "suppressed";
+const SUPPRESSED_CHASED = "suppressed-keys";
+/** Anonymous ids a suppressed user's events named whose objects were erased and suppressed too (bound). */
+export const SUPPRESSED_CHASED_MAX = 1_000;
+
+export interface Suppression {
+  suppressed: boolean;
+  /** Epoch ms the suppression started; null when not suppressed. */
+  since: number | null;
+}
+
 export class SessionState extends DurableObject<Env> {
   /**
    * The object's time source (epoch ms). Tests replace it through `runInDurableObject` to drive session gaps,
@@ -245,16 +257,86 @@ export class SessionState extends DurableObject<Env> {
 
   /** Erases everything this object holds, and (best effort) the objects merged into it. */
   async delete(): Promise<{ deleted: true }> {
-    return this.#mutating(() => this.#delete());
+    await this.erase({ suppress: false });
+    return { deleted: true };
   }
 
-  async #delete(): Promise<{ deleted: true }> {
-    const merged = this.#store.profile() ? this.#store.mergedKeys(Number.MAX_SAFE_INTEGER) : [];
+  /**
+   * Erasure (docs/privacy.md): everything this object holds goes, outbox included, and so do the objects merged
+   * into it (each erased the same way). With `suppress`, the object then keeps only a flag: every later `record`
+   * answers its events as `suppressed` without storing them, and anonymous ids such events name are erased and
+   * suppressed too. Returns the keys erased (this one first) and whether all of them were reached.
+   */
+  async erase(options: { suppress: boolean }): Promise<{ erased: string[]; complete: boolean }> {
+    return this.#mutating(() => this.#eraseAll(options.suppress === true));
+  }
+
+  async #eraseAll(suppress: boolean): Promise<{ erased: string[]; complete: boolean }> {
+    const profile = this.#store.profile();
+    const self = profile?.userKey;
+    const merged = profile ? this.#store.mergedKeys(Number.MAX_SAFE_INTEGER) : [];
     await this.#erase();
-    const results = await Promise.allSettled(merged.map((key) => this.env.SESSION_STATE.getByName(key).delete()));
-    const failed = results.filter((r) => r.status === "rejected").length;
-    if (failed > 0) log("warn", "session delete: some merged objects were not deleted", { failed });
-    return { deleted: true };
+    if (suppress && this.#suppressedSince() === null) this.ctx.storage.kv.put(SUPPRESSED_SINCE, this.clock());
+    const results = await Promise.allSettled(
+      merged.map((key) => this.env.SESSION_STATE.getByName(key).erase({ suppress })),
+    );
+    const erased = self ? [self] : [];
+    let complete = true;
+    for (const r of results) {
+      if (r.status === "fulfilled") {
+        erased.push(...r.value.erased);
+        complete &&= r.value.complete;
+      } else complete = false;
+    }
+    if (!complete) log("warn", "session erase: some merged objects were not erased", { merged: merged.length });
+    return { erased, complete };
+  }
+
+  /** Suppression without erasure: the data stays (and expires as usual), later events are answered, not stored. */
+  async suppress(): Promise<Suppression> {
+    this.#lean = null;
+    if (this.#suppressedSince() === null) this.ctx.storage.kv.put(SUPPRESSED_SINCE, this.clock());
+    return this.suppression();
+  }
+
+  /** Lifts a suppression: later events are recorded again (the erased data does not come back). */
+  async unsuppress(): Promise<Suppression> {
+    this.ctx.storage.kv.delete(SUPPRESSED_SINCE);
+    this.ctx.storage.kv.delete(SUPPRESSED_CHASED);
+    return { suppressed: false, since: null };
+  }
+
+  /** Whether this object refuses events (a suppressed user), and since when. */
+  async suppression(): Promise<Suppression> {
+    const since = this.#suppressedSince();
+    return { suppressed: since !== null, since };
+  }
+
+  #suppressedSince(): number | null {
+    const since = this.ctx.storage.kv.get<number>(SUPPRESSED_SINCE);
+    return typeof since === "number" ? since : null;
+  }
+
+  /**
+   * A suppressed user's events: nothing is stored. An anonymous id they carry (login, alias) is the same person's
+   * device: its object is erased and suppressed once, so its pre-login history goes too and it records nothing more.
+   */
+  async #suppress(userKey: string, events: CollectedEvent[]): Promise<RecordResult> {
+    const chased = new Set(this.ctx.storage.kv.get<string[]>(SUPPRESSED_CHASED) ?? []);
+    const targets = stitchTargets(userKey, events).filter((t) => t.claim && !chased.has(t.key));
+    if (targets.length > 0) {
+      const results = await Promise.allSettled(
+        targets.map((t) => this.env.SESSION_STATE.getByName(t.key).erase({ suppress: true })),
+      );
+      targets.forEach((t, i) => {
+        if (results[i]?.status === "fulfilled") chased.add(t.key);
+      });
+      if (results.some((r) => r.status === "rejected")) {
+        log("warn", "suppressed user: an anonymous object was not erased; retried with its next event", {});
+      }
+      this.ctx.storage.kv.put(SUPPRESSED_CHASED, [...chased].slice(-SUPPRESSED_CHASED_MAX));
+    }
+    return { accepted: 0, duplicates: 0, suppressed: events.length };
   }
 
   /** The one alarm: outbox retry, pruning of the dedupe window, expiry. Idempotent (alarms are at-least-once). */
@@ -291,6 +373,7 @@ export class SessionState extends DurableObject<Env> {
     const existing = this.#store.profile();
     if (existing) this.#assertOwnKey(existing.userKey, userKey);
     if (events.length === 0) return { accepted: 0, duplicates: 0 };
+    if (this.#suppressedSince() !== null) return this.#suppress(userKey, events);
     if (existing?.mergedInto) return this.#forward(existing.mergedInto, events, hops);
 
     for (const target of stitchTargets(userKey, events)) {
@@ -505,12 +588,15 @@ export class SessionState extends DurableObject<Env> {
     }
   }
 
+  /** Deletes all storage; a suppression flag survives (it is not data about the user's behaviour). */
   async #erase(): Promise<void> {
     this.#epoch++;
+    const suppressedSince = this.#suppressedSince();
     await this.ctx.storage.deleteAlarm();
     this.#alarmAt = null;
     await this.ctx.storage.deleteAll();
     this.#store.forget();
+    if (suppressedSince !== null) this.ctx.storage.kv.put(SUPPRESSED_SINCE, suppressedSince);
   }
 
   #assertOwnKey(stored: string, given: string): void {

@@ -378,3 +378,24 @@ export const syncState = pgTable("sync_state", {
   value: jsonb("value").notNull(),
   updatedAt: timestamp("updated_at", { withTimezone: true }).notNull().defaultNow(),
 });
+
+// ───────────────────────────── privacy ─────────────────────────────
+
+/**
+ * Users erased by `DELETE /v1/admin/users/:id` (docs/privacy.md): one row per session key (`u:<userId>`,
+ * `a:<anonymousId>`) the erasure covered, under the key the admin named (`subject`). The loader drops stream
+ * entries of a listed key received before `erased_at` (events that were already on their way when the erasure ran);
+ * the verifier finds every key of a subject again after its data and identity links are gone.
+ */
+export const erasedUsers = pgTable(
+  "erased_users",
+  {
+    userKey: text("user_key").primaryKey(),
+    /** The key the erasure was asked for; equal to `user_key` for that key itself. */
+    subject: text("subject").notNull(),
+    erasedAt: timestamp("erased_at", { withTimezone: true }).notNull().defaultNow(),
+    /** Whether new events of the key are refused at ingest too (the session object holds the live flag). */
+    suppressed: boolean("suppressed").notNull().default(false),
+  },
+  (t) => [index("erased_users_subject_idx").on(t.subject)],
+);

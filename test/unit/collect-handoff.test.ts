@@ -31,13 +31,14 @@ function fault(props: { overloaded?: boolean; retryable?: boolean }): Error {
 }
 
 /** Fake objects: each call is logged; `plan[userKey]` lists what successive calls do. */
-function fakes(plan: Record<string, (Error | "ok")[]> = {}) {
+function fakes(plan: Record<string, (Error | "ok" | "suppressed")[]> = {}) {
   const calls: { key: string; messageIds: string[] }[] = [];
   const stubFor = (name: string): SessionRecorder => ({
     async record(key: string, events: CollectedEvent[]): Promise<RecordResult> {
       expect(key).toBe(name);
       calls.push({ key, messageIds: events.map((e) => e.messageId) });
       const step = plan[key]?.shift() ?? "ok";
+      if (step === "suppressed") return { accepted: 0, duplicates: 0, suppressed: events.length };
       if (step !== "ok") throw step;
       return { accepted: events.length, duplicates: 0 };
     },
@@ -60,11 +61,17 @@ describe("handOff", () => {
   it("makes exactly one record call per distinct user and sums the results", async () => {
     const { calls, stubFor } = fakes();
     const outcome = await handOff([event("1", "u1"), event("2", "u2"), event("3", "u1")], stubFor);
-    expect(outcome).toEqual({ accepted: 3, duplicates: 0, users: 2 });
+    expect(outcome).toEqual({ accepted: 3, duplicates: 0, suppressed: 0, users: 2 });
     expect(calls).toEqual([
       { key: "u:u1", messageIds: ["1", "3"] },
       { key: "u:u2", messageIds: ["2"] },
     ]);
+  });
+
+  it("counts a suppressed user's events apart from the accepted ones", async () => {
+    const { stubFor } = fakes({ "u:u2": ["suppressed"] });
+    const outcome = await handOff([event("1", "u1"), event("2", "u2"), event("3", "u2")], stubFor);
+    expect(outcome).toEqual({ accepted: 1, duplicates: 0, suppressed: 2, users: 2 });
   });
 
   it("calls all users in parallel", async () => {

@@ -23,6 +23,7 @@ const TABLES = [
   "leases",
   "published_keys",
   "sync_state",
+  "erased_users",
 ] as const;
 
 export type Query = <T = Record<string, unknown>>(text: string, params?: unknown[]) => Promise<T[]>;

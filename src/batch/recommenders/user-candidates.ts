@@ -29,6 +29,7 @@
 // decides, docs/recommenders.md explains). A kept row's buy-again scores are those of its own asOf: the decay
 // since then is the same factor for all of them, so their order still holds.
 import { type SQL, sql } from "drizzle-orm";
+import { holdErasureLockShared } from "../../privacy/warehouse.ts";
 import { USER_LIST_MAX } from "../../publish/sources.ts";
 import { catalog, events, interactions, itemNeighbors, popularItems, userCandidates } from "../../stores/schema.ts";
 import { at, categorySegment, count, days, type Executor, num, type RecommenderResult, rows, Steps } from "./sql.ts";
@@ -114,6 +115,8 @@ export async function computeUserCandidates(
   scope: CandidateScope,
 ): Promise<RecommenderResult> {
   checkUserCandidatesParams(p);
+  // Lists are per-user rows: an erasure waits for this transaction or this one reads after it (docs/privacy.md).
+  await holdErasureLockShared(tx);
   const steps = new Steps();
   const between = (column: string, windowDays: number) =>
     sql`${sql.raw(column)} > ${at(asOf)} - ${days(windowDays)} and ${sql.raw(column)} <= ${at(asOf)}`;

@@ -1,0 +1,229 @@
+// Erasure of one user across every store, and its verifier (docs/privacy.md). Called by the admin routes
+// (src/admin/users.ts):
+//
+//   1. session objects: the subject's object erases itself and every object merged into it; then every anonymous id
+//      the warehouse links to the user id (another device, an object that expired) is erased the same way.
+//      With `suppress`, each keeps a flag and answers later events as `suppressed`.
+//   2. Redis: stream entries of those keys not loaded yet are deleted (XDEL); the loader also skips any it already
+//      holds (below), so the order of 2 and 3 does not matter.
+//   3. Postgres: one transaction under the exclusive erasure lock records the keys in `erased_users` and deletes
+//      events, interactions, identity links, candidate lists and published-key records (src/privacy/warehouse.ts).
+//   4. Workers KV: the users' candidate-list keys `u:<userKey>`.
+//   5. dead letters of every source that name one of the ids.
+// Then the verifier runs and its result is part of the answer. Every step is idempotent: erasing again is safe and
+// finishes what a failed run left.
+import type { Config } from "../config.ts";
+import { userListKey } from "../publish/keys.ts";
+import { EVENT_STREAM, STREAM_FIELDS } from "../session/stream.ts";
+import type { Database } from "../stores/db.ts";
+import type { Redis } from "../stores/redis.ts";
+import {
+  countWarehouse,
+  erasedKeysOf,
+  eraseWarehouse,
+  linkedAnonymousKeys,
+  type SubjectKeys,
+  subjectKeys,
+  type WarehouseCounts,
+} from "./warehouse.ts";
+
+/** Stream entries read per XRANGE call when looking for a user's entries. */
+export const STREAM_PAGE = 1_000;
+/**
+ * Pages read per erasure (200,000 entries). In production the loader deletes what it loaded, so the stream holds
+ * only the unloaded backlog; a longer stream is reported as `complete: false` (erase again once the loader caught up).
+ */
+export const STREAM_MAX_PAGES = 200;
+/** Session objects, KV keys and dead-letter objects called at once. */
+const FAN_OUT = 20;
+
+export type SubjectKey = `u:${string}` | `a:${string}`;
+
+export interface StreamScan {
+  scanned: number;
+  /** Entries of the subject found (the verifier) or deleted (the erasure). */
+  matched: number;
+  /** False when the stream was longer than STREAM_MAX_PAGES pages. */
+  complete: boolean;
+}
+
+export interface ErasureVerification {
+  subject: string;
+  userKeys: string[];
+  /** True when no store holds anything of the subject (suppression flags are not data). */
+  clean: boolean;
+  left: {
+    /** Keys whose session object holds data. */
+    sessionObjects: string[];
+    /** `u:<userKey>` KV keys still present. */
+    kv: string[];
+    /** Stream entries of the keys; null when Redis is not configured. */
+    stream: StreamScan | null;
+    warehouse: WarehouseCounts;
+    deadLetters: number;
+  };
+  /** Keys whose session object refuses events. */
+  suppressed: string[];
+}
+
+export interface ErasureReport {
+  subject: string;
+  userKeys: string[];
+  suppressed: boolean;
+  /** When the subject is an anonymous id merged into a user: that user (erase it to erase the person). */
+  mergedInto: string | null;
+  deleted: {
+    sessionObjects: string[];
+    stream: StreamScan | null;
+    warehouse: WarehouseCounts;
+    kv: number;
+    deadLetters: number;
+  };
+  verification: ErasureVerification;
+}
+
+export interface PrivacyDeps {
+  env: Env;
+  config: Config;
+  db: Database;
+  redis: Redis | undefined;
+}
+
+async function inChunks<T, R>(items: readonly T[], fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = [];
+  for (let i = 0; i < items.length; i += FAN_OUT) out.push(...(await Promise.all(items.slice(i, i + FAN_OUT).map(fn))));
+  return out;
+}
+
+const session = (env: Env, key: string) => env.SESSION_STATE.getByName(key);
+
+/** Reads the stream from the start and deletes (or, with `dryRun`, counts) the entries of `keys`. */
+export async function scanStream(
+  redis: Redis,
+  keys: ReadonlySet<string>,
+  dryRun: boolean,
+  stream = EVENT_STREAM,
+): Promise<StreamScan> {
+  const scan: StreamScan = { scanned: 0, matched: 0, complete: true };
+  let start = "-";
+  for (let page = 0; ; page++) {
+    if (page === STREAM_MAX_PAGES) {
+      scan.complete = false;
+      break;
+    }
+    const reply = await redis.exec<unknown>(["XRANGE", stream, start, "+", "COUNT", STREAM_PAGE]);
+    const entries = Array.isArray(reply) ? reply.filter((e): e is unknown[] => Array.isArray(e)) : [];
+    const ids: string[] = [];
+    for (const [id, flat] of entries) {
+      if (!Array.isArray(flat)) continue;
+      for (let i = 0; i + 1 < flat.length; i += 2) {
+        if (String(flat[i]) === STREAM_FIELDS.userKey && keys.has(String(flat[i + 1]))) ids.push(String(id));
+      }
+    }
+    scan.scanned += entries.length;
+    scan.matched += ids.length;
+    if (!dryRun && ids.length > 0) await redis.exec(["XDEL", stream, ...ids]);
+    const last = entries.at(-1);
+    if (entries.length < STREAM_PAGE || !last) break;
+    start = `(${String(last[0])}`;
+  }
+  return scan;
+}
+
+/** Every key that belongs to the subject now: itself, keys erased under it before, anonymous ids linked to it. */
+async function keysOf(deps: PrivacyDeps, subject: SubjectKey, alsoKeys: readonly string[] = []): Promise<string[]> {
+  const linked = subject.startsWith("u:") ? await linkedAnonymousKeys(deps.db, [subject.slice(2)]) : [];
+  const before = await erasedKeysOf(deps.db, subject);
+  return subjectKeys([subject, ...alsoKeys, ...linked, ...before]).userKeys;
+}
+
+function idsOf(k: SubjectKeys): string[] {
+  return [...k.userIds, ...k.anonymousIds];
+}
+
+export async function eraseUser(
+  deps: PrivacyDeps,
+  subject: SubjectKey,
+  options: { suppress: boolean },
+): Promise<ErasureReport> {
+  const { env, config } = deps;
+  const snapshot = await session(env, subject).snapshot(subject);
+  const mergedInto = snapshot.mergedInto ?? null;
+  // 1. The subject's object and everything merged into it; then every other key of the subject.
+  const first = await session(env, subject).erase({ suppress: options.suppress });
+  const keys = await keysOf(deps, subject, first.erased);
+  const others = keys.filter((k) => !first.erased.includes(k));
+  const rest = await inChunks(others, (key) => session(env, key).erase({ suppress: options.suppress }));
+  const erasedObjects = [...first.erased, ...rest.flatMap((r) => r.erased)];
+  const all = subjectKeys([...keys, ...erasedObjects]);
+  // 2. Redis, 3. Postgres, 4. KV, 5. dead letters.
+  const stream = deps.redis ? await scanStream(deps.redis, new Set(all.userKeys), false) : null;
+  const warehouse = await eraseWarehouse(deps.db, subject, all, options.suppress);
+  await inChunks(all.userKeys, (key) => env.ONLINE_STORE.delete(userListKey(key)));
+  const deadLetters = await inChunks(config.sources.list, (source) =>
+    env.DEAD_LETTERS.getByName(source.id).eraseMentions(idsOf(all)),
+  );
+  return {
+    subject,
+    userKeys: all.userKeys,
+    suppressed: options.suppress,
+    mergedInto,
+    deleted: {
+      sessionObjects: [...new Set(erasedObjects)].sort(),
+      stream,
+      warehouse,
+      kv: all.userKeys.length,
+      deadLetters: deadLetters.reduce((sum, r) => sum + r.deleted, 0),
+    },
+    verification: await verifyErasure(deps, subject),
+  };
+}
+
+/** What every store still holds of the subject (and of every key erased under it). */
+export async function verifyErasure(deps: PrivacyDeps, subject: SubjectKey): Promise<ErasureVerification> {
+  const { env, config } = deps;
+  const k = subjectKeys(await keysOf(deps, subject));
+  const [objects, kv, stream, warehouse, deadLetters] = await Promise.all([
+    inChunks(k.userKeys, async (key) => {
+      const stub = session(env, key);
+      const [snapshot, suppression] = await Promise.all([stub.snapshot(), stub.suppression()]);
+      return { key, exists: snapshot.exists, suppressed: suppression.suppressed };
+    }),
+    inChunks(k.userKeys, async (key) => ({ key, present: (await env.ONLINE_STORE.get(userListKey(key))) !== null })),
+    deps.redis ? scanStream(deps.redis, new Set(k.userKeys), true) : Promise.resolve(null),
+    countWarehouse(deps.db, k),
+    inChunks(config.sources.list, (source) => env.DEAD_LETTERS.getByName(source.id).countMentions(idsOf(k))),
+  ]);
+  const left = {
+    sessionObjects: objects.filter((o) => o.exists).map((o) => o.key),
+    kv: kv.filter((x) => x.present).map((x) => x.key),
+    stream,
+    warehouse,
+    deadLetters: deadLetters.reduce((sum, r) => sum + r.count, 0),
+  };
+  const clean =
+    left.sessionObjects.length === 0 &&
+    left.kv.length === 0 &&
+    (stream === null || (stream.matched === 0 && stream.complete)) &&
+    Object.values(warehouse).every((n) => n === 0) &&
+    left.deadLetters === 0;
+  return {
+    subject,
+    userKeys: k.userKeys,
+    clean,
+    left,
+    suppressed: objects.filter((o) => o.suppressed).map((o) => o.key),
+  };
+}
+
+/** Suppression without erasure (PUT) or lifted (DELETE) on every key of the subject. */
+export async function setSuppression(
+  deps: PrivacyDeps,
+  subject: SubjectKey,
+  suppressed: boolean,
+): Promise<{ subject: string; userKeys: string[]; suppressed: boolean }> {
+  const snapshot = await session(deps.env, subject).snapshot(subject);
+  const keys = await keysOf(deps, subject, snapshot.mergedKeys);
+  await inChunks(keys, (key) => (suppressed ? session(deps.env, key).suppress() : session(deps.env, key).unsuppress()));
+  return { subject, userKeys: keys, suppressed };
+}

@@ -1,0 +1,285 @@
+// Erasure and suppression (docs/privacy.md) in workerd, against the real Postgres, Redis, KV and session objects:
+// a user's data is put everywhere through the real paths (collection API → session objects → outbox → stream →
+// loader → Postgres; a rejected event → dead letters), erased with one admin call, and every store is then read
+// back through its own client — not through the code under test. Another user's data must survive.
+import { env, exports } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import { runLoader } from "../../src/batch/loader.ts";
+import type { CollectedEvent } from "../../src/collect/event.ts";
+import { userListKey } from "../../src/publish/keys.ts";
+import { EVENT_STREAM, STREAM_FIELDS } from "../../src/session/stream.ts";
+import { openClient } from "../../src/stores/db.ts";
+import { append, dbSettings, event, loaderRedis, redis, sql, streamNames, withDb } from "./batch-helpers.ts";
+import { ADMIN_KEY, BASE, basic, collect, streamedEvent, uid, WRITE_KEY } from "./collect-helpers.ts";
+
+const admin = (method: string, path: string) =>
+  exports.default.fetch(new Request(`${BASE}${path}`, { method, headers: { authorization: `Bearer ${ADMIN_KEY}` } }));
+
+const send = (path: string, body: unknown) => collect(path, body, { headers: { authorization: basic(WRITE_KEY) } });
+
+const viewEvent = (ids: { userId?: string; anonymousId?: string }, productId: string) => ({
+  type: "track",
+  event: "Product Viewed",
+  properties: { product_id: productId, price: 10 },
+  messageId: uid("m"),
+  ...ids,
+});
+
+/** Every stream entry of these user keys in the production stream (read with a second client). */
+async function streamEntriesOf(keys: readonly string[]): Promise<CollectedEvent[]> {
+  const wanted = new Set(keys);
+  const entries = (await redis().exec<unknown[]>(["XRANGE", EVENT_STREAM, "-", "+"])) as unknown[][];
+  const out: CollectedEvent[] = [];
+  for (const [, flat] of entries) {
+    const f = flat as string[];
+    const field = (name: string) => f[f.indexOf(name) + 1] ?? "";
+    if (wanted.has(field(STREAM_FIELDS.userKey))) out.push(JSON.parse(field(STREAM_FIELDS.event)) as CollectedEvent);
+  }
+  return out;
+}
+
+/** Loads what the session objects delivered for `keys` into Postgres with the real loader (a stream of this test). */
+async function loadIntoWarehouse(keys: readonly string[]): Promise<void> {
+  const names = streamNames("privacy");
+  const delivered = await streamEntriesOf(keys);
+  for (const key of keys)
+    await append(
+      names.stream,
+      delivered.filter((e) => userKeyOf(e) === key),
+      key,
+    );
+  const report = await withDb((db) => runLoader({ db, redis: loaderRedis() }, { ...names }));
+  expect(report.status).toBe("ok");
+}
+
+const userKeyOf = (e: CollectedEvent) => (e.userId ? `u:${e.userId}` : `a:${e.anonymousId}`);
+
+async function counts(userId: string, keys: readonly string[]) {
+  const [row] = await sql<Record<string, number>>(
+    `select (select count(*)::int from events where user_key = any($1) or user_id = $2) as events,
+            (select count(*)::int from interactions where user_key = any($1)) as interactions,
+            (select count(*)::int from identities where user_id = $2) as identities,
+            (select count(*)::int from user_candidates where user_key = any($1)) as candidates`,
+    [keys, userId],
+  );
+  if (!row) throw new Error("no row");
+  return row;
+}
+
+/** A user with a pre-login visitor, a warehouse-only device, a candidate list in KV and a dead letter. */
+async function userEverywhere() {
+  const userId = uid("erase-me");
+  const anon = uid("anon");
+  const oldDevice = uid("old-device");
+  const visits = [viewEvent({ anonymousId: anon }, "p-1"), viewEvent({ anonymousId: anon }, "p-2")];
+  await send("/v1/batch", { batch: visits });
+  const identify = {
+    type: "identify",
+    userId,
+    anonymousId: anon,
+    traits: { email: "x@example.com" },
+    messageId: uid("m"),
+  };
+  const bought = { ...viewEvent({ userId, anonymousId: anon }, "p-3"), event: "Product Added" };
+  const rejected = { type: "track", userId, messageId: uid("m") }; // no event name → dead letter
+  const res = await send("/v1/batch", { batch: [identify, bought, rejected] });
+  expect(res.rejected.map((r) => r.index)).toEqual([2]);
+  // Delivered to the stream by the objects' alarms (the visitor's two events were merged into the user's object).
+  await streamedEvent(bought.messageId, `u:${userId}`);
+  for (const v of visits) await streamedEvent(v.messageId, `a:${anon}`);
+  const keys = [`u:${userId}`, `a:${anon}`];
+  await loadIntoWarehouse(keys);
+  // An older device known only to the warehouse (its session object long expired): an identify in the stream.
+  const names = streamNames("privacy-old");
+  await append(names.stream, [
+    event("identify", { userId, anonymousId: oldDevice }),
+    event("track", {
+      anonymousId: oldDevice,
+      userId: null,
+      event: "Product Viewed",
+      properties: { product_id: "p-9" },
+    }),
+  ]);
+  await withDb((db) => runLoader({ db, redis: loaderRedis() }, { ...names }));
+  // What the publisher would have shipped for the user.
+  await sql(
+    `insert into user_candidates (user_key, product_ids, scores, reasons, model_version) values ($1, '{p-5}', '{1}', '{batch}', 0)`,
+    [`u:${userId}`],
+  );
+  await sql(`insert into published_keys (key, content_hash, version) values ($1, 'h', 'v1')`, [`u:u:${userId}`]);
+  await env.ONLINE_STORE.put(userListKey(`u:${userId}`), JSON.stringify([{ v: 1, items: [["p-5", 1, "batch"]] }]));
+  return { userId, anon, oldDevice, keys: [...keys, `a:${oldDevice}`], rejectedMessageId: rejected.messageId };
+}
+
+describe("erasure", () => {
+  it("erases a user from session objects, Redis, Postgres, KV and dead letters, and leaves others alone", async () => {
+    const other = uid("keep-me");
+    const otherView = viewEvent({ userId: other }, "p-1");
+    expect((await send("/v1/track", otherView)).accepted).toBe(1);
+    await streamedEvent(otherView.messageId, `u:${other}`);
+    const u = await userEverywhere();
+
+    const before = await counts(u.userId, u.keys);
+    expect(before.events).toBeGreaterThanOrEqual(6);
+    expect(before.identities).toBe(2);
+    const beforeCheck = (await (await admin("GET", `/v1/admin/users/${u.userId}/erasure?kind=user`)).json()) as {
+      clean: boolean;
+      userKeys: string[];
+    };
+    expect(beforeCheck.clean).toBe(false);
+    expect(beforeCheck.userKeys).toEqual([...u.keys].sort());
+
+    const res = await admin("DELETE", `/v1/admin/users/${u.userId}?kind=user`);
+    expect(res.status).toBe(200);
+    const report = (await res.json()) as {
+      userKeys: string[];
+      deleted: { warehouse: { events: number }; deadLetters: number; stream: { matched: number } };
+      verification: { clean: boolean };
+    };
+    expect(report.userKeys).toEqual([...u.keys].sort());
+    expect(report.deleted.warehouse.events).toBe(before.events);
+    expect(report.deleted.deadLetters).toBeGreaterThanOrEqual(1);
+    expect(report.deleted.stream.matched).toBeGreaterThanOrEqual(3);
+    expect(report.verification.clean).toBe(true);
+
+    // Read back, each store through its own client.
+    expect(await counts(u.userId, u.keys)).toEqual({ events: 0, interactions: 0, identities: 0, candidates: 0 });
+    expect(await sql(`select key from published_keys where key = $1`, [`u:u:${u.userId}`])).toEqual([]);
+    expect(await env.ONLINE_STORE.get(userListKey(`u:${u.userId}`))).toBeNull();
+    expect(await streamEntriesOf(u.keys)).toEqual([]);
+    for (const key of u.keys) {
+      const snapshot = await env.SESSION_STATE.getByName(key).snapshot();
+      expect(snapshot.exists, key).toBe(false);
+    }
+    expect((await admin("GET", `/v1/admin/users/${u.userId}?kind=user`)).status).toBe(404);
+    const dead = (await (await admin("GET", "/v1/admin/dead-letters?source=local")).json()) as {
+      deadLetters: { messageId: string | null }[];
+    };
+    expect(dead.deadLetters.map((d) => d.messageId)).not.toContain(u.rejectedMessageId);
+
+    // The other user is untouched: session and stream entry.
+    expect((await env.SESSION_STATE.getByName(`u:${other}`).snapshot()).counters.events).toBe(1);
+    expect((await streamEntriesOf([`u:${other}`])).map((e) => e.messageId)).toEqual([otherView.messageId]);
+
+    // Erasing again is safe and still clean.
+    const again = (await (await admin("DELETE", `/v1/admin/users/${u.userId}?kind=user`)).json()) as {
+      verification: { clean: boolean };
+    };
+    expect(again.verification.clean).toBe(true);
+  });
+
+  it("keeps a delivered-but-unloaded event of an erased user out of the warehouse (the loader's filter)", async () => {
+    const userId = uid("late");
+    const names = streamNames("privacy-late");
+    const late = event("track", {
+      userId,
+      anonymousId: null,
+      event: "Product Viewed",
+      properties: { product_id: "p" },
+    });
+    const fresh = event("track", {
+      userId,
+      anonymousId: null,
+      event: "Product Viewed",
+      properties: { product_id: "q" },
+    });
+    // Received before the erasure; still in a stream a loader reads.
+    await append(names.stream, [late]);
+    expect((await admin("DELETE", `/v1/admin/users/${userId}?kind=user`)).status).toBe(200);
+    // An event received after the erasure is a new one (the user was not suppressed).
+    await append(names.stream, [{ ...fresh, receivedAt: new Date(Date.now() + 60_000).toISOString() }]);
+    const report = await withDb((db) => runLoader({ db, redis: loaderRedis() }, { ...names }));
+    expect(report).toMatchObject({ status: "ok", erased: 1, events: 1 });
+    const rows = await sql<{ message_id: string }>(`select message_id from events where user_id = $1`, [userId]);
+    expect(rows.map((r) => r.message_id)).toEqual([fresh.messageId]);
+  });
+
+  it("waits for a warehouse writer in flight and deletes what it committed", async () => {
+    const userId = uid("in-flight");
+    const writer = openClient(dbSettings());
+    await writer.connect();
+    try {
+      // A loader batch: holds the shared erasure lock and inserts the user's event, not yet committed.
+      await writer.query("begin");
+      await writer.query("select pg_advisory_xact_lock_shared($1::bigint)", [0x4c4d_4552_4153_45n.toString()]);
+      const e = event("track", { userId, anonymousId: null, event: "Product Viewed" });
+      await writer.query(
+        `insert into events (message_id, user_key, user_id, type, event, properties, traits, context, source_id, event_time, received_at)
+         values ($1, $2, $3, 'track', 'Product Viewed', '{}', '{}', '{}', 's', now(), now())`,
+        [e.messageId, `u:${userId}`, userId],
+      );
+      const erasure = admin("DELETE", `/v1/admin/users/${userId}?kind=user`);
+      await new Promise((r) => setTimeout(r, 300));
+      await writer.query("commit");
+      const report = (await (await erasure).json()) as { deleted: { warehouse: { events: number } } };
+      expect(report.deleted.warehouse.events).toBe(1);
+    } finally {
+      await writer.end();
+    }
+    expect(await sql(`select 1 from events where user_id = $1`, [userId])).toEqual([]);
+  });
+
+  it("refuses a missing or wrong kind, a bad suppress flag, and callers without the admin key", async () => {
+    const id = uid("x");
+    for (const [path, code] of [
+      [`/v1/admin/users/${id}`, 400],
+      [`/v1/admin/users/${id}?kind=robot`, 400],
+      [`/v1/admin/users/${id}?kind=user&suppress=yes`, 400],
+    ] as const) {
+      const res = await admin("DELETE", path);
+      expect(res.status, path).toBe(code);
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe("bad_request");
+    }
+    const anonymous = await exports.default.fetch(
+      new Request(`${BASE}/v1/admin/users/${id}?kind=user`, { method: "DELETE" }),
+    );
+    expect(anonymous.status).toBe(401);
+  });
+});
+
+describe("suppression", () => {
+  it("erase with suppress: later events are answered as suppressed and stored nowhere, also from a new device", async () => {
+    const userId = uid("suppressed");
+    await send("/v1/track", viewEvent({ userId }, "p-1"));
+    const erased = (await (await admin("DELETE", `/v1/admin/users/${userId}?kind=user&suppress=true`)).json()) as {
+      verification: { clean: boolean; suppressed: string[] };
+    };
+    expect(erased.verification).toMatchObject({ clean: true, suppressed: [`u:${userId}`] });
+
+    const device = uid("new-device");
+    const before = await send("/v1/batch", { batch: [viewEvent({ anonymousId: device }, "p-7")] });
+    expect(before.accepted).toBe(1); // an unknown visitor, until it logs in
+    const res = await send("/v1/batch", {
+      batch: [viewEvent({ userId }, "p-2"), viewEvent({ userId, anonymousId: device }, "p-3")],
+    });
+    expect(res).toMatchObject({ accepted: 0, duplicates: 0, suppressed: 2, rejected: [] });
+    expect((await env.SESSION_STATE.getByName(`u:${userId}`).snapshot()).exists).toBe(false);
+    // The device's object was erased (its pre-login view too) and refuses events from now on.
+    expect((await env.SESSION_STATE.getByName(`a:${device}`).snapshot()).exists).toBe(false);
+    const later = await send("/v1/track", viewEvent({ anonymousId: device }, "p-4"));
+    expect(later).toMatchObject({ accepted: 0, suppressed: 1 });
+    const state = (await (await admin("GET", `/v1/admin/users/${device}/suppression?kind=anonymous`)).json()) as {
+      suppressed: boolean;
+    };
+    expect(state.suppressed).toBe(true);
+
+    // Lifted: events are recorded again.
+    expect((await admin("DELETE", `/v1/admin/users/${userId}/suppression?kind=user`)).status).toBe(200);
+    const back = await send("/v1/track", viewEvent({ userId }, "p-5"));
+    expect(back).toMatchObject({ accepted: 1 });
+    expect(back.suppressed).toBeUndefined();
+    expect((await env.SESSION_STATE.getByName(`u:${userId}`).snapshot()).counters.events).toBe(1);
+  });
+
+  it("suppression without erasure keeps the data and refuses new events until lifted", async () => {
+    const userId = uid("paused");
+    await send("/v1/track", viewEvent({ userId }, "p-1"));
+    expect((await admin("PUT", `/v1/admin/users/${userId}/suppression?kind=user`)).status).toBe(200);
+    expect(await send("/v1/track", viewEvent({ userId }, "p-2"))).toMatchObject({ accepted: 0, suppressed: 1 });
+    const snapshot = await env.SESSION_STATE.getByName(`u:${userId}`).snapshot();
+    expect(snapshot.counters.events).toBe(1);
+    expect(snapshot.viewed).toEqual(["p-1"]);
+    expect((await admin("DELETE", `/v1/admin/users/${userId}/suppression?kind=user`)).status).toBe(200);
+    expect(await send("/v1/track", viewEvent({ userId }, "p-3"))).toMatchObject({ accepted: 1 });
+  });
+});
