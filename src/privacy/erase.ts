@@ -13,6 +13,7 @@
 // Then the verifier runs and its result is part of the answer. Every step is idempotent: erasing again is safe and
 // finishes what a failed run left.
 import type { Config } from "../config.ts";
+import { ApiError } from "../errors.ts";
 import { userListKey } from "../publish/keys.ts";
 import { EVENT_STREAM, STREAM_FIELDS } from "../session/stream.ts";
 import type { Database } from "../stores/db.ts";
@@ -158,7 +159,14 @@ export async function eraseUser(
   const all = subjectKeys([...keys, ...erasedObjects]);
   // 2. Redis, 3. Postgres, 4. KV, 5. dead letters.
   const stream = deps.redis ? await scanStream(deps.redis, new Set(all.userKeys), false) : null;
-  const warehouse = await eraseWarehouse(deps.db, subject, all, options.suppress);
+  const warehouse = await eraseWarehouse(deps.db, subject, all, options.suppress).catch((error: unknown) => {
+    // lock_not_available: a loader batch or the user_candidates step held the lock past ERASURE_LOCK_TIMEOUT_MS.
+    if ((error as { code?: unknown })?.code !== "55P03") throw error;
+    throw new ApiError("dependency_unavailable", "a warehouse write is in progress; erase again shortly", {
+      headers: { "Retry-After": "30" },
+      cause: error,
+    });
+  });
   await inChunks(all.userKeys, (key) => env.ONLINE_STORE.delete(userListKey(key)));
   const deadLetters = await inChunks(config.sources.list, (source) =>
     env.DEAD_LETTERS.getByName(source.id).eraseMentions(idsOf(all)),
