@@ -41,6 +41,9 @@ const TRANSIENT_ERRNOS: ReadonlySet<string> = new Set([
  */
 const TRANSIENT_MESSAGES = [
   /connection terminated/i,
+  // node-postgres (and the Neon driver) on a client whose connection broke, e.g. when a transaction's ROLLBACK is
+  // sent after the server terminated the backend: that error replaces the transient one that broke it.
+  /connection error and is not queryable/i,
   /connection (?:refused|reset)/i,
   /terminating connection/i,
   /the database system is (?:starting up|shutting down|in recovery mode)/i,

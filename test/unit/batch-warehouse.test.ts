@@ -212,6 +212,9 @@ describe("retry policy", () => {
     expect(isTransientError(new Error("Connection terminated unexpectedly"))).toBe(true);
     expect(isTransientError(new Error("Couldn't connect to compute node"))).toBe(true);
     expect(isTransientError(new TypeError("fetch failed"))).toBe(true);
+    // drizzle's ROLLBACK on a connection the server terminated: its error replaces the one that broke it.
+    const broken = new Error("Client has encountered a connection error and is not queryable");
+    expect(isTransientError(new Error("Failed query: rollback\nparams: ", { cause: broken }))).toBe(true);
     expect(isTransientError(new Error("wrapped", { cause: Object.assign(new Error("x"), { code: "57P01" }) }))).toBe(
       true,
     );
