@@ -13,7 +13,7 @@ import {
   upsertCatalog,
 } from "../batch/catalog.ts";
 import { CsvError } from "../batch/csv.ts";
-import { readBodyBytes } from "../collect/body.ts";
+import { readBodyBytes, refuseDeepJson } from "../collect/body.ts";
 import { configOrThrow } from "../config.ts";
 import { ApiError } from "../errors.ts";
 import { drizzleOn, openPool } from "../stores/db.ts";
@@ -42,6 +42,7 @@ function parse(type: string, text: string): ParsedCatalog {
     } catch {
       throw new ApiError("invalid_json", "the request body is not valid JSON");
     }
+    refuseDeepJson(text);
     return parseCatalogJson(value);
   } catch (error) {
     if (error instanceof CatalogFormatError) {

@@ -6,6 +6,8 @@
 // chunks inside one transaction: a row that did not change is not touched at all, so `updated_at` (what the
 // publisher ships by) moves only for real changes, and a failed request changes nothing.
 import { sql } from "drizzle-orm";
+import { jsonDepthExceeds } from "../collect/json.ts";
+import { MAX_JSON_DEPTH } from "../collect/limits.ts";
 import type { Database } from "../stores/db.ts";
 import { catalog } from "../stores/schema.ts";
 import { csvObjects, csvRecords } from "./csv.ts";
@@ -169,6 +171,11 @@ function attributesField(value: unknown, errors: FieldError[]): Record<string, u
       object = JSON.parse(value);
     } catch {
       errors.push({ field: "attributes", message: "must be a JSON object" });
+      return {};
+    }
+    // JSON text in a CSV cell has not passed the request body's nesting limit.
+    if (jsonDepthExceeds(value, MAX_JSON_DEPTH)) {
+      errors.push({ field: "attributes", message: `nests deeper than ${MAX_JSON_DEPTH} levels` });
       return {};
     }
   }

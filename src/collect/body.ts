@@ -3,6 +3,8 @@
 // as JSON whatever the Content-Type says — Segment's browser library posts JSON as text/plain to avoid CORS
 // preflights, beacons send whatever the browser picks.
 import { ApiError } from "../errors.ts";
+import { jsonDepthExceeds } from "./json.ts";
+import { MAX_JSON_DEPTH } from "./limits.ts";
 
 export interface JsonBody {
   value: unknown;
@@ -83,6 +85,13 @@ export async function readBodyBytes(request: Request, limit: number): Promise<Ui
   return readCapped(decodedStream(request, request.body), limit);
 }
 
+/** 400 invalid_json for a parsed body nested deeper than MAX_JSON_DEPTH (docs/api.md#errors). */
+export function refuseDeepJson(text: string): void {
+  if (jsonDepthExceeds(text, MAX_JSON_DEPTH)) {
+    throw new ApiError("invalid_json", `the body nests arrays and objects deeper than ${MAX_JSON_DEPTH} levels`);
+  }
+}
+
 export async function readJsonBody(request: Request, limit: number): Promise<JsonBody> {
   const contentType = request.headers.get("content-type");
   const bytes = await readBodyBytes(request, limit);
@@ -96,14 +105,17 @@ export async function readJsonBody(request: Request, limit: number): Promise<Jso
       ? new ApiError("invalid_json", "the request body is not UTF-8 text")
       : unsupported(contentType);
   }
+  let value: unknown;
   try {
-    return { value: JSON.parse(text), bytes: bytes.byteLength };
+    value = JSON.parse(text);
   } catch (error) {
     if (!carriesJson(contentType)) throw unsupported(contentType);
     // The parser's own message quotes the body: keep only where it failed (messages reach logs).
     const at = /position (\d+)/.exec(String((error as Error).message))?.[1];
     throw new ApiError("invalid_json", `the request body is not valid JSON${at ? ` (at character ${at})` : ""}`);
   }
+  refuseDeepJson(text);
+  return { value, bytes: bytes.byteLength };
 }
 
 function unsupported(contentType: string | null): ApiError {

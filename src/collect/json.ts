@@ -33,6 +33,27 @@ export function jsonSize(value: unknown): number {
 }
 
 /**
+ * Whether a JSON text nests arrays and objects deeper than `max` levels. Scans the text — no recursion, no
+ * allocation — so it is safe on input that would overflow the stack of anything that walks the parsed value.
+ * Meant for text that parsed: brackets inside strings are skipped, escapes included.
+ */
+export function jsonDepthExceeds(text: string, max: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++;
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) return true;
+    } else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return false;
+}
+
+/**
  * JSON with object keys sorted at every depth, so two payloads that differ only in key order (a client that
  * rebuilds its object on retry) serialise identically.
  */

@@ -18,6 +18,13 @@ export const MAX_REQUEST_BYTES = 500 * 1024;
  */
 export const MAX_BATCH_EVENTS = 2_500;
 
+/**
+ * Arrays and objects nested deeper than this in a request body are refused (400 invalid_json) before anything walks
+ * them. Real events nest a handful of levels; JSON.stringify, structured clone (the session objects' RPC) and
+ * recursive helpers overflow the stack somewhere past a thousand, which a 500 KB body reaches easily.
+ */
+export const MAX_JSON_DEPTH = 64;
+
 /** userId, anonymousId, previousId, groupId, messageId: real ids are UUIDs, emails, hashes; 256 leaves room. */
 export const MAX_ID_LENGTH = 256;
 
