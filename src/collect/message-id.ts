@@ -13,8 +13,9 @@ export const DERIVED_MESSAGE_ID_PREFIX = "lm-";
 const VOLATILE_FIELDS = new Set(["sentAt", "writeKey"]);
 
 export async function deriveMessageId(sourceId: string, type: string, raw: JsonObject): Promise<string> {
-  const content: JsonObject = {};
-  for (const [key, value] of Object.entries(raw)) if (!VOLATILE_FIELDS.has(key)) content[key] = value;
+  // fromEntries defines own properties: an assignment `content["__proto__"] = v` would set the prototype instead,
+  // and the field would drop out of the hash (two events differing only there would be one).
+  const content: JsonObject = Object.fromEntries(Object.entries(raw).filter(([key]) => !VOLATILE_FIELDS.has(key)));
   const input = canonicalJson({ sourceId, type, event: content });
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(input)));
   // 128 bits of the digest: collision-free for any realistic volume, half the bytes in every dedupe index.
