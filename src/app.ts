@@ -9,7 +9,7 @@ import { benchRoutes } from "./bench/routes.ts";
 import { collectRoutes } from "./collect/routes.ts";
 import { ApiError, errorBody } from "./errors.ts";
 import { healthRoute } from "./health.ts";
-import { log } from "./log.ts";
+import { describeError, log } from "./log.ts";
 import { rankRoutes } from "./rank/routes.ts";
 
 export interface AppEnv {
@@ -46,7 +46,8 @@ export function createApp(): Hono<AppEnv> {
       log("error", error.message, {
         requestId,
         code: error.code,
-        cause: String(err instanceof ApiError ? err.cause : err),
+        // Causes are drivers' messages: credentials in a connection string never reach the log.
+        cause: describeError(err instanceof ApiError ? err.cause : err),
       });
     }
     for (const [name, value] of Object.entries(error.headers ?? {})) c.header(name, value);
