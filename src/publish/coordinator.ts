@@ -39,7 +39,11 @@ export const MAX_OPS_PER_ALARM = KV_OPS_PER_INVOCATION - 10;
  * that sees the new pointer almost surely sees the new entries too. Local KV (miniflare) is consistent: 0 there.
  */
 export const PRODUCTION_SETTLE_MS = 60_000;
-/** Failed alarm invocations of one job before it is given up (and recorded as failed). */
+/**
+ * Failed alarm invocations in a row, without progress between them, before a job is given up (and recorded as
+ * failed). An alarm that completed a step first starts the count again: refusals of some keys (KV's 429s) on a long
+ * publish cost retries, never the publish.
+ */
 export const MAX_JOB_FAILURES = 5;
 /** Versions remembered for the admin API and rollback. */
 export const PUBLISHED_HISTORY = 50;
@@ -256,6 +260,7 @@ export class PublishCoordinator extends DurableObject<Env> {
     const database = this.#database();
     const kv = new KvBudget(this.wrapKv(this.env.ONLINE_STORE), job.opsPerAlarm);
     const opened = database ? openDb(database, job.schema) : undefined;
+    const stepsBefore = job.stats.steps;
     const account = () => {
       job.stats.invocations++;
       job.stats.opsTotal += kv.used;
@@ -274,6 +279,7 @@ export class PublishCoordinator extends DurableObject<Env> {
       });
       account();
       if (outcome.kind === "continue") {
+        job.failures = 0;
         await this.ctx.storage.put("job", job);
         await this.ctx.storage.setAlarm(Date.now() + outcome.delayMs);
         return;
@@ -319,7 +325,8 @@ export class PublishCoordinator extends DurableObject<Env> {
       log("info", "publish: finished", { runId: job.runId, ...stats });
     } catch (error) {
       account();
-      job.failures++;
+      // Steps completed in this alarm (each saved as it finished) are progress: the count starts again.
+      job.failures = job.stats.steps > stepsBefore ? 1 : job.failures + 1;
       log("error", "publish: alarm step failed", {
         runId: job.runId,
         failures: job.failures,

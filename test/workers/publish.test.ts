@@ -301,6 +301,30 @@ describe("publish", () => {
 });
 
 describe("publish across invocations", () => {
+  it("gives a publish up after 5 failed alarms in a row without progress", async () => {
+    const { q, stub, schema, tag } = await setup("refused");
+    await seed(q, tag);
+    let invocations = 0;
+    await runInDurableObject(stub, (instance: PublishCoordinator) => {
+      instance.wrapKv = (kv) => {
+        invocations++;
+        return new Proxy(kv, {
+          get(target, prop, receiver) {
+            if (prop === "put") return async () => Promise.reject(new Error("KV PUT failed: 429 Too Many Requests"));
+            const value = Reflect.get(target, prop, receiver) as unknown;
+            return typeof value === "function" ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+          },
+        });
+      };
+    });
+    expect((await stub.start({ trigger: "admin", schema, settleMs: 0 })).status).toBe("started");
+    await drain(stub);
+    expect(invocations).toBe(5);
+    expect((await stub.status()).job).toBeNull();
+    const [run] = await q<{ status: string }>("select status from batch_runs where kind = 'publish'");
+    expect(run?.status).toBe("failed");
+  });
+
   it("keeps every alarm within the KV budget and finishes a publish of more than 1,000 keys", async () => {
     const { q, log, stub, publish, tag } = await setup("big");
     const model = await modelVersion(q, "user_candidates");
