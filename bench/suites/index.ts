@@ -7,8 +7,9 @@ import floor from "./floor.ts";
 import load from "./load.ts";
 import publish from "./publish.ts";
 import rank from "./rank.ts";
+import soak from "./soak.ts";
 
-export const SUITES: readonly Suite[] = [floor, collect, compute, load, publish, rank];
+export const SUITES: readonly Suite[] = [floor, collect, compute, load, publish, rank, soak];
 
 export function findSuite(name: string): Suite | undefined {
   return SUITES.find((s) => s.name === name);

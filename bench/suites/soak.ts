@@ -1,0 +1,221 @@
+// Suite `soak`: collection and ranking together under sustained load for minutes, on the UCI demo store (seeded,
+// refreshed and published by the real batch loop; sessions recorded through the collection API, as in `rank`).
+// Windows of WINDOW_S seconds, each running at the same time browser batches into POST /v1/batch (10 events, one
+// visitor, fresh message ids) and POST /v1/rank with 100 candidates for the store's users; after each window the
+// resident memory of the workerd processes is sampled. Reported per window and overall: p50/p99, throughput, errors
+// and non-2xx, and memory (first vs last window: growth). The floor (the empty endpoint) is measured before and
+// after the soak in the same run. BENCH_SOAK_SECONDS sets the total (default 180).
+import { execFileSync } from "node:child_process";
+import { LOCAL_KEYS } from "../../scripts/lib/local-keys.ts";
+import { seedUciRetail } from "../../scripts/lib/seed.ts";
+import {
+  candidatesFor,
+  database,
+  readStore,
+  recordSessions,
+  refreshAndPublish,
+  streamLength,
+  waitForOutboxes,
+} from "../lib/rank-data.ts";
+import { type Measurement, relativeTo, type Suite } from "../lib/suite.ts";
+
+const DEFAULT_SECONDS = 180;
+const WINDOW_S = 30;
+const EVENTS = 20_000;
+const USERS = 300;
+const CONNECTIONS_EACH = 5;
+const VISITORS = 2_000;
+
+const RANK_HEADERS = { "content-type": "application/json", authorization: `Bearer ${LOCAL_KEYS.serverKey}` };
+const COLLECT_HEADERS = {
+  "content-type": "application/json",
+  authorization: `Basic ${Buffer.from(`${LOCAL_KEYS.writeKey}:`).toString("base64")}`,
+};
+
+/** Resident memory of every workerd process, in MiB (wrangler dev runs one per Worker). */
+function workerdRssMiB(): number {
+  try {
+    const out = execFileSync("ps", ["-C", "workerd", "-o", "rss="], { encoding: "utf8" });
+    const kib = out
+      .split("\n")
+      .map((l) => Number(l.trim()))
+      .filter((n) => Number.isFinite(n) && n > 0)
+      .reduce((a, b) => a + b, 0);
+    return Math.round((kib / 1024) * 10) / 10;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+function browserBatch(run: string, i: number, products: readonly string[]): string {
+  const now = new Date().toISOString();
+  const anonymousId = `soak-visitor-${i % VISITORS}`;
+  const batch = Array.from({ length: 10 }, (_, j) => {
+    const product = products[(i * 7 + j) % products.length];
+    return j === 0
+      ? { type: "page", name: "Home", anonymousId, messageId: `${run}-${i}-${j}`, timestamp: now }
+      : {
+          type: "track",
+          event: j === 9 ? "Product Added" : "Product Viewed",
+          anonymousId,
+          messageId: `${run}-${i}-${j}`,
+          timestamp: now,
+          properties: { product_id: product },
+        };
+  });
+  return JSON.stringify({ batch, sentAt: now });
+}
+
+const summary = (m: Measurement) => ({
+  requests: m.requests,
+  rps: m.rps,
+  p50Ms: m.p50Ms,
+  p99Ms: m.p99Ms,
+  maxMs: m.maxMs,
+  errors: m.errors,
+  non2xx: m.non2xx,
+});
+
+const suite: Suite = {
+  name: "soak",
+  description: `collection (POST /v1/batch) and ranking (POST /v1/rank) together for minutes: p50/p99, errors, workerd memory per ${WINDOW_S} s window`,
+  async run(ctx) {
+    const run = `soak-${Date.now().toString(36)}`;
+    const totalS = Number(process.env.BENCH_SOAK_SECONDS ?? DEFAULT_SECONDS);
+    const windows = Math.max(2, Math.round(totalS / WINDOW_S));
+    const { q, end } = database(ctx);
+    try {
+      ctx.log(`soak: seeding the UCI demo store (newest ${EVENTS} purchases), refreshing and publishing`);
+      await seedUciRetail({
+        settings: { databaseUrl: ctx.vars.DATABASE_URL ?? "", localWsProxy: ctx.vars.NEON_LOCAL_WS_PROXY },
+        newestEvents: EVENTS,
+        endAt: new Date(),
+      });
+      await refreshAndPublish(ctx, q);
+      const data = await readStore(q, USERS, 10);
+      const users = data.users;
+      if (users.length < 50) throw new Error(`only ${users.length} users have a published batch list`);
+      const streamBefore = await streamLength(ctx);
+      await waitForOutboxes(ctx, streamBefore, await recordSessions(ctx, q, data, run));
+      const rankBodies = users.map((u, i) =>
+        JSON.stringify({ userId: u.userId, candidates: candidatesFor(data, u, 100, i + 1) }),
+      );
+      const products = [...data.products.keys()];
+      // Every visitor's object exists before the soak: memory growth then means growth, not new objects.
+      ctx.log(`soak: one batch for each of ${VISITORS} visitors first`);
+      for (let i = 0; i < VISITORS; i += 20) {
+        await Promise.all(
+          Array.from({ length: 20 }, (_, k) =>
+            fetch(`${ctx.url}/v1/batch`, {
+              method: "POST",
+              headers: COLLECT_HEADERS,
+              body: browserBatch(`${run}-warm`, i + k, products),
+            }).then((res) => res.arrayBuffer()),
+          ),
+        );
+      }
+
+      const floorBefore = await ctx.measureFloor([10]);
+      const rssStart = workerdRssMiB();
+      const series: Array<{
+        window: number;
+        collect: ReturnType<typeof summary>;
+        rank: ReturnType<typeof summary>;
+        rssMiB: number;
+      }> = [];
+      let batchNo = 0;
+      for (let w = 0; w < windows; w++) {
+        ctx.log(`soak: window ${w + 1}/${windows} (${WINDOW_S} s)`);
+        const [collect, rank] = await Promise.all([
+          ctx.measure(`soak.collect.w${w + 1}`, {
+            path: "/v1/batch (10 events, one visitor of 2,000)",
+            method: "POST",
+            headers: COLLECT_HEADERS,
+            next: () => ({ path: "/v1/batch", body: browserBatch(run, batchNo++, products) }),
+            connections: CONNECTIONS_EACH,
+            durationS: WINDOW_S,
+            warmUpRequests: 0,
+          }),
+          ctx.measure(`soak.rank.w${w + 1}`, {
+            path: "/v1/rank (100 candidates, user {i})",
+            method: "POST",
+            headers: RANK_HEADERS,
+            next: (i) => ({ path: "/v1/rank", body: rankBodies[i % rankBodies.length] as string }),
+            connections: CONNECTIONS_EACH,
+            durationS: WINDOW_S,
+            warmUpRequests: 0,
+          }),
+        ]);
+        series.push({ window: w + 1, collect: summary(collect), rank: summary(rank), rssMiB: workerdRssMiB() });
+      }
+      // Still serving after minutes of load? (A crashed or restarting Worker answers nothing here.)
+      const healthAfter = await fetch(`${ctx.url}/health`, { signal: AbortSignal.timeout(10_000) })
+        .then((res) => res.status)
+        .catch(() => 0);
+      const floorAfter = await ctx.measureFloor([10]);
+
+      const sum = (pick: (s: (typeof series)[number]) => number) => series.reduce((a, s) => a + pick(s), 0);
+      const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? Number.NaN;
+      const requests = sum((s) => s.collect.requests + s.rank.requests);
+      const failures = sum((s) => s.collect.errors + s.collect.non2xx + s.rank.errors + s.rank.non2xx);
+      const first = series[0]?.rssMiB ?? Number.NaN;
+      const last = series.at(-1)?.rssMiB ?? Number.NaN;
+      const results = {
+        seconds: windows * WINDOW_S,
+        healthStatusAfter: healthAfter,
+        connections: { collect: CONNECTIONS_EACH, rank: CONNECTIONS_EACH },
+        requests,
+        events: sum((s) => s.collect.requests) * 10,
+        errorRate: requests > 0 ? failures / requests : 0,
+        collect: {
+          p50MsMedianOfWindows: median(series.map((s) => s.collect.p50Ms)),
+          p99MsWorstWindow: Math.max(...series.map((s) => s.collect.p99Ms)),
+          rpsMedianOfWindows: median(series.map((s) => s.collect.rps)),
+        },
+        rank: {
+          p50MsMedianOfWindows: median(series.map((s) => s.rank.p50Ms)),
+          p99MsWorstWindow: Math.max(...series.map((s) => s.rank.p99Ms)),
+          rpsMedianOfWindows: median(series.map((s) => s.rank.rps)),
+        },
+        memory: {
+          rssStartMiB: rssStart,
+          rssFirstWindowMiB: first,
+          rssLastWindowMiB: last,
+          rssMaxMiB: Math.max(...series.map((s) => s.rssMiB)),
+          growthLastOverFirst: Math.round((last / first) * 1000) / 1000,
+        },
+        windows: series,
+      };
+      const before = floorBefore.c10 as Measurement;
+      const after = floorAfter.c10 as Measurement;
+      return {
+        floor: floorBefore,
+        results: { ...results, floorAfter: summary(after) },
+        relative: {
+          floorP50AfterOverBefore: Math.round((after.p50Ms / before.p50Ms) * 100) / 100,
+          floorRpsAfterOverBefore: Math.round((after.rps / before.rps) * 100) / 100,
+          lastWindowRank: relativeTo(
+            {
+              ...(series.at(-1)?.rank as Measurement),
+              path: "/v1/rank",
+              connections: CONNECTIONS_EACH,
+              durationS: WINDOW_S,
+              p90Ms: 0,
+              meanMs: 0,
+            },
+            before,
+            "floor.c10 (before)",
+          ),
+        },
+        notes: [
+          `${users.length} users with published lists and recorded sessions; ${VISITORS} visitors send browser batches`,
+          "collection and ranking share the machine with the load generator and the local stack (2 cores)",
+        ],
+      };
+    } finally {
+      await end();
+    }
+  },
+};
+
+export default suite;
