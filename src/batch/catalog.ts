@@ -192,6 +192,12 @@ function attributesField(value: unknown, errors: FieldError[]): Record<string, u
     errors.push({ field: "attributes", message: "must not contain NUL characters" });
     return {};
   }
+  // Postgres refuses jsonb holding an unpaired UTF-16 surrogate, which JSON.stringify writes as a \udXXX escape
+  // (after an odd number of backslashes: an even number is an escaped backslash followed by plain text).
+  if (/(?<!\\)(?:\\\\)*\\ud[89a-f]/i.test(json)) {
+    errors.push({ field: "attributes", message: "must not contain unpaired UTF-16 surrogates" });
+    return {};
+  }
   return object as Record<string, unknown>;
 }
 
