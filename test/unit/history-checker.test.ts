@@ -3,7 +3,14 @@
 // the checker itself can fail.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { attemptOutcomes, check, HistoryRecorder, type SentEvent, sentEvent } from "../../scripts/lib/history.ts";
+import {
+  attemptOutcomes,
+  check,
+  HistoryRecorder,
+  type SentEvent,
+  sentEvent,
+  type Verdict,
+} from "../../scripts/lib/history.ts";
 import { type Post, sendBatch, workload } from "../../scripts/lib/history-load.ts";
 
 const ev = (messageId: string, userKey = "a:v1", positions: number[] = [0]): SentEvent => ({
