@@ -8,6 +8,16 @@ export function isObject(value: unknown): value is JsonObject {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
+const UNPAIRED_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/**
+ * Whether a string is well-formed UTF-16: no surrogate without its pair. An ill-formed one has no UTF-8 form; where
+ * it is written as UTF-8 (Durable Object names, SQLite text) the surrogate becomes U+FFFD, so two ids become one.
+ */
+export function isWellFormed(text: string): boolean {
+  return !UNPAIRED_SURROGATE.test(text);
+}
+
 /** The UTF-8 length of a string, counted rather than encoded (events are measured by the thousand). */
 export function utf8Length(text: string): number {
   let bytes = 0;

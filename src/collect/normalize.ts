@@ -2,7 +2,7 @@
 // CollectedEvent or a rejection with a stable code out. Pure apart from hashing; nothing here throws for bad input.
 // The codes are documented in docs/collection.md#validation.
 import { type CollectedEvent, EVENT_TYPES, type EventType } from "./event.ts";
-import { isObject, type JsonObject, jsonSize } from "./json.ts";
+import { isObject, isWellFormed, type JsonObject, jsonSize } from "./json.ts";
 import { MAX_EVENT_BYTES, MAX_ID_LENGTH } from "./limits.ts";
 import { deriveMessageId } from "./message-id.ts";
 import { parseIsoTimestamp, resolveTimestamp } from "./timestamps.ts";
@@ -78,6 +78,8 @@ function optionalId(raw: JsonObject, field: string): string | null {
   if (id.length > MAX_ID_LENGTH) {
     throw new Rejected("invalid_id", `${field} is ${id.length} characters long; the limit is ${MAX_ID_LENGTH}`);
   }
+  // "a\ud800" and "a\ufffd" would name the same session object (and the same row in its dedupe table).
+  if (!isWellFormed(id)) throw new Rejected("invalid_id", `${field} is not valid Unicode (an unpaired surrogate)`);
   return id;
 }
 

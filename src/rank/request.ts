@@ -1,5 +1,6 @@
 // The ranking requests, validated the same way whether they come over HTTP (query string or JSON body) or through
 // the Service Binding RPC class. Every problem is a 400 `validation_failed` naming the field.
+import { isWellFormed } from "../collect/json.ts";
 import { ApiError } from "../errors.ts";
 import { tokenValue } from "../session/ecommerce.ts";
 import type { RankingConfig } from "./config.ts";
@@ -56,6 +57,8 @@ function id(field: string, v: unknown): string | undefined {
   if (v === undefined || v === null || v === "") return undefined;
   if (typeof v !== "string") throw invalid(field, "must be a string");
   if (v.length > MAX_ID_CHARS) throw invalid(field, `must be at most ${MAX_ID_CHARS} characters`);
+  // As in collection: an unpaired surrogate would name another user's session object.
+  if (!isWellFormed(v)) throw invalid(field, "must be valid Unicode (no unpaired surrogate)");
   return v;
 }
 
