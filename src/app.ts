@@ -5,6 +5,7 @@
 //   /v1/recommendations, /v1/rank, /v1/similar/…, /v1/tokens   ranking (src/rank/routes.ts, docs/ranking.md)
 import { Hono } from "hono";
 import { adminRoutes } from "./admin/routes.ts";
+import { isTransientError } from "./batch/retry.ts";
 import { benchRoutes } from "./bench/routes.ts";
 import { collectRoutes } from "./collect/routes.ts";
 import { ApiError, errorBody } from "./errors.ts";
@@ -16,6 +17,9 @@ export interface AppEnv {
   Bindings: Env;
   Variables: { requestId: string };
 }
+
+/** Retry-After of a 503 for a dependency fault no route classified itself. */
+export const DEPENDENCY_RETRY_AFTER_S = 5;
 
 export function createApp(): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
@@ -41,7 +45,16 @@ export function createApp(): Hono<AppEnv> {
 
   app.onError((err, c) => {
     const requestId = c.get("requestId") ?? crypto.randomUUID();
-    const error = err instanceof ApiError ? err : new ApiError("internal_error", "internal error", { cause: err });
+    const error =
+      err instanceof ApiError
+        ? err
+        : isTransientError(err)
+          ? // A database or Redis that did not answer is the client's to retry, not our bug (docs/api.md#errors).
+            new ApiError("dependency_unavailable", "a dependency did not answer; retry the request", {
+              headers: { "Retry-After": String(DEPENDENCY_RETRY_AFTER_S) },
+              cause: err,
+            })
+          : new ApiError("internal_error", "internal error", { cause: err });
     if (error.status >= 500) {
       log("error", error.message, {
         requestId,

@@ -6,6 +6,7 @@
 //                                           per-arm exposures, CTR, add-to-cart rate, conversion, revenue per visitor
 //                                           with intervals, the sample-ratio check, interleaving credit (Postgres)
 
+import { sql } from "drizzle-orm";
 import { ApiError } from "../errors.ts";
 import { EXPERIMENTS_KEY, parseExperiments } from "../experiments/config.ts";
 import { experimentReport, REPORT_DEFAULTS, type ReportOptions } from "../experiments/report.ts";
@@ -46,6 +47,9 @@ experimentsRoutes.get("/v1/admin/experiments/:id/report", async (c) => {
   const { config, schema } = database(c.env);
   const { db, end } = openDb(config.database as NonNullable<typeof config.database>, schema);
   try {
+    // One plain query first: an unreachable database then fails as a rejected query (→ 503), not in the connect
+    // path of a pooled transaction, where the Neon driver also raises it outside any promise (an uncaught error).
+    await db.execute(sql`select 1`);
     const report = await experimentReport(db, experiment, options);
     c.header("cache-control", "no-store");
     return c.json({ version: experiments.version, ...report });

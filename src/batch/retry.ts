@@ -68,7 +68,9 @@ export function isTransientError(error: unknown, depth = 0): boolean {
   if (typeof code === "string" && (TRANSIENT_SQLSTATES.has(code) || TRANSIENT_ERRNOS.has(code))) return true;
   // A SQLSTATE that is not in the list is the server's definite answer: retrying changes nothing.
   if (typeof code === "string" && /^[0-9A-Z]{5}$/.test(code) && !TRANSIENT_ERRNOS.has(code)) return false;
-  const message = error instanceof Error ? error.message : typeof error === "string" ? error : "";
+  // Not only Errors: the Neon driver rejects with a WebSocket's ErrorEvent-like object when its socket fails.
+  const raw = typeof error === "string" ? error : field(error, "message");
+  const message = typeof raw === "string" ? raw : "";
   if (TRANSIENT_MESSAGES.some((pattern) => pattern.test(message))) return true;
   return isTransientError(field(error, "cause"), depth + 1);
 }

@@ -218,6 +218,10 @@ describe("retry policy", () => {
     expect(isTransientError(new Error("wrapped", { cause: Object.assign(new Error("x"), { code: "57P01" }) }))).toBe(
       true,
     );
+    // The Neon driver rejects with the WebSocket's error event (not an Error) when it cannot reach the proxy.
+    const socketEvent = { type: "error", message: "Network connection lost." };
+    expect(isTransientError(new Error("Failed query: select 1\nparams: ", { cause: socketEvent }))).toBe(true);
+    expect(isTransientError({ type: "error", message: "syntax error" })).toBe(false);
     expect(isTransientError(Object.assign(new Error("duplicate key"), { code: "23505" }))).toBe(false);
     expect(isTransientError(Object.assign(new Error("connection terminated"), { code: "42P01" }))).toBe(false);
     expect(isTransientError(new Error("password authentication failed"))).toBe(false);
