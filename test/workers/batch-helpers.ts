@@ -107,3 +107,20 @@ export async function pendingCount(stream: string, group: string): Promise<numbe
   const summary = await redis().exec<unknown[]>(["XPENDING", stream, group]);
   return Number(summary[0] ?? 0);
 }
+
+/**
+ * A Redis client whose reply to each command `lose` picks is lost on the way back: Redis ran the command, the caller
+ * sees a network error (a transient failure).
+ */
+export function losingReplies(real: Redis, lose: (command: readonly (string | number)[]) => boolean): Redis {
+  return new Proxy(real, {
+    get(target, prop, receiver) {
+      if (prop !== "exec") return Reflect.get(target, prop, receiver);
+      return async (command: [string, ...(string | number)[]]) => {
+        const reply = await target.exec(command);
+        if (lose(command)) throw new TypeError("fetch failed");
+        return reply;
+      };
+    },
+  });
+}

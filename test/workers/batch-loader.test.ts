@@ -12,6 +12,7 @@ import {
   event,
   loaded,
   loaderRedis,
+  losingReplies,
   pendingCount,
   redis,
   sql,
@@ -234,21 +235,9 @@ describe("runLoader", () => {
     const names = streamNames("lost-reply");
     const batch = views(12);
     await append(names.stream, batch);
-    const real = loaderRedis();
     let lost = 0;
     // Redis runs the second `>` read, then the reply is lost on the way back (a transient network failure).
-    const flaky = new Proxy(real, {
-      get(target, prop, receiver) {
-        if (prop !== "exec") return Reflect.get(target, prop, receiver);
-        return async (command: [string, ...(string | number)[]]) => {
-          const reply = await target.exec(command);
-          if (command[0] === "XREADGROUP" && command.at(-1) === ">" && ++lost === 2) {
-            throw new TypeError("fetch failed");
-          }
-          return reply;
-        };
-      },
-    });
+    const flaky = losingReplies(loaderRedis(), (c) => c[0] === "XREADGROUP" && c.at(-1) === ">" && ++lost === 2);
     const report = await withDb((db) => runLoader({ db, redis: flaky }, { ...names, batchSize: 5, sleep: noSleep }));
     expect(report).toMatchObject({ status: "ok", events: 12, duplicates: 0, retries: 1 });
     expect(await loaded(batch.map((e) => e.messageId))).toEqual({ events: 12, interactions: 12 });
