@@ -7,7 +7,7 @@ import fc from "fast-check";
 import { describe, expect, it, vi } from "vitest";
 import type { DeadLetter } from "../../src/collect/dead-letter-entry.ts";
 import { jsonSize } from "../../src/collect/json.ts";
-import { MAX_REQUEST_BYTES } from "../../src/collect/limits.ts";
+import { MAX_BATCH_EVENTS, MAX_REQUEST_BYTES } from "../../src/collect/limits.ts";
 import { BATCH_PATHS, type CollectResponse, SINGLE_EVENT_PATHS, WEBHOOK_PATH } from "../../src/collect/routes.ts";
 import type { SessionSnapshot } from "../../src/session/snapshot.ts";
 import {
@@ -167,6 +167,24 @@ describe("hostile bodies", () => {
         expect(codeOf(a)).toBe("invalid_json");
       }
     }
+  });
+
+  it("refuses huge arrays: a batch over 2,500 events with 413, an event holding 100,000 numbers as too large", async () => {
+    const many = await answered(postRaw("/v1/batch", JSON.stringify({ batch: Array(MAX_BATCH_EVENTS + 1).fill({}) })));
+    expect(codeOf(many)).toBe("payload_too_large");
+    expect((many.body as { error: Record<string, unknown> }).error).toMatchObject({
+      limit: MAX_BATCH_EVENTS,
+      unit: "events",
+    });
+    const numbers = Array.from({ length: 100_000 }, (_, i) => i % 10);
+    const userId = uid("huge");
+    const event = { type: "track", userId, event: "E", properties: { numbers } };
+    expect(codeOf(await answered(postRaw("/v1/track", JSON.stringify(event))))).toBe("payload_too_large");
+    const inBatch = collected(
+      await answered(postRaw("/v1/batch", JSON.stringify({ batch: [event, { ...event, properties: {} }] }))),
+    );
+    expect(inBatch.rejected.map((r) => [r.index, r.code])).toEqual([[0, "event_too_large"]]);
+    expect(inBatch.accepted).toBe(1);
   });
 
   it("refuses a 600 KB body with 413 and the limit, plain or gzip'd", async () => {
