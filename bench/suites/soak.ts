@@ -32,15 +32,29 @@ const COLLECT_HEADERS = {
   authorization: `Basic ${Buffer.from(`${LOCAL_KEYS.writeKey}:`).toString("base64")}`,
 };
 
-/** Resident memory of every workerd process, in MiB (wrangler dev runs one per Worker). */
+/**
+ * Resident memory, in MiB, of the workerd processes this run started (descendants of this process: wrangler dev
+ * runs the Worker in workerd), so other local stacks on the machine are not counted.
+ */
 function workerdRssMiB(): number {
   try {
-    const out = execFileSync("ps", ["-C", "workerd", "-o", "rss="], { encoding: "utf8" });
-    const kib = out
+    const out = execFileSync("ps", ["-e", "-o", "pid=,ppid=,rss=,comm="], { encoding: "utf8" });
+    const rows = out
       .split("\n")
-      .map((l) => Number(l.trim()))
-      .filter((n) => Number.isFinite(n) && n > 0)
-      .reduce((a, b) => a + b, 0);
+      .map((l) => l.trim().split(/\s+/))
+      .filter((r) => r.length >= 4)
+      .map(([pid, ppid, rss, comm]) => ({ pid: Number(pid), ppid: Number(ppid), rss: Number(rss), comm }));
+    const ours = new Set([process.pid]);
+    for (let grew = true; grew; ) {
+      grew = false;
+      for (const r of rows) {
+        if (!ours.has(r.pid) && ours.has(r.ppid)) {
+          ours.add(r.pid);
+          grew = true;
+        }
+      }
+    }
+    const kib = rows.filter((r) => ours.has(r.pid) && r.comm === "workerd").reduce((a, r) => a + r.rss, 0);
     return Math.round((kib / 1024) * 10) / 10;
   } catch {
     return Number.NaN;
