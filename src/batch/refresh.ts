@@ -9,7 +9,10 @@
 //
 // A refresh never overlaps another (the `refresh` lease), and never recomputes while a publish is still running:
 // the compute swaps output rows, and a publish that spans several alarms must read one set of rows. It then skips
-// compute and publish (the load still runs) and the next interval catches up.
+// compute and publish (the load still runs) and the next interval catches up. The load never waits for the refresh
+// lease: the loader has a lease of its own, so a refresh that finds the refresh lease held — a run in progress, or
+// one that crashed or lost its database before it could release the lease (which then holds for
+// REFRESH_LEASE_TTL_MS) — still loads the stream, and only compute and publish wait.
 import { describeError, log } from "../log.ts";
 import type { PublishCoordinator, StartResult } from "../publish/coordinator.ts";
 import type { Database } from "../stores/db.ts";
@@ -92,7 +95,16 @@ export async function runRefresh(deps: RefreshDeps, options: RefreshOptions): Pr
   if (!(await acquireLease(db, REFRESH_LEASE, holder, REFRESH_LEASE_TTL_MS))) {
     report.status = "skipped";
     report.runId = await recordSkippedRun(db, run, { reason: "lease_held", lease: REFRESH_LEASE });
-    log("info", "refresh: another refresh holds the lease; skipped");
+    const reason = "another refresh holds the lease";
+    report.compute = { status: "skipped", reason };
+    report.publish = { status: "skipped", reason };
+    if (redis) {
+      const parentRunId = report.runId;
+      const load = await runLoader({ db, redis }, { ...options.loader, trigger: options.trigger, parentRunId });
+      report.load = loadSummary(load);
+    }
+    report.durationMs = Date.now() - started;
+    log("info", "refresh: another refresh holds the lease; loaded only", { load: report.load.status });
     return report;
   }
   try {

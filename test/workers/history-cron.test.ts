@@ -4,7 +4,8 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { LoaderHooks } from "../../src/batch/loader.ts";
-import { type RefreshReport, runRefresh } from "../../src/batch/refresh.ts";
+import { REFRESH_LEASE, type RefreshReport, runRefresh } from "../../src/batch/refresh.ts";
+import type { PublishCoordinator } from "../../src/publish/coordinator.ts";
 import { openDb } from "../../src/publish/db.ts";
 import { loaderRedis } from "./batch-helpers.ts";
 import {
@@ -32,6 +33,28 @@ function gate(): { wait: Promise<void>; open: () => void } {
   return { wait, open };
 }
 
+/** One refresh (the cron's load → compute → publish) in the run's schema, loading with the run's group. */
+async function refresh(
+  r: HistoryRun,
+  coordinator: DurableObjectStub<PublishCoordinator>,
+  hooks?: LoaderHooks,
+): Promise<RefreshReport> {
+  const { db, end } = openDb(dbSettings(), r.schema);
+  try {
+    return await runRefresh(
+      { db, redis: loaderRedis(), coordinator },
+      {
+        trigger: "cron",
+        schema: r.schema,
+        loader: { ...loaderNames(r), batchSize: 50, sleep: noSleep, ...(hooks ? { hooks } : {}) },
+        publish: { settleMs: 0 },
+      },
+    );
+  } finally {
+    await end();
+  }
+}
+
 async function sentAndFlushed(label: string, seed: number): Promise<HistoryRun> {
   const r = await begin(label, { users: 12, events: 300, seed });
   await sendAll(r, r.batches);
@@ -47,24 +70,8 @@ describe("history: overlapping cron runs", () => {
     const coordinator = env.PUBLISH_COORDINATOR.getByName(`history-${r.prefix}`);
     const parked = gate();
     const release = gate();
-    const refresh = async (hooks: LoaderHooks | undefined): Promise<RefreshReport> => {
-      const { db, end } = openDb(dbSettings(), r.schema);
-      try {
-        return await runRefresh(
-          { db, redis: loaderRedis(), coordinator },
-          {
-            trigger: "cron",
-            schema: r.schema,
-            loader: { ...loaderNames(r), batchSize: 50, sleep: noSleep, ...(hooks ? { hooks } : {}) },
-            publish: { settleMs: 0 },
-          },
-        );
-      } finally {
-        await end();
-      }
-    };
     // The first refresh parks after its first committed batch until the second has come and gone.
-    const first = refresh({
+    const first = refresh(r, coordinator, {
       afterCommit: async ({ batch }) => {
         if (batch === 1) {
           parked.open();
@@ -73,7 +80,7 @@ describe("history: overlapping cron runs", () => {
       },
     });
     await parked.wait;
-    const second = await refresh(undefined);
+    const second = await refresh(r, coordinator);
     release.open();
     const done = await first;
     expect(second.status).toBe("skipped");
@@ -120,6 +127,23 @@ describe("history: overlapping cron runs", () => {
     release.open();
     const late = await stalled;
     expect(late).toMatchObject({ status: "failed", stoppedBy: "lease_lost" });
+    expectClean(await drainAndCheck(r));
+  });
+  it("a refresh lease left behind holds back compute and publish, never the load", { timeout: 120_000 }, async () => {
+    const r = await sentAndFlushed("cron-stuck", 504);
+    // A refresh that lost its database before it could release its lease: it holds for REFRESH_LEASE_TTL_MS.
+    await r.q("insert into leases (name, holder, expires_at) values ($1, 'lost', now() + interval '15 minutes')", [
+      REFRESH_LEASE,
+    ]);
+    const coordinator = env.PUBLISH_COORDINATOR.getByName(`history-${r.prefix}`);
+    const report = await refresh(r, coordinator);
+    expect(report.status).toBe("skipped");
+    expect(report.compute).toMatchObject({ status: "skipped" });
+    expect(report.load).toMatchObject({ status: "ok" });
+    const [loaded] = await r.q<{ n: number }>("select count(*)::int as n from events where message_id like $1", [
+      `${r.prefix}-%`,
+    ]);
+    expect(loaded?.n).toBe(r.history.summary().acknowledged);
     expectClean(await drainAndCheck(r));
   });
 });
