@@ -117,18 +117,22 @@ const suite: Suite = {
       const products = [...data.products.keys()];
       // Every visitor's object exists before the soak: memory growth then means growth, not new objects.
       ctx.log(`soak: one batch for each of ${VISITORS} visitors first`);
+      // Retried like a client would: a reload of the Worker under wrangler dev drops connections for a moment.
+      const send = async (body: string) => {
+        for (let attempt = 1; ; attempt++) {
+          const res = await fetch(`${ctx.url}/v1/batch`, { method: "POST", headers: COLLECT_HEADERS, body }).catch(
+            () => null,
+          );
+          await res?.arrayBuffer();
+          if (res?.status === 200) return;
+          if (attempt >= 5)
+            throw new Error(`warming the visitors: POST /v1/batch answered ${res?.status ?? "nothing"}`);
+          await new Promise((r) => setTimeout(r, 1000 * attempt));
+        }
+      };
       for (let i = 0; i < VISITORS; i += 20) {
-        await Promise.all(
-          Array.from({ length: 20 }, (_, k) =>
-            fetch(`${ctx.url}/v1/batch`, {
-              method: "POST",
-              headers: COLLECT_HEADERS,
-              body: browserBatch(`${run}-warm`, i + k, products),
-            }).then((res) => res.arrayBuffer()),
-          ),
-        );
+        await Promise.all(Array.from({ length: 20 }, (_, k) => send(browserBatch(`${run}-warm`, i + k, products))));
       }
-
       const floorBefore = await ctx.measureFloor([10]);
       const rssStart = workerdRssMiB();
       const series: Array<{
