@@ -1,6 +1,6 @@
 // Child processes of the local stack: spawned with prefixed logs, awaited until ready, and stopped on exit so
 // that Ctrl-C leaves no orphan behind.
-import { type ChildProcess, type SpawnOptions, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync, type SpawnOptions, spawn } from "node:child_process";
 import { setTimeout as sleep } from "node:timers/promises";
 import { StackError } from "./ports.ts";
 
@@ -124,4 +124,35 @@ export function run(command: string, args: string[], options: SpawnOptions = {})
       code === 0 ? resolve(out) : reject(new StackError(`${command} ${args.join(" ")} failed (${code}):\n${out}`)),
     );
   });
+}
+
+/** Whether a process with this id is running. */
+export function alive(pid: number | undefined): boolean {
+  if (!pid) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Every process below `pid` (children, their children, …), from `ps` (works on Linux and macOS). */
+export function descendants(pid: number): number[] {
+  const table = execFileSync("ps", ["-A", "-o", "pid=,ppid="], { encoding: "utf8" })
+    .trim()
+    .split("\n")
+    .map((line) => line.trim().split(/\s+/).map(Number) as [number, number]);
+  const found: number[] = [];
+  const queue = [pid];
+  while (queue.length) {
+    const parent = queue.shift();
+    for (const [child, ppid] of table) {
+      if (ppid === parent) {
+        found.push(child);
+        queue.push(child);
+      }
+    }
+  }
+  return found;
 }

@@ -1,7 +1,9 @@
 // Helpers for end-to-end tests that run `scripts/dev.ts` — the `npm run dev` launcher — as a child process.
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+
+export { alive, descendants } from "../../scripts/lib/processes.ts";
 
 const root = join(import.meta.dirname, "..", "..");
 
@@ -53,36 +55,6 @@ export async function stopDev(dev: Dev | undefined): Promise<void> {
     dev.proc.kill("SIGINT");
     await dev.exited;
   }
-}
-
-export function alive(pid: number | undefined): boolean {
-  if (!pid) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** Every process below `pid`, from `ps` (works on Linux and macOS). */
-export function descendants(pid: number): number[] {
-  const table = execFileSync("ps", ["-A", "-o", "pid=,ppid="], { encoding: "utf8" })
-    .trim()
-    .split("\n")
-    .map((line) => line.trim().split(/\s+/).map(Number) as [number, number]);
-  const found: number[] = [];
-  const queue = [pid];
-  while (queue.length) {
-    const parent = queue.shift();
-    for (const [child, ppid] of table) {
-      if (ppid === parent) {
-        found.push(child);
-        queue.push(child);
-      }
-    }
-  }
-  return found;
 }
 
 /** Polls `fn` until it returns a value; errors count as "not yet". */

@@ -11,7 +11,14 @@ import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
 import { afterEach, expect } from "vitest";
 import { check, formatVerdict, HistoryRecorder, type Observation, type Verdict } from "../../scripts/lib/history.ts";
-import { type Batch, type Post, sendBatch, type WorkloadOptions, workload } from "../../scripts/lib/history-load.ts";
+import {
+  type Batch,
+  eachLimit,
+  type Post,
+  sendBatch,
+  type WorkloadOptions,
+  workload,
+} from "../../scripts/lib/history-load.ts";
 import { LOCAL_KEYS } from "../../scripts/lib/local-keys.ts";
 import { createApp } from "../../src/app.ts";
 import { type LoaderOptions, type LoadReport, runLoader } from "../../src/batch/loader.ts";
@@ -94,18 +101,6 @@ export function postTo(fetcher: (request: Request) => Promise<Response> = (r) =>
 
 /** Posts through the app with another env (e.g. a wrapped SESSION_STATE namespace). */
 export const postWithEnv = (testEnv: Env): Post => postTo(async (request) => createApp().request(request, {}, testEnv));
-
-/** Runs `fn` over `items`, `limit` at a time. */
-export async function eachLimit<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const item = items[next++] as T;
-      await fn(item);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-}
 
 export interface SendOptions {
   concurrency?: number;
