@@ -3,7 +3,8 @@
 // Windows of WINDOW_S seconds, each running at the same time browser batches into POST /v1/batch (10 events, one
 // visitor, fresh message ids) and POST /v1/rank with 100 candidates for the store's users; after each window the
 // resident memory of the workerd processes is sampled. Reported per window and overall: p50/p99, throughput, errors
-// and non-2xx, and memory (first vs last window: growth). The floor (the empty endpoint) is measured before and
+// and non-2xx, and memory (first vs last window: growth). Then RANK_ONLY_WINDOWS windows of ranking alone (no new
+// events stored), to tell growth that follows the stored data from growth that does not. The floor (the empty endpoint) is measured before and
 // after the soak in the same run. BENCH_SOAK_SECONDS sets the total (default 180).
 import { execFileSync } from "node:child_process";
 import { LOCAL_KEYS } from "../../scripts/lib/local-keys.ts";
@@ -25,6 +26,8 @@ const EVENTS = 20_000;
 const USERS = 300;
 const CONNECTIONS_EACH = 5;
 const VISITORS = 2_000;
+/** Windows of ranking alone after the mixed windows. */
+const RANK_ONLY_WINDOWS = 3;
 
 const RANK_HEADERS = { "content-type": "application/json", authorization: `Bearer ${LOCAL_KEYS.serverKey}` };
 const COLLECT_HEADERS = {
@@ -92,7 +95,7 @@ const summary = (m: Measurement) => ({
 
 const suite: Suite = {
   name: "soak",
-  description: `collection (POST /v1/batch) and ranking (POST /v1/rank) together for minutes: p50/p99, errors, workerd memory per ${WINDOW_S} s window`,
+  description: `collection (POST /v1/batch) and ranking (POST /v1/rank) together for minutes, then ranking alone: p50/p99, errors, workerd memory per ${WINDOW_S} s window`,
   async run(ctx) {
     const run = `soak-${Date.now().toString(36)}`;
     const totalS = Number(process.env.BENCH_SOAK_SECONDS ?? DEFAULT_SECONDS);
@@ -166,6 +169,21 @@ const suite: Suite = {
         ]);
         series.push({ window: w + 1, collect: summary(collect), rank: summary(rank), rssMiB: workerdRssMiB() });
       }
+      // Then ranking alone (no new events stored): does memory keep growing without new data?
+      const rankOnly: Array<{ window: number; rank: ReturnType<typeof summary>; rssMiB: number }> = [];
+      for (let w = 0; w < RANK_ONLY_WINDOWS; w++) {
+        ctx.log(`soak: ranking alone, window ${w + 1}/${RANK_ONLY_WINDOWS} (${WINDOW_S} s)`);
+        const rank = await ctx.measure(`soak.rankOnly.w${w + 1}`, {
+          path: "/v1/rank (100 candidates, user {i})",
+          method: "POST",
+          headers: RANK_HEADERS,
+          next: (i) => ({ path: "/v1/rank", body: rankBodies[i % rankBodies.length] as string }),
+          connections: CONNECTIONS_EACH * 2,
+          durationS: WINDOW_S,
+          warmUpRequests: 0,
+        });
+        rankOnly.push({ window: w + 1, rank: summary(rank), rssMiB: workerdRssMiB() });
+      }
       // Still serving after minutes of load? (A crashed or restarting Worker answers nothing here.)
       const healthAfter = await fetch(`${ctx.url}/health`, { signal: AbortSignal.timeout(10_000) })
         .then((res) => res.status)
@@ -174,8 +192,11 @@ const suite: Suite = {
 
       const sum = (pick: (s: (typeof series)[number]) => number) => series.reduce((a, s) => a + pick(s), 0);
       const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? Number.NaN;
-      const requests = sum((s) => s.collect.requests + s.rank.requests);
-      const failures = sum((s) => s.collect.errors + s.collect.non2xx + s.rank.errors + s.rank.non2xx);
+      const requests =
+        sum((s) => s.collect.requests + s.rank.requests) + rankOnly.reduce((a, s) => a + s.rank.requests, 0);
+      const failures =
+        sum((s) => s.collect.errors + s.collect.non2xx + s.rank.errors + s.rank.non2xx) +
+        rankOnly.reduce((a, s) => a + s.rank.errors + s.rank.non2xx, 0);
       const first = series[0]?.rssMiB ?? Number.NaN;
       const last = series.at(-1)?.rssMiB ?? Number.NaN;
       const results = {
@@ -203,6 +224,11 @@ const suite: Suite = {
           growthLastOverFirst: Math.round((last / first) * 1000) / 1000,
         },
         windows: series,
+        rankOnly: {
+          windows: rankOnly,
+          rssFirstMiB: rankOnly[0]?.rssMiB ?? Number.NaN,
+          rssLastMiB: rankOnly.at(-1)?.rssMiB ?? Number.NaN,
+        },
       };
       const before = floorBefore.c10 as Measurement;
       const after = floorAfter.c10 as Measurement;
