@@ -5,7 +5,9 @@
 //   rejected      a 4xx answer, or a 2xx that listed it as rejected: it must reach nothing
 //   unknown       a 5xx, a timeout, a connection error, a lost response: it may or may not have been stored
 // An event sent several times (client retries, re-sent batches) counts once, with the best outcome of its
-// attempts (acknowledged > unknown > rejected).
+// attempts: acknowledged > listed as rejected > unknown > refused by a 4xx. A 2xx listing the event as rejected is
+// the server's verdict on its content (it failed validation), so it settles an attempt whose answer was lost; a
+// whole-request 4xx (a rate limit, say) says nothing about the other attempts.
 //
 // After the run (the pipeline drained) `check` compares the history with what the stores hold:
 //   lost        acknowledged ids missing from Postgres `events`; interactions of a loaded acknowledged event missing
@@ -52,12 +54,21 @@ export function attemptOutcomes(count: number, result: AttemptResult): Outcome[]
   return Array.from({ length: count }, (_, i) => (listed.has(i) ? "rejected" : "acknowledged"));
 }
 
-const RANK: Record<Outcome, number> = { rejected: 0, unknown: 1, acknowledged: 2 };
+/** What an attempt taught, best last: a 4xx, no answer, a 2xx listing the event as rejected, an acknowledgement. */
+const LEARNT = ["refused", "unknown", "listed", "acknowledged"] as const;
+type Learnt = (typeof LEARNT)[number];
+const OUTCOME: Record<Learnt, Outcome> = {
+  refused: "rejected",
+  unknown: "unknown",
+  listed: "rejected",
+  acknowledged: "acknowledged",
+};
 
 interface Entry {
   event: SentEvent;
   outcome: Outcome;
   attempts: number;
+  learnt: Learnt;
 }
 
 export interface HistorySummary {
@@ -77,19 +88,26 @@ export class HistoryRecorder {
   /** Records one request carrying `events` (in request order) and what came back; returns each event's outcome. */
   attempt(events: readonly SentEvent[], result: AttemptResult): Outcome[] {
     const outcomes = attemptOutcomes(events.length, result);
-    for (const [i, event] of events.entries()) this.#record(event, outcomes[i] ?? "unknown");
+    const answered = result.status !== undefined && result.status >= 200 && result.status < 300;
+    for (const [i, event] of events.entries()) {
+      const outcome = outcomes[i] ?? "unknown";
+      this.#record(event, outcome === "rejected" ? (answered ? "listed" : "refused") : outcome);
+    }
     return outcomes;
   }
 
-  #record(event: SentEvent, outcome: Outcome): void {
+  #record(event: SentEvent, learnt: Learnt): void {
     this.#attempts++;
     const entry = this.#events.get(event.messageId);
     if (!entry) {
-      this.#events.set(event.messageId, { event, outcome, attempts: 1 });
+      this.#events.set(event.messageId, { event, outcome: OUTCOME[learnt], attempts: 1, learnt });
       return;
     }
     entry.attempts++;
-    if (RANK[outcome] > RANK[entry.outcome]) entry.outcome = outcome;
+    if (LEARNT.indexOf(learnt) > LEARNT.indexOf(entry.learnt)) {
+      entry.learnt = learnt;
+      entry.outcome = OUTCOME[learnt];
+    }
   }
 
   /** The outcome of an id over all its attempts (undefined: never sent). */

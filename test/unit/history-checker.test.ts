@@ -58,18 +58,20 @@ describe("attempt outcomes", () => {
     expect(attemptOutcomes(1, {})).toEqual(["unknown"]);
   });
 
-  it("keeps the best outcome of an id's attempts: acknowledged > unknown > rejected", () => {
+  it("keeps the best outcome of an id's attempts: acknowledged > listed as rejected > unknown > a 4xx", () => {
     const h = new HistoryRecorder();
     h.attempt([ev("a"), ev("b"), ev("c")], { status: 500 });
+    // b failed validation: that verdict on its content settles the attempt whose answer was lost.
     h.attempt([ev("a"), ev("b")], { status: 200, rejected: [1] });
+    // A rate limit says nothing about c's first attempt.
     h.attempt([ev("c")], { status: 429 });
     expect([h.outcome("a"), h.outcome("b"), h.outcome("c"), h.outcome("x")]).toEqual([
       "acknowledged",
-      "unknown",
+      "rejected",
       "unknown",
       undefined,
     ]);
-    expect(h.summary()).toEqual({ sent: 3, attempts: 6, acknowledged: 1, rejected: 0, unknown: 2 });
+    expect(h.summary()).toEqual({ sent: 3, attempts: 6, acknowledged: 1, rejected: 1, unknown: 1 });
   });
 });
 
