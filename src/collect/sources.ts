@@ -2,6 +2,7 @@
 // Segment's and RudderStack's server libraries, newer analytics.js), else from the body (`writeKey`, what
 // analytics.js sends with text/plain), else from `?writeKey=` (webhook endpoint only: webhook destinations can
 // be given a URL but not always a header). Header beats body beats query.
+import { constantTimeEqual } from "../auth.ts";
 import type { Source, Sources } from "../config.ts";
 import { ApiError } from "../errors.ts";
 
@@ -47,10 +48,33 @@ export function resolveSource(sources: Sources, candidates: WriteKeyCandidates):
       "a write key is required: HTTP Basic auth with the write key as username, or writeKey in the body",
     );
   }
-  const source = sources.byWriteKey.get(writeKey);
+  const source = sourceOfKey(sources, writeKey);
   if (!source) throw unauthorized("unknown write key");
   if (!source.enabled) {
     throw new ApiError("forbidden", `source "${source.id}" is disabled`, { details: { sourceId: source.id } });
   }
   return source;
+}
+
+const encoder = new TextEncoder();
+/** The configured write keys as bytes, once per configuration (sources are loaded once per env). */
+const encodedKeys = new WeakMap<Sources, Array<[Uint8Array, Source]>>();
+
+/**
+ * The source whose write key is `writeKey`, comparing it with every configured key byte by byte without an early
+ * exit (constantTimeEqual of src/auth.ts): server-side write keys are secrets, and a hash-map lookup would answer a
+ * near miss in other time than a far one.
+ */
+function sourceOfKey(sources: Sources, writeKey: string): Source | undefined {
+  let keys = encodedKeys.get(sources);
+  if (!keys) {
+    keys = sources.list.map((source) => [encoder.encode(source.writeKey), source]);
+    encodedKeys.set(sources, keys);
+  }
+  const presented = encoder.encode(writeKey);
+  let found: Source | undefined;
+  for (const [key, source] of keys) {
+    if (constantTimeEqual(presented, key)) found = source;
+  }
+  return found;
 }
