@@ -45,16 +45,7 @@ export function createApp(): Hono<AppEnv> {
 
   app.onError((err, c) => {
     const requestId = c.get("requestId") ?? crypto.randomUUID();
-    const error =
-      err instanceof ApiError
-        ? err
-        : isTransientError(err)
-          ? // A database or Redis that did not answer is the client's to retry, not our bug (docs/api.md#errors).
-            new ApiError("dependency_unavailable", "a dependency did not answer; retry the request", {
-              headers: { "Retry-After": String(DEPENDENCY_RETRY_AFTER_S) },
-              cause: err,
-            })
-          : new ApiError("internal_error", "internal error", { cause: err });
+    const error = asApiError(err);
     if (error.status >= 500) {
       log("error", error.message, {
         requestId,
@@ -69,4 +60,19 @@ export function createApp(): Hono<AppEnv> {
   });
 
   return app;
+}
+
+/**
+ * What the client is told about an error: ours as it is; a database or Redis that did not answer is a 503 to retry,
+ * not our bug (docs/api.md#errors); anything else an internal error whose details stay in the log.
+ */
+function asApiError(err: Error): ApiError {
+  if (err instanceof ApiError) return err;
+  if (isTransientError(err)) {
+    return new ApiError("dependency_unavailable", "a dependency did not answer; retry the request", {
+      headers: { "Retry-After": String(DEPENDENCY_RETRY_AFTER_S) },
+      cause: err,
+    });
+  }
+  return new ApiError("internal_error", "internal error", { cause: err });
 }

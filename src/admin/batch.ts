@@ -8,10 +8,11 @@ import { desc, eq, inArray, or } from "drizzle-orm";
 import { Hono } from "hono";
 import type { AppEnv } from "../app.ts";
 import { runRefresh } from "../batch/refresh.ts";
-import { configOrThrow } from "../config.ts";
+import { type Config, configOrThrow } from "../config.ts";
 import { ApiError } from "../errors.ts";
 import { COORDINATOR_NAME } from "../publish/coordinator.ts";
 import { openDb } from "../publish/db.ts";
+import type { Database } from "../stores/db.ts";
 import { openRedis } from "../stores/redis.ts";
 import { BATCH_RUN_KINDS, type BatchRunKind, batchRuns, modelVersions } from "../stores/schema.ts";
 
@@ -25,6 +26,23 @@ export function database(env: Env) {
   const config = configOrThrow(env);
   if (!config.database) throw new ApiError("dependency_unavailable", "DATABASE_URL is not configured");
   return { config, schema: env.DATABASE_SCHEMA || undefined };
+}
+
+/**
+ * Runs `fn` with the warehouse on a pool for this request (closed afterwards): the one way admin routes reach
+ * Postgres. 503 when no database is configured.
+ */
+export async function withWarehouse<T>(
+  env: Env,
+  fn: (db: Database, config: Config, schema: string | undefined) => Promise<T>,
+): Promise<T> {
+  const { config, schema } = database(env);
+  const { db, end } = openDb(config.database as NonNullable<typeof config.database>, schema);
+  try {
+    return await fn(db, config, schema);
+  } finally {
+    await end();
+  }
 }
 
 const coordinator = (env: Env) => env.PUBLISH_COORDINATOR.getByName(COORDINATOR_NAME);
@@ -54,9 +72,7 @@ function runRecord(row: RunRow) {
 }
 
 batchAdminRoutes.post("/v1/admin/refresh", async (c) => {
-  const { config, schema } = database(c.env);
-  const { db, end } = openDb(config.database as NonNullable<typeof config.database>, schema);
-  try {
+  return withWarehouse(c.env, async (db, config, schema) => {
     const redis = config.redis ? openRedis({ ...config.redis, rawResults: true }) : undefined;
     const report = await runRefresh(
       { db, redis, coordinator: coordinator(c.env) },
@@ -73,9 +89,7 @@ batchAdminRoutes.post("/v1/admin/refresh", async (c) => {
     const [parent, ...steps] = rows.map(runRecord);
     c.header("cache-control", "no-store");
     return c.json({ run: parent ? { ...parent, steps } : null, report }, report.status === "failed" ? 500 : 200);
-  } finally {
-    await end();
-  }
+  });
 });
 
 batchAdminRoutes.get("/v1/admin/runs", async (c) => {
@@ -91,9 +105,7 @@ batchAdminRoutes.get("/v1/admin/runs", async (c) => {
   if (kind !== undefined && !(BATCH_RUN_KINDS as readonly string[]).includes(kind)) {
     throw new ApiError("bad_request", `kind must be one of ${BATCH_RUN_KINDS.join(", ")}`);
   }
-  const { config, schema } = database(c.env);
-  const { db, end } = openDb(config.database as NonNullable<typeof config.database>, schema);
-  try {
+  return withWarehouse(c.env, async (db) => {
     const rows = await db
       .select()
       .from(batchRuns)
@@ -102,16 +114,13 @@ batchAdminRoutes.get("/v1/admin/runs", async (c) => {
       .limit(limit);
     c.header("cache-control", "no-store");
     return c.json({ runs: rows.map(runRecord) });
-  } finally {
-    await end();
-  }
+  });
 });
 
 batchAdminRoutes.get("/v1/admin/versions", async (c) => {
-  const { config, schema } = database(c.env);
+  database(c.env); // 503 before asking the coordinator when no database is configured
   const status = await coordinator(c.env).status();
-  const { db, end } = openDb(config.database as NonNullable<typeof config.database>, schema);
-  try {
+  return withWarehouse(c.env, async (db) => {
     const models = await db.select().from(modelVersions).orderBy(desc(modelVersions.id)).limit(MODELS_LIMIT);
     c.header("cache-control", "no-store");
     return c.json({
@@ -137,9 +146,7 @@ batchAdminRoutes.get("/v1/admin/versions", async (c) => {
         finishedAt: m.finishedAt?.toISOString() ?? null,
       })),
     });
-  } finally {
-    await end();
-  }
+  });
 });
 
 batchAdminRoutes.post("/v1/admin/rollback", async (c) => {

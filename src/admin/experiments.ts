@@ -10,9 +10,8 @@ import { sql } from "drizzle-orm";
 import { ApiError } from "../errors.ts";
 import { EXPERIMENTS_KEY, parseExperiments } from "../experiments/config.ts";
 import { experimentReport, REPORT_DEFAULTS, type ReportOptions } from "../experiments/report.ts";
-import { openDb } from "../publish/db.ts";
 import { decodeExperiments } from "../rank/online-store.ts";
-import { database } from "./batch.ts";
+import { withWarehouse } from "./batch.ts";
 import { versionedDocRoutes } from "./versioned-doc.ts";
 
 export const experimentsRoutes = versionedDocRoutes({
@@ -44,16 +43,12 @@ experimentsRoutes.get("/v1/admin/experiments/:id/report", async (c) => {
   const { config: experiments } = decodeExperiments(await c.env.ONLINE_STORE.get(EXPERIMENTS_KEY));
   const experiment = experiments.experiments.find((e) => e.id === id);
   if (!experiment) throw new ApiError("not_found", `no experiment "${id}" in the active experiments document`);
-  const { config, schema } = database(c.env);
-  const { db, end } = openDb(config.database as NonNullable<typeof config.database>, schema);
-  try {
+  return withWarehouse(c.env, async (db) => {
     // One plain query first: an unreachable database then fails as a rejected query (→ 503), not in the connect
     // path of a pooled transaction, where the Neon driver also raises it outside any promise (an uncaught error).
     await db.execute(sql`select 1`);
     const report = await experimentReport(db, experiment, options);
     c.header("cache-control", "no-store");
     return c.json({ version: experiments.version, ...report });
-  } finally {
-    await end();
-  }
+  });
 });

@@ -8,13 +8,11 @@
 import { type Context, Hono } from "hono";
 import type { AppEnv } from "../app.ts";
 import { MAX_ID_LENGTH } from "../collect/limits.ts";
-import { configOrThrow } from "../config.ts";
 import { ApiError } from "../errors.ts";
 import { eraseUser, type PrivacyDeps, type SubjectKey, setSuppression, verifyErasure } from "../privacy/erase.ts";
 import { unsuppressWarehouse } from "../privacy/warehouse.ts";
-import { openDb } from "../publish/db.ts";
 import { openRedis } from "../stores/redis.ts";
-import { database } from "./batch.ts";
+import { withWarehouse } from "./batch.ts";
 
 export const userRoutes = new Hono<AppEnv>();
 
@@ -51,14 +49,10 @@ function subjectOf(c: Context<AppEnv>): SubjectKey {
 
 /** Postgres (required: the warehouse holds most of a user's history) and Redis (when configured) for `fn`. */
 async function withStores<T>(c: Context<AppEnv>, fn: (deps: PrivacyDeps) => Promise<T>): Promise<T> {
-  const { config, schema } = database(c.env);
-  const { db, end } = openDb(config.database as NonNullable<typeof config.database>, schema);
-  try {
+  return withWarehouse(c.env, (db, config) => {
     const redis = config.redis ? openRedis({ ...config.redis, rawResults: true }) : undefined;
-    return await fn({ env: c.env, config: configOrThrow(c.env), db, redis });
-  } finally {
-    c.executionCtx.waitUntil(end());
-  }
+    return fn({ env: c.env, config, db, redis });
+  });
 }
 
 userRoutes.get("/v1/admin/users/:id", async (c) => {

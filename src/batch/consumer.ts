@@ -74,6 +74,11 @@ export async function readGroup(
   return mine ? entriesOf(mine[1]) : [];
 }
 
+/** Up to `count` entries from `start` (an id, `(id` for after it, or `-`), in stream order, outside any group. */
+export async function readRange(redis: Redis, stream: string, start: string, count: number): Promise<StreamEntry[]> {
+  return entriesOf(await redis.exec<unknown>(["XRANGE", stream, start, "+", "COUNT", count]));
+}
+
 /** Acknowledges entries (removes them from the group's pending list); returns how many were pending. */
 export async function ack(redis: Redis, stream: string, group: string, ids: readonly string[]): Promise<number> {
   if (ids.length === 0) return 0;

@@ -12,6 +12,7 @@
 //   5. dead letters of every source that name one of the ids.
 // Then the verifier runs and its result is part of the answer. Every step is idempotent: erasing again is safe and
 // finishes what a failed run left.
+import { deleteEntries, readRange } from "../batch/consumer.ts";
 import type { Config } from "../config.ts";
 import { ApiError } from "../errors.ts";
 import { userListKey } from "../publish/keys.ts";
@@ -112,21 +113,14 @@ export async function scanStream(
       scan.complete = false;
       break;
     }
-    const reply = await redis.exec<unknown>(["XRANGE", stream, start, "+", "COUNT", STREAM_PAGE]);
-    const entries = Array.isArray(reply) ? reply.filter((e): e is unknown[] => Array.isArray(e)) : [];
-    const ids: string[] = [];
-    for (const [id, flat] of entries) {
-      if (!Array.isArray(flat)) continue;
-      for (let i = 0; i + 1 < flat.length; i += 2) {
-        if (String(flat[i]) === STREAM_FIELDS.userKey && keys.has(String(flat[i + 1]))) ids.push(String(id));
-      }
-    }
+    const entries = await readRange(redis, stream, start, STREAM_PAGE);
+    const ids = entries.filter((e) => keys.has(e.fields?.[STREAM_FIELDS.userKey] ?? "")).map((e) => e.id);
     scan.scanned += entries.length;
     scan.matched += ids.length;
-    if (!dryRun && ids.length > 0) await redis.exec(["XDEL", stream, ...ids]);
+    if (!dryRun) await deleteEntries(redis, stream, ids);
     const last = entries.at(-1);
     if (entries.length < STREAM_PAGE || !last) break;
-    start = `(${String(last[0])}`;
+    start = `(${last.id}`;
   }
   return scan;
 }

@@ -66,6 +66,8 @@ export class SessionState extends DurableObject<Env> {
   /** The alarm time as last read or set (null: none); undefined until read in this activation. */
   #alarmAt: number | null | undefined = undefined;
   #warnedNoRedis = false;
+  /** The suppression flag's value in storage (epoch ms or null); undefined until read in this activation. */
+  #suppressed: number | null | undefined = undefined;
   /**
    * The lean snapshot's time-independent parts, kept in memory between writes: the ranking path reads a visitor on
    * every page, and this saves its SQL reads. Dropped by every method that can change the state (#mutating).
@@ -276,7 +278,7 @@ export class SessionState extends DurableObject<Env> {
     const self = profile?.userKey;
     const merged = profile ? this.#store.mergedKeys(Number.MAX_SAFE_INTEGER) : [];
     await this.#erase();
-    if (suppress && this.#suppressedSince() === null) this.ctx.storage.kv.put(SUPPRESSED_SINCE, this.clock());
+    if (suppress && this.#suppressedSince() === null) this.#setSuppressed(this.clock());
     const results = await Promise.allSettled(
       merged.map((key) => this.env.SESSION_STATE.getByName(key).erase({ suppress })),
     );
@@ -295,13 +297,13 @@ export class SessionState extends DurableObject<Env> {
   /** Suppression without erasure: the data stays (and expires as usual), later events are answered, not stored. */
   async suppress(): Promise<Suppression> {
     this.#lean = null;
-    if (this.#suppressedSince() === null) this.ctx.storage.kv.put(SUPPRESSED_SINCE, this.clock());
+    if (this.#suppressedSince() === null) this.#setSuppressed(this.clock());
     return this.suppression();
   }
 
   /** Lifts a suppression: later events are recorded again (the erased data does not come back). */
   async unsuppress(): Promise<Suppression> {
-    this.ctx.storage.kv.delete(SUPPRESSED_SINCE);
+    this.#setSuppressed(null);
     this.ctx.storage.kv.delete(SUPPRESSED_CHASED);
     return { suppressed: false, since: null };
   }
@@ -312,9 +314,19 @@ export class SessionState extends DurableObject<Env> {
     return { suppressed: since !== null, since };
   }
 
+  /** Read once per activation (every `record` asks), then kept in step by #setSuppressed. */
   #suppressedSince(): number | null {
-    const since = this.ctx.storage.kv.get<number>(SUPPRESSED_SINCE);
-    return typeof since === "number" ? since : null;
+    if (this.#suppressed === undefined) {
+      const since = this.ctx.storage.kv.get<number>(SUPPRESSED_SINCE);
+      this.#suppressed = typeof since === "number" ? since : null;
+    }
+    return this.#suppressed;
+  }
+
+  #setSuppressed(since: number | null): void {
+    if (since === null) this.ctx.storage.kv.delete(SUPPRESSED_SINCE);
+    else this.ctx.storage.kv.put(SUPPRESSED_SINCE, since);
+    this.#suppressed = since;
   }
 
   /**
@@ -596,7 +608,8 @@ export class SessionState extends DurableObject<Env> {
     this.#alarmAt = null;
     await this.ctx.storage.deleteAll();
     this.#store.forget();
-    if (suppressedSince !== null) this.ctx.storage.kv.put(SUPPRESSED_SINCE, suppressedSince);
+    if (suppressedSince === null) this.#suppressed = null;
+    else this.#setSuppressed(suppressedSince);
   }
 
   #assertOwnKey(stored: string, given: string): void {
