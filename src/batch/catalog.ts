@@ -8,7 +8,7 @@
 import { sql } from "drizzle-orm";
 import { jsonDepthExceeds } from "../collect/json.ts";
 import { MAX_JSON_DEPTH } from "../collect/limits.ts";
-import type { Database } from "../stores/db.ts";
+import { type Database, transaction } from "../stores/db.ts";
 import { catalog } from "../stores/schema.ts";
 import { csvObjects, csvRecords } from "./csv.ts";
 
@@ -343,7 +343,7 @@ export interface UpsertResult {
 export async function upsertCatalog(db: Database, items: readonly CatalogItem[]): Promise<UpsertResult> {
   const result: UpsertResult = { received: items.length, inserted: 0, updated: 0, unchanged: 0 };
   if (items.length === 0) return result;
-  await db.transaction(async (tx) => {
+  await transaction(db, async (tx) => {
     for (let start = 0; start < items.length; start += UPSERT_CHUNK_ROWS) {
       const chunk = items.slice(start, start + UPSERT_CHUNK_ROWS);
       const rows = await tx

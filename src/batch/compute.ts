@@ -19,7 +19,7 @@
 // see the previous rows or the new ones, never a mix or an empty table. docs/recommenders.md has the details and
 // the contract for external models writing the same tables.
 import { sql } from "drizzle-orm";
-import type { Database } from "../stores/db.ts";
+import { type Database, transaction } from "../stores/db.ts";
 import { modelVersions } from "../stores/schema.ts";
 import type { Executor } from "./bulk.ts";
 import {
@@ -212,7 +212,7 @@ async function markFailed(db: Executor, ids: number[], error: unknown): Promise<
 async function inTransaction<T>(db: Database, ids: number[], work: (tx: Executor) => Promise<T>): Promise<T> {
   try {
     return await withRetry(() =>
-      db.transaction(async (tx) => {
+      transaction(db, async (tx) => {
         await tx.execute(sql.raw(`set local work_mem = '${COMPUTE_WORK_MEM}'`));
         // JIT compiles each big statement for ~0.2 s and gains little on these hash aggregates and sorts.
         await tx.execute(sql`set local jit = off`);

@@ -21,7 +21,7 @@ import { EVENT_TYPES } from "../collect/event.ts";
 import { describeError, log } from "../log.ts";
 import { erasedAmong, holdErasureLockShared } from "../privacy/warehouse.ts";
 import { EVENT_STREAM, STREAM_FIELDS } from "../session/stream.ts";
-import type { Database } from "../stores/db.ts";
+import { type Database, transaction } from "../stores/db.ts";
 import type { Redis } from "../stores/redis.ts";
 import type { BatchRunTrigger } from "../stores/schema.ts";
 import { type WarehouseBatch, writeBatch } from "./bulk.ts";
@@ -368,7 +368,7 @@ export async function runLoader(
       let erasedInBatch = 0;
       const written = await withRetry(
         (attempt) =>
-          db.transaction(async (tx) => {
+          transaction(db, async (tx) => {
             // An erasure in flight waits for this transaction, or this one sees its keys (src/privacy/warehouse.ts).
             await holdErasureLockShared(tx);
             const erased = await erasedAmong(tx, [...new Set(parsed.events.map((e) => e.userKey))]);

@@ -12,7 +12,7 @@
 import { sql } from "drizzle-orm";
 import type { Executor } from "../batch/bulk.ts";
 import { rows } from "../batch/recommenders/sql.ts";
-import type { Database } from "../stores/db.ts";
+import { type Database, transaction } from "../stores/db.ts";
 import { armShares } from "./assign.ts";
 import { type Experiment, HOLDOUT_ARM, INTERLEAVED_ARM } from "./config.ts";
 import { EXPOSURE_EVENT, EXPOSURE_SOURCE } from "./exposure.ts";
@@ -369,7 +369,7 @@ export async function experimentReport(
   experiment: Experiment,
   options: ReportOptions = REPORT_DEFAULTS,
 ): Promise<ExperimentReport> {
-  return db.transaction(async (tx) => {
+  return transaction(db, async (tx) => {
     await tx.execute(sql`set local enable_nestloop = off`);
     const counts = await armCounts(tx, experiment.id, options);
     const credits = experiment.mode === "interleave" ? await teamCredits(tx, experiment.id, options) : null;

@@ -9,7 +9,7 @@ import { sql } from "drizzle-orm";
 import type { Executor } from "../batch/bulk.ts";
 import { rows } from "../batch/recommenders/sql.ts";
 import { USER_PREFIX } from "../publish/keys.ts";
-import type { Database } from "../stores/db.ts";
+import { type Database, transaction } from "../stores/db.ts";
 import { erasedUsers, events, identities, interactions, publishedKeys, userCandidates } from "../stores/schema.ts";
 
 /** The advisory lock id of the warehouse's per-user writers ("lastmile erasure", an arbitrary 63-bit constant). */
@@ -131,12 +131,12 @@ export async function countWarehouse(db: Executor, k: SubjectKeys): Promise<Ware
  * (so the publisher neither skips nor tombstones a key it never had). Returns the rows deleted.
  */
 export async function eraseWarehouse(
-  db: Pick<Database, "transaction">,
+  db: Pick<Database, "$client">,
   subject: string,
   k: SubjectKeys,
   suppressed: boolean,
 ): Promise<WarehouseCounts> {
-  return db.transaction(async (tx) => {
+  return transaction(db, async (tx) => {
     await tx.execute(sql.raw(`set local lock_timeout = ${ERASURE_LOCK_TIMEOUT_MS}`));
     await tx.execute(sql`select pg_advisory_xact_lock(${ERASURE_LOCK.toString()}::bigint)`);
     await tx.execute(sql`

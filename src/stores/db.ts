@@ -80,3 +80,26 @@ export function drizzleOn(pool: Pool) {
   return drizzle({ client: pool, schema });
 }
 export type Database = ReturnType<typeof drizzleOn>;
+type TransactionBody<T> = Parameters<Database["transaction"]>[0] extends (tx: infer Tx) => Promise<unknown>
+  ? (tx: Tx) => Promise<T>
+  : never;
+
+/**
+ * One transaction on a client checked out of the database's pool. Use this, not `db.transaction()`: drizzle's
+ * pool transaction runs BEGIN before its try/finally, so a BEGIN that fails on a broken connection never releases
+ * the client (and `pool.end()` then waits for it forever); and after a failed ROLLBACK it hands the broken client
+ * back to the pool for the next caller. Here the client is released in every case, and destroyed (not reused)
+ * whenever the transaction failed: its connection may be the reason.
+ */
+export async function transaction<T>(db: Pick<Database, "$client">, body: TransactionBody<T>): Promise<T> {
+  const client = await db.$client.connect();
+  let failure: Error | undefined;
+  try {
+    return await drizzle({ client, schema }).transaction(body);
+  } catch (error) {
+    failure = error instanceof Error ? error : new Error(String(error));
+    throw error;
+  } finally {
+    client.release(failure);
+  }
+}
