@@ -1,9 +1,7 @@
 // Exposure logging (docs/experiments.md#exposures): every ranking answer to a named visitor becomes one event,
-// recorded by the visitor's SessionState object after the answer has gone out (waitUntil: no latency on the
-// request). From there it takes the events' own durable path — the object's SQLite outbox, the Redis stream (with
-// its exactly-once guard), the warehouse loader — into Postgres `events`, where attribution and reports read it.
-// The event is an ordinary track event the session model ignores (it names no interaction), so showing a list
-// never changes what the visitor's session says about them.
+// sent to the Redis event stream after the answer has gone out (waitUntil: no latency on the request), batched per
+// isolate (exposure-buffer.ts), and loaded by the warehouse loader into Postgres `events`, where attribution and
+// reports read it. It is an ordinary track event that names no interaction and never reaches the visitor's session.
 
 import type { CollectedEvent } from "../collect/event.ts";
 

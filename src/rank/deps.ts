@@ -1,8 +1,11 @@
 // The real sources of the ranking service: the SessionState objects, the online store (KV) and the live trending
-// counters (Redis, through the isolate cache in trending.ts).
+// counters (Redis, through the isolate cache in trending.ts); and where answers' exposures go (the event stream,
+// through the isolate's exposure buffer).
 import { loadConfig } from "../config.ts";
+import { ExposureBuffer } from "../experiments/exposure-buffer.ts";
 import { describeError, log } from "../log.ts";
-import { openRedis } from "../stores/redis.ts";
+import { pushToStream } from "../session/stream.ts";
+import { openRedis, type RedisSettings } from "../stores/redis.ts";
 import type { RankDeps } from "./service.ts";
 import { cachedTrending, fetchTrending, trendingState } from "./trending.ts";
 
@@ -29,18 +32,39 @@ export function depsFromEnv(env: Env, ctx: WaitUntil): RankDeps {
     },
     now: () => Date.now(),
     expose(userKey, event) {
-      // After the answer: an exposure that cannot be recorded (the object overloaded, its outbox full) is logged and
-      // dropped — the shopper's list is never held for it (docs/experiments.md#exposures).
-      ctx.waitUntil(
-        env.SESSION_STATE.getByName(userKey)
-          .expose(userKey, event)
-          .then(
-            (kept) => {
-              if (!kept) log("warn", "exposure not recorded: the visitor's outbox is full", { userKey });
-            },
-            (error: unknown) => log("warn", "exposure not recorded", { userKey, error: describeError(error) }),
-          ),
-      );
+      // After the answer, batched with the isolate's other exposures: one that cannot be recorded (no Redis, the
+      // buffer full, the push failed) is logged and dropped — the shopper's list is never held for it
+      // (docs/experiments.md#exposures).
+      const redis = loadConfig(env).redis;
+      if (!redis) return;
+      const buffer = exposureBuffer(redis);
+      const sent = buffer.add({ messageId: event.messageId, userKey, event: JSON.stringify(event) });
+      if (sent) ctx.waitUntil(sent);
+      else log("warn", "exposure not recorded: the isolate's exposure buffer is full", { refused: buffer.refused });
     },
   };
+}
+
+const buffers = new Map<string, ExposureBuffer>();
+
+/** The isolate's exposure buffer for one Redis (one per URL and token: a rotated token gets a new one). */
+export function exposureBuffer(redis: Pick<RedisSettings, "url" | "token">): ExposureBuffer {
+  const id = `${redis.url}\n${redis.token}`;
+  let buffer = buffers.get(id);
+  if (!buffer) {
+    buffer = new ExposureBuffer({
+      async push(items) {
+        await pushToStream(openRedis({ url: redis.url, token: redis.token }), items, Date.now(), { trending: false });
+      },
+      report({ failed, error }) {
+        if (failed > 0)
+          log("warn", "exposures not recorded: the event stream refused them", {
+            count: failed,
+            error: describeError(error),
+          });
+      },
+    });
+    buffers.set(id, buffer);
+  }
+  return buffer;
 }

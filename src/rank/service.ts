@@ -23,7 +23,7 @@ export interface RankDeps {
   /** The live trending list from the isolate cache (never waits for Redis). */
   trending(now: number): { list: Scored[] | null; ageMs: number | null; status: "ok" | "warming" | "unavailable" };
   now(): number;
-  /** Records an answer's exposure event with the visitor's object, after the answer (never awaited). */
+  /** Queues an answer's exposure event for the event stream, after the answer (never awaited). */
   expose?(userKey: string, event: CollectedEvent): void;
 }
 
@@ -382,12 +382,16 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
         : null,
     timing,
   };
-  if (userKey && items.length > 0 && deps.expose) {
+  // The exposure goes under the key the visitor's data lives under (after a merge, the object it was merged into),
+  // and only when the session was read: a suppressed visitor's answer records nothing, and without the snapshot
+  // there is no telling (docs/experiments.md#exposures).
+  const exposedKey = snapshot && snapshot.suppressed !== true ? (resolvedKey ?? userKey) : null;
+  if (exposedKey && items.length > 0 && deps.expose) {
     deps.expose(
-      userKey,
+      exposedKey,
       exposureEvent({
         recId,
-        userKey,
+        userKey: exposedKey,
         placement: request.placement,
         mode: request.mode,
         productIds: items.map((i) => i.productId),

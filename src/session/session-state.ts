@@ -12,7 +12,6 @@ import { applyEvents, newProfile } from "./apply.ts";
 import { isUserKey, stitchTargets } from "./identity.ts";
 import {
   FORWARD_MAX_HOPS,
-  OUTBOX_MAX_ROWS,
   type RECENT_KINDS,
   RECENT_MAX,
   SEEN_WINDOW_MS,
@@ -96,28 +95,6 @@ export class SessionState extends DurableObject<Env> {
     return this.#mutating(() => this.#record(userKey, events, 0));
   }
 
-  /**
-   * Records an exposure (docs/experiments.md#exposures): the event goes to the outbox only — no session state, no
-   * counters, no dedupe window (its messageId derives from a fresh recId; the stream's guard catches a repeat) — so
-   * the in-memory read model the ranking path reads stays valid. A visitor never seen, or merged away, takes the
-   * full `record` path. Returns false (and keeps nothing) when the outbox is full: exposures never crowd out events.
-   */
-  async expose(userKey: string, event: CollectedEvent): Promise<boolean> {
-    assertKey(userKey);
-    if (typeof event?.messageId !== "string" || event.messageId === "")
-      throw new TypeError("expose: the event needs a messageId");
-    const profile = this.#store.profile();
-    if (profile) this.#assertOwnKey(profile.userKey, userKey);
-    if (!profile || profile.mergedInto) return (await this.record(userKey, [event])).accepted > 0;
-    if (this.#store.outboxStats().pending >= OUTBOX_MAX_ROWS) return false;
-    const at = this.clock();
-    this.ctx.storage.transactionSync(() =>
-      this.#store.enqueue([{ at, messageId: event.messageId, userKey, event: JSON.stringify(event) }]),
-    );
-    await this.#schedule(false);
-    return true;
-  }
-
   /** Internal: `record` forwarded from an object that was merged into this one. */
   async relay(userKey: string, events: CollectedEvent[], hops: number): Promise<RecordResult> {
     return this.#mutating(() => this.#record(userKey, events, hops));
@@ -196,7 +173,10 @@ export class SessionState extends DurableObject<Env> {
       return leanSnapshot(this.#lean, now);
     }
     const profile = this.#store.profile();
-    if (!profile) return emptySnapshot(userKey ?? "", now);
+    if (!profile) {
+      const empty = emptySnapshot(userKey ?? "", now);
+      return this.#suppressedSince() === null ? empty : { ...empty, suppressed: true };
+    }
     if (userKey !== undefined) this.#assertOwnKey(profile.userKey, userKey);
     const store = this.#store;
     const recent = (kind: (typeof RECENT_KINDS)[number]) => store.recent(kind, RECENT_MAX[kind]);

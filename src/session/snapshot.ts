@@ -48,6 +48,11 @@ export interface SessionSnapshot {
   /** Events accepted but not yet confirmed by Redis. */
   outbox: { pending: number; oldestAt: number | null };
   counters: { events: number; duplicates: number };
+  /**
+   * Set (true) only on a suppressed visitor's snapshot (docs/privacy.md), which never exists: nothing about them
+   * may be recorded, exposures included.
+   */
+  suppressed?: true;
 }
 
 export function emptySnapshot(userKey: string, asOf: number): SessionSnapshot {

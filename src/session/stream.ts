@@ -102,14 +102,18 @@ return {appended, n - appended}
 `;
 
 /** The KEYS and ARGV of one flush (every key the script touches is declared, as Upstash and clusters require). */
-export function flushCommand(items: readonly StreamItem[], now: number): { keys: string[]; args: string[] } {
+export function flushCommand(
+  items: readonly StreamItem[],
+  now: number,
+  options: { trending?: boolean } = {},
+): { keys: string[]; args: string[] } {
   const keys = [EVENT_STREAM, ...items.map((i) => `${SEEN_KEY_PREFIX}${i.messageId}`)];
   const trendIndex = new Map<string, number>();
   const args = [String(STREAM_MAXLEN), String(SEEN_TTL_SECONDS), String(TREND_TTL_SECONDS), String(items.length)];
   for (const item of items) {
     let increments: TrendIncrement[] = [];
     try {
-      increments = trendIncrements(JSON.parse(item.event) as CollectedEvent, now);
+      if (options.trending !== false) increments = trendIncrements(JSON.parse(item.event) as CollectedEvent, now);
     } catch {
       // Unparseable JSON cannot happen for rows we wrote; still deliver the event, without trending.
     }
@@ -127,14 +131,18 @@ export function flushCommand(items: readonly StreamItem[], now: number): { keys:
   return { keys, args };
 }
 
-/** One round trip: appends the new events to the stream and counts them in trending; returns what it did. */
+/**
+ * One round trip: appends the new events to the stream and counts them in trending (unless `trending` is false:
+ * events the session model ignores, such as exposures, count for nothing); returns what it did.
+ */
 export async function pushToStream(
   redis: Redis,
   items: readonly StreamItem[],
   now: number,
+  options: { trending?: boolean } = {},
 ): Promise<{ appended: number; duplicates: number }> {
   if (items.length === 0) return { appended: 0, duplicates: 0 };
-  const { keys, args } = flushCommand(items, now);
+  const { keys, args } = flushCommand(items, now, options);
   const reply = await redis.eval<string[], [number, number]>(FLUSH_SCRIPT, keys, args);
   if (!Array.isArray(reply) || reply.length !== 2) throw new Error(`unexpected flush reply: ${JSON.stringify(reply)}`);
   return { appended: Number(reply[0]), duplicates: Number(reply[1]) };

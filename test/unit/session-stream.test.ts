@@ -108,6 +108,14 @@ describe("flushCommand", () => {
       "1",
     ]);
   });
+
+  it("with trending off (exposures) declares no trend key and counts nothing", () => {
+    const e = track("m1", "Product Viewed", { product_id: "p1", category: "C" });
+    const items = [{ messageId: e.messageId, userKey: "a:x", event: JSON.stringify(e) }];
+    const { keys, args } = flushCommand(items, T, { trending: false });
+    expect(keys).toEqual([EVENT_STREAM, `${SEEN_KEY_PREFIX}m1`]);
+    expect(args.slice(4)).toEqual(["m1", "a:x", items[0]?.event, "0"]);
+  });
 });
 
 describe("outbox policy", () => {

@@ -4,12 +4,15 @@
 // and follows the visitor's anonymous id across a login. Visitors are picked by their bucket (src/experiments/
 // assign.ts, unit-tested against hand-computed hashes) so that each test knows which arm to expect.
 import { env, exports } from "cloudflare:workers";
-import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { assign } from "../../src/experiments/assign.ts";
 import { EXPERIMENTS_KEY, type Experiment, parseExperiments } from "../../src/experiments/config.ts";
 import { EXPOSURE_EVENT, EXPOSURE_SOURCE } from "../../src/experiments/exposure.ts";
-import { ADMIN_KEY, adminGet, refused, streamedEvent } from "./collect-helpers.ts";
+import { EVENT_STREAM, STREAM_FIELDS } from "../../src/session/stream.ts";
+import { ADMIN_KEY, adminGet, basic, collect, redis, refused, streamedEvent, WRITE_KEY } from "./collect-helpers.ts";
 import {
+  type Answer,
+  appFetch,
   BASE,
   get,
   ids,
@@ -268,7 +271,7 @@ describe("exposures", () => {
     const snapshot = await env.SESSION_STATE.getByName(`a:${anon}`).snapshot(`a:${anon}`);
     expect(snapshot.viewed).toEqual([]);
     expect(snapshot.interactions).toEqual([]);
-    // A visitor with a session: the exposure goes to the outbox only — the session's counters do not move.
+    // A visitor with a session: the exposure goes to the stream only — the session's counters do not move.
     const known = `known-${crypto.randomUUID().slice(0, 8)}`;
     await track({ anonymousId: known }, [{ event: "Product Viewed", properties: { product_id: id("p1") } }]);
     const stub = env.SESSION_STATE.getByName(`a:${known}`);
@@ -281,5 +284,64 @@ describe("exposures", () => {
     // No visitor, no exposure: nothing to attribute it to.
     const anonymous = await ok(get("/v1/recommendations?placement=home&limit=3"));
     expect(anonymous.experiment).toBeNull();
+  });
+
+  it("a merged visitor's exposure goes under the user it was merged into", async () => {
+    const anon = `merged-${crypto.randomUUID().slice(0, 8)}`;
+    const userId = `buyer-${crypto.randomUUID().slice(0, 8)}`;
+    await track({ anonymousId: anon }, [{ event: "Product Viewed", properties: { product_id: id("p1") } }]);
+    const identify = await collect(
+      "/v1/identify",
+      { userId, anonymousId: anon, messageId: crypto.randomUUID() },
+      { headers: { authorization: basic(WRITE_KEY) } },
+    );
+    expect(identify).toMatchObject({ accepted: 1 });
+    const a = await ok(get(`/v1/recommendations?placement=home&anonymousId=${anon}&limit=3`));
+    expect(a.userKey).toBe(`u:${userId}`);
+    const event = await streamedEvent(`exposure-${a.recId}`, `u:${userId}`);
+    expect(event).toMatchObject({ userId, anonymousId: null, properties: { rec_id: a.recId } });
+  });
+
+  it("a suppressed visitor's answers record no exposure", async () => {
+    const quiet = `quiet-${crypto.randomUUID().slice(0, 8)}`;
+    const loud = `loud-${crypto.randomUUID().slice(0, 8)}`;
+    const suppress = await exports.default.fetch(
+      new Request(`${BASE}/v1/admin/users/${quiet}/suppression?kind=anonymous`, {
+        method: "PUT",
+        headers: { authorization: `Bearer ${ADMIN_KEY}` },
+      }),
+    );
+    expect(suppress.status).toBe(200);
+    const hidden = await ok(get(`/v1/recommendations?placement=home&anonymousId=${quiet}&limit=3`));
+    expect(hidden.items.length).toBeGreaterThan(0);
+    // An answer after it, to someone else: once its exposure is in the stream, the first one's would be too.
+    const shown = await ok(get(`/v1/recommendations?placement=home&anonymousId=${loud}&limit=3`));
+    await streamedEvent(`exposure-${shown.recId}`, `a:${loud}`);
+    const entries = await redis().xrevrange(EVENT_STREAM, "+", "-", 2000);
+    const messageIds = Object.values(entries).map((f) => (f as Record<string, unknown>)[STREAM_FIELDS.messageId]);
+    expect(messageIds).toContain(`exposure-${shown.recId}`);
+    expect(messageIds).not.toContain(`exposure-${hidden.recId}`);
+  });
+
+  it("with Redis unreachable the answer is whole and the lost exposure is logged", async () => {
+    const warnings: string[] = [];
+    const spy = vi.spyOn(console, "warn").mockImplementation((...args: unknown[]) => {
+      warnings.push(args.map(String).join(" "));
+    });
+    try {
+      const deadRedis = { ...env, UPSTASH_REDIS_REST_URL: "http://127.0.0.1:9" } as Env;
+      const res = await appFetch(
+        deadRedis,
+        `/v1/recommendations?placement=home&anonymousId=offline-${crypto.randomUUID()}&limit=3`,
+        {
+          headers: { authorization: `Bearer ${SERVER_KEY}` },
+        },
+      );
+      expect(res.status).toBe(200);
+      expect(((await res.json()) as Answer).items).toHaveLength(3);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(warnings.some((w) => w.includes("exposures not recorded") && w.includes('"count":1'))).toBe(true);
   });
 });

@@ -125,7 +125,6 @@ describe("secrets in 5xx answers and their logs", () => {
     const failing = {
       getByName: () => ({
         snapshot: () => Promise.reject(new Error(`session store at ${DATABASE_URL} refused`)),
-        expose: () => Promise.reject(new Error(`outbox ${DATABASE_URL}`)),
       }),
     } as unknown as Env["SESSION_STATE"];
     const e = brokenEnv({ SESSION_STATE: failing });
