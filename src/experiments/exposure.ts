@@ -5,6 +5,12 @@
 
 import type { CollectedEvent } from "../collect/event.ts";
 
+/**
+ * Positions an exposure lists at most: a page shows far fewer, and a 1,000-item re-rank's full list would make every
+ * exposure ~40 KB. `item_count` keeps the answer's length.
+ */
+export const EXPOSURE_MAX_ITEMS = 100;
+
 /** The track event name of an exposure. */
 export const EXPOSURE_EVENT = "Recommendations Shown";
 /** The source id exposures carry (no write key has it: collection never accepts it from a client). */
@@ -47,11 +53,12 @@ export function exposureEvent(x: ExposureInput): CollectedEvent {
       mode: x.mode,
       context: [...x.context],
       // `items`, not `products`: the warehouse's first-product column and the interactions stay empty for it.
-      items: x.productIds.map((id, i) => ({
+      items: x.productIds.slice(0, EXPOSURE_MAX_ITEMS).map((id, i) => ({
         product_id: id,
         position: i + 1,
         ...(x.experiment?.teams ? { team: x.experiment.teams[i] } : {}),
       })),
+      item_count: x.productIds.length,
       experiment_id: x.experiment?.id ?? null,
       arm: x.experiment?.arm ?? null,
       experiments_version: x.experiment?.version ?? null,
