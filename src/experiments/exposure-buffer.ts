@@ -1,14 +1,19 @@
 // Exposures buffered in the isolate and pushed to the event stream in batches (docs/experiments.md#exposures):
 // one Redis call per EXPOSURE_FLUSH_MS per isolate instead of one Durable Object write, alarm and Redis call per
-// answer. Every answer's waitUntil covers the flush that carries its exposure, so the runtime keeps the isolate
-// alive until it is sent. Best effort by design: a flush that fails is logged with its count and dropped, never
-// retried on a shopper's request, and a full buffer refuses new exposures (counted) instead of growing.
+// answer. Best effort by design: a flush that fails is logged with its count and dropped, never retried on a
+// shopper's request, and a full buffer refuses new exposures (counted) instead of growing.
+//
+// A batch belongs to the request that opened it: its timer, its Redis call and the promise that settles after it all
+// live in that request's context, which keeps itself alive with waitUntil until the batch is sent. Requests that
+// join an open batch only add an item: a Worker may not wait on, or resolve, another request's I/O ("Cannot perform
+// I/O on behalf of a different request"), so a full batch is not sent early by whoever filled it; the next exposure
+// opens a new batch instead, and each goes when its own timer fires.
 
 import type { StreamItem } from "../session/stream.ts";
 
 /** How long an exposure waits for others to share its Redis call. */
 export const EXPOSURE_FLUSH_MS = 50;
-/** Exposures per Redis call at most (the call's body stays well under Upstash's 1 MB request limit). */
+/** Exposures per batch (one Redis call) at most: the call's body stays well under Upstash's 1 MB request limit. */
 export const EXPOSURE_BATCH_MAX = 100;
 /** Exposures held at once at most (a flush in flight included); beyond it new ones are refused. */
 export const EXPOSURE_BUFFER_MAX = 1_000;
@@ -39,8 +44,10 @@ interface Batch {
 
 export class ExposureBuffer {
   readonly #options: Required<Omit<ExposureBufferOptions, "report">> & Pick<ExposureBufferOptions, "report">;
-  /** The batch new exposures join; sent when its timer fires or it is full. */
+  /** The batch new exposures join until it is full; sent when its timer fires. */
   #open: Batch | null = null;
+  /** Batches whose timer has not fired yet (the open one and full ones). */
+  readonly #waiting = new Set<Batch>();
   #inFlight = 0;
   /** Exposures refused because the buffer was full, since the isolate started. */
   refused = 0;
@@ -57,22 +64,29 @@ export class ExposureBuffer {
 
   /** Exposures waiting or being sent. */
   get pending(): number {
-    return (this.#open?.items.length ?? 0) + this.#inFlight;
+    let waiting = 0;
+    for (const batch of this.#waiting) waiting += batch.items.length;
+    return waiting + this.#inFlight;
   }
 
   /**
-   * Queues one exposure; returns the promise that settles once its batch was sent (hand it to `waitUntil`; it
-   * never rejects), or null when the buffer is full and the exposure was refused.
+   * Queues one exposure. `opened`: the caller opened a batch and must hand `sent` to its `waitUntil` (it settles once
+   * the batch was sent, never rejects); `joined`: the item rides on a batch another request owns; `refused`: the
+   * buffer is full.
    */
-  add(item: StreamItem): Promise<void> | null {
+  add(item: StreamItem): { status: "opened"; sent: Promise<void> } | { status: "joined" } | { status: "refused" } {
     if (this.pending >= this.#options.bufferMax) {
       this.refused++;
-      return null;
+      return { status: "refused" };
     }
-    const batch = this.#open ?? this.#openBatch();
+    const open = this.#open;
+    if (open && open.items.length < this.#options.batchMax) {
+      open.items.push(item);
+      return { status: "joined" };
+    }
+    const batch = this.#openBatch();
     batch.items.push(item);
-    if (batch.items.length >= this.#options.batchMax) this.#send(batch);
-    return batch.sent;
+    return { status: "opened", sent: batch.sent };
   }
 
   #openBatch(): Batch {
@@ -82,14 +96,15 @@ export class ExposureBuffer {
     });
     const batch: Batch = { items: [], sent, settle };
     this.#open = batch;
+    this.#waiting.add(batch);
     void this.#options.sleep(this.#options.flushMs).then(() => this.#send(batch));
     return batch;
   }
 
-  /** Sends the batch unless it already went (a full batch goes at once; its timer then finds nothing to do). */
+  /** Sends the batch (from its own timer, in the context of the request that opened it). */
   #send(batch: Batch): void {
-    if (this.#open !== batch) return;
-    this.#open = null;
+    if (this.#open === batch) this.#open = null;
+    this.#waiting.delete(batch);
     const count = batch.items.length;
     this.#inFlight += count;
     this.#options

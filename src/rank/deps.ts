@@ -38,9 +38,12 @@ export function depsFromEnv(env: Env, ctx: WaitUntil): RankDeps {
       const redis = loadConfig(env).redis;
       if (!redis) return;
       const buffer = exposureBuffer(redis);
-      const sent = buffer.add({ messageId: event.messageId, userKey, event: JSON.stringify(event) });
-      if (sent) ctx.waitUntil(sent);
-      else log("warn", "exposure not recorded: the isolate's exposure buffer is full", { refused: buffer.refused });
+      const added = buffer.add({ messageId: event.messageId, userKey, event: JSON.stringify(event) });
+      // Only the request that opened the batch waits for it (the batch's timer and Redis call are its own I/O).
+      if (added.status === "opened") ctx.waitUntil(added.sent);
+      else if (added.status === "refused") {
+        log("warn", "exposure not recorded: the isolate's exposure buffer is full", { refused: buffer.refused });
+      }
     },
   };
 }

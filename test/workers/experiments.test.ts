@@ -8,6 +8,7 @@ import { afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { assign } from "../../src/experiments/assign.ts";
 import { EXPERIMENTS_KEY, type Experiment, parseExperiments } from "../../src/experiments/config.ts";
 import { EXPOSURE_EVENT, EXPOSURE_SOURCE } from "../../src/experiments/exposure.ts";
+import { EXPOSURE_BATCH_MAX } from "../../src/experiments/exposure-buffer.ts";
 import { EVENT_STREAM, STREAM_FIELDS } from "../../src/session/stream.ts";
 import { ADMIN_KEY, adminGet, basic, collect, redis, refused, streamedEvent, WRITE_KEY } from "./collect-helpers.ts";
 import {
@@ -284,6 +285,25 @@ describe("exposures", () => {
     // No visitor, no exposure: nothing to attribute it to.
     const anonymous = await ok(get("/v1/recommendations?placement=home&limit=3"));
     expect(anonymous.experiment).toBeNull();
+  });
+
+  it("concurrent answers share batches, and every one of their exposures reaches the stream", async () => {
+    // Separate requests in one isolate, more than a batch holds (EXPOSURE_BATCH_MAX): each batch is opened, waited
+    // for and sent by one request while the others only join it. A request that sent or waited on another's batch
+    // would fail the run ("Cannot perform I/O on behalf of a different request").
+    const visitors = Array.from({ length: EXPOSURE_BATCH_MAX + 20 }, (_, i) => `together-${i}-${crypto.randomUUID()}`);
+    const answers = await Promise.all(
+      visitors.map((v) => ok(get(`/v1/recommendations?placement=home&anonymousId=${v}&limit=1`))),
+    );
+    const wanted = new Set(answers.map((a) => `exposure-${a.recId}`));
+    const deadline = Date.now() + 10_000;
+    while (wanted.size > 0 && Date.now() < deadline) {
+      const entries = await redis().xrevrange(EVENT_STREAM, "+", "-", 2000);
+      for (const f of Object.values(entries))
+        wanted.delete(String((f as Record<string, unknown>)[STREAM_FIELDS.messageId]));
+      if (wanted.size > 0) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect([...wanted]).toEqual([]);
   });
 
   it("a merged visitor's exposure goes under the user it was merged into", async () => {
