@@ -167,16 +167,19 @@ export class SessionState extends DurableObject<Env> {
    * assignment unit: docs/experiments.md#serving).
    */
   async snapshot(userKey?: string, options: { lean?: boolean } = {}): Promise<SessionSnapshot> {
+    const snapshot = this.#readSnapshot(userKey, options);
+    // A suppressed visitor's answers record nothing, exposures included (docs/privacy.md#suppression).
+    return this.#suppressedSince() === null ? snapshot : { ...snapshot, suppressed: true };
+  }
+
+  #readSnapshot(userKey: string | undefined, options: { lean?: boolean }): SessionSnapshot {
     const now = this.clock();
     if (options.lean === true && this.#lean) {
       if (userKey !== undefined) this.#assertOwnKey(this.#lean.base.userKey, userKey);
       return leanSnapshot(this.#lean, now);
     }
     const profile = this.#store.profile();
-    if (!profile) {
-      const empty = emptySnapshot(userKey ?? "", now);
-      return this.#suppressedSince() === null ? empty : { ...empty, suppressed: true };
-    }
+    if (!profile) return emptySnapshot(userKey ?? "", now);
     if (userKey !== undefined) this.#assertOwnKey(profile.userKey, userKey);
     const store = this.#store;
     const recent = (kind: (typeof RECENT_KINDS)[number]) => store.recent(kind, RECENT_MAX[kind]);

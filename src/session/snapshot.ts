@@ -49,8 +49,8 @@ export interface SessionSnapshot {
   outbox: { pending: number; oldestAt: number | null };
   counters: { events: number; duplicates: number };
   /**
-   * Set (true) only on a suppressed visitor's snapshot (docs/privacy.md), which never exists: nothing about them
-   * may be recorded, exposures included.
+   * Set (true) only while the visitor is suppressed (docs/privacy.md#suppression), whether their data was erased or
+   * kept: nothing new about them may be recorded, exposures included.
    */
   suppressed?: true;
 }

@@ -322,25 +322,33 @@ describe("exposures", () => {
     expect(event).toMatchObject({ userId, anonymousId: null, properties: { rec_id: a.recId } });
   });
 
-  it("a suppressed visitor's answers record no exposure", async () => {
+  it("a suppressed visitor's answers record no exposure, whether their data was erased or kept", async () => {
     const quiet = `quiet-${crypto.randomUUID().slice(0, 8)}`;
+    const kept = `kept-${crypto.randomUUID().slice(0, 8)}`;
     const loud = `loud-${crypto.randomUUID().slice(0, 8)}`;
-    const suppress = await exports.default.fetch(
-      new Request(`${BASE}/v1/admin/users/${quiet}/suppression?kind=anonymous`, {
-        method: "PUT",
-        headers: { authorization: `Bearer ${ADMIN_KEY}` },
-      }),
-    );
-    expect(suppress.status).toBe(200);
+    // `kept` has a session: suppression without erasure keeps it, and its snapshot exists.
+    await track({ anonymousId: kept }, [{ event: "Product Viewed", properties: { product_id: id("p1") } }]);
+    for (const visitor of [quiet, kept]) {
+      const suppress = await exports.default.fetch(
+        new Request(`${BASE}/v1/admin/users/${visitor}/suppression?kind=anonymous`, {
+          method: "PUT",
+          headers: { authorization: `Bearer ${ADMIN_KEY}` },
+        }),
+      );
+      expect(suppress.status).toBe(200);
+    }
     const hidden = await ok(get(`/v1/recommendations?placement=home&anonymousId=${quiet}&limit=3`));
+    const hiddenKept = await ok(get(`/v1/recommendations?placement=home&anonymousId=${kept}&limit=3`));
     expect(hidden.items.length).toBeGreaterThan(0);
-    // An answer after it, to someone else: once its exposure is in the stream, the first one's would be too.
+    expect(hiddenKept.items.length).toBeGreaterThan(0);
+    // An answer after them, to someone else: once its exposure is in the stream, theirs would be too.
     const shown = await ok(get(`/v1/recommendations?placement=home&anonymousId=${loud}&limit=3`));
     await streamedEvent(`exposure-${shown.recId}`, `a:${loud}`);
     const entries = await redis().xrevrange(EVENT_STREAM, "+", "-", 2000);
     const messageIds = Object.values(entries).map((f) => (f as Record<string, unknown>)[STREAM_FIELDS.messageId]);
     expect(messageIds).toContain(`exposure-${shown.recId}`);
     expect(messageIds).not.toContain(`exposure-${hidden.recId}`);
+    expect(messageIds).not.toContain(`exposure-${hiddenKept.recId}`);
   });
 
   it("with Redis unreachable the answer is whole and the lost exposure is logged", async () => {
