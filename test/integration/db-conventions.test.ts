@@ -1,0 +1,39 @@
+// Source conventions that a type-checker cannot see. Every transaction goes through transaction() of
+// src/stores/db.ts: drizzle's own pool transaction leaks its client when BEGIN fails and re-pools a client whose
+// ROLLBACK failed (docs/reliability.md, bugs found), which once hung a cron run at teardown.
+import { readdirSync, readFileSync } from "node:fs";
+import { join, relative } from "node:path";
+import { describe, expect, it } from "vitest";
+
+const ROOT = join(import.meta.dirname, "..", "..");
+
+function sources(dir: string): string[] {
+  const out: string[] = [];
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) out.push(...sources(path));
+    else if (entry.name.endsWith(".ts")) out.push(path);
+  }
+  return out;
+}
+
+/** `.transaction(` calls outside comments in files that use the database, as `file:line`. */
+function transactionCalls(file: string): string[] {
+  const text = readFileSync(file, "utf8");
+  if (!/drizzle-orm|stores\/db\.ts/.test(text)) return [];
+  return text
+    .split("\n")
+    .map((line, i) => ({ line: line.replace(/\/\/.*$/, "").replace(/^\s*\*.*$/, ""), at: i + 1 }))
+    .filter(({ line }) => /\.transaction\(/.test(line))
+    .map(({ at }) => `${relative(ROOT, file)}:${at}`);
+}
+
+describe("database conventions", () => {
+  it("calls drizzle's .transaction() only inside transaction() of src/stores/db.ts", () => {
+    const files = ["src", "scripts", "eval", "bench"].flatMap((d) => sources(join(ROOT, d)));
+    expect(files.length).toBeGreaterThan(50);
+    const calls = files.flatMap(transactionCalls);
+    // The one allowed call: on a client-bound drizzle instance, whose client transaction() releases itself.
+    expect(calls).toEqual(["src/stores/db.ts:98"]);
+  });
+});
