@@ -17,9 +17,16 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { EVENT_STREAM, STREAM_FIELDS } from "../src/session/stream.ts";
 import { type ChaosStack, startChaosStack } from "./lib/chaos-stack.ts";
-import { check, formatVerdict, HistoryRecorder, type Observation, summaryLine, type Verdict } from "./lib/history.ts";
+import {
+  check,
+  formatVerdict,
+  HistoryRecorder,
+  type Observation,
+  streamMessageIds,
+  summaryLine,
+  type Verdict,
+} from "./lib/history.ts";
 import { type Batch, eachLimit, type Post, sendBatch, workload } from "./lib/history-load.ts";
 import { LOCAL_KEYS } from "./lib/local-keys.ts";
 import { StackError } from "./lib/ports.ts";
@@ -312,25 +319,6 @@ async function drain(run: Run, deadline: number): Promise<boolean> {
   return false;
 }
 
-async function streamIds(chaos: ChaosStack, prefix: string): Promise<string[]> {
-  const redis = chaos.redis();
-  const ids: string[] = [];
-  let cursor = "-";
-  for (;;) {
-    const page = await redis.exec<unknown>(["XRANGE", EVENT_STREAM, cursor, "+", "COUNT", 5000]);
-    if (!Array.isArray(page) || page.length === 0) return ids;
-    for (const entry of page as unknown[][]) {
-      const fields = entry[1];
-      if (!Array.isArray(fields)) continue;
-      for (let i = 0; i + 1 < fields.length; i += 2) {
-        const value = String(fields[i + 1]);
-        if (fields[i] === STREAM_FIELDS.messageId && value.startsWith(`${prefix}-`)) ids.push(value);
-      }
-    }
-    cursor = `(${String((page.at(-1) as unknown[])[0])}`;
-  }
-}
-
 async function observe(run: Run): Promise<Observation> {
   const like = `${run.prefix}-%`;
   const events = await run.chaos.query<{ message_id: string }>(
@@ -353,7 +341,7 @@ async function observe(run: Run): Promise<Observation> {
   return {
     warehouse: events.map((r) => r.message_id),
     interactions: interactions.map((r) => ({ messageId: r.message_id, position: r.position })),
-    stream: await streamIds(run.chaos, run.prefix),
+    stream: await streamMessageIds(run.chaos.redis(), "-", run.prefix),
     sessions,
   };
 }

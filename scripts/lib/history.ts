@@ -21,9 +21,12 @@
 // found in the warehouse). The observation must be scoped to the run (e.g. by its messageId prefix): everything
 // in it is compared with this history.
 
+import { readRange } from "../../src/batch/consumer.ts";
 import { warehouseRows } from "../../src/batch/warehouse.ts";
 import type { CollectedEvent } from "../../src/collect/event.ts";
 import { userKey as userKeyOf } from "../../src/collect/event.ts";
+import { EVENT_STREAM, STREAM_FIELDS } from "../../src/session/stream.ts";
+import type { Redis } from "../../src/stores/redis.ts";
 
 export type Outcome = "acknowledged" | "rejected" | "unknown";
 
@@ -364,4 +367,21 @@ export function sentEvent(raw: RawEvent): SentEvent {
     userKey: collected.userId || collected.anonymousId ? userKeyOf(collected) : "",
     positions: warehouseRows(collected).interactions.map((i) => i.position),
   };
+}
+
+/**
+ * The messageIds with a run's prefix in the event stream from `start` on (`-`, or `(id` for after an entry), one per
+ * entry and in stream order: what the history check observes in the stream.
+ */
+export async function streamMessageIds(redis: Redis, start: string, prefix: string): Promise<string[]> {
+  const ids: string[] = [];
+  for (let cursor = start; ; ) {
+    const page = await readRange(redis, EVENT_STREAM, cursor, 2000);
+    if (page.length === 0) return ids;
+    for (const { fields } of page) {
+      const id = fields?.[STREAM_FIELDS.messageId];
+      if (id?.startsWith(`${prefix}-`)) ids.push(id);
+    }
+    cursor = `(${page.at(-1)?.id}`;
+  }
 }

@@ -6,7 +6,7 @@ import { chmod, chown, mkdir, rm, stat } from "node:fs/promises";
 import { createConnection } from "node:net";
 import { dirname, join } from "node:path";
 import { LOOPBACK, StackError } from "./ports.ts";
-import { type Child, run, spawnChild, waitUntilReady } from "./processes.ts";
+import { alive, type Child, run, spawnChild, waitUntilReady } from "./processes.ts";
 
 export interface PostgresOptions {
   /** Folder that holds the cluster; created and initialised when empty. */
@@ -108,13 +108,7 @@ function livePostmaster(dataDir: string): number | undefined {
   const pidFile = join(dataDir, "postmaster.pid");
   if (!existsSync(pidFile)) return undefined;
   const pid = Number(readFileSync(pidFile, "utf8").split("\n")[0]);
-  if (!pid) return undefined;
-  try {
-    process.kill(pid, 0);
-    return pid;
-  } catch {
-    return undefined;
-  }
+  return alive(pid) ? pid : undefined;
 }
 
 export async function startPostgres(options: PostgresOptions): Promise<RunningPostgres> {

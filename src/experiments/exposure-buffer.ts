@@ -46,9 +46,8 @@ export class ExposureBuffer {
   readonly #options: Required<Omit<ExposureBufferOptions, "report">> & Pick<ExposureBufferOptions, "report">;
   /** The batch new exposures join until it is full; sent when its timer fires. */
   #open: Batch | null = null;
-  /** Batches whose timer has not fired yet (the open one and full ones). */
-  readonly #waiting = new Set<Batch>();
-  #inFlight = 0;
+  /** Exposures added and not yet through their push (waiting for their timer or being sent). */
+  #held = 0;
   /** Exposures refused because the buffer was full, since the isolate started. */
   refused = 0;
 
@@ -64,9 +63,7 @@ export class ExposureBuffer {
 
   /** Exposures waiting or being sent. */
   get pending(): number {
-    let waiting = 0;
-    for (const batch of this.#waiting) waiting += batch.items.length;
-    return waiting + this.#inFlight;
+    return this.#held;
   }
 
   /**
@@ -79,6 +76,7 @@ export class ExposureBuffer {
       this.refused++;
       return { status: "refused" };
     }
+    this.#held++;
     const open = this.#open;
     if (open && open.items.length < this.#options.batchMax) {
       open.items.push(item);
@@ -96,7 +94,6 @@ export class ExposureBuffer {
     });
     const batch: Batch = { items: [], sent, settle };
     this.#open = batch;
-    this.#waiting.add(batch);
     void this.#options.sleep(this.#options.flushMs).then(() => this.#send(batch));
     return batch;
   }
@@ -104,9 +101,7 @@ export class ExposureBuffer {
   /** Sends the batch (from its own timer, in the context of the request that opened it). */
   #send(batch: Batch): void {
     if (this.#open === batch) this.#open = null;
-    this.#waiting.delete(batch);
     const count = batch.items.length;
-    this.#inFlight += count;
     this.#options
       .push(batch.items)
       .then(
@@ -114,7 +109,7 @@ export class ExposureBuffer {
         (error: unknown) => ({ sent: 0, failed: count, error }),
       )
       .then((report: ExposureFlushReport) => {
-        this.#inFlight -= count;
+        this.#held -= count;
         try {
           this.#options.report?.(report);
         } finally {

@@ -93,13 +93,14 @@ type TransactionBody<T> = Parameters<Database["transaction"]>[0] extends (tx: in
  */
 export async function transaction<T>(db: Pick<Database, "$client">, body: TransactionBody<T>): Promise<T> {
   const client = await db.$client.connect();
-  let failure: Error | undefined;
+  let failed = false;
   try {
     return await drizzle({ client, schema }).transaction(body);
   } catch (error) {
-    failure = error instanceof Error ? error : new Error(String(error));
+    failed = true;
     throw error;
   } finally {
-    client.release(failure);
+    // `true` destroys the client instead of pooling it.
+    client.release(failed);
   }
 }

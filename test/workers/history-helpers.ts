@@ -10,7 +10,14 @@
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
 import { afterEach, expect } from "vitest";
-import { check, formatVerdict, HistoryRecorder, type Observation, type Verdict } from "../../scripts/lib/history.ts";
+import {
+  check,
+  formatVerdict,
+  HistoryRecorder,
+  type Observation,
+  streamMessageIds,
+  type Verdict,
+} from "../../scripts/lib/history.ts";
 import {
   type Batch,
   eachLimit,
@@ -24,7 +31,7 @@ import { createApp } from "../../src/app.ts";
 import { type LoaderOptions, type LoadReport, runLoader } from "../../src/batch/loader.ts";
 import { openDb } from "../../src/publish/db.ts";
 import type { SessionState } from "../../src/session/session-state.ts";
-import { EVENT_STREAM, STREAM_FIELDS } from "../../src/session/stream.ts";
+import { EVENT_STREAM } from "../../src/session/stream.ts";
 import type { Redis, RedisSettings } from "../../src/stores/redis.ts";
 import { loaderRedis } from "./batch-helpers.ts";
 import { createSchema, dbSettings, dropSchema, type Query } from "./publish-helpers.ts";
@@ -260,25 +267,8 @@ export async function loadUntilDrained(run: HistoryRun, options: LoaderOptions =
 }
 
 /** The stream entries appended since the run began whose messageId has the run's prefix (one per entry). */
-export async function streamIds(run: HistoryRun): Promise<string[]> {
-  const redis = loaderRedis();
-  const ids: string[] = [];
-  let cursor = `(${run.streamStart}`;
-  for (;;) {
-    const page = await redis.exec<unknown>(["XRANGE", EVENT_STREAM, cursor, "+", "COUNT", 2000]);
-    if (!Array.isArray(page) || page.length === 0) return ids;
-    for (const entry of page as unknown[][]) {
-      const fields = entry[1];
-      if (!Array.isArray(fields)) continue;
-      for (let i = 0; i + 1 < fields.length; i += 2) {
-        if (fields[i] === STREAM_FIELDS.messageId && String(fields[i + 1]).startsWith(`${run.prefix}-`)) {
-          ids.push(String(fields[i + 1]));
-        }
-      }
-    }
-    cursor = `(${String((page.at(-1) as unknown[])[0])}`;
-  }
-}
+export const streamIds = (run: HistoryRun): Promise<string[]> =>
+  streamMessageIds(loaderRedis(), `(${run.streamStart}`, run.prefix);
 
 /** What the stores hold for the run: its schema's events and interactions, the stream, its objects' counters. */
 export async function observe(run: HistoryRun): Promise<Observation> {
