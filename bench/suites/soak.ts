@@ -8,7 +8,6 @@
 // after the soak in the same run. BENCH_SOAK_SECONDS sets the total (default 180); BENCH_SOAK_VISITORS the number of
 // visitors the browser batches go to (default 2,000). With few visitors every object reaches the bounds of its tables
 // within the first windows (docs/session.md), so the later windows show the steady state: memory must then be flat.
-import { execFileSync } from "node:child_process";
 import { LOCAL_KEYS } from "../../scripts/lib/local-keys.ts";
 import { seedUciRetail } from "../../scripts/lib/seed.ts";
 import {
@@ -21,6 +20,7 @@ import {
   waitForOutboxes,
 } from "../lib/rank-data.ts";
 import { type Measurement, relativeTo, type Suite } from "../lib/suite.ts";
+import { HeapSampler, type HeapWindow, workerdRssMiB } from "../lib/workerd-memory.ts";
 
 const DEFAULT_SECONDS = 180;
 const WINDOW_S = 30;
@@ -36,35 +36,6 @@ const COLLECT_HEADERS = {
   "content-type": "application/json",
   authorization: `Basic ${Buffer.from(`${LOCAL_KEYS.writeKey}:`).toString("base64")}`,
 };
-
-/**
- * Resident memory, in MiB, of the workerd processes this run started (descendants of this process: wrangler dev
- * runs the Worker in workerd), so other local stacks on the machine are not counted.
- */
-function workerdRssMiB(): number {
-  try {
-    const out = execFileSync("ps", ["-e", "-o", "pid=,ppid=,rss=,comm="], { encoding: "utf8" });
-    const rows = out
-      .split("\n")
-      .map((l) => l.trim().split(/\s+/))
-      .filter((r) => r.length >= 4)
-      .map(([pid, ppid, rss, comm]) => ({ pid: Number(pid), ppid: Number(ppid), rss: Number(rss), comm }));
-    const ours = new Set([process.pid]);
-    for (let grew = true; grew; ) {
-      grew = false;
-      for (const r of rows) {
-        if (!ours.has(r.pid) && ours.has(r.ppid)) {
-          ours.add(r.pid);
-          grew = true;
-        }
-      }
-    }
-    const kib = rows.filter((r) => ours.has(r.pid) && r.comm === "workerd").reduce((a, r) => a + r.rss, 0);
-    return Math.round((kib / 1024) * 10) / 10;
-  } catch {
-    return Number.NaN;
-  }
-}
 
 function browserBatch(run: string, i: number, visitors: number, products: readonly string[]): string {
   const now = new Date().toISOString();
@@ -145,15 +116,18 @@ const suite: Suite = {
       }
       const floorBefore = await ctx.measureFloor([10]);
       const rssStart = workerdRssMiB();
+      const heap = new HeapSampler();
       const series: Array<{
         window: number;
         collect: ReturnType<typeof summary>;
         rank: ReturnType<typeof summary>;
         rssMiB: number;
+        heap: HeapWindow;
       }> = [];
       let batchNo = 0;
       for (let w = 0; w < windows; w++) {
         ctx.log(`soak: window ${w + 1}/${windows} (${WINDOW_S} s)`);
+        heap.start();
         const [collect, rank] = await Promise.all([
           ctx.measure(`soak.collect.w${w + 1}`, {
             path: `/v1/batch (10 events, one visitor of ${visitors})`,
@@ -174,12 +148,24 @@ const suite: Suite = {
             warmUpRequests: 0,
           }),
         ]);
-        series.push({ window: w + 1, collect: summary(collect), rank: summary(rank), rssMiB: workerdRssMiB() });
+        series.push({
+          window: w + 1,
+          collect: summary(collect),
+          rank: summary(rank),
+          rssMiB: workerdRssMiB(),
+          heap: await heap.stop(),
+        });
       }
       // Then ranking alone (no new events stored): does memory keep growing without new data?
-      const rankOnly: Array<{ window: number; rank: ReturnType<typeof summary>; rssMiB: number }> = [];
+      const rankOnly: Array<{
+        window: number;
+        rank: ReturnType<typeof summary>;
+        rssMiB: number;
+        heap: HeapWindow;
+      }> = [];
       for (let w = 0; w < RANK_ONLY_WINDOWS; w++) {
         ctx.log(`soak: ranking alone, window ${w + 1}/${RANK_ONLY_WINDOWS} (${WINDOW_S} s)`);
+        heap.start();
         const rank = await ctx.measure(`soak.rankOnly.w${w + 1}`, {
           path: "/v1/rank (100 candidates, user {i})",
           method: "POST",
@@ -189,7 +175,7 @@ const suite: Suite = {
           durationS: WINDOW_S,
           warmUpRequests: 0,
         });
-        rankOnly.push({ window: w + 1, rank: summary(rank), rssMiB: workerdRssMiB() });
+        rankOnly.push({ window: w + 1, rank: summary(rank), rssMiB: workerdRssMiB(), heap: await heap.stop() });
       }
       // Still serving after minutes of load? (A crashed or restarting Worker answers nothing here.)
       const healthAfter = await fetch(`${ctx.url}/health`, { signal: AbortSignal.timeout(10_000) })
@@ -233,6 +219,12 @@ const suite: Suite = {
           rssMaxMiB: Math.max(...series.map((s) => s.rssMiB)),
           growthLastOverFirst: Math.round((last / first) * 1000) / 1000,
           growthSecondHalf: Math.round((last / middle) * 1000) / 1000,
+          // The Worker's isolate (its V8 heap: what the platform limits per isolate), sampled every 2 s: the live
+          // heap (lowest sample) of the first and last mixed windows, and the largest heap seen.
+          heapLiveFirstWindowMiB: series[0]?.heap.minUsedMiB ?? null,
+          heapLiveLastWindowMiB: series.at(-1)?.heap.minUsedMiB ?? null,
+          heapMaxUsedMiB: Math.max(...series.map((s) => s.heap.maxUsedMiB ?? 0)),
+          heapMaxTotalMiB: Math.max(...series.map((s) => s.heap.maxTotalMiB ?? 0)),
         },
         windows: series,
         rankOnly: {
