@@ -114,6 +114,8 @@ export async function runNextItem(options: {
   shape?: RequestShape;
   /** Batch lists from the deployed SQL in a local Postgres (eval/sql.ts) rather than their TypeScript version. */
   sql?: boolean;
+  /** Only these methods (by name); all of them by default. */
+  only?: readonly string[];
 }): Promise<Record<string, unknown>> {
   const started = performance.now();
   const train = trainData(options.train, options.catalog);
@@ -124,7 +126,9 @@ export async function runNextItem(options: {
     shared.preset(out.models, new Map());
     batchLists = { computed: "sql", timings: out.timings };
   }
-  const methods = lineup(shared, { shape: options.shape });
+  const methods = lineup(shared, { shape: options.shape, ...(options.only ? { only: options.only } : {}) });
+  const unknown = options.only?.filter((name) => !methods.some((m) => m.name === name)) ?? [];
+  if (unknown.length > 0) throw new Error(`unknown method(s): ${unknown.join(", ")}`);
   const results = nextItem(methods, train, options.test, { sessions: options.sessions });
   return {
     protocol: "next-item",

@@ -16,7 +16,7 @@ import {
   UCI_NEXT_ITEM_SHAPE,
   uciSplit,
 } from "../eval/suites.ts";
-import { tune } from "../eval/tune.ts";
+import { tune, validationSplits } from "../eval/tune.ts";
 
 type Values = Record<string, string | boolean | undefined>;
 
@@ -75,6 +75,27 @@ const suites: EvalSuite[] = [
           catalog: readUci().catalog,
           shape: UCI_NEXT_ITEM_SHAPE,
           sql: v.sql === true,
+        })),
+      };
+    },
+  },
+  {
+    name: "uci-next-item-validation",
+    description:
+      "protocol (i) on the validation split: the training invoices' last --validation-days (30) days, trained on the invoices before them; never the test split [--sessions N] [--methods sr,lastmile] [--sql]",
+    async run(v) {
+      const { catalog, inner } = validationSplits(num(v["test-days"], 30), num(v["validation-days"], 30));
+      return {
+        data: "uci-online-retail invoices, validation split",
+        cut: isoDay(inner.cut),
+        ...(await runNextItem({
+          train: inner.train,
+          test: inner.test,
+          sessions: optionalNum(v.sessions),
+          catalog,
+          shape: UCI_NEXT_ITEM_SHAPE,
+          sql: v.sql === true,
+          ...(typeof v.methods === "string" ? { only: v.methods.split(",").map((m) => m.trim()) } : {}),
         })),
       };
     },
@@ -151,6 +172,7 @@ const { values, positionals } = parseArgs({
     "event-type": { type: "string" },
     "test-days": { type: "string" },
     "validation-days": { type: "string" },
+    methods: { type: "string" },
   },
 });
 

@@ -130,9 +130,17 @@ interface Candidate extends Record<Feature, number> {
 const NO_LISTS: ReadonlyMap<string, readonly Scored[]> = new Map();
 /**
  * The session's recent items as seeds of the "next items" lists, relative to a context item's weight 1: what
- * follows the product in view matters most; 0.1 was chosen on the validation split (docs/relevance.md#tuning).
+ * follows the product in view matters most; 0.15 was chosen on the validation split with the rank-aware neighbour
+ * values below (0.1 with score/max values) (docs/relevance.md#tuning).
  */
-export const SESSION_SEQUENCE_SHARE = 0.1;
+export const SESSION_SEQUENCE_SHARE = 0.15;
+/**
+ * A neighbour's value in its seed's list: half its score over the list's best, half its rank, 1 / (1 + r / k) with r
+ * the number of neighbours scored strictly higher. Score/max alone lets one dominant neighbour flatten the rest of
+ * the list to near zero (heavy-tailed counts), so the list's order past its head was lost against weaker features;
+ * the rank half keeps it. k = 5 on the validation split (docs/relevance.md#tuning).
+ */
+export const NEIGHBOUR_RANK_K = 5;
 
 const SOURCE_BIT = Object.fromEntries(CANDIDATE_SOURCES.map((source, i) => [source, 1 << i])) as Record<
   CandidateSource,
@@ -149,7 +157,30 @@ function normalised(list: readonly Scored[] | null | undefined): Map<string, num
   return out;
 }
 
-/** Weighted neighbours of several seeds: Σ w_seed · score/max_seed / Σ w_seed, with the best seed per product. */
+/** A seed's neighbour list as values in (0, 1]: ½ · score/max + ½ / (1 + r / NEIGHBOUR_RANK_K), r = rank (ties share it). */
+function neighbourValues(list: readonly Scored[] | null | undefined): Map<string, number> {
+  const out = new Map<string, number>();
+  if (!list || list.length === 0) return out;
+  let max = 0;
+  for (const [, s] of list) if (s > max) max = s;
+  const scores = list.map(([, s]) => Math.max(0, s)).sort((a, b) => b - a);
+  for (const [id, raw] of list) {
+    if (out.has(id)) continue;
+    const s = Math.max(0, raw);
+    // r: how many neighbours score strictly higher (first index of s in the descending scores).
+    let lo = 0;
+    let hi = scores.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if ((scores[mid] as number) > s) lo = mid + 1;
+      else hi = mid;
+    }
+    out.set(id, 0.5 * (max > 0 ? s / max : 0) + 0.5 / (1 + lo / NEIGHBOUR_RANK_K));
+  }
+  return out;
+}
+
+/** Weighted neighbours of several seeds: Σ w_seed · value_seed / Σ w_seed (neighbourValues), with the best seed per product. */
 function blend(
   seeds: ReadonlyArray<{ id: string; weight: number }>,
   lists: ReadonlyArray<ReadonlyMap<string, readonly Scored[]>>,
@@ -161,7 +192,7 @@ function blend(
   if (total <= 0) return out;
   for (const seed of seeds) {
     lists.forEach((byseed, k) => {
-      const norm = normalised(byseed.get(seed.id));
+      const norm = neighbourValues(byseed.get(seed.id));
       for (const [id, v] of norm) {
         if (id === seed.id) continue;
         const part = (seed.weight * v) / total;

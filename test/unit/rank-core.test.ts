@@ -109,12 +109,13 @@ describe("next items, buy again and content", () => {
       }),
       config,
     );
-    // Seeds: x weight 1, v1 weight SESSION_SEQUENCE_SHARE (0.1) × recency(0) = 0.1; total 1.1.
-    // a = (1·4/4 + 0.1·3/6) / 1.1 = 1.05 / 1.1; b = (1·2/4) / 1.1; c = (0.1·6/6) / 1.1.
+    // Seeds: x weight 1, v1 weight SESSION_SEQUENCE_SHARE (0.15) × recency(0) = 0.15; total 1.15.
+    // Values ½ · score/max + ½ / (1 + rank/5): a head of a list 1, a second one ½ · ½ + ½ / 1.2 = 2/3 (b, a in v1's).
+    // a = (1 + 0.15 · 2/3) / 1.15 = 1.1 / 1.15; b = (2/3) / 1.15; c = 0.15 / 1.15.
     expect(ids(out)).toEqual(["a", "b", "c"]);
-    expect(item(out, "a").score).toBeCloseTo((10 * 1.05) / 1.1, 5);
-    expect(item(out, "b").score).toBeCloseTo((10 * 0.5) / 1.1, 5);
-    expect(item(out, "c").score).toBeCloseTo((10 * 0.1) / 1.1, 5);
+    expect(item(out, "a").score).toBeCloseTo((10 * 1.1) / 1.15, 5);
+    expect(item(out, "b").score).toBeCloseTo((10 * (2 / 3)) / 1.15, 5);
+    expect(item(out, "c").score).toBeCloseTo((10 * 0.15) / 1.15, 5);
     expect(item(out, "a").reasons).toEqual(["next_after:x"]);
     expect(item(out, "c").reasons).toEqual(["next_after:v1"]);
     // What follows the product in view is a context candidate; what follows only a session item a session one.
@@ -142,9 +143,10 @@ describe("next items, buy again and content", () => {
       }),
       config,
     );
-    // The list is scaled by its best entry (9) even though that entry, the seed itself, is never proposed.
+    // The list is scaled by its best entry (9), and ranked after it, even though that entry, the seed itself, is
+    // never proposed: ½ · 3/9 + ½ / (1 + 1/5).
     expect(ids(out)).toEqual(["a"]);
-    expect(item(out, "a").contributions?.sequence).toBeCloseTo((10 * 3) / 9, 5);
+    expect(item(out, "a").contributions?.sequence).toBeCloseTo(10 * (0.5 / 3 + 0.5 / 1.2), 5);
     const none = rank(
       input({ placement: "pdp", rows: plain("x", "a"), context: ["x"], popular: [["a", 1]], explain: true }),
       config,
@@ -272,15 +274,15 @@ describe("candidates and features", () => {
       }),
       DEFAULT_RANKING_CONFIG,
     );
-    // s1: similar 0.8/0.8 = 1; s2: similar 0.5 + bought together 1 = 1.5, capped at 1; s3: 0.5. Context weight 2.
-    // s1 and s2 tie at 2: productId decides.
+    // Values ½ · score/max + ½ / (1 + rank/5): s1: similar 1; s2: similar ½ · ½ + ½ / 1.2 = 2/3 + bought together 1,
+    // capped at 1; s3: 2/3. Context weight 2. s1 and s2 tie at 2: productId decides.
     expect(out.items.map((i) => [i.productId, i.score])).toEqual([
       ["s1", 2],
       ["s2", 2],
-      ["s3", 1],
+      ["s3", 1.333333],
     ]);
     expect(item(out, "s1").reasons).toEqual(["similar_to:x"]);
-    // s2's strongest part is the bought-together one (1 > 0.5).
+    // s2's strongest part is the bought-together one (1 > 2/3).
     expect(item(out, "s2").reasons).toEqual(["bought_together:x"]);
     expect(item(out, "s3").reasons).toEqual(["bought_together:x"]);
     expect(item(out, "s1").contributions).toEqual({ context: 2 });
@@ -623,8 +625,9 @@ describe("fallback chain", () => {
       }),
       DEFAULT_RANKING_CONFIG,
     );
-    // context 2 × {1, 0.5}; batch 1; trending 0.3; popularity 0.2 × (6 − i) / 6
-    expect(ids(out)).toEqual(["c1", "b1", "b2", "c2", "t1", "t2", "p0", "p1"]);
+    // context 2 × {1, ½ · ½ + ½ / (1 + 2/5)} (c2 ranks third, after c1 and gone); batch 1; trending 0.3; popularity
+    // 0.2 × (6 − i) / 6
+    expect(ids(out)).toEqual(["c1", "c2", "b1", "b2", "t1", "t2", "p0", "p1"]);
     expect(out.items).toHaveLength(8);
     expect(item(out, "p0").reasons).toEqual(["popular_fallback"]);
   });

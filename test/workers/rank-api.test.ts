@@ -81,10 +81,11 @@ describe("routes with a server key", () => {
   it("GET /v1/similar/:productId: the product's neighbours first, never the product itself", async () => {
     const a = await ok(get(`/v1/similar/${id("p1")}?limit=4`));
     expect(a.mode).toBe("similar");
-    // s1 = 2 × 0.9/0.9 + 3 × ½ ("mug" of "blue mug"), s2 = 2 × 0.45/0.9
+    // Neighbour values ½ · score/max + ½ / (1 + rank/5): s1 = 2 × 1 + 3 × ½ ("mug" of "blue mug"),
+    // s2 = 2 × (½ · 0.45/0.9 + ½ / 1.2) = 2 × 2/3
     expect(a.items.map((i) => [i.productId, i.score, i.reasons[0]])).toEqual([
       [id("s1"), 3.5, `similar_to:${id("p1")}`],
-      [id("s2"), 1, `similar_to:${id("p1")}`],
+      [id("s2"), 1.333333, `similar_to:${id("p1")}`],
       [id("pop01"), 0.024, "popular_fallback"],
       [id("pop02"), 0.022, "popular_fallback"],
     ]);
@@ -171,10 +172,10 @@ describe("session events change the next answer", () => {
     expect(home.items[0]?.reasons[0]).toBe(`bought_together:${id("c1")}`);
 
     const cart = await settled(() => ok(get(`/v1/recommendations?placement=cart&anonymousId=${anonymousId}`)));
-    // Context = the cart: bt1 "Light Bulb" = 2 × 0.8/0.8; bt2 "Lamp Shade" = 2 × 0.4/0.8 + 3 × ½ ("lamp" of "desk
-    // lamp"): the shared title word puts it first.
+    // Context = the cart: bt1 "Light Bulb" = 2 × 1; bt2 "Lamp Shade" = 2 × (½ · 0.4/0.8 + ½ / 1.2) + 3 × ½ ("lamp"
+    // of "desk lamp"): the shared title word puts it first.
     expect(cart.items.slice(0, 2).map((i) => [i.productId, i.score, i.reasons])).toEqual([
-      [id("bt2"), 2.5, ["similar_content", `bought_together:${id("c1")}`]],
+      [id("bt2"), 2.833333, ["similar_content", `bought_together:${id("c1")}`]],
       [id("bt1"), 2, [`bought_together:${id("c1")}`]],
     ]);
     expect(ids(cart)).not.toContain(id("c1"));
@@ -194,11 +195,12 @@ describe("next items and buy again from the batch", () => {
       },
     });
     const a = await ok(get(`/v1/recommendations?placement=pdp&productId=${id("p1")}&limit=4&explain=true`));
-    // c1 = sequence 16 × 7/7 + popularity 0.2 × 0.5/100; s2 = 16 × 3.5/7 + context 2 × 0.45/0.9; s1 = context 2 × 1
+    // Neighbour values ½ · score/max + ½ / (1 + rank/5): c1 = sequence 16 × 1 + popularity 0.2 × 0.5/100;
+    // s2 = 16 × (½ · 3.5/7 + ½ / 1.2) + context 2 × (½ · 0.45/0.9 + ½ / 1.2) = 18 × 2/3; s1 = context 2 × 1
     // + content 3 × ½.
     expect(a.items.slice(0, 3).map((i) => [i.productId, i.score, i.reasons[0]])).toEqual([
       [id("c1"), 16.001, `next_after:${id("p1")}`],
-      [id("s2"), 9, `next_after:${id("p1")}`],
+      [id("s2"), 12, `next_after:${id("p1")}`],
       [id("s1"), 3.5, `similar_to:${id("p1")}`],
     ]);
     expect(a.items[0]?.sources).toEqual(["context", "popular"]);
@@ -256,7 +258,7 @@ describe("identity merges and post-purchase", () => {
     const a = await settled(() =>
       ok(get(`/v1/recommendations?placement=post_purchase&anonymousId=${anonymousId}&limit=4`)),
     );
-    // As on cart: bt2 = 1 + 1.5 (content), bt1 = 2.
+    // As on cart: bt2 = 4/3 + 1.5 (content), bt1 = 2.
     expect(a.items.slice(0, 2).map((i) => [i.productId, i.reasons.at(-1)])).toEqual([
       [id("bt2"), `bought_together:${id("c1")}`],
       [id("bt1"), `bought_together:${id("c1")}`],
@@ -328,7 +330,7 @@ describe("explain and whyNot", () => {
       cutScore: 0.022,
       gap: 0.006,
     });
-    expect(await why(id("s2"))).toEqual({ productId: id("s2"), status: "shown", position: 2, score: 1 });
+    expect(await why(id("s2"))).toEqual({ productId: id("s2"), status: "shown", position: 2, score: 1.333333 });
     expect(await why(id("b1"))).toEqual({ productId: id("b1"), status: "not_candidate", inCatalog: true });
     expect(await why("nope")).toEqual({ productId: "nope", status: "not_candidate", inCatalog: false });
   });
