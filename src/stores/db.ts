@@ -94,13 +94,22 @@ type TransactionBody<T> = Parameters<Database["transaction"]>[0] extends (tx: in
 export async function transaction<T>(db: Pick<Database, "$client">, body: TransactionBody<T>): Promise<T> {
   const client = await db.$client.connect();
   let failed = false;
+  // A checked-out client has no listener of the pool's. A backend that dies between two statements (an admin
+  // termination, a compute suspended) makes the driver emit 'error' on the client, which with no listener is an
+  // uncaught exception. The next statement fails, and the transaction with it; the client is destroyed either way.
+  const onError = () => {
+    failed = true;
+  };
+  client.on("error", onError);
   try {
     return await drizzle({ client, schema }).transaction(body);
   } catch (error) {
     failed = true;
     throw error;
   } finally {
-    // `true` destroys the client instead of pooling it.
+    // A healthy client goes back to the pool, which listens to its idle clients; a destroyed one keeps the listener
+    // for errors its socket may still report. `true` destroys the client instead of pooling it.
+    if (!failed) client.removeListener("error", onError);
     client.release(failed);
   }
 }

@@ -57,6 +57,41 @@ describe("transaction() when the connection breaks", () => {
     expect(await endWithin(pool, 5_000)).toBe("ended");
   });
 
+  it("a backend terminated between two statements is no uncaught exception: the transaction fails, the client is destroyed", async () => {
+    const pool = openPool(dbSettings());
+    const db = drizzleOn(pool);
+    const killer = openPool(dbSettings());
+    let client: { emit(event: "error", error: Error): boolean } | undefined;
+    let uncaught: unknown;
+    pool.on("acquire", (acquired: typeof client) => {
+      client = acquired;
+    });
+    const first = await backendPid(db);
+    await expect(
+      transaction(db, async (tx) => {
+        const pid = Number((await tx.execute<{ pid: number }>(q`select pg_backend_pid() as pid`)).rows[0]?.pid);
+        // Another connection ends this backend while the transaction waits between statements: the driver then
+        // reports the server's error on the client outside any query.
+        await killer.query("select pg_terminate_backend($1)", [pid]);
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        // What the driver does with it: emit 'error' on the client. With no listener that emit throws, which in
+        // the driver's socket handler is an uncaught exception. (Checked after the transaction: a throw in here would
+        // only reject it, which it does anyway.)
+        try {
+          client?.emit("error", new Error("terminating connection due to administrator command"));
+        } catch (error) {
+          uncaught = error;
+        }
+        await tx.execute(q`select 1`);
+      }),
+    ).rejects.toThrow();
+    expect(uncaught).toBeUndefined();
+    expect(pool.totalCount).toBe(0);
+    expect(await backendPid(db)).not.toBe(first);
+    expect(await endWithin(pool, 5_000)).toBe("ended");
+    await killer.end();
+  });
+
   it("a committed transaction returns its value and keeps its client for the next one", async () => {
     const pool = openPool(dbSettings());
     const db = drizzleOn(pool);
