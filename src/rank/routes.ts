@@ -146,7 +146,11 @@ for (const path of ["/v1/recommendations", "/v1/rank", "/v1/similar/:productId"]
   // Preflights of browsers holding a user token. The actual answer carries CORS headers only for user tokens.
   rankRoutes.options(path, (c) => {
     const headers = corsHeaders(c);
-    if (!headers["Access-Control-Allow-Origin"]) return c.body(null, 403);
+    if (!headers["Access-Control-Allow-Origin"]) {
+      throw new ApiError("forbidden", "no source allows this origin to call the ranking API from a browser", {
+        details: { origin: c.req.header("origin") ?? null },
+      });
+    }
     return c.body(null, 204, {
       ...headers,
       "Access-Control-Allow-Methods": CORS_METHODS,

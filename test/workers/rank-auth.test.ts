@@ -267,6 +267,11 @@ describe("CORS", () => {
     });
     expect(preflight.status).toBe(403);
     expect(preflight.headers.get("access-control-allow-origin")).toBeNull();
+    // Refused like any other request: the machine-readable error body.
+    expect(((await preflight.json()) as { error: { code: string; origin: unknown } }).error).toMatchObject({
+      code: "forbidden",
+      origin: evil,
+    });
     const allowed = await appFetch(only, "/v1/recommendations", {
       method: "OPTIONS",
       headers: { origin: ORIGIN, "access-control-request-method": "GET" },
