@@ -2,7 +2,7 @@
 // ranking functions the Worker deploys (eval/, docs/relevance.md). A markdown table by default, the JSON report
 // with `--json`. `--list` prints the registered suites as JSON.
 import { parseArgs } from "node:util";
-import { type EventType, isoDay } from "../eval/data.ts";
+import { type EventType, isoDay, type Session } from "../eval/data.ts";
 import { runAbSim } from "../eval/simulate.ts";
 import {
   convertUci,
@@ -41,6 +41,33 @@ const dateSeconds = (v: string | boolean | undefined, fallback: string): number 
 };
 
 /** Suites; docs/relevance.md#reproduce has the commands behind every reported number. */
+/** Protocol (i) on a UCI split: the test split or the validation split carved from the training data. */
+async function uciNextItem(
+  v: Values,
+  split: {
+    data: string;
+    train: Session[];
+    test: Session[];
+    cut: number;
+    catalog: ReturnType<typeof readUci>["catalog"];
+    only?: string[] | undefined;
+  },
+): Promise<Record<string, unknown>> {
+  return {
+    data: split.data,
+    cut: isoDay(split.cut),
+    ...(await runNextItem({
+      train: split.train,
+      test: split.test,
+      sessions: optionalNum(v.sessions),
+      catalog: split.catalog,
+      shape: UCI_NEXT_ITEM_SHAPE,
+      sql: v.sql === true,
+      ...(split.only ? { only: split.only } : {}),
+    })),
+  };
+}
+
 const suites: EvalSuite[] = [
   {
     name: "next-item",
@@ -63,41 +90,23 @@ const suites: EvalSuite[] = [
     name: "uci-next-item",
     description:
       "protocol (i) on UCI invoices, the last --test-days (30) days as the test split [--sessions N] [--sql]",
-    async run(v) {
+    run(v) {
       const { train, test, cut } = uciSplit(num(v["test-days"], 30));
-      return {
-        data: "uci-online-retail invoices",
-        cut: isoDay(cut),
-        ...(await runNextItem({
-          train,
-          test,
-          sessions: optionalNum(v.sessions),
-          catalog: readUci().catalog,
-          shape: UCI_NEXT_ITEM_SHAPE,
-          sql: v.sql === true,
-        })),
-      };
+      return uciNextItem(v, { data: "uci-online-retail invoices", train, test, cut, catalog: readUci().catalog });
     },
   },
   {
     name: "uci-next-item-validation",
     description:
       "protocol (i) on the validation split: the training invoices' last --validation-days (30) days, trained on the invoices before them; never the test split [--sessions N] [--methods sr,lastmile] [--sql]",
-    async run(v) {
+    run(v) {
       const { catalog, inner } = validationSplits(num(v["test-days"], 30), num(v["validation-days"], 30));
-      return {
+      return uciNextItem(v, {
         data: "uci-online-retail invoices, validation split",
-        cut: isoDay(inner.cut),
-        ...(await runNextItem({
-          train: inner.train,
-          test: inner.test,
-          sessions: optionalNum(v.sessions),
-          catalog,
-          shape: UCI_NEXT_ITEM_SHAPE,
-          sql: v.sql === true,
-          ...(typeof v.methods === "string" ? { only: v.methods.split(",").map((m) => m.trim()) } : {}),
-        })),
-      };
+        ...inner,
+        catalog,
+        only: typeof v.methods === "string" ? v.methods.split(",").map((m) => m.trim()) : undefined,
+      });
     },
   },
   {

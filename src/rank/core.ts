@@ -161,9 +161,8 @@ function normalised(list: readonly Scored[] | null | undefined): Map<string, num
 function neighbourValues(list: readonly Scored[] | null | undefined): Map<string, number> {
   const out = new Map<string, number>();
   if (!list || list.length === 0) return out;
-  let max = 0;
-  for (const [, s] of list) if (s > max) max = s;
   const scores = list.map(([, s]) => Math.max(0, s)).sort((a, b) => b - a);
+  const max = scores[0] as number;
   for (const [id, raw] of list) {
     if (out.has(id)) continue;
     const s = Math.max(0, raw);

@@ -7,15 +7,11 @@ import { describe, expect, it } from "vitest";
 
 const ROOT = join(import.meta.dirname, "..", "..");
 
-function sources(dir: string): string[] {
-  const out: string[] = [];
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const path = join(dir, entry.name);
-    if (entry.isDirectory()) out.push(...sources(path));
-    else if (entry.name.endsWith(".ts")) out.push(path);
-  }
-  return out;
-}
+/** The .ts files below `dir`. */
+const sources = (dir: string): string[] =>
+  readdirSync(dir, { recursive: true, encoding: "utf8" })
+    .filter((name) => name.endsWith(".ts"))
+    .map((name) => join(dir, name));
 
 /** `.transaction(` calls outside comments in files that use the database, as `file:line`. */
 function transactionCalls(file: string): string[] {
