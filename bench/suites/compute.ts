@@ -9,7 +9,7 @@ import { ensureDatabase, migrateDatabase } from "../../scripts/lib/migrate.ts";
 import { readLines, UCI_RETAIL_FILE } from "../../scripts/lib/seed.ts";
 import { CatalogBuilder } from "../../scripts/lib/uci-retail.ts";
 import { upsertCatalog } from "../../src/batch/catalog.ts";
-import { COMPUTE_DEFAULTS, COMPUTE_WORK_MEM, computeRecommendations } from "../../src/batch/compute.ts";
+import { COMPUTE_DEFAULTS, COMPUTE_LANES, COMPUTE_WORK_MEM, computeRecommendations } from "../../src/batch/compute.ts";
 import { type DbSettings, drizzleOn, openPool } from "../../src/stores/db.ts";
 import { simulateSessions } from "../lib/simulate.ts";
 import type { Suite } from "../lib/suite.ts";
@@ -109,6 +109,23 @@ const suite: Suite = {
           candidates: full.outputs.user_candidates?.counts.candidates,
         };
 
+        // The same compute with one lane (the outputs one after the other, as before lanes), on the same data right
+        // after: what running the independent outputs at once gains.
+        if (size === BASELINE_SIZE) {
+          const sequential = await computeRecommendations(db, { asOf: NOW, lanes: 1, full: true });
+          entry.oneLane = {
+            totalMs: sequential.durationMs,
+            outputs: Object.fromEntries(Object.entries(sequential.outputs).map(([m, o]) => [m, o.durationMs])),
+          };
+          relative[`${label}.lanes`] = {
+            against: `${label}.oneLane.totalMs`,
+            lanes: COMPUTE_LANES,
+            ms: full.durationMs,
+            speedup: Math.round((sequential.durationMs / full.durationMs) * 100) / 100,
+          };
+          ctx.log(`${label}: one lane ${sequential.durationMs} ms against ${full.durationMs} ms with ${COMPUTE_LANES}`);
+        }
+
         // The next refresh after 1% more events in the last hour: user_candidates recomputes only their users.
         const extra = Math.round(size / 100);
         const client2 = await pool.connect();
@@ -172,7 +189,8 @@ const suite: Suite = {
       await pool.end();
     }
     notes.push(
-      "Times are wall-clock through the Neon driver (WebSocket proxy → local Postgres 15), one transaction per output; " +
+      "Times are wall-clock through the Neon driver (WebSocket proxy → local Postgres 15), one transaction per output, " +
+        `${COMPUTE_LANES} outputs at once (oneLane: the same compute one output at a time, on the same data right after); ` +
         "totalMs covers all six outputs (similar, bought_together, next_items, popular, trending, user_candidates) " +
         "including the version bookkeeping.",
     );

@@ -10,8 +10,9 @@
 //   trending         popular_items list 'trending'         recommenders/popular.ts
 //   user_candidates  user_candidates                       recommenders/user-candidates.ts (incremental; with
 //                                                          the user's buy-again entries)
-// Order: the item lists and popular lists first (each reads only the warehouse), user_candidates last (it reads
-// item_neighbors' similar / bought_together rows and popular_items).
+// Order: the item lists and popular lists first (each reads only the warehouse; COMPUTE_LANES of them at once, on
+// their own connections), user_candidates last (it reads item_neighbors' similar / bought_together rows and
+// popular_items).
 //
 // Versioning and the swap: each output gets a `building` version row first (committed, so a failure stays visible
 // as `failed`); then ONE transaction per output computes into temporary tables, deletes the output's previous rows,
@@ -55,6 +56,12 @@ export type OutputModel = (typeof OUTPUT_MODELS)[number];
  */
 export const COMPUTE_WORK_MEM = "256MB";
 
+/**
+ * Outputs computed at once, each on its own connection (the pool holds 4): two keep both cores of a small
+ * Postgres busy (docs/benchmarks.md#compute) and leave the pool room for the refresh's own bookkeeping.
+ */
+export const COMPUTE_LANES = 2;
+
 export interface ComputeParams {
   similar: SimilarParams;
   boughtTogether: BoughtTogetherParams;
@@ -79,6 +86,8 @@ export interface ComputeOptions {
   asOf?: Date | "data";
   /** The outputs to compute (default: all). An output an external model owns is left out here. */
   only?: readonly OutputModel[];
+  /** How many outputs compute at once (default COMPUTE_LANES); 1 runs them one after the other. */
+  lanes?: number;
   /** user_candidates: recompute every active user even when an incremental run would do. */
   full?: boolean;
   /** The version label (unique per model); default: the start time, ISO, plus a short random suffix. */
@@ -258,6 +267,27 @@ async function candidateScope(
   return { mode: "incremental", previousAsOf, previousBuiltAt: new Date(previous.created_at) };
 }
 
+/**
+ * Runs `jobs` with at most `lanes` at a time, each lane taking the next job when its current one ends; waits for
+ * every job, then throws the first failure (in job order).
+ */
+export async function inLanes(jobs: ReadonlyArray<() => Promise<void>>, lanes: number): Promise<void> {
+  let next = 0;
+  const failures: Array<{ at: number; error: unknown }> = [];
+  const lane = async () => {
+    while (next < jobs.length) {
+      const at = next++;
+      try {
+        await (jobs[at] as () => Promise<void>)();
+      } catch (error) {
+        failures.push({ at, error });
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(lanes, jobs.length)) }, lane));
+  if (failures.length > 0) throw failures.sort((a, b) => a.at - b.at)[0]?.error;
+}
+
 export async function computeRecommendations(db: Database, options: ComputeOptions = {}): Promise<ComputeReport> {
   const started = performance.now();
   const log = options.log ?? (() => {});
@@ -293,14 +323,12 @@ export async function computeRecommendations(db: Database, options: ComputeOptio
     log(`${model}: ${result.rows} rows in ${durationMs} ms`);
   };
 
-  await single("similar", params.similar, (tx, id) => computeSimilar(tx, asOf, id, params.similar));
-  await single("bought_together", params.boughtTogether, (tx, id) =>
-    computeBoughtTogether(tx, asOf, id, params.boughtTogether),
-  );
-  await single("next_items", params.nextItems, (tx, id) => computeNextItems(tx, asOf, id, params.nextItems));
-
-  // popular and trending share one scan and one transaction (one output table), each with its own version.
-  if (wanted.has("popular") || wanted.has("trending")) {
+  // The item lists and popular lists read only the warehouse, each in its own transaction: they run in
+  // COMPUTE_LANES lanes at once (one pool connection each), so Postgres works on as many of them in parallel.
+  // Every output still commits on its own; a failure fails its output, the others finish, then the first
+  // failure is thrown (user_candidates, which reads their rows, does not run).
+  const popularAndTrending = async () => {
+    if (!wanted.has("popular") && !wanted.has("trending")) return;
     const ids = {
       popular: wanted.has("popular")
         ? await registerVersion(db, "popular", version, paramsOf(params.popular))
@@ -329,7 +357,18 @@ export async function computeRecommendations(db: Database, options: ComputeOptio
       report.outputs[model] = { modelVersion: id, rows: r.rows, durationMs, steps: r.steps, counts: r.counts };
       log(`${model}: ${r.rows} rows in ${durationMs} ms (popular and trending together)`);
     }
-  }
+  };
+  // Longest first, so the lanes end close together.
+  const itemOutputs: Array<() => Promise<void>> = [
+    () => single("similar", params.similar, (tx, id) => computeSimilar(tx, asOf, id, params.similar)),
+    () => single("next_items", params.nextItems, (tx, id) => computeNextItems(tx, asOf, id, params.nextItems)),
+    popularAndTrending,
+    () =>
+      single("bought_together", params.boughtTogether, (tx, id) =>
+        computeBoughtTogether(tx, asOf, id, params.boughtTogether),
+      ),
+  ];
+  await inLanes(itemOutputs, options.lanes ?? COMPUTE_LANES);
 
   if (wanted.has("user_candidates")) {
     const scope = await candidateScope(db, asOf, params.userCandidates, options.full ?? false);

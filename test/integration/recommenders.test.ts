@@ -502,4 +502,37 @@ describe("computeRecommendations", () => {
     expect(failed?.status).toBe("failed");
     expect(await neighbors("similar")).toEqual(before);
   });
+
+  it("computes the warehouse-only outputs in lanes: one failing output does not stop the others, user_candidates waits", async () => {
+    const version = "lanes-failure";
+    await expect(
+      computeRecommendations(db, { asOf: T, version, lanes: 2, params: { similar: { topK: -1 } } }),
+    ).rejects.toThrow(/not a count/);
+    const statuses = await query<{ model: string; status: string }>(
+      "select model, status from model_versions where version = $1 order by model",
+      [version],
+    );
+    expect(Object.fromEntries(statuses.map((r) => [r.model, r.status]))).toEqual({
+      bought_together: "ready",
+      next_items: "ready",
+      popular: "ready",
+      similar: "failed",
+      trending: "ready",
+    });
+  });
+
+  it("gives the same outputs with one lane and with two", async () => {
+    const lists = async () => ({
+      neighbors: await query("select kind, product_id, neighbor_id, rank, score from item_neighbors order by 1, 2, 4"),
+      popular: await query("select list, segment, product_id, rank, score from popular_items order by 1, 2, 4"),
+      candidates: await query("select user_key, product_ids, scores, reasons from user_candidates order by 1"),
+    });
+    await computeRecommendations(db, { asOf: T, lanes: 1, full: true });
+    const one = await lists();
+    await computeRecommendations(db, { asOf: T, lanes: 2, full: true });
+    const two = await lists();
+    expect(one.neighbors.length).toBeGreaterThan(0);
+    expect(one.candidates.length).toBeGreaterThan(0);
+    expect(two).toEqual(one);
+  });
 });
