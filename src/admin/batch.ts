@@ -10,6 +10,7 @@ import type { AppEnv } from "../app.ts";
 import { runRefresh } from "../batch/refresh.ts";
 import { type Config, configOrThrow } from "../config.ts";
 import { ApiError } from "../errors.ts";
+import { readJsonRequest } from "../json-body.ts";
 import { COORDINATOR_NAME } from "../publish/coordinator.ts";
 import { openDb } from "../publish/db.ts";
 import type { Database } from "../stores/db.ts";
@@ -149,13 +150,12 @@ batchAdminRoutes.get("/v1/admin/versions", async (c) => {
   });
 });
 
+/** `{ "version": n }` needs a few bytes; the cap keeps a huge body from being read into memory. */
+export const ROLLBACK_BODY_LIMIT = 4 * 1024;
+
 batchAdminRoutes.post("/v1/admin/rollback", async (c) => {
-  let body: unknown;
-  try {
-    body = await c.req.json();
-  } catch {
-    throw new ApiError("invalid_json", 'the body must be JSON: { "version": <published version> }');
-  }
+  // application/json only (415), at most ROLLBACK_BODY_LIMIT bytes after any gzip (413), valid JSON (400).
+  const body = await readJsonRequest(c.req.raw, ROLLBACK_BODY_LIMIT);
   const version = (body as { version?: unknown } | null)?.version;
   if (typeof version !== "number" || !Number.isSafeInteger(version) || version < 1) {
     throw new ApiError("validation_failed", "version must be a positive integer");

@@ -5,6 +5,7 @@ import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LOCAL_KEYS } from "../../scripts/lib/local-keys.ts";
+import { ROLLBACK_BODY_LIMIT } from "../../src/admin/batch.ts";
 import { createApp } from "../../src/app.ts";
 import { decodePointer, decodeUserList } from "../../src/publish/codec.ts";
 import { COORDINATOR_NAME, type PublishCoordinator } from "../../src/publish/coordinator.ts";
@@ -161,6 +162,16 @@ describe("refresh → runs → versions → rollback → push", () => {
     expect(missing.status).toBe(404);
     expect(((await missing.json()) as { error: { code: string } }).error.code).toBe("version_not_found");
     expect((await call("POST", "/v1/admin/rollback", { version: "1" })).status).toBe(400);
+    // The body is capped and must be JSON; neither refusal moves the pointer.
+    const codeOf = async (r: Response) => ((await r.json()) as { error: { code: string } }).error.code;
+    const rollback = (body: string, type: string) =>
+      app.request("/v1/admin/rollback", { method: "POST", headers: { ...ADMIN, "content-type": type }, body }, testEnv);
+    const padded = JSON.stringify({ version: 2, pad: "x".repeat(ROLLBACK_BODY_LIMIT) });
+    const big = await rollback(padded, "application/json");
+    expect([big.status, await codeOf(big)]).toEqual([413, "payload_too_large"]);
+    const plain = await rollback(JSON.stringify({ version: 2 }), "text/plain");
+    expect([plain.status, await codeOf(plain)]).toEqual([415, "unsupported_media_type"]);
+    expect(decodePointer(await env.ONLINE_STORE.get(POINTER_KEY))?.version).toBe(1);
 
     // While a publish runs, a rollback is refused with 409.
     await q("update user_candidates set scores[1] = scores[1] + 10 where user_key = $1", [first?.user_key]);
