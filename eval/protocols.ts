@@ -68,6 +68,74 @@ export function nextItem(
   });
 }
 
+/** Per-prediction comparison of two methods under protocol (i) (docs/relevance.md#tuning). */
+export interface OverlapResult {
+  methods: [string, string];
+  predictions: number;
+  k: number;
+  /** Predictions whose target both / only the first / only the second / neither has in its top k. */
+  both: number;
+  onlyFirst: number;
+  onlySecond: number;
+  neither: number;
+  /** HR@k of each method, and of an oracle that takes whichever of the two has the target. */
+  hr: [number, number];
+  unionHr: number;
+  /** Share of predictions whose target is in the second method's top `deep` (its candidates' reach). */
+  deep: number;
+  secondDeepShare: number;
+}
+
+/**
+ * Protocol (i) for two methods side by side, prediction by prediction: who finds the target in the top k, and
+ * how often the second has it within its top `deep`. The second method is asked once for `deep` items; its top k
+ * is the head of that list.
+ */
+export function overlap(
+  first: Method,
+  second: Method,
+  train: TrainData,
+  test: readonly Session[],
+  options: { sessions?: number; k?: number; deep?: number } = {},
+): OverlapResult {
+  const k = options.k ?? 20;
+  const deep = Math.max(k, options.deep ?? 150);
+  const { index } = universeOf(train.sessions);
+  first.fit(train);
+  second.fit(train);
+  const out = { both: 0, onlyFirst: 0, onlySecond: 0, neither: 0, predictions: 0, secondDeep: 0 };
+  for (const s of test.slice(0, options.sessions ?? test.length))
+    for (let p = 1; p < s.events.length; p++) {
+      const events = s.events.slice(0, p);
+      const target = (s.events[p] as SessionEvent).item;
+      const query = { events, history: [], user: s.user, now: (events[p - 1] as SessionEvent).time };
+      const a = rankOf(target, first.score(query, k), index);
+      const b = rankOf(target, second.score(query, deep), index);
+      const hitA = a !== null && a <= k;
+      const hitB = b !== null && b <= k;
+      out.predictions++;
+      if (b !== null && b <= deep) out.secondDeep++;
+      if (hitA && hitB) out.both++;
+      else if (hitA) out.onlyFirst++;
+      else if (hitB) out.onlySecond++;
+      else out.neither++;
+    }
+  const n = Math.max(1, out.predictions);
+  return {
+    methods: [first.name, second.name],
+    predictions: out.predictions,
+    k,
+    both: out.both,
+    onlyFirst: out.onlyFirst,
+    onlySecond: out.onlySecond,
+    neither: out.neither,
+    hr: [(out.both + out.onlyFirst) / n, (out.both + out.onlySecond) / n],
+    unionHr: (out.both + out.onlyFirst + out.onlySecond) / n,
+    deep,
+    secondDeepShare: out.secondDeep / n,
+  };
+}
+
 // ── (ii) next purchase per customer on a temporal split ──
 
 export interface NextPurchaseResult extends MethodResult {

@@ -28,7 +28,7 @@ import {
   SessionKnnVector,
 } from "./methods/baselines.ts";
 import { LastmileBatch, LastmileModels, LastmileRanker, type RequestShape } from "./methods/lastmile.ts";
-import { customersAt, nextItem, nextPurchase, otto, ottoCases, trainData } from "./protocols.ts";
+import { customersAt, nextItem, nextPurchase, type OverlapResult, otto, ottoCases, trainData } from "./protocols.ts";
 import { abSimMarkdown } from "./simulate.ts";
 import { sqlModels } from "./sql.ts";
 
@@ -204,8 +204,26 @@ export function runOtto(options: { file: string; testDays: number; seed: number 
 
 const f3 = (x: unknown) => (typeof x === "number" ? x.toFixed(4) : String(x));
 
+function overlapMarkdown(r: OverlapResult & { data: string }): string {
+  const [a, b] = r.methods;
+  const share = (n: number) => (n / Math.max(1, r.predictions)).toFixed(4);
+  return [
+    `${r.data}: ${r.predictions} predictions, top ${r.k}`,
+    "",
+    "| who finds the target | predictions | share |",
+    "|---|--:|--:|",
+    `| both | ${r.both} | ${share(r.both)} |`,
+    `| ${a} only | ${r.onlyFirst} | ${share(r.onlyFirst)} |`,
+    `| ${b} only | ${r.onlySecond} | ${share(r.onlySecond)} |`,
+    `| neither | ${r.neither} | ${share(r.neither)} |`,
+    "",
+    `HR@${r.k}: ${a} ${f3(r.hr[0])}, ${b} ${f3(r.hr[1])}, either ${f3(r.unionHr)}; ${b}'s top ${r.deep} holds the target in ${f3(r.secondDeepShare)}.`,
+  ].join("\n");
+}
+
 export function markdown(report: Record<string, unknown>): string {
   if (report.protocol === "ab-sim") return abSimMarkdown(report);
+  if (report.protocol === "overlap") return overlapMarkdown(report as unknown as OverlapResult & { data: string });
   const results = (report.results ?? []) as Array<Record<string, unknown>>;
   const columns: Record<string, string[]> = {
     "next-item": ["hr", "mrr", "predictions"],

@@ -3,6 +3,9 @@
 // with `--json`. `--list` prints the registered suites as JSON.
 import { parseArgs } from "node:util";
 import { type EventType, isoDay, type Session } from "../eval/data.ts";
+import { SequentialRules } from "../eval/methods/baselines.ts";
+import { LastmileModels, LastmileRanker } from "../eval/methods/lastmile.ts";
+import { overlap, trainData } from "../eval/protocols.ts";
 import { runAbSim } from "../eval/simulate.ts";
 import {
   convertUci,
@@ -110,6 +113,24 @@ const suites: EvalSuite[] = [
     },
   },
   {
+    name: "uci-overlap-validation",
+    description:
+      "protocol (i) on the validation split, SR and the merged ranker prediction by prediction: who finds each target, their union, the merged ranker's top --deep (150) [--sessions N]",
+    run(v) {
+      const { catalog, inner } = validationSplits(num(v["test-days"], 30), num(v["validation-days"], 30));
+      const ranker = new LastmileRanker(new LastmileModels(), { shape: UCI_NEXT_ITEM_SHAPE });
+      return {
+        protocol: "overlap",
+        data: "uci-online-retail invoices, validation split (TypeScript lists)",
+        cut: isoDay(inner.cut),
+        ...overlap(new SequentialRules(), ranker, trainData(inner.train, catalog), inner.test, {
+          sessions: optionalNum(v.sessions),
+          deep: num(v.deep, 150),
+        }),
+      };
+    },
+  },
+  {
     name: "uci-next-purchase",
     description:
       "protocol (ii) on UCI customers: train before --cut (2011-09-01), predict what each buys after [--users N] [--sql]",
@@ -173,6 +194,7 @@ const { values, positionals } = parseArgs({
     test: { type: "string" },
     file: { type: "string" },
     out: { type: "string" },
+    deep: { type: "string" },
     sessions: { type: "string" },
     users: { type: "string" },
     cut: { type: "string" },

@@ -12,7 +12,7 @@ import {
   SessionKnnVector,
 } from "../../eval/methods/baselines.ts";
 import { computeBoughtTogether, computeSimilar } from "../../eval/methods/batch.ts";
-import { nextItem, trainData } from "../../eval/protocols.ts";
+import { nextItem, overlap, trainData } from "../../eval/protocols.ts";
 
 const session = (id: string, items: string[], start: number, type: SessionEvent["type"] = "view"): Session => ({
   id,
@@ -146,5 +146,35 @@ describe("our batch lists, computed as docs/recommenders.md specifies", () => {
     expect(bt.get("A")?.map(([id, s]) => [id, Number(s.toFixed(4))])).toEqual([["B", 0.6667]]);
     expect(bt.get("B")).toEqual([["A", 1]]);
     expect(bt.has("C")).toBe(false);
+  });
+});
+
+describe("overlap (two methods, prediction by prediction)", () => {
+  it("counts who finds each target in the top k, the union, and the second method's reach", () => {
+    // Popularity ranks A, B, C (2 events each, ties by id), then D. SR's rules: A → C 1.5, A → B 1; B → C 1, B → D 1;
+    // none from C or D (their items then rank unscored, in id order A, B, C, D).
+    const test = [
+      session("T", ["A", "C", "D"], 100), // after A → C: SR 1st, POP 3rd: SR only; after C → D: 4th for both: neither
+      session("U", ["B", "D"], 200), // after B → D: SR 2nd (tie with C, id order), POP 4th: SR only
+      session("X", ["A", "A"], 300), // after A → A: POP 1st, SR 3rd (unscored, after B and C): POP only
+      session("V", ["D", "A"], 400), // after D → A: POP 1st, SR 1st (nothing scored, id order): both
+    ];
+    const r = overlap(new Popularity(), new SequentialRules(), train, test, { k: 2, deep: 3 });
+    expect(r).toMatchObject({
+      methods: ["popularity", "sr"],
+      predictions: 5,
+      both: 1,
+      onlyFirst: 1,
+      onlySecond: 2,
+      neither: 1,
+      unionHr: 4 / 5,
+      deep: 3,
+      secondDeepShare: 4 / 5, // all but T's D (4th)
+    });
+    expect(r.hr[0]).toBeCloseTo(2 / 5);
+    expect(r.hr[1]).toBeCloseTo(3 / 5);
+    // The same HR@k as protocol (i) reports for each method.
+    const [pop, sr] = nextItem([new Popularity(), new SequentialRules()], train, test, { k: 2 });
+    expect([pop?.hr, sr?.hr]).toEqual(r.hr);
   });
 });
