@@ -268,8 +268,8 @@ async function candidateScope(
 }
 
 /**
- * Runs `jobs` with at most `lanes` at a time, each lane taking the next job when its current one ends; waits for
- * every job, then throws the first failure (in job order).
+ * Runs `jobs` with at most `lanes` at a time (at least one), each lane taking the next job when its current one
+ * ends; waits for every job, then throws the first failure (in job order).
  */
 export async function inLanes(jobs: ReadonlyArray<() => Promise<void>>, lanes: number): Promise<void> {
   let next = 0;
@@ -284,7 +284,9 @@ export async function inLanes(jobs: ReadonlyArray<() => Promise<void>>, lanes: n
       }
     }
   };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(lanes, jobs.length)) }, lane));
+  // At least one lane, whatever `lanes` says (0, a fraction, NaN): the jobs always run.
+  const count = Math.max(1, Math.min(Number.isFinite(lanes) ? Math.floor(lanes) : 1, jobs.length));
+  await Promise.all(Array.from({ length: count }, lane));
   if (failures.length > 0) throw failures.sort((a, b) => a.at - b.at)[0]?.error;
 }
 

@@ -44,6 +44,15 @@ describe("inLanes", () => {
     expect([...state.finished].sort()).toEqual([0, 1, 2, 3, 4]);
   });
 
+  it("a lane count below one or not a number still runs every job, one at a time", async () => {
+    for (const lanes of [0, -3, 0.5, Number.NaN]) {
+      const { jobs, state } = tracked(3);
+      await inLanes(jobs, lanes);
+      expect(state.peak).toBe(1);
+      expect(state.finished).toEqual([0, 1, 2]);
+    }
+  });
+
   it("more lanes than jobs, and no jobs, are fine", async () => {
     const { jobs, state } = tracked(2);
     await inLanes(jobs, 8);
