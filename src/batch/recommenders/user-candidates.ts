@@ -238,7 +238,9 @@ export async function computeUserCandidates(
   await tx.execute(sql`analyze uc_buy_again`);
 
   // The lists every user's candidates come from, each small: the neighbours of the products in some history,
-  // the users' top categories, the category and global popular lists.
+  // the users' top categories, the category and global popular lists. A category's popular list is one row of
+  // arrays, so a user's two or three categories are two or three index probes rather than a scan of every
+  // category's rows.
   await steps.run(
     tx,
     "sources",
@@ -265,9 +267,14 @@ export async function computeUserCandidates(
   await tx.execute(sql`create index on uc_categories (uid)`);
   await tx.execute(sql`
     create temp table uc_category_items on commit drop as
-    select segment, product_id, score, max(score) over (partition by segment) as best
-    from ${popularItems} where list = 'popular' and segment like 'category:%' and rank <= ${count(p.categoryItems)}`);
-  await tx.execute(sql`create index on uc_category_items (segment)`);
+    select segment, max(best) as best, array_agg(product_id order by rank) as product_ids,
+           array_agg(score order by rank) as scores
+    from (
+      select segment, product_id, rank, score, max(score) over (partition by segment) as best
+      from ${popularItems} where list = 'popular' and segment like 'category:%' and rank <= ${count(p.categoryItems)}
+    ) t
+    group by segment`);
+  await tx.execute(sql`create unique index on uc_category_items (segment)`);
   await tx.execute(sql`
     create temp table uc_popular on commit drop as
     select product_id, score, max(score) over () as best
@@ -283,9 +290,10 @@ export async function computeUserCandidates(
     await steps.run(tx, "delete", sql`delete from ${userCandidates} c using uc_users u where c.user_key = u.user_key`);
   }
   // One list per user, computed user by user (a lateral subquery over a few hundred small rows each): the
-  // contributions, summed per product with the biggest one's reason, purchases left out, the TOP_N best, popular
-  // products only within the first FILL_TO places; then the user's buy-again entries appended; written as one
-  // row of arrays.
+  // contributions, summed per product with the biggest one's reason (the smallest reason among the product's
+  // largest contributions: a window max and a filtered min, no sort per product), purchases left out, the TOP_N
+  // best, popular products only within the first FILL_TO places; then the user's buy-again entries appended;
+  // written as one row of arrays.
   const [written] = await steps.time("write", () =>
     rows<{ lists: number; candidates: number; buy_again: number }>(
       tx,
@@ -301,18 +309,22 @@ export async function computeUserCandidates(
             select product_id, score, reason,
                    row_number() over (order by score desc, product_id) as rank
             from (
-              select c.product_id, sum(c.s) as score, (array_agg(c.reason order by c.s desc, c.reason))[1] as reason
+              select c.product_id, sum(c.s) as score, min(c.reason) filter (where c.s = c.top) as reason
               from (
-                select n.product_id, h.w * n.score * n.kind_weight as s, n.reason
-                from uc_history h join uc_neighbors n on n.source = h.product_id
-                where h.uid = x.uid
-                union all
-                select t.product_id, ${num(p.categoryWeight)} * k.share * t.score / t.best, k.segment
-                from uc_categories k join uc_category_items t using (segment)
-                where k.uid = x.uid
-                union all
-                select t.product_id, ${num(p.popularWeight)} * t.score / t.best, 'popular'
-                from uc_popular t
+                select c.*, max(c.s) over (partition by c.product_id) as top
+                from (
+                  select n.product_id, h.w * n.score * n.kind_weight as s, n.reason
+                  from uc_history h join uc_neighbors n on n.source = h.product_id
+                  where h.uid = x.uid
+                  union all
+                  select i.product_id, ${num(p.categoryWeight)} * k.share * i.score / t.best, k.segment
+                  from uc_categories k join uc_category_items t using (segment)
+                    cross join unnest(t.product_ids, t.scores) as i(product_id, score)
+                  where k.uid = x.uid
+                  union all
+                  select t.product_id, ${num(p.popularWeight)} * t.score / t.best, 'popular'
+                  from uc_popular t
+                ) c
               ) c
               where not exists (select 1 from uc_purchased b where b.uid = x.uid and b.product_id = c.product_id)
               group by c.product_id
