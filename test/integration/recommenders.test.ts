@@ -442,6 +442,33 @@ describe("computeRecommendations", () => {
     expect(await query("select user_key from user_candidates")).toEqual([]);
   });
 
+  it("user candidates: a product's reason is its largest contribution's, equal largest ones by reason order", async () => {
+    // A new user viewed X1 and X2 at the same moment (equal history weights, 0.5^(2/336)). Z is X1's similar
+    // neighbour and X2's bought-together neighbour with the same score, and Y X1's similar neighbour with a lower
+    // one: Z's two contributions are equal, so its reason is the smaller text ("bought_together:X2" <
+    // "similar_to:X1"); its score is their sum.
+    const at = new Date(T.getTime() - 2 * 3_600_000).toISOString();
+    await query(
+      `insert into interactions (message_id, position, user_key, product_id, kind, weight, order_id, event_time)
+       values ('tie-1', 0, 'tie', 'X1', 'view', 1, null, $1), ('tie-2', 1, 'tie', 'X2', 'view', 1, null, $1)`,
+      [at],
+    );
+    await query(
+      `insert into item_neighbors (kind, product_id, neighbor_id, score, rank, model_version)
+       values ('similar', 'X1', 'Z', 0.5, 1, 0), ('similar', 'X1', 'Y', 0.25, 2, 0),
+              ('bought_together', 'X2', 'Z', 0.5, 1, 0)`,
+    );
+    await computeRecommendations(db, { asOf: T, only: ["user_candidates"] });
+    const tie = await candidates("tie");
+    const w = decay(2);
+    expect(tie.slice(0, 2).map((c) => `${c.product_id} ${c.reason}`)).toEqual([
+      "Z bought_together:X2",
+      "Y similar_to:X1",
+    ]);
+    expect(tie[0]?.score).toBeCloseTo(2 * w * 0.5, 9);
+    expect(tie[1]?.score).toBeCloseTo(w * 0.25, 9);
+  });
+
   it("windows end at the data's own newest event with asOf: 'data'", async () => {
     const report = await computeRecommendations(db, { asOf: "data", only: ["popular"] });
     const newest = Math.max(...INTERACTIONS.map((i) => i.at.getTime()));
