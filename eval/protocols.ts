@@ -3,7 +3,7 @@
 
 import { mulberry32 } from "../scripts/lib/prng.ts";
 import { type Session, type SessionEvent, startOf } from "./data.ts";
-import { endOf, type Method, type TrainData } from "./method.ts";
+import { endOf, type Method, type Query, type TrainData } from "./method.ts";
 import { NextItemMetrics, NextPurchaseMetrics, OttoMetric, type OttoTruth, rankOf, topK } from "./metrics.ts";
 
 export interface MethodResult {
@@ -28,6 +28,18 @@ export function trainData(sessions: readonly Session[], catalog: TrainData["cata
 const since = (t: number) => Math.round(performance.now() - t);
 
 // ── (i) next item in session (session-rec) ──
+
+/** Protocol (i)'s predictions: for each session and p = 1 … n−1, the query of events 1 … p and the target p+1. */
+export function* nextItemCases(sessions: readonly Session[]): Generator<{ query: Query; target: string }> {
+  for (const s of sessions)
+    for (let p = 1; p < s.events.length; p++) {
+      const events = s.events.slice(0, p);
+      yield {
+        query: { events, history: [], user: s.user, now: (events[p - 1] as SessionEvent).time },
+        target: (s.events[p] as SessionEvent).item,
+      };
+    }
+}
 
 export interface NextItemResult extends MethodResult {
   predictions: number;
@@ -54,16 +66,7 @@ export function nextItem(
     const fitMs = since(t);
     t = performance.now();
     const metrics = new NextItemMetrics(k);
-    for (const s of sessions)
-      for (let p = 1; p < s.events.length; p++) {
-        const events = s.events.slice(0, p);
-        const target = (s.events[p] as SessionEvent).item;
-        const scores = method.score(
-          { events, history: [], user: s.user, now: (events[p - 1] as SessionEvent).time },
-          k,
-        );
-        metrics.add(rankOf(target, scores, index));
-      }
+    for (const { query, target } of nextItemCases(sessions)) metrics.add(rankOf(target, method.score(query, k), index));
     return { method: method.name, fitMs, evalMs: since(t), ...metrics.result() };
   });
 }
@@ -104,22 +107,18 @@ export function overlap(
   first.fit(train);
   second.fit(train);
   const out = { both: 0, onlyFirst: 0, onlySecond: 0, neither: 0, predictions: 0, secondDeep: 0 };
-  for (const s of test.slice(0, options.sessions ?? test.length))
-    for (let p = 1; p < s.events.length; p++) {
-      const events = s.events.slice(0, p);
-      const target = (s.events[p] as SessionEvent).item;
-      const query = { events, history: [], user: s.user, now: (events[p - 1] as SessionEvent).time };
-      const a = rankOf(target, first.score(query, k), index);
-      const b = rankOf(target, second.score(query, deep), index);
-      const hitA = a !== null && a <= k;
-      const hitB = b !== null && b <= k;
-      out.predictions++;
-      if (b !== null && b <= deep) out.secondDeep++;
-      if (hitA && hitB) out.both++;
-      else if (hitA) out.onlyFirst++;
-      else if (hitB) out.onlySecond++;
-      else out.neither++;
-    }
+  for (const { query, target } of nextItemCases(test.slice(0, options.sessions ?? test.length))) {
+    const a = rankOf(target, first.score(query, k), index);
+    const b = rankOf(target, second.score(query, deep), index);
+    const hitA = a !== null && a <= k;
+    const hitB = b !== null && b <= k;
+    out.predictions++;
+    if (b !== null && b <= deep) out.secondDeep++;
+    if (hitA && hitB) out.both++;
+    else if (hitA) out.onlyFirst++;
+    else if (hitB) out.onlySecond++;
+    else out.neither++;
+  }
   const n = Math.max(1, out.predictions);
   return {
     methods: [first.name, second.name],

@@ -43,7 +43,6 @@ const dateSeconds = (v: string | boolean | undefined, fallback: string): number 
   return t / 1000;
 };
 
-/** Suites; docs/relevance.md#reproduce has the commands behind every reported number. */
 /** Protocol (i) on a UCI split: the test split or the validation split carved from the training data. */
 async function uciNextItem(
   v: Values,
@@ -71,6 +70,7 @@ async function uciNextItem(
   };
 }
 
+/** Suites; docs/relevance.md#reproduce has the commands behind every reported number. */
 const suites: EvalSuite[] = [
   {
     name: "next-item",

@@ -130,10 +130,4 @@ export async function sendBatch(post: Post, batch: Batch, history: HistoryRecord
 }
 
 /** Runs `fn` over `items`, `limit` at a time (clients in parallel, objects polled in parallel). */
-export async function eachLimit<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) await fn(items[next++] as T);
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-}
+export { eachLimit } from "../../src/concurrency.ts";

@@ -20,6 +20,7 @@
 // see the previous rows or the new ones, never a mix or an empty table. docs/recommenders.md has the details and
 // the contract for external models writing the same tables.
 import { sql } from "drizzle-orm";
+import { settleAll } from "../concurrency.ts";
 import { type Database, transaction } from "../stores/db.ts";
 import { modelVersions } from "../stores/schema.ts";
 import type { Executor } from "./bulk.ts";
@@ -267,29 +268,6 @@ async function candidateScope(
   return { mode: "incremental", previousAsOf, previousBuiltAt: new Date(previous.created_at) };
 }
 
-/**
- * Runs `jobs` with at most `lanes` at a time (at least one), each lane taking the next job when its current one
- * ends; waits for every job, then throws the first failure (in job order).
- */
-export async function inLanes(jobs: ReadonlyArray<() => Promise<void>>, lanes: number): Promise<void> {
-  let next = 0;
-  const failures: Array<{ at: number; error: unknown }> = [];
-  const lane = async () => {
-    while (next < jobs.length) {
-      const at = next++;
-      try {
-        await (jobs[at] as () => Promise<void>)();
-      } catch (error) {
-        failures.push({ at, error });
-      }
-    }
-  };
-  // At least one lane, whatever `lanes` says (0, a fraction, NaN): the jobs always run.
-  const count = Math.max(1, Math.min(Number.isFinite(lanes) ? Math.floor(lanes) : 1, jobs.length));
-  await Promise.all(Array.from({ length: count }, lane));
-  if (failures.length > 0) throw failures.sort((a, b) => a.at - b.at)[0]?.error;
-}
-
 export async function computeRecommendations(db: Database, options: ComputeOptions = {}): Promise<ComputeReport> {
   const started = performance.now();
   const log = options.log ?? (() => {});
@@ -370,7 +348,7 @@ export async function computeRecommendations(db: Database, options: ComputeOptio
         computeBoughtTogether(tx, asOf, id, params.boughtTogether),
       ),
   ];
-  await inLanes(itemOutputs, options.lanes ?? COMPUTE_LANES);
+  await settleAll(itemOutputs, options.lanes ?? COMPUTE_LANES);
 
   if (wanted.has("user_candidates")) {
     const scope = await candidateScope(db, asOf, params.userCandidates, options.full ?? false);

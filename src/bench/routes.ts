@@ -23,6 +23,7 @@ import { Hono } from "hono";
 import type { AppEnv } from "../app.ts";
 import { parseEntries, runLoader } from "../batch/loader.ts";
 import { userKey } from "../collect/event.ts";
+import { eachLimit } from "../concurrency.ts";
 import { loadConfig } from "../config.ts";
 import { ApiError } from "../errors.ts";
 import { BUY_AGAIN_REASON, CATALOG_ROW_COLUMNS, catalogRowOf } from "../publish/codec.ts";
@@ -98,14 +99,8 @@ function intParam(value: string | undefined, name: string, fallback: number, max
 benchRoutes.post("/__bench/kv-put", async (c) => {
   const n = intParam(c.req.query("n"), "n", 100, BENCH_KV_PUTS_MAX);
   const prefix = (c.req.query("prefix") || "bench").slice(0, MAX_PREFIX_LENGTH);
-  let next = 0;
-  const worker = async () => {
-    while (next < n) {
-      const i = next++;
-      await c.env.ONLINE_STORE.put(`floor:${prefix}:${i}`, BENCH_VALUE);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(KV_PUT_CONCURRENCY, n) }, worker));
+  const keys = Array.from({ length: n }, (_, i) => `floor:${prefix}:${i}`);
+  await eachLimit(keys, KV_PUT_CONCURRENCY, (key) => c.env.ONLINE_STORE.put(key, BENCH_VALUE));
   return c.json({ puts: n });
 });
 

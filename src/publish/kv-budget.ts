@@ -1,6 +1,7 @@
 // Every Workers KV operation of a publish goes through a KvBudget: it counts operations and refuses the one that
 // would exceed the invocation's budget, so a bug can never push an invocation past the platform's limit (the
 // coordinator then simply continues in its next alarm).
+import { eachLimit } from "../concurrency.ts";
 
 /** Workers: at most 1,000 KV operations per invocation through the binding (a bulk get counts once). */
 export const KV_OPS_PER_INVOCATION = 1_000;
@@ -68,13 +69,6 @@ export class KvBudget {
   /** Puts all pairs, KV_PUT_CONCURRENCY at a time; the budget is taken for all of them first. */
   async putAll(pairs: ReadonlyArray<readonly [string, string]>): Promise<void> {
     this.#take(pairs.length);
-    let next = 0;
-    const worker = async () => {
-      while (next < pairs.length) {
-        const pair = pairs[next++];
-        if (pair) await this.kv.put(pair[0], pair[1]);
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(KV_PUT_CONCURRENCY, pairs.length) }, worker));
+    await eachLimit(pairs, KV_PUT_CONCURRENCY, ([key, value]) => this.kv.put(key, value));
   }
 }

@@ -1,7 +1,7 @@
-// inLanes (src/batch/compute.ts): how the refresh runs the independent outputs at once. The outputs themselves run
-// against the real Postgres in test/integration/recommenders.test.ts and compute.test.ts.
+// settleAll (src/concurrency.ts, on top of eachLimit): how the refresh runs the independent outputs at once. The
+// outputs themselves run against the real Postgres in test/integration/recommenders.test.ts.
 import { describe, expect, it } from "vitest";
-import { inLanes } from "../../src/batch/compute.ts";
+import { settleAll } from "../../src/concurrency.ts";
 
 const tick = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -21,10 +21,10 @@ function tracked(n: number, fail: ReadonlySet<number> = new Set()) {
   return { jobs, state };
 }
 
-describe("inLanes", () => {
+describe("settleAll", () => {
   it("runs at most `lanes` jobs at once and every job once", async () => {
     const { jobs, state } = tracked(7);
-    await inLanes(jobs, 2);
+    await settleAll(jobs, 2);
     expect(state.peak).toBe(2);
     expect([...state.finished].sort()).toEqual([0, 1, 2, 3, 4, 5, 6]);
     // Jobs start in the order given (longest-first ordering relies on it).
@@ -33,21 +33,21 @@ describe("inLanes", () => {
 
   it("one lane runs the jobs one after the other", async () => {
     const { jobs, state } = tracked(4);
-    await inLanes(jobs, 1);
+    await settleAll(jobs, 1);
     expect(state.peak).toBe(1);
     expect(state.finished).toEqual([0, 1, 2, 3]);
   });
 
   it("a failure does not stop the other jobs; the first failing job's error is thrown after all ended", async () => {
     const { jobs, state } = tracked(5, new Set([3, 1]));
-    await expect(inLanes(jobs, 2)).rejects.toThrow("job 1 failed");
+    await expect(settleAll(jobs, 2)).rejects.toThrow("job 1 failed");
     expect([...state.finished].sort()).toEqual([0, 1, 2, 3, 4]);
   });
 
   it("a lane count below one or not a number still runs every job, one at a time", async () => {
     for (const lanes of [0, -3, 0.5, Number.NaN]) {
       const { jobs, state } = tracked(3);
-      await inLanes(jobs, lanes);
+      await settleAll(jobs, lanes);
       expect(state.peak).toBe(1);
       expect(state.finished).toEqual([0, 1, 2]);
     }
@@ -55,8 +55,8 @@ describe("inLanes", () => {
 
   it("more lanes than jobs, and no jobs, are fine", async () => {
     const { jobs, state } = tracked(2);
-    await inLanes(jobs, 8);
+    await settleAll(jobs, 8);
     expect(state.peak).toBe(2);
-    await expect(inLanes([], 2)).resolves.toBeUndefined();
+    await expect(settleAll([], 2)).resolves.toBeUndefined();
   });
 });
