@@ -309,9 +309,9 @@ export async function computeUserCandidates(
             select product_id, score, reason,
                    row_number() over (order by score desc, product_id) as rank
             from (
-              select c.product_id, sum(c.s) as score, min(c.reason) filter (where c.s = c.top) as reason
+              select c.product_id, c.score, min(c.reason) filter (where c.s = c.top) as reason
               from (
-                select c.*, max(c.s) over (partition by c.product_id) as top
+                select c.*, max(c.s) over w as top, sum(c.s) over w as score
                 from (
                   select n.product_id, h.w * n.score * n.kind_weight as s, n.reason
                   from uc_history h join uc_neighbors n on n.source = h.product_id
@@ -325,9 +325,13 @@ export async function computeUserCandidates(
                   select t.product_id, ${num(p.popularWeight)} * t.score / t.best, 'popular'
                   from uc_popular t
                 ) c
+                -- Summed in one fixed order, so a recompute over the same data gives the same bits (and the
+                -- publisher ships nothing); the whole partition is the frame.
+                window w as (partition by c.product_id order by c.s, c.reason
+                             rows between unbounded preceding and unbounded following)
               ) c
               where not exists (select 1 from uc_purchased b where b.uid = x.uid and b.product_id = c.product_id)
-              group by c.product_id
+              group by c.product_id, c.score
             ) combined
             order by score desc, product_id
             limit ${count(p.topN)}
