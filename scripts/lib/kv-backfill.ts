@@ -106,7 +106,7 @@ export async function runBackfill(options: BackfillOptions): Promise<BackfillRep
     for (const phase of PHASES) {
       let cursor = "";
       for (;;) {
-        const batch = await readChanges(db, phase, cursor, BACKFILL_READ_BATCH, options.all ?? false);
+        const batch = await readChanges(db, phase, cursor, BACKFILL_READ_BATCH, { all: options.all ?? false });
         report.skipped += batch.skipped;
         for (const change of batch.changes) {
           hashes.set(change.key, change.hash);

@@ -2,8 +2,9 @@
 // were last written, the stable keys whose list disappeared (tombstones), and the shared hot keys' content.
 // Postgres builds every list as compact JSON itself (codec.ts) and hashes it (md5, enough to detect change; not a
 // security boundary), and the join with published_keys drops unchanged keys inside the database: the Worker only
-// ever receives rows it has to write. Each read is bounded (LIMIT) and resumes from a cursor in key order, so a
-// publish of millions of keys is worked off in small steps across many invocations.
+// ever receives rows it has to write. Each read is bounded twice, in the keys it returns (LIMIT) and in the keys it
+// examines (SCAN_MAX), and resumes from a cursor in key order, so a publish of millions of keys is worked off in
+// small steps across many invocations, each costing the same wherever the cursor stands.
 import { sql } from "drizzle-orm";
 import type { Executor } from "../batch/bulk.ts";
 import {
@@ -50,72 +51,128 @@ type Row = Record<string, unknown>;
 const rows = async (db: Executor, query: ReturnType<typeof sql>): Promise<Row[]> =>
   (await db.execute(query)).rows as Row[];
 
-/** `all`: every key, changed or not (the backfill of an empty namespace). */
-const changedOnly = (all: boolean, list: ReturnType<typeof sql>) =>
-  all ? sql`true` : sql`p.content_hash is distinct from md5(${list})`;
+/**
+ * Keys a step examines at most, changed or not. Bounds one step's work whatever the number of keys after the
+ * cursor: a publish where almost nothing changed walks the keys in windows of this size, and the list-building
+ * work of a step is at most this many lists.
+ */
+export const SCAN_MAX = 5_000;
+/** The items phase's window: an item key is up to ITEM_LIST_MAX rows of item_neighbors to walk, not one. */
+export const ITEM_SCAN_MAX = 1_000;
 
-async function userChanges(db: Executor, cursor: string, limit: number, all = false): Promise<ChangeBatch> {
-  const result = await rows(
-    db,
-    sql`
-    select u.user_key as id, u.list, md5(u.list) as hash
-    from (
-      select c.user_key,
-             (select json_agg(json_build_array(x.product_id, x.score::real, x.reason) order by x.rank)
-              from unnest(c.product_ids, c.scores, c.reasons) with ordinality as x(product_id, score, reason, rank)
-              where x.rank <= ${USER_LIST_MAX})::text as list
-      from ${userCandidates} c
-      where c.user_key > ${cursor}
-      order by c.user_key
-    ) u
-    left join ${publishedKeys} p on p.key = ${USER_PREFIX} || u.user_key
-    where ${changedOnly(all, sql`u.list`)}
-    order by u.user_key
-    limit ${limit}`,
-  );
-  const batch: ChangeBatch = { changes: [], cursor, done: result.length < limit, skipped: 0 };
+export interface ReadOptions {
+  /** Every key of the users and items phases, changed or not (the backfill of an empty namespace). */
+  all?: boolean;
+  /** Keys examined at most (default SCAN_MAX, ITEM_SCAN_MAX in the items phase). */
+  scan?: number;
+}
+
+const changedOnly = (all: boolean, key: ReturnType<typeof sql>, list: ReturnType<typeof sql>) =>
+  all
+    ? sql`true`
+    : sql`(select p.content_hash from ${publishedKeys} p where p.key = ${key}) is distinct from md5(${list})`;
+
+/**
+ * Every read below has the same shape: one row per change in key order (`key`, `cursor`, `hash`, `list`), each
+ * carrying the scan window's size (`scanned`) and the cursor of its last key (`last`), and one row with null change
+ * columns when the window holds no change. The next cursor is the last change's when the read filled `limit`,
+ * otherwise the window's end.
+ */
+function batchOf(result: Row[], cursor: string, limit: number, scan: number): ChangeBatch {
+  const batch: ChangeBatch = { changes: [], cursor, done: true, skipped: 0 };
+  const scanned = Number(result[0]?.scanned ?? 0);
+  if (scanned === 0) return batch;
+  let found = 0;
   for (const r of result) {
-    const key = `${USER_PREFIX}${String(r.id)}`;
-    batch.cursor = String(r.id);
+    if (r.key === null) continue;
+    found++;
+    const key = String(r.key);
+    batch.cursor = String(r.cursor);
     if (!fitsKvKey(key)) batch.skipped++;
     else batch.changes.push({ key, hash: String(r.hash), list: String(r.list) });
   }
+  if (found < limit) {
+    batch.cursor = String(result[0]?.last);
+    batch.done = scanned < scan;
+  } else batch.done = false;
   return batch;
 }
 
-async function itemChanges(db: Executor, cursor: string, limit: number, all = false): Promise<ChangeBatch> {
-  const [kind, productId] = cursor === "" ? ["", ""] : (JSON.parse(cursor) as [string, string]);
+async function userChanges(db: Executor, cursor: string, limit: number, all: boolean, scan: number) {
+  // The window: the next `scan` user keys, from the primary key alone. Lists are built only inside it, and the
+  // `offset 0` keeps each one built once per user (not once per use).
   const result = await rows(
     db,
     sql`
-    select n.kind, n.product_id as id, n.list, md5(n.list) as hash
-    from (
-      select x.kind, x.product_id,
-             json_agg(json_build_array(x.neighbor_id, x.score::real) order by x.rank, x.neighbor_id)::text as list
-      from ${itemNeighbors} x
-      where (x.kind, x.product_id) > (${kind}, ${productId}) and x.rank <= ${ITEM_LIST_MAX}
-      group by x.kind, x.product_id
-      order by x.kind, x.product_id
-    ) n
-    left join ${publishedKeys} p on p.key = ${ITEM_PREFIX} || n.kind || ':' || n.product_id
-    where ${changedOnly(all, sql`n.list`)}
-    order by n.kind, n.product_id
-    limit ${limit}`,
+    with bound as (
+      select count(*)::int as scanned, max(k.user_key) as last
+      from (select c.user_key from ${userCandidates} c where c.user_key > ${cursor} order by c.user_key limit ${scan}) k
+    )
+    select b.scanned, b.last, ${USER_PREFIX} || ch.id as key, ch.id as cursor, ch.list, md5(ch.list) as hash
+    from bound b
+    left join lateral (
+      select c.user_key as id, l.list
+      from ${userCandidates} c
+      cross join lateral (
+        select (select json_agg(json_build_array(x.product_id, x.score::real, x.reason) order by x.rank)
+                from unnest(c.product_ids, c.scores, c.reasons) with ordinality as x(product_id, score, reason, rank)
+                where x.rank <= ${USER_LIST_MAX})::text as list
+        offset 0
+      ) l
+      where c.user_key > ${cursor} and c.user_key <= b.last
+        and ${changedOnly(all, sql`${USER_PREFIX} || c.user_key`, sql`l.list`)}
+      order by c.user_key
+      limit ${limit}
+    ) ch on true
+    order by ch.id`,
   );
-  const batch: ChangeBatch = { changes: [], cursor, done: result.length < limit, skipped: 0 };
-  for (const r of result) {
-    const key = `${ITEM_PREFIX}${String(r.kind)}:${String(r.id)}`;
-    batch.cursor = JSON.stringify([String(r.kind), String(r.id)]);
-    if (!fitsKvKey(key)) batch.skipped++;
-    else batch.changes.push({ key, hash: String(r.hash), list: String(r.list) });
-  }
-  return batch;
+  return batchOf(result, cursor, limit, scan);
+}
+
+async function itemChanges(db: Executor, cursor: string, limit: number, all: boolean, scan: number) {
+  const [kind, productId] = cursor === "" ? ["", ""] : (JSON.parse(cursor) as [string, string]);
+  // The window: the next `scan` (kind, product) pairs in primary-key order; each list is one index probe, and the
+  // window is sorted before the lists are built, so that the limit stops the building. Cursor: [kind, product] as
+  // JSON.
+  const result = await rows(
+    db,
+    sql`
+    with keys as (
+      select distinct x.kind, x.product_id from ${itemNeighbors} x
+      where (x.kind, x.product_id) > (${kind}, ${productId})
+      order by x.kind, x.product_id
+      limit ${scan}
+    ), bound as (
+      select (select count(*)::int from keys) as scanned,
+             (select json_build_array(k.kind, k.product_id)::text from keys k
+              order by k.kind desc, k.product_id desc limit 1) as last
+    )
+    select b.scanned, b.last, ${ITEM_PREFIX} || ch.kind || ':' || ch.id as key,
+           json_build_array(ch.kind, ch.id)::text as cursor, ch.list, md5(ch.list) as hash
+    from bound b
+    left join lateral (
+      select k.kind, k.product_id as id, l.list
+      from (select * from keys order by kind, product_id) k
+      cross join lateral (
+        select json_agg(json_build_array(n.neighbor_id, n.score::real) order by n.rank, n.neighbor_id)::text as list
+        from ${itemNeighbors} n
+        where n.kind = k.kind and n.product_id = k.product_id and n.rank <= ${ITEM_LIST_MAX}
+      ) l
+      where l.list is not null
+        and ${changedOnly(all, sql`${ITEM_PREFIX} || k.kind || ':' || k.product_id`, sql`l.list`)}
+      order by k.kind, k.product_id
+      limit ${limit}
+    ) ch on true
+    order by ch.kind, ch.id`,
+  );
+  return batchOf(result, cursor, limit, scan);
 }
 
 /**
- * Published stable keys whose list is gone (the user or product left the outputs): each gets a tombstone entry. Keys are scanned in primary-key order from the cursor, so each step reads a bounded slice of the index.
+ * Published stable keys whose list is gone (the user or product left the outputs): each gets a tombstone entry.
+ * The window is the next `scan` published keys of the phase's prefixes, in primary-key order.
  */
-async function tombstones(db: Executor, phase: StablePhase, cursor: string, limit: number): Promise<ChangeBatch> {
+async function tombstones(db: Executor, phase: StablePhase, cursor: string, limit: number, scan: number) {
   const scopes =
     phase === "user_tombstones"
       ? [
@@ -130,45 +187,55 @@ async function tombstones(db: Executor, phase: StablePhase, cursor: string, limi
           exists: (id: ReturnType<typeof sql>) =>
             sql`exists (select 1 from ${itemNeighbors} x where x.kind = ${kind} and x.product_id = ${id} and x.rank <= ${ITEM_LIST_MAX})`,
         }));
-  // One query over the union of the scopes' ranges, in key order.
-  const parts = scopes.map((s) => {
-    const id = sql`substr(p.key, ${s.prefix.length + 1})`;
-    return sql`(starts_with(p.key, ${s.prefix}) and not ${s.exists(id)})`;
+  const inScope = scopes.map((s) => sql`starts_with(p.key, ${s.prefix})`);
+  const gone = scopes.map((s) => {
+    const id = sql`substr(k.key, ${s.prefix.length + 1})`;
+    return sql`(starts_with(k.key, ${s.prefix}) and not ${s.exists(id)})`;
   });
   const result = await rows(
     db,
     sql`
-    select p.key from ${publishedKeys} p
-    where p.key > ${cursor} and p.content_hash <> ${TOMBSTONE_HASH} and (${sql.join(parts, sql` or `)})
-    order by p.key
-    limit ${limit}`,
+    with keys as (
+      select p.key, p.content_hash from ${publishedKeys} p
+      where p.key > ${cursor} and (${sql.join(inScope, sql` or `)})
+      order by p.key
+      limit ${scan}
+    ), bound as (
+      select count(*)::int as scanned, max(k.key) as last from keys k
+    )
+    select b.scanned, b.last, ch.key, ch.key as cursor, ${TOMBSTONE_HASH}::text as hash, 'null' as list
+    from bound b
+    left join lateral (
+      select k.key from (select * from keys order by key) k
+      where k.content_hash <> ${TOMBSTONE_HASH} and (${sql.join(gone, sql` or `)})
+      order by k.key
+      limit ${limit}
+    ) ch on true
+    order by ch.key`,
   );
-  const batch: ChangeBatch = { changes: [], cursor, done: result.length < limit, skipped: 0 };
-  for (const r of result) {
-    batch.cursor = String(r.key);
-    batch.changes.push({ key: String(r.key), hash: TOMBSTONE_HASH, list: "null" });
-  }
-  return batch;
+  return batchOf(result, cursor, limit, scan);
 }
 
 /**
- * The next `limit` changed stable keys of `phase` after `cursor` (cursor "" = from the start); with `all`, every
- * key of the users and items phases whether changed or not.
+ * The next `limit` changed stable keys of `phase` after `cursor` (cursor "" = from the start), found among the next
+ * `scan` keys at most: a batch may hold fewer than `limit` changes and still not be `done`. With `all`, every key of
+ * the users and items phases whether changed or not.
  */
 export function readChanges(
   db: Executor,
   phase: StablePhase,
   cursor: string,
   limit: number,
-  all = false,
+  options: ReadOptions = {},
 ): Promise<ChangeBatch> {
+  const scan = Math.max(limit, options.scan ?? (phase === "items" ? ITEM_SCAN_MAX : SCAN_MAX));
   switch (phase) {
     case "users":
-      return userChanges(db, cursor, limit, all);
+      return userChanges(db, cursor, limit, options.all ?? false, scan);
     case "items":
-      return itemChanges(db, cursor, limit, all);
+      return itemChanges(db, cursor, limit, options.all ?? false, scan);
     default:
-      return tombstones(db, phase, cursor, limit);
+      return tombstones(db, phase, cursor, limit, scan);
   }
 }
 
