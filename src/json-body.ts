@@ -15,6 +15,6 @@ export async function readJsonRequest(request: Request, limit: number): Promise<
   } catch {
     throw new ApiError("invalid_json", "the body is not valid JSON");
   }
-  refuseDeepJson(text);
+  refuseDeepJson(value);
   return value;
 }

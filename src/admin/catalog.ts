@@ -42,7 +42,7 @@ function parse(type: string, text: string): ParsedCatalog {
     } catch {
       throw new ApiError("invalid_json", "the request body is not valid JSON");
     }
-    refuseDeepJson(text);
+    refuseDeepJson(value);
     return parseCatalogJson(value);
   } catch (error) {
     if (error instanceof CatalogFormatError) {

@@ -174,7 +174,7 @@ function attributesField(value: unknown, errors: FieldError[]): Record<string, u
       return {};
     }
     // JSON text in a CSV cell has not passed the request body's nesting limit.
-    if (jsonDepthExceeds(value, MAX_JSON_DEPTH)) {
+    if (jsonDepthExceeds(object, MAX_JSON_DEPTH)) {
       errors.push({ field: "attributes", message: `nests deeper than ${MAX_JSON_DEPTH} levels` });
       return {};
     }

@@ -86,8 +86,8 @@ export async function readBodyBytes(request: Request, limit: number): Promise<Ui
 }
 
 /** 400 invalid_json for a parsed body nested deeper than MAX_JSON_DEPTH (docs/api.md#errors). */
-export function refuseDeepJson(text: string): void {
-  if (jsonDepthExceeds(text, MAX_JSON_DEPTH)) {
+export function refuseDeepJson(value: unknown): void {
+  if (jsonDepthExceeds(value, MAX_JSON_DEPTH)) {
     throw new ApiError("invalid_json", `the body nests arrays and objects deeper than ${MAX_JSON_DEPTH} levels`);
   }
 }
@@ -114,7 +114,7 @@ export async function readJsonBody(request: Request, limit: number): Promise<Jso
     const at = /position (\d+)/.exec(String((error as Error).message))?.[1];
     throw new ApiError("invalid_json", `the request body is not valid JSON${at ? ` (at character ${at})` : ""}`);
   }
-  refuseDeepJson(text);
+  refuseDeepJson(value);
   return { value, bytes: bytes.byteLength };
 }
 
