@@ -2,12 +2,13 @@
 // counters and the outbox. Runs inside one `transactionSync`, so a call's effects land together or not at all.
 import type { CollectedEvent, RecordResult } from "../collect/event.ts";
 import { addScore } from "./decay.ts";
-import { interpret, recentEffects } from "./ecommerce.ts";
+import { type Interaction, interpret, type RecentEffect, recentEffects } from "./ecommerce.ts";
+import type { RecentKind } from "./limits.ts";
 import { OUTBOX_MAX_ROWS, SEEN_WINDOW_MS } from "./limits.ts";
 import type { AffinityRow, SeenRow, StoredInteraction } from "./model.ts";
-import type { OutboxRow, Profile, SessionStore } from "./store.ts";
+import { affinityKey, type OutboxRow, type Profile, recentKey, type SessionStore } from "./store.ts";
 import { place } from "./visit.ts";
-import { AFFINITY_WEIGHTS, HALF_LIFE_MS, type Horizon } from "./weights.ts";
+import { AFFINITY_WEIGHTS, HALF_LIFE_MS, HORIZONS, type Horizon } from "./weights.ts";
 
 export class OutboxFullError extends Error {
   override name = "OutboxFullError";
@@ -64,13 +65,16 @@ export function applyEvents(
   let duplicates = 0;
   // One lookup for the whole batch; ids repeated inside the batch count as duplicates too.
   const seen = store.seenAmong(ordered.map((o) => o.event.messageId));
-  // Affinity scores are read once per token and written once per token at the end, however many events touch them.
-  const scores = new AffinityBuffer(store);
+  const interpreted = ordered.map(({ event }) => interpret(event));
+  // Every affinity row and recent item the batch may touch is read in one statement each, changed in memory, and
+  // written back in one statement each at the end, however many events touch them.
+  const scores = new AffinityBuffer(store, interpreted.flat());
+  const recent = new RecentBuffer(store, interpreted.flat());
   // Rows go in with one multi-row statement per table at the end.
   const newSeen: SeenRow[] = [];
   const newInteractions: StoredInteraction[] = [];
   const outbox: Omit<OutboxRow, "seq">[] = [];
-  for (const { event, at } of ordered) {
+  for (const [index, { event, at }] of ordered.entries()) {
     if (seen.has(event.messageId)) {
       duplicates++;
       continue;
@@ -85,7 +89,7 @@ export function applyEvents(
     const inSession = placement.kind !== "past";
     const horizons: Horizon[] = inSession ? ["session", "longTerm"] : ["longTerm"];
 
-    for (const interaction of interpret(event)) {
+    for (const interaction of interpreted[index] ?? []) {
       newInteractions.push({
         ...interaction,
         at,
@@ -98,10 +102,7 @@ export function applyEvents(
           for (const horizon of horizons) scores.add(horizon, token, weight, at);
         }
       }
-      for (const effect of recentEffects(interaction)) {
-        if (effect.op === "add") store.touchRecent(effect.kind, effect.value, at);
-        else store.removeRecent(effect.kind, effect.value);
-      }
+      for (const effect of recentEffects(interaction)) recent.apply(effect, at);
     }
 
     outbox.push({ at: now, messageId: event.messageId, userKey, event: JSON.stringify(event) });
@@ -112,6 +113,7 @@ export function applyEvents(
   store.insertInteractions(newInteractions);
   store.enqueue(outbox);
   scores.write();
+  recent.write();
   profile.duplicates += duplicates;
   if (accepted > 0) profile.lastActiveAt = now;
   store.saveProfile(profile);
@@ -120,33 +122,72 @@ export function applyEvents(
   return { accepted, duplicates };
 }
 
-/** Affinity updates of one `record` call, accumulated in memory: one read and one write per touched token. */
+/** Affinity updates of one `record` call, in memory: the touched rows read in one go, written in one go. */
 class AffinityBuffer {
   readonly #store: SessionStore;
-  /** `${horizon}\u0000${token}` → the row before this call (null: none) and the row after it. */
+  /** The rows as stored before this call (absent: none; null: cleared by a new session during this call). */
+  readonly #stored: Map<string, AffinityRow | null>;
+  /** The rows as this call leaves them, and whether each was stored before. */
   readonly #rows = new Map<string, { existed: boolean; row: AffinityRow }>();
 
-  constructor(store: SessionStore) {
+  constructor(store: SessionStore, interactions: readonly Interaction[]) {
     this.#store = store;
+    const keys: Array<{ horizon: Horizon; token: string }> = [];
+    for (const interaction of interactions) {
+      if (AFFINITY_WEIGHTS[interaction.kind] === 0) continue;
+      for (const token of interaction.tokens) for (const horizon of HORIZONS) keys.push({ horizon, token });
+    }
+    this.#stored = keys.length > 0 ? store.affinitiesAmong(keys) : new Map();
   }
 
   add(horizon: Horizon, token: string, weight: number, at: number): void {
-    const key = `${horizon}\u0000${token}`;
+    const key = affinityKey(horizon, token);
     const pending = this.#rows.get(key);
-    const stored = pending ? undefined : this.#store.affinity(horizon, token);
-    const current = pending ? pending.row : (stored ?? null);
-    const next = addScore(current, weight, at, HALF_LIFE_MS[horizon]);
-    this.#rows.set(key, { existed: pending ? pending.existed : stored !== null, row: { horizon, token, ...next } });
+    const stored = this.#stored.get(key) ?? null;
+    const existed = pending ? pending.existed : stored !== null;
+    const next = addScore(pending ? pending.row : stored, weight, at, HALF_LIFE_MS[horizon]);
+    this.#rows.set(key, { existed, row: { horizon, token, ...next } });
   }
 
   /** A new session: the session horizon starts empty (stored rows go now; buffered ones are dropped). */
   clear(horizon: Horizon): void {
     this.#store.clearAffinities(horizon);
+    for (const [key, row] of this.#stored) if (row?.horizon === horizon) this.#stored.set(key, null);
     for (const [key, entry] of this.#rows) if (entry.row.horizon === horizon) this.#rows.delete(key);
   }
 
   write(): void {
-    for (const { existed, row } of this.#rows.values()) this.#store.putAffinity(row, existed);
+    this.#store.putAffinities([...this.#rows.values()]);
     this.#rows.clear();
+  }
+}
+
+/** Recent-set changes of one `record` call, in memory: the touched items read in one go, written in one go. */
+class RecentBuffer {
+  readonly #store: SessionStore;
+  /** Stored times before this call. */
+  readonly #stored: Map<string, number>;
+  /** State after this call's effects so far: `at` null = removed. */
+  readonly #items = new Map<string, { kind: RecentKind; value: string; at: number | null }>();
+
+  constructor(store: SessionStore, interactions: readonly Interaction[]) {
+    this.#store = store;
+    const keys = interactions.flatMap((i) => recentEffects(i)).map((e) => ({ kind: e.kind, value: e.value }));
+    this.#stored = keys.length > 0 ? store.recentAmong(keys) : new Map();
+  }
+
+  /** An add keeps the later time (as a stored item does); a remove drops the item. */
+  apply(effect: RecentEffect, at: number): void {
+    const key = recentKey(effect.kind, effect.value);
+    const item = this.#items.get(key) ?? { kind: effect.kind, value: effect.value, at: this.#stored.get(key) ?? null };
+    item.at = effect.op === "remove" ? null : item.at === null ? at : Math.max(item.at, at);
+    this.#items.set(key, item);
+  }
+
+  write(): void {
+    this.#store.putRecent(
+      [...this.#items.entries()].map(([key, item]) => ({ ...item, existed: this.#stored.has(key) })),
+    );
+    this.#items.clear();
   }
 }

@@ -290,6 +290,44 @@ export class SessionStore {
     return r ? { horizon, token, value: num(r.value), at: num(r.at) } : null;
   }
 
+  /** The stored rows among `keys`, by `affinityKey`: one statement per chunk of keys (absent keys are absent). */
+  affinitiesAmong(keys: ReadonlyArray<{ horizon: Horizon; token: string }>): Map<string, AffinityRow> {
+    const found = new Map<string, AffinityRow>();
+    for (const r of this.#selectPairs("SELECT horizon, token, value, at FROM affinities WHERE (horizon, token)", [
+      ...new Map(keys.map((k) => [affinityKey(k.horizon, k.token), [k.horizon, k.token] as const])).values(),
+    ])) {
+      const horizon = String(r.horizon) as Horizon;
+      const token = String(r.token);
+      found.set(affinityKey(horizon, token), { horizon, token, value: num(r.value), at: num(r.at) });
+    }
+    return found;
+  }
+
+  /**
+   * Writes scores in one multi-row statement per chunk; a score that reached 0 is deleted instead. `existed`
+   * (whether the row was stored before) keeps the row counts exact.
+   */
+  putAffinities(entries: ReadonlyArray<{ row: AffinityRow; existed: boolean }>): void {
+    const delta = new Map<string, number>();
+    const kept: AffinityRow[] = [];
+    for (const { row, existed } of entries) {
+      const key = `aff:${row.horizon}`;
+      if (row.value > 0) {
+        kept.push(row);
+        if (!existed) delta.set(key, (delta.get(key) ?? 0) + 1);
+      } else if (existed) {
+        this.#sql.exec("DELETE FROM affinities WHERE horizon = ? AND token = ?", row.horizon, row.token);
+        delta.set(key, (delta.get(key) ?? 0) - 1);
+      }
+    }
+    this.#insertMany(
+      "INSERT OR REPLACE INTO affinities (horizon, token, value, at, rank)",
+      kept.map((row) => [row.horizon, row.token, row.value, row.at, rankOf(row, HALF_LIFE_MS[row.horizon])]),
+    );
+    // After the writes: a count not yet loaded is then read as it now stands.
+    for (const [key, n] of delta) this.#bump(key, n);
+  }
+
   /** Writes a score (deleting it when it reached 0); `existed` keeps the row count exact. */
   putAffinity(row: AffinityRow, existed: boolean): void {
     if (row.value <= 0) {
@@ -358,6 +396,39 @@ export class SessionStore {
       .exec("DELETE FROM recent WHERE kind = ? AND value = ? RETURNING 1 AS x", kind, value)
       .toArray().length;
     this.#bump(`recent:${kind}`, -n);
+  }
+
+  /** The stored times of the items among `keys`, by `recentKey`. */
+  recentAmong(keys: ReadonlyArray<{ kind: RecentKind; value: string }>): Map<string, number> {
+    const found = new Map<string, number>();
+    for (const r of this.#selectPairs("SELECT kind, value, at FROM recent WHERE (kind, value)", [
+      ...new Map(keys.map((k) => [recentKey(k.kind, k.value), [k.kind, k.value] as const])).values(),
+    ])) {
+      found.set(recentKey(String(r.kind) as RecentKind, String(r.value)), num(r.at));
+    }
+    return found;
+  }
+
+  /**
+   * Final states of recent items after a call: `at` null = removed. `existed` = stored before the call. Present
+   * items go in with one multi-row statement per chunk; removed ones that were stored are deleted.
+   */
+  putRecent(entries: ReadonlyArray<{ kind: RecentKind; value: string; at: number | null; existed: boolean }>): void {
+    const delta = new Map<string, number>();
+    const present: SqlStorageValue[][] = [];
+    for (const e of entries) {
+      const key = `recent:${e.kind}`;
+      if (e.at !== null) {
+        present.push([e.kind, e.value, e.at]);
+        if (!e.existed) delta.set(key, (delta.get(key) ?? 0) + 1);
+      } else if (e.existed) {
+        this.#sql.exec("DELETE FROM recent WHERE kind = ? AND value = ?", e.kind, e.value);
+        delta.set(key, (delta.get(key) ?? 0) - 1);
+      }
+    }
+    this.#insertMany("INSERT OR REPLACE INTO recent (kind, value, at)", present);
+    // After the writes: a count not yet loaded is then read as it now stands.
+    for (const [key, n] of delta) this.#bump(key, n);
   }
 
   /** Newest first. */
@@ -579,6 +650,16 @@ export class SessionStore {
     return returned;
   }
 
+  /** Rows of `head` IN a list of (a, b) pairs, one statement per chunk of pairs under the parameter limit. */
+  *#selectPairs(head: string, pairs: ReadonlyArray<readonly [string, string]>): Generator<Row> {
+    const perChunk = Math.floor(SQL_MAX_PARAMS / 2);
+    for (let i = 0; i < pairs.length; i += perChunk) {
+      const chunk = pairs.slice(i, i + perChunk);
+      const values = chunk.map(() => "(?, ?)").join(", ");
+      yield* this.#sql.exec(`${head} IN (VALUES ${values})`, ...chunk.flat());
+    }
+  }
+
   #trim(key: string, cap: number, statement: string, scope?: string): void {
     const n = this.#countOf(key);
     if (n <= cap) return;
@@ -587,6 +668,11 @@ export class SessionStore {
     this.#counts.set(key, cap);
   }
 }
+
+/** Map key of an affinity row. */
+export const affinityKey = (horizon: Horizon, token: string) => `${horizon}\u0000${token}`;
+/** Map key of a recent item. */
+export const recentKey = (kind: RecentKind, value: string) => `${kind}\u0000${value}`;
 
 /**
  * Stored affinity rows decayed to `now`. The order stays the stored one: every row of a horizon decays at the same

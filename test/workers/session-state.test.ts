@@ -16,6 +16,7 @@ import {
   TREND_PRODUCT_PREFIX,
   trendBucket,
 } from "../../src/session/stream.ts";
+import { HALF_LIFE_MS } from "../../src/session/weights.ts";
 import { openRedis } from "../../src/stores/redis.ts";
 import { collectedEvent } from "../support/events.ts";
 
@@ -94,6 +95,20 @@ async function streamEntriesFor(messageIds: readonly string[]): Promise<string[]
   return Object.values(entries)
     .map((fields) => String((fields as Record<string, unknown>).id))
     .filter((id) => wanted.has(id));
+}
+
+/** Rows of the bounded tables of a session object, counted in its storage. */
+async function rowCounts(key: string) {
+  return runInDurableObject(stub(key), (_o: SessionState, state) => {
+    const n = (q: string) => Number(state.storage.sql.exec<{ n: number }>(q).one().n);
+    return {
+      interactions: n("SELECT COUNT(*) AS n FROM interactions"),
+      viewed: n("SELECT COUNT(*) AS n FROM recent WHERE kind = 'viewed'"),
+      longTerm: n("SELECT COUNT(*) AS n FROM affinities WHERE horizon = 'longTerm'"),
+      session: n("SELECT COUNT(*) AS n FROM affinities WHERE horizon = 'session'"),
+      seen: n("SELECT COUNT(*) AS n FROM seen"),
+    };
+  });
 }
 
 describe("record + snapshot", () => {
@@ -271,6 +286,74 @@ describe("sessions and decay", () => {
     // The session horizon was reset; the long-term one remembers both visits.
     expect(s.affinities.session.map((a) => a.token)).toEqual(["category:second"]);
     expect(s.affinities.longTerm.map((a) => a.token)).toEqual(["category:first", "category:second"]);
+  });
+
+  it("starts a new session in the middle of one call, on top of rows stored by an earlier call", async () => {
+    const anon = uid("split");
+    const key = `a:${anon}`;
+    await setClock(key, T0 + 60 * MINUTE_MS);
+    const o = { anonymousId: anon };
+    const view = (id: string, category: string, min: number) =>
+      track("Product Viewed", { product_id: id, category }, { ...o, at: T0 + min * MINUTE_MS });
+    await stub(key).record(key, [view("a", "First", 0)]);
+    // One call: the stored session rows are read once, updated, then dropped at the 30-minute gap.
+    await stub(key).record(key, [view("b", "First", 5), view("c", "Second", 50), view("a", "Second", 51)]);
+    const s = await stub(key).snapshot(key);
+    expect(s.session).toMatchObject({ startedAt: T0 + 50 * MINUTE_MS, eventCount: 2 });
+    expect(s.affinities.session.map((a) => a.token)).toEqual(["category:second"]);
+    const longTerm = new Map(s.affinities.longTerm.map((a) => [a.token, a.score]));
+    // Two views each (weight 1), decayed over at most an hour of a 30-day half-life.
+    expect(longTerm.get("category:first")).toBeCloseTo(2, 2);
+    expect(longTerm.get("category:second")).toBeCloseTo(2, 2);
+    // The session horizon holds only the two views after the gap, each decayed to the snapshot (10 and 9 minutes).
+    const decayed = (minutes: number) => 0.5 ** ((minutes * MINUTE_MS) / HALF_LIFE_MS.session);
+    expect(s.affinities.session[0]?.score).toBeCloseTo(decayed(10) + decayed(9), 6);
+    // "a" was viewed again: one recent row, now the newest.
+    expect(s.viewed).toEqual(["a", "c", "b"]);
+    expect(await rowCounts(key)).toMatchObject({ session: 1, longTerm: 2, viewed: 3 });
+  });
+
+  it("reads and writes a call's affinities and recent items in a few statements, not one or two per row", async () => {
+    const anon = uid("stmts");
+    const key = `a:${anon}`;
+    await setClock(key, T0 + HOUR_MS);
+    const view = (i: number, min: number) =>
+      track(
+        "Product Viewed",
+        { product_id: `p${i}`, category: `c${i}`, brand: `b${i}`, price: 10 + i, tags: [`t${i}`, `u${i}`] },
+        { anonymousId: anon, at: T0 + min * MINUTE_MS },
+      );
+    // A returning visitor: half of the next call's rows are already stored.
+    await stub(key).record(
+      key,
+      Array.from({ length: 5 }, (_, i) => view(i, i)),
+    );
+    const statements: string[] = [];
+    await runInDurableObject(stub(key), (_o: SessionState, state) => {
+      const storage = state.storage.sql;
+      const exec = storage.exec.bind(storage);
+      Object.assign(storage, {
+        exec: (query: string, ...bindings: unknown[]) => {
+          statements.push(query);
+          return exec(query, ...bindings);
+        },
+      });
+    });
+    // 10 views × 5 tokens (category, brand, price band, two tags) × 2 horizons, and 10 recent items.
+    await stub(key).record(
+      key,
+      Array.from({ length: 10 }, (_, i) => view(i, 10 + i)),
+    );
+    const on = (table: string) => statements.filter((q) => new RegExp(`\\b${table}\\b`).test(q)).length;
+    // 100 affinity rows: 2 reads of 45 keys and 6 writes of 18 rows (Durable Object SQLite binds at most 100
+    // parameters per statement), where one statement per read and per write would be 200; 10 recent items: 1 + 1.
+    expect(on("affinities")).toBeLessThanOrEqual(8);
+    expect(on("recent")).toBeLessThanOrEqual(2);
+    expect(statements.length).toBeLessThanOrEqual(25);
+    const s = await stub(key).snapshot(key);
+    expect(s.viewed.slice(0, 3)).toEqual(["p9", "p8", "p7"]);
+    expect(s.viewed).toHaveLength(10);
+    expect(s.affinities.longTerm.find((a) => a.token === "category:c0")?.score).toBeCloseTo(2, 2);
   });
 
   it("decays affinities lazily to the time of the snapshot", async () => {
@@ -592,17 +675,7 @@ describe("expiry, deletion and compaction", () => {
     await evictDurableObject(stub(key));
     await setClock(key, T0 + HOUR_MS);
     await stub(key).record(key, events.slice(300));
-    const counts = await runInDurableObject(stub(key), (_o: SessionState, state) => {
-      const sql = state.storage.sql;
-      const n = (q: string) => Number(sql.exec<{ n: number }>(q).one().n);
-      return {
-        interactions: n("SELECT COUNT(*) AS n FROM interactions"),
-        viewed: n("SELECT COUNT(*) AS n FROM recent WHERE kind = 'viewed'"),
-        longTerm: n("SELECT COUNT(*) AS n FROM affinities WHERE horizon = 'longTerm'"),
-        session: n("SELECT COUNT(*) AS n FROM affinities WHERE horizon = 'session'"),
-        seen: n("SELECT COUNT(*) AS n FROM seen"),
-      };
-    });
+    const counts = await rowCounts(key);
     expect(counts).toEqual({
       interactions: INTERACTIONS_MAX,
       viewed: RECENT_MAX.viewed,
