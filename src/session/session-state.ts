@@ -371,12 +371,14 @@ export class SessionState extends DurableObject<Env> {
     if (this.#suppressedSince() !== null) return this.#suppress(userKey, events);
     if (existing?.mergedInto) return this.#forward(existing.mergedInto, events, hops);
 
+    let stitched = false;
     for (const target of stitchTargets(userKey, events)) {
       if (this.#store.hasSchema() && this.#store.mergedStatus(target.key) !== null) continue;
       await this.#stitch(userKey, target.key, target.claim);
+      stitched = true;
     }
     // A merge of *this* object into another may have happened while we awaited.
-    const current = this.#store.profile();
+    const current = stitched ? this.#store.profile() : existing;
     if (current?.mergedInto) return this.#forward(current.mergedInto, events, hops);
 
     const now = this.clock();

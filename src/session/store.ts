@@ -485,12 +485,13 @@ export class SessionStore {
   /** Pending rows and the oldest one's time: O(1) through the primary key (rows leave in seq order). */
   outboxStats(): { pending: number; oldestAt: number | null } {
     if (!this.hasSchema()) return { pending: 0, oldestAt: null };
-    const r = this.#sql.exec("SELECT MIN(seq) AS lo, MAX(seq) AS hi FROM outbox").toArray()[0];
+    const r = this.#sql
+      .exec("SELECT MIN(seq) AS lo, MAX(seq) AS hi, (SELECT at FROM outbox ORDER BY seq LIMIT 1) AS oldest FROM outbox")
+      .toArray()[0];
     const lo = optNum(r?.lo);
     const hi = optNum(r?.hi);
     if (lo === null || hi === null) return { pending: 0, oldestAt: null };
-    const oldest = this.#sql.exec("SELECT at FROM outbox WHERE seq = ?", lo).toArray()[0];
-    return { pending: hi - lo + 1, oldestAt: optNum(oldest?.at) };
+    return { pending: hi - lo + 1, oldestAt: optNum(r?.oldest) };
   }
 
   /** The oldest rows, at most `limit` of them and about `maxBytes` of event JSON (at least one row). */
