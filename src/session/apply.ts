@@ -5,7 +5,7 @@ import { addScore } from "./decay.ts";
 import { type Interaction, interpret, type RecentEffect, recentEffects } from "./ecommerce.ts";
 import type { RecentKind } from "./limits.ts";
 import { OUTBOX_MAX_ROWS, SEEN_WINDOW_MS } from "./limits.ts";
-import type { AffinityRow, SeenRow, StoredInteraction } from "./model.ts";
+import type { AffinityRow, StoredInteraction } from "./model.ts";
 import { affinityKey, type OutboxRow, type Profile, recentKey, type SessionStore } from "./store.ts";
 import { place } from "./visit.ts";
 import { AFFINITY_WEIGHTS, HALF_LIFE_MS, HORIZONS, type Horizon } from "./weights.ts";
@@ -42,6 +42,15 @@ export function eventTime(event: CollectedEvent, now: number): number {
 export interface ApplyDeps {
   now: number;
   newSessionId: () => string;
+  /** The stored profile as the caller just read it in the same turn (null: none); undefined: read it here. */
+  profile?: Profile | null;
+}
+
+/** What a call changed, for the caller's alarm bookkeeping (no second read of the profile and the outbox). */
+export interface Applied {
+  result: RecordResult;
+  profile: Profile;
+  outbox: { pending: number; oldestAt: number | null };
 }
 
 export function applyEvents(
@@ -49,38 +58,36 @@ export function applyEvents(
   userKey: string,
   events: readonly CollectedEvent[],
   deps: ApplyDeps,
-): RecordResult {
+): Applied {
   const { now } = deps;
   store.ensureSchema();
-  const pending = store.outboxStats().pending;
-  if (pending + events.length > OUTBOX_MAX_ROWS) {
-    throw new OutboxFullError(`outbox full (${pending} events waiting for Redis): retry later`);
+  const before = store.outboxStats();
+  if (before.pending + events.length > OUTBOX_MAX_ROWS) {
+    throw new OutboxFullError(`outbox full (${before.pending} events waiting for Redis): retry later`);
   }
-  const profile = store.profile() ?? newProfile(userKey, now);
+  const stored = deps.profile === undefined ? store.profile() : deps.profile;
+  const profile = stored ? { ...stored } : newProfile(userKey, now);
   // In event-time order (stable), so sessions split where the gaps really are.
   const ordered = events
     .map((event, i) => ({ event, at: eventTime(event, now), i }))
     .sort((a, b) => a.at - b.at || a.i - b.i);
   let accepted = 0;
   let duplicates = 0;
-  // One lookup for the whole batch; ids repeated inside the batch count as duplicates too.
-  const seen = store.seenAmong(ordered.map((o) => o.event.messageId));
+  // One insert for the whole batch tells which ids are new; an id repeated inside the batch is new once.
+  const fresh = store.claimSeen(ordered.map((o) => ({ messageId: o.event.messageId, at: now })));
   const interpreted = ordered.map(({ event }) => interpret(event));
   // Every affinity row and recent item the batch may touch is read in one statement each, changed in memory, and
   // written back in one statement each at the end, however many events touch them.
   const scores = new AffinityBuffer(store, interpreted.flat());
   const recent = new RecentBuffer(store, interpreted.flat());
   // Rows go in with one multi-row statement per table at the end.
-  const newSeen: SeenRow[] = [];
   const newInteractions: StoredInteraction[] = [];
   const outbox: Omit<OutboxRow, "seq">[] = [];
   for (const [index, { event, at }] of ordered.entries()) {
-    if (seen.has(event.messageId)) {
+    if (!fresh.delete(event.messageId)) {
       duplicates++;
       continue;
     }
-    seen.add(event.messageId);
-    newSeen.push({ messageId: event.messageId, at: now });
     accepted++;
 
     const placement = place(profile.session, at, deps.newSessionId);
@@ -109,7 +116,6 @@ export function applyEvents(
     profile.events++;
     profile.lastEventAt = profile.lastEventAt === null ? at : Math.max(profile.lastEventAt, at);
   }
-  store.markSeen(newSeen);
   store.insertInteractions(newInteractions);
   store.enqueue(outbox);
   scores.write();
@@ -119,7 +125,11 @@ export function applyEvents(
   store.saveProfile(profile);
   store.pruneSeen(now - SEEN_WINDOW_MS);
   store.compact();
-  return { accepted, duplicates };
+  return {
+    result: { accepted, duplicates },
+    profile,
+    outbox: { pending: before.pending + outbox.length, oldestAt: before.oldestAt ?? (outbox.length > 0 ? now : null) },
+  };
 }
 
 /** Affinity updates of one `record` call, in memory: the touched rows read in one go, written in one go. */

@@ -8,7 +8,7 @@ import type { CollectedEvent, RecordResult } from "../collect/event.ts";
 import { loadConfig } from "../config.ts";
 import { describeError, log } from "../log.ts";
 import { openRedis, type RedisSettings } from "../stores/redis.ts";
-import { applyEvents, newProfile } from "./apply.ts";
+import { type Applied, applyEvents, newProfile } from "./apply.ts";
 import { isUserKey, stitchTargets } from "./identity.ts";
 import {
   FORWARD_MAX_HOPS,
@@ -382,17 +382,21 @@ export class SessionState extends DurableObject<Env> {
     if (current?.mergedInto) return this.#forward(current.mergedInto, events, hops);
 
     const now = this.clock();
-    const result = this.ctx.storage.transactionSync(() => {
+    const applied = this.ctx.storage.transactionSync(() => {
       try {
-        return applyEvents(this.#store, userKey, events, { now, newSessionId: () => crypto.randomUUID() });
+        return applyEvents(this.#store, userKey, events, {
+          now,
+          newSessionId: () => crypto.randomUUID(),
+          profile: current,
+        });
       } catch (error) {
         this.#store.invalidateCounts();
         throw error;
       }
     });
     // The alarm drains the outbox shortly after (OUTBOX_FLUSH_DELAY_MS), or at the retry time after a failure.
-    if (result.accepted > 0) await this.#schedule(false);
-    return result;
+    if (applied.result.accepted > 0) await this.#schedule(false, applied);
+    return applied.result;
   }
 
   async #forward(target: string, events: CollectedEvent[], hops: number): Promise<RecordResult> {
@@ -564,10 +568,11 @@ export class SessionState extends DurableObject<Env> {
    * Keeps the alarm at or before the earliest due duty. Unforced, it only moves the alarm earlier (one `getAlarm`,
    * rarely a write); an alarm that fires early finds nothing due and re-arms itself. `force` sets it exactly.
    */
-  async #schedule(force: boolean): Promise<void> {
-    const profile = this.#store.profile();
+  /** `known`: the profile and outbox figures a write just left (saves reading them back). */
+  async #schedule(force: boolean, known?: Pick<Applied, "profile" | "outbox">): Promise<void> {
+    const profile = known ? known.profile : this.#store.profile();
     if (!profile) return;
-    const outbox = this.#store.outboxStats();
+    const outbox = known ? known.outbox : this.#store.outboxStats();
     const next = nextAlarmAt({
       now: this.clock(),
       lastActiveAt: profile.lastActiveAt,

@@ -204,32 +204,30 @@ export class SessionStore {
 
   // ---- seen (dedupe) ------------------------------------------------------------------------------------------
 
-  /** The ids among `messageIds` already in the dedupe window. */
-  seenAmong(messageIds: readonly string[]): Set<string> {
-    const found = new Set<string>();
-    for (let i = 0; i < messageIds.length; i += SQL_MAX_PARAMS) {
-      const chunk = messageIds.slice(i, i + SQL_MAX_PARAMS);
-      const marks = chunk.map(() => "?").join(", ");
-      for (const r of this.#sql.exec(`SELECT message_id FROM seen WHERE message_id IN (${marks})`, ...chunk)) {
-        found.add(String(r.message_id));
-      }
-    }
-    return found;
-  }
-
   isSeen(messageId: string): boolean {
     return this.#sql.exec("SELECT 1 AS x FROM seen WHERE message_id = ?", messageId).toArray().length > 0;
   }
 
   /** Inserts the ids not yet present; returns how many were new. */
   markSeen(rows: readonly SeenRow[]): number {
-    const added = this.#insertMany(
+    return this.claimSeen(rows).size;
+  }
+
+  /**
+   * Inserts the ids not yet present and returns those that were new: the dedupe check and its write in one
+   * statement per chunk. An id repeated within `rows` is new at most once.
+   */
+  claimSeen(rows: readonly SeenRow[]): Set<string> {
+    const fresh = new Set<string>();
+    for (const r of this.#insertRows(
       "INSERT OR IGNORE INTO seen (message_id, at)",
-      rows.map((r) => [r.messageId, r.at]),
-      "RETURNING 1 AS x",
-    );
-    this.#bump("seen", added);
-    return added;
+      rows.map((row) => [row.messageId, row.at]),
+      "RETURNING message_id",
+    )) {
+      fresh.add(String(r.message_id));
+    }
+    this.#bump("seen", fresh.size);
+    return fresh;
   }
 
   pruneSeen(before: number): number {
@@ -638,15 +636,20 @@ export class SessionStore {
    * few statements instead of one per row. Returns the number of rows the statement reported back (RETURNING).
    */
   #insertMany(head: string, rows: readonly SqlStorageValue[][], tail = ""): number {
+    return this.#insertRows(head, rows, tail).length;
+  }
+
+  /** As #insertMany, returning the rows the statements reported back. */
+  #insertRows(head: string, rows: readonly SqlStorageValue[][], tail = ""): Row[] {
     const columns = rows[0]?.length ?? 0;
-    if (columns === 0) return 0;
+    if (columns === 0) return [];
     const perChunk = Math.max(1, Math.floor(SQL_MAX_PARAMS / columns));
     const tuple = `(${new Array(columns).fill("?").join(", ")})`;
-    let returned = 0;
+    const returned: Row[] = [];
     for (let i = 0; i < rows.length; i += perChunk) {
       const chunk = rows.slice(i, i + perChunk);
       const values = chunk.map(() => tuple).join(", ");
-      returned += this.#sql.exec(`${head} VALUES ${values} ${tail}`, ...chunk.flat()).toArray().length;
+      returned.push(...this.#sql.exec(`${head} VALUES ${values} ${tail}`, ...chunk.flat()).toArray());
     }
     return returned;
   }
