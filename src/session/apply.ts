@@ -3,8 +3,7 @@
 import type { CollectedEvent, RecordResult } from "../collect/event.ts";
 import { addScore } from "./decay.ts";
 import { type Interaction, interpret, type RecentEffect, recentEffects } from "./ecommerce.ts";
-import type { RecentKind } from "./limits.ts";
-import { OUTBOX_MAX_ROWS, SEEN_WINDOW_MS } from "./limits.ts";
+import { OUTBOX_MAX_ROWS, type RecentKind, SEEN_WINDOW_MS } from "./limits.ts";
 import type { AffinityRow, StoredInteraction } from "./model.ts";
 import { affinityKey, type OutboxRow, type Profile, recentKey, type SessionStore } from "./store.ts";
 import { place } from "./visit.ts";
@@ -76,8 +75,9 @@ export function applyEvents(
   // One insert for the whole batch tells which ids are new; an id repeated inside the batch is new once.
   const fresh = store.claimSeen(ordered.map((o) => ({ messageId: o.event.messageId, at: now })));
   const interpreted = ordered.map(({ event }) => interpret(event));
-  // Every affinity row and recent item the batch may touch is read in one statement each, changed in memory, and
-  // written back in one statement each at the end, however many events touch them.
+  // Every affinity row and recent item the batch may touch is read up front (one statement per chunk of keys),
+  // changed in memory, and written back at the end (one multi-row statement per chunk), however many events touch
+  // them.
   const scores = new AffinityBuffer(store, interpreted.flat());
   const recent = new RecentBuffer(store, interpreted.flat());
   // Rows go in with one multi-row statement per table at the end.
