@@ -345,8 +345,9 @@ describe("sessions and decay", () => {
       Array.from({ length: 10 }, (_, i) => view(i, 10 + i)),
     );
     const on = (table: string) => statements.filter((q) => new RegExp(`\\b${table}\\b`).test(q)).length;
-    // 100 affinity rows: 2 reads of 45 keys and 6 writes of 18 rows (Durable Object SQLite binds at most 100
-    // parameters per statement), where one statement per read and per write would be 200; 10 recent items: 1 + 1.
+    // ~80 distinct affinity rows (prices share bands): 2 reads of ≤ 45 keys and 5 writes of ≤ 18 rows (Durable Object
+    // SQLite binds at most 100 parameters per statement), where a read and a write per row ran 164; 10 recent
+    // items: 1 + 1.
     expect(on("affinities")).toBeLessThanOrEqual(8);
     expect(on("recent")).toBeLessThanOrEqual(2);
     expect(statements.length).toBeLessThanOrEqual(25);
