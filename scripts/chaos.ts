@@ -17,6 +17,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { eachLimit } from "../src/concurrency.ts";
 import { type ChaosStack, startChaosStack } from "./lib/chaos-stack.ts";
 import {
   check,
@@ -27,7 +28,7 @@ import {
   summaryLine,
   type Verdict,
 } from "./lib/history.ts";
-import { type Batch, eachLimit, type Post, sendBatch, workload } from "./lib/history-load.ts";
+import { type Batch, type Post, sendBatch, workload } from "./lib/history-load.ts";
 import { LOCAL_KEYS } from "./lib/local-keys.ts";
 import { StackError } from "./lib/ports.ts";
 import { mulberry32 } from "./lib/prng.ts";

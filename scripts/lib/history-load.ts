@@ -128,6 +128,3 @@ export async function sendBatch(post: Post, batch: Batch, history: HistoryRecord
   const outcomes = history.attempt(batch.sent, { status, rejected });
   return { status, outcomes, ...(error === undefined ? {} : { error }) };
 }
-
-/** Runs `fn` over `items`, `limit` at a time (clients in parallel, objects polled in parallel). */
-export { eachLimit } from "../../src/concurrency.ts";

@@ -78,8 +78,9 @@ export function applyEvents(
   // Every affinity row and recent item the batch may touch is read up front (one statement per chunk of keys),
   // changed in memory, and written back at the end (one multi-row statement per chunk), however many events touch
   // them.
-  const scores = new AffinityBuffer(store, interpreted.flat());
-  const recent = new RecentBuffer(store, interpreted.flat());
+  const interactions = interpreted.flat();
+  const scores = new AffinityBuffer(store, interactions);
+  const recent = new RecentBuffer(store, interactions);
   // Rows go in with one multi-row statement per table at the end.
   const newInteractions: StoredInteraction[] = [];
   const outbox: Omit<OutboxRow, "seq">[] = [];

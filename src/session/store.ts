@@ -281,19 +281,14 @@ export class SessionStore {
 
   // ---- affinities ---------------------------------------------------------------------------------------------
 
-  affinity(horizon: Horizon, token: string): AffinityRow | null {
-    const r = this.#sql
-      .exec("SELECT value, at FROM affinities WHERE horizon = ? AND token = ?", horizon, token)
-      .toArray()[0];
-    return r ? { horizon, token, value: num(r.value), at: num(r.at) } : null;
-  }
-
   /** The stored rows among `keys`, by `affinityKey`: one statement per chunk of keys (absent keys are absent). */
   affinitiesAmong(keys: ReadonlyArray<{ horizon: Horizon; token: string }>): Map<string, AffinityRow> {
     const found = new Map<string, AffinityRow>();
-    for (const r of this.#selectPairs("SELECT horizon, token, value, at FROM affinities WHERE (horizon, token)", [
-      ...new Map(keys.map((k) => [affinityKey(k.horizon, k.token), [k.horizon, k.token] as const])).values(),
-    ])) {
+    const pairs = keys.map((k) => [k.horizon, k.token] as const);
+    for (const r of this.#selectPairs(
+      "SELECT horizon, token, value, at FROM affinities WHERE (horizon, token)",
+      pairs,
+    )) {
       const horizon = String(r.horizon) as Horizon;
       const token = String(r.token);
       found.set(affinityKey(horizon, token), { horizon, token, value: num(r.value), at: num(r.at) });
@@ -324,27 +319,6 @@ export class SessionStore {
     );
     // After the writes: a count not yet loaded is then read as it now stands.
     for (const [key, n] of delta) this.#bump(key, n);
-  }
-
-  /** Writes a score (deleting it when it reached 0); `existed` keeps the row count exact. */
-  putAffinity(row: AffinityRow, existed: boolean): void {
-    if (row.value <= 0) {
-      if (existed) {
-        this.#sql.exec("DELETE FROM affinities WHERE horizon = ? AND token = ?", row.horizon, row.token);
-        this.#bump(`aff:${row.horizon}`, -1);
-      }
-      return;
-    }
-    const rank = rankOf(row, HALF_LIFE_MS[row.horizon]);
-    this.#sql.exec(
-      "INSERT OR REPLACE INTO affinities (horizon, token, value, at, rank) VALUES (?, ?, ?, ?, ?)",
-      row.horizon,
-      row.token,
-      row.value,
-      row.at,
-      rank,
-    );
-    if (!existed) this.#bump(`aff:${row.horizon}`, 1);
   }
 
   clearAffinities(horizon: Horizon): void {
@@ -379,29 +353,11 @@ export class SessionStore {
 
   // ---- recent sets --------------------------------------------------------------------------------------------
 
-  /** Adds or refreshes an item (keeps the later time). */
-  touchRecent(kind: RecentKind, value: string, at: number): void {
-    const updated = this.#sql
-      .exec("UPDATE recent SET at = max(at, ?) WHERE kind = ? AND value = ? RETURNING 1 AS x", at, kind, value)
-      .toArray().length;
-    if (updated > 0) return;
-    this.#sql.exec("INSERT INTO recent (kind, value, at) VALUES (?, ?, ?)", kind, value, at);
-    this.#bump(`recent:${kind}`, 1);
-  }
-
-  removeRecent(kind: RecentKind, value: string): void {
-    const n = this.#sql
-      .exec("DELETE FROM recent WHERE kind = ? AND value = ? RETURNING 1 AS x", kind, value)
-      .toArray().length;
-    this.#bump(`recent:${kind}`, -n);
-  }
-
   /** The stored times of the items among `keys`, by `recentKey`. */
   recentAmong(keys: ReadonlyArray<{ kind: RecentKind; value: string }>): Map<string, number> {
     const found = new Map<string, number>();
-    for (const r of this.#selectPairs("SELECT kind, value, at FROM recent WHERE (kind, value)", [
-      ...new Map(keys.map((k) => [recentKey(k.kind, k.value), [k.kind, k.value] as const])).values(),
-    ])) {
+    const pairs = keys.map((k) => [k.kind, k.value] as const);
+    for (const r of this.#selectPairs("SELECT kind, value, at FROM recent WHERE (kind, value)", pairs)) {
       found.set(recentKey(String(r.kind) as RecentKind, String(r.value)), num(r.at));
     }
     return found;
@@ -556,8 +512,9 @@ export class SessionStore {
     for (const h of HORIZONS) this.#counts.set(`aff:${h}`, 0);
     for (const k of RECENT_KINDS) this.#counts.set(`recent:${k}`, 0);
     this.insertInteractions(state.interactions);
-    for (const a of state.affinities) this.putAffinity(a, false);
-    for (const r of state.recent) this.touchRecent(r.kind, r.value, r.at);
+    // Merged rows are one per key (merge.ts), so they go in as new rows with the batched writers.
+    this.putAffinities(state.affinities.map((row) => ({ row, existed: false })));
+    this.putRecent(state.recent.map((r) => ({ ...r, existed: false })));
   }
 
   /** Empties the data tables of an object merged away (its profile, merged pointer and outbox stay). */
@@ -654,11 +611,12 @@ export class SessionStore {
     return returned;
   }
 
-  /** Rows of `head` IN a list of (a, b) pairs, one statement per chunk of pairs under the parameter limit. */
+  /** Rows of `head` IN a list of (a, b) pairs (repeats dropped), one statement per chunk under the parameter limit. */
   *#selectPairs(head: string, pairs: ReadonlyArray<readonly [string, string]>): Generator<Row> {
+    const unique = [...new Map(pairs.map((p) => [`${p[0]}\u0000${p[1]}`, p])).values()];
     const perChunk = Math.floor(SQL_MAX_PARAMS / 2);
-    for (let i = 0; i < pairs.length; i += perChunk) {
-      const chunk = pairs.slice(i, i + perChunk);
+    for (let i = 0; i < unique.length; i += perChunk) {
+      const chunk = unique.slice(i, i + perChunk);
       const values = chunk.map(() => "(?, ?)").join(", ");
       yield* this.#sql.exec(`${head} IN (VALUES ${values})`, ...chunk.flat());
     }

@@ -18,17 +18,11 @@ import {
   streamMessageIds,
   type Verdict,
 } from "../../scripts/lib/history.ts";
-import {
-  type Batch,
-  eachLimit,
-  type Post,
-  sendBatch,
-  type WorkloadOptions,
-  workload,
-} from "../../scripts/lib/history-load.ts";
+import { type Batch, type Post, sendBatch, type WorkloadOptions, workload } from "../../scripts/lib/history-load.ts";
 import { LOCAL_KEYS } from "../../scripts/lib/local-keys.ts";
 import { createApp } from "../../src/app.ts";
 import { type LoaderOptions, type LoadReport, runLoader } from "../../src/batch/loader.ts";
+import { eachLimit } from "../../src/concurrency.ts";
 import { openDb } from "../../src/publish/db.ts";
 import type { SessionState } from "../../src/session/session-state.ts";
 import { EVENT_STREAM } from "../../src/session/stream.ts";

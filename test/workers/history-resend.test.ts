@@ -4,8 +4,9 @@
 import { evictDurableObject } from "cloudflare:test";
 import { exports } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { type Batch, eachLimit } from "../../scripts/lib/history-load.ts";
+import type { Batch } from "../../scripts/lib/history-load.ts";
 import { mulberry32 } from "../../scripts/lib/prng.ts";
+import { eachLimit } from "../../src/concurrency.ts";
 import {
   drainAndCheck,
   expectClean,

@@ -3,8 +3,8 @@
 // request failed re-sends it. Nothing is half-applied: every acknowledged event is counted once by its object,
 // appended to the stream once and loaded once.
 import { describe, expect, it } from "vitest";
-import { eachLimit } from "../../scripts/lib/history-load.ts";
 import { mulberry32 } from "../../scripts/lib/prng.ts";
+import { eachLimit } from "../../src/concurrency.ts";
 import {
   armAbort,
   drainAndCheck,
