@@ -4,7 +4,7 @@
 // every source of the placement, the ranking config's weights).
 
 import { BUY_AGAIN_REASON } from "../../src/publish/codec.ts";
-import { type Product, product } from "../../src/rank/catalog.ts";
+import { CatalogueOrder, type Product, product } from "../../src/rank/catalog.ts";
 import { DEFAULT_RANKING_CONFIG, type RankingConfig } from "../../src/rank/config.ts";
 import { type RankInput, rank, type Scored, type SessionSignals } from "../../src/rank/core.ts";
 import { HALF_LIFE_MS, priceBand } from "../../src/session/weights.ts";
@@ -39,6 +39,8 @@ export class LastmileModels {
   models: BatchModels | null = null;
   next: ReadonlyMap<string, readonly Scored[]> = new Map();
   asOf = 0;
+  /** The items seen in training (the protocols' universe) in the catalogue's order. */
+  order = new CatalogueOrder([]);
   #catalog: ReadonlyMap<string, ItemInfo> = new Map();
   #products = new Map<string, Product>();
   #fitted: TrainData | null = null;
@@ -63,6 +65,7 @@ export class LastmileModels {
     this.#products = new Map();
     this.#users = new Map(this.#preset?.candidates ?? []);
     this.asOf = train.asOf;
+    this.order = new CatalogueOrder(train.sessions.flatMap((s) => s.events.map((e) => e.item)));
     this.models =
       this.#preset?.models ?? computeModels(train.sessions, train.asOf, this.params, (id) => this.product(id).category);
     this.next = this.#preset?.models.next ?? nextNeighbours(train);
@@ -265,6 +268,7 @@ export class LastmileRanker implements Method {
       popular: sources.has("popular") ? m.popular : null,
       popularByCategory: (c) => m.popularByCategory.get(c),
       catalog: (id) => this.shared.product(id),
+      catalogueOrder: sources.has("context") ? this.shared.order : null,
     };
     return { input, config };
   }

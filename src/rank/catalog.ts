@@ -74,3 +74,45 @@ export function shardProducts(shard: CatalogShardValue): Map<string, Product> {
   }
   return out;
 }
+
+const byCodeUnits = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
+
+/**
+ * Product ids in the catalogue's order: sorted by code units. Where ids are SKU-style codes, that order groups a
+ * product family (the UCI store's 22697, 22698 and 22699 are one tea cup in three colours), and a product's
+ * neighbours in it are what a buyer ordering from the catalogue sees next to it. The adjacency feature reads them
+ * (docs/ranking.md#features); a store whose ids carry no such order sets its weight to 0.
+ */
+export class CatalogueOrder {
+  readonly #ids: string[];
+
+  constructor(ids: Iterable<string>) {
+    this.#ids = [...new Set(ids)].sort(byCodeUnits);
+  }
+
+  get size(): number {
+    return this.#ids.length;
+  }
+
+  /**
+   * The products within `span` places of `id` on either side with their distance in places, nearest first (at
+   * equal distance the earlier one first); none when `id` is not in the catalogue.
+   */
+  near(id: string, span: number): Array<readonly [id: string, distance: number]> {
+    const ids = this.#ids;
+    let lo = 0;
+    let hi = ids.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if ((ids[mid] as string) < id) lo = mid + 1;
+      else hi = mid;
+    }
+    if (ids[lo] !== id) return [];
+    const out: Array<readonly [string, number]> = [];
+    for (let d = 1; d <= span; d++) {
+      if (lo - d >= 0) out.push([ids[lo - d] as string, d]);
+      if (lo + d < ids.length) out.push([ids[lo + d] as string, d]);
+    }
+    return out;
+  }
+}

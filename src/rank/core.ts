@@ -4,7 +4,7 @@
 // docs/ranking.md describes candidates, features, rules and the fallback chain.
 
 import { tokenValue } from "../session/ecommerce.ts";
-import type { CatalogLookup, Product } from "./catalog.ts";
+import type { CatalogLookup, CatalogueOrder, Product } from "./catalog.ts";
 import { terms } from "./catalog.ts";
 import {
   CANDIDATE_SOURCES,
@@ -73,6 +73,8 @@ export interface RankInput {
   /** rerank: the caller's candidates, in the caller's order, with optional base scores. */
   candidates?: ReadonlyArray<{ productId: string; score?: number }>;
   catalog: CatalogLookup;
+  /** The catalogue's order: the adjacency source reads the context products' neighbours in it (absent: none). */
+  catalogueOrder?: CatalogueOrder | null;
   /** Every catalogue product, in a stable order: the last-resort fill (absent: no fill). */
   catalogScan?: () => Iterable<Product>;
   /** No catalogue could be read: keep products it cannot check (flagged by the caller) rather than none. */
@@ -120,6 +122,7 @@ interface Candidate extends Record<Feature, number> {
   contextWhy: string | null;
   covisitWhy: string | null;
   sequenceWhy: string | null;
+  adjacentWhy: string | null;
   adjust: number;
   ruleReasons: string[] | null;
   score: number;
@@ -141,6 +144,13 @@ export const SESSION_SEQUENCE_SHARE = 0.15;
  * the rank half keeps it. k = 5 on the validation split (docs/relevance.md#tuning).
  */
 export const NEIGHBOUR_RANK_K = 5;
+/**
+ * The adjacency source: the products within this many places of a context product in the catalogue's order, each
+ * valued 1 / √distance (the best context product's value per candidate). Span and shape were chosen on the
+ * validation split (docs/relevance.md#tuning).
+ */
+export const ADJACENT_SPAN = 12;
+const adjacentValue = (distance: number): number => 1 / Math.sqrt(distance);
 
 const SOURCE_BIT = Object.fromEntries(CANDIDATE_SOURCES.map((source, i) => [source, 1 << i])) as Record<
   CandidateSource,
@@ -343,6 +353,7 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
         context: 0,
         covisit: 0,
         sequence: 0,
+        adjacent: 0,
         buyAgain: 0,
         content: 0,
         sessionAffinity: 0,
@@ -355,6 +366,7 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
         contextWhy: null,
         covisitWhy: null,
         sequenceWhy: null,
+        adjacentWhy: null,
         adjust: 0,
         ruleReasons: null,
         score: 0,
@@ -404,6 +416,16 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
   /** Products that follow a context item (the context source proposes them; the session source the others). */
   const afterContext = new Set<string>();
   for (const id of input.context) for (const [n] of next.get(id) ?? []) afterContext.add(n);
+  // Neighbours of the context products in the catalogue's order.
+  const adjacent = new Map<string, { value: number; best: string }>();
+  const order = input.catalogueOrder;
+  if (order && weights.adjacent !== 0)
+    for (const seed of input.context)
+      for (const [id, distance] of order.near(seed, ADJACENT_SPAN)) {
+        const value = adjacentValue(distance);
+        const cur = adjacent.get(id);
+        if (!cur || value > cur.value) adjacent.set(id, { value, best: `catalogue_neighbour:${seed}` });
+      }
   const buyAgainNorm = normalised(input.buyAgain);
   const batchNorm = normalised(input.batch?.map((b) => [b.productId, b.score] as const));
   const trendNorm = normalised(input.trending);
@@ -428,7 +450,10 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
       c.base = scored && max > min ? ((item.score ?? min) - min) / (max - min) : scored ? 1 : n > 1 ? 1 - i / n : 1;
     });
   } else {
-    if (sources.has("context")) for (const id of contextBlend.keys()) add(id, "context");
+    if (sources.has("context")) {
+      for (const id of contextBlend.keys()) add(id, "context");
+      for (const id of adjacent.keys()) add(id, "context");
+    }
     for (const id of sequence.keys()) {
       const source = afterContext.has(id) ? "context" : "session";
       if (sources.has(source)) add(id, source);
@@ -493,6 +518,13 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
       c.sequenceWhy = v.best;
     }
   }
+  for (const [id, v] of adjacent) {
+    const c = candidates.get(id);
+    if (c) {
+      c.adjacent = v.value;
+      c.adjacentWhy = v.best;
+    }
+  }
   for (const [id, v] of buyAgainNorm) {
     const c = candidates.get(id);
     if (c) c.buyAgain = v;
@@ -524,6 +556,7 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
       weights.context * f.context +
       weights.covisit * f.covisit +
       weights.sequence * f.sequence +
+      weights.adjacent * f.adjacent +
       weights.buyAgain * f.buyAgain +
       weights.content * f.content +
       weights.sessionAffinity * f.sessionAffinity +
@@ -657,6 +690,8 @@ function reasonCode(c: Candidate, k: Feature): string | null {
       return c.covisitWhy;
     case "sequence":
       return c.sequenceWhy;
+    case "adjacent":
+      return c.adjacentWhy;
     case "buyAgain":
       return "bought_before";
     case "content":
@@ -707,6 +742,7 @@ function reasonsOf(c: Candidate, w: Record<Feature, number>): string[] {
   if (c.context > 0) insertReason(codes, values, c.contextWhy, w.context * c.context);
   if (c.covisit > 0) insertReason(codes, values, c.covisitWhy, w.covisit * c.covisit);
   if (c.sequence > 0) insertReason(codes, values, c.sequenceWhy, w.sequence * c.sequence);
+  if (c.adjacent > 0) insertReason(codes, values, c.adjacentWhy, w.adjacent * c.adjacent);
   if (c.buyAgain > 0) insertReason(codes, values, "bought_before", w.buyAgain * c.buyAgain);
   if (c.content > 0) insertReason(codes, values, "similar_content", w.content * c.content);
   if (c.sessionAffinity > 0) {

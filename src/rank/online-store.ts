@@ -35,7 +35,7 @@ import {
   userListKey,
 } from "../publish/keys.ts";
 import { docDecoder } from "../stored-doc.ts";
-import { type CatalogLookup, type Product, shardProducts } from "./catalog.ts";
+import { type CatalogLookup, CatalogueOrder, type Product, shardProducts } from "./catalog.ts";
 import { DEFAULT_RANKING_CONFIG, parseRankingConfig, RANKING_CONFIG_KEY, type RankingConfig } from "./config.ts";
 import type { Scored } from "./core.ts";
 
@@ -64,6 +64,8 @@ export interface Shared {
   catalog: CatalogLookup | null;
   /** Every product, in the shards' order (the ranking's last-resort fill). */
   products: Product[];
+  /** The catalogue's order, built on first use and kept with the catalogue (null: no catalogue). */
+  order: (() => CatalogueOrder) | null;
   catalogItems: number;
   popular: PopularValue | null;
   trending: PopularValue | null;
@@ -190,7 +192,7 @@ export function readShared(kv: KVNamespace, pointer: Pointer | null): Shared | P
 }
 
 async function loadShared(kv: KVNamespace, pointer: Pointer | null): Promise<Shared> {
-  if (!pointer) return { catalog: null, products: [], catalogItems: 0, popular: null, trending: null };
+  if (!pointer) return { catalog: null, products: [], order: null, catalogItems: 0, popular: null, trending: null };
   const keys: string[] = [];
   const catalog = pointer.catalog;
   if (catalog) for (let s = 0; s < catalog.shards; s++) keys.push(catalogShardKey(catalog.version, s));
@@ -214,9 +216,11 @@ async function loadShared(kv: KVNamespace, pointer: Pointer | null): Promise<Sha
     }
   }
   const map = products;
+  let order: CatalogueOrder | null = null;
   return {
     catalog: map ? (id: string) => map.get(id) : null,
     products: map ? [...map.values()] : [],
+    order: map ? () => (order ??= new CatalogueOrder(map.keys())) : null,
     catalogItems: map?.size ?? 0,
     popular: popularKey ? decodePopular(values.get(popularKey) ?? null) : null,
     trending: trendingKey ? decodePopular(values.get(trendingKey) ?? null) : null,

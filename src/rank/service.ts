@@ -278,12 +278,12 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
     ? planExperiment(head.experiments, experimentPlacement(request.mode, request.placement), started, unit, config)
     : null;
   if (head?.experimentsInvalid) degraded.push("experiments_invalid");
-  const inputFor = (personal: boolean): RankInput => ({
+  const inputFor = (personal: boolean, seeds = personal ? context : request.context): RankInput => ({
     placement: request.placement,
     mode: request.mode,
     limit: request.limit,
     now: started,
-    context: personal ? context : request.context,
+    context: seeds,
     query: request.query,
     filters: request.filters,
     session: personal ? signals : null,
@@ -298,6 +298,8 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
     ...(request.candidates ? { candidates: request.candidates } : {}),
     catalog,
     ...(shared?.catalog ? { catalogScan: () => shared.products } : {}),
+    // Sorted on the first request that has a context product, then kept with the catalogue.
+    catalogueOrder: seeds.length > 0 ? (shared?.order?.() ?? null) : null,
     trustUnknown: shared?.catalog == null,
     explain: request.explain,
     whyNot: request.whyNot,

@@ -2,9 +2,16 @@
 // documented formulas: a list's scores are divided by its best one, context/session neighbours are blended by seed
 // weight (recency 0.5^(i / halfLife) for session seeds), and the score is Σ weight × feature (+ rule amounts).
 import { describe, expect, it } from "vitest";
-import { type Product, product } from "../../src/rank/catalog.ts";
+import { CatalogueOrder, type Product, product } from "../../src/rank/catalog.ts";
 import { DEFAULT_RANKING_CONFIG, type MerchandisingRule, type RankingConfig } from "../../src/rank/config.ts";
-import { type RankInput, type RankOutput, rank, type Scored, type SessionSignals } from "../../src/rank/core.ts";
+import {
+  ADJACENT_SPAN,
+  type RankInput,
+  type RankOutput,
+  rank,
+  type Scored,
+  type SessionSignals,
+} from "../../src/rank/core.ts";
 
 const NOW = Date.parse("2026-06-01T12:00:00Z");
 
@@ -210,6 +217,80 @@ describe("next items, buy again and content", () => {
     expect(item(out, "c").contributions?.content).toBeUndefined();
     expect(ids(out)).toEqual(["b", "a", "c"]);
     expect(item(out, "b").reasons[0]).toBe("similar_content");
+  });
+});
+
+describe("catalogue neighbours (adjacency)", () => {
+  it("orders ids by code units and gives the neighbours within the span, nearest first", () => {
+    const order = new CatalogueOrder(["22699", "22697", "85123A", "22698", "22697", "22700", "85123B"]);
+    expect(order.size).toBe(6);
+    // Sorted: 22697 22698 22699 22700 85123A 85123B.
+    expect(order.near("22699", 2)).toEqual([
+      ["22698", 1],
+      ["22700", 1],
+      ["22697", 2],
+      ["85123A", 2],
+    ]);
+    expect(order.near("22697", 2)).toEqual([
+      ["22698", 1],
+      ["22699", 2],
+    ]);
+    expect(order.near("85123B", 1)).toEqual([["85123A", 1]]);
+    expect(order.near("22696", 3)).toEqual([]);
+    expect(new CatalogueOrder([]).near("x", 3)).toEqual([]);
+  });
+
+  const W = { ...DEFAULT_RANKING_CONFIG.weights, adjacent: 2, context: 1 };
+  const ids5 = ["p1", "p2", "p3", "p4", "p5"];
+  const pdp = (over: Partial<RankInput> & { rows?: Record<string, Row> } = {}) =>
+    input({
+      placement: "pdp",
+      rows: plain(...ids5, "far"),
+      context: ["p3"],
+      catalogueOrder: new CatalogueOrder([...ids5, "far"]),
+      explain: true,
+      ...over,
+    });
+
+  it("proposes the product in view's catalogue neighbours, valued 1 / √distance, with the seed as reason", () => {
+    expect(ADJACENT_SPAN).toBeGreaterThanOrEqual(2);
+    const out = rank(pdp(), withConfig({ weights: W }));
+    // p3 is in view (excluded); p2, p4 at distance 1 (value 1), p1, p5 at 2 (1/√2); "far" at 3 (1/√3).
+    expect(item(out, "p2").contributions?.adjacent).toBe(2);
+    expect(item(out, "p4").contributions?.adjacent).toBe(2);
+    expect(item(out, "p1").contributions?.adjacent).toBeCloseTo(2 / Math.SQRT2, 6);
+    expect(item(out, "far").contributions?.adjacent).toBeCloseTo(2 / Math.sqrt(3), 6);
+    expect(ids(out)).toEqual(["p2", "p4", "p1", "p5", "far"]);
+    expect(item(out, "p2").reasons).toEqual(["catalogue_neighbour:p3"]);
+    expect(item(out, "p2").sources).toEqual(["context"]);
+    expect(out.stats.removed.viewing).toBeUndefined();
+  });
+
+  it("keeps the best context product's value, and the feature adds to the others", () => {
+    const out = rank(
+      pdp({
+        placement: "cart",
+        context: ["p1", "p5"],
+        similar: new Map<string, Scored[]>([["p1", [["p4", 1]]]]),
+      }),
+      withConfig({ weights: W }),
+    );
+    // p4: distance 1 from p5 (1) beats distance 3 from p1; plus context 1 × (½ · 1 + ½) / 2 seeds = 0.5.
+    expect(item(out, "p4").contributions).toEqual({ adjacent: 2, context: 0.5 });
+    expect(item(out, "p4").reasons).toEqual(["catalogue_neighbour:p5", "similar_to:p1"]);
+    expect(item(out, "p2").reasons).toEqual(["catalogue_neighbour:p1"]);
+  });
+
+  it("removes ineligible neighbours, and weight 0 or no order turns the source off", () => {
+    const rows = { ...plain(...ids5, "far"), p2: { inStock: false }, p4: { visible: false } };
+    const out = rank(pdp({ rows }), withConfig({ weights: W }));
+    expect(ids(out)).toEqual(["p1", "p5", "far"]);
+    expect(out.stats.removed).toMatchObject({ out_of_stock: 1, hidden: 1 });
+    const off = rank(pdp(), withConfig({ weights: { ...W, adjacent: 0 } }));
+    expect(off.items).toEqual([]);
+    expect(rank(pdp({ catalogueOrder: null }), withConfig({ weights: W })).items).toEqual([]);
+    // Home has no context product: nothing is adjacent.
+    expect(rank(pdp({ placement: "home", context: [] }), withConfig({ weights: W })).items).toEqual([]);
   });
 });
 

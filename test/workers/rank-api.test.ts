@@ -5,8 +5,9 @@
 // the list); content = 3 × the share of the context product's title words found in the candidate's.
 // Live trending (Redis) holds whatever other test files tracked; fixture ids carry a fresh tag per test, so only
 // tr1 (the batch trending list, used while the isolate's live list is cold) can come and go: assertions allow it.
-import { exports } from "cloudflare:workers";
+import { env, exports } from "cloudflare:workers";
 import { beforeEach, describe, expect, it } from "vitest";
+import { RANKING_CONFIG_KEY } from "../../src/rank/config.ts";
 import { refused } from "./collect-helpers.ts";
 import {
   type Answer,
@@ -15,6 +16,7 @@ import {
   ok,
   postJson,
   publishFixture,
+  resetCaches,
   SERVER_KEY,
   settled,
   shopFixture,
@@ -29,10 +31,19 @@ const pops = (from: number, to: number) =>
 /** The items without tr1, whose presence depends on whether the isolate's live trending list is warm yet. */
 const organic = (a: Answer) => ids(a).filter((x) => x !== id("tr1"));
 
+/**
+ * The fixture's 22 ids all lie within a few places of each other in the catalogue's order, so the adjacency source
+ * would add to every list: the tests below rank with the default config except `adjacent` 0 (stored as version
+ * "fixture"), and "catalogue neighbours" at the end with the default itself.
+ */
+const NO_ADJACENCY = JSON.stringify({ version: "fixture", config: { weights: { adjacent: 0 } } });
+
 beforeEach(async () => {
   shop = shopFixture(`r${crypto.randomUUID().slice(0, 8)}`);
   id = shop.id;
   await publishFixture(shop);
+  await env.ONLINE_STORE.put(RANKING_CONFIG_KEY, NO_ADJACENCY);
+  resetCaches();
 });
 
 describe("routes with a server key", () => {
@@ -57,7 +68,7 @@ describe("routes with a server key", () => {
       placement: "home",
       mode: "recommend",
       userKey: `u:${id("alice")}`,
-      config: { version: "default" },
+      config: { version: "fixture" },
       snapshot: { version: 1 },
       sources: {
         session: { status: "absent" },
@@ -412,5 +423,25 @@ describe("user tokens on the API", () => {
     expect(ids(implicit)).toEqual([id("b1"), id("b2")]);
     const named = await ok(get(`/v1/recommendations?placement=home&limit=2&userId=${id("alice")}`, token));
     expect(ids(named)).toEqual([id("b1"), id("b2")]);
+  });
+});
+
+describe("catalogue neighbours", () => {
+  it("with the default config, the product in view's neighbours in the catalogue's order join its lists", async () => {
+    await env.ONLINE_STORE.delete(RANKING_CONFIG_KEY);
+    resetCaches();
+    const a = await ok(get(`/v1/similar/${id("p1")}?limit=4`));
+    expect(a.config.version).toBe("default");
+    // Sorted ids: b1 b2 bt1 bt2 c1 oos p1 pop01 … pop12 s1 s2 tr1. Adjacent 4 / √distance: pop01 and oos at 1 (oos
+    // is out of stock), c1 and pop02 at 2; s1 is 13 places away. s1 = context 2 × 1 + content 3 × ½ as above;
+    // pop01 = 4 + popularity 0.2 × 12/100; pop02 = 4/√2 + 0.2 × 11/100; c1 = 4/√2 + 0.2 × 0.5/100.
+    expect(a.items.map((i) => [i.productId, i.score, i.reasons])).toEqual([
+      [id("pop01"), 4.024, [`catalogue_neighbour:${id("p1")}`, "popular"]],
+      [id("s1"), 3.5, [`similar_to:${id("p1")}`, "similar_content"]],
+      [id("pop02"), 2.850427, [`catalogue_neighbour:${id("p1")}`, "popular"]],
+      [id("c1"), 2.829427, [`catalogue_neighbour:${id("p1")}`, "popular"]],
+    ]);
+    const pdp = await ok(get(`/v1/recommendations?placement=pdp&productId=${id("p1")}&limit=4`));
+    expect(ids(pdp)).toEqual([id("pop01"), id("s1"), id("pop02"), id("c1")]);
   });
 });
