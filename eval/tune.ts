@@ -57,6 +57,7 @@ export const KNOBS: readonly Knob[] = [
     set: (c, v) => ({ ...c, diversity: { maxPerCategory: v } }),
   },
   weight("sequence", [8, 16, 32]),
+  weight("adjacent", [0, 2, 4, 8]),
   weight("content", [0, 1.5, 3, 6]),
   weight("context", [1, 2, 4]),
   weight("covisit", [1.5, 3, 6]),
