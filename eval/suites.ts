@@ -4,6 +4,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { gunzipSync } from "node:zlib";
+import type { RankingConfig } from "../src/rank/config.ts";
 import {
   cutBeforeEnd,
   type Dataset,
@@ -116,6 +117,8 @@ export async function runNextItem(options: {
   sql?: boolean;
   /** Only these methods (by name); all of them by default. */
   only?: readonly string[];
+  /** The merged ranker's config (default: DEFAULT_RANKING_CONFIG). */
+  config?: RankingConfig;
 }): Promise<Record<string, unknown>> {
   const started = performance.now();
   const train = trainData(options.train, options.catalog);
@@ -126,12 +129,17 @@ export async function runNextItem(options: {
     shared.preset(out.models, new Map());
     batchLists = { computed: "sql", timings: out.timings };
   }
-  const methods = lineup(shared, { shape: options.shape, ...(options.only ? { only: options.only } : {}) });
+  const methods = lineup(shared, {
+    shape: options.shape,
+    ...(options.only ? { only: options.only } : {}),
+    ...(options.config ? { ranker: new LastmileRanker(shared, { shape: options.shape, config: options.config }) } : {}),
+  });
   const unknown = options.only?.filter((name) => !methods.some((m) => m.name === name)) ?? [];
   if (unknown.length > 0) throw new Error(`unknown method(s): ${unknown.join(", ")}`);
   const results = nextItem(methods, train, options.test, { sessions: options.sessions });
   return {
     protocol: "next-item",
+    config: options.config?.version ?? "default",
     batchLists,
     trainSessions: options.train.length,
     testSessions: Math.min(options.sessions ?? options.test.length, options.test.length),
@@ -149,6 +157,7 @@ export async function runNextPurchase(options: {
   cut: number;
   users?: number;
   sql?: boolean;
+  config?: RankingConfig;
 }): Promise<Record<string, unknown>> {
   const started = performance.now();
   const { sessions, catalog } = readUci();
@@ -164,10 +173,17 @@ export async function runNextPurchase(options: {
     shared.preset(out.models, byUser);
     batchLists = { computed: "sql", timings: out.timings };
   }
-  const methods = lineup(shared, { repeat: true, shape: NEXT_PURCHASE_SHAPE });
+  const methods = lineup(shared, {
+    repeat: true,
+    shape: NEXT_PURCHASE_SHAPE,
+    ...(options.config
+      ? { ranker: new LastmileRanker(shared, { shape: NEXT_PURCHASE_SHAPE, config: options.config }) }
+      : {}),
+  });
   const results = nextPurchase(methods, data, customers, options.cut, { users: options.users });
   return {
     protocol: "next-purchase",
+    config: options.config?.version ?? "default",
     batchLists,
     cut: isoDay(options.cut),
     trainSessions: train.length,

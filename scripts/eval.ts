@@ -2,6 +2,7 @@
 // ranking functions the Worker deploys (eval/, docs/relevance.md). A markdown table by default, the JSON report
 // with `--json`. `--list` prints the registered suites as JSON.
 import { parseArgs } from "node:util";
+import { rankingConfigArg } from "../eval/config.ts";
 import { type EventType, isoDay, type Session } from "../eval/data.ts";
 import { SequentialRules } from "../eval/methods/baselines.ts";
 import { LastmileModels, LastmileRanker } from "../eval/methods/lastmile.ts";
@@ -12,6 +13,7 @@ import {
   markdown,
   OTTO_FILE,
   readSessionFile,
+  readText,
   readUci,
   runNextItem,
   runNextPurchase,
@@ -37,6 +39,8 @@ const num = (v: string | boolean | undefined, fallback: number): number => {
 };
 const optionalNum = (v: string | boolean | undefined): number | undefined =>
   typeof v === "string" ? num(v, 0) : undefined;
+/** `--config JSON|FILE`: the merged ranker's config (absent: the shipped default). */
+const configOf = (v: Values) => (typeof v.config === "string" ? { config: rankingConfigArg(v.config, readText) } : {});
 const dateSeconds = (v: string | boolean | undefined, fallback: string): number => {
   const t = Date.parse(`${typeof v === "string" ? v : fallback}T00:00:00Z`);
   if (!Number.isFinite(t)) throw new Error(`not a date (YYYY-MM-DD): ${v}`);
@@ -66,6 +70,7 @@ async function uciNextItem(
       shape: UCI_NEXT_ITEM_SHAPE,
       sql: v.sql === true,
       ...(split.only ? { only: split.only } : {}),
+      ...configOf(v),
     })),
   };
 }
@@ -75,7 +80,7 @@ const suites: EvalSuite[] = [
   {
     name: "next-item",
     description:
-      "protocol (i) on session-rec files: --train FILE --test FILE [--sessions N] [--event-type view|cart|purchase] [--catalog uci] [--sql]",
+      "protocol (i) on session-rec files: --train FILE --test FILE [--sessions N] [--event-type view|cart|purchase] [--catalog uci] [--sql] [--config JSON|FILE]",
     run(v) {
       if (typeof v.train !== "string" || typeof v.test !== "string") throw new Error("give --train FILE --test FILE");
       const type = (typeof v["event-type"] === "string" ? v["event-type"] : "view") as EventType;
@@ -86,13 +91,14 @@ const suites: EvalSuite[] = [
         catalog: v.catalog === "uci" ? readUci().catalog : undefined,
         shape: v.catalog === "uci" ? UCI_NEXT_ITEM_SHAPE : undefined,
         sql: v.sql === true,
+        ...configOf(v),
       });
     },
   },
   {
     name: "uci-next-item",
     description:
-      "protocol (i) on UCI invoices, the last --test-days (30) days as the test split [--sessions N] [--sql]",
+      "protocol (i) on UCI invoices, the last --test-days (30) days as the test split [--sessions N] [--sql] [--config JSON|FILE]",
     run(v) {
       const { train, test, cut } = uciSplit(num(v["test-days"], 30));
       return uciNextItem(v, { data: "uci-online-retail invoices", train, test, cut, catalog: readUci().catalog });
@@ -101,7 +107,7 @@ const suites: EvalSuite[] = [
   {
     name: "uci-next-item-validation",
     description:
-      "protocol (i) on the validation split: the training invoices' last --validation-days (30) days, trained on the invoices before them; never the test split [--sessions N] [--methods sr,lastmile] [--sql]",
+      "protocol (i) on the validation split: the training invoices' last --validation-days (30) days, trained on the invoices before them; never the test split [--sessions N] [--methods sr,lastmile] [--sql] [--config JSON|FILE]",
     run(v) {
       const { catalog, inner } = validationSplits(num(v["test-days"], 30), num(v["validation-days"], 30));
       return uciNextItem(v, {
@@ -133,12 +139,13 @@ const suites: EvalSuite[] = [
   {
     name: "uci-next-purchase",
     description:
-      "protocol (ii) on UCI customers: train before --cut (2011-09-01), predict what each buys after [--users N] [--sql]",
+      "protocol (ii) on UCI customers: train before --cut (2011-09-01), predict what each buys after [--users N] [--sql] [--config JSON|FILE]",
     run(v) {
       return runNextPurchase({
         cut: dateSeconds(v.cut, "2011-09-01"),
         users: optionalNum(v.users),
         sql: v.sql === true,
+        ...configOf(v),
       });
     },
   },
@@ -204,6 +211,7 @@ const { values, positionals } = parseArgs({
     "test-days": { type: "string" },
     "validation-days": { type: "string" },
     methods: { type: "string" },
+    config: { type: "string" },
   },
 });
 
