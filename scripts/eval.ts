@@ -39,6 +39,9 @@ const num = (v: string | boolean | undefined, fallback: number): number => {
 };
 const optionalNum = (v: string | boolean | undefined): number | undefined =>
   typeof v === "string" ? num(v, 0) : undefined;
+/** `--methods a,b`: only these methods (all by default). */
+const methodsOf = (v: Values) =>
+  typeof v.methods === "string" ? v.methods.split(",").map((m) => m.trim()) : undefined;
 /** `--config JSON|FILE`: the merged ranker's config (absent: the shipped default). */
 const configOf = (v: Values) => (typeof v.config === "string" ? { config: rankingConfigArg(v.config, readText) } : {});
 const dateSeconds = (v: string | boolean | undefined, fallback: string): number => {
@@ -98,10 +101,17 @@ const suites: EvalSuite[] = [
   {
     name: "uci-next-item",
     description:
-      "protocol (i) on UCI invoices, the last --test-days (30) days as the test split [--sessions N] [--sql] [--config JSON|FILE]",
+      "protocol (i) on UCI invoices, the last --test-days (30) days as the test split [--sessions N] [--methods sr,lastmile] [--sql] [--config JSON|FILE]",
     run(v) {
       const { train, test, cut } = uciSplit(num(v["test-days"], 30));
-      return uciNextItem(v, { data: "uci-online-retail invoices", train, test, cut, catalog: readUci().catalog });
+      return uciNextItem(v, {
+        data: "uci-online-retail invoices",
+        train,
+        test,
+        cut,
+        catalog: readUci().catalog,
+        only: methodsOf(v),
+      });
     },
   },
   {
@@ -114,7 +124,7 @@ const suites: EvalSuite[] = [
         data: "uci-online-retail invoices, validation split",
         ...inner,
         catalog,
-        only: typeof v.methods === "string" ? v.methods.split(",").map((m) => m.trim()) : undefined,
+        only: methodsOf(v),
       });
     },
   },

@@ -4,7 +4,7 @@
 // every source of the placement, the ranking config's weights).
 
 import { BUY_AGAIN_REASON } from "../../src/publish/codec.ts";
-import { CatalogueOrder, type Product, product } from "../../src/rank/catalog.ts";
+import { CatalogueOrder, orderPredictive, type Product, product } from "../../src/rank/catalog.ts";
 import { DEFAULT_RANKING_CONFIG, type RankingConfig } from "../../src/rank/config.ts";
 import { type RankInput, rank, type Scored, type SessionSignals } from "../../src/rank/core.ts";
 import { HALF_LIFE_MS, priceBand } from "../../src/session/weights.ts";
@@ -39,8 +39,11 @@ export class LastmileModels {
   models: BatchModels | null = null;
   next: ReadonlyMap<string, readonly Scored[]> = new Map();
   asOf = 0;
-  /** The items seen in training (the protocols' universe) in the catalogue's order. */
-  order = new CatalogueOrder([]);
+  /**
+   * The items seen in training (the protocols' universe) in the catalogue's order; null when the next-items lists
+   * say it predicts nothing (orderPredictive, as the publisher measures it).
+   */
+  order: CatalogueOrder | null = null;
   #catalog: ReadonlyMap<string, ItemInfo> = new Map();
   #products = new Map<string, Product>();
   #fitted: TrainData | null = null;
@@ -65,10 +68,11 @@ export class LastmileModels {
     this.#products = new Map();
     this.#users = new Map(this.#preset?.candidates ?? []);
     this.asOf = train.asOf;
-    this.order = new CatalogueOrder(train.sessions.flatMap((s) => s.events.map((e) => e.item)));
     this.models =
       this.#preset?.models ?? computeModels(train.sessions, train.asOf, this.params, (id) => this.product(id).category);
     this.next = this.#preset?.models.next ?? nextNeighbours(train);
+    const order = new CatalogueOrder(train.sessions.flatMap((s) => s.events.map((e) => e.item)));
+    this.order = orderPredictive(order.measure(this.next)) ? order : null;
   }
 
   /** Every product is visible and in stock: the data sets have no stock; categories and prices when known. */

@@ -33,6 +33,19 @@ export interface CatalogManifest {
   items: number;
 }
 
+/**
+ * How well the catalogue's order (ids sorted by code units) predicts what shoppers go on to: of the products'
+ * top-10 "next items" neighbours (`pairs`), how many lie within `span` places of the product (`near`), among
+ * `products` catalogue products. The ranking path uses the order only when this is far above chance
+ * (src/rank/catalog.ts `orderPredictive`).
+ */
+export interface CatalogOrderStat {
+  pairs: number;
+  near: number;
+  products: number;
+  span: number;
+}
+
 export interface Pointer {
   f: typeof CODEC_FORMAT;
   /** The served snapshot version: readers take the newest entry ≤ version of each stable key. */
@@ -49,6 +62,8 @@ export interface Pointer {
   catalog: CatalogManifest | null;
   /** list → the version whose `v<version>:pop:<list>` key holds it (null: never published). */
   popular: { popular: number | null; trending: number | null };
+  /** Measured at publish time (absent in pointers written before it existed: the order is then not used). */
+  catalogOrder?: CatalogOrderStat | null;
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {

@@ -450,6 +450,7 @@ export class PublishCoordinator extends DurableObject<Env> {
           modelVersions: base?.modelVersions ?? {},
           catalog: { version, shards: built.shards, items: built.manifestItems },
           popular: base?.popular ?? { popular: null, trending: null },
+          catalogOrder: base?.catalogOrder ?? null,
         };
         await kv.put(POINTER_KEY, encodePointer(pointer));
         await saveCatalogWatermark(db, watermark);

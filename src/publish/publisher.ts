@@ -37,6 +37,7 @@ import {
 import { KV_BULK_GET_MAX, KV_MIN_WRITE_INTERVAL_MS, type KvBudget } from "./kv-budget.ts";
 import {
   type CatalogWatermark,
+  catalogOrderStat,
   catalogRows,
   catalogWatermark,
   currentModelVersions,
@@ -260,6 +261,7 @@ async function sharedAndPointer(s: Step): Promise<Pointer | null | "budget"> {
     modelVersions,
     catalog,
     popular,
+    catalogOrder: await catalogOrderStat(db),
   };
   await kv.put(POINTER_KEY, encodePointer(pointer));
   job.stats.pointerWritten = true;

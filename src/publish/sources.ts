@@ -7,6 +7,7 @@
 // small steps across many invocations, each costing the same wherever the cursor stands.
 import { sql } from "drizzle-orm";
 import type { Executor } from "../batch/bulk.ts";
+import { ADJACENT_SPAN } from "../rank/catalog.ts";
 import {
   catalog,
   itemNeighbors,
@@ -15,7 +16,7 @@ import {
   publishedKeys,
   userCandidates,
 } from "../stores/schema.ts";
-import { CATALOG_ROW_COLUMNS, catalogRowOf } from "./codec.ts";
+import { CATALOG_ROW_COLUMNS, type CatalogOrderStat, catalogRowOf } from "./codec.ts";
 import { fitsKvKey, ITEM_PREFIX, NEIGHBOR_KEY_KINDS, USER_PREFIX } from "./keys.ts";
 
 /** Candidates per user list in KV: what the ranking path can use, bounded so a value stays a few KB. */
@@ -277,6 +278,26 @@ export interface CatalogWatermark {
 export async function catalogWatermark(db: Executor): Promise<CatalogWatermark> {
   const [r] = await rows(db, sql`select count(*)::int as count, max(${catalog.updatedAt})::text as at from ${catalog}`);
   return { count: Number(r?.count ?? 0), maxUpdatedAt: r?.at === null || r?.at === undefined ? null : String(r.at) };
+}
+
+/**
+ * The catalogue's order against the "next items" lists (CatalogOrderStat): of every product's `top` neighbours,
+ * how many lie within `span` places of it in the catalogue sorted by id (code-unit order, as the Worker sorts it).
+ * One statement; CatalogueOrder.measure (src/rank/catalog.ts) computes the same in TypeScript.
+ */
+export async function catalogOrderStat(db: Executor, span = ADJACENT_SPAN, top = 10): Promise<CatalogOrderStat> {
+  const [r] = await rows(
+    db,
+    sql`
+    with pos as (select id, (row_number() over (order by id collate "C"))::int as p from ${catalog})
+    select (select count(*) from pos)::int as products, count(*)::int as pairs,
+           (count(*) filter (where abs(a.p - b.p) <= ${span}))::int as near
+    from ${itemNeighbors} n
+      join pos a on a.id = n.product_id
+      join pos b on b.id = n.neighbor_id
+    where n.kind = 'next' and n.rank <= ${top} and n.neighbor_id <> n.product_id`,
+  );
+  return { pairs: Number(r?.pairs ?? 0), near: Number(r?.near ?? 0), products: Number(r?.products ?? 0), span };
 }
 
 export async function catalogRows(db: Executor) {

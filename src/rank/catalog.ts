@@ -1,6 +1,6 @@
 // The ranking path's view of the catalogue: what the rules and features need of a product, with its category,
 // tags and title terms normalised once (per decoded shard, per isolate) instead of once per request.
-import { type CatalogShardValue, catalogItem } from "../publish/codec.ts";
+import { type CatalogOrderStat, type CatalogShardValue, catalogItem } from "../publish/codec.ts";
 import { tokenValue } from "../session/ecommerce.ts";
 import { priceBand } from "../session/weights.ts";
 
@@ -77,6 +77,28 @@ export function shardProducts(shard: CatalogShardValue): Map<string, Product> {
 
 const byCodeUnits = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 
+/** How far on either side of a context product the adjacency source looks (docs/relevance.md#tuning). */
+export const ADJACENT_SPAN = 12;
+/** The order is used when its share of near neighbours is at least this many times chance … */
+export const ORDER_MIN_LIFT = 5;
+/** … measured on at least this many neighbour pairs. */
+export const ORDER_MIN_PAIRS = 100;
+
+/**
+ * The share of near neighbours over the share a random order would give (2 · span places out of products − 1).
+ * 1 for ids that carry no order; 55 for the UCI store's stock codes.
+ */
+export function orderLift(s: CatalogOrderStat): number {
+  if (s.pairs <= 0 || s.products < 2) return 0;
+  const chance = Math.min(1, (2 * s.span) / (s.products - 1));
+  return s.near / s.pairs / chance;
+}
+
+/** Whether the catalogue's order predicts what shoppers go on to, by the batch's measure (null: unknown → no). */
+export function orderPredictive(s: CatalogOrderStat | null | undefined): boolean {
+  return s != null && s.pairs >= ORDER_MIN_PAIRS && orderLift(s) >= ORDER_MIN_LIFT;
+}
+
 /**
  * Product ids in the catalogue's order: sorted by code units. Where ids are SKU-style codes, that order groups a
  * product family (the UCI store's 22697, 22698 and 22699 are one tea cup in three colours), and a product's
@@ -100,6 +122,46 @@ export class CatalogueOrder {
    */
   near(id: string, span: number): Array<readonly [id: string, distance: number]> {
     const ids = this.#ids;
+    const lo = this.#index(id);
+    if (lo < 0) return [];
+    const out: Array<readonly [string, number]> = [];
+    for (let d = 1; d <= span; d++) {
+      if (lo - d >= 0) out.push([ids[lo - d] as string, d]);
+      if (lo + d < ids.length) out.push([ids[lo + d] as string, d]);
+    }
+    return out;
+  }
+
+  /**
+   * The measure of `orderPredictive` over neighbour lists (best first): of each product's first `top` neighbours,
+   * how many lie within `span` places of it. The publisher measures the same in SQL (src/publish/sources.ts).
+   */
+  measure(
+    lists: ReadonlyMap<string, ReadonlyArray<readonly [string, number]>>,
+    top = 10,
+    span = ADJACENT_SPAN,
+  ): CatalogOrderStat {
+    let pairs = 0;
+    let near = 0;
+    for (const [id, list] of lists) {
+      const close = new Set(this.near(id, span).map(([n]) => n));
+      if (close.size === 0) continue;
+      for (const [n] of list.slice(0, top)) {
+        if (n === id || !this.has(n)) continue;
+        pairs++;
+        if (close.has(n)) near++;
+      }
+    }
+    return { pairs, near, products: this.size, span };
+  }
+
+  has(id: string): boolean {
+    return this.#index(id) >= 0;
+  }
+
+  /** The place of `id`, or −1. */
+  #index(id: string): number {
+    const ids = this.#ids;
     let lo = 0;
     let hi = ids.length;
     while (lo < hi) {
@@ -107,12 +169,6 @@ export class CatalogueOrder {
       if ((ids[mid] as string) < id) lo = mid + 1;
       else hi = mid;
     }
-    if (ids[lo] !== id) return [];
-    const out: Array<readonly [string, number]> = [];
-    for (let d = 1; d <= span; d++) {
-      if (lo - d >= 0) out.push([ids[lo - d] as string, d]);
-      if (lo + d < ids.length) out.push([ids[lo + d] as string, d]);
-    }
-    return out;
+    return ids[lo] === id ? lo : -1;
   }
 }

@@ -4,8 +4,7 @@
 // docs/ranking.md describes candidates, features, rules and the fallback chain.
 
 import { tokenValue } from "../session/ecommerce.ts";
-import type { CatalogLookup, CatalogueOrder, Product } from "./catalog.ts";
-import { terms } from "./catalog.ts";
+import { ADJACENT_SPAN, type CatalogLookup, type CatalogueOrder, type Product, terms } from "./catalog.ts";
 import {
   CANDIDATE_SOURCES,
   type CandidateSource,
@@ -145,11 +144,10 @@ export const SESSION_SEQUENCE_SHARE = 0.15;
  */
 export const NEIGHBOUR_RANK_K = 5;
 /**
- * The adjacency source: the products within this many places of a context product in the catalogue's order, each
- * valued 1 / √distance (the best context product's value per candidate). Span and shape were chosen on the
- * validation split (docs/relevance.md#tuning).
+ * The adjacency source: the products within ADJACENT_SPAN (catalog.ts) places of a context product in the
+ * catalogue's order, each valued 1 / √distance (the best context product's value per candidate). Span and shape
+ * were chosen on the validation split (docs/relevance.md#tuning).
  */
-export const ADJACENT_SPAN = 12;
 const adjacentValue = (distance: number): number => 1 / Math.sqrt(distance);
 
 const SOURCE_BIT = Object.fromEntries(CANDIDATE_SOURCES.map((source, i) => [source, 1 << i])) as Record<

@@ -2,16 +2,16 @@
 // documented formulas: a list's scores are divided by its best one, context/session neighbours are blended by seed
 // weight (recency 0.5^(i / halfLife) for session seeds), and the score is Σ weight × feature (+ rule amounts).
 import { describe, expect, it } from "vitest";
-import { CatalogueOrder, type Product, product } from "../../src/rank/catalog.ts";
-import { DEFAULT_RANKING_CONFIG, type MerchandisingRule, type RankingConfig } from "../../src/rank/config.ts";
 import {
   ADJACENT_SPAN,
-  type RankInput,
-  type RankOutput,
-  rank,
-  type Scored,
-  type SessionSignals,
-} from "../../src/rank/core.ts";
+  CatalogueOrder,
+  orderLift,
+  orderPredictive,
+  type Product,
+  product,
+} from "../../src/rank/catalog.ts";
+import { DEFAULT_RANKING_CONFIG, type MerchandisingRule, type RankingConfig } from "../../src/rank/config.ts";
+import { type RankInput, type RankOutput, rank, type Scored, type SessionSignals } from "../../src/rank/core.ts";
 
 const NOW = Date.parse("2026-06-01T12:00:00Z");
 
@@ -238,6 +238,48 @@ describe("catalogue neighbours (adjacency)", () => {
     expect(order.near("85123B", 1)).toEqual([["85123A", 1]]);
     expect(order.near("22696", 3)).toEqual([]);
     expect(new CatalogueOrder([]).near("x", 3)).toEqual([]);
+  });
+
+  it("measures how far above chance the order puts each product's neighbours, and is predictive from 5× on", () => {
+    // 100 ids 000 … 099; span 2: a random order puts 4 of 99 others near a product (chance 4/99).
+    const order = new CatalogueOrder(Array.from({ length: 100 }, (_, i) => String(i).padStart(3, "0")));
+    // The first 3 neighbours of each product count (as the rank ≤ top of the SQL): 010's are 011 (1 place: near),
+    // 200 (not in the catalogue: no pair) and 013 (3 places: outside span 2); 009 is its 4th. 050's: 090, 052 (near),
+    // 051 (near). 999 is not in the catalogue. Pairs 2 + 3, near 1 + 2.
+    const lists = new Map<string, Scored[]>([
+      [
+        "010",
+        [
+          ["011", 5],
+          ["200", 4],
+          ["013", 3],
+          ["009", 2],
+        ],
+      ],
+      [
+        "050",
+        [
+          ["090", 4],
+          ["052", 3],
+          ["051", 2],
+          ["049", 1],
+        ],
+      ],
+      ["999", [["000", 1]]],
+    ]);
+    const s = order.measure(lists, 3, 2);
+    expect(s).toEqual({ pairs: 5, near: 3, products: 100, span: 2 });
+    expect(orderLift(s)).toBeCloseTo(3 / 5 / (4 / 99), 9);
+    // Predictive needs ≥ 5× chance on ≥ 100 pairs; unknown (null) or too few pairs → no.
+    expect(orderPredictive({ ...s, pairs: 100, near: 60 })).toBe(true);
+    // 5 × 4/99 = 0.202: 21 of 100 pairs near is enough, 20 is not.
+    expect(orderPredictive({ ...s, pairs: 100, near: 21 })).toBe(true);
+    expect(orderPredictive({ ...s, pairs: 100, near: 20 })).toBe(false);
+    expect(orderPredictive(s)).toBe(false);
+    expect(orderPredictive(null)).toBe(false);
+    expect(orderPredictive(undefined)).toBe(false);
+    // Every product near every other (a catalogue within the span): the order says nothing.
+    expect(orderLift({ pairs: 500, near: 500, products: 20, span: 12 })).toBe(1);
   });
 
   const W = { ...DEFAULT_RANKING_CONFIG.weights, adjacent: 2, context: 1 };

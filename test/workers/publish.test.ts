@@ -193,9 +193,13 @@ describe("publish", () => {
       { productId: `${tag}-p2`, score: 1.5 },
       { productId: `${tag}-p3`, score: 0.5 },
     ]);
+    // The pointer carries the measure of the catalogue's order: both next pairs lie within 12 places of p1.
+    const measured = { pairs: 2, near: 2, products: 3, span: 12 };
+    expect(decodePointer(await kv().get(POINTER_KEY))?.catalogOrder).toEqual(measured);
     await q("delete from item_neighbors where kind = 'next'");
     await publish();
     expect(puts(log)).toEqual([itemListKey("next", `${tag}-p1`), POINTER_KEY]);
+    expect(decodePointer(await kv().get(POINTER_KEY))?.catalogOrder).toEqual({ ...measured, pairs: 0, near: 0 });
     const gone = await kv().get(itemListKey("next", `${tag}-p1`));
     expect(decodeNeighbors(gone, 2)).toBeNull();
     expect(decodeNeighbors(gone, 1)?.items).toHaveLength(2);

@@ -5,9 +5,8 @@
 // the list); content = 3 × the share of the context product's title words found in the candidate's.
 // Live trending (Redis) holds whatever other test files tracked; fixture ids carry a fresh tag per test, so only
 // tr1 (the batch trending list, used while the isolate's live list is cold) can come and go: assertions allow it.
-import { env, exports } from "cloudflare:workers";
+import { exports } from "cloudflare:workers";
 import { beforeEach, describe, expect, it } from "vitest";
-import { RANKING_CONFIG_KEY } from "../../src/rank/config.ts";
 import { refused } from "./collect-helpers.ts";
 import {
   type Answer,
@@ -16,7 +15,6 @@ import {
   ok,
   postJson,
   publishFixture,
-  resetCaches,
   SERVER_KEY,
   settled,
   shopFixture,
@@ -31,19 +29,10 @@ const pops = (from: number, to: number) =>
 /** The items without tr1, whose presence depends on whether the isolate's live trending list is warm yet. */
 const organic = (a: Answer) => ids(a).filter((x) => x !== id("tr1"));
 
-/**
- * The fixture's 22 ids all lie within a few places of each other in the catalogue's order, so the adjacency source
- * would add to every list: the tests below rank with the default config except `adjacent` 0 (stored as version
- * "fixture"), and "catalogue neighbours" at the end with the default itself.
- */
-const NO_ADJACENCY = JSON.stringify({ version: "fixture", config: { weights: { adjacent: 0 } } });
-
 beforeEach(async () => {
   shop = shopFixture(`r${crypto.randomUUID().slice(0, 8)}`);
   id = shop.id;
   await publishFixture(shop);
-  await env.ONLINE_STORE.put(RANKING_CONFIG_KEY, NO_ADJACENCY);
-  resetCaches();
 });
 
 describe("routes with a server key", () => {
@@ -68,7 +57,7 @@ describe("routes with a server key", () => {
       placement: "home",
       mode: "recommend",
       userKey: `u:${id("alice")}`,
-      config: { version: "fixture" },
+      config: { version: "default" },
       snapshot: { version: 1 },
       sources: {
         session: { status: "absent" },
@@ -427,9 +416,13 @@ describe("user tokens on the API", () => {
 });
 
 describe("catalogue neighbours", () => {
-  it("with the default config, the product in view's neighbours in the catalogue's order join its lists", async () => {
-    await env.ONLINE_STORE.delete(RANKING_CONFIG_KEY);
-    resetCaches();
+  // The fixture's pointer carries no measure of the catalogue's order (as one written before the publisher took
+  // it), so every test above ranks without the adjacency source. Here the pointer says what the publisher measures.
+  const measured = (near: number) => ({ ...shop, catalogOrder: { pairs: 200, near, products: 1_000, span: 12 } });
+
+  it("ranks the product in view's neighbours in the catalogue's order when the batch found the order predictive", async () => {
+    // 150 of 200 pairs near: 0.75 / (24 / 999) = 31× chance (≥ 5×).
+    await publishFixture(measured(150));
     const a = await ok(get(`/v1/similar/${id("p1")}?limit=4`));
     expect(a.config.version).toBe("default");
     // Sorted ids: b1 b2 bt1 bt2 c1 oos p1 pop01 … pop12 s1 s2 tr1. Adjacent 4 / √distance: pop01 and oos at 1 (oos
@@ -443,5 +436,13 @@ describe("catalogue neighbours", () => {
     ]);
     const pdp = await ok(get(`/v1/recommendations?placement=pdp&productId=${id("p1")}&limit=4`));
     expect(ids(pdp)).toEqual([id("pop01"), id("s1"), id("pop02"), id("c1")]);
+  });
+
+  it("leaves the order out when the batch found it no better than chance", async () => {
+    // 5 of 200 near: 0.025 / (24 / 999) = 1.04× chance.
+    await publishFixture(measured(5));
+    const a = await ok(get(`/v1/similar/${id("p1")}?limit=4`));
+    expect(a.items.map((i) => i.productId)).toEqual([id("s1"), id("s2"), id("pop01"), id("pop02")]);
+    expect(a.items.flatMap((i) => i.reasons).some((r) => r.startsWith("catalogue_neighbour:"))).toBe(false);
   });
 });

@@ -6,6 +6,7 @@ import { env, exports } from "cloudflare:workers";
 import { expect } from "vitest";
 import { createApp } from "../../src/app.ts";
 import {
+  type CatalogOrderStat,
   type CatalogRow,
   CODEC_FORMAT,
   catalogShardContent,
@@ -36,6 +37,8 @@ export interface Fixture {
   similar?: Record<string, NeighborTuple[]>;
   boughtTogether?: Record<string, NeighborTuple[]>;
   next?: Record<string, NeighborTuple[]>;
+  /** What the publisher would have measured of the catalogue's order (absent: as in an older pointer). */
+  catalogOrder?: CatalogOrderStat;
 }
 
 /** Writes a snapshot the way the publisher lays it out (one catalogue shard) and clears the isolate caches. */
@@ -78,6 +81,7 @@ export async function publishFixture(f: Fixture, kv: KVNamespace = env.ONLINE_ST
     modelVersions: {},
     catalog: { version: v, shards: 1, items: rows.length },
     popular: { popular: f.popular ? v : null, trending: f.trending ? v : null },
+    ...(f.catalogOrder ? { catalogOrder: f.catalogOrder } : {}),
   };
   await kv.put(POINTER_KEY, encodePointer(pointer));
   resetCaches();
