@@ -103,7 +103,7 @@ export function orderPredictive(s: CatalogOrderStat | null | undefined): boolean
  * Product ids in the catalogue's order: sorted by code units. Where ids are SKU-style codes, that order groups a
  * product family (the UCI store's 22697, 22698 and 22699 are one tea cup in three colours), and a product's
  * neighbours in it are what a buyer ordering from the catalogue sees next to it. The adjacency feature reads them
- * (docs/ranking.md#features); a store whose ids carry no such order sets its weight to 0.
+ * (docs/ranking.md#features) where the publish found the order predictive (`orderPredictive`).
  */
 export class CatalogueOrder {
   readonly #ids: string[];

@@ -35,7 +35,7 @@ import {
   userListKey,
 } from "../publish/keys.ts";
 import { docDecoder } from "../stored-doc.ts";
-import { type CatalogLookup, CatalogueOrder, orderPredictive, type Product, shardProducts } from "./catalog.ts";
+import { type CatalogLookup, CatalogueOrder, type Product, shardProducts } from "./catalog.ts";
 import { DEFAULT_RANKING_CONFIG, parseRankingConfig, RANKING_CONFIG_KEY, type RankingConfig } from "./config.ts";
 import type { Scored } from "./core.ts";
 
@@ -65,8 +65,8 @@ export interface Shared {
   /** Every product, in the shards' order (the ranking's last-resort fill). */
   products: Product[];
   /**
-   * The catalogue's order, built on first use and kept with the catalogue (null: no catalogue, or the batch found
-   * that the order does not predict what shoppers go on to: Pointer.catalogOrder).
+   * The catalogue's order, built on first use and kept with the catalogue (null: no catalogue). Whether it is used
+   * is the pointer's to say (Pointer.catalogOrder), per request: a new pointer may reuse these shared keys.
    */
   order: (() => CatalogueOrder) | null;
   catalogItems: number;
@@ -223,7 +223,7 @@ async function loadShared(kv: KVNamespace, pointer: Pointer | null): Promise<Sha
   return {
     catalog: map ? (id: string) => map.get(id) : null,
     products: map ? [...map.values()] : [],
-    order: map && orderPredictive(pointer.catalogOrder) ? () => (order ??= new CatalogueOrder(map.keys())) : null,
+    order: map ? () => (order ??= new CatalogueOrder(map.keys())) : null,
     catalogItems: map?.size ?? 0,
     popular: popularKey ? decodePopular(values.get(popularKey) ?? null) : null,
     trending: trendingKey ? decodePopular(values.get(trendingKey) ?? null) : null,

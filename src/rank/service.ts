@@ -9,7 +9,7 @@ import { assignmentUnit, experimentPlacement, interleaveAnswers, planExperiment 
 import type { Pointer, PopularValue } from "../publish/codec.ts";
 import { NEIGHBOR_KEY_KINDS } from "../publish/keys.ts";
 import type { SessionSnapshot } from "../session/snapshot.ts";
-import type { CatalogLookup } from "./catalog.ts";
+import { type CatalogLookup, orderPredictive } from "./catalog.ts";
 import { DEFAULT_RANKING_CONFIG, type RankingConfig } from "./config.ts";
 import { type RankInput, type RankOutput, rank, type Scored, type SessionSignals } from "./core.ts";
 import { type Head, type Lists, lastHead, readHead, readLists, readShared, type Shared } from "./online-store.ts";
@@ -278,12 +278,12 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
     ? planExperiment(head.experiments, experimentPlacement(request.mode, request.placement), started, unit, config)
     : null;
   if (head?.experimentsInvalid) degraded.push("experiments_invalid");
-  const inputFor = (personal: boolean, seeds = personal ? context : request.context): RankInput => ({
+  const inputFor = (personal: boolean, contextIds = personal ? context : request.context): RankInput => ({
     placement: request.placement,
     mode: request.mode,
     limit: request.limit,
     now: started,
-    context: seeds,
+    context: contextIds,
     query: request.query,
     filters: request.filters,
     session: personal ? signals : null,
@@ -298,8 +298,10 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
     ...(request.candidates ? { candidates: request.candidates } : {}),
     catalog,
     ...(shared?.catalog ? { catalogScan: () => shared.products } : {}),
-    // Sorted on the first request that has a context product, then kept with the catalogue.
-    catalogueOrder: seeds.length > 0 ? (shared?.order?.() ?? null) : null,
+    // Used where the publish found it predictive; sorted on the first request that has a context product, then
+    // kept with the catalogue.
+    catalogueOrder:
+      contextIds.length > 0 && orderPredictive(pointer?.catalogOrder) ? (shared?.order?.() ?? null) : null,
     trustUnknown: shared?.catalog == null,
     explain: request.explain,
     whyNot: request.whyNot,

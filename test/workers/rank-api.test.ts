@@ -5,8 +5,11 @@
 // the list); content = 3 × the share of the context product's title words found in the candidate's.
 // Live trending (Redis) holds whatever other test files tracked; fixture ids carry a fresh tag per test, so only
 // tr1 (the batch trending list, used while the isolate's live list is cold) can come and go: assertions allow it.
-import { exports } from "cloudflare:workers";
+import { env, exports } from "cloudflare:workers";
 import { beforeEach, describe, expect, it } from "vitest";
+import { decodePointer, encodePointer } from "../../src/publish/codec.ts";
+import { POINTER_KEY } from "../../src/publish/keys.ts";
+import { invalidateHead } from "../../src/rank/online-store.ts";
 import { refused } from "./collect-helpers.ts";
 import {
   type Answer,
@@ -436,6 +439,22 @@ describe("catalogue neighbours", () => {
     ]);
     const pdp = await ok(get(`/v1/recommendations?placement=pdp&productId=${id("p1")}&limit=4`));
     expect(ids(pdp)).toEqual([id("pop01"), id("s1"), id("pop02"), id("c1")]);
+  });
+
+  it("follows the pointer's measure even when the new pointer reuses the cached catalogue", async () => {
+    const neighbours = async () =>
+      (await ok(get(`/v1/similar/${id("p1")}?limit=4`))).items.some((i) =>
+        i.reasons.some((r) => r.startsWith("catalogue_neighbour:")),
+      );
+    expect(await neighbours()).toBe(false);
+    // A publish that wrote no shared key: the same catalogue version, a new pointer with the measure. Only the
+    // head is re-read (as after its 10 s); the decoded catalogue stays in the isolate.
+    const pointer = decodePointer(await env.ONLINE_STORE.get(POINTER_KEY));
+    if (!pointer) throw new Error("no pointer");
+    const catalogOrder = { pairs: 200, near: 150, products: 1_000, span: 12 };
+    await env.ONLINE_STORE.put(POINTER_KEY, encodePointer({ ...pointer, version: pointer.version + 1, catalogOrder }));
+    invalidateHead(env.ONLINE_STORE);
+    expect(await neighbours()).toBe(true);
   });
 
   it("leaves the order out when the batch found it no better than chance", async () => {
