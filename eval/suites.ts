@@ -71,7 +71,8 @@ export function convertUci(outDir: string, testDays: number): Record<string, unk
 
 export interface LineupOptions {
   shape?: RequestShape;
-  ranker?: LastmileRanker;
+  /** The merged ranker's config (default: DEFAULT_RANKING_CONFIG). */
+  config?: RankingConfig;
   /** Include the customer's repeat purchases (protocol ii). */
   repeat?: boolean;
   only?: readonly string[];
@@ -92,7 +93,7 @@ export function lineup(shared: LastmileModels, options: LineupOptions = {}): Met
       shape: { placement: "home", as: options.shape?.as ?? null },
       sources: ["session"],
     }),
-    options.ranker ?? new LastmileRanker(shared, { shape: options.shape }),
+    new LastmileRanker(shared, { shape: options.shape, ...(options.config ? { config: options.config } : {}) }),
   ];
   return options.only ? methods.filter((m) => options.only?.includes(m.name)) : methods;
 }
@@ -132,7 +133,7 @@ export async function runNextItem(options: {
   const methods = lineup(shared, {
     shape: options.shape,
     ...(options.only ? { only: options.only } : {}),
-    ...(options.config ? { ranker: new LastmileRanker(shared, { shape: options.shape, config: options.config }) } : {}),
+    ...(options.config ? { config: options.config } : {}),
   });
   const unknown = options.only?.filter((name) => !methods.some((m) => m.name === name)) ?? [];
   if (unknown.length > 0) throw new Error(`unknown method(s): ${unknown.join(", ")}`);
@@ -176,9 +177,7 @@ export async function runNextPurchase(options: {
   const methods = lineup(shared, {
     repeat: true,
     shape: NEXT_PURCHASE_SHAPE,
-    ...(options.config
-      ? { ranker: new LastmileRanker(shared, { shape: NEXT_PURCHASE_SHAPE, config: options.config }) }
-      : {}),
+    ...(options.config ? { config: options.config } : {}),
   });
   const results = nextPurchase(methods, data, customers, options.cut, { users: options.users });
   return {

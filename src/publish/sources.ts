@@ -7,7 +7,7 @@
 // small steps across many invocations, each costing the same wherever the cursor stands.
 import { sql } from "drizzle-orm";
 import type { Executor } from "../batch/bulk.ts";
-import { ADJACENT_SPAN } from "../rank/catalog.ts";
+import { ADJACENT_SPAN, ORDER_TOP_NEIGHBOURS } from "../rank/catalog.ts";
 import {
   catalog,
   itemNeighbors,
@@ -285,7 +285,11 @@ export async function catalogWatermark(db: Executor): Promise<CatalogWatermark> 
  * how many lie within `span` places of it in the catalogue sorted by id (code-unit order, as the Worker sorts it).
  * One statement; CatalogueOrder.measure (src/rank/catalog.ts) computes the same in TypeScript.
  */
-export async function catalogOrderStat(db: Executor, span = ADJACENT_SPAN, top = 10): Promise<CatalogOrderStat> {
+export async function catalogOrderStat(
+  db: Executor,
+  span = ADJACENT_SPAN,
+  top = ORDER_TOP_NEIGHBOURS,
+): Promise<CatalogOrderStat> {
   const [r] = await rows(
     db,
     sql`

@@ -81,8 +81,10 @@ const byCodeUnits = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 
 export const ADJACENT_SPAN = 12;
 /** The order is used when its share of near neighbours is at least this many times chance … */
 export const ORDER_MIN_LIFT = 5;
-/** … measured on at least this many neighbour pairs. */
+/** … measured on at least this many neighbour pairs … */
 export const ORDER_MIN_PAIRS = 100;
+/** … among each product's this many best "next items" neighbours. */
+export const ORDER_TOP_NEIGHBOURS = 10;
 
 /**
  * The share of near neighbours over the share a random order would give (2 · span places out of products − 1).
@@ -138,25 +140,22 @@ export class CatalogueOrder {
    */
   measure(
     lists: ReadonlyMap<string, ReadonlyArray<readonly [string, number]>>,
-    top = 10,
+    top = ORDER_TOP_NEIGHBOURS,
     span = ADJACENT_SPAN,
   ): CatalogOrderStat {
     let pairs = 0;
     let near = 0;
     for (const [id, list] of lists) {
-      const close = new Set(this.near(id, span).map(([n]) => n));
-      if (close.size === 0) continue;
+      const at = this.#index(id);
+      if (at < 0) continue;
       for (const [n] of list.slice(0, top)) {
-        if (n === id || !this.has(n)) continue;
+        const place = n === id ? -1 : this.#index(n);
+        if (place < 0) continue;
         pairs++;
-        if (close.has(n)) near++;
+        if (Math.abs(place - at) <= span) near++;
       }
     }
     return { pairs, near, products: this.size, span };
-  }
-
-  has(id: string): boolean {
-    return this.#index(id) >= 0;
   }
 
   /** The place of `id`, or −1. */

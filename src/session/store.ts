@@ -613,7 +613,7 @@ export class SessionStore {
 
   /** Rows of `head` IN a list of (a, b) pairs (repeats dropped), one statement per chunk under the parameter limit. */
   *#selectPairs(head: string, pairs: ReadonlyArray<readonly [string, string]>): Generator<Row> {
-    const unique = [...new Map(pairs.map((p) => [`${p[0]}\u0000${p[1]}`, p])).values()];
+    const unique = [...new Map(pairs.map((p) => [pairKey(p[0], p[1]), p])).values()];
     const perChunk = Math.floor(SQL_MAX_PARAMS / 2);
     for (let i = 0; i < unique.length; i += perChunk) {
       const chunk = unique.slice(i, i + perChunk);
@@ -631,10 +631,12 @@ export class SessionStore {
   }
 }
 
+/** Map key of a two-column primary key. */
+const pairKey = (a: string, b: string) => `${a}\u0000${b}`;
 /** Map key of an affinity row. */
-export const affinityKey = (horizon: Horizon, token: string) => `${horizon}\u0000${token}`;
+export const affinityKey: (horizon: Horizon, token: string) => string = pairKey;
 /** Map key of a recent item. */
-export const recentKey = (kind: RecentKind, value: string) => `${kind}\u0000${value}`;
+export const recentKey: (kind: RecentKind, value: string) => string = pairKey;
 
 /**
  * Stored affinity rows decayed to `now`. The order stays the stored one: every row of a horizon decays at the same
