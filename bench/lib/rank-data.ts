@@ -96,6 +96,14 @@ export async function refreshAndPublish(ctx: SuiteContext, q: Query): Promise<{ 
   return { refreshS: s(t1 - t0), publishS: s(performance.now() - t1) };
 }
 
+/** The published pointer's measure of the catalogue's order (whether the adjacency source is on). */
+export async function publishedCatalogOrder(ctx: SuiteContext): Promise<unknown> {
+  const versions = (await call(ctx, "GET", "/v1/admin/versions", { headers: ADMIN })) as {
+    current?: { catalogOrder?: unknown } | null;
+  };
+  return versions.current?.catalogOrder ?? null;
+}
+
 /** Every catalogue row as the ranking path sees it (the same normalisation as a decoded catalogue shard). */
 async function readProducts(q: Query): Promise<Map<string, Product>> {
   const rows = await q(`select ${CATALOG_ROW_COLUMNS} from catalog`);

@@ -7,6 +7,7 @@
 // docs/benchmarks.md#rank defines warm and cold.
 import { seedUciRetail } from "../../scripts/lib/seed.ts";
 import { userListKey } from "../../src/publish/keys.ts";
+import { CatalogueOrder } from "../../src/rank/catalog.ts";
 import { DEFAULT_RANKING_CONFIG } from "../../src/rank/config.ts";
 import { type RankInput, rank } from "../../src/rank/core.ts";
 import { percentile } from "../lib/load.ts";
@@ -14,6 +15,7 @@ import {
   type BenchUser,
   candidatesFor,
   database,
+  publishedCatalogOrder,
   type Query,
   rankInput,
   readNeighbors,
@@ -166,6 +168,16 @@ async function microbenchmark(q: Query, data: StoreData, users: BenchUser[], bod
     );
   }
   out.recommendHome = timeCore(users.map((u) => rankInput(data, u, neighbors, { mode: "recommend" })));
+  // A product page (the newest viewed product in view) with the adjacency source, and the same inputs without it:
+  // what the catalogue's order costs a call (the sort itself is done once, here, as an isolate does it).
+  const order = new CatalogueOrder(data.products.keys());
+  const pdp = (u: BenchUser) => ({
+    ...rankInput(data, u, neighbors, { mode: "recommend" }),
+    placement: "pdp",
+    context: u.viewed.slice(-1),
+  });
+  out.recommendPdp = timeCore(users.map((u) => ({ ...pdp(u), catalogueOrder: order })));
+  out.recommendPdpNoOrder = timeCore(users.map((u) => pdp(u)));
   return out;
 }
 
@@ -189,6 +201,7 @@ const suite: Suite = {
       ctx.log("rank: POST /v1/admin/refresh (load → compute → publish), waiting for the publish");
       const refresh = await refreshAndPublish(ctx, q);
       ctx.log(`rank: refresh ${refresh.refreshS} s, publish ${refresh.publishS} s`);
+      const catalogOrder = await publishedCatalogOrder(ctx);
       const data = await readStore(q, POOL_USERS, MIN_CANDIDATES);
       const users = data.users;
       if (users.length < WARM_USERS) throw new Error(`only ${users.length} users have a published batch list`);
@@ -402,6 +415,17 @@ const suite: Suite = {
           connections: 1,
         });
       }
+      // A product page: the newest viewed product in view (its neighbour lists, and its catalogue neighbours when the
+      // publish found the order predictive), next to recsHome of the same run.
+      variants.recsPdp = await measureRank("variant.recsPdp.c1", {
+        path: "/v1/recommendations?placement=pdp&userId={user}&productId={newest viewed}",
+        next: (i) => {
+          const u = users[i % WARM_USERS];
+          return `/v1/recommendations?placement=pdp&userId=${encodeURIComponent(u?.userId ?? "")}&productId=${encodeURIComponent(u?.viewed.at(-1) ?? "")}`;
+        },
+        headers: AUTH,
+        connections: 1,
+      });
       const floorRepeat = await measurePlain("floor.c1Repeat", { path: FLOOR_PATH, connections: 1 });
 
       // ── the core in Node, on the same users and candidate lists ──
@@ -452,6 +476,7 @@ const suite: Suite = {
           products: seeded.products,
           customersSeeded: seeded.customers,
           refreshS: refresh.refreshS,
+          catalogOrder,
           publishS: refresh.publishS,
           publishedUserKeys: Number(published?.keys ?? Number.NaN),
           benchUsers: users.length,
