@@ -16,12 +16,13 @@
 //
 // Versioning and the swap: each output gets a `building` version row first (committed, so a failure stays visible
 // as `failed`); then ONE transaction per output computes into temporary tables, deletes the output's previous rows,
-// inserts the new rows under the new version and flips the version to `ready`. Readers (the publisher, an admin)
-// see the previous rows or the new ones, never a mix or an empty table. docs/recommenders.md has the details and
-// the contract for external models writing the same tables.
+// inserts the new rows under the new version and flips the version to `ready`. user_candidates stages its lists
+// first, in COMPUTE_LANES parts at once (each a transaction of its own, into an unlogged table), and only its swap
+// is that one transaction. Readers (the publisher, an admin) see the previous rows or the new ones, never a mix or
+// an empty table. docs/recommenders.md has the details and the contract for external models writing the same tables.
 import { sql } from "drizzle-orm";
 import { settleAll } from "../concurrency.ts";
-import { type Database, transaction } from "../stores/db.ts";
+import { type Database, type TransactionConfig, transaction } from "../stores/db.ts";
 import { modelVersions } from "../stores/schema.ts";
 import type { Executor } from "./bulk.ts";
 import {
@@ -35,7 +36,12 @@ import { computeSimilar, SIMILAR_DEFAULTS, type SimilarParams } from "./recommen
 import { type RecommenderResult, rows } from "./recommenders/sql.ts";
 import {
   type CandidateScope,
-  computeUserCandidates,
+  createCandidateStage,
+  dropCandidateStage,
+  dropStaleCandidateStages,
+  type StagedPart,
+  stageUserCandidates,
+  swapUserCandidates,
   USER_CANDIDATES_DEFAULTS,
   type UserCandidatesParams,
 } from "./recommenders/user-candidates.ts";
@@ -219,23 +225,49 @@ async function markFailed(db: Executor, ids: number[], error: unknown): Promise<
  * Registers the versions, runs `work` in one transaction (retried as a whole after a transient failure: it has
  * no effect until it commits) and marks the versions failed when it gives up.
  */
-async function inTransaction<T>(db: Database, ids: number[], work: (tx: Executor) => Promise<T>): Promise<T> {
+async function inTransaction<T>(
+  db: Database,
+  ids: number[],
+  work: (tx: Executor) => Promise<T>,
+  config?: TransactionConfig,
+): Promise<T> {
   try {
     return await withRetry(() =>
-      transaction(db, async (tx) => {
-        await tx.execute(sql.raw(`set local work_mem = '${COMPUTE_WORK_MEM}'`));
-        // JIT compiles each big statement for ~0.2 s and gains little on these hash aggregates and sorts.
-        await tx.execute(sql`set local jit = off`);
-        // Windows are N × 24 h whatever the database's time zone: timestamptz − interval '90 days' is computed in
-        // the session's zone, where a daylight-saving change in between would move the edge by an hour.
-        await tx.execute(sql`set local timezone = 'UTC'`);
-        return work(tx);
-      }),
+      transaction(
+        db,
+        async (tx) => {
+          await tx.execute(sql.raw(`set local work_mem = '${COMPUTE_WORK_MEM}'`));
+          // JIT compiles each big statement for ~0.2 s and gains little on these hash aggregates and sorts.
+          await tx.execute(sql`set local jit = off`);
+          // Windows are N × 24 h whatever the database's time zone: timestamptz − interval '90 days' is computed in
+          // the session's zone, where a daylight-saving change in between would move the edge by an hour.
+          await tx.execute(sql`set local timezone = 'UTC'`);
+          return work(tx);
+        },
+        config,
+      ),
     );
   } catch (error) {
     await markFailed(db, ids, error);
     throw error;
   }
+}
+
+/**
+ * One report for user_candidates' parts and swap: per step the slowest part's time (the parts run at once), `stage`
+ * the whole staging phase, counts summed over the parts; then the swap's steps and counts; rows as swapped in.
+ */
+function mergeParts(staged: readonly StagedPart[], stageMs: number, swapped: RecommenderResult): RecommenderResult {
+  const steps: Record<string, number> = {};
+  const counts: Record<string, number> = { parts: staged.length };
+  for (const part of staged) {
+    for (const [name, ms] of Object.entries(part.steps)) steps[name] = Math.max(steps[name] ?? 0, ms);
+    for (const [name, n] of Object.entries(part.counts)) counts[name] = (counts[name] ?? 0) + n;
+  }
+  steps.stage = stageMs;
+  Object.assign(steps, swapped.steps);
+  Object.assign(counts, swapped.counts);
+  return { rows: swapped.rows, steps, counts };
 }
 
 /** Flat parameter objects compared key by key (jsonb does not keep key order). */
@@ -352,10 +384,54 @@ export async function computeRecommendations(db: Database, options: ComputeOptio
 
   if (wanted.has("user_candidates")) {
     const scope = await candidateScope(db, asOf, params.userCandidates, options.full ?? false);
-    await single("user_candidates", params.userCandidates, async (tx, id) => ({
-      ...(await computeUserCandidates(tx, asOf, id, params.userCandidates, scope)),
+    const p = params.userCandidates;
+    const id = await registerVersion(db, "user_candidates", version, paramsOf(p));
+    const t0 = performance.now();
+    // The lists are staged in `lanes` parts at once, each part in a repeatable-read transaction on its own
+    // connection; then one short transaction swaps them in under the erasure lock (recommenders/user-candidates.ts).
+    const parts = Math.max(1, Math.floor(options.lanes ?? COMPUTE_LANES));
+    const staged: StagedPart[] = [];
+    let result: RecommenderResult;
+    try {
+      await dropStaleCandidateStages(db);
+      await createCandidateStage(db, id);
+      const stageStarted = performance.now();
+      await settleAll(
+        Array.from({ length: parts }, (_, index) => async () => {
+          staged[index] = await inTransaction(
+            db,
+            [id],
+            (tx) => stageUserCandidates(tx, asOf, id, p, scope, { index, of: parts }),
+            { isolationLevel: "repeatable read" },
+          );
+        }),
+        parts,
+      );
+      const stageMs = Math.round(performance.now() - stageStarted);
+      result = await inTransaction(db, [id], async (tx) => {
+        const swapped = await swapUserCandidates(
+          tx,
+          id,
+          scope,
+          staged.map((s) => s.snapshot),
+        );
+        const merged = mergeParts(staged, stageMs, swapped);
+        await markReady(tx, id, stats(merged, Math.round(performance.now() - t0), scope.mode));
+        return merged;
+      });
+    } finally {
+      await dropCandidateStage(db, id).catch(() => {});
+    }
+    const durationMs = Math.round(performance.now() - t0);
+    report.outputs.user_candidates = {
+      modelVersion: id,
+      rows: result.rows,
+      durationMs,
+      steps: result.steps,
+      counts: result.counts,
       mode: scope.mode,
-    }));
+    };
+    log(`user_candidates: ${result.rows} rows in ${durationMs} ms (${parts} parts, ${scope.mode})`);
   }
 
   report.durationMs = Math.round(performance.now() - started);

@@ -1,10 +1,12 @@
 // The warehouse side of erasure (docs/privacy.md): one transaction that records the erased keys and deletes their
 // rows, and the lock that keeps it from racing the writers of per-user rows.
 //
-// The race: a loader batch (or the user_candidates step) that read its input before an erasure committed must not
+// The race: a loader batch (or the user_candidates swap) that read its input before an erasure committed must not
 // write that user's rows after it. Every such writer holds `pg_advisory_xact_lock_shared(ERASURE_LOCK)` for its
 // transaction; an erasure takes the same lock exclusively. So an erasure waits for writers in flight (and then
 // deletes what they wrote), and a writer that starts later sees `erased_users` and leaves those keys out.
+// user_candidates reads its input without the lock, in snapshots of its own, and takes the lock only to swap the
+// lists in: it leaves out every user whose erasure (`erased_xid`) its snapshot did not see.
 import { sql } from "drizzle-orm";
 import type { Executor } from "../batch/bulk.ts";
 import { rows } from "../batch/recommenders/sql.ts";
@@ -15,14 +17,14 @@ import { erasedUsers, events, identities, interactions, publishedKeys, userCandi
 /** The advisory lock id of the warehouse's per-user writers ("lastmile erasure", an arbitrary 63-bit constant). */
 export const ERASURE_LOCK = 0x4c4d_4552_4153_45n;
 
-/** How long an erasure waits for writers in flight (a loader batch, the user_candidates step) before giving up. */
+/** How long an erasure waits for writers in flight (a loader batch, the user_candidates swap) before giving up. */
 export const ERASURE_LOCK_TIMEOUT_MS = 30_000;
 
 /** A text[] parameter, passed as one JSON string (no reliance on a driver's array encoding). */
 const textArray = (values: readonly string[]) =>
   sql`array(select jsonb_array_elements_text(${JSON.stringify(values)}::jsonb))`;
 
-/** Taken (shared) first in every transaction that writes per-user rows: loader batches, user_candidates. */
+/** Taken (shared) first in every transaction that writes per-user rows: loader batches, the user_candidates swap. */
 export async function holdErasureLockShared(tx: Executor): Promise<void> {
   await tx.execute(sql`select pg_advisory_xact_lock_shared(${ERASURE_LOCK.toString()}::bigint)`);
 }
@@ -143,7 +145,7 @@ export async function eraseWarehouse(
       insert into ${erasedUsers} (user_key, subject, erased_at, suppressed)
       select key, ${subject}, now(), ${suppressed} from unnest(${textArray(k.userKeys)}) as key
       on conflict (user_key) do update set subject = excluded.subject, erased_at = excluded.erased_at,
-        suppressed = excluded.suppressed`);
+        erased_xid = excluded.erased_xid, suppressed = excluded.suppressed`);
     const [row] = await rows<Record<keyof WarehouseCounts, number>>(
       tx,
       sql`with

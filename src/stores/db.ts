@@ -83,6 +83,8 @@ export type Database = ReturnType<typeof drizzleOn>;
 type TransactionBody<T> = Parameters<Database["transaction"]>[0] extends (tx: infer Tx) => Promise<unknown>
   ? (tx: Tx) => Promise<T>
   : never;
+/** BEGIN's options: isolation level, access mode. */
+export type TransactionConfig = Parameters<Database["transaction"]>[1];
 
 /**
  * One transaction on a client checked out of the database's pool. Use this, not `db.transaction()`: drizzle's
@@ -91,7 +93,11 @@ type TransactionBody<T> = Parameters<Database["transaction"]>[0] extends (tx: in
  * back to the pool for the next caller. Here the client is released in every case, and destroyed (not reused)
  * whenever the transaction failed: its connection may be the reason.
  */
-export async function transaction<T>(db: Pick<Database, "$client">, body: TransactionBody<T>): Promise<T> {
+export async function transaction<T>(
+  db: Pick<Database, "$client">,
+  body: TransactionBody<T>,
+  config?: TransactionConfig,
+): Promise<T> {
   const client = await db.$client.connect();
   let failed = false;
   // A checked-out client has no listener of the pool's. A backend that dies between two statements (an admin
@@ -102,7 +108,7 @@ export async function transaction<T>(db: Pick<Database, "$client">, body: Transa
   };
   client.on("error", onError);
   try {
-    return await drizzle({ client, schema }).transaction(body);
+    return await drizzle({ client, schema }).transaction(body, config);
   } catch (error) {
     failed = true;
     throw error;

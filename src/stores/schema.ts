@@ -14,6 +14,7 @@ import {
   bigserial,
   boolean,
   check,
+  customType,
   doublePrecision,
   index,
   integer,
@@ -381,6 +382,9 @@ export const syncState = pgTable("sync_state", {
 
 // ───────────────────────────── privacy ─────────────────────────────
 
+/** A 64-bit transaction id (Postgres `xid8`), as text: only ever compared in SQL. */
+const xid8 = customType<{ data: string }>({ dataType: () => "xid8" });
+
 /**
  * Users erased by `DELETE /v1/admin/users/:id` (docs/privacy.md): one row per session key (`u:<userId>`,
  * `a:<anonymousId>`) the erasure covered, under the key the admin named (`subject`). The loader drops stream
@@ -394,6 +398,12 @@ export const erasedUsers = pgTable(
     /** The key the erasure was asked for; equal to `user_key` for that key itself. */
     subject: text("subject").notNull(),
     erasedAt: timestamp("erased_at", { withTimezone: true }).notNull().defaultNow(),
+    /**
+     * The erasing transaction's id. A reader that worked from an older snapshot (the user_candidates lists, staged
+     * without the erasure lock) asks `pg_visible_in_snapshot(erased_xid, its snapshot)`: false means the erasure
+     * committed after that reader had read the user's rows, so what it derived from them must not be written.
+     */
+    erasedXid: xid8("erased_xid").notNull().default(sql`pg_current_xact_id()`),
     /** Whether new events of the key are refused at ingest too (the session object holds the live flag). */
     suppressed: boolean("suppressed").notNull().default(false),
   },

@@ -4,7 +4,15 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from "vitest";
 import { ensureDatabase, migrateDatabase } from "../../scripts/lib/migrate.ts";
 import { computeRecommendations, currentModelVersions } from "../../src/batch/compute.ts";
-import { type Database, type DbSettings, drizzleOn, openPool } from "../../src/stores/db.ts";
+import {
+  createCandidateStage,
+  dropCandidateStage,
+  stageUserCandidates,
+  swapUserCandidates,
+  USER_CANDIDATES_DEFAULTS,
+} from "../../src/batch/recommenders/user-candidates.ts";
+import { eraseWarehouse } from "../../src/privacy/warehouse.ts";
+import { type Database, type DbSettings, drizzleOn, openPool, transaction } from "../../src/stores/db.ts";
 import { fixtureStatements, INTERACTIONS, KITCHEN, RESET_STATEMENT, T } from "../fixtures/recommenders/fixture.ts";
 
 const stack = inject("stack");
@@ -561,5 +569,110 @@ describe("computeRecommendations", () => {
     expect(one.neighbors.length).toBeGreaterThan(0);
     expect(one.candidates.length).toBeGreaterThan(0);
     expect(two).toEqual(one);
+  });
+});
+
+describe("user candidates: staged without the erasure lock, swapped in under it", () => {
+  const V = 900_001;
+  const FULL = { mode: "full" } as const;
+  const staged = (user: string) =>
+    query<{ n: number }>(
+      `select count(*)::int as n from uc_stage_${V} where user_key = $1 and product_ids is not null`,
+      [user],
+    );
+
+  afterAll(async () => {
+    await dropCandidateStage(db, V);
+  });
+
+  it("an erasure during staging neither waits for it nor loses to it; one the snapshot saw is no obstacle", async () => {
+    // Item lists and popular lists first; every user then has a list (u2 and b2 among them).
+    await computeRecommendations(db, { asOf: T });
+    expect((await candidates("u2")).length).toBeGreaterThan(0);
+    // b2 was erased (and not suppressed) before this compute, and came back: its rows are here again. The staging
+    // snapshot sees that erasure, so b2's new list stands.
+    await query("insert into erased_users (user_key, subject) values ('b2', 'b2')");
+    await dropCandidateStage(db, V);
+    await createCandidateStage(db, V);
+
+    let erasedDuringStaging = false;
+    const part = await transaction(
+      db,
+      async (tx) => {
+        const result = await stageUserCandidates(tx, T, V, USER_CANDIDATES_DEFAULTS, FULL, { index: 0, of: 1 });
+        // The staging transaction is still open. The erasure takes the exclusive erasure lock: with the lock held
+        // for the staging, it would wait here until its 30 s lock timeout and fail.
+        const erased = await eraseWarehouse(db, "u2", { userKeys: ["u2"], userIds: [], anonymousIds: [] }, false);
+        expect(erased.interactions).toBeGreaterThan(0);
+        expect(erased.userCandidates).toBe(1);
+        erasedDuringStaging = true;
+        return result;
+      },
+      { isolationLevel: "repeatable read" },
+    );
+    expect(erasedDuringStaging).toBe(true);
+    // The part read u2's history before the erasure deleted it, so it staged a list for u2.
+    expect(await staged("u2")).toEqual([{ n: 1 }]);
+    expect(part.counts.write).toBe(11);
+
+    const swapped = await transaction(db, (tx) => swapUserCandidates(tx, V, FULL, [part.snapshot]));
+    expect(swapped.rows).toBe(10);
+    expect(swapped.counts.erasedWhileStaging).toBe(1);
+    expect(await candidates("u2")).toEqual([]);
+    expect((await candidates("b2")).map((c) => c.model_version)).toContain(V);
+    const users = await query<{ user_key: string }>("select user_key from user_candidates order by 1");
+    expect(users.map((u) => u.user_key)).not.toContain("u2");
+    expect(users).toHaveLength(10);
+  });
+
+  it("an incremental swap replaces only the staged users' rows, and drops those left with no list", async () => {
+    await computeRecommendations(db, { asOf: T });
+    const before = await query<{ user_key: string; model_version: number }>(
+      "select user_key, model_version::int from user_candidates order by 1",
+    );
+    await dropCandidateStage(db, V);
+    await createCandidateStage(db, V);
+    // Two users staged by hand: u2 with a new list, b4 with none (its data left both windows).
+    await query(
+      `insert into uc_stage_${V} (part, user_key, product_ids, scores, reasons) values
+         (0, 'u2', '{C}', '{0.5}', '{category:mugs}'), (0, 'b4', null, null, null)`,
+    );
+    const scope = { mode: "incremental", previousAsOf: T, previousBuiltAt: new Date() } as const;
+    const [{ snapshot } = { snapshot: "" }] = await query<{ snapshot: string }>(
+      "select pg_current_snapshot()::text as snapshot",
+    );
+    const swapped = await transaction(db, (tx) => swapUserCandidates(tx, V, scope, [snapshot]));
+    expect(swapped.rows).toBe(1);
+    expect(await candidates("u2")).toEqual([
+      { product_id: "C", score: 0.5, rank: 1, reason: "category:mugs", model_version: V },
+    ]);
+    expect(await candidates("b4")).toEqual([]);
+    const after = await query<{ user_key: string; model_version: number }>(
+      "select user_key, model_version::int from user_candidates where user_key not in ('u2', 'b4') order by 1",
+    );
+    expect(after).toEqual(before.filter((r) => r.user_key !== "u2" && r.user_key !== "b4"));
+  });
+
+  it("a compute drops the staging tables runs died with, and none of a run still building", async () => {
+    await query(
+      `insert into model_versions (id, model, version, status, created_at) values
+         (800001, 'user_candidates', 'died', 'failed', now() - interval '1 hour'),
+         (800002, 'user_candidates', 'stuck', 'building', now() - interval '2 days'),
+         (800003, 'user_candidates', 'running', 'building', now() - interval '1 minute')`,
+    );
+    for (const id of [800001, 800002, 800003, 800004]) await createCandidateStage(db, id);
+    const tables = () =>
+      query<{ relname: string }>("select relname from pg_class where relname like 'uc\\_stage\\_8%' order by 1");
+    expect((await tables()).map((t) => t.relname)).toEqual([
+      "uc_stage_800001",
+      "uc_stage_800002",
+      "uc_stage_800003",
+      "uc_stage_800004",
+    ]);
+    const report = await computeRecommendations(db, { asOf: T });
+    expect(report.outputs.user_candidates?.rows).toBe(11);
+    // 800004 has no version row at all; the compute's own stage is gone too.
+    expect((await tables()).map((t) => t.relname)).toEqual(["uc_stage_800003"]);
+    await dropCandidateStage(db, 800003);
   });
 });

@@ -23,6 +23,11 @@
 // Storage: one user_candidates row per user, the list as parallel arrays (product_ids, scores, reasons): the
 // candidates best first, then the buy-again entries best first; at most TOP_N + BUY_AGAIN_ITEMS ≤ USER_LIST_MAX
 // (what the publisher ships per user), each product once (the candidates never hold a purchased product).
+// Staging and the swap: the lists are computed in PARTS parts at once (users split by a hash of user_key), each in a
+// repeatable-read transaction of its own on its own connection, into an unlogged staging table (uc_stage_<version>)
+// that every connection sees. None of them holds the erasure lock. Then one short transaction takes it, replaces the
+// output's rows with the staged lists and leaves out every user whose erasure a part's snapshot did not see
+// (`erased_users.erased_xid`): that part read the user's rows before the erasure deleted them (docs/privacy.md).
 // Incremental: only users with interactions after the previous version's reference time (or events loaded since
 // that version was built), and users whose data has just left one of the two windows entirely, are recomputed —
 // the latter lose their row when nothing is left in either window; every other list is kept as it is (compute.ts
@@ -31,7 +36,15 @@
 import { type SQL, sql } from "drizzle-orm";
 import { holdErasureLockShared } from "../../privacy/warehouse.ts";
 import { USER_LIST_MAX } from "../../publish/sources.ts";
-import { catalog, events, interactions, itemNeighbors, popularItems, userCandidates } from "../../stores/schema.ts";
+import {
+  catalog,
+  erasedUsers,
+  events,
+  interactions,
+  itemNeighbors,
+  popularItems,
+  userCandidates,
+} from "../../stores/schema.ts";
 import { at, categorySegment, count, days, type Executor, num, type RecommenderResult, rows, Steps } from "./sql.ts";
 
 export interface UserCandidatesParams {
@@ -107,16 +120,88 @@ export function checkUserCandidatesParams(p: UserCandidatesParams): void {
 /** What to recompute: everyone active, or only who changed since a previous version. */
 export type CandidateScope = { mode: "full" } | { mode: "incremental"; previousAsOf: Date; previousBuiltAt: Date };
 
-export async function computeUserCandidates(
+/** Part `index` (0-based) of `of` parts of the users, split by a hash of user_key. */
+export interface CandidatePart {
+  index: number;
+  of: number;
+}
+
+/** The staging table of one version's lists (unlogged: it lives only for one compute). */
+export function stageTable(modelVersion: number): SQL {
+  if (!Number.isSafeInteger(modelVersion) || modelVersion < 0) throw new Error(`not a version id: ${modelVersion}`);
+  return sql.raw(`uc_stage_${modelVersion}`);
+}
+
+/** Creates the staging table (outside any transaction: every part's connection must see it). */
+export async function createCandidateStage(db: Executor, modelVersion: number): Promise<void> {
+  await db.execute(sql`
+    create unlogged table ${stageTable(modelVersion)} (
+      part int not null,
+      user_key text not null,
+      product_ids text[],
+      scores float8[],
+      reasons text[]
+    )`);
+}
+
+export async function dropCandidateStage(db: Executor, modelVersion: number): Promise<void> {
+  await db.execute(sql`drop table if exists ${stageTable(modelVersion)}`);
+}
+
+/**
+ * Drops staging tables a compute left behind when it died before its own cleanup (a Worker evicted mid-run, a lost
+ * connection): those of versions no longer building, and of versions building for over a day (refreshes never
+ * overlap, and none runs that long).
+ */
+export async function dropStaleCandidateStages(db: Executor): Promise<number> {
+  const stale = await rows<{ id: string }>(
+    db,
+    sql`
+    select substr(c.relname, 10) as id
+    from pg_class c join pg_namespace n on n.oid = c.relnamespace
+    where n.nspname = current_schema() and c.relkind = 'r' and c.relname ~ '^uc_stage_[0-9]+$'
+      and not exists (
+        select 1 from model_versions v
+        where v.id = substr(c.relname, 10)::bigint and v.status = 'building' and v.created_at > now() - interval '1 day'
+      )`,
+  );
+  for (const { id } of stale) await dropCandidateStage(db, Number(id));
+  return stale.length;
+}
+
+/** What one part staged, and the snapshot it read the warehouse in (pg_current_snapshot() as text). */
+export interface StagedPart extends RecommenderResult {
+  snapshot: string;
+}
+
+/**
+ * Computes one part's lists into the staging table. Run it in a REPEATABLE READ transaction: every statement then
+ * reads the snapshot returned, which the swap checks erasures against.
+ */
+export async function stageUserCandidates(
   tx: Executor,
   asOf: Date,
   modelVersion: number,
   p: UserCandidatesParams,
   scope: CandidateScope,
-): Promise<RecommenderResult> {
+  part: CandidatePart,
+): Promise<StagedPart> {
   checkUserCandidatesParams(p);
-  // Lists are per-user rows: an erasure waits for this transaction or this one reads after it (docs/privacy.md).
-  await holdErasureLockShared(tx);
+  if (
+    !Number.isInteger(part.of) ||
+    part.of < 1 ||
+    !Number.isInteger(part.index) ||
+    part.index < 0 ||
+    part.index >= part.of
+  ) {
+    throw new Error(`user_candidates: not a part: ${part.index} of ${part.of}`);
+  }
+  // The transaction's first query takes its snapshot; this is it.
+  const [snap] = await rows<{ snapshot: string }>(tx, sql`select pg_current_snapshot()::text as snapshot`);
+  const snapshot = snap?.snapshot ?? "";
+  if (!/^\d+:\d+:[\d,]*$/.test(snapshot)) throw new Error(`user_candidates: unexpected snapshot text: ${snapshot}`);
+  const inPart = (column = "user_key") =>
+    sql`abs(hashtext(${sql.raw(column)}) % ${count(part.of)}) = ${count(part.index)}`;
   const steps = new Steps();
   const between = (column: string, windowDays: number) =>
     sql`${sql.raw(column)} > ${at(asOf)} - ${days(windowDays)} and ${sql.raw(column)} <= ${at(asOf)}`;
@@ -141,11 +226,13 @@ export async function computeUserCandidates(
       create temp table uc_left on commit drop as
       select distinct e.user_key from ${interactions} e
       where e.event_time > ${previous} - ${days(p.windowDays)} and e.event_time <= ${at(asOf)} - ${days(p.windowDays)}
+        and ${inPart("e.user_key")}
         and not exists (select 1 from ${interactions} i where i.user_key = e.user_key and ${inWindow("i.event_time")})
       union
       select distinct e.user_key from ${interactions} e
       where e.kind = 'purchase' and e.event_time > ${previous} - ${days(p.buyAgainWindowDays)}
         and e.event_time <= ${at(asOf)} - ${days(p.buyAgainWindowDays)}
+        and ${inPart("e.user_key")}
         and not exists (
           select 1 from ${interactions} i
           where i.user_key = e.user_key and i.kind = 'purchase' and ${inBuyAgainWindow("i.event_time")}
@@ -165,7 +252,7 @@ export async function computeUserCandidates(
     tx,
     "users",
     sql`create temp table uc_users on commit drop as
-        select user_key, (row_number() over (order by user_key))::int as uid from (${users}) u`,
+        select user_key, (row_number() over (order by user_key))::int as uid from (${users}) u where ${inPart()}`,
   );
   await tx.execute(sql`create unique index on uc_users (user_key)`);
   await tx.execute(sql`analyze uc_users`);
@@ -283,17 +370,12 @@ export async function computeUserCandidates(
     await tx.execute(sql.raw(`analyze ${table}`));
   }
 
-  if (scope.mode === "full") {
-    await steps.run(tx, "delete", sql`delete from ${userCandidates}`);
-  } else {
-    // Every recomputed user's row goes (users whose data left both windows get no new one).
-    await steps.run(tx, "delete", sql`delete from ${userCandidates} c using uc_users u where c.user_key = u.user_key`);
-  }
   // One list per user, computed user by user (a lateral subquery over a few hundred small rows each): the
   // contributions, summed per product with the biggest one's reason (the smallest reason among the product's
   // largest contributions: a window max and a filtered min, no sort per product), purchases left out, the TOP_N
   // best, popular products only within the first FILL_TO places; then the user's buy-again entries appended;
-  // written as one row of arrays.
+  // staged as one row of arrays. Every user of the part gets a staging row, a user without a list one with null
+  // arrays: the swap of an incremental run deletes those users' previous rows.
   const [written] = await steps.time("write", () =>
     rows<{ lists: number; candidates: number; buy_again: number }>(
       tx,
@@ -340,25 +422,71 @@ export async function computeUserCandidates(
         ) l
       where l.product_ids is not null
     ),
-    written as (
-      insert into ${userCandidates} (user_key, product_ids, scores, reasons, model_version)
-      select u.user_key,
-             coalesce(c.product_ids, '{}') || coalesce(b.product_ids, '{}'),
-             coalesce(c.scores, '{}') || coalesce(b.scores, '{}'),
-             coalesce(c.reasons, '{}') || array_fill('bought_before'::text, array[coalesce(cardinality(b.product_ids), 0)]),
-             ${num(modelVersion)}
-      from candidates c
-        full join uc_buy_again b using (uid)
-        join uc_users u using (uid)
+    staged as (
+      insert into ${stageTable(modelVersion)} (part, user_key, product_ids, scores, reasons)
+      select ${count(part.index)}, u.user_key, l.product_ids, l.scores, l.reasons
+      from uc_users u
+        left join (
+          select uid,
+                 coalesce(c.product_ids, '{}') || coalesce(b.product_ids, '{}') as product_ids,
+                 coalesce(c.scores, '{}') || coalesce(b.scores, '{}') as scores,
+                 coalesce(c.reasons, '{}') || array_fill('bought_before'::text, array[coalesce(cardinality(b.product_ids), 0)]) as reasons
+          from candidates c full join uc_buy_again b using (uid)
+        ) l using (uid)
       returning cardinality(product_ids) as n, cardinality(array_positions(reasons, 'bought_before')) as buy_again
     )
-    select count(*)::int as lists, coalesce(sum(n - buy_again), 0)::int as candidates,
+    select count(n)::int as lists, coalesce(sum(n - buy_again), 0)::int as candidates,
            coalesce(sum(buy_again), 0)::int as buy_again
-    from written`,
+    from staged`,
     ),
   );
   steps.counts.write = written?.lists ?? 0;
   steps.counts.candidates = written?.candidates ?? 0;
   steps.counts.buyAgain = written?.buy_again ?? 0;
-  return steps.result(written?.lists ?? 0);
+  return { ...steps.result(written?.lists ?? 0), snapshot };
+}
+
+/**
+ * The swap, in one transaction under the shared erasure lock: the output's previous rows go (all of them in a full
+ * run, the staged users' in an incremental one) and the staged lists come in, except those of users whose erasure
+ * committed after their part's snapshot was taken. `snapshots[k]` is part k's.
+ */
+export async function swapUserCandidates(
+  tx: Executor,
+  modelVersion: number,
+  scope: CandidateScope,
+  snapshots: readonly string[],
+): Promise<RecommenderResult> {
+  await holdErasureLockShared(tx);
+  const steps = new Steps();
+  const stage = stageTable(modelVersion);
+  const parts = snapshots.map((snapshot, k) => {
+    if (!/^\d+:\d+:[\d,]*$/.test(snapshot)) throw new Error(`user_candidates: not a snapshot: ${snapshot}`);
+    return sql`(${count(k)}, ${sql.raw(`'${snapshot}'`)}::pg_snapshot)`;
+  });
+  if (scope.mode === "full") {
+    await steps.run(tx, "delete", sql`delete from ${userCandidates}`);
+  } else {
+    // Every recomputed user's row goes (users whose data left both windows get no new one).
+    await steps.run(tx, "delete", sql`delete from ${userCandidates} c using ${stage} s where c.user_key = s.user_key`);
+  }
+  const written = await steps.run(
+    tx,
+    "swap",
+    sql`
+    insert into ${userCandidates} (user_key, product_ids, scores, reasons, model_version)
+    select s.user_key, s.product_ids, s.scores, s.reasons, ${num(modelVersion)}
+    from ${stage} s
+    where s.product_ids is not null
+      and not exists (
+        select 1 from ${erasedUsers} e join (values ${sql.join(parts, sql`, `)}) as p(part, snapshot) on p.part = s.part
+        where e.user_key = s.user_key and not pg_visible_in_snapshot(e.erased_xid, p.snapshot)
+      )`,
+  );
+  const [staged] = await rows<{ n: number }>(
+    tx,
+    sql`select count(*)::int as n from ${stage} where product_ids is not null`,
+  );
+  steps.counts.erasedWhileStaging = (staged?.n ?? 0) - written;
+  return steps.result(written);
 }

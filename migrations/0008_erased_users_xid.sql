@@ -1,0 +1,1 @@
+ALTER TABLE "erased_users" ADD COLUMN "erased_xid" "xid8" DEFAULT pg_current_xact_id() NOT NULL;
