@@ -17,6 +17,8 @@ const TABLES = [
   "item_neighbors",
   "user_candidates",
   "popular_items",
+  // user_candidates' swap leaves out users erased while it staged.
+  "erased_users",
 ];
 
 const admin = () => openPool({ databaseUrl: env.DATABASE_URL, localWsProxy: env.NEON_LOCAL_WS_PROXY });
