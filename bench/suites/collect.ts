@@ -1,6 +1,8 @@
 // Suite `collect`: events through POST /v1/batch on the local stack, for two mixes — server batches (100 events
 // across 50 users) and browser batches (one visitor, 10 events) — side by side with the floor: the same batches
-// sent to an endpoint that only parses them and makes one empty Durable Object call per distinct user.
+// sent to an endpoint that only parses them and makes one empty Durable Object call per distinct user. A second
+// floor, the write floor, has each of those calls carry the user's events and store them in one durable write:
+// the least a design must do that acknowledges only what the user's object has stored.
 // Every request carries fresh message ids, so nothing is a duplicate.
 import { LOCAL_KEYS } from "../../scripts/lib/local-keys.ts";
 import { type Measurement, type Relative, relativeTo, type Suite, type SuiteContext, warnings } from "../lib/suite.ts";
@@ -17,6 +19,7 @@ const PRODUCTS = 2_000;
 const CATEGORIES = ["Mugs", "Candles & Lights", "Bags", "Christmas", "Cards & Wrap", "Kitchen", "Garden", "Toys"];
 
 const FLOOR_ENDPOINT = "/__bench/collect-floor";
+const WRITE_FLOOR_ENDPOINT = "/__bench/collect-floor?write=1";
 const COLLECT_ENDPOINT = "/v1/batch";
 
 type Mix = "server" | "browser";
@@ -102,11 +105,13 @@ async function check(ctx: SuiteContext, headers: Record<string, string>, run: st
     if (res.status !== 200 || answer.accepted !== eventsPerBatch[mix] || answer.rejected?.length) {
       throw new Error(`POST /v1/batch (${mix}) answered ${res.status} ${JSON.stringify(answer)}`);
     }
-    const floor = await fetch(`${ctx.url}${FLOOR_ENDPOINT}`, { method: "POST", headers, body });
-    const floorAnswer = (await floor.json()) as { users?: number };
-    const users = mix === "server" ? SERVER_USERS : 1;
-    if (floor.status !== 200 || floorAnswer.users !== users) {
-      throw new Error(`POST ${FLOOR_ENDPOINT} (${mix}) answered ${floor.status} ${JSON.stringify(floorAnswer)}`);
+    for (const endpoint of [FLOOR_ENDPOINT, WRITE_FLOOR_ENDPOINT]) {
+      const floor = await fetch(`${ctx.url}${endpoint}`, { method: "POST", headers, body });
+      const floorAnswer = (await floor.json()) as { users?: number };
+      const users = mix === "server" ? SERVER_USERS : 1;
+      if (floor.status !== 200 || floorAnswer.users !== users) {
+        throw new Error(`POST ${endpoint} (${mix}) answered ${floor.status} ${JSON.stringify(floorAnswer)}`);
+      }
     }
   }
 }
@@ -133,6 +138,7 @@ const suite: Suite = {
       for (const connections of [1, 10] as const) {
         for (const [name, endpoint] of [
           ["floor", FLOOR_ENDPOINT],
+          ["writeFloor", WRITE_FLOOR_ENDPOINT],
           ["collect", COLLECT_ENDPOINT],
         ] as const) {
           const tag = `${run}-${series++}`;
@@ -151,10 +157,17 @@ const suite: Suite = {
         }
         const collectM = results[mix]?.[`collectC${connections}`];
         const floorM = results[mix]?.[`floorC${connections}`];
-        if (collectM && floorM) {
+        const writeFloorM = results[mix]?.[`writeFloorC${connections}`];
+        if (collectM && floorM && writeFloorM) {
           relative[mix] ??= {};
           const rel = relative[mix];
           rel[`collectC${connections}`] = relativeTo(collectM, floorM, `${mix}.floorC${connections}`);
+          rel[`writeFloorC${connections}`] = relativeTo(writeFloorM, floorM, `${mix}.floorC${connections}`);
+          rel[`collectVsWriteFloorC${connections}`] = relativeTo(
+            collectM,
+            writeFloorM,
+            `${mix}.writeFloorC${connections}`,
+          );
         }
       }
     }
@@ -162,6 +175,9 @@ const suite: Suite = {
       "floor for collection: POST /__bench/collect-floor with the same bodies — parse the batch and make one empty " +
         "SessionState ping() per distinct user, concurrently; relative.* compares /v1/batch with it at the same " +
         "connection count (bars: rpsRatio >= 0.7 at 10 connections; addedP50Ms <= 3 at 1 connection).",
+      "write floor: POST /__bench/collect-floor?write=1 — the same, but each call carries the user's events and the " +
+        "object stores them with one storage.put (durable before the call returns); relative.*.writeFloorC* compares " +
+        "it with the empty floor, relative.*.collectVsWriteFloorC* compares /v1/batch with it.",
       `server batches: ${SERVER_EVENTS} events across ${SERVER_USERS} users drawn from ${USER_POOL}; browser batches: ` +
         `one visitor of ${USER_POOL}, ${BROWSER_EVENTS} events (page, search, views, click, add); every message id is new.`,
       `Every user and visitor of the pool is recorded once before measuring: figures are for returning users.`,

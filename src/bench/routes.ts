@@ -6,6 +6,8 @@
 //   GET /__bench/do?users=N&prefix=P     one SessionState ping() per user P:0 … P:N-1, concurrently: { calls: N }
 //   POST /__bench/collect-floor          a /v1/batch body: parse it, one SessionState ping() per distinct user
 //                                        (the user's key, as collection routes it), concurrently: { users: N }
+//   POST /__bench/collect-floor?write=1  the same, but each call carries the user's events and the object stores
+//                                        them in one durable write (benchWrite): { users: N }
 //   POST /__bench/kv-put?n=N&prefix=P     the publish floor: N plain KV puts (≤ 900, one invocation's budget) of
 //                                        ~1 KB values, as many in flight as the publisher uses: { puts: N }
 //   POST /__bench/publish/start           start a publish on the PublishCoordinator ("global"): StartResult
@@ -77,11 +79,21 @@ benchRoutes.get("/__bench/do", async (c) => {
  */
 benchRoutes.post("/__bench/collect-floor", async (c) => {
   const body = (await c.req.json()) as { batch?: Array<{ userId?: string; anonymousId?: string }> };
-  const keys = new Set(
-    (body.batch ?? []).map((e) => userKey({ userId: e.userId ?? null, anonymousId: e.anonymousId ?? null })),
+  const groups = new Map<string, unknown[]>();
+  for (const e of body.batch ?? []) {
+    const key = userKey({ userId: e.userId ?? null, anonymousId: e.anonymousId ?? null });
+    const group = groups.get(key);
+    if (group) group.push(e);
+    else groups.set(key, [e]);
+  }
+  const write = c.req.query("write") === "1";
+  await Promise.all(
+    [...groups].map(([key, events]) => {
+      const stub = c.env.SESSION_STATE.getByName(key);
+      return write ? stub.benchWrite(events) : stub.ping();
+    }),
   );
-  await Promise.all([...keys].map((key) => c.env.SESSION_STATE.getByName(key).ping()));
-  return c.json({ users: keys.size });
+  return c.json({ users: groups.size });
 });
 
 /** Plain KV puts per request: one invocation's budget, like one coordinator alarm. */

@@ -87,6 +87,17 @@ export class SessionState extends DurableObject<Env> {
   }
 
   /**
+   * The collect benchmark's second floor (POST /__bench/collect-floor?write=1): the events it is given stored in one
+   * durable write, the least that a design acknowledging only what the user's object has stored must do. Refused
+   * unless the bench routes are on (BENCH_ROUTES, src/bench/routes.ts).
+   */
+  async benchWrite(events: unknown[]): Promise<{ stored: number }> {
+    if (this.env.BENCH_ROUTES !== "true") throw new Error("benchWrite: the bench routes are off");
+    await this.ctx.storage.put("bench:events", events);
+    return { stored: events.length };
+  }
+
+  /**
    * Records one user's events of an incoming batch (call it once per distinct `userKey(event)` per batch).
    * Durable when it returns. Throws on a bad key, on a key that does not match this object, and with
    * `OutboxFullError` when Redis has been unreachable so long that the outbox is full (retry later).

@@ -97,6 +97,18 @@ describe("production configuration", () => {
     await refused(appFetch(bench, "/__scheduled?cron=*/15+*+*+*+*"), 404, "not_found");
   });
 
+  it("the session object's bench write refuses to store anything unless the bench routes are on", async () => {
+    expect(env.BENCH_ROUTES).toBe("false");
+    const stub = env.SESSION_STATE.getByName("u:bench-write-probe");
+    // Settled by one `then`: the RPC promise is a proxy, and handing it to expect() would pipeline property reads
+    // into the object (each a rejected call of its own).
+    const outcome = await stub.benchWrite([{ type: "track" }]).then(
+      (value) => ({ value }),
+      (error: unknown) => ({ error: String(error) }),
+    );
+    expect(outcome).toEqual({ error: expect.stringMatching(/bench routes are off/) });
+  });
+
   it("the deploy scripts never pass --test-scheduled (the local stack's launcher alone does)", () => {
     const scripts = packageJson.scripts as Record<string, string>;
     for (const name of ["deploy", "deploy:check"]) {
