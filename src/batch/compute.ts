@@ -93,7 +93,10 @@ export interface ComputeOptions {
   asOf?: Date | "data";
   /** The outputs to compute (default: all). An output an external model owns is left out here. */
   only?: readonly OutputModel[];
-  /** How many outputs compute at once (default COMPUTE_LANES); 1 runs them one after the other. */
+  /**
+   * How many outputs compute at once, and in how many parts user_candidates stages its lists (default
+   * COMPUTE_LANES; anything but a whole number ≥ 1 means the default); 1 runs them one after the other.
+   */
   lanes?: number;
   /** user_candidates: recompute every active user even when an incremental run would do. */
   full?: boolean;
@@ -253,6 +256,11 @@ async function inTransaction<T>(
   }
 }
 
+/** `lanes` as a whole number ≥ 1 (COMPUTE_LANES when absent or not a count). */
+export function laneCount(lanes: number | undefined): number {
+  return lanes !== undefined && Number.isSafeInteger(lanes) && lanes >= 1 ? lanes : COMPUTE_LANES;
+}
+
 /**
  * One report for user_candidates' parts and swap: per step the slowest part's time (the parts run at once), `stage`
  * the whole staging phase, counts summed over the parts; then the swap's steps and counts; rows as swapped in.
@@ -380,7 +388,7 @@ export async function computeRecommendations(db: Database, options: ComputeOptio
         computeBoughtTogether(tx, asOf, id, params.boughtTogether),
       ),
   ];
-  await settleAll(itemOutputs, options.lanes ?? COMPUTE_LANES);
+  await settleAll(itemOutputs, laneCount(options.lanes));
 
   if (wanted.has("user_candidates")) {
     const scope = await candidateScope(db, asOf, params.userCandidates, options.full ?? false);
@@ -389,7 +397,7 @@ export async function computeRecommendations(db: Database, options: ComputeOptio
     const t0 = performance.now();
     // The lists are staged in `lanes` parts at once, each part in a repeatable-read transaction on its own
     // connection; then one short transaction swaps them in under the erasure lock (recommenders/user-candidates.ts).
-    const parts = Math.max(1, Math.floor(options.lanes ?? COMPUTE_LANES));
+    const parts = laneCount(options.lanes);
     const staged: StagedPart[] = [];
     let result: RecommenderResult;
     try {
