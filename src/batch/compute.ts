@@ -401,8 +401,8 @@ export async function computeRecommendations(db: Database, options: ComputeOptio
     const staged: StagedPart[] = [];
     let result: RecommenderResult;
     try {
-      await dropStaleCandidateStages(db);
-      await createCandidateStage(db, id);
+      await withRetry(() => dropStaleCandidateStages(db));
+      await withRetry(() => createCandidateStage(db, id));
       const stageStarted = performance.now();
       await settleAll(
         Array.from({ length: parts }, (_, index) => async () => {
@@ -427,6 +427,10 @@ export async function computeRecommendations(db: Database, options: ComputeOptio
         await markReady(tx, id, stats(merged, Math.round(performance.now() - t0), scope.mode));
         return merged;
       });
+    } catch (error) {
+      // A part or the swap has marked the version already; a failure around them (the staging table) has not.
+      await markFailed(db, [id], error);
+      throw error;
     } finally {
       await dropCandidateStage(db, id).catch(() => {});
     }

@@ -675,4 +675,24 @@ describe("user candidates: staged without the erasure lock, swapped in under it"
     expect((await tables()).map((t) => t.relname)).toEqual(["uc_stage_800003"]);
     await dropCandidateStage(db, 800003);
   });
+
+  it("a part that fails fails the version, keeps the previous lists and leaves no staging table", async () => {
+    await computeRecommendations(db, { asOf: T });
+    const before = await query(
+      "select user_key, product_ids, scores, reasons, model_version from user_candidates order by 1",
+    );
+    expect(before.length).toBe(11);
+    // 90 candidates + 20 buy-again entries exceed the 100 the publisher ships per user: every part refuses.
+    await expect(
+      computeRecommendations(db, { asOf: T, only: ["user_candidates"], params: { userCandidates: { topN: 90 } } }),
+    ).rejects.toThrow(/exceeds the 100 entries/);
+    const versions = await query<{ status: string; error: string }>(
+      "select status, stats->>'error' as error from model_versions where model = 'user_candidates' order by id desc limit 1",
+    );
+    expect(versions).toEqual([{ status: "failed", error: expect.stringMatching(/exceeds the 100 entries/) }]);
+    expect(
+      await query("select user_key, product_ids, scores, reasons, model_version from user_candidates order by 1"),
+    ).toEqual(before);
+    expect(await query("select relname from pg_class where relname like 'uc\\_stage\\_%'")).toEqual([]);
+  });
 });

@@ -132,10 +132,13 @@ export function stageTable(modelVersion: number): SQL {
   return sql.raw(`uc_stage_${modelVersion}`);
 }
 
-/** Creates the staging table (outside any transaction: every part's connection must see it). */
+/**
+ * Creates the staging table (outside any transaction: every part's connection must see it). `if not exists`: a retry
+ * after a lost answer finds it there, empty (the id is this run's own).
+ */
 export async function createCandidateStage(db: Executor, modelVersion: number): Promise<void> {
   await db.execute(sql`
-    create unlogged table ${stageTable(modelVersion)} (
+    create unlogged table if not exists ${stageTable(modelVersion)} (
       part int not null,
       user_key text not null,
       product_ids text[],
