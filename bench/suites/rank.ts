@@ -385,7 +385,27 @@ const suite: Suite = {
 
       // ── variants at one connection, warm: where the time of POST /v1/rank goes ──
       const variants: Record<string, Measurement> = {};
+      const answerBytes: Record<string, number> = {};
       for (const n of SIZES) {
+        // The transport floor: the same body read and validated, and an answer as long as the real one, padded.
+        const real = await fetch(`${ctx.url}/v1/rank`, {
+          method: "POST",
+          headers: JSON_HEADERS,
+          body: bodies.get(n)?.[0] as string,
+        });
+        const bytes = (await real.arrayBuffer()).byteLength;
+        if (real.status !== 200 || bytes < 100) throw new Error(`POST /v1/rank (${n}) answered ${real.status}`);
+        answerBytes[`rank${n}`] = bytes;
+        variants[`transport${n}`] = await measurePlain(`variant.transport${n}.c1`, {
+          path: `/__bench/rank-parse?answerBytes=${bytes} (${n} candidates: read + validate, answer ${bytes} bytes)`,
+          method: "POST",
+          headers: JSON_HEADERS,
+          next: (i) => ({
+            path: `/__bench/rank-parse?answerBytes=${bytes}`,
+            body: bodies.get(n)?.[i % WARM_USERS] as string,
+          }),
+          connections: 1,
+        });
         const anonymous = (bodies.get(n) ?? []).slice(0, WARM_USERS).map((b) => {
           const { userId: _, ...rest } = JSON.parse(b) as Record<string, unknown>;
           return JSON.stringify(rest);
@@ -477,6 +497,7 @@ const suite: Suite = {
           customersSeeded: seeded.customers,
           refreshS: refresh.refreshS,
           catalogOrder,
+          answerBytes,
           publishS: refresh.publishS,
           publishedUserKeys: Number(published?.keys ?? Number.NaN),
           benchUsers: users.length,
@@ -519,6 +540,8 @@ const suite: Suite = {
         "variants (warm, 1 connection): anonymous = the same body without userId (no session read, no user list, " +
           "no neighbour lists); limit20 = the same request answering the top 20 instead of all candidates; " +
           "parseOnly = /__bench/rank-parse reading and validating the body only.",
+        "transport = the same, answering as many bytes of padded JSON as the real answer to the same body " +
+          "(data.answerBytes): what moving the request and the answer costs, ranking nothing.",
         "core: rank() in the harness's Node process (same V8 as workerd) on inputs built from the published " +
           "Postgres rows (catalogue, popular/trending, the users' batch lists, neighbour lists of their session " +
           "items) and session signals of the recorded events; per-call time over " +

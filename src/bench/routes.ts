@@ -20,7 +20,8 @@
 //   POST /__bench/rank-caches/reset       drops the ranking path's isolate caches (pointer, config, catalogue,
 //                                        popular/trending and neighbour lists, live trending): the next request is
 //                                        answered as by a fresh isolate
-//   POST /__bench/rank-parse              reads and validates a POST /v1/rank body like the route, ranks nothing
+//   POST /__bench/rank-parse              reads and validates a POST /v1/rank body like the route, ranks nothing;
+//                                        with ?answerBytes=N it answers N bytes of JSON (the transport floor)
 import { Hono } from "hono";
 import type { AppEnv } from "../app.ts";
 import { parseEntries, runLoader } from "../batch/loader.ts";
@@ -207,9 +208,19 @@ async function rankRequest(req: Request) {
   return parseRankParams("rerank", body, DEFAULT_RANKING_CONFIG);
 }
 
+/** The most `answerBytes` a transport floor of /__bench/rank-parse pads its answer to. */
+const MAX_ANSWER_BYTES = 1_000_000;
+
 benchRoutes.post("/__bench/rank-parse", async (c) => {
   const request = await rankRequest(c.req.raw);
-  return c.json({ candidates: request.candidates?.length ?? 0 });
+  const candidates = request.candidates?.length ?? 0;
+  const wanted = c.req.query("answerBytes");
+  if (wanted === undefined) return c.json({ candidates });
+  // The transport floor: an answer of the real answer's size, built without ranking anything.
+  const bytes = intParam(wanted, "answerBytes", 1, MAX_ANSWER_BYTES);
+  const head = `{"candidates":${candidates},"pad":"`;
+  const pad = "x".repeat(Math.max(0, bytes - head.length - 2));
+  return c.body(`${head}${pad}"}`, 200, { "content-type": "application/json" });
 });
 
 /**
