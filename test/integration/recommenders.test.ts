@@ -695,4 +695,13 @@ describe("user candidates: staged without the erasure lock, swapped in under it"
     ).toEqual(before);
     expect(await query("select relname from pg_class where relname like 'uc\\_stage\\_%'")).toEqual([]);
   });
+
+  it("refuses to stage a part outside a repeatable-read transaction", async () => {
+    await dropCandidateStage(db, V);
+    await createCandidateStage(db, V);
+    await expect(
+      transaction(db, (tx) => stageUserCandidates(tx, T, V, USER_CANDIDATES_DEFAULTS, FULL, { index: 0, of: 1 })),
+    ).rejects.toThrow(/repeatable-read transaction, not read committed/);
+    expect(await query(`select count(*)::int as n from uc_stage_${V}`)).toEqual([{ n: 0 }]);
+  });
 });

@@ -200,8 +200,15 @@ export async function stageUserCandidates(
     throw new Error(`user_candidates: not a part: ${part.index} of ${part.of}`);
   }
   // The transaction's first query takes its snapshot; this is it.
-  const [snap] = await rows<{ snapshot: string }>(tx, sql`select pg_current_snapshot()::text as snapshot`);
-  const snapshot = snap?.snapshot ?? "";
+  const [snap] = await rows<{ snapshot: string; isolation: string }>(
+    tx,
+    sql`select pg_current_snapshot()::text as snapshot, current_setting('transaction_isolation') as isolation`,
+  );
+  // Under READ COMMITTED each statement would read a newer snapshot than the one the swap checks erasures against.
+  if (snap?.isolation !== "repeatable read" && snap?.isolation !== "serializable") {
+    throw new Error(`user_candidates: a part must run in a repeatable-read transaction, not ${snap?.isolation}`);
+  }
+  const snapshot = snap.snapshot;
   if (!/^\d+:\d+:[\d,]*$/.test(snapshot)) throw new Error(`user_candidates: unexpected snapshot text: ${snapshot}`);
   const inPart = (column = "user_key") =>
     sql`abs(hashtext(${sql.raw(column)}) % ${count(part.of)}) = ${count(part.index)}`;
