@@ -2,7 +2,8 @@
 // across 50 users) and browser batches (one visitor, 10 events) — side by side with the floor: the same batches
 // sent to an endpoint that only parses them and makes one empty Durable Object call per distinct user. A second
 // floor, the write floor, has each of those calls carry the user's events and store them in one durable write:
-// the least a design must do that acknowledges only what the user's object has stored.
+// the least a design must do that acknowledges only what the user's object has stored. A third, the log floor, has
+// the empty calls plus one durable write of the whole batch in one intake object (a write-ahead log per batch).
 // Every request carries fresh message ids, so nothing is a duplicate.
 import { LOCAL_KEYS } from "../../scripts/lib/local-keys.ts";
 import { type Measurement, type Relative, relativeTo, type Suite, type SuiteContext, warnings } from "../lib/suite.ts";
@@ -20,6 +21,7 @@ const CATEGORIES = ["Mugs", "Candles & Lights", "Bags", "Christmas", "Cards & Wr
 
 const FLOOR_ENDPOINT = "/__bench/collect-floor";
 const WRITE_FLOOR_ENDPOINT = "/__bench/collect-floor?write=1";
+const LOG_FLOOR_ENDPOINT = "/__bench/collect-floor?log=1";
 const COLLECT_ENDPOINT = "/v1/batch";
 
 type Mix = "server" | "browser";
@@ -105,7 +107,7 @@ async function check(ctx: SuiteContext, headers: Record<string, string>, run: st
     if (res.status !== 200 || answer.accepted !== eventsPerBatch[mix] || answer.rejected?.length) {
       throw new Error(`POST /v1/batch (${mix}) answered ${res.status} ${JSON.stringify(answer)}`);
     }
-    for (const endpoint of [FLOOR_ENDPOINT, WRITE_FLOOR_ENDPOINT]) {
+    for (const endpoint of [FLOOR_ENDPOINT, WRITE_FLOOR_ENDPOINT, LOG_FLOOR_ENDPOINT]) {
       const floor = await fetch(`${ctx.url}${endpoint}`, { method: "POST", headers, body });
       const floorAnswer = (await floor.json()) as { users?: number };
       const users = mix === "server" ? SERVER_USERS : 1;
@@ -139,6 +141,7 @@ const suite: Suite = {
         for (const [name, endpoint] of [
           ["floor", FLOOR_ENDPOINT],
           ["writeFloor", WRITE_FLOOR_ENDPOINT],
+          ["logFloor", LOG_FLOOR_ENDPOINT],
           ["collect", COLLECT_ENDPOINT],
         ] as const) {
           const tag = `${run}-${series++}`;
@@ -158,11 +161,13 @@ const suite: Suite = {
         const collectM = results[mix]?.[`collectC${connections}`];
         const floorM = results[mix]?.[`floorC${connections}`];
         const writeFloorM = results[mix]?.[`writeFloorC${connections}`];
-        if (collectM && floorM && writeFloorM) {
+        const logFloorM = results[mix]?.[`logFloorC${connections}`];
+        if (collectM && floorM && writeFloorM && logFloorM) {
           relative[mix] ??= {};
           const rel = relative[mix];
           rel[`collectC${connections}`] = relativeTo(collectM, floorM, `${mix}.floorC${connections}`);
           rel[`writeFloorC${connections}`] = relativeTo(writeFloorM, floorM, `${mix}.floorC${connections}`);
+          rel[`logFloorC${connections}`] = relativeTo(logFloorM, floorM, `${mix}.floorC${connections}`);
           rel[`collectVsWriteFloorC${connections}`] = relativeTo(
             collectM,
             writeFloorM,
@@ -178,6 +183,8 @@ const suite: Suite = {
       "write floor: POST /__bench/collect-floor?write=1 — the same, but each call carries the user's events and the " +
         "object stores them with one storage.put (durable before the call returns); relative.*.writeFloorC* compares " +
         "it with the empty floor, relative.*.collectVsWriteFloorC* compares /v1/batch with it.",
+      "log floor: POST /__bench/collect-floor?log=1 — the empty calls, plus the whole batch stored with one " +
+        "storage.put in one of 8 intake objects: the cost of a write-ahead log written once per batch.",
       `server batches: ${SERVER_EVENTS} events across ${SERVER_USERS} users drawn from ${USER_POOL}; browser batches: ` +
         `one visitor of ${USER_POOL}, ${BROWSER_EVENTS} events (page, search, views, click, add); every message id is new.`,
       `Every user and visitor of the pool is recorded once before measuring: figures are for returning users.`,

@@ -8,6 +8,8 @@
 //                                        (the user's key, as collection routes it), concurrently: { users: N }
 //   POST /__bench/collect-floor?write=1  the same, but each call carries the user's events and the object stores
 //                                        them in one durable write (benchWrite): { users: N }
+//   POST /__bench/collect-floor?log=1    the empty calls, plus the whole batch stored in one durable write in one of
+//                                        8 intake objects (a write-ahead log's cost): { users: N }
 //   POST /__bench/kv-put?n=N&prefix=P     the publish floor: N plain KV puts (≤ 900, one invocation's budget) of
 //                                        ~1 KB values, as many in flight as the publisher uses: { puts: N }
 //   POST /__bench/publish/start           start a publish on the PublishCoordinator ("global"): StartResult
@@ -78,6 +80,9 @@ benchRoutes.get("/__bench/do", async (c) => {
  * the body and one Durable Object round trip per distinct user, the least any design that keeps per-user state in
  * objects must do.
  */
+/** Intake objects of the collect suite's log floor (?log=1). */
+const LOG_SHARDS = 8;
+
 benchRoutes.post("/__bench/collect-floor", async (c) => {
   const body = (await c.req.json()) as { batch?: Array<{ userId?: string; anonymousId?: string }> };
   const groups = new Map<string, unknown[]>();
@@ -88,12 +93,17 @@ benchRoutes.post("/__bench/collect-floor", async (c) => {
     else groups.set(key, [e]);
   }
   const write = c.req.query("write") === "1";
-  await Promise.all(
-    [...groups].map(([key, events]) => {
-      const stub = c.env.SESSION_STATE.getByName(key);
-      return write ? stub.benchWrite(events) : stub.ping();
-    }),
-  );
+  // The log floor: the whole batch stored once, in one of LOG_SHARDS intake objects, and an empty call per user.
+  const log = c.req.query("log") === "1";
+  const calls: Array<Promise<unknown>> = [...groups].map(([key, events]) => {
+    const stub = c.env.SESSION_STATE.getByName(key);
+    return write ? stub.benchWrite(events) : stub.ping();
+  });
+  if (log) {
+    const shard = Math.floor(Math.random() * LOG_SHARDS);
+    calls.push(c.env.SESSION_STATE.getByName(`bench-intake:${shard}`).benchWrite(body.batch ?? []));
+  }
+  await Promise.all(calls);
   return c.json({ users: groups.size });
 });
 
