@@ -318,19 +318,13 @@ export async function computeRecommendations(db: Database, options: ComputeOptio
   const report: ComputeReport = { version, asOf: asOf.toISOString(), outputs: {}, durationMs: 0 };
   const paramsOf = (p: object, extra: object = {}) => ({ asOf: asOf.toISOString(), params: p, ...extra });
 
-  const single = async (
-    model: OutputModel,
-    p: object,
-    compute: (tx: Executor, id: number) => Promise<RecommenderResult & { mode?: "full" | "incremental" }>,
-  ) => {
+  type Result = RecommenderResult & { mode?: "full" | "incremental" };
+  // One output: its version registered, `run` computing it (and marking the version ready or failed), its report.
+  const output = async (model: OutputModel, p: object, run: (id: number, t0: number) => Promise<Result>) => {
     if (!wanted.has(model)) return;
     const id = await registerVersion(db, model, version, paramsOf(p));
     const t0 = performance.now();
-    const result = await inTransaction(db, [id], async (tx) => {
-      const r = await compute(tx, id);
-      await markReady(tx, id, stats(r, Math.round(performance.now() - t0), r.mode));
-      return r;
-    });
+    const result = await run(id, t0);
     const durationMs = Math.round(performance.now() - t0);
     report.outputs[model] = {
       modelVersion: id,
@@ -340,8 +334,17 @@ export async function computeRecommendations(db: Database, options: ComputeOptio
       counts: result.counts,
       ...(result.mode ? { mode: result.mode } : {}),
     };
-    log(`${model}: ${result.rows} rows in ${durationMs} ms`);
+    log(`${model}: ${result.rows} rows in ${durationMs} ms${result.mode ? ` (${result.mode})` : ""}`);
   };
+  // Most outputs: computed and swapped in one transaction.
+  const single = (model: OutputModel, p: object, compute: (tx: Executor, id: number) => Promise<Result>) =>
+    output(model, p, (id, t0) =>
+      inTransaction(db, [id], async (tx) => {
+        const r = await compute(tx, id);
+        await markReady(tx, id, stats(r, Math.round(performance.now() - t0), r.mode));
+        return r;
+      }),
+    );
 
   // The item lists and popular lists read only the warehouse, each in its own transaction: they run in
   // COMPUTE_LANES lanes at once (one pool connection each), so Postgres works on as many of them in parallel.
@@ -393,57 +396,46 @@ export async function computeRecommendations(db: Database, options: ComputeOptio
   if (wanted.has("user_candidates")) {
     const scope = await candidateScope(db, asOf, params.userCandidates, options.full ?? false);
     const p = params.userCandidates;
-    const id = await registerVersion(db, "user_candidates", version, paramsOf(p));
-    const t0 = performance.now();
     // The lists are staged in `lanes` parts at once, each part in a repeatable-read transaction on its own
     // connection; then one short transaction swaps them in under the erasure lock (recommenders/user-candidates.ts).
     const parts = laneCount(options.lanes);
-    const staged: StagedPart[] = [];
-    let result: RecommenderResult;
-    try {
-      await withRetry(() => dropStaleCandidateStages(db));
-      await withRetry(() => createCandidateStage(db, id));
-      const stageStarted = performance.now();
-      await settleAll(
-        Array.from({ length: parts }, (_, index) => async () => {
-          staged[index] = await inTransaction(
-            db,
-            [id],
-            (tx) => stageUserCandidates(tx, asOf, id, p, scope, { index, of: parts }),
-            { isolationLevel: "repeatable read" },
-          );
-        }),
-        parts,
-      );
-      const stageMs = Math.round(performance.now() - stageStarted);
-      result = await inTransaction(db, [id], async (tx) => {
-        const swapped = await swapUserCandidates(
-          tx,
-          id,
-          scope,
-          staged.map((s) => s.snapshot),
+    await output("user_candidates", p, async (id, t0) => {
+      try {
+        await withRetry(() => dropStaleCandidateStages(db));
+        await withRetry(() => createCandidateStage(db, id));
+        const stageStarted = performance.now();
+        const staged: StagedPart[] = [];
+        await settleAll(
+          Array.from({ length: parts }, (_, index) => async () => {
+            staged[index] = await inTransaction(
+              db,
+              [id],
+              (tx) => stageUserCandidates(tx, asOf, id, p, scope, { index, of: parts }),
+              { isolationLevel: "repeatable read" },
+            );
+          }),
+          parts,
         );
-        const merged = mergeParts(staged, stageMs, swapped);
-        await markReady(tx, id, stats(merged, Math.round(performance.now() - t0), scope.mode));
-        return merged;
-      });
-    } catch (error) {
-      // A part or the swap has marked the version already; a failure around them (the staging table) has not.
-      await markFailed(db, [id], error);
-      throw error;
-    } finally {
-      await dropCandidateStage(db, id).catch(() => {});
-    }
-    const durationMs = Math.round(performance.now() - t0);
-    report.outputs.user_candidates = {
-      modelVersion: id,
-      rows: result.rows,
-      durationMs,
-      steps: result.steps,
-      counts: result.counts,
-      mode: scope.mode,
-    };
-    log(`user_candidates: ${result.rows} rows in ${durationMs} ms (${parts} parts, ${scope.mode})`);
+        const stageMs = Math.round(performance.now() - stageStarted);
+        return await inTransaction(db, [id], async (tx) => {
+          const swapped = await swapUserCandidates(
+            tx,
+            id,
+            scope,
+            staged.map((s) => s.snapshot),
+          );
+          const merged = { ...mergeParts(staged, stageMs, swapped), mode: scope.mode };
+          await markReady(tx, id, stats(merged, Math.round(performance.now() - t0), scope.mode));
+          return merged;
+        });
+      } catch (error) {
+        // A part or the swap has marked the version already; a failure around them (the staging table) has not.
+        await markFailed(db, [id], error);
+        throw error;
+      } finally {
+        await dropCandidateStage(db, id).catch(() => {});
+      }
+    });
   }
 
   report.durationMs = Math.round(performance.now() - started);

@@ -27,7 +27,8 @@
 import { Hono } from "hono";
 import type { AppEnv } from "../app.ts";
 import { parseEntries, runLoader } from "../batch/loader.ts";
-import { userKey } from "../collect/event.ts";
+import type { CollectedEvent } from "../collect/event.ts";
+import { groupByUser } from "../collect/handoff.ts";
 import { eachLimit } from "../concurrency.ts";
 import { loadConfig } from "../config.ts";
 import { ApiError } from "../errors.ts";
@@ -75,23 +76,18 @@ benchRoutes.get("/__bench/do", async (c) => {
   return c.json({ calls: users });
 });
 
+/** Intake objects of the collect suite's log floor (?log=1). */
+const LOG_SHARDS = 8;
+
 /**
  * The floor of collection: what a batch costs before validation, dedupe and session updates — reading and parsing
  * the body and one Durable Object round trip per distinct user, the least any design that keeps per-user state in
  * objects must do.
  */
-/** Intake objects of the collect suite's log floor (?log=1). */
-const LOG_SHARDS = 8;
-
 benchRoutes.post("/__bench/collect-floor", async (c) => {
-  const body = (await c.req.json()) as { batch?: Array<{ userId?: string; anonymousId?: string }> };
-  const groups = new Map<string, unknown[]>();
-  for (const e of body.batch ?? []) {
-    const key = userKey({ userId: e.userId ?? null, anonymousId: e.anonymousId ?? null });
-    const group = groups.get(key);
-    if (group) group.push(e);
-    else groups.set(key, [e]);
-  }
+  // Unvalidated: an absent id reads as absent (userKey tests each id's truthiness).
+  const body = (await c.req.json()) as { batch?: Array<Pick<CollectedEvent, "userId" | "anonymousId">> };
+  const groups = groupByUser(body.batch ?? []);
   const write = c.req.query("write") === "1";
   // The log floor: the whole batch stored once, in one of LOG_SHARDS intake objects, and an empty call per user.
   const log = c.req.query("log") === "1";

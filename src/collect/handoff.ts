@@ -16,8 +16,10 @@ export interface SessionRecorder {
 export const HANDOFF_RETRY_AFTER_SECONDS = 2;
 
 /** Events grouped by user key, in first-seen order of users and request order within a user. */
-export function groupByUser(events: readonly CollectedEvent[]): Map<string, CollectedEvent[]> {
-  const groups = new Map<string, CollectedEvent[]>();
+export function groupByUser<E extends Pick<CollectedEvent, "userId" | "anonymousId">>(
+  events: readonly E[],
+): Map<string, E[]> {
+  const groups = new Map<string, E[]>();
   for (const event of events) {
     const key = userKey(event);
     const group = groups.get(key);

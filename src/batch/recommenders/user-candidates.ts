@@ -172,6 +172,9 @@ export async function dropStaleCandidateStages(db: Executor): Promise<number> {
   return stale.length;
 }
 
+/** `pg_snapshot` as text (xmin:xmax:xip,…): checked before it is written into the swap's SQL as a literal. */
+const SNAPSHOT_TEXT = /^\d+:\d+:[\d,]*$/;
+
 /** What one part staged, and the snapshot it read the warehouse in (pg_current_snapshot() as text). */
 export interface StagedPart extends RecommenderResult {
   snapshot: string;
@@ -209,7 +212,7 @@ export async function stageUserCandidates(
     throw new Error(`user_candidates: a part must run in a repeatable-read transaction, not ${snap?.isolation}`);
   }
   const snapshot = snap.snapshot;
-  if (!/^\d+:\d+:[\d,]*$/.test(snapshot)) throw new Error(`user_candidates: unexpected snapshot text: ${snapshot}`);
+  if (!SNAPSHOT_TEXT.test(snapshot)) throw new Error(`user_candidates: unexpected snapshot text: ${snapshot}`);
   const inPart = (column = "user_key") =>
     sql`abs(hashtext(${sql.raw(column)}) % ${count(part.of)}) = ${count(part.index)}`;
   const steps = new Steps();
@@ -471,7 +474,7 @@ export async function swapUserCandidates(
   const steps = new Steps();
   const stage = stageTable(modelVersion);
   const parts = snapshots.map((snapshot, k) => {
-    if (!/^\d+:\d+:[\d,]*$/.test(snapshot)) throw new Error(`user_candidates: not a snapshot: ${snapshot}`);
+    if (!SNAPSHOT_TEXT.test(snapshot)) throw new Error(`user_candidates: not a snapshot: ${snapshot}`);
     return sql`(${count(k)}, ${sql.raw(`'${snapshot}'`)}::pg_snapshot)`;
   });
   if (scope.mode === "full") {
