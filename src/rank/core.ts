@@ -155,20 +155,52 @@ const SOURCE_BIT = Object.fromEntries(CANDIDATE_SOURCES.map((source, i) => [sour
   number
 >;
 
+const EMPTY_VALUES: ReadonlyMap<string, number> = new Map();
+
+/**
+ * Per-list values, computed once per list object. Lists are immutable (`readonly`), and the Worker keeps the ones it
+ * read in the isolate (neighbour lists for a minute, popular and trending lists, a user's batch list for 30 s) and
+ * hands the same objects to every request, so most calls find their values here. Weak keys: a list the caller no
+ * longer holds goes with its values. The maps returned are shared and never changed.
+ */
+function perList<L extends object>(
+  compute: (list: L) => Map<string, number>,
+): (list: L | null | undefined) => ReadonlyMap<string, number> {
+  const cache = new WeakMap<L, ReadonlyMap<string, number>>();
+  return (list) => {
+    if (!list) return EMPTY_VALUES;
+    let values = cache.get(list);
+    if (values === undefined) {
+      values = compute(list);
+      cache.set(list, values);
+    }
+    return values;
+  };
+}
+
 /** A list's scores divided by its best one (lists arrive best first; any order works). */
-function normalised(list: readonly Scored[] | null | undefined): Map<string, number> {
+const normalised = perList((list: readonly Scored[]) => {
   const out = new Map<string, number>();
-  if (!list || list.length === 0) return out;
   let max = 0;
   for (const [, s] of list) if (s > max) max = s;
   for (const [id, s] of list) if (!out.has(id)) out.set(id, max > 0 ? Math.max(0, s) / max : 0);
   return out;
-}
+});
+
+/** As `normalised`, for a batch list ({ productId, score } entries). */
+const normalisedBatch = perList((list: ReadonlyArray<{ productId: string; score: number }>) => {
+  const out = new Map<string, number>();
+  let max = 0;
+  for (const { score } of list) if (score > max) max = score;
+  for (const { productId, score } of list)
+    if (!out.has(productId)) out.set(productId, max > 0 ? Math.max(0, score) / max : 0);
+  return out;
+});
 
 /** A seed's neighbour list as values in (0, 1]: ½ · score/max + ½ / (1 + r / NEIGHBOUR_RANK_K), r = rank (ties share it). */
-function neighbourValues(list: readonly Scored[] | null | undefined): Map<string, number> {
+const neighbourValues = perList((list: readonly Scored[]) => {
   const out = new Map<string, number>();
-  if (!list || list.length === 0) return out;
+  if (list.length === 0) return out;
   const scores = list.map(([, s]) => Math.max(0, s)).sort((a, b) => b - a);
   const max = scores[0] as number;
   for (const [id, raw] of list) {
@@ -185,7 +217,7 @@ function neighbourValues(list: readonly Scored[] | null | undefined): Map<string
     out.set(id, 0.5 * (max > 0 ? s / max : 0) + 0.5 / (1 + lo / NEIGHBOUR_RANK_K));
   }
   return out;
-}
+});
 
 /** Weighted neighbours of several seeds: Σ w_seed · value_seed / Σ w_seed (neighbourValues), with the best seed per product. */
 function blend(
@@ -200,11 +232,12 @@ function blend(
   for (const seed of seeds) {
     lists.forEach((byseed, k) => {
       const norm = neighbourValues(byseed.get(seed.id));
+      if (norm.size === 0) return;
+      const reason = `${label[k]}:${seed.id}`;
       for (const [id, v] of norm) {
         if (id === seed.id) continue;
         const part = (seed.weight * v) / total;
         const cur = out.get(id);
-        const reason = `${label[k]}:${seed.id}`;
         if (!cur) out.set(id, { value: part, best: reason, bestValue: part });
         else {
           cur.value += part;
@@ -425,7 +458,7 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
         if (!cur || value > cur.value) adjacent.set(id, { value, best: `catalogue_neighbour:${seed}` });
       }
   const buyAgainNorm = normalised(input.buyAgain);
-  const batchNorm = normalised(input.batch?.map((b) => [b.productId, b.score] as const));
+  const batchNorm = normalisedBatch(input.batch);
   const trendNorm = normalised(input.trending);
   const popularNorm = normalised(input.popular);
 

@@ -412,6 +412,54 @@ describe("candidates and features", () => {
     expect(item(out, "s1").sources).toEqual(["context"]);
   });
 
+  it("computes a list's values once per list object, and one call's use of them never changes another's", () => {
+    // The same list objects reach many calls (the Worker keeps lists in the isolate): here one neighbour list serves
+    // as the context's list in one call and as a session seed's in the next, and one batch list serves both.
+    const shared: Scored[] = [
+      ["a", 4],
+      ["b", 2],
+    ];
+    const batchList = batch(["b", 6], ["c", 3]);
+    const rows = plain("x", "v1", "a", "b", "c");
+    const config = withConfig({ weights: { ...DEFAULT_RANKING_CONFIG.weights, context: 1, covisit: 1, batch: 1 } });
+    const asContext = () =>
+      rank(
+        input({ placement: "pdp", rows, context: ["x"], similar: new Map([["x", shared]]), batch: batchList }),
+        config,
+      );
+    const asSession = () =>
+      rank(
+        input({
+          rows,
+          session: session({ viewed: ["v1"] }),
+          similar: new Map([["v1", shared]]),
+          batch: batchList,
+        }),
+        config,
+      );
+    const scores = (out: RankOutput) => Object.fromEntries(out.items.map((i) => [i.productId, i.score]));
+    const first = asContext();
+    const second = asSession();
+    // Values: a 1; b ½ · ½ + ½ / (1 + 1/5) = 2/3. Batch: b 1, c ½. One seed of weight 1 either way.
+    expect(scores(first)).toEqual({ a: 1, b: 1.666667, c: 0.5 });
+    expect(item(first, "a").reasons).toEqual(["similar_to:x"]);
+    expect(scores(second)).toEqual({ a: 1, b: 1.666667, c: 0.5 });
+    expect(item(second, "a").reasons).toEqual(["similar_to:v1"]);
+    // Again, after both: the same answers; and fresh copies of the lists give the same answers too.
+    expect(asContext()).toEqual(first);
+    expect(asSession()).toEqual(second);
+    const copy = rank(
+      input({
+        rows,
+        session: session({ viewed: ["v1"] }),
+        similar: new Map([["v1", shared.map(([id, s]) => [id, s] as const)]]),
+        batch: batchList.map((b) => ({ ...b })),
+      }),
+      config,
+    );
+    expect(copy).toEqual(second);
+  });
+
   it("blends session seeds by recency and brings the popular products of the strongest session categories", () => {
     const out = rank(
       input({
