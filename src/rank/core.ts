@@ -159,8 +159,9 @@ const EMPTY_VALUES: ReadonlyMap<string, number> = new Map();
 
 /**
  * Per-list values, computed once per list object. Lists are immutable (`readonly`), and the Worker keeps the ones it
- * read in the isolate (neighbour lists for a minute, popular and trending lists, a user's batch list for 30 s) and
- * hands the same objects to every request, so most calls find their values here. Weak keys: a list the caller no
+ * read in the isolate (neighbour lists for 5 minutes, a visitor's batch list for 60 s, popular and trending lists
+ * until they change; src/rank/online-store.ts) and hands the same objects to every request, so most calls find their
+ * values here. Weak keys: a list the caller no
  * longer holds goes with its values. The maps returned are shared and never changed.
  */
 function perList<L extends object>(
