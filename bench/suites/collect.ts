@@ -119,10 +119,10 @@ async function check(ctx: SuiteContext, headers: Record<string, string>, run: st
     if (res.status !== 200 || answer.accepted !== eventsPerBatch[mix] || answer.rejected?.length) {
       throw new Error(`POST /v1/batch (${mix}) answered ${res.status} ${JSON.stringify(answer)}`);
     }
+    const users = mix === "server" ? SERVER_USERS : 1;
     for (const endpoint of [FLOOR_ENDPOINT, WRITE_FLOOR_ENDPOINT, LOG_FLOOR_ENDPOINT]) {
       const floor = await fetch(`${ctx.url}${endpoint}`, { method: "POST", headers, body });
       const floorAnswer = (await floor.json()) as { users?: number };
-      const users = mix === "server" ? SERVER_USERS : 1;
       if (floor.status !== 200 || floorAnswer.users !== users) {
         throw new Error(`POST ${endpoint} (${mix}) answered ${floor.status} ${JSON.stringify(floorAnswer)}`);
       }

@@ -179,24 +179,35 @@ function perList<L extends object>(
   };
 }
 
-/** A list's scores divided by its best one (lists arrive best first; any order works). */
-const normalised = perList((list: readonly Scored[]) => {
+/** Each entry's score divided by the list's best (negative scores count as 0); the first entry of an id wins. */
+function overBest<E>(list: readonly E[], id: (entry: E) => string, score: (entry: E) => number): Map<string, number> {
   const out = new Map<string, number>();
   let max = 0;
-  for (const [, s] of list) if (s > max) max = s;
-  for (const [id, s] of list) if (!out.has(id)) out.set(id, max > 0 ? Math.max(0, s) / max : 0);
+  for (const entry of list) if (score(entry) > max) max = score(entry);
+  for (const entry of list) {
+    const key = id(entry);
+    if (!out.has(key)) out.set(key, max > 0 ? Math.max(0, score(entry)) / max : 0);
+  }
   return out;
-});
+}
+
+/** A list's scores divided by its best one (lists arrive best first; any order works). */
+const normalised = perList((list: readonly Scored[]) =>
+  overBest(
+    list,
+    (e) => e[0],
+    (e) => e[1],
+  ),
+);
 
 /** As `normalised`, for a batch list ({ productId, score } entries). */
-const normalisedBatch = perList((list: ReadonlyArray<{ productId: string; score: number }>) => {
-  const out = new Map<string, number>();
-  let max = 0;
-  for (const { score } of list) if (score > max) max = score;
-  for (const { productId, score } of list)
-    if (!out.has(productId)) out.set(productId, max > 0 ? Math.max(0, score) / max : 0);
-  return out;
-});
+const normalisedBatch = perList((list: ReadonlyArray<{ productId: string; score: number }>) =>
+  overBest(
+    list,
+    (e) => e.productId,
+    (e) => e.score,
+  ),
+);
 
 /** A seed's neighbour list as values in (0, 1]: ½ · score/max + ½ / (1 + r / NEIGHBOUR_RANK_K), r = rank (ties share it). */
 const neighbourValues = perList((list: readonly Scored[]) => {
