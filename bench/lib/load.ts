@@ -100,12 +100,98 @@ function requestsOf(options: LoadOptions): autocannon.Request[] {
 }
 
 export function load(options: LoadOptions): Promise<LoadResult> {
+  const latencies: number[] = [];
+  let non2xx = 0;
+  return drive(options, requestList(options), (_request, statusCode, ms) => {
+    latencies.push(ms);
+    if (statusCode < 200 || statusCode >= 300) non2xx++;
+  }).then(({ errors, durationS }) => resultOf(latencies, non2xx, errors, durationS, options.connections));
+}
+
+/** One side of a paired load: its requests' shape, and optionally a generator of their paths and bodies. */
+export type PairedSide = Pick<LoadOptions, "path" | "next" | "method" | "headers" | "body" | "inspect">;
+
+export interface PairedResult {
+  a: LoadResult;
+  b: LoadResult;
+  /** Per pair, b's latency minus that of the a request sent just before it. */
+  differenceMs: LoadResult["latencyMs"];
+  pairs: number;
+  durationS: number;
+}
+
+/**
+ * Two kinds of request interleaved on ONE connection: a, b, a, b, … in a closed loop. Both see the same machine at
+ * the same moments, so a figure of b over a (e.g. an endpoint over the empty floor) does not carry the drift of a
+ * machine whose speed changes between two measurements taken minutes apart.
+ */
+export function pairedLoad(
+  options: Pick<LoadOptions, "url" | "durationS" | "requests" | "maxS" | "timeoutS"> & { a: PairedSide; b: PairedSide },
+): Promise<PairedResult> {
+  const sides = [options.a, options.b] as const;
+  const latencies: [number[], number[]] = [[], []];
+  const non2xx = [0, 0];
+  const requests = sides.map((side, k) => {
+    const [request] = requestsOf({ ...side, url: options.url, connections: 1 });
+    const inspect = side.inspect;
+    return {
+      ...request,
+      method: side.method ?? "GET",
+      ...(side.headers ? { headers: side.headers } : {}),
+      ...(side.body === undefined ? {} : { body: side.body }),
+      // Called just before autocannon's "response" event for the same answer: it names the side.
+      onResponse: (status: number, body: string) => {
+        last = k;
+        inspect?.(status, body);
+      },
+    } as autocannon.Request;
+  });
+  let last = -1;
+  /** The latency of the a request still waiting for its b. */
+  let pairedA: number | undefined;
+  const differences: number[] = [];
+  return drive({ ...options, connections: 1 }, requests, (_request, statusCode, ms) => {
+    const k = last;
+    last = -1;
+    if (k !== 0 && k !== 1) return;
+    latencies[k]?.push(ms);
+    if (statusCode < 200 || statusCode >= 300) non2xx[k] = (non2xx[k] ?? 0) + 1;
+    if (k === 0) pairedA = ms;
+    else if (pairedA !== undefined) {
+      differences.push(ms - pairedA);
+      pairedA = undefined;
+    }
+  }).then(({ errors, durationS }) => ({
+    a: resultOf(latencies[0], non2xx[0] ?? 0, errors, durationS, 1),
+    b: resultOf(latencies[1], non2xx[1] ?? 0, errors, durationS, 1),
+    differenceMs: summarize(differences),
+    pairs: differences.length,
+    durationS: round2(durationS),
+  }));
+}
+
+function resultOf(latencies: number[], non2xx: number, errors: number, durationS: number, connections: number) {
+  return {
+    requests: latencies.length,
+    rps: round2(latencies.length / durationS),
+    latencyMs: summarize(latencies),
+    errors,
+    non2xx,
+    durationS: round2(durationS),
+    connections,
+  };
+}
+
+/** Runs autocannon over `requests` under the bounds of `options`, reporting each answer to `onAnswer`. */
+function drive(
+  options: LoadOptions,
+  requests: autocannon.Request[],
+  onAnswer: (request: unknown, statusCode: number, responseTimeMs: number) => void,
+): Promise<{ errors: number; durationS: number }> {
   if (options.requests === undefined && options.durationS === undefined) {
     throw new Error("load: give `durationS` or `requests`: every load is bounded");
   }
   const maxS = options.maxS ?? (options.requests === undefined ? (options.durationS ?? 0) + 15 : 120);
-  const latencies: number[] = [];
-  let non2xx = 0;
   return new Promise((resolve, reject) => {
     const started = performance.now();
     const instance = autocannon(
@@ -117,7 +203,7 @@ export function load(options: LoadOptions): Promise<LoadResult> {
         method: options.method ?? "GET",
         ...(options.headers ? { headers: options.headers } : {}),
         ...(options.body === undefined ? {} : { body: options.body }),
-        requests: requestList(options),
+        requests,
       },
       (error, result) => {
         clearTimeout(deadline);
@@ -125,22 +211,12 @@ export function load(options: LoadOptions): Promise<LoadResult> {
           reject(error);
           return;
         }
-        const durationS = (performance.now() - started) / 1000;
-        resolve({
-          requests: latencies.length,
-          rps: round2(latencies.length / durationS),
-          latencyMs: summarize(latencies),
-          errors: result.errors,
-          non2xx,
-          durationS: round2(durationS),
-          connections: options.connections,
-        });
+        resolve({ errors: result.errors, durationS: (performance.now() - started) / 1000 });
       },
     );
     const deadline = setTimeout(() => instance.stop(), maxS * 1000);
-    instance.on("response", (_client, statusCode, _bytes, responseTimeMs) => {
-      latencies.push(responseTimeMs);
-      if (statusCode < 200 || statusCode >= 300) non2xx++;
+    instance.on("response", (client, statusCode, _bytes, responseTimeMs) => {
+      onAnswer(client, statusCode, responseTimeMs);
     });
   });
 }

@@ -1,7 +1,7 @@
 // The contract between the harness (scripts/bench.ts) and a suite (bench/suites/*.ts), and the helpers every suite
 // shares: `measure` (warm-up, then a bounded load, reported with units in the key names), `measureFloor` (the
 // empty endpoint: what the platform costs before our code does anything) and `relativeTo` (a figure over the floor).
-import { type LoadOptions, load } from "./load.ts";
+import { type LoadOptions, type LoadResult, load, type PairedSide, pairedLoad } from "./load.ts";
 
 /** One load measurement. Every figure carries its unit in its key. */
 export interface Measurement {
@@ -57,6 +57,30 @@ export interface MeasureOptions {
   inspect?: (status: number, body: string) => void;
 }
 
+/** One side of a paired measurement: a request as `measure` takes it, on the pair's one connection. */
+export type PairedRequest = Pick<MeasureOptions, "path" | "next" | "method" | "headers" | "body" | "inspect">;
+
+export interface PairedOptions {
+  /** The reference, e.g. the floor endpoint. */
+  a: PairedRequest;
+  /** The request measured against it. */
+  b: PairedRequest;
+  durationS?: number;
+  warmUpRequests?: number;
+}
+
+/** Two requests interleaved on one connection (a, b, a, b, …): b over a without the drift between measurements. */
+export interface PairedMeasurement {
+  a: Measurement;
+  b: Measurement;
+  /** b.p50Ms − a.p50Ms, both taken from the same interleaved series. */
+  addedP50Ms: number;
+  /** Median of the per-pair differences (each b minus the a sent just before it). */
+  pairDifferenceP50Ms: number;
+  pairDifferenceP90Ms: number;
+  pairs: number;
+}
+
 export interface SuiteContext {
   /** Base URL of the Worker under test. */
   url: string;
@@ -67,6 +91,8 @@ export interface SuiteContext {
   /** Progress lines: stderr, never stdout. */
   log(line: string): void;
   measure(label: string, options: MeasureOptions): Promise<Measurement>;
+  /** `b` against `a`, interleaved on one connection (docs/benchmarks.md: paired measurements). */
+  measurePaired(label: string, options: PairedOptions): Promise<PairedMeasurement>;
   /** The empty endpoint at each given connection count (1 and/or 10). */
   measureFloor(connections: Array<1 | 10>): Promise<Floor>;
 }
@@ -105,6 +131,27 @@ export function relativeTo(m: Measurement, floor: Measurement, against: string):
     rpsRatio: round3(m.rps / floor.rps),
   };
 }
+
+function measurementOf(path: string, r: LoadResult): Measurement {
+  return {
+    path,
+    connections: r.connections,
+    durationS: r.durationS,
+    requests: r.requests,
+    rps: r.rps,
+    p50Ms: r.latencyMs.p50,
+    p90Ms: r.latencyMs.p90,
+    p99Ms: r.latencyMs.p99,
+    maxMs: r.latencyMs.max,
+    meanMs: r.latencyMs.mean,
+    errors: r.errors,
+    non2xx: r.non2xx,
+  };
+}
+
+const summaryOf = (m: Measurement): string =>
+  `${m.requests} requests, ${m.rps} req/s, p50 ${m.p50Ms} ms, p99 ${m.p99Ms} ms` +
+  (m.errors || m.non2xx ? `, ${m.errors} errors, ${m.non2xx} non-2xx` : "");
 
 /** The floor measurement at the same connection count as `m`, with its label. */
 export function floorFor(m: Measurement, floor: Floor): { measurement: Measurement; label: string } | undefined {
@@ -189,34 +236,54 @@ export function createContext(options: {
         ? { ...request, ...inspect, durationS }
         : { ...request, ...inspect, requests: m.requests },
     );
+    return measurementOf(m.path, r);
+  };
+
+  const oncePaired = async (label: string, m: PairedOptions): Promise<PairedMeasurement> => {
+    const side = (r: PairedRequest): PairedSide => ({
+      ...(r.next ? { next: r.next } : { path: r.path }),
+      ...(r.method ? { method: r.method } : {}),
+      ...(r.headers ? { headers: r.headers } : {}),
+      ...(r.body === undefined ? {} : { body: r.body }),
+    });
+    const sides = { a: side(m.a), b: side(m.b) };
+    const warmUp = m.warmUpRequests ?? options.warmUpRequests;
+    if (warmUp > 0) {
+      log(`${label}: warm-up, up to ${warmUp} pairs or ${WARM_UP_MAX_S} s`);
+      await pairedLoad({ url, ...sides, requests: 2 * warmUp, maxS: WARM_UP_MAX_S });
+    }
+    const durationS = m.durationS ?? options.durationS;
+    log(
+      `${label}: ${m.b.method ?? "GET"} ${m.b.path} against ${m.a.method ?? "GET"} ${m.a.path}, interleaved, ${durationS} s`,
+    );
+    const r = await pairedLoad({
+      url,
+      a: { ...sides.a, ...(m.a.inspect ? { inspect: m.a.inspect } : {}) },
+      b: { ...sides.b, ...(m.b.inspect ? { inspect: m.b.inspect } : {}) },
+      durationS,
+    });
+    const a = measurementOf(m.a.path, r.a);
+    const b = measurementOf(m.b.path, r.b);
     return {
-      path: m.path,
-      connections: r.connections,
-      durationS: r.durationS,
-      requests: r.requests,
-      rps: r.rps,
-      p50Ms: r.latencyMs.p50,
-      p90Ms: r.latencyMs.p90,
-      p99Ms: r.latencyMs.p99,
-      maxMs: r.latencyMs.max,
-      meanMs: r.latencyMs.mean,
-      errors: r.errors,
-      non2xx: r.non2xx,
+      a,
+      b,
+      addedP50Ms: round2(b.p50Ms - a.p50Ms),
+      pairDifferenceP50Ms: r.differenceMs.p50,
+      pairDifferenceP90Ms: r.differenceMs.p90,
+      pairs: r.pairs,
     };
   };
 
-  const measure = async (label: string, m: MeasureOptions): Promise<Measurement> => {
+  /** Runs a measurement; one that straddled a reload of the Worker is taken again. */
+  const guarded = async <T>(label: string, run: () => Promise<T>, summary: (result: T) => string): Promise<T> => {
     for (let attempt = 1; ; attempt++) {
       guard.assertRunning();
       if (guard.sinceLastReloadMs() < SETTLE_QUIET_MS) await settle(url, guard);
       const reloadsBefore = guard.reloads();
-      const result = await once(label, m);
+      const result = await run();
       guard.assertRunning();
       if (guard.reloads() === reloadsBefore) {
-        log(
-          `${label}: ${result.requests} requests, ${result.rps} req/s, p50 ${result.p50Ms} ms, p99 ${result.p99Ms} ms` +
-            (result.errors || result.non2xx ? `, ${result.errors} errors, ${result.non2xx} non-2xx` : ""),
-        );
+        log(`${label}: ${summary(result)}`);
         return result;
       }
       if (attempt >= MAX_ATTEMPTS) {
@@ -231,12 +298,24 @@ export function createContext(options: {
     }
   };
 
+  const measure = (label: string, m: MeasureOptions): Promise<Measurement> =>
+    guarded(label, () => once(label, m), summaryOf);
+
+  const measurePaired = (label: string, m: PairedOptions): Promise<PairedMeasurement> =>
+    guarded(
+      label,
+      () => oncePaired(label, m),
+      (r) =>
+        `a ${summaryOf(r.a)}; b ${summaryOf(r.b)}; b − a p50 ${r.addedP50Ms} ms, pair difference p50 ${r.pairDifferenceP50Ms} ms`,
+    );
+
   return {
     url,
     vars: options.vars,
     durationS: options.durationS,
     log,
     measure,
+    measurePaired,
     repeated,
     async measureFloor(connections) {
       const floor: Floor = { path: FLOOR_PATH };

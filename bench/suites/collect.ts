@@ -6,7 +6,15 @@
 // the empty calls plus one durable write of the whole batch in one intake object (a write-ahead log per batch).
 // Every request carries fresh message ids, so nothing is a duplicate.
 import { LOCAL_KEYS } from "../../scripts/lib/local-keys.ts";
-import { type Measurement, type Relative, relativeTo, type Suite, type SuiteContext, warnings } from "../lib/suite.ts";
+import {
+  type Measurement,
+  type PairedMeasurement,
+  type Relative,
+  relativeTo,
+  type Suite,
+  type SuiteContext,
+  warnings,
+} from "../lib/suite.ts";
 
 const SERVER_EVENTS = 100;
 const SERVER_USERS = 50;
@@ -104,6 +112,8 @@ async function warmPool(ctx: SuiteContext, headers: Record<string, string>, run:
  * series runs 30 s later and slow it, the floors included. So each block starts after the previous one's drains.
  */
 const QUIET_MS = 40_000;
+/** A paired series runs this many times the run's duration (a server pair takes ~0.2 s at one connection). */
+const PAIRED_DURATION_FACTOR = 3;
 
 async function quiet(ctx: SuiteContext): Promise<void> {
   ctx.log(`collect: ${QUIET_MS / 1000} s for the outbox drains of the writes so far`);
@@ -147,6 +157,7 @@ const suite: Suite = {
 
     const results: Record<string, Record<string, Measurement & { eventsPerS: number }>> = {};
     const relative: Record<string, Record<string, Relative>> = {};
+    const paired: Partial<Record<Mix, PairedMeasurement>> = {};
     const notes: string[] = [];
     let series = 0;
     for (const mix of ["server", "browser"] as const) {
@@ -191,6 +202,30 @@ const suite: Suite = {
         }
       }
     }
+    // Last, in a block of their own: each mix's floor and POST /v1/batch interleaved on one connection, so the
+    // comparison carries no drift between two series (and the series above run exactly as without it).
+    for (const mix of ["server", "browser"] as const) {
+      await quiet(ctx);
+      const tag = `${run}-${series++}`;
+      const label = `${mix}.paired.c1`;
+      const m = await ctx.measurePaired(label, {
+        a: {
+          path: `POST ${FLOOR_ENDPOINT} (${mix} batches)`,
+          method: "POST",
+          headers,
+          next: (i) => ({ path: FLOOR_ENDPOINT, body: batchBody(mix, `${tag}f`, i) }),
+        },
+        b: {
+          path: `POST ${COLLECT_ENDPOINT} (${mix} batches)`,
+          method: "POST",
+          headers,
+          next: (i) => ({ path: COLLECT_ENDPOINT, body: batchBody(mix, `${tag}c`, i) }),
+        },
+        durationS: PAIRED_DURATION_FACTOR * ctx.durationS,
+      });
+      paired[mix] = m;
+      notes.push(...warnings(`${label}.floor`, m.a), ...warnings(label, m.b));
+    }
     notes.push(
       "floor for collection: POST /__bench/collect-floor with the same bodies — parse the batch and make one empty " +
         "SessionState ping() per distinct user, concurrently; relative.* compares /v1/batch with it at the same " +
@@ -203,12 +238,15 @@ const suite: Suite = {
       `server batches: ${SERVER_EVENTS} events across ${SERVER_USERS} users drawn from ${USER_POOL}; browser batches: ` +
         `one visitor of ${USER_POOL}, ${BROWSER_EVENTS} events (page, search, views, click, add); every message id is new.`,
       `Every user and visitor of the pool is recorded once before measuring: figures are for returning users.`,
+      "paired (1 connection): the floor and POST /v1/batch interleaved on one connection (floor, batch, floor, …) " +
+        "with the same kind of bodies: addedP50Ms = the batch's p50 minus the floor's from the same series; " +
+        "pairDifferenceP50Ms = the median of each batch's latency minus that of the floor request just before it.",
       "Each object drains its outbox to Redis (stream + trending counters) from its alarm 30 s after the " +
         "first pending write, one EVAL per object per drain: not on the ack path, but it shares the machine's CPU. " +
         `The empty floor and every block of series (a mix at a connection count) start ${QUIET_MS / 1000} s after ` +
         "the writes before them, so those drains land between blocks.",
     );
-    return { floor, results, relative, notes };
+    return { floor, results: { ...results, paired }, relative, notes };
   },
 };
 

@@ -30,6 +30,7 @@ import {
   FLOOR_PATH,
   type Measurement,
   type MeasureOptions,
+  type PairedMeasurement,
   type Relative,
   relativeTo,
   type Suite,
@@ -446,6 +447,20 @@ const suite: Suite = {
         headers: AUTH,
         connections: 1,
       });
+      // ── paired, 1 connection: each endpoint interleaved with the empty one (floor, request, floor, …) ──
+      const paired: Record<string, PairedMeasurement & { degraded: number }> = {};
+      for (const name of ["rank100", "rank1000", "recsHome"] as const) {
+        await idle();
+        const counter = degradedCounter();
+        const label = `paired.${name}.c1`;
+        const m = await ctx.measurePaired(label, {
+          a: { path: FLOOR_PATH },
+          b: { ...endpoint(name, 0, WARM_USERS), inspect: counter.inspect },
+        });
+        const b: RankMeasurement = { ...m.b, degraded: counter.count() };
+        paired[name] = { ...m, b, degraded: b.degraded };
+        measured.push([`${label}.floor`, m.a], [label, b]);
+      }
       const floorRepeat = await measurePlain("floor.c1Repeat", { path: FLOOR_PATH, connections: 1 });
 
       // ── the core in Node, on the same users and candidate lists ──
@@ -481,6 +496,9 @@ const suite: Suite = {
         const rps10 = Math.round((w10.rps / floors[10].rps) * 1000) / 10;
         bars[`rank${n}AddedP50Ms`] = added;
         bars[`rank${n}AddedP50Bar`] = added <= (n === 100 ? 1 : 2);
+        const pairedAdded = paired[`rank${n}`]?.addedP50Ms ?? Number.NaN;
+        bars[`rank${n}PairedAddedP50Ms`] = pairedAdded;
+        bars[`rank${n}PairedAddedP50Bar`] = pairedAdded <= (n === 100 ? 1 : 2);
         bars[`baseline${n}AddedP50Ms`] = baseAdded;
         bars[`rank${n}BaselineAddedRatio`] = ratio;
         bars[`rank${n}BaselineRatioBar`] = ratio >= 8;
@@ -517,6 +535,7 @@ const suite: Suite = {
         cold,
         baseline,
         variants,
+        paired,
         coldStart: coldStarts,
         core,
         bars,
@@ -549,6 +568,11 @@ const suite: Suite = {
         "degraded: answers of a measurement whose degraded list was not empty (a source missed its deadline: " +
           "session 30 ms, KV 30 ms by default). Such an answer is still a 200 and is counted in the figures.",
         "relative: addedP50Ms = p50Ms - floor p50Ms at the same connection count (floor.c50 for 50 connections).",
+        "paired (warm, 1 connection): the endpoint and the empty one interleaved on one connection (empty, request, " +
+          "empty, request, …) for the measurement's duration: addedP50Ms = the request's p50 minus the empty one's, " +
+          "both from the same series (no drift between two measurements minutes apart); pairDifferenceP50Ms = the " +
+          "median of each request's latency minus that of the empty request just before it. bars.rank*PairedAdded* " +
+          "use addedP50Ms.",
       );
       for (const [label, m] of measured) {
         notes.push(...warnings(label, m));
