@@ -102,7 +102,7 @@ function requestsOf(options: LoadOptions): autocannon.Request[] {
 export function load(options: LoadOptions): Promise<LoadResult> {
   const latencies: number[] = [];
   let non2xx = 0;
-  return drive(options, requestList(options), (_request, statusCode, ms) => {
+  return drive(options, requestList(options), (statusCode, ms) => {
     latencies.push(ms);
     if (statusCode < 200 || statusCode >= 300) non2xx++;
   }).then(({ errors, durationS }) => resultOf(latencies, non2xx, errors, durationS, options.connections));
@@ -112,6 +112,7 @@ export function load(options: LoadOptions): Promise<LoadResult> {
 export type PairedSide = Pick<LoadOptions, "path" | "next" | "method" | "headers" | "body" | "inspect">;
 
 export interface PairedResult {
+  /** Each side's answers. `errors` (connection errors, timeouts) are the series' own: no answer names its side. */
   a: LoadResult;
   b: LoadResult;
   /** Per pair, b's latency minus that of the a request sent just before it. */
@@ -131,6 +132,11 @@ export function pairedLoad(
   const sides = [options.a, options.b] as const;
   const latencies: [number[], number[]] = [[], []];
   const non2xx = [0, 0];
+  /** The side of the answer being reported (set by its request's onResponse), -1 between answers. */
+  let last = -1;
+  /** The latency of the a request still waiting for its b. */
+  let pairedA: number | undefined;
+  const differences: number[] = [];
   const requests = sides.map((side, k) => {
     const [request] = requestsOf({ ...side, url: options.url, connections: 1 });
     const inspect = side.inspect;
@@ -146,11 +152,7 @@ export function pairedLoad(
       },
     } as autocannon.Request;
   });
-  let last = -1;
-  /** The latency of the a request still waiting for its b. */
-  let pairedA: number | undefined;
-  const differences: number[] = [];
-  return drive({ ...options, connections: 1 }, requests, (_request, statusCode, ms) => {
+  return drive({ ...options, connections: 1 }, requests, (statusCode, ms) => {
     const k = last;
     last = -1;
     if (k !== 0 && k !== 1) return;
@@ -186,7 +188,7 @@ function resultOf(latencies: number[], non2xx: number, errors: number, durationS
 function drive(
   options: LoadOptions,
   requests: autocannon.Request[],
-  onAnswer: (request: unknown, statusCode: number, responseTimeMs: number) => void,
+  onAnswer: (statusCode: number, responseTimeMs: number) => void,
 ): Promise<{ errors: number; durationS: number }> {
   if (options.requests === undefined && options.durationS === undefined) {
     throw new Error("load: give `durationS` or `requests`: every load is bounded");
@@ -215,8 +217,6 @@ function drive(
       },
     );
     const deadline = setTimeout(() => instance.stop(), maxS * 1000);
-    instance.on("response", (client, statusCode, _bytes, responseTimeMs) => {
-      onAnswer(client, statusCode, responseTimeMs);
-    });
+    instance.on("response", (_client, statusCode, _bytes, responseTimeMs) => onAnswer(statusCode, responseTimeMs));
   });
 }
