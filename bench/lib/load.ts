@@ -131,7 +131,7 @@ export function pairedLoad(
 ): Promise<PairedResult> {
   const sides = [options.a, options.b] as const;
   const latencies: [number[], number[]] = [[], []];
-  const non2xx = [0, 0];
+  const non2xx: [number, number] = [0, 0];
   /** The side of the answer being reported (set by its request's onResponse), -1 between answers. */
   let last = -1;
   /** The latency of the a request still waiting for its b. */
@@ -156,16 +156,16 @@ export function pairedLoad(
     const k = last;
     last = -1;
     if (k !== 0 && k !== 1) return;
-    latencies[k]?.push(ms);
-    if (statusCode < 200 || statusCode >= 300) non2xx[k] = (non2xx[k] ?? 0) + 1;
+    latencies[k].push(ms);
+    if (statusCode < 200 || statusCode >= 300) non2xx[k]++;
     if (k === 0) pairedA = ms;
     else if (pairedA !== undefined) {
       differences.push(ms - pairedA);
       pairedA = undefined;
     }
   }).then(({ errors, durationS }) => ({
-    a: resultOf(latencies[0], non2xx[0] ?? 0, errors, durationS, 1),
-    b: resultOf(latencies[1], non2xx[1] ?? 0, errors, durationS, 1),
+    a: resultOf(latencies[0], non2xx[0], errors, durationS, 1),
+    b: resultOf(latencies[1], non2xx[1], errors, durationS, 1),
     differenceMs: summarize(differences),
     pairs: differences.length,
     durationS: round2(durationS),

@@ -1,6 +1,7 @@
 // The contract between the harness (scripts/bench.ts) and a suite (bench/suites/*.ts), and the helpers every suite
-// shares: `measure` (warm-up, then a bounded load, reported with units in the key names), `measureFloor` (the
-// empty endpoint: what the platform costs before our code does anything) and `relativeTo` (a figure over the floor).
+// shares: `measure` (warm-up, then a bounded load, reported with units in the key names), `measurePaired` (two
+// requests taking turns on one connection), `measureFloor` (the empty endpoint: what the platform costs before our
+// code does anything) and `relativeTo` (a figure over the floor).
 import { type LoadOptions, type LoadResult, load, type PairedSide, pairedLoad } from "./load.ts";
 
 /** One load measurement. Every figure carries its unit in its key. */
@@ -58,7 +59,7 @@ export interface MeasureOptions {
 }
 
 /** One side of a paired measurement: a request as `measure` takes it, on the pair's one connection. */
-export type PairedRequest = Pick<MeasureOptions, "path" | "next" | "method" | "headers" | "body" | "inspect">;
+export type PairedRequest = PairedSide & { path: string };
 
 export interface PairedOptions {
   /** The reference, e.g. the floor endpoint. */
@@ -240,28 +241,19 @@ export function createContext(options: {
   };
 
   const oncePaired = async (label: string, m: PairedOptions): Promise<PairedMeasurement> => {
-    const side = (r: PairedRequest): PairedSide => ({
-      ...(r.next ? { next: r.next } : { path: r.path }),
-      ...(r.method ? { method: r.method } : {}),
-      ...(r.headers ? { headers: r.headers } : {}),
-      ...(r.body === undefined ? {} : { body: r.body }),
-    });
-    const sides = { a: side(m.a), b: side(m.b) };
     const warmUp = m.warmUpRequests ?? options.warmUpRequests;
     if (warmUp > 0) {
       log(`${label}: warm-up, up to ${warmUp} pairs or ${WARM_UP_MAX_S} s`);
-      await pairedLoad({ url, ...sides, requests: 2 * warmUp, maxS: WARM_UP_MAX_S });
+      // The inspectors see measured answers only, as with `measure`.
+      const { inspect: _a, ...a } = m.a;
+      const { inspect: _b, ...b } = m.b;
+      await pairedLoad({ url, a, b, requests: 2 * warmUp, maxS: WARM_UP_MAX_S });
     }
     const durationS = m.durationS ?? options.durationS;
     log(
       `${label}: ${m.b.method ?? "GET"} ${m.b.path} against ${m.a.method ?? "GET"} ${m.a.path}, interleaved, ${durationS} s`,
     );
-    const r = await pairedLoad({
-      url,
-      a: { ...sides.a, ...(m.a.inspect ? { inspect: m.a.inspect } : {}) },
-      b: { ...sides.b, ...(m.b.inspect ? { inspect: m.b.inspect } : {}) },
-      durationS,
-    });
+    const r = await pairedLoad({ url, a: m.a, b: m.b, durationS });
     const a = measurementOf(m.a.path, r.a);
     const b = measurementOf(m.b.path, r.b);
     return {

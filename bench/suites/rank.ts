@@ -448,7 +448,7 @@ const suite: Suite = {
         connections: 1,
       });
       // ── paired, 1 connection: each endpoint interleaved with the empty one (floor, request, floor, …) ──
-      const paired: Record<string, PairedMeasurement & { degraded: number }> = {};
+      const paired: Record<string, PairedMeasurement & { b: RankMeasurement }> = {};
       for (const name of ["rank100", "rank1000", "recsHome"] as const) {
         await idle();
         const counter = degradedCounter();
@@ -458,7 +458,7 @@ const suite: Suite = {
           b: { ...endpoint(name, 0, WARM_USERS), inspect: counter.inspect },
         });
         const b: RankMeasurement = { ...m.b, degraded: counter.count() };
-        paired[name] = { ...m, b, degraded: b.degraded };
+        paired[name] = { ...m, b };
         measured.push([`${label}.floor`, m.a], [label, b]);
       }
       const floorRepeat = await measurePlain("floor.c1Repeat", { path: FLOOR_PATH, connections: 1 });

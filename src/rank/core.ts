@@ -161,8 +161,8 @@ const EMPTY_VALUES: ReadonlyMap<string, number> = new Map();
  * Per-list values, computed once per list object. Lists are immutable (`readonly`), and the Worker keeps the ones it
  * read in the isolate (neighbour lists for 5 minutes, a visitor's batch list for 60 s, popular and trending lists
  * until they change; src/rank/online-store.ts) and hands the same objects to every request, so most calls find their
- * values here. Weak keys: a list the caller no
- * longer holds goes with its values. The maps returned are shared and never changed.
+ * values here. Weak keys: a list the caller no longer holds goes with its values. The maps returned are shared and
+ * never changed.
  */
 function perList<L extends object>(
   compute: (list: L) => Map<string, number>,
@@ -183,7 +183,10 @@ function perList<L extends object>(
 function overBest<E>(list: readonly E[], id: (entry: E) => string, score: (entry: E) => number): Map<string, number> {
   const out = new Map<string, number>();
   let max = 0;
-  for (const entry of list) if (score(entry) > max) max = score(entry);
+  for (const entry of list) {
+    const s = score(entry);
+    if (s > max) max = s;
+  }
   for (const entry of list) {
     const key = id(entry);
     if (!out.has(key)) out.set(key, max > 0 ? Math.max(0, score(entry)) / max : 0);
