@@ -41,6 +41,8 @@ export async function proxy(request: NextRequest) {
 
   const page = placementOf(request.nextUrl.pathname);
   if (page) {
+    // No logins here. A store with them passes its logged-in user's userId, taken from its own session: ranking
+    // reads exactly the key it is given and does not follow identity merges.
     const answer = await lastmile.recommendations(
       { ...page, anonymousId, limit: 8 },
       { fallback: BESTSELLERS, signal: request.signal },

@@ -45,8 +45,6 @@ export interface RankRequest {
   candidates?: Array<{ productId: string; score?: number }>;
   explain: boolean;
   whyNot: string | null;
-  /** A user token's request: identity merges into another key are not followed (it reads only its own key). */
-  ownKeyOnly?: boolean;
 }
 
 function invalid(field: string, message: string): ApiError {

@@ -88,7 +88,6 @@ async function respond(c: Context<RankEnv>, mode: RankRequest["mode"], params: R
   const head = await loadHead(deps);
   const config = head.status === "ok" ? head.value.config : DEFAULT_RANKING_CONFIG;
   const request = parseRankParams(mode, authorized, config);
-  if (caller.kind === "user") request.ownKeyOnly = true;
   if (request.country === null) {
     const country = (c.req.raw as Request & { cf?: { country?: unknown } }).cf?.country;
     if (typeof country === "string" && /^[A-Z]{2}$/.test(country)) request.country = country;

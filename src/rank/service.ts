@@ -116,20 +116,6 @@ export function withDeadline<T>(work: () => T | Promise<T>, ms: number, clock: (
   });
 }
 
-const MAX_MERGE_HOPS = 2;
-
-/**
- * The snapshot of `userKey`, following `mergedInto` (identity merges) a bounded number of hops — unless `follow` is
- * false: a merge can be forged by anyone holding the public write key, so a user token never follows one.
- */
-async function resolvedSnapshot(deps: RankDeps, userKey: string, follow: boolean): Promise<SessionSnapshot> {
-  let snapshot = await deps.snapshot(userKey);
-  for (let hop = 0; follow && hop < MAX_MERGE_HOPS && snapshot.mergedInto; hop++) {
-    snapshot = await deps.snapshot(snapshot.mergedInto);
-  }
-  return snapshot;
-}
-
 function segmentLists(value: PopularValue | null) {
   return value?.segments ?? {};
 }
@@ -187,7 +173,7 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
   // In parallel: the session, the shared keys, and the lists the request alone determines.
   const userKey = request.userKey;
   const sessionP = userKey
-    ? withDeadline(() => resolvedSnapshot(deps, userKey, request.ownKeyOnly !== true), sessionDeadline, deps.now)
+    ? withDeadline(() => deps.snapshot(userKey), sessionDeadline, deps.now)
     : Promise.resolve(null);
   const sharedP = withDeadline(() => readShared(deps.kv, pointer), kvDeadline, deps.now);
   const firstListsP = pointer
@@ -215,9 +201,8 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
     if (firstLists.status !== "ok") degraded.push(`batch_${firstLists.status}`);
   }
 
-  // Second phase: neighbours of the session's items (and the merged user's batch list), within what is left.
+  // Second phase: neighbours of the session's items, within what is left.
   const seeds: string[] = [];
-  const resolvedKey = snapshot?.exists ? snapshot.userKey : null;
   if (signals && pointer) {
     const seen = new Set(request.context);
     const take = (ids: string[], n: number) => {
@@ -231,11 +216,10 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
     take(signals.carted, config.seeds.carted);
     if (request.placement === "post_purchase") take(signals.purchased, config.seeds.purchased);
   }
-  const extraUsers = resolvedKey && resolvedKey !== userKey ? [resolvedKey] : [];
-  if (pointer && (seeds.length > 0 || extraUsers.length > 0)) {
+  if (pointer && seeds.length > 0) {
     const left = Math.max(1, total - (deps.now() - started));
     const second = await withDeadline(
-      () => readLists(deps.kv, pointer, extraUsers, seeds, started),
+      () => readLists(deps.kv, pointer, [], seeds, started),
       Math.min(kvDeadline, left),
       deps.now,
     );
@@ -243,7 +227,6 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
     if (second.status === "ok") {
       if (!lists) lists = second.value;
       else {
-        for (const [k, v] of second.value.users) lists.users.set(k, v);
         for (const kind of NEIGHBOR_KEY_KINDS)
           for (const [k, v] of second.value.neighbors[kind]) lists.neighbors[kind].set(k, v);
       }
@@ -257,8 +240,7 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
     if (request.placement === "post_purchase") context.push(...signals.purchased.slice(0, config.seeds.purchased));
   }
 
-  const batch =
-    (resolvedKey ? lists?.users.get(resolvedKey) : null) ?? (userKey ? lists?.users.get(userKey) : null) ?? null;
+  const batch = (userKey ? lists?.users.get(userKey) : null) ?? null;
   const live = deps.trending(deps.now());
   if (live.status !== "ok") degraded.push(`trending_${live.status}`);
   const popularSegments = segmentLists(shared?.popular ?? null);
@@ -323,7 +305,7 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
     recId,
     placement: request.placement,
     mode: request.mode,
-    userKey: resolvedKey ?? userKey,
+    userKey,
     items,
     sources: {
       session: !userKey
@@ -389,7 +371,7 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
   // The exposure goes under the key the visitor's data lives under (after a merge, the object it was merged into),
   // and only when the session was read: a suppressed visitor's answer records nothing, and without the snapshot
   // there is no telling (docs/experiments.md#exposures).
-  const exposedKey = snapshot && snapshot.suppressed !== true ? (resolvedKey ?? userKey) : null;
+  const exposedKey = snapshot && snapshot.suppressed !== true ? userKey : null;
   if (exposedKey && items.length > 0 && deps.expose) {
     deps.expose(
       exposedKey,

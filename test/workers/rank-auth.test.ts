@@ -118,18 +118,24 @@ describe("user tokens read only their own user", () => {
     ]);
     await track({ anonymousId: attacker }, [{ event: "Product Viewed", properties: { product_id: id("pop05") } }]);
     await track({ userId: victim, anonymousId: attacker }, [{ event: "Cart Viewed" }]);
-    // The server (trusted) sees the merge.
-    expect((await settled(() => ok(get(`/v1/recommendations?anonymousId=${attacker}`)))).userKey).toBe(alice);
+    // The victim's object did absorb the attacker's key.
+    const victimState = await settled(() => ok(get(`/v1/recommendations?userId=${victim}`)));
+    expect(victimState.items.flatMap((i) => i.reasons)).toContain(`similar_to:${id("p1")}`);
 
+    // Neither a user token nor a server key (edge middleware passing the visitor's cookie) follows the merge.
     const token = await userToken(`a:${attacker}`);
-    const a = await settled(() => ok(get("/v1/recommendations?placement=home&explain=true", token)));
-    expect(a.userKey).toBe(`a:${attacker}`);
-    expect(a.sources.session.status).toBe("ok");
-    expect(a.sources.batch.status).not.toBe("ok");
-    const reasons = a.items.flatMap((i) => i.reasons);
-    expect(reasons).not.toContain("batch");
-    expect(reasons.filter((r) => r.includes(id("p1")) || r.includes(id("c1")))).toEqual([]);
-    expect(ids(a)).not.toContain(id("b1"));
+    for (const auth of [token, undefined]) {
+      const a = await settled(() =>
+        ok(get(`/v1/recommendations?placement=home&explain=true&anonymousId=${attacker}`, auth)),
+      );
+      expect(a.userKey).toBe(`a:${attacker}`);
+      expect(a.sources.session.status).toBe("ok");
+      expect(a.sources.batch.status).not.toBe("ok");
+      const reasons = a.items.flatMap((i) => i.reasons);
+      expect(reasons).not.toContain("batch");
+      expect(reasons.filter((r) => r.includes(id("p1")) || r.includes(id("c1")))).toEqual([]);
+      expect(ids(a)).not.toContain(id("b1"));
+    }
   });
 
   it("a server key may read any user", async () => {
