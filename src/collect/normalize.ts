@@ -1,6 +1,9 @@
 // Validation and normalisation of one event: a wire event (Segment spec, RudderStack, webhook) in, a
 // CollectedEvent or a rejection with a stable code out. Pure apart from hashing; nothing here throws for bad input.
 // The codes are documented in docs/collection.md#validation.
+
+import { overlongProductId } from "../session/ecommerce.ts";
+import { MAX_PRODUCT_ID_CHARS } from "../session/limits.ts";
 import { type CollectedEvent, EVENT_TYPES, type EventType } from "./event.ts";
 import { isObject, isWellFormed, type JsonObject, jsonSize } from "./json.ts";
 import { MAX_EVENT_BYTES, MAX_ID_LENGTH } from "./limits.ts";
@@ -19,6 +22,7 @@ export const REJECTION_CODES = [
   "missing_group_id",
   "invalid_field",
   "invalid_timestamp",
+  "invalid_product_id",
 ] as const;
 export type RejectionCode = (typeof REJECTION_CODES)[number];
 
@@ -218,6 +222,13 @@ async function normalize(raw: unknown, ctx: NormalizeContext): Promise<Collected
     sourceId: ctx.sourceId,
   };
   if (integrations) collected.integrations = integrations;
+  const overlong = overlongProductId(collected);
+  if (overlong !== null) {
+    throw new Rejected(
+      "invalid_product_id",
+      `a product id is ${overlong.length} characters long; the limit is ${MAX_PRODUCT_ID_CHARS}`,
+    );
+  }
   return collected;
 }
 

@@ -4,6 +4,7 @@
 // Tokens are normalised here, once, so the ranking path can build the same tokens from its catalogue.
 import type { CollectedEvent } from "../collect/event.ts";
 import {
+  MAX_PRODUCT_ID_CHARS,
   MAX_PRODUCTS_PER_EVENT,
   MAX_QUERY_CHARS,
   MAX_TAGS_PER_PRODUCT,
@@ -117,9 +118,15 @@ export interface ProductFields {
   tokens: string[];
 }
 
+/** The product id as sent: `product_id` (or `productId`, v1 `id`), of any length. */
+function sentProductId(props: Record<string, unknown>): string | null {
+  return idText(props.product_id) ?? idText(props.productId) ?? idText(props.id);
+}
+
 /** A product as Segment describes it: `product_id` (or `productId`, v1 `id`), category, brand, price, tags. */
 export function productOf(props: Record<string, unknown>): ProductFields {
-  const productId = idText(props.product_id) ?? idText(props.productId) ?? idText(props.id);
+  const sent = sentProductId(props);
+  const productId = sent !== null && sent.length <= MAX_PRODUCT_ID_CHARS ? sent : null;
   const category = scalarText(props.category)?.trim() || null;
   const brand = scalarText(props.brand)?.trim() || null;
   const price = numberOf(props.price);
@@ -153,6 +160,19 @@ function productsOf(props: Record<string, unknown>): Record<string, unknown>[] {
     .map(record)
     .filter((p): p is Record<string, unknown> => p !== null)
     .slice(0, MAX_PRODUCTS_PER_EVENT);
+}
+
+/**
+ * The first product id of the event longer than MAX_PRODUCT_ID_CHARS, among those `interpret` reads (the event's
+ * own product, or each of its `products`); null when there is none.
+ */
+export function overlongProductId(event: CollectedEvent): string | null {
+  const props = record(event.properties) ?? {};
+  for (const p of [props, ...productsOf(props)]) {
+    const id = sentProductId(p);
+    if (id !== null && id.length > MAX_PRODUCT_ID_CHARS) return id;
+  }
+  return null;
 }
 
 /** The interactions one event stands for; [] for anything that is not e-commerce. */

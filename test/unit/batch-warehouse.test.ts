@@ -8,6 +8,7 @@ import { parseEntries } from "../../src/batch/loader.ts";
 import { backoffDelay, isTransientError, withRetry } from "../../src/batch/retry.ts";
 import { countryOf, mergeIdentities, warehouseRows } from "../../src/batch/warehouse.ts";
 import type { CollectedEvent } from "../../src/collect/event.ts";
+import { MAX_PRODUCT_ID_CHARS } from "../../src/session/limits.ts";
 import { collectedEvent } from "../support/events.ts";
 
 const AT = "2026-11-20T10:00:00.000Z";
@@ -62,6 +63,22 @@ describe("warehouseRows", () => {
       [2, "c", 4, "42", "u:merged"],
     ]);
     expect(rows.identities).toEqual([{ anonymousId: "a1", userId: "u1", at: AT }]);
+  });
+
+  it("never yields a product id over the catalogue's limit (a B-tree index entry cannot hold a few KB)", () => {
+    // Collection refuses such events; an entry written before that rule must not fail its whole load batch.
+    const long = "p".repeat(MAX_PRODUCT_ID_CHARS + 1);
+    const rows = warehouseRows(
+      ev("track", {
+        event: "Order Completed",
+        properties: { order_id: "o", products: [{ product_id: long }, { product_id: "b" }] },
+      }),
+    );
+    expect(rows.interactions.map((i) => [i.position, i.productId])).toEqual([[1, "b"]]);
+    const viewed = warehouseRows(ev("track", { event: "Product Viewed", properties: { product_id: long } }));
+    expect(viewed.interactions).toEqual([]);
+    expect(viewed.event.productId).toBeNull();
+    expect(viewed.event.properties).toEqual({ product_id: long });
   });
 
   it("keeps non-e-commerce events without interactions, and products of pages", () => {

@@ -9,6 +9,7 @@ import {
   type RejectionCode,
 } from "../../src/collect/normalize.ts";
 import { parseIsoTimestamp, resolveTimestamp } from "../../src/collect/timestamps.ts";
+import { MAX_PRODUCT_ID_CHARS } from "../../src/session/limits.ts";
 
 const NOW = Date.UTC(2026, 10, 26, 12, 0, 0);
 const ctx = (extra: Partial<NormalizeContext> = {}): NormalizeContext => ({
@@ -128,6 +129,30 @@ describe("normalizeEvent: rejections", () => {
     expect((await ok({ type: "page", userId: "x".repeat(MAX_ID_LENGTH) })).userId).toHaveLength(MAX_ID_LENGTH);
     await rejected({ type: "page", userId: "x".repeat(MAX_ID_LENGTH + 1) }, "invalid_id");
     await rejected({ type: "group", userId: "u", groupId: "g".repeat(MAX_ID_LENGTH + 1) }, "invalid_id");
+  });
+
+  it("refuses a product id longer than the catalogue's limit, wherever the event names it", async () => {
+    const long = "p".repeat(MAX_PRODUCT_ID_CHARS + 1);
+    const at = "p".repeat(MAX_PRODUCT_ID_CHARS);
+    const viewed = (props: Record<string, unknown>) => ({
+      type: "track",
+      userId: "u",
+      event: "Product Viewed",
+      properties: props,
+    });
+    expect((await ok(viewed({ product_id: at }))).properties).toEqual({ product_id: at });
+    await rejected(viewed({ product_id: long }), "invalid_product_id");
+    await rejected(viewed({ productId: long }), "invalid_product_id");
+    await rejected({ type: "page", userId: "u", properties: { id: long } }, "invalid_product_id");
+    await rejected(
+      {
+        type: "track",
+        userId: "u",
+        event: "Order Completed",
+        properties: { order_id: "o", products: [{ product_id: "ok" }, { product_id: long }] },
+      },
+      "invalid_product_id",
+    );
   });
 
   it("needs properties, traits, context and integrations to be objects when present", async () => {
