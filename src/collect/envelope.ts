@@ -4,8 +4,8 @@
 //   /v1/webhook                                     the body is one event carrying its own type
 import { ApiError } from "../errors.ts";
 import type { EventType } from "./event.ts";
-import { isObject } from "./json.ts";
-import { MAX_BATCH_EVENTS } from "./limits.ts";
+import { isObject, jsonSize } from "./json.ts";
+import { MAX_BATCH_EVENTS, MAX_EVENT_BYTES } from "./limits.ts";
 import type { BatchDefaults } from "./normalize.ts";
 import { parseIsoTimestamp } from "./timestamps.ts";
 
@@ -25,12 +25,23 @@ export function bodyWriteKey(body: unknown): string | undefined {
 
 function batchDefaults(body: Record<string, unknown>): BatchDefaults {
   const defaults: BatchDefaults = {};
+  let inherited = 0;
   for (const field of ["context", "integrations"] as const) {
     const value = body[field];
     if (value === undefined || value === null) continue;
     if (!isObject(value)) throw new ApiError("validation_failed", `the batch's ${field} must be an object`);
     defaults[field] = value;
+    inherited += jsonSize(value);
   }
+  // Every event is stored with these; past one event's limit, no event of the batch could be.
+  if (inherited > MAX_EVENT_BYTES) {
+    throw new ApiError(
+      "payload_too_large",
+      `the batch's context and integrations, which every event inherits, are ${inherited} bytes as JSON; the limit is ${MAX_EVENT_BYTES}`,
+      { details: { limit: MAX_EVENT_BYTES, actual: inherited, unit: "bytes" } },
+    );
+  }
+  if (inherited > 0) defaults.inheritedBytes = inherited;
   const sentAt = body.sentAt;
   if (sentAt !== undefined && sentAt !== null && sentAt !== "") {
     const ms = typeof sentAt === "string" ? parseIsoTimestamp(sentAt) : undefined;

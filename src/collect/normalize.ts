@@ -41,6 +41,11 @@ export interface BatchDefaults {
   integrations?: JsonObject;
   /** Milliseconds since the epoch. */
   sentAt?: number;
+  /**
+   * JSON bytes of `context` and `integrations`, which every event of the batch inherits: an event is measured
+   * against MAX_EVENT_BYTES with them, since it is stored with them.
+   */
+  inheritedBytes?: number;
 }
 
 export interface NormalizeContext {
@@ -132,9 +137,12 @@ function reportedMessageId(raw: unknown): string | undefined {
 
 async function normalize(raw: unknown, ctx: NormalizeContext): Promise<CollectedEvent> {
   if (!isObject(raw)) throw new Rejected("invalid_event", "an event must be a JSON object");
-  const size = jsonSize(raw);
+  const inherited = ctx.defaults?.inheritedBytes ?? 0;
+  const size = jsonSize(raw) + inherited;
   if (size > MAX_EVENT_BYTES) {
-    throw new Rejected("event_too_large", `the event is ${size} bytes as JSON; the limit is ${MAX_EVENT_BYTES}`);
+    const what =
+      inherited > 0 ? ` with the ${inherited} bytes of context and integrations it inherits from the batch` : "";
+    throw new Rejected("event_too_large", `the event is ${size} bytes as JSON${what}; the limit is ${MAX_EVENT_BYTES}`);
   }
   const type = eventType(raw, ctx.pathType);
 

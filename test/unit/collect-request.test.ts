@@ -109,6 +109,8 @@ describe("readEnvelope", () => {
       context: { a: 1 },
       integrations: { All: false },
       sentAt: Date.UTC(2026, 10, 26),
+      // {"a":1} and {"All":false}: what every event of the batch inherits, in JSON bytes.
+      inheritedBytes: 7 + 13,
     });
   });
 

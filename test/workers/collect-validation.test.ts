@@ -131,6 +131,31 @@ describe("limits", () => {
     ]);
   });
 
+  it("measures a batch's events with the context and integrations they inherit", async () => {
+    const userId = uid("u");
+    const context = { pad: "c".repeat(20_000) };
+    const inherited = JSON.stringify(context).length;
+    const fits = eventOfSize(MAX_EVENT_BYTES - inherited, { type: "track", event: "E", userId, messageId: uid("m") });
+    const over = eventOfSize(MAX_EVENT_BYTES - inherited + 1, { type: "track", event: "E", userId, messageId: "over" });
+    const result = await collect("/v1/batch", { batch: [fits, over], context }, { headers: auth });
+    expect(result.accepted).toBe(1);
+    expect(result.rejected).toEqual([
+      {
+        index: 1,
+        code: "event_too_large",
+        message: `the event is ${MAX_EVENT_BYTES + 1} bytes as JSON with the ${inherited} bytes of context and integrations it inherits from the batch; the limit is ${MAX_EVENT_BYTES}`,
+        messageId: "over",
+      },
+    ]);
+    // Context and integrations that no event could be stored with refuse the whole batch, before anything is stored.
+    const huge = { batch: [{ type: "track", event: "E", userId }], context, integrations: { pad: "i".repeat(13_000) } };
+    const res = post("/v1/batch", huge, { headers: auth });
+    const body = await refused(res, 413, "payload_too_large");
+    expect(body.error).toMatchObject({ limit: MAX_EVENT_BYTES, unit: "bytes" });
+    expect(body.error.actual).toBeGreaterThan(MAX_EVENT_BYTES);
+    expect(await deadLetters((await res).headers.get("x-request-id"))).toEqual([]);
+  });
+
   it("answers 413 for an oversized event on a single-event endpoint, and takes one at the limit", async () => {
     const fields = { event: "E", userId: uid("u"), messageId: uid("m") };
     expect((await collect("/v1/track", eventOfSize(MAX_EVENT_BYTES, fields), { headers: auth })).accepted).toBe(1);
