@@ -54,6 +54,16 @@ export const SNAPSHOT_MERGED = 50;
 /** record → merged object → target: more hops than this means a cycle or corruption. */
 export const FORWARD_MAX_HOPS = 4;
 
+/**
+ * A merge asked of an object that is absorbing another one right now is answered `busy` (docs/session.md): asked
+ * again up to this many times in all. The asker whose key sorts first waits MERGE_BUSY_WAIT_MS before asking again,
+ * the other MERGE_BUSY_WAIT_RATIO times as long, so two objects asking each other at once do not ask again at the
+ * same moment. After the last `busy` the merge waits for the next event carrying the id.
+ */
+export const MERGE_BUSY_ATTEMPTS = 4;
+export const MERGE_BUSY_WAIT_MS = 20;
+export const MERGE_BUSY_WAIT_RATIO = 5;
+
 /** Field caps, so one odd event cannot bloat a row. */
 export const MAX_TAGS_PER_PRODUCT = 8;
 export const MAX_TOKEN_VALUE_CHARS = 100;

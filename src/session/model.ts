@@ -66,4 +66,10 @@ export type HandOver =
   /** Already merged into the caller and its data released: nothing more to merge. */
   | { status: "released" }
   | { status: "elsewhere"; mergedInto: string }
-  | { status: "refused" };
+  | { status: "refused" }
+  /**
+   * This object is absorbing another one right now, so it does not hand itself over (two objects absorbing each
+   * other at once would each forward to the other; one in the middle of a chain would leave what it absorbs
+   * behind). Nothing is remembered: the next event carrying the id asks again.
+   */
+  | { status: "busy" };

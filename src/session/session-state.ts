@@ -12,6 +12,9 @@ import { type Applied, applyEvents, newProfile } from "./apply.ts";
 import { isUserKey, stitchTargets } from "./identity.ts";
 import {
   FORWARD_MAX_HOPS,
+  MERGE_BUSY_ATTEMPTS,
+  MERGE_BUSY_WAIT_MS,
+  MERGE_BUSY_WAIT_RATIO,
   type RECENT_KINDS,
   RECENT_MAX,
   SEEN_WINDOW_MS,
@@ -61,6 +64,8 @@ export class SessionState extends DurableObject<Env> {
   readonly #store: SessionStore;
   /** Bumped by every erase: work that awaited across one must not touch the new, empty state. */
   #epoch = 0;
+  /** Merges of another object into this one in flight (`#stitch`): while any is, `handOver` answers `busy`. */
+  #absorbing = 0;
   #flushing: Promise<void> | null = null;
   /** The alarm time as last read or set (null: none); undefined until read in this activation. */
   #alarmAt: number | null | undefined = undefined;
@@ -134,6 +139,7 @@ export class SessionState extends DurableObject<Env> {
     assertKey(fromKey);
     assertKey(intoKey);
     if (fromKey === intoKey) return { status: "refused" };
+    if (this.#absorbing > 0) return { status: "busy" };
     const now = this.clock();
     const profile = this.#store.profile();
     if (!profile) {
@@ -424,6 +430,25 @@ export class SessionState extends DurableObject<Env> {
   // ---- identity merge -----------------------------------------------------------------------------------------
 
   async #stitch(selfKey: string, otherKey: string, claim: boolean): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      this.#absorbing++;
+      let busy: boolean;
+      try {
+        busy = await this.#absorb(selfKey, otherKey, claim);
+      } finally {
+        this.#absorbing--;
+      }
+      if (!busy || attempt >= MERGE_BUSY_ATTEMPTS || this.#store.profile()?.mergedInto) return;
+      // Two objects asking each other at once both hear `busy`. The one whose key sorts first asks again sooner, while
+      // the other is waiting and not asking, so it gets through (a random wait would not do: workerd's timers are
+      // coarse enough that two of them often fire together).
+      const wait = selfKey < otherKey ? MERGE_BUSY_WAIT_MS : MERGE_BUSY_WAIT_MS * MERGE_BUSY_WAIT_RATIO;
+      await new Promise((resolve) => setTimeout(resolve, wait));
+    }
+  }
+
+  /** One hand-over of `otherKey` into this object, applied; true when the other object answered `busy`. */
+  async #absorb(selfKey: string, otherKey: string, claim: boolean): Promise<boolean> {
     const epoch = this.#epoch;
     const other = this.env.SESSION_STATE.getByName(otherKey);
     let answer: HandOver;
@@ -432,9 +457,10 @@ export class SessionState extends DurableObject<Env> {
     } catch (error) {
       // Not fatal: the events are still recorded, and the next event carrying this id retries the merge.
       log("warn", "session merge: hand-over failed", { into: selfKey, from: otherKey, error: describeError(error) });
-      return;
+      return false;
     }
-    if (epoch !== this.#epoch) return;
+    if (answer.status === "busy") return true;
+    if (epoch !== this.#epoch) return false;
     const now = this.clock();
     const applied = this.ctx.storage.transactionSync(() => {
       const store = this.#store;
@@ -488,6 +514,7 @@ export class SessionState extends DurableObject<Env> {
       );
       await this.#schedule(false);
     }
+    return false;
   }
 
   // ---- outbox -------------------------------------------------------------------------------------------------

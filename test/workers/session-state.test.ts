@@ -548,6 +548,50 @@ describe("identity merge", () => {
     expect((await stub(newKey).snapshot(newKey)).viewed).toEqual(["o2", "o1"]);
   });
 
+  it("two users aliasing each other at the same moment: one absorbs the other, and neither forwards in a loop", async () => {
+    for (let round = 0; round < 5; round++) {
+      const [idA, idB] = [uid("A"), uid("B")];
+      const [kA, kB] = [`u:${idA}`, `u:${idB}`];
+      await stub(kA).record(kA, [track("Product Viewed", { product_id: "pa" }, { userId: idA })]);
+      await stub(kB).record(kB, [track("Product Viewed", { product_id: "pb" }, { userId: idB })]);
+      const aliasAB = base("alias", { previousId: idB }, { userId: idA, anonymousId: null });
+      const aliasBA = base("alias", { previousId: idA }, { userId: idB, anonymousId: null });
+      await Promise.all([stub(kA).record(kA, [aliasAB]), stub(kB).record(kB, [aliasBA])]);
+      const [sA, sB] = [await stub(kA).snapshot(kA), await stub(kB).snapshot(kB)];
+      // Exactly one of them is merged away, into the other, which holds both users' views.
+      const merged = [sA.mergedInto, sB.mergedInto];
+      expect(merged.filter((m) => m !== null)).toHaveLength(1);
+      const [home, away] = sA.mergedInto === null ? [kA, kB] : [kB, kA];
+      expect(merged).toContain(home);
+      expect((await stub(home).snapshot(home)).viewed.sort()).toEqual(["pa", "pb"]);
+      // Later events under either id are recorded, in the surviving object.
+      const awayId = away.slice(2);
+      await stub(away).record(away, [track("Product Viewed", { product_id: "later" }, { userId: awayId })]);
+      expect((await stub(home).snapshot(home)).viewed).toContain("later");
+    }
+  });
+
+  it("a chain of merges at the same moment (A absorbs B while B absorbs C) ends with everything in A", async () => {
+    for (let round = 0; round < 5; round++) {
+      const [idA, idB, idC] = [uid("A"), uid("B"), uid("C")];
+      const [kA, kB, kC] = [`u:${idA}`, `u:${idB}`, `u:${idC}`];
+      for (const [k, id, p] of [
+        [kA, idA, "pa"],
+        [kB, idB, "pb"],
+        [kC, idC, "pc"],
+      ] as const) {
+        await stub(k).record(k, [track("Product Viewed", { product_id: p }, { userId: id })]);
+      }
+      await Promise.all([
+        stub(kA).record(kA, [base("alias", { previousId: idB }, { userId: idA, anonymousId: null })]),
+        stub(kB).record(kB, [base("alias", { previousId: idC }, { userId: idB, anonymousId: null })]),
+      ]);
+      expect((await stub(kA).snapshot(kA)).viewed.sort()).toEqual(["pa", "pb", "pc"]);
+      expect((await stub(kB).snapshot(kB)).mergedInto).toBe(kA);
+      expect((await stub(kC).snapshot(kC)).mergedInto).not.toBeNull();
+    }
+  });
+
   it("does not merge a visitor id that already belongs to another user", async () => {
     const anon = uid("shared");
     const [u1, u2] = [`u:${uid("first")}`, `u:${uid("second")}`];
