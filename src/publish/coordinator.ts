@@ -182,6 +182,11 @@ export class PublishCoordinator extends DurableObject<Env> {
 
   /** Starts a publish (returns at once; alarms do the work), or reports the one in progress. */
   async start(request: StartRequest): Promise<StartResult> {
+    // Exclusive: a catalogue push in flight takes the next version number too, and must have saved it first.
+    return this.#exclusive(() => this.#start(request));
+  }
+
+  async #start(request: StartRequest): Promise<StartResult> {
     const running = await this.#job();
     if (running) return { status: "busy", version: running.version, runId: running.runId };
     const database = this.#database();
@@ -194,9 +199,6 @@ export class PublishCoordinator extends DurableObject<Env> {
     } finally {
       await end();
     }
-    // Re-checked after the await: a concurrent start may have won meanwhile.
-    const again = await this.#job();
-    if (again) return { status: "busy", version: again.version, runId: again.runId };
     const state = await this.#state();
     const now = Date.now();
     const job: PublishJob = {
@@ -339,9 +341,9 @@ export class PublishCoordinator extends DurableObject<Env> {
         await this.ctx.storage.setAlarm(Date.now() + Math.min(60_000, 1000 * 2 ** job.failures));
         return;
       }
-      // Given up. Keys it wrote carry its version: that number is spent, so a later publish never reuses it and a
-      // rollback counts it against the keys' history.
-      if (job.stats.written + job.stats.tombstones > 0) {
+      // Given up. Keys it wrote carry its version (and a pointer it wrote names it): that number is spent, so a later
+      // publish never reuses it and a rollback counts it against the keys' history.
+      if (job.stats.written + job.stats.tombstones + job.stats.sharedWritten > 0 || job.stats.pointerWritten) {
         state.lastVersion = Math.max(state.lastVersion, job.version);
         state.versions = [
           {
@@ -433,6 +435,9 @@ export class PublishCoordinator extends DurableObject<Env> {
           return { status: "unchanged", version: state.pointer.version, runId } as const;
         }
         const version = state.lastVersion + 1;
+        // Spent before any key carries it: if the push fails after its pointer write, no later version reuses it.
+        state.lastVersion = version;
+        await this.ctx.storage.put("state", state);
         const now = Date.now();
         const kv = new KvBudget(this.wrapKv(this.env.ONLINE_STORE), KV_OPS_PER_INVOCATION);
         const pairs = catalogPairs(built, version, now);
@@ -454,7 +459,6 @@ export class PublishCoordinator extends DurableObject<Env> {
         };
         await kv.put(POINTER_KEY, encodePointer(pointer));
         await saveCatalogWatermark(db, watermark);
-        state.lastVersion = version;
         state.pointer = pointer;
         state.lastPointerWriteAt = pointer.publishedAt;
         state.versions = [

@@ -204,21 +204,35 @@ async function sharedAndPointer(s: Step): Promise<Pointer | null | "budget"> {
   const writes: Array<[string, string]> = [];
   const records: Array<{ key: string; hash: string }> = [];
 
-  // Catalog: rebuilt only when its watermark moved (or it was never published), written only when its content
-  // hash differs from the last one written.
+  // Catalog: rebuilt when its watermark moved (or it was never published), or when the pointer does not serve the
+  // last build recorded; written when its content hash differs from that build's.
   let catalog: CatalogManifest | null = current?.catalog ?? null;
   const watermark = await catalogWatermark(db);
   const saved = await savedCatalogWatermark(db);
+  const recorded = (await publishedHashes(db, [CATALOG_RECORD])).get(CATALOG_RECORD);
   const watermarkMoved =
     !saved || saved.count !== watermark.count || saved.maxUpdatedAt !== watermark.maxUpdatedAt || !catalog;
-  if (watermarkMoved) {
+  // Keys this very job wrote and recorded before a failure: its retry serves them (they count as a change).
+  let ownEarlierWrites = false;
+  // Shared keys newer than the ones the pointer serves (after a rollback): shipped again under this version if it
+  // writes a pointer anyway, so a new version never serves an older catalogue or popular list than the last built.
+  const behind: Array<() => void> = [];
+  const ship = (pairs: Array<[string, string]>, record: { key: string; hash: string }) => {
+    writes.push(...pairs);
+    records.push(record);
+  };
+  if (watermarkMoved || recorded?.version !== catalog?.version) {
     const built = await buildCatalog(await catalogRows(db));
-    const previous = (await publishedHashes(db, [CATALOG_RECORD])).get(CATALOG_RECORD);
-    if (!catalog || previous?.hash !== built.hash) {
-      writes.push(...catalogPairs(built, job.version, job.generatedAt));
-      records.push({ key: CATALOG_RECORD, hash: built.hash });
-      catalog = { version: job.version, shards: built.shards, items: built.manifestItems };
-    }
+    const manifest = { version: job.version, shards: built.shards, items: built.manifestItems };
+    const shipCatalog = () => {
+      ship(catalogPairs(built, job.version, job.generatedAt), { key: CATALOG_RECORD, hash: built.hash });
+      catalog = manifest;
+    };
+    if (!catalog || recorded?.hash !== built.hash) shipCatalog();
+    else if (recorded.version === job.version) {
+      catalog = manifest;
+      ownEarlierWrites = true;
+    } else behind.push(shipCatalog);
   }
 
   const popular: Pointer["popular"] = {
@@ -231,19 +245,25 @@ async function sharedAndPointer(s: Step): Promise<Pointer | null | "budget"> {
   for (const list of POPULAR_KEY_LISTS) {
     const segments = lists.get(list) ?? {};
     const hash = await sha256Hex(JSON.stringify(segments));
-    if (popular[list] === null || hashes.get(popularRecord(list))?.hash !== hash) {
+    const last = hashes.get(popularRecord(list));
+    const shipList = () => {
       const value = { f: CODEC_FORMAT, version: job.version, generatedAt: job.generatedAt, list, segments };
-      writes.push([popularListKey(job.version, list), JSON.stringify(value)]);
-      records.push({ key: popularRecord(list), hash });
+      ship([[popularListKey(job.version, list), JSON.stringify(value)]], { key: popularRecord(list), hash });
       popular[list] = job.version;
-    }
+    };
+    if (popular[list] === null || last?.hash !== hash) shipList();
+    else if (last.version === job.version) {
+      popular[list] = job.version;
+      ownEarlierWrites = true;
+    } else if (last.version !== popular[list]) behind.push(shipList);
   }
 
   const stableChanged = job.stats.written + job.stats.tombstones > 0;
-  if (!stableChanged && writes.length === 0) {
+  if (!stableChanged && writes.length === 0 && !ownEarlierWrites) {
     if (watermarkMoved) await saveCatalogWatermark(db, watermark);
     return null;
   }
+  for (const shipBehind of behind) shipBehind();
   if (kv.left < writes.length + 1) return "budget";
 
   await kv.putAll(writes);

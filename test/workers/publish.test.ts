@@ -304,6 +304,86 @@ describe("publish", () => {
   });
 });
 
+describe("shared keys against what the pointer serves", () => {
+  const p1InStock = async (tag: string) => {
+    const pointer = decodePointer(await kv().get(POINTER_KEY));
+    const shard = decodeCatalogShard(await kv().get(catalogShardKey(pointer?.catalog?.version ?? 0, 0)));
+    return { pointer, inStock: shard ? catalogItem(shard, `${tag}-p1`)?.inStock : undefined };
+  };
+
+  it("after a rollback, the rollback holds while nothing changes; a publish that writes a pointer serves the newest catalogue", async () => {
+    const { q, stub, publish, tag } = await setup("pub");
+    await seed(q, tag);
+    await publish();
+    await q("update catalog set in_stock = false, updated_at = now() where id = $1", [`${tag}-p1`]);
+    await q("update user_candidates set scores[1] = scores[1] + 1 where user_key = $1", [`u:${tag}-alice`]);
+    await publish();
+    expect((await p1InStock(tag)).inStock).toBe(false);
+    expect((await stub.rollback(1)).ok).toBe(true);
+    expect(await p1InStock(tag)).toMatchObject({ pointer: { version: 1 }, inStock: true });
+
+    // Nothing changed since: the publish writes nothing, and readers stay on version 1.
+    await publish();
+    expect(await p1InStock(tag)).toMatchObject({ pointer: { version: 1 }, inStock: true });
+
+    // A list changes: the new version names the catalogue as it is now, not version 1's.
+    await q("update user_candidates set scores[1] = scores[1] + 1 where user_key = $1", [`u:${tag}-bob`]);
+    await publish();
+    const after = await p1InStock(tag);
+    expect(after.pointer?.version).toBe(3);
+    expect(after.inStock).toBe(false);
+  });
+
+  it("a catalogue push and a publish started at once never get the same version", async () => {
+    const { schema, q, stub, publish, tag } = await setup("pub");
+    await seed(q, tag);
+    await publish();
+    await q("update catalog set in_stock = false, updated_at = now() where id = $1", [`${tag}-p1`]);
+    await q("update user_candidates set scores[1] = scores[1] + 1 where user_key = $1", [`u:${tag}-alice`]);
+    const [pushed, started] = await Promise.all([
+      stub.pushCatalog({ schema }),
+      stub.start({ trigger: "admin", schema, settleMs: 0 }),
+    ]);
+    await drain(stub);
+    expect(pushed.status).toBe("published");
+    expect(started.status).toBe("started");
+    const versions = (await stub.status()).versions.map((v) => v.version);
+    expect(new Set(versions).size).toBe(versions.length);
+    expect("version" in pushed && "version" in started && pushed.version !== started.version).toBe(true);
+  });
+
+  it("a publish whose pointer write failed ships its catalogue change on the retry", async () => {
+    const { schema, q, stub, publish, tag } = await setup("pub");
+    await seed(q, tag);
+    await publish();
+    await q("update catalog set in_stock = false, updated_at = now() where id = $1", [`${tag}-p1`]);
+    let failed = 0;
+    await runInDurableObject(stub, (instance: PublishCoordinator) => {
+      const counting = instance.wrapKv;
+      instance.wrapKv = (raw) => {
+        const inner = counting(raw);
+        return new Proxy(inner, {
+          get(target, prop, receiver) {
+            if (prop === "put") {
+              return (key: string, ...rest: unknown[]) => {
+                if (key === POINTER_KEY && failed++ === 0) return Promise.reject(new Error("KV PUT failed: 500"));
+                return (target.put as (...a: unknown[]) => Promise<void>)(key, ...rest);
+              };
+            }
+            const value = Reflect.get(target, prop, receiver) as unknown;
+            return typeof value === "function" ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+          },
+        });
+      };
+    });
+    expect((await stub.start({ trigger: "admin", schema, settleMs: 0 })).status).toBe("started");
+    await drain(stub);
+    expect(failed).toBe(2);
+    expect(await p1InStock(tag)).toMatchObject({ pointer: { version: 2, catalog: { version: 2 } }, inStock: false });
+    expect((await stub.status()).lastVersion).toBe(2);
+  });
+});
+
 describe("publish across invocations", () => {
   it("gives a publish up after 5 failed alarms in a row without progress", async () => {
     const { q, stub, schema, tag } = await setup("refused");
