@@ -13,7 +13,9 @@ const expiry = (ttlMs: number) => sql`now() + ${Math.max(0, Math.round(ttlMs))}:
 
 /**
  * Takes `name` for `holder` for `ttlMs` unless someone else holds an unexpired lease. One statement: the upsert
- * only overwrites an expired row, and RETURNING says whether it did.
+ * only overwrites an expired row or one of the same holder, and RETURNING says whether it did. The same holder: a
+ * retry after a lost answer (the insert committed) finds its own lease and takes it again, instead of skipping the
+ * run and blocking the next one until the lease expires.
  */
 export async function acquireLease(db: Executor, name: string, holder: string, ttlMs: number): Promise<boolean> {
   const result = await db.execute(sql`
@@ -21,7 +23,7 @@ export async function acquireLease(db: Executor, name: string, holder: string, t
     values (${name}, ${holder}, now(), ${expiry(ttlMs)})
     on conflict (name) do update
       set holder = excluded.holder, acquired_at = excluded.acquired_at, expires_at = excluded.expires_at
-      where ${leases.expiresAt} < now()
+      where ${leases.expiresAt} < now() or ${leases.holder} = excluded.holder
     returning holder`);
   return (result.rows as { holder: string }[]).some((r) => r.holder === holder);
 }

@@ -14,13 +14,14 @@
 // one that crashed or lost its database before it could release the lease (which then holds for
 // REFRESH_LEASE_TTL_MS) — still loads the stream, and only compute and publish wait.
 import { describeError, log } from "../log.ts";
-import type { PublishCoordinator, StartResult } from "../publish/coordinator.ts";
+import type { PublishCoordinator, PushResult, StartResult } from "../publish/coordinator.ts";
 import type { Database } from "../stores/db.ts";
 import type { Redis } from "../stores/redis.ts";
 import type { BatchRunTrigger } from "../stores/schema.ts";
 import { type ComputeOptions, type ComputeReport, computeRecommendations } from "./compute.ts";
 import { acquireLease, releaseLease } from "./lease.ts";
 import { type LoaderOptions, type LoadReport, runLoader } from "./loader.ts";
+import { withRetry } from "./retry.ts";
 import { finishRun, recordSkippedRun, startRun } from "./runs.ts";
 
 export const REFRESH_LEASE = "refresh";
@@ -57,7 +58,8 @@ export interface RefreshReport {
     | { runId: number; status: "ok"; version: string; rows: number; durationMs: number }
     | { runId: number | null; status: "failed"; error: string }
     | StepSkip;
-  publish: StartResult | StepSkip;
+  /** The publish started; after a failed compute, the catalogue push instead. */
+  publish: StartResult | PushResult | StepSkip;
   durationMs: number;
   error?: string;
 }
@@ -92,9 +94,27 @@ export async function runRefresh(deps: RefreshDeps, options: RefreshOptions): Pr
   };
   const run = { kind: "refresh" as const, trigger: options.trigger };
   const holder = crypto.randomUUID();
-  if (!(await acquireLease(db, REFRESH_LEASE, holder, REFRESH_LEASE_TTL_MS))) {
+  // The first statements of a run meet a waking or restarting database first: retried as the loader's are.
+  const retrying = <T>(what: string, fn: () => Promise<T>) =>
+    withRetry(fn, {
+      onRetry: (error, retry, delayMs) =>
+        log("warn", `refresh: ${what} failed transiently; retrying`, { retry, delayMs, error: describeError(error) }),
+    });
+  let acquired: boolean;
+  try {
+    acquired = await retrying("lease", () => acquireLease(db, REFRESH_LEASE, holder, REFRESH_LEASE_TTL_MS));
+  } catch (error) {
+    report.status = "failed";
+    report.error = `could not take the refresh lease: ${describeError(error)}`;
+    report.durationMs = Date.now() - started;
+    log("error", "refresh: failed", { error: report.error });
+    return report;
+  }
+  if (!acquired) {
     report.status = "skipped";
-    report.runId = await recordSkippedRun(db, run, { reason: "lease_held", lease: REFRESH_LEASE });
+    report.runId = await retrying("run record", () =>
+      recordSkippedRun(db, run, { reason: "lease_held", lease: REFRESH_LEASE }),
+    ).catch(() => null);
     const reason = "another refresh holds the lease";
     report.compute = { status: "skipped", reason };
     report.publish = { status: "skipped", reason };
@@ -108,7 +128,7 @@ export async function runRefresh(deps: RefreshDeps, options: RefreshOptions): Pr
     return report;
   }
   try {
-    const runId = await startRun(db, run);
+    const runId = await retrying("run record", () => startRun(db, run));
     report.runId = runId;
     const failures: string[] = [];
 
@@ -158,7 +178,11 @@ export async function runRefresh(deps: RefreshDeps, options: RefreshOptions): Pr
           ...options.publish,
         });
       } else {
-        report.publish = { status: "skipped", reason: "compute failed: the previous snapshot stays published" };
+        // The previous snapshot stays published, but stock and visibility still reach the edge this interval.
+        report.publish = await coordinator.pushCatalog({
+          trigger: options.trigger,
+          ...(options.schema ? { schema: options.schema } : {}),
+        });
       }
     }
 

@@ -4,6 +4,7 @@
 import { createExecutionContext, createScheduledController, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import { acquireLease } from "../../src/batch/lease.ts";
 import { LOADER_GROUP, type LoaderOptions, runLoader } from "../../src/batch/loader.ts";
 import worker from "../../src/index.ts";
 import { EVENT_STREAM } from "../../src/session/stream.ts";
@@ -319,6 +320,18 @@ describe("runLoader", () => {
     expect(await loaded(batch.map((e) => e.messageId))).toEqual({ events: 3, interactions: 3 });
     const [lease] = await sql<{ holder: string }>("select holder from leases where name = $1", [names.leaseName]);
     expect(lease?.holder).toBe("someone-else");
+  });
+
+  it("a lease taken again by its own holder (a retry after a lost answer) is granted; another holder waits", async () => {
+    const name = uid("lease");
+    await withDb(async (db) => {
+      expect(await acquireLease(db, name, "run-1", 60_000)).toBe(true);
+      // The answer to that insert was lost: the run's retry finds its own, unexpired lease.
+      expect(await acquireLease(db, name, "run-1", 60_000)).toBe(true);
+      expect(await acquireLease(db, name, "run-2", 60_000)).toBe(false);
+    });
+    const [lease] = await sql<{ holder: string }>("select holder from leases where name = $1", [name]);
+    expect(lease?.holder).toBe("run-1");
   });
 
   it("lets the next run in once a crashed run's lease expires", async () => {

@@ -4,6 +4,7 @@
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it } from "vitest";
+import { type RefreshReport, runRefresh } from "../../src/batch/refresh.ts";
 import {
   catalogItem,
   decodeCatalogShard,
@@ -14,11 +15,13 @@ import {
   HISTORY_DEPTH,
 } from "../../src/publish/codec.ts";
 import type { PublishCoordinator } from "../../src/publish/coordinator.ts";
+import { openDb } from "../../src/publish/db.ts";
 import { catalogShardKey, itemListKey, POINTER_KEY, popularListKey, userListKey } from "../../src/publish/keys.ts";
 import { KV_OPS_PER_INVOCATION } from "../../src/publish/kv-budget.ts";
 import {
   coordinator,
   createSchema,
+  dbSettings,
   drain,
   dropSchema,
   modelVersion,
@@ -381,6 +384,62 @@ describe("shared keys against what the pointer serves", () => {
     expect(failed).toBe(2);
     expect(await p1InStock(tag)).toMatchObject({ pointer: { version: 2, catalog: { version: 2 } }, inStock: false });
     expect((await stub.status()).lastVersion).toBe(2);
+  });
+});
+
+describe("refresh", () => {
+  it("retries a transient database error on its first statement instead of failing the run", async () => {
+    const { schema, stub } = await setup("pub");
+    const { db, end } = openDb(dbSettings(), schema);
+    let failures = 0;
+    // The database restarts under the first statement (the lease), as a waking Neon compute does.
+    const flaky = new Proxy(db, {
+      get(target, prop, receiver) {
+        const value = Reflect.get(target, prop, receiver) as unknown;
+        if (prop !== "execute" || typeof value !== "function") return value;
+        return (...args: unknown[]) => {
+          if (failures++ === 0) {
+            const error = Object.assign(new Error("terminating connection due to administrator command"), {
+              code: "57P01",
+            });
+            return Promise.reject(error);
+          }
+          return (value as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      },
+    });
+    try {
+      const report = await runRefresh({ db: flaky, coordinator: stub }, { trigger: "cron", schema });
+      expect(report.status).toBe("ok");
+      expect(report.runId).not.toBeNull();
+      expect(failures).toBeGreaterThan(1);
+    } finally {
+      await end();
+    }
+  });
+
+  it("ships a stock change through a catalogue push when the compute fails", async () => {
+    const { schema, q, stub, publish, tag } = await setup("pub");
+    await seed(q, tag);
+    await publish();
+    await q("update catalog set in_stock = false, updated_at = now() where id = $1", [`${tag}-p1`]);
+    const { db, end } = openDb(dbSettings(), schema);
+    let report: RefreshReport;
+    try {
+      // An impossible parameter makes the compute fail before it writes anything.
+      report = await runRefresh(
+        { db, coordinator: stub },
+        { trigger: "cron", schema, compute: { params: { nextItems: { maxSteps: 99 } } } },
+      );
+    } finally {
+      await end();
+    }
+    expect(report.compute).toMatchObject({ status: "failed" });
+    expect(report.publish).toMatchObject({ status: "published", version: 2 });
+    const pointer = decodePointer(await kv().get(POINTER_KEY));
+    expect(pointer?.catalog?.version).toBe(2);
+    const shard = decodeCatalogShard(await kv().get(catalogShardKey(2, 0)));
+    expect(shard && catalogItem(shard, `${tag}-p1`)?.inStock).toBe(false);
   });
 });
 
