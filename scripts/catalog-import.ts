@@ -3,15 +3,8 @@
 // (src/batch/catalog.ts; formats in docs/api.md#put-v1admincatalog). Any invalid row: the errors are printed and
 // nothing is written. The per-request item limit does not apply; items are upserted in parts of that size.
 import { readFileSync } from "node:fs";
-import { extname } from "node:path";
 import { parseArgs } from "node:util";
-import {
-  CatalogFormatError,
-  MAX_CATALOG_ITEMS,
-  parseCatalogCsv,
-  parseCatalogJson,
-  upsertCatalog,
-} from "../src/batch/catalog.ts";
+import { CatalogFormatError, MAX_CATALOG_ITEMS, parseCatalogFile, upsertCatalog } from "../src/batch/catalog.ts";
 import { CsvError } from "../src/batch/csv.ts";
 import { describeError } from "../src/log.ts";
 import { drizzleOn, openPool } from "../src/stores/db.ts";
@@ -30,11 +23,7 @@ if (!settings) {
 }
 
 try {
-  const text = readFileSync(file, "utf8");
-  const parsed =
-    extname(file).toLowerCase() === ".csv"
-      ? parseCatalogCsv(text, Number.POSITIVE_INFINITY)
-      : parseCatalogJson(JSON.parse(text), Number.POSITIVE_INFINITY);
+  const parsed = parseCatalogFile(file, readFileSync(file, "utf8"), Number.POSITIVE_INFINITY);
   if (parsed.errorCount > 0) {
     console.error(`${parsed.errorCount} invalid item(s); nothing was written:`);
     for (const row of parsed.errors) {

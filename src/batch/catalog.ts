@@ -290,6 +290,17 @@ export function parseCatalogJson(value: unknown, maxItems = MAX_CATALOG_ITEMS): 
   return out.result();
 }
 
+/**
+ * A catalogue file's text (`catalog:import`): CSV when the name ends in `.csv`, JSON otherwise. A leading byte-order
+ * mark, which spreadsheet exports write, is dropped (JSON.parse refuses it). Throws SyntaxError for bad JSON.
+ */
+export function parseCatalogFile(name: string, text: string, maxItems = MAX_CATALOG_ITEMS): ParsedCatalog {
+  const body = text.replace(/^\uFEFF/, "");
+  return name.toLowerCase().endsWith(".csv")
+    ? parseCatalogCsv(body, maxItems)
+    : parseCatalogJson(JSON.parse(body), maxItems);
+}
+
 /** CSV with a header row (field names as for JSON; tags separated by "|"; attributes as JSON) → items and errors. */
 export function parseCatalogCsv(text: string, maxItems = MAX_CATALOG_ITEMS): ParsedCatalog {
   const header = csvRecords(text).next();

@@ -2,7 +2,7 @@
 // validation and the retry policy.
 import { describe, expect, it } from "vitest";
 import { postgresJson } from "../../src/batch/bulk.ts";
-import { parseCatalogCsv, parseCatalogJson, validateItem } from "../../src/batch/catalog.ts";
+import { parseCatalogCsv, parseCatalogFile, parseCatalogJson, validateItem } from "../../src/batch/catalog.ts";
 import { CsvError, csvRecords } from "../../src/batch/csv.ts";
 import { parseEntries } from "../../src/batch/loader.ts";
 import { backoffDelay, isTransientError, withRetry } from "../../src/batch/retry.ts";
@@ -192,6 +192,15 @@ describe("catalogue validation", () => {
       },
       errors: [],
     });
+  });
+
+  it("reads a catalogue file as CSV or JSON by its name, with or without a byte-order mark", () => {
+    const json = JSON.stringify({ items: [{ id: "p1", title: "Mug" }] });
+    for (const text of [json, `\uFEFF${json}`]) {
+      expect(parseCatalogFile("shop.json", text).items.map((i) => i.id)).toEqual(["p1"]);
+    }
+    expect(parseCatalogFile("SHOP.CSV", "\uFEFFid,title\np2,Lamp\n").items.map((i) => i.id)).toEqual(["p2"]);
+    expect(() => parseCatalogFile("shop.json", "{not json")).toThrow(SyntaxError);
   });
 
   it("reports limits", () => {
