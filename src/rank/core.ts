@@ -490,10 +490,12 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
         if (c.score > max) max = c.score;
       }
     }
+    // Halves: the difference of two finite doubles can overflow to Infinity (1e308 − −1e308), that of halves cannot.
+    const range = max / 2 - min / 2;
     list.forEach((item, i) => {
       const c = add(item.productId, null);
       // Base: the caller's scores min-max scaled, or its order when it gave none.
-      c.base = scored && max > min ? ((item.score ?? min) - min) / (max - min) : scored ? 1 : n > 1 ? 1 - i / n : 1;
+      c.base = scored && range > 0 ? ((item.score ?? min) / 2 - min / 2) / range : scored ? 1 : n > 1 ? 1 - i / n : 1;
     });
   } else {
     if (sources.has("context")) {
@@ -659,7 +661,8 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
     }
   }
 
-  // ── pins: a pinned product takes its slot if it is eligible (it need not have been a candidate) ──
+  // ── pins: a pinned product takes its slot if it is eligible (it need not have been a candidate, except in a rerank,
+  //    which answers only what the caller sent) ──
   const pins: Array<{ slot: number; c: Candidate }> = [];
   const pinned = new Set<string>();
   for (const rule of rules) {
@@ -668,6 +671,7 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
     for (const id of rule.productIds ?? []) {
       if (pinned.has(id)) continue;
       const existing = candidates.get(id);
+      if (!existing && input.mode === "rerank") continue;
       const p = existing?.product ?? input.catalog(id);
       if (removal(id, p, input, excluded) !== null) continue;
       const c = existing ?? add(id, null);
@@ -854,7 +858,9 @@ function whyNot(
   const position = eligible.findIndex((c) => c.id === id);
   const c = eligible[position];
   if (!c) return { productId: id, status: "not_candidate", inCatalog: input.catalog(id) !== undefined };
-  const cutScore = final[final.length - 1]?.score ?? 0;
+  // The cut is the last organically placed item's score: a pin holds its slot whatever its score.
+  const organic = final.filter((x) => !x.ruleReasons?.some((r) => r.startsWith("pinned:")));
+  const cutScore = organic[organic.length - 1]?.score ?? c.score;
   return {
     productId: id,
     status: "below_cut",

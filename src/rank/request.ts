@@ -73,7 +73,9 @@ function list(field: string, v: unknown): string[] | undefined {
   if (!raw?.every((x) => typeof x === "string")) throw invalid(field, "must be a string or a list of strings");
   if (raw.length > MAX_FILTER_VALUES) throw invalid(field, `at most ${MAX_FILTER_VALUES} values`);
   const out = raw.map((x) => tokenValue(x)).filter((x): x is string => x !== null);
-  return out.length > 0 ? out : undefined;
+  // Values given, all blank: taking that as no filter would answer an unfiltered list.
+  if (out.length === 0) throw invalid(field, "every value is blank");
+  return out;
 }
 
 function flag(field: string, v: unknown): boolean {

@@ -695,6 +695,42 @@ describe("merchandising rules", () => {
     expect(item(out, "a").reasons[0]).toBe("pinned:third");
   });
 
+  it("in a rerank, pins only move the caller's own candidates", () => {
+    const rules = withRules(
+      { id: "outsider", action: "pin", productIds: ["z"], slot: 1 },
+      { id: "own", action: "pin", productIds: ["c"], slot: 1 },
+    );
+    const out = rank(
+      input({
+        mode: "rerank",
+        rows: { ...rows, ...plain("z") },
+        candidates: ["a", "b", "c"].map((productId) => ({ productId })),
+      }),
+      rules,
+    );
+    expect(ids(out)).toEqual(["c", "a", "b"]);
+    expect(item(out, "c").reasons[0]).toBe("pinned:own");
+  });
+
+  it("scales base scores of any finite size without losing the caller's order", () => {
+    const scores: Array<[string, number]> = [
+      ["a", 1e308],
+      ["b", 7],
+      ["c", 5],
+      ["d", -1e308],
+    ];
+    const out = rank(
+      input({
+        mode: "rerank",
+        rows: plain("a", "b", "c", "d"),
+        candidates: scores.map(([productId, score]) => ({ productId, score })),
+      }),
+      DEFAULT_RANKING_CONFIG,
+    );
+    expect(ids(out)).toEqual(["a", "b", "c", "d"]);
+    for (const i of out.items) expect(Number.isFinite(i.score)).toBe(true);
+  });
+
   it("pins the first eligible product of the rule, never an ineligible one, and keeps the limit", () => {
     const out = rank(
       { ...base(), limit: 2 },
@@ -955,6 +991,16 @@ describe("why-not trace", () => {
       cutScore: 0.5,
       gap: 0.25,
     });
+  });
+
+  it("measures the gap to the last organic item, not to a pin holding the last slot", () => {
+    // a 1, b 0.5, c 0.25 (batch, scaled to the best); "other" (no score) pinned to slot 2 of 2.
+    const out = rank(
+      input({ rows, limit: 2, whyNot: "b", batch: batch(["a", 4], ["b", 2], ["c", 1]), explain: true }),
+      withRules({ id: "p", action: "pin", productIds: ["other"], slot: 2 }),
+    );
+    expect(ids(out)).toEqual(["a", "other"]);
+    expect(out.whyNot).toEqual({ productId: "b", status: "below_cut", position: 2, score: 0.5, cutScore: 1, gap: 0.5 });
   });
 
   it("tells a product that was never a candidate, in the catalogue or not", () => {

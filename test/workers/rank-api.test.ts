@@ -360,6 +360,9 @@ describe("validation", () => {
     await field(get("/v1/recommendations?minPrice=20&maxPrice=10"), "minPrice");
     await field(get("/v1/recommendations?minPrice=cheap"), "minPrice");
     await field(get("/v1/recommendations?country=USA"), "country");
+    // Filter values that are all blank would otherwise mean no filter, and an unfiltered list.
+    await field(get("/v1/recommendations?category=%20"), "category");
+    await field(get("/v1/recommendations?tags=%20,%20"), "tags");
     await field(get("/v1/recommendations?explain=maybe"), "explain");
     await field(get(`/v1/recommendations?userId=${"x".repeat(201)}`), "userId");
     await field(get(`/v1/similar/${id("p1")}?limit=51`), "limit");
