@@ -153,9 +153,12 @@ export async function loadHead(deps: RankDeps): Promise<HeadResult> {
   return stale ? { status: "ok", value: stale, ms: result.ms, stale: result.status } : result;
 }
 
-/** `headResult`: the caller's loadHead() when it already needed the config (to validate the request). */
+/**
+ * `headResult`: the caller's loadHead() when it already needed the config (to validate the request), just before:
+ * its time counts against the answer's total deadline.
+ */
 export async function answer(deps: RankDeps, request: RankRequest, headResult?: HeadResult): Promise<RankAnswer> {
-  const started = deps.now();
+  const started = deps.now() - (headResult?.ms ?? 0);
   const degraded: string[] = [];
   const timing: Record<string, number> = {};
 
@@ -168,7 +171,11 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
   if (head?.configInvalid) degraded.push("config_invalid");
   const pointer: Pointer | null = head?.pointer ?? null;
   if (head && !pointer) degraded.push("no_snapshot");
-  const { session: sessionDeadline, kv: kvDeadline, total } = config.deadlines;
+  const { total } = config.deadlines;
+  // Every wait ends by the answer's total deadline (the head's time included), whatever a source's own allows.
+  const left = () => Math.max(1, total - (deps.now() - started));
+  const sessionDeadline = Math.min(config.deadlines.session, left());
+  const kvDeadline = Math.min(config.deadlines.kv, left());
 
   // In parallel: the session, the shared keys, and the lists the request alone determines.
   const userKey = request.userKey;
@@ -217,10 +224,9 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
     if (request.placement === "post_purchase") take(signals.purchased, config.seeds.purchased);
   }
   if (pointer && seeds.length > 0) {
-    const left = Math.max(1, total - (deps.now() - started));
     const second = await withDeadline(
       () => readLists(deps.kv, pointer, [], seeds, started),
-      Math.min(kvDeadline, left),
+      Math.min(config.deadlines.kv, left()),
       deps.now,
     );
     timing.seeds = second.ms;

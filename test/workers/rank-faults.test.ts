@@ -5,11 +5,11 @@
 // source must not hold the answer near a second), not performance measurements.
 import { env } from "cloudflare:workers";
 import { beforeEach, describe, expect, it } from "vitest";
-import { DEFAULT_RANKING_CONFIG } from "../../src/rank/config.ts";
+import { DEFAULT_RANKING_CONFIG, RANKING_CONFIG_KEY } from "../../src/rank/config.ts";
 import { depsFromEnv } from "../../src/rank/deps.ts";
 import { POINTER_TTL_MS } from "../../src/rank/online-store.ts";
 import { parseRankParams, type RankParams } from "../../src/rank/request.ts";
-import { answer, type RankAnswer, type RankDeps } from "../../src/rank/service.ts";
+import { answer, loadHead, type RankAnswer, type RankDeps } from "../../src/rank/service.ts";
 import {
   type Answer,
   appFetch,
@@ -161,6 +161,42 @@ describe("the online store (KV)", () => {
     expect(a.degraded).toEqual(expect.arrayContaining(["kv_timeout", "catalog_unavailable"]));
     expect(a.snapshot.version).toBeNull();
     expect(a.config.version).toBe("default");
+  });
+
+  it("a slow head counts against the total deadline: hanging lists are cut at what is left of it", async () => {
+    // Deadlines of the published config: 500 ms per source, 550 ms for the whole answer. The head read takes 540 ms
+    // of the answer's clock (a fake one, moved by the read): 10 ms are left, so the hanging lists must be given up
+    // after ~10 ms, not after their own 500.
+    const slowConfig = JSON.stringify({
+      version: "slow",
+      updatedAt: 0,
+      config: { deadlines: { session: 500, kv: 500, total: 550 } },
+    });
+    for (const headFirst of [false, true]) {
+      let offset = 0;
+      const real = env.ONLINE_STORE;
+      const kv = {
+        async get(key: string | string[], options?: unknown) {
+          const keys = Array.isArray(key) ? key : [key];
+          if (isLists(keys)) return never();
+          const value = await (real.get as (k: unknown, o: unknown) => Promise<unknown>)(key, options);
+          if (!isHead(keys)) return value;
+          offset += 540;
+          const values = new Map(value as Map<string, string | null>);
+          values.set(RANKING_CONFIG_KEY, slowConfig);
+          return values;
+        },
+      } as unknown as KVNamespace;
+      const d = deps({ kv, now: () => Date.now() + offset });
+      // The HTTP route and the RPC entrypoint read the head first (to validate), then answer.
+      const { a, ms } = await timed(headFirst ? loadHead(d).then((h) => answer(d, alice(), h)) : answer(d, alice()));
+      expect(a.config.version).toBe("slow");
+      expect(ms).toBeLessThan(300);
+      expect(a.degraded).toContain("batch_timeout");
+      expect(a.timing.head).toBeGreaterThanOrEqual(540);
+      expect(a.timing.total).toBeGreaterThanOrEqual(a.timing.head ?? 0);
+      expect(a.items).toHaveLength(12);
+    }
   });
 
   it("KV failing after the head expired: the last head and in-memory catalogue stand in (stale_head)", async () => {
