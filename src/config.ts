@@ -1,5 +1,7 @@
 // The one config loader: reads the Worker's bindings and secrets once per `env` object, validates them and
 // hands the rest of the code typed settings. Secrets are documented in docs/configuration.md.
+
+import { DEFAULT_MAX_BATCHES } from "./batch/loader.ts";
 import { ApiError } from "./errors.ts";
 
 /** A collection source: one write key, as configured in the SOURCES secret (docs/configuration.md#sources). */
@@ -31,7 +33,7 @@ export interface Config {
   healthTimeoutMs: number;
   sources: Sources;
   /** The warehouse loader's settings for cron runs (src/batch/loader.ts has the defaults and bounds). */
-  loader: { batchSize: number; budgetMs: number; deleteAcked: boolean };
+  loader: { batchSize: number; budgetMs: number; maxBatches: number; deleteAcked: boolean };
 }
 
 const cache = new WeakMap<object, Config>();
@@ -185,6 +187,7 @@ export function loadConfig(env: Env): Config {
     loader: {
       batchSize: positiveInt("LOADER_BATCH_SIZE", env.LOADER_BATCH_SIZE, 500),
       budgetMs: positiveInt("LOADER_BUDGET_MS", env.LOADER_BUDGET_MS, 20_000),
+      maxBatches: positiveInt("LOADER_MAX_BATCHES", env.LOADER_MAX_BATCHES, DEFAULT_MAX_BATCHES),
       deleteAcked: flag("LOADER_DELETE_ACKED", env.LOADER_DELETE_ACKED, true),
     },
   };

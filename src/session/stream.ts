@@ -14,8 +14,9 @@ import { TREND_WEIGHTS } from "./weights.ts";
 
 /** The stream every accepted event is appended to. */
 export const EVENT_STREAM = "lastmile:events";
-/** Approximate cap (`MAXLEN ~`): the loader drains far faster; this only bounds Redis memory if it stops. */
-export const STREAM_MAXLEN = 1_000_000;
+// No MAXLEN: a cap would trim entries the loader has not loaded yet, losing accepted events without a trace. The
+// loader deletes what it acknowledged (LOADER_DELETE_ACKED), so the stream holds the backlog only; if Redis fills up
+// during a long warehouse outage, XADD fails and the events wait in the objects' outboxes (docs/session.md).
 /** Entry fields: `id` = messageId, `user` = the object key that recorded it, `e` = CollectedEvent JSON. */
 export const STREAM_FIELDS = { messageId: "id", userKey: "user", event: "e" } as const;
 
@@ -79,15 +80,15 @@ export interface StreamItem {
 // ARGV: [maxlen, seenTtl, trendTtl, n, then per event: messageId, userKey, json, m, m × (trendKeyIndex, member, weight)]
 // Returns {appended, duplicates}.
 export const FLUSH_SCRIPT = `
-local maxlen, seenTtl, trendTtl, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local a = 5
+local seenTtl, trendTtl, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local a = 4
 local appended = 0
 local touched = {}
 for e = 1, n do
   local id, user, json, m = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
   a = a + 4
   if redis.call('SET', KEYS[1 + e], '1', 'NX', 'EX', seenTtl) then
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', '${STREAM_FIELDS.messageId}', id, '${STREAM_FIELDS.userKey}', user, '${STREAM_FIELDS.event}', json)
+    redis.call('XADD', KEYS[1], '*', '${STREAM_FIELDS.messageId}', id, '${STREAM_FIELDS.userKey}', user, '${STREAM_FIELDS.event}', json)
     for j = 0, m - 1 do
       local k = tonumber(ARGV[a + 3 * j])
       redis.call('ZINCRBY', KEYS[k], ARGV[a + 3 * j + 2], ARGV[a + 3 * j + 1])
@@ -109,7 +110,7 @@ export function flushCommand(
 ): { keys: string[]; args: string[] } {
   const keys = [EVENT_STREAM, ...items.map((i) => `${SEEN_KEY_PREFIX}${i.messageId}`)];
   const trendIndex = new Map<string, number>();
-  const args = [String(STREAM_MAXLEN), String(SEEN_TTL_SECONDS), String(TREND_TTL_SECONDS), String(items.length)];
+  const args = [String(SEEN_TTL_SECONDS), String(TREND_TTL_SECONDS), String(items.length)];
   for (const item of items) {
     let increments: TrendIncrement[] = [];
     try {

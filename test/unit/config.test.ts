@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { DEFAULT_MAX_BATCHES } from "../../src/batch/loader.ts";
 import { ConfigError, loadConfig } from "../../src/config.ts";
 import { ApiError, ERROR_STATUS, errorBody } from "../../src/errors.ts";
 import { describeError } from "../../src/log.ts";
@@ -27,6 +28,18 @@ describe("loadConfig", () => {
     expect(() => loadConfig(env({ DATABASE_URL: "not a url" }))).toThrow(/DATABASE_URL/);
     expect(() => loadConfig(env({ UPSTASH_REDIS_REST_URL: "http://x" }))).toThrow(ConfigError);
     expect(() => loadConfig(env({ HEALTH_TIMEOUT_MS: "-5" }))).toThrow(/HEALTH_TIMEOUT_MS/);
+  });
+
+  it("reads the loader's settings, with the batch ceiling defaulting to the loader's own", () => {
+    expect(loadConfig(env({})).loader).toEqual({
+      batchSize: 500,
+      budgetMs: 20_000,
+      maxBatches: DEFAULT_MAX_BATCHES,
+      deleteAcked: true,
+    });
+    const set = loadConfig(env({ LOADER_MAX_BATCHES: "50", LOADER_BUDGET_MS: "120000", LOADER_DELETE_ACKED: "false" }));
+    expect(set.loader).toMatchObject({ maxBatches: 50, budgetMs: 120_000, deleteAcked: false });
+    expect(() => loadConfig(env({ LOADER_MAX_BATCHES: "0" }))).toThrow(/LOADER_MAX_BATCHES/);
   });
 
   it("reads each env object once", () => {

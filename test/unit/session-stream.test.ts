@@ -14,7 +14,6 @@ import {
   EVENT_STREAM,
   flushCommand,
   SEEN_KEY_PREFIX,
-  STREAM_MAXLEN,
   TREND_CATEGORY_PREFIX,
   TREND_PRODUCT_PREFIX,
   trendBucket,
@@ -80,8 +79,8 @@ describe("flushCommand", () => {
       `${TREND_PRODUCT_PREFIX}${b}`,
       `${TREND_CATEGORY_PREFIX}${b}`,
     ]);
-    expect(args.slice(0, 4)).toEqual([String(STREAM_MAXLEN), "172800", "93600", "3"]);
-    expect(args.slice(4)).toEqual([
+    expect(args.slice(0, 3)).toEqual(["172800", "93600", "3"]);
+    expect(args.slice(3)).toEqual([
       "m1",
       "a:x",
       items[0]?.event,
@@ -114,7 +113,7 @@ describe("flushCommand", () => {
     const items = [{ messageId: e.messageId, userKey: "a:x", event: JSON.stringify(e) }];
     const { keys, args } = flushCommand(items, T, { trending: false });
     expect(keys).toEqual([EVENT_STREAM, `${SEEN_KEY_PREFIX}m1`]);
-    expect(args.slice(4)).toEqual(["m1", "a:x", items[0]?.event, "0"]);
+    expect(args.slice(3)).toEqual(["m1", "a:x", items[0]?.event, "0"]);
   });
 });
 
