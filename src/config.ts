@@ -1,6 +1,7 @@
 // The one config loader: reads the Worker's bindings and secrets once per `env` object, validates them and
 // hands the rest of the code typed settings. Secrets are documented in docs/configuration.md.
 
+import { OUTPUT_MODELS, type OutputModel } from "./batch/compute.ts";
 import { DEFAULT_MAX_BATCHES } from "./batch/loader.ts";
 import { ApiError } from "./errors.ts";
 
@@ -34,6 +35,8 @@ export interface Config {
   sources: Sources;
   /** The warehouse loader's settings for cron runs (src/batch/loader.ts has the defaults and bounds). */
   loader: { batchSize: number; budgetMs: number; maxBatches: number; deleteAcked: boolean };
+  /** Outputs an external model owns (EXTERNAL_OUTPUTS): the refresh does not compute them (docs/recommenders.md). */
+  externalOutputs: OutputModel[];
 }
 
 const cache = new WeakMap<object, Config>();
@@ -43,6 +46,16 @@ function keyList(value: string | undefined): string[] {
     .split(",")
     .map((k) => k.trim())
     .filter((k) => k.length > 0);
+}
+
+function outputList(name: string, value: string | undefined): OutputModel[] {
+  const names = keyList(value);
+  const known: readonly string[] = OUTPUT_MODELS;
+  const unknown = names.filter((n) => !known.includes(n));
+  if (unknown.length > 0) {
+    throw new ConfigError(`${name}: unknown output(s) ${unknown.join(", ")}; outputs are ${OUTPUT_MODELS.join(", ")}`);
+  }
+  return [...new Set(names)] as OutputModel[];
 }
 
 function positiveInt(name: string, value: string | undefined, fallback: number): number {
@@ -190,6 +203,7 @@ export function loadConfig(env: Env): Config {
       maxBatches: positiveInt("LOADER_MAX_BATCHES", env.LOADER_MAX_BATCHES, DEFAULT_MAX_BATCHES),
       deleteAcked: flag("LOADER_DELETE_ACKED", env.LOADER_DELETE_ACKED, true),
     },
+    externalOutputs: outputList("EXTERNAL_OUTPUTS", env.EXTERNAL_OUTPUTS),
   };
   cache.set(env, config);
   return config;

@@ -7,6 +7,7 @@
 import { desc, eq, inArray, or } from "drizzle-orm";
 import { Hono } from "hono";
 import type { AppEnv } from "../app.ts";
+import { refreshOutputs } from "../batch/compute.ts";
 import { runRefresh } from "../batch/refresh.ts";
 import { type Config, configOrThrow } from "../config.ts";
 import { ApiError } from "../errors.ts";
@@ -77,7 +78,7 @@ batchAdminRoutes.post("/v1/admin/refresh", async (c) => {
     const redis = config.redis ? openRedis({ ...config.redis, rawResults: true }) : undefined;
     const report = await runRefresh(
       { db, redis, coordinator: coordinator(c.env) },
-      { trigger: "admin", schema, loader: config.loader },
+      { trigger: "admin", schema, loader: config.loader, compute: { only: refreshOutputs(config.externalOutputs) } },
     );
     const ids = report.runId === null ? [] : [report.runId];
     const rows = ids.length

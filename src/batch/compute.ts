@@ -58,6 +58,14 @@ export const OUTPUT_MODELS = [
 export type OutputModel = (typeof OUTPUT_MODELS)[number];
 
 /**
+ * What a refresh computes when `external` outputs belong to an external model: every other one (`only`), or all of
+ * them (undefined) when none does.
+ */
+export function refreshOutputs(external: readonly OutputModel[]): OutputModel[] | undefined {
+  return external.length === 0 ? undefined : OUTPUT_MODELS.filter((m) => !external.includes(m));
+}
+
+/**
  * Memory for the sorts and hash aggregates of one compute transaction (SET LOCAL: this transaction only). The
  * pair aggregates of a few million events fit; Postgres spills to disk past it rather than failing.
  */

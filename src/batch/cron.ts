@@ -9,6 +9,7 @@ import { COORDINATOR_NAME } from "../publish/coordinator.ts";
 import { openDb } from "../publish/db.ts";
 import { openRedis } from "../stores/redis.ts";
 import { syncState } from "../stores/schema.ts";
+import { refreshOutputs } from "./compute.ts";
 import { runRefresh } from "./refresh.ts";
 
 export const CRON_RUN_STATE = "cron.last_run";
@@ -28,7 +29,7 @@ export async function runScheduled(controller: ScheduledController, env: Env): P
     const redis = config.redis ? openRedis({ ...config.redis, rawResults: true }) : undefined;
     const refresh = await runRefresh(
       { db, redis, coordinator: env.PUBLISH_COORDINATOR.getByName(COORDINATOR_NAME) },
-      { trigger: "cron", schema, loader: config.loader },
+      { trigger: "cron", schema, loader: config.loader, compute: { only: refreshOutputs(config.externalOutputs) } },
     );
     const value = {
       cron: controller.cron,

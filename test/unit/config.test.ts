@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { refreshOutputs } from "../../src/batch/compute.ts";
 import { DEFAULT_MAX_BATCHES } from "../../src/batch/loader.ts";
 import { ConfigError, loadConfig } from "../../src/config.ts";
 import { ApiError, ERROR_STATUS, errorBody } from "../../src/errors.ts";
@@ -40,6 +41,22 @@ describe("loadConfig", () => {
     const set = loadConfig(env({ LOADER_MAX_BATCHES: "50", LOADER_BUDGET_MS: "120000", LOADER_DELETE_ACKED: "false" }));
     expect(set.loader).toMatchObject({ maxBatches: 50, budgetMs: 120_000, deleteAcked: false });
     expect(() => loadConfig(env({ LOADER_MAX_BATCHES: "0" }))).toThrow(/LOADER_MAX_BATCHES/);
+  });
+
+  it("reads the outputs an external model owns, refusing unknown names", () => {
+    expect(loadConfig(env({})).externalOutputs).toEqual([]);
+    expect(loadConfig(env({ EXTERNAL_OUTPUTS: "similar, user_candidates,similar" })).externalOutputs).toEqual([
+      "similar",
+      "user_candidates",
+    ]);
+    expect(() => loadConfig(env({ EXTERNAL_OUTPUTS: "similar,embeddings" }))).toThrow(/EXTERNAL_OUTPUTS.*embeddings/);
+    expect(refreshOutputs([])).toBeUndefined();
+    expect(refreshOutputs(["similar", "popular"])).toEqual([
+      "bought_together",
+      "next_items",
+      "trending",
+      "user_candidates",
+    ]);
   });
 
   it("reads each env object once", () => {

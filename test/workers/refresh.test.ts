@@ -195,3 +195,44 @@ describe("refresh → runs → versions → rollback → push", () => {
     expect(((await again.json()) as { status: string }).status).toBe("unchanged");
   });
 });
+
+describe("an external model's output", () => {
+  it("is left out of the refresh's compute when EXTERNAL_OUTPUTS names it, and published as it is", async () => {
+    // The contract of docs/recommenders.md: an external version and its rows, written in one transaction.
+    const [external] = await q<{ id: number }>(
+      `insert into model_versions (model, version, source, status, params, finished_at)
+       values ('similar', $1, 'external', 'ready', '{"method": "embeddings"}', now()) returning id::int as id`,
+      [`dbt-${tag}`],
+    );
+    await q("delete from item_neighbors where kind = 'similar'");
+    await q(
+      `insert into item_neighbors (kind, product_id, neighbor_id, score, rank, model_version)
+       values ('similar', $1, $2, 0.9, 1, $3)`,
+      [`${tag}-p1`, `${tag}-p6`, external?.id],
+    );
+    const [before] = await q<{ id: number }>("select max(id)::int as id from model_versions");
+    const owned = { ...testEnv, EXTERNAL_OUTPUTS: "similar" };
+    const res = await app.request("/v1/admin/refresh", { method: "POST", headers: ADMIN }, owned);
+    const body = (await res.json()) as { report: { compute: { status: string } } };
+    expect(res.status, JSON.stringify(body)).toBe(200);
+    expect(body.report.compute.status).toBe("ok");
+    await drain(stub());
+    // The external rows stand; every other output was recomputed.
+    const similar = await q<{ product_id: string; model_version: number }>(
+      "select product_id, model_version::int as model_version from item_neighbors where kind = 'similar'",
+    );
+    expect(similar).toEqual([{ product_id: `${tag}-p1`, model_version: external?.id }]);
+    const versions = await q<{ model: string }>("select model from model_versions where id > $1 order by model", [
+      before?.id,
+    ]);
+    expect(versions.map((v) => v.model)).toEqual([
+      "bought_together",
+      "next_items",
+      "popular",
+      "trending",
+      "user_candidates",
+    ]);
+    const pointer = decodePointer(await env.ONLINE_STORE.get(POINTER_KEY));
+    expect(pointer?.modelVersions.similar).toBe(external?.id);
+  });
+});
