@@ -13,7 +13,7 @@ import { configOrThrow, loadConfig, type Source } from "../config.ts";
 import { ApiError } from "../errors.ts";
 import { log } from "../log.ts";
 import { readJsonBody } from "./body.ts";
-import { corsPreflightHeaders, corsResponseHeaders } from "./cors.ts";
+import { corsPreflightHeaders, corsResponseHeaders, sourceAllowsOrigin } from "./cors.ts";
 import { type DeadLetterInput, deadLetterEntry } from "./dead-letter-entry.ts";
 import { bodyWriteKey, type Endpoint, readEnvelope } from "./envelope.ts";
 import type { CollectedEvent, EventType } from "./event.ts";
@@ -84,6 +84,15 @@ async function collect(c: Context<CollectEnv>, endpoint: Endpoint): Promise<Resp
     query: endpoint.kind === "webhook" ? c.req.query("writeKey") : undefined,
   });
   c.set("source", source);
+  // A browser sends Origin; the source's allow-list decides whether its pages may send with this key at all. CORS
+  // alone would not: a beacon (text/plain, no preflight) is delivered and stored whether or not the page may read
+  // the answer. Server libraries send no Origin.
+  const origin = c.req.header("origin");
+  if (origin !== undefined && !sourceAllowsOrigin(source, origin)) {
+    throw new ApiError("forbidden", "this source does not allow pages of this origin to send events", {
+      details: { reason: "origin_not_allowed", origin },
+    });
+  }
   const ip = c.req.header("cf-connecting-ip") ?? null;
   await enforceRateLimits(c.env, source, ip, requestId);
 

@@ -70,13 +70,32 @@ describe("CORS", () => {
     expect(allowed.headers.get("access-control-expose-headers")).toBe("Retry-After, X-Request-Id");
     expect(allowed.headers.get("vary")).toBe("Origin");
     expect(allowed.headers.has("access-control-allow-credentials")).toBe(false);
-    // OTHER is allowed by source "app", not by "web": a page on OTHER cannot use web's key.
-    const wrongSource = await send("wk-web", OTHER);
-    expect(wrongSource.status).toBe(200);
-    expect(wrongSource.headers.has("access-control-allow-origin")).toBe(false);
-    expect(wrongSource.headers.get("vary")).toBe("Origin");
-    const evil = await send("wk-web", EVIL);
-    expect(evil.headers.has("access-control-allow-origin")).toBe(false);
+  });
+
+  it("refuses events from pages of an origin the key's source does not allow, storing nothing", async () => {
+    // OTHER is allowed by source "app", not by "web": a page on OTHER cannot use web's key. A text/plain beacon needs
+    // no preflight, so the refusal is the server's, not only the browser's.
+    for (const [origin, path] of [
+      [OTHER, "/v1/batch"],
+      [EVIL, "/v1/t"],
+      ["null", "/v1/t"],
+    ] as const) {
+      const e = event();
+      const body = path === "/v1/batch" ? { batch: [e] } : e;
+      const res = await post(path, body, {
+        headers: { authorization: basic("wk-web"), origin, "content-type": "text/plain" },
+        env: corsEnv,
+      });
+      const refusal = await refused(res, 403, "forbidden");
+      expect(refusal.error).toMatchObject({ reason: "origin_not_allowed", origin });
+      expect(res.headers.has("access-control-allow-origin")).toBe(false);
+      const key = `u:${e.userId}`;
+      expect((await env.SESSION_STATE.getByName(key).snapshot(key)).exists).toBe(false);
+    }
+    // Without an Origin (a server library), the same key is accepted.
+    expect((await post("/v1/t", event(), { headers: { authorization: basic("wk-web") }, env: corsEnv })).status).toBe(
+      200,
+    );
   });
 
   it("lets a page read errors: the any-source rule when the source is unknown, its source's otherwise", async () => {
