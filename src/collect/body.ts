@@ -114,7 +114,8 @@ export async function readJsonBody(request: Request, limit: number): Promise<Jso
     const at = /position (\d+)/.exec(String((error as Error).message))?.[1];
     throw new ApiError("invalid_json", `the request body is not valid JSON${at ? ` (at character ${at})` : ""}`);
   }
-  refuseDeepJson(value);
+  // Not checked for depth here: a batch's events are checked one by one (readEnvelope, normalize), so one too deep
+  // never refuses the others.
   return { value, bytes: bytes.byteLength };
 }
 

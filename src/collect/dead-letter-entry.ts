@@ -1,7 +1,7 @@
 // What the dead-letter store keeps of a rejected event: the raw event as JSON (truncated, original size noted),
 // why it was rejected and where it came from. Pure, so the collection path and its tests share it.
-import { jsonSize, truncateUtf8 } from "./json.ts";
-import { MAX_DEAD_LETTER_RAW_BYTES } from "./limits.ts";
+import { jsonCutAt, jsonDepthExceeds, jsonSize, truncateUtf8, utf8Length } from "./json.ts";
+import { MAX_DEAD_LETTER_RAW_BYTES, MAX_JSON_DEPTH } from "./limits.ts";
 import type { Rejection } from "./normalize.ts";
 
 export interface DeadLetterInput {
@@ -30,8 +30,13 @@ export function deadLetterEntry(
   rejection: Rejection,
   meta: { sourceId: string; requestId: string; receivedAt: string },
 ): DeadLetterInput {
+  // Too deep to serialise safely (an event_too_deep rejection): what lies past the limit is cut, and the size is
+  // that of what is kept.
+  const deep = jsonDepthExceeds(raw, MAX_JSON_DEPTH);
   // JSON.stringify(undefined) is undefined: a batch item can be anything JSON can hold, but never undefined.
-  const json = JSON.stringify(raw) ?? "null";
+  const json = deep
+    ? jsonCutAt(raw, MAX_JSON_DEPTH, `[nested deeper than ${MAX_JSON_DEPTH} levels]`)
+    : (JSON.stringify(raw) ?? "null");
   const raw_ = truncateUtf8(json, MAX_DEAD_LETTER_RAW_BYTES);
   return {
     ...meta,
@@ -40,7 +45,7 @@ export function deadLetterEntry(
     message: rejection.message,
     messageId: rejection.messageId ?? null,
     raw: raw_,
-    rawBytes: jsonSize(raw),
-    truncated: raw_.length !== json.length,
+    rawBytes: deep ? utf8Length(json) : jsonSize(raw),
+    truncated: deep || raw_.length !== json.length,
   };
 }

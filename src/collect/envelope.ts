@@ -3,6 +3,7 @@
 //   /v1/batch, /v1/import, /v1/b                    { batch: [event…], context?, integrations?, sentAt?, writeKey? }
 //   /v1/webhook                                     the body is one event carrying its own type
 import { ApiError } from "../errors.ts";
+import { refuseDeepJson } from "./body.ts";
 import type { EventType } from "./event.ts";
 import { isObject, jsonSize } from "./json.ts";
 import { MAX_BATCH_EVENTS, MAX_EVENT_BYTES } from "./limits.ts";
@@ -52,6 +53,10 @@ function batchDefaults(body: Record<string, unknown>): BatchDefaults {
 }
 
 export function readEnvelope(body: unknown, endpoint: Endpoint): Envelope {
+  // A single-event body is the event: too deep is the request refused, as a too-large one is. A batch's envelope
+  // is checked without its events, which normalize checks one by one (one too deep never refuses the others).
+  if (endpoint.kind !== "batch") refuseDeepJson(body);
+  else if (isObject(body) && Array.isArray(body.batch)) refuseDeepJson({ ...body, batch: [] });
   if (!isObject(body)) {
     throw new ApiError(
       "validation_failed",

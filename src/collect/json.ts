@@ -62,6 +62,22 @@ export function jsonDepthExceeds(value: unknown, max: number): boolean {
 }
 
 /**
+ * JSON of a value whose arrays and objects past `max` levels are replaced by the string `cut` (recursion bounded by
+ * `max`): what can be kept of a value too deep for JSON.stringify to walk safely.
+ */
+export function jsonCutAt(value: unknown, max: number, cut = "…"): string {
+  if (typeof value !== "object" || value === null) return JSON.stringify(value) ?? "null";
+  if (max <= 0) return JSON.stringify(cut);
+  if (Array.isArray(value)) return `[${value.map((v) => jsonCutAt(v ?? null, max - 1, cut)).join(",")}]`;
+  const parts: string[] = [];
+  for (const key in value) {
+    const v = (value as JsonObject)[key];
+    if (v !== undefined) parts.push(`${JSON.stringify(key)}:${jsonCutAt(v, max - 1, cut)}`);
+  }
+  return `{${parts.join(",")}}`;
+}
+
+/**
  * JSON with object keys sorted at every depth, so two payloads that differ only in key order (a client that
  * rebuilds its object on retry) serialise identically.
  */

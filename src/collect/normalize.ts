@@ -5,8 +5,8 @@
 import { overlongProductId } from "../session/ecommerce.ts";
 import { MAX_PRODUCT_ID_CHARS } from "../session/limits.ts";
 import { type CollectedEvent, EVENT_TYPES, type EventType } from "./event.ts";
-import { isObject, isWellFormed, type JsonObject, jsonSize } from "./json.ts";
-import { MAX_EVENT_BYTES, MAX_ID_LENGTH } from "./limits.ts";
+import { isObject, isWellFormed, type JsonObject, jsonDepthExceeds, jsonSize } from "./json.ts";
+import { MAX_EVENT_BYTES, MAX_ID_LENGTH, MAX_JSON_DEPTH } from "./limits.ts";
 import { deriveMessageId } from "./message-id.ts";
 import { parseIsoTimestamp, resolveTimestamp } from "./timestamps.ts";
 
@@ -23,6 +23,7 @@ export const REJECTION_CODES = [
   "invalid_field",
   "invalid_timestamp",
   "invalid_product_id",
+  "event_too_deep",
 ] as const;
 export type RejectionCode = (typeof REJECTION_CODES)[number];
 
@@ -137,6 +138,10 @@ function reportedMessageId(raw: unknown): string | undefined {
 
 async function normalize(raw: unknown, ctx: NormalizeContext): Promise<CollectedEvent> {
   if (!isObject(raw)) throw new Rejected("invalid_event", "an event must be a JSON object");
+  // First: everything below walks the event recursively.
+  if (jsonDepthExceeds(raw, MAX_JSON_DEPTH)) {
+    throw new Rejected("event_too_deep", `the event nests arrays and objects deeper than ${MAX_JSON_DEPTH} levels`);
+  }
   const inherited = ctx.defaults?.inheritedBytes ?? 0;
   const size = jsonSize(raw) + inherited;
   if (size > MAX_EVENT_BYTES) {

@@ -559,27 +559,40 @@ describe("nesting", () => {
     );
   });
 
-  it("accepts a body nested exactly MAX_JSON_DEPTH deep and refuses one level more", async () => {
+  it("accepts a one-event body nested exactly MAX_JSON_DEPTH deep and refuses one level more", async () => {
     for (const kind of ["array", "object"] as const) {
-      const read = (depth: number) =>
-        valueOr4xx(() =>
-          readJsonBody(request(deepJsonText(depth, kind), { "content-type": "application/json" }), MAX_REQUEST_BYTES),
+      const read = async (depth: number) => {
+        const body = await readJsonBody(
+          request(deepJsonText(depth, kind), { "content-type": "application/json" }),
+          MAX_REQUEST_BYTES,
         );
-      expect((await read(MAX_JSON_DEPTH)).ok).toBe(true);
+        return valueOr4xx(() => readEnvelope(body.value, { kind: "single", type: "track" }));
+      };
+      // At the limit the depth passes (a bare array is then no event: validation_failed, not invalid_json).
+      const at = await read(MAX_JSON_DEPTH);
+      expect(at.ok ? "ok" : at.error.code).toBe(kind === "object" ? "ok" : "validation_failed");
       const over = await read(MAX_JSON_DEPTH + 1);
       expect(!over.ok && over.error.code).toBe("invalid_json");
     }
   });
 
-  it("refuses bodies nested deeper than the limit with 400 before anything walks them", async () => {
+  it("refuses bodies nested deeper than the limit before anything walks them; in a batch, that event only", async () => {
     // 80,000 levels (under the 500 KB cap as objects): far past what unbounded recursion over the value survives.
     for (const kind of ["array", "object"] as const) {
       const text = deepJsonText(80_000, kind);
-      const result = await valueOr4xx(() =>
-        readJsonBody(request(text, { "content-type": "application/json" }), MAX_REQUEST_BYTES),
-      );
-      expect(result.ok).toBe(false);
-      if (!result.ok) expect(result.error.code).toBe("invalid_json");
+      const body = await readJsonBody(request(text, { "content-type": "application/json" }), MAX_REQUEST_BYTES);
+      const single = await valueOr4xx(() => readEnvelope(body.value, { kind: "single", type: "track" }));
+      expect(!single.ok && single.error.code).toBe("invalid_json");
+      // The same depth as one event of a batch: rejected on its own, and its dead letter keeps what can be kept.
+      const event = { type: "track", userId: "u", event: "E", properties: { a: body.value } };
+      const result = await normalizeEvent(event, 3, ctx());
+      expect(result.ok ? null : result.rejection).toMatchObject({ index: 3, code: "event_too_deep" });
+      if (!result.ok) {
+        const letter = deadLetterEntry(event, result.rejection, { sourceId: "s", requestId: "r", receivedAt: "t" });
+        expect(letter.truncated).toBe(true);
+        expect(letter.raw).toContain('"userId":"u"');
+        expect(letter.raw).toContain(`[nested deeper than ${MAX_JSON_DEPTH} levels]`);
+      }
     }
   });
 });
