@@ -124,10 +124,10 @@ async function collect(c: Context<CollectEnv>, endpoint: Endpoint): Promise<Resp
   const meta = { sourceId: source.id, requestId, receivedAt: new Date(receivedAt).toISOString() };
   const deadLetters = rejected.map((r) => deadLetterEntry(envelope.items[r.index], r, meta));
   const none: HandOffOutcome = { accepted: 0, duplicates: 0, suppressed: 0, users: 0 };
-  const [outcome] = await Promise.all([
-    accepted.length > 0 ? handOff(accepted, (key) => c.env.SESSION_STATE.getByName(key)) : none,
-    deadLetters.length > 0 ? storeDeadLetters(c.env, source.id, deadLetters) : undefined,
-  ]);
+  const outcome = accepted.length > 0 ? await handOff(accepted, (key) => c.env.SESSION_STATE.getByName(key)) : none;
+  // After the hand-off, not beside it: when the hand-off fails (503), the client sends the request again, and its
+  // rejected events would otherwise be stored twice.
+  if (deadLetters.length > 0) await storeDeadLetters(c.env, source.id, deadLetters);
   if (rejected.length > 0) {
     log("info", "events rejected", {
       requestId,

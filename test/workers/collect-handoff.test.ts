@@ -103,6 +103,20 @@ describe("hand-off failures", () => {
     }
   });
 
+  it("stores a rejected event's dead letter once across a failed hand-off and the client's retry", async () => {
+    const userId = uid("u");
+    const bad = { type: "track", userId: "x", messageId: uid("bad") };
+    const batch = [track(userId), bad];
+    const sessions = failing(`u:${userId}`, () => fault("object reset", {}), 1);
+    const testEnv = { ...env, SESSION_STATE: sessions.namespace };
+    await refused(post("/v1/batch", { batch }, { headers: auth, env: testEnv }), 503, "dependency_unavailable");
+    const retry = await collect("/v1/batch", { batch }, { headers: auth, env: testEnv });
+    expect(retry).toMatchObject({ accepted: 1, rejected: [{ index: 1, code: "missing_event" }] });
+    const res = await adminGet("/v1/admin/dead-letters?source=local&limit=1000");
+    const letters = ((await res.json()) as { deadLetters: Array<{ messageId: string | null }> }).deadLetters;
+    expect(letters.filter((d) => d.messageId === bad.messageId)).toHaveLength(1);
+  });
+
   it("answers 503 (and stores nothing twice) when the dead-letter store fails", async () => {
     const sessions = recordingSessions();
     const broken = {
