@@ -351,15 +351,23 @@ export interface UpsertResult {
  * Inserts new items, updates changed ones (and their updated_at), leaves identical ones untouched; one
  * transaction, UPSERT_CHUNK_ROWS rows per statement.
  */
+/** The advisory lock catalogue writers take in turn ("lastmile catalog", an arbitrary 63-bit constant). */
+export const CATALOG_WRITE_LOCK = 0x6c6d_6361_7461_6c67n;
+
 export async function upsertCatalog(db: Database, items: readonly CatalogItem[]): Promise<UpsertResult> {
   const result: UpsertResult = { received: items.length, inserted: 0, updated: 0, unchanged: 0 };
   if (items.length === 0) return result;
   await transaction(db, async (tx) => {
+    // Writers take turns, and stamp rows with the time after their turn began (clock_timestamp(), not now(): the
+    // transaction's start). So a later commit always carries a later updated_at, and the publisher's watermark
+    // (row count, newest updated_at) moves on every commit: with two overlapping uploads, the one that started
+    // first could otherwise commit last with the older stamps, after the publisher had read the newer ones.
+    await tx.execute(sql`select pg_advisory_xact_lock(${CATALOG_WRITE_LOCK.toString()}::bigint)`);
     for (let start = 0; start < items.length; start += UPSERT_CHUNK_ROWS) {
       const chunk = items.slice(start, start + UPSERT_CHUNK_ROWS);
       const rows = await tx
         .insert(catalog)
-        .values(chunk.map((item) => ({ ...item })))
+        .values(chunk.map((item) => ({ ...item, updatedAt: sql`clock_timestamp()` })))
         .onConflictDoUpdate({
           target: catalog.id,
           set: {
@@ -372,7 +380,7 @@ export async function upsertCatalog(db: Database, items: readonly CatalogItem[])
             inStock: sql`excluded.in_stock`,
             visible: sql`excluded.visible`,
             attributes: sql`excluded.attributes`,
-            updatedAt: sql`now()`,
+            updatedAt: sql`clock_timestamp()`,
           },
           setWhere: sql`(${catalog.title}, ${catalog.category}, ${catalog.brand}, ${catalog.tags}, ${catalog.price},
             ${catalog.currency}, ${catalog.inStock}, ${catalog.visible}, ${catalog.attributes})

@@ -2,9 +2,11 @@
 // real changes, every bad row reported with its reasons (and nothing written), limits and the admin key.
 import { exports } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { MAX_CATALOG_ITEMS } from "../../src/batch/catalog.ts";
+import { CATALOG_WRITE_LOCK, MAX_CATALOG_ITEMS } from "../../src/batch/catalog.ts";
+import { openClient } from "../../src/stores/db.ts";
 import { sql, uid } from "./batch-helpers.ts";
 import { gzip, refused } from "./collect-helpers.ts";
+import { dbSettings } from "./publish-helpers.ts";
 
 const ADMIN = { authorization: "Bearer local-admin-key" };
 
@@ -158,5 +160,31 @@ describe("PUT /v1/admin/catalog", () => {
   it("needs the admin key", async () => {
     await refused(put("[]", "application/json", {}), 401, "unauthorized");
     await refused(put("[]", "application/json", { authorization: "Bearer nope" }), 401, "unauthorized");
+  });
+});
+
+describe("catalogue writers", () => {
+  it("take turns, and stamp rows with the time their turn began, not their transaction's start", async () => {
+    // Another writer holds the turn: this upload waits for it, so the row must carry a time after its release.
+    const other = openClient(dbSettings());
+    await other.connect();
+    const id = uid("turn");
+    let pending: Promise<Response> | undefined;
+    let released = 0;
+    try {
+      await other.query("select pg_advisory_lock($1::bigint)", [CATALOG_WRITE_LOCK.toString()]);
+      pending = putJson({ items: [{ id, title: "Turn" }] });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const [row] = (await other.query("select extract(epoch from clock_timestamp()) * 1000 as ms")).rows as Array<{
+        ms: string;
+      }>;
+      released = Number(row?.ms);
+      await other.query("select pg_advisory_unlock($1::bigint)", [CATALOG_WRITE_LOCK.toString()]);
+    } finally {
+      await other.end();
+    }
+    expect((await pending)?.status).toBe(200);
+    const [written] = await sql<{ updated_at: Date }>("select updated_at from catalog where id = $1", [id]);
+    expect(written?.updated_at.getTime()).toBeGreaterThanOrEqual(Math.floor(released));
   });
 });
