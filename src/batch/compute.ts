@@ -108,6 +108,11 @@ export interface ComputeOptions {
   lanes?: number;
   /** user_candidates: recompute every active user even when an incremental run would do. */
   full?: boolean;
+  /**
+   * user_candidates: how long after the last full run incremental runs may follow it (default
+   * FULL_REBUILD_AFTER_MS, by the runs' `asOf`); past it, the run is full.
+   */
+  fullRebuildAfterMs?: number;
   /** The version label (unique per model); default: the start time, ISO, plus a short random suffix. */
   version?: string;
   params?: { [K in keyof ComputeParams]?: Partial<ComputeParams[K]> };
@@ -295,12 +300,23 @@ function sameParams(stored: unknown, current: object): boolean {
   return [...keys].every((k) => a[k] === b[k]);
 }
 
-/** Which user_candidates run this is: incremental after a compatible internal version, full otherwise. */
+/**
+ * An incremental user_candidates run follows a full one for at most this long; then the next run is full again.
+ * Incremental runs recompute only who changed: a kept list keeps the neighbour and popular lists of its own version,
+ * and a few users can be missed (docs/recommenders.md#what-is-incremental). A daily rebuild bounds both.
+ */
+export const FULL_REBUILD_AFTER_MS = 24 * 60 * 60 * 1000;
+
+/**
+ * Which user_candidates run this is: incremental after a compatible internal version, full otherwise — and full
+ * when the last full run is FULL_REBUILD_AFTER_MS old (by the versions' reference times, `asOf`).
+ */
 async function candidateScope(
   db: Executor,
   asOf: Date,
   params: UserCandidatesParams,
   full: boolean,
+  fullRebuildAfterMs: number,
 ): Promise<CandidateScope> {
   if (full) return { mode: "full" };
   const current = (await currentModelVersions(db)).get("user_candidates");
@@ -313,6 +329,15 @@ async function candidateScope(
   if (!previous || !previousAsOf || previousAsOf > asOf || !sameParams(previous.params.params, params)) {
     return { mode: "full" };
   }
+  const [lastFull] = await rows<{ as_of: string | null }>(
+    db,
+    sql`select params->>'asOf' as as_of from ${modelVersions}
+        where model = 'user_candidates' and source = 'internal' and stats->>'mode' = 'full'
+          and status in ('ready', 'published', 'retired')
+        order by id desc limit 1`,
+  );
+  const lastFullAsOf = lastFull?.as_of ? Date.parse(lastFull.as_of) : Number.NaN;
+  if (!(asOf.getTime() - lastFullAsOf < fullRebuildAfterMs)) return { mode: "full" };
   return { mode: "incremental", previousAsOf, previousBuiltAt: new Date(previous.created_at) };
 }
 
@@ -402,7 +427,13 @@ export async function computeRecommendations(db: Database, options: ComputeOptio
   await settleAll(itemOutputs, laneCount(options.lanes));
 
   if (wanted.has("user_candidates")) {
-    const scope = await candidateScope(db, asOf, params.userCandidates, options.full ?? false);
+    const scope = await candidateScope(
+      db,
+      asOf,
+      params.userCandidates,
+      options.full ?? false,
+      options.fullRebuildAfterMs ?? FULL_REBUILD_AFTER_MS,
+    );
     const p = params.userCandidates;
     // The lists are staged in `lanes` parts at once, each part in a repeatable-read transaction on its own
     // connection; then one short transaction swaps them in under the erasure lock (recommenders/user-candidates.ts).

@@ -389,6 +389,17 @@ describe("computeRecommendations", () => {
     expect(byVersion.filter((r) => r.v === full.outputs.user_candidates?.modelVersion)).toHaveLength(10);
     // u5's new list starts from B's neighbour A.
     expect((await candidates("u5"))[0]).toMatchObject({ product_id: "A", reason: "similar_to:B" });
+    // A day after the last full run, the next one is full again (by the runs' reference times).
+    const daily = await computeRecommendations(db, {
+      asOf: new Date(T.getTime() + 24 * 3_600_000),
+      only: ["user_candidates"],
+    });
+    expect(daily.outputs.user_candidates?.mode).toBe("full");
+    const after = await computeRecommendations(db, {
+      asOf: new Date(T.getTime() + 25 * 3_600_000),
+      only: ["user_candidates"],
+    });
+    expect(after.outputs.user_candidates?.mode).toBe("incremental");
   });
 
   it("buy again in incremental runs: a user whose data left one window is recomputed, both windows: no row", async () => {
@@ -401,7 +412,12 @@ describe("computeRecommendations", () => {
     // buy-again entries only. r1's order of 300 days ago is now 366 days old, but r1 still has the order of 200
     // days ago in the window, so r1 is not recomputed: its row stays as it was (K01 … included).
     const later = new Date(T.getTime() + 66 * DAY);
-    const incremental = await computeRecommendations(db, { asOf: later, only: ["user_candidates"] });
+    // Months apart: the daily full rebuild is lifted to see what an incremental run does with the windows.
+    const incremental = await computeRecommendations(db, {
+      asOf: later,
+      only: ["user_candidates"],
+      fullRebuildAfterMs: Number.POSITIVE_INFINITY,
+    });
     expect(incremental.outputs.user_candidates).toMatchObject({
       mode: "incremental",
       rows: 5,
@@ -441,6 +457,7 @@ describe("computeRecommendations", () => {
     const last = await computeRecommendations(db, {
       asOf: new Date(T.getTime() + 400 * DAY),
       only: ["user_candidates"],
+      fullRebuildAfterMs: Number.POSITIVE_INFINITY,
     });
     expect(last.outputs.user_candidates).toMatchObject({
       mode: "incremental",
