@@ -18,8 +18,11 @@ import { parseRankParams, type RankParams, type RankRequest, requestUserKey } fr
 import { answer, loadHead, type RankAnswer } from "./service.ts";
 import { looksLikeJwt, signUserToken, TOKEN_DEFAULT_TTL_S, TOKEN_MAX_TTL_S, verifyUserToken } from "./tokens.ts";
 
-/** 1,000 candidates with scores and long ids fit easily. */
-export const RANK_BODY_LIMIT = 256 * 1024;
+/**
+ * The largest valid request fits: 1,000 candidates with scores, each id 200 characters written as `\uXXXX`
+ * escapes (6 bytes a character), is ~1.25 MB.
+ */
+export const RANK_BODY_LIMIT = 1536 * 1024;
 
 export type Caller = { kind: "server" } | { kind: "user"; userKey: string };
 
