@@ -25,7 +25,7 @@ export interface ExposureInput {
   productIds: readonly string[];
   /** Context products of the request (the product page's product). */
   context: readonly string[];
-  experiment: { id: string; arm: string; version: string; teams?: readonly ("a" | "b")[] } | null;
+  experiment: { id: string; arm: string; version: string; teams?: readonly ("a" | "b" | "pinned")[] } | null;
   configVersion: string;
   snapshotVersion: number | null;
   now: number;

@@ -6,6 +6,8 @@
 import { binomialTwoSidedP } from "./stats.ts";
 
 export type Team = "a" | "b";
+/** A slot of an interleaved list: drafted for a team, or a pin, which both variants put there (credited to neither). */
+export type ListTeam = Team | "pinned";
 
 export interface Interleaved {
   items: string[];

@@ -3,7 +3,7 @@
 // Pure: the ranking service (src/rank/service.ts) calls it with what it has already read; no I/O of its own.
 
 import type { RankingConfig } from "../rank/config.ts";
-import type { RankedItem } from "../rank/core.ts";
+import type { RankedItem, RankOutput } from "../rank/core.ts";
 import { assign, interleaveSeed } from "./assign.ts";
 import {
   activeExperiment,
@@ -13,7 +13,7 @@ import {
   INTERLEAVED_ARM,
   type Ranker,
 } from "./config.ts";
-import { type Team, teamDraft } from "./interleave.ts";
+import { type ListTeam, teamDraft } from "./interleave.ts";
 
 /** How one arm ranks: the config to rank with, and whether the visitor's own data (session, lists) is used. */
 export interface ArmPlan {
@@ -111,16 +111,43 @@ export function interleaveAnswers(
   b: readonly RankedItem[],
   limit: number,
   recId: string,
-): { items: RankedItem[]; teams: Team[] } {
+): { items: RankedItem[]; teams: ListTeam[] } {
+  // Pins hold their slots in both lists alike (the same rules ranked both): they stay where they are, credited to
+  // neither team, and the draft fills the slots around them.
+  const pinnedAt = new Map<number, RankedItem>();
+  a.forEach((item, i) => {
+    if (item.reasons[0]?.startsWith("pinned:")) pinnedAt.set(i, item);
+  });
+  const pinnedIds = new Set([...pinnedAt.values()].map((i) => i.productId));
+  const free = (list: readonly RankedItem[]) => list.filter((i) => !pinnedIds.has(i.productId));
+  const [fa, fb] = [free(a), free(b)];
   const byId = new Map<string, RankedItem>();
-  for (const item of b) byId.set(`b|${item.productId}`, item);
-  for (const item of a) byId.set(`a|${item.productId}`, item);
+  for (const item of fb) byId.set(`b|${item.productId}`, item);
+  for (const item of fa) byId.set(`a|${item.productId}`, item);
   const drafted = teamDraft(
-    a.map((i) => i.productId),
-    b.map((i) => i.productId),
-    limit,
+    fa.map((i) => i.productId),
+    fb.map((i) => i.productId),
+    Math.max(0, limit - pinnedAt.size),
     interleaveSeed(recId),
   );
   const items = drafted.items.map((id, i) => byId.get(`${drafted.team[i]}|${id}`) as RankedItem);
-  return { items, teams: drafted.team };
+  const teams: ListTeam[] = [...drafted.team];
+  for (const [slot, item] of [...pinnedAt].sort((x, y) => x[0] - y[0])) {
+    const at = Math.min(slot, items.length);
+    items.splice(at, 0, item);
+    teams.splice(at, 0, "pinned");
+  }
+  return { items, teams };
+}
+
+/**
+ * The why-not trace of an interleaved answer: the first variant's, except where the product stands, which only the
+ * shown list can say (shown at its slot there, or not shown: then the first variant's reason, or `interleaved_out`
+ * when that variant had shown it).
+ */
+export function interleavedWhyNot(trace: RankOutput["whyNot"], items: readonly RankedItem[]): RankOutput["whyNot"] {
+  if (!trace) return trace;
+  const at = items.findIndex((i) => i.productId === trace.productId);
+  if (at >= 0) return { productId: trace.productId, status: "shown", position: at + 1, score: items[at]?.score ?? 0 };
+  return trace.status === "shown" ? { productId: trace.productId, status: "interleaved_out" } : trace;
 }

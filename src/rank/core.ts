@@ -95,6 +95,8 @@ export interface RankedItem {
 
 export type WhyNot =
   | { productId: string; status: "shown"; position: number; score: number }
+  /** An interleaved answer only (service.ts): the first variant showed it, the draft left it out. */
+  | { productId: string; status: "interleaved_out" }
   | { productId: string; status: "not_candidate"; inCatalog: boolean }
   | { productId: string; status: "removed"; rule: string }
   | { productId: string; status: "below_cut"; position: number; score: number; cutScore: number; gap: number };

@@ -4,8 +4,14 @@
 
 import type { CollectedEvent } from "../collect/event.ts";
 import { exposureEvent } from "../experiments/exposure.ts";
-import type { Team } from "../experiments/interleave.ts";
-import { assignmentUnit, experimentPlacement, interleaveAnswers, planExperiment } from "../experiments/serve.ts";
+import type { ListTeam } from "../experiments/interleave.ts";
+import {
+  assignmentUnit,
+  experimentPlacement,
+  interleaveAnswers,
+  interleavedWhyNot,
+  planExperiment,
+} from "../experiments/serve.ts";
 import type { Pointer, PopularValue } from "../publish/codec.ts";
 import { NEIGHBOR_KEY_KINDS } from "../publish/keys.ts";
 import type { SessionSnapshot } from "../session/snapshot.ts";
@@ -59,7 +65,7 @@ export interface RankAnswer {
    * The experiment this answer belongs to (docs/experiments.md#serving): its id, the visitor's arm, the document's
    * version; `teams`: an interleaved list's team per position ("a" = the first variant). Null: none.
    */
-  experiment: { id: string; arm: string; mode: "split" | "interleave"; version: string; teams?: Team[] } | null;
+  experiment: { id: string; arm: string; mode: "split" | "interleave"; version: string; teams?: ListTeam[] } | null;
   explain?: {
     candidates: number;
     removed: Record<string, number>;
@@ -298,7 +304,7 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
   const outputs = plans.map((p) => rank(inputFor(p.personal), p.config));
   const output = outputs[0] as RankOutput;
   let items = output.items;
-  let teams: Team[] | undefined;
+  let teams: ListTeam[] | undefined;
   if (outputs.length === 2) {
     ({ items, teams } = interleaveAnswers(output.items, (outputs[1] as RankOutput).items, request.limit, recId));
   }
@@ -396,11 +402,12 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
     );
   }
   if (request.explain) {
+    const whyNot = teams ? interleavedWhyNot(output.whyNot, items) : output.whyNot;
     result.explain = {
       candidates: output.stats.candidates,
       removed: output.stats.removed,
       bySource: output.stats.bySource,
-      ...(output.whyNot ? { whyNot: output.whyNot } : {}),
+      ...(whyNot ? { whyNot } : {}),
     };
   }
   return result;

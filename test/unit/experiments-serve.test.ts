@@ -6,6 +6,7 @@ import {
   assignmentUnit,
   experimentPlacement,
   interleaveAnswers,
+  interleavedWhyNot,
   planExperiment,
   rankerConfig,
 } from "../../src/experiments/serve.ts";
@@ -111,5 +112,34 @@ describe("interleaved answers", () => {
     });
     // The four distinct products of the two lists' heads: p, q, r, s.
     expect(one.items.map((i) => i.productId).sort()).toEqual(["p", "q", "r", "s"]);
+  });
+
+  it("explains a product against the shown list: its slot there, or why the first variant did not show it", () => {
+    const shown = [item("p", 3), item("s", 8)];
+    const inFirst = { productId: "q", status: "shown" as const, position: 2, score: 2 };
+    expect(interleavedWhyNot({ productId: "s", status: "not_candidate", inCatalog: true }, shown)).toEqual({
+      productId: "s",
+      status: "shown",
+      position: 2,
+      score: 8,
+    });
+    expect(interleavedWhyNot(inFirst, shown)).toEqual({ productId: "q", status: "interleaved_out" });
+    const removed = { productId: "r", status: "removed" as const, rule: "out_of_stock" };
+    expect(interleavedWhyNot(removed, shown)).toBe(removed);
+    expect(interleavedWhyNot(undefined, shown)).toBeUndefined();
+  });
+
+  it("keeps a pinned product at its slot, credited to neither team, whatever the draft's coins", () => {
+    const pinned = { ...item("P", 0), reasons: ["pinned:sale"] };
+    const a = [item("a1", 3), item("a2", 2), pinned, item("a3", 1)];
+    const b = [item("b1", 9), item("b2", 8), pinned, item("b3", 7)];
+    for (const recId of ["rec-1", "rec-2", "rec-3", "rec-4", "rec-5", "rec-6"]) {
+      const { items, teams } = interleaveAnswers(a, b, 5, recId);
+      expect(items).toHaveLength(5);
+      expect(items[2]).toBe(pinned);
+      expect(teams[2]).toBe("pinned");
+      expect(teams.filter((t) => t === "pinned")).toHaveLength(1);
+      expect(new Set(items.map((i) => i.productId)).size).toBe(5);
+    }
   });
 });
