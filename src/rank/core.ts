@@ -375,7 +375,11 @@ function removal(
 
 /** The placement's configuration, or a mode's built-in one. */
 export function placementConfig(config: RankingConfig, input: Pick<RankInput, "placement" | "mode">): PlacementConfig {
-  if (input.mode === "similar") return { sources: ["context", "popular"], exclude: ["viewing"], defaultLimit: 10 };
+  // Similar items leave out what the visitor has in the cart or bought; a re-rank answers exactly the caller's list
+  // (a search for a product one owns must still find it), so it excludes nothing of the session's.
+  if (input.mode === "similar") {
+    return { sources: ["context", "popular"], exclude: ["viewing", "purchased", "carted"], defaultLimit: 10 };
+  }
   if (input.mode === "rerank") return { sources: [], exclude: [], defaultLimit: 20 };
   const p = config.placements[input.placement];
   if (!p) throw new Error(`unknown placement ${input.placement}`);

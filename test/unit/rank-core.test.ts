@@ -369,6 +369,36 @@ describe("candidates and features", () => {
     expect(out.stats.candidates).toBe(6);
   });
 
+  it("similar items leave out the product itself and what the visitor carted or bought; a rerank keeps them", () => {
+    const rows = plain("x", "s1", "s2", "s3");
+    const similar = new Map<string, Scored[]>([
+      [
+        "x",
+        [
+          ["s1", 0.9],
+          ["s2", 0.8],
+          ["s3", 0.7],
+        ],
+      ],
+    ]);
+    const visitor = session({ carted: ["s1"], purchased: ["s2"] });
+    const out = rank(
+      input({ mode: "similar", context: ["x"], rows, similar, session: visitor }),
+      DEFAULT_RANKING_CONFIG,
+    );
+    expect(ids(out)).toEqual(["s3"]);
+    const rerank = rank(
+      input({
+        mode: "rerank",
+        rows,
+        session: visitor,
+        candidates: ["s1", "s2", "x"].map((productId) => ({ productId })),
+      }),
+      DEFAULT_RANKING_CONFIG,
+    );
+    expect(ids(rerank).sort()).toEqual(["s1", "s2", "x"]);
+  });
+
   it("takes context neighbours (similar and bought together) of the viewed product on pdp", () => {
     const out = rank(
       input({
