@@ -10,6 +10,7 @@ import { beforeEach, describe, expect, it } from "vitest";
 import { decodePointer, encodePointer } from "../../src/publish/codec.ts";
 import { POINTER_KEY } from "../../src/publish/keys.ts";
 import { invalidateHead } from "../../src/rank/online-store.ts";
+import { RANK_BODY_LIMIT } from "../../src/rank/routes.ts";
 import { refused } from "./collect-helpers.ts";
 import {
   type Answer,
@@ -386,11 +387,11 @@ describe("validation", () => {
         }),
       );
     await refused(raw("{not json", "application/json"), 400, "invalid_json");
-    // 1,000 candidates with 200-character ids and scores fit the body limit; twice that does not.
+    // 1,000 candidates with 200-character ids and scores fit the body limit; past the limit, 413.
     const long = (i: number) => `${String(i).padStart(4, "0")}${"x".repeat(196)}`;
     const big = Array.from({ length: 1000 }, (_, i) => ({ productId: long(i), score: i }));
     expect((await ok(postJson("/v1/rank", { candidates: big, limit: 1 }))).items).toHaveLength(1);
-    const huge = JSON.stringify({ candidates: big, padding: "y".repeat(300_000) });
+    const huge = JSON.stringify({ candidates: big, padding: "y".repeat(RANK_BODY_LIMIT) });
     await refused(raw(huge, "application/json"), 413, "payload_too_large");
     await refused(raw(JSON.stringify({ candidates: ["a"] }), "text/plain"), 415, "unsupported_media_type");
   });
