@@ -64,6 +64,17 @@ export interface Pointer {
   popular: { popular: number | null; trending: number | null };
   /** Measured at publish time (absent in pointers written before it existed: the order is then not used). */
   catalogOrder?: CatalogOrderStat | null;
+  /**
+   * The version per-user and per-item keys are read at (the newest entry ≤ it), when it is not `version`: a
+   * catalogue push gets a version of its own but serves the lists of the pointer it was pushed onto. Without it, a
+   * push after a rollback to 6 of a publish 7 would, as version 8, serve version 7's lists again.
+   */
+  lists?: number;
+}
+
+/** The version a pointer's readers take per-user and per-item entries at. */
+export function listsVersion(pointer: Pointer): number {
+  return pointer.lists ?? pointer.version;
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
@@ -83,6 +94,7 @@ export function decodePointer(text: string | null): Pointer | null {
   }
   if (!isObject(p) || p.f !== CODEC_FORMAT || !isInt(p.version) || !isInt(p.generatedAt)) return null;
   if (!isObject(p.popular) || !isObject(p.modelVersions)) return null;
+  if (p.lists !== undefined && (!isInt(p.lists) || p.lists > p.version)) return null;
   return p as unknown as Pointer;
 }
 

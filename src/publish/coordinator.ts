@@ -8,7 +8,7 @@ import { DurableObject } from "cloudflare:workers";
 import { finishRun, startRun } from "../batch/runs.ts";
 import { loadConfig } from "../config.ts";
 import { describeError, log } from "../log.ts";
-import { CODEC_FORMAT, encodePointer, HISTORY_DEPTH, type Pointer } from "./codec.ts";
+import { CODEC_FORMAT, encodePointer, HISTORY_DEPTH, listsVersion, type Pointer } from "./codec.ts";
 import { openDb, validSchema } from "./db.ts";
 import { POINTER_KEY } from "./keys.ts";
 import { KV_MIN_WRITE_INTERVAL_MS, KV_OPS_PER_INVOCATION, KvBudget } from "./kv-budget.ts";
@@ -456,6 +456,8 @@ export class PublishCoordinator extends DurableObject<Env> {
           catalog: { version, shards: built.shards, items: built.manifestItems },
           popular: base?.popular ?? { popular: null, trending: null },
           catalogOrder: base?.catalogOrder ?? null,
+          // Per-user and per-item keys stay as the served pointer reads them (after a rollback: the target's).
+          lists: base ? listsVersion(base) : 0,
         };
         await kv.put(POINTER_KEY, encodePointer(pointer));
         await saveCatalogWatermark(db, watermark);

@@ -24,6 +24,7 @@ import {
   decodePointer,
   decodePopular,
   decodeUserList,
+  listsVersion,
 } from "../publish/codec.ts";
 import {
   catalogShardKey,
@@ -267,7 +268,7 @@ export function readLists(
   const wanted: string[] = [];
   const usersToRead: string[] = [];
   for (const u of userKeys) {
-    const hit = cache.users.get(`${pointer.version}|${u}`);
+    const hit = cache.users.get(`${listsVersion(pointer)}|${u}`);
     if (hit && now - hit.at < USER_LIST_TTL_MS) out.users.set(u, hit.value);
     else {
       usersToRead.push(u);
@@ -278,7 +279,7 @@ export function readLists(
   for (const seed of seeds) {
     for (const kind of NEIGHBOR_KEY_KINDS) {
       const key = itemListKey(kind, seed);
-      const hit = cache.neighbors.get(`${pointer.version}|${key}`);
+      const hit = cache.neighbors.get(`${listsVersion(pointer)}|${key}`);
       if (hit && now - hit.at < NEIGHBOR_TTL_MS) {
         if (hit.value) out.neighbors[kind].set(seed, hit.value);
       } else {
@@ -308,7 +309,7 @@ async function readMissing(
     for (const [k, v] of part) values.set(k, v);
   }
   for (const u of usersToRead) {
-    const list = decodeUserList(values.get(userListKey(u)) ?? null, pointer.version);
+    const list = decodeUserList(values.get(userListKey(u)) ?? null, listsVersion(pointer));
     let value: UserList | null = null;
     if (list) {
       const items: UserList["items"] = [];
@@ -320,7 +321,7 @@ async function readMissing(
       value = { items, buyAgain, version: list.version, generatedAt: list.generatedAt };
     }
     out.users.set(u, value);
-    const id = `${pointer.version}|${u}`;
+    const id = `${listsVersion(pointer)}|${u}`;
     cache.users.delete(id);
     if (cache.users.size >= USER_LIST_CACHE_MAX) {
       const oldest = cache.users.keys().next().value;
@@ -329,10 +330,10 @@ async function readMissing(
     cache.users.set(id, { at: now, value });
   }
   for (const [seed, kind, key] of neighborKeys) {
-    const list = decodeNeighbors(values.get(key) ?? null, pointer.version);
+    const list = decodeNeighbors(values.get(key) ?? null, listsVersion(pointer));
     const scored: Scored[] | null = list ? list.items.map((n) => [n.productId, n.score] as const) : null;
     if (cache.neighbors.size >= NEIGHBOR_CACHE_MAX) cache.neighbors.clear();
-    cache.neighbors.set(`${pointer.version}|${key}`, { at: now, value: scored });
+    cache.neighbors.set(`${listsVersion(pointer)}|${key}`, { at: now, value: scored });
     if (scored) out.neighbors[kind].set(seed, scored);
   }
   return out;

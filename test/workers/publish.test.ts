@@ -13,6 +13,8 @@ import {
   decodePopular,
   decodeUserList,
   HISTORY_DEPTH,
+  listsVersion,
+  type Pointer,
 } from "../../src/publish/codec.ts";
 import type { PublishCoordinator } from "../../src/publish/coordinator.ts";
 import { openDb } from "../../src/publish/db.ts";
@@ -335,6 +337,28 @@ describe("shared keys against what the pointer serves", () => {
     const after = await p1InStock(tag);
     expect(after.pointer?.version).toBe(3);
     expect(after.inStock).toBe(false);
+  });
+
+  it("a catalogue push after a rollback keeps serving the rollback target's lists", async () => {
+    const { schema, q, stub, publish, tag } = await setup("pub");
+    await seed(q, tag);
+    await publish();
+    await q("update user_candidates set scores[1] = scores[1] + 1 where user_key = $1", [`u:${tag}-alice`]);
+    await publish();
+    expect((await stub.rollback(1)).ok).toBe(true);
+    await q("update catalog set in_stock = false, updated_at = now() where id = $1", [`${tag}-p1`]);
+    expect(await stub.pushCatalog({ schema })).toMatchObject({ status: "published", version: 3 });
+    const pointer = decodePointer(await kv().get(POINTER_KEY));
+    expect(pointer).toMatchObject({ version: 3, lists: 1, catalog: { version: 3 } });
+    // Readers take alice's entry at the lists' version: version 1's score, not the rolled-back version 2's.
+    const alice = decodeUserList(await kv().get(userListKey(`u:${tag}-alice`)), listsVersion(pointer as Pointer));
+    expect(alice?.items[0]?.score).toBeCloseTo(0.9, 5);
+    // A publish after that serves its own lists again.
+    await q("update user_candidates set scores[1] = scores[1] + 1 where user_key = $1", [`u:${tag}-bob`]);
+    await publish();
+    const next = decodePointer(await kv().get(POINTER_KEY));
+    expect(next?.version).toBe(4);
+    expect(listsVersion(next as Pointer)).toBe(4);
   });
 
   it("a catalogue push and a publish started at once never get the same version", async () => {
