@@ -53,6 +53,16 @@ async function setup(label: string) {
   return { schema, q, log, stub, publish, tag: crypto.randomUUID().slice(0, 8) };
 }
 
+/** Versions 1 and 2 published; alice's list differs between them (her first score: 0.9, then 1.9). */
+async function twoVersions() {
+  const t = await setup("pub");
+  await seed(t.q, t.tag);
+  await t.publish();
+  await t.q("update user_candidates set scores[1] = scores[1] + 1 where user_key = $1", [`u:${t.tag}-alice`]);
+  await t.publish();
+  return t;
+}
+
 async function seed(q: Query, tag: string) {
   const users = await modelVersion(q, "user_candidates");
   const similar = await modelVersion(q, "co_visitation");
@@ -211,11 +221,7 @@ describe("publish", () => {
   });
 
   it("rolls back with one pointer flip, and refuses unknown or too old versions", async () => {
-    const { q, log, stub, publish, tag } = await setup("pub");
-    await seed(q, tag);
-    await publish();
-    await q("update user_candidates set scores[1] = scores[1] + 1 where user_key = $1", [`u:${tag}-alice`]);
-    await publish();
+    const { q, log, stub, publish, tag } = await twoVersions();
 
     log.length = 0;
     const back = await stub.rollback(1);
@@ -340,11 +346,7 @@ describe("shared keys against what the pointer serves", () => {
   });
 
   it("a catalogue push after a rollback keeps serving the rollback target's lists", async () => {
-    const { schema, q, stub, publish, tag } = await setup("pub");
-    await seed(q, tag);
-    await publish();
-    await q("update user_candidates set scores[1] = scores[1] + 1 where user_key = $1", [`u:${tag}-alice`]);
-    await publish();
+    const { schema, q, stub, publish, tag } = await twoVersions();
     expect((await stub.rollback(1)).ok).toBe(true);
     await q("update catalog set in_stock = false, updated_at = now() where id = $1", [`${tag}-p1`]);
     expect(await stub.pushCatalog({ schema })).toMatchObject({ status: "published", version: 3 });
