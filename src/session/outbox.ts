@@ -43,9 +43,13 @@ export interface AlarmInputs {
   outboxRetryAt: number | null;
 }
 
-/** The earliest due time among the object's duties. */
+/**
+ * The earliest due time among the object's duties. Expiry counts only with nothing left to deliver (isExpired waits
+ * for that): with rows pending past the expiry time, it would re-arm the alarm in the past on every run, and the
+ * flush retries would ignore their backoff.
+ */
 export function nextAlarmAt(s: AlarmInputs): number {
-  const due = [s.lastActiveAt + EXPIRY_MS];
+  const due = s.outboxPending > 0 ? [] : [s.lastActiveAt + EXPIRY_MS];
   if (s.now - s.lastActiveAt < ACTIVE_WINDOW_MS) due.push(s.now + OUTBOX_FLUSH_DELAY_MS);
   if (s.oldestSeenAt !== null) due.push(s.oldestSeenAt + SEEN_WINDOW_MS);
   if (s.outboxPending > 0) due.push(s.outboxRetryAt ?? (s.oldestOutboxAt ?? s.lastActiveAt) + OUTBOX_FLUSH_DELAY_MS);

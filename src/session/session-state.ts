@@ -394,6 +394,8 @@ export class SessionState extends DurableObject<Env> {
       await this.#stitch(userKey, target.key, target.claim);
       stitched = true;
     }
+    // While we awaited a hand-over, the user may have been erased and suppressed: nothing of theirs may be stored.
+    if (stitched && this.#suppressedSince() !== null) return this.#suppress(userKey, events);
     // A merge of *this* object into another may have happened while we awaited.
     const current = stitched ? this.#store.profile() : existing;
     if (current?.mergedInto) return this.#forward(current.mergedInto, events, hops);

@@ -144,6 +144,23 @@ describe("outbox policy", () => {
     expect(nextAlarmAt({ ...base, outboxPending: 1, oldestOutboxAt: T, outboxRetryAt: T + 5 })).toBe(T + 5);
   });
 
+  it("past the expiry time with rows still pending, waits for the flush retry, not for the expiry gone by", () => {
+    const now = T + EXPIRY_MS + DAY_MS;
+    const pending = {
+      now,
+      lastActiveAt: T,
+      oldestSeenAt: null,
+      outboxPending: 3,
+      oldestOutboxAt: T,
+      outboxRetryAt: now + 4_000,
+    };
+    expect(nextAlarmAt(pending)).toBe(now + 4_000);
+    // Delivered: the expiry is due (in the past: at once).
+    expect(nextAlarmAt({ ...pending, outboxPending: 0, oldestOutboxAt: null, outboxRetryAt: null })).toBe(
+      T + EXPIRY_MS,
+    );
+  });
+
   it("keeps beating every drain delay while the user is active, so record need not set the alarm", () => {
     const base = {
       now: T,

@@ -592,6 +592,38 @@ describe("identity merge", () => {
     }
   });
 
+  it("stores nothing of an event whose user was erased and suppressed while its record awaited a hand-over", async () => {
+    const [user, anon] = [uid("user"), uid("anon")];
+    const u = `u:${user}`;
+    // The hand-over to the visitor's object takes 300 ms: the erase lands while record awaits it.
+    await runInDurableObject(stub(u), (o: SessionState) => {
+      const real = (o as unknown as { env: Env }).env;
+      const slow = {
+        getByName(name: string) {
+          const other = real.SESSION_STATE.getByName(name);
+          return {
+            handOver: async (...args: [string, string, boolean]) => {
+              await new Promise((resolve) => setTimeout(resolve, 300));
+              return other.handOver(...args);
+            },
+            release: (key: string) => other.release(key),
+            erase: (options: { suppress: boolean }) => other.erase(options),
+            relay: (...args: [string, CollectedEvent[], number]) => other.relay(...args),
+          };
+        },
+      };
+      (o as unknown as { env: Env }).env = { ...real, SESSION_STATE: slow } as unknown as Env;
+    });
+    const viewed = track("Product Viewed", { product_id: "secret" }, { userId: user, anonymousId: anon });
+    const pending = stub(u).record(u, [viewed]);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect((await stub(u).erase({ suppress: true })).complete).toBe(true);
+    await pending;
+    const after = await stub(u).snapshot(u);
+    expect(after).toMatchObject({ exists: false, suppressed: true, viewed: [] });
+    expect(after.outbox.pending).toBe(0);
+  });
+
   it("does not merge a visitor id that already belongs to another user", async () => {
     const anon = uid("shared");
     const [u1, u2] = [`u:${uid("first")}`, `u:${uid("second")}`];
