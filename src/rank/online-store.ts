@@ -134,7 +134,8 @@ export function readHead(kv: KVNamespace, now: number): Head | Promise<Head> {
         experiments: experiments.config,
         experimentsInvalid: experiments.invalid,
       };
-      cache.head = { at: now, value: head };
+      // A read abandoned as hung (HEAD_LOAD_GIVE_UP_MS) may settle after a newer one: it must not replace it.
+      if (!cache.head || cache.head.at <= now) cache.head = { at: now, value: head };
       return head;
     };
     const loading = load();
@@ -250,6 +251,8 @@ export interface Lists {
   neighbors: Record<NeighborKeyKind, Map<string, Scored[]>>;
   /** KV operations used (0 when everything came from the isolate cache). */
   reads: number;
+  /** A KV read failed: these are the isolate cache's hits only (the caller flags the source). */
+  failed?: boolean;
 }
 
 /**
@@ -303,10 +306,16 @@ async function readMissing(
   now: number,
 ): Promise<Lists> {
   const values = new Map<string, string | null>();
-  for (let i = 0; i < wanted.length; i += 100) {
-    const part = await kv.get(wanted.slice(i, i + 100), { type: "text", cacheTtl: KV_CACHE_TTL_S });
-    out.reads++;
-    for (const [k, v] of part) values.set(k, v);
+  try {
+    for (let i = 0; i < wanted.length; i += 100) {
+      const part = await kv.get(wanted.slice(i, i + 100), { type: "text", cacheTtl: KV_CACHE_TTL_S });
+      out.reads++;
+      for (const [k, v] of part) values.set(k, v);
+    }
+  } catch {
+    // What the isolate already holds still serves (docs/ranking.md#failure); nothing missing is cached as absent.
+    out.failed = true;
+    return out;
   }
   for (const u of usersToRead) {
     const list = decodeUserList(values.get(userListKey(u)) ?? null, listsVersion(pointer));

@@ -209,9 +209,15 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
   timing.shared = sharedResult.ms;
   if (!shared && pointer) degraded.push(`catalog_${sharedResult.status}`);
   let lists: Lists | null = firstLists?.status === "ok" ? firstLists.value : null;
+  // The read failed or timed out, or failed past the isolate cache's hits (which still serve).
+  const listsStatus = !firstLists
+    ? null
+    : firstLists.status === "ok" && firstLists.value.failed
+      ? "error"
+      : firstLists.status;
   if (firstLists) {
     timing.lists = firstLists.ms;
-    if (firstLists.status !== "ok") degraded.push(`batch_${firstLists.status}`);
+    if (listsStatus !== "ok") degraded.push(`batch_${listsStatus}`);
   }
 
   // Second phase: neighbours of the session's items, within what is left.
@@ -236,6 +242,7 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
       deps.now,
     );
     timing.seeds = second.ms;
+    if (second.status === "ok" && second.value.failed) degraded.push("session_neighbors_error");
     if (second.status === "ok") {
       if (!lists) lists = second.value;
       else {
@@ -332,15 +339,12 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
       batch: batch
         ? { status: "ok", version: batch.version, generatedAt: batch.generatedAt, ageMs: age(batch.generatedAt) }
         : {
+            // From the batch read itself: the seeds read may have filled `lists` when this one failed.
             status: !userKey
               ? "skipped"
-              : lists
-                ? "absent"
-                : firstLists?.status === "timeout"
-                  ? "timeout"
-                  : pointer
-                    ? "error"
-                    : "absent",
+              : listsStatus === "timeout" || listsStatus === "error"
+                ? listsStatus
+                : "absent",
           },
       catalog: shared?.catalog
         ? {

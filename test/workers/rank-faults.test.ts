@@ -163,6 +163,17 @@ describe("the online store (KV)", () => {
     expect(a.config.version).toBe("default");
   });
 
+  it("the batch list's read failing while the seeds' read works: the batch source says error, not absent", async () => {
+    await track({ userId: id("alice") }, [{ event: "Product Viewed", properties: { product_id: id("p1") } }]);
+    const kv = faultyKv((keys) => (keys.some((k) => k.startsWith("u:")) ? "throw" : null));
+    const a = await settled(() => answer(deps({ kv }), alice()));
+    expect(a.degraded).toContain("batch_error");
+    expect(a.sources.batch.status).toBe("error");
+    // The seeds' neighbour lists were read: the viewed product's similar items lead.
+    expect(ids(a)[0]).toBe(id("s1"));
+    expect(a.items).toHaveLength(12);
+  });
+
   it("a slow head counts against the total deadline: hanging lists are cut at what is left of it", async () => {
     // Deadlines of the published config: 500 ms per source, 550 ms for the whole answer. The head read takes 540 ms
     // of the answer's clock (a fake one, moved by the read): 10 ms are left, so the hanging lists must be given up
