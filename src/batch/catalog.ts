@@ -8,16 +8,18 @@
 import { sql } from "drizzle-orm";
 import { jsonDepthExceeds } from "../collect/json.ts";
 import { MAX_JSON_DEPTH } from "../collect/limits.ts";
+import { MAX_PRODUCT_ID_CHARS } from "../session/limits.ts";
 import { type Database, transaction } from "../stores/db.ts";
 import { catalog } from "../stores/schema.ts";
 import { csvObjects, csvRecords } from "./csv.ts";
+
+/** The catalogue's product id limit is the one collection and the session apply (src/session/limits.ts). */
+export { MAX_PRODUCT_ID_CHARS };
 
 /** Items per request or import file: 10,000 × ~0.5 KB stays a few MB of JSON and one short transaction. */
 export const MAX_CATALOG_ITEMS = 10_000;
 /** Request body cap (after decompression): 10,000 items with room for attributes. */
 export const MAX_CATALOG_BODY_BYTES = 10 * 1024 * 1024;
-/** Same bound as every id the collection API accepts (product ids arrive in events too). */
-export const MAX_PRODUCT_ID_CHARS = 256;
 export const MAX_TITLE_CHARS = 500;
 /** Category and brand: names, not descriptions. */
 export const MAX_NAME_CHARS = 200;

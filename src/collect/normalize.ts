@@ -1,7 +1,6 @@
 // Validation and normalisation of one event: a wire event (Segment spec, RudderStack, webhook) in, a
 // CollectedEvent or a rejection with a stable code out. Pure apart from hashing; nothing here throws for bad input.
 // The codes are documented in docs/collection.md#validation.
-
 import { overlongProductId } from "../session/ecommerce.ts";
 import { MAX_PRODUCT_ID_CHARS } from "../session/limits.ts";
 import { type CollectedEvent, EVENT_TYPES, type EventType } from "./event.ts";

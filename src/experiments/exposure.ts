@@ -4,6 +4,7 @@
 // reports read it. It is an ordinary track event that names no interaction and never reaches the visitor's session.
 
 import type { CollectedEvent } from "../collect/event.ts";
+import type { ListTeam } from "./interleave.ts";
 
 /**
  * Positions an exposure lists at most: a page shows far fewer, and a 1,000-item re-rank's full list would make every
@@ -25,7 +26,7 @@ export interface ExposureInput {
   productIds: readonly string[];
   /** Context products of the request (the product page's product). */
   context: readonly string[];
-  experiment: { id: string; arm: string; version: string; teams?: readonly ("a" | "b" | "pinned")[] } | null;
+  experiment: { id: string; arm: string; version: string; teams?: readonly ListTeam[] } | null;
   configVersion: string;
   snapshotVersion: number | null;
   now: number;

@@ -268,10 +268,11 @@ export function readLists(
 ): Lists | Promise<Lists> {
   const cache = cacheOf(kv);
   const out: Lists = { users: new Map(), neighbors: emptyNeighbors(), reads: 0 };
+  const at = listsVersion(pointer);
   const wanted: string[] = [];
   const usersToRead: string[] = [];
   for (const u of userKeys) {
-    const hit = cache.users.get(`${listsVersion(pointer)}|${u}`);
+    const hit = cache.users.get(`${at}|${u}`);
     if (hit && now - hit.at < USER_LIST_TTL_MS) out.users.set(u, hit.value);
     else {
       usersToRead.push(u);
@@ -282,7 +283,7 @@ export function readLists(
   for (const seed of seeds) {
     for (const kind of NEIGHBOR_KEY_KINDS) {
       const key = itemListKey(kind, seed);
-      const hit = cache.neighbors.get(`${listsVersion(pointer)}|${key}`);
+      const hit = cache.neighbors.get(`${at}|${key}`);
       if (hit && now - hit.at < NEIGHBOR_TTL_MS) {
         if (hit.value) out.neighbors[kind].set(seed, hit.value);
       } else {
@@ -292,13 +293,14 @@ export function readLists(
     }
   }
   if (wanted.length === 0) return out;
-  return readMissing(kv, cache, pointer, out, wanted, usersToRead, neighborKeys, now);
+  return readMissing(kv, cache, at, out, wanted, usersToRead, neighborKeys, now);
 }
 
 async function readMissing(
   kv: KVNamespace,
   cache: IsolateCache,
-  pointer: Pointer,
+  /** The version list entries are read at: listsVersion(pointer). */
+  at: number,
   out: Lists,
   wanted: readonly string[],
   usersToRead: readonly string[],
@@ -318,7 +320,7 @@ async function readMissing(
     return out;
   }
   for (const u of usersToRead) {
-    const list = decodeUserList(values.get(userListKey(u)) ?? null, listsVersion(pointer));
+    const list = decodeUserList(values.get(userListKey(u)) ?? null, at);
     let value: UserList | null = null;
     if (list) {
       const items: UserList["items"] = [];
@@ -330,7 +332,7 @@ async function readMissing(
       value = { items, buyAgain, version: list.version, generatedAt: list.generatedAt };
     }
     out.users.set(u, value);
-    const id = `${listsVersion(pointer)}|${u}`;
+    const id = `${at}|${u}`;
     cache.users.delete(id);
     if (cache.users.size >= USER_LIST_CACHE_MAX) {
       const oldest = cache.users.keys().next().value;
@@ -339,10 +341,10 @@ async function readMissing(
     cache.users.set(id, { at: now, value });
   }
   for (const [seed, kind, key] of neighborKeys) {
-    const list = decodeNeighbors(values.get(key) ?? null, listsVersion(pointer));
+    const list = decodeNeighbors(values.get(key) ?? null, at);
     const scored: Scored[] | null = list ? list.items.map((n) => [n.productId, n.score] as const) : null;
     if (cache.neighbors.size >= NEIGHBOR_CACHE_MAX) cache.neighbors.clear();
-    cache.neighbors.set(`${listsVersion(pointer)}|${key}`, { at: now, value: scored });
+    cache.neighbors.set(`${at}|${key}`, { at: now, value: scored });
     if (scored) out.neighbors[kind].set(seed, scored);
   }
   return out;

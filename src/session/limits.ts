@@ -70,7 +70,7 @@ export const MAX_TOKEN_VALUE_CHARS = 100;
 export const MAX_QUERY_CHARS = 200;
 export const MAX_PRODUCTS_PER_EVENT = 50;
 /**
- * A product id longer than this is no product id (the catalogue's limit, MAX_PRODUCT_ID_CHARS): collection rejects
+ * A product id longer than this is no product id (the catalogue's limit too, src/batch/catalog.ts): collection rejects
  * the event (`invalid_product_id`), and the interpretation never yields one, so no longer id reaches the session
  * or a warehouse index (a B-tree entry cannot pass ~2.7 KB; a longer one would fail its whole load batch).
  */
