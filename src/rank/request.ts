@@ -3,10 +3,15 @@
 import { isWellFormed } from "../collect/json.ts";
 import { ApiError } from "../errors.ts";
 import { tokenValue } from "../session/ecommerce.ts";
+import { MAX_PRODUCT_ID_CHARS } from "../session/limits.ts";
 import type { RankingConfig } from "./config.ts";
 import type { Filters } from "./core.ts";
 
-export const MAX_ID_CHARS = 200;
+/**
+ * A product or user id: the limit collection and the catalogue accept (MAX_PRODUCT_ID_CHARS, collection's
+ * MAX_ID_LENGTH), so every id a visitor or product can have is one ranking takes.
+ */
+export const MAX_ID_CHARS = MAX_PRODUCT_ID_CHARS;
 export const MAX_RERANK_CANDIDATES = 1000;
 export const MAX_QUERY_CHARS = 200;
 export const MAX_FILTER_VALUES = 20;

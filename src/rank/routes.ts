@@ -19,10 +19,10 @@ import { answer, loadHead, type RankAnswer } from "./service.ts";
 import { looksLikeJwt, signUserToken, TOKEN_DEFAULT_TTL_S, TOKEN_MAX_TTL_S, verifyUserToken } from "./tokens.ts";
 
 /**
- * The largest valid request fits: 1,000 candidates with scores, each id 200 characters written as `\uXXXX`
- * escapes (6 bytes a character), is ~1.25 MB.
+ * The largest valid request fits: 1,000 candidates with scores, each id MAX_ID_CHARS (256) characters written as
+ * `\uXXXX` escapes (6 bytes a character), is ~1.6 MB.
  */
-export const RANK_BODY_LIMIT = 1536 * 1024;
+export const RANK_BODY_LIMIT = 2048 * 1024;
 
 export type Caller = { kind: "server" } | { kind: "user"; userKey: string };
 

@@ -4,6 +4,7 @@
 // reaches a shared prototype.
 import fc from "fast-check";
 import { describe, expect, it, vi } from "vitest";
+import { parseCatalogJson } from "../../src/batch/catalog.ts";
 import { DEFAULT_RANKING_CONFIG, type PlacementConfig, type RankingConfig } from "../../src/rank/config.ts";
 import {
   MAX_ID_CHARS,
@@ -126,6 +127,21 @@ describe("parseRankParams: any parameters, any mode", () => {
         parseRankParams("similar", { productId: "p", [field]: "zz\ud800" }, DEFAULT_RANKING_CONFIG),
       );
       expect(!result.ok && result.error.details?.field).toBe(field);
+    }
+  });
+
+  it("takes every id the catalogue and collection accept (256 characters), and refuses a longer one", () => {
+    const longest = "p".repeat(256);
+    const catalogued = parseCatalogJson({ items: [{ id: longest, title: "Longest id" }] });
+    expect(catalogued.errorCount).toBe(0);
+    expect(catalogued.items.map((i) => i.id)).toEqual([longest]);
+    const rerank = parseRankParams("rerank", { candidates: ["85123A", longest] }, DEFAULT_RANKING_CONFIG);
+    expect(rerank.candidates?.map((c) => c.productId)).toEqual(["85123A", longest]);
+    expect(parseRankParams("similar", { productId: longest }, DEFAULT_RANKING_CONFIG).context).toEqual([longest]);
+    const visitor = "u".repeat(256);
+    expect(parseRankParams("recommend", { userId: visitor }, DEFAULT_RANKING_CONFIG).userKey).toBe(`u:${visitor}`);
+    for (const params of [{ productId: `${longest}x` }, { userId: `${visitor}x` }]) {
+      expect(() => parseRankParams("similar", params, DEFAULT_RANKING_CONFIG)).toThrow(/at most 256 characters/);
     }
   });
 

@@ -216,11 +216,11 @@ describe("POST /v1/rank", () => {
         "invalid_json",
       );
     }
-    // The largest valid request is under the cap: 1,000 candidates of 200-character ids, every character escaped.
-    const idText = (n: number) => `"${"\\u6f22".repeat(197)}${String(n).padStart(3, "0")}"`;
+    // The largest valid request is under the cap: 1,000 candidates of the longest ids, every character escaped.
+    const idText = (n: number) => `"${"\\u6f22".repeat(MAX_ID_CHARS - 3)}${String(n).padStart(3, "0")}"`;
     const candidates = Array.from({ length: 1_000 }, (_, n) => `{"productId":${idText(n)},"score":${n}.5}`);
     const largest = `{"candidates":[${candidates.join(",")}]}`;
-    expect(largest.length).toBeGreaterThan(1_200_000);
+    expect(largest.length).toBeGreaterThan(1_500_000);
     expect((await checked(post("/v1/rank", largest, auth), "largest")).status).toBe(200);
     const big = JSON.stringify({ candidates: [id("p1")], pad: "x".repeat(RANK_BODY_LIMIT) });
     expect(codeOf(await checked(post("/v1/rank", big, auth), "big"))).toBe("payload_too_large");
