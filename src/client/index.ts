@@ -61,7 +61,10 @@ export type FetchLike = (input: Request | string | URL, init?: RequestInit) => P
 interface CommonOptions {
   /** Deadline of each call in ms (default 150); a call may lower or raise it. */
   timeoutMs?: number;
-  /** Told about every fault that produced a fallback (log it; it must not throw). */
+  /**
+   * Told about every fault that produced a fallback (log it). It may be async; what it throws or rejects with is
+   * ignored.
+   */
   onError?: (error: ClientError, call: { method: string; params: RankParams }) => void;
 }
 
@@ -337,10 +340,15 @@ export function createClient(options: ClientOptions): LastmileClient {
   const call: Call = http ? http.call : bindingTransport(options as BindingClientOptions);
 
   const report = (error: ClientError, method: string, params: RankParams) => {
+    // A logging hook must not turn a fallback into a failure: neither by throwing nor, when it is async, by
+    // rejecting (that would be an unhandled rejection, which some runtimes treat as fatal).
     try {
-      options.onError?.(error, { method, params });
+      const returned: unknown = options.onError?.(error, { method, params });
+      if (typeof (returned as PromiseLike<unknown> | undefined)?.then === "function") {
+        Promise.resolve(returned).catch(() => {});
+      }
     } catch {
-      // A logging hook must not turn a fallback into a failure.
+      // ignored, as above
     }
   };
 

@@ -31,6 +31,10 @@ interface Server {
   close(closed: () => void): void;
   closeAllConnections(): void;
 }
+interface NodeEvents {
+  on(event: "unhandledRejection", listener: (reason: unknown) => void): void;
+  off(event: "unhandledRejection", listener: (reason: unknown) => void): void;
+}
 const nodeHttp = "node:http";
 const { createServer } = (await import(nodeHttp)) as {
   createServer(listener?: (req: IncomingMessage, res: ServerResponse) => void): Server;
@@ -297,6 +301,33 @@ describe("HTTP transport", () => {
       },
     });
     await expect(client.recommendations({}, { fallback: ["b1"] })).resolves.toMatchObject({ fallback: true });
+  });
+
+  it("swallows the rejection of an async onError hook (no unhandled rejection)", async () => {
+    handler = (_req, res) => json(res, 503, {});
+    // Node's process, typed by the little this test uses (test/unit has the Worker's types).
+    const proc = (globalThis as unknown as { process: NodeEvents }).process;
+    const unhandled: unknown[] = [];
+    const listener = (reason: unknown) => unhandled.push(reason);
+    proc.on("unhandledRejection", listener);
+    try {
+      const heard: string[] = [];
+      const client = createClient({
+        baseUrl,
+        serverKey: "k-1",
+        onError: async (error) => {
+          heard.push(error.kind);
+          throw new Error("async logger broke");
+        },
+      });
+      await expect(client.recommendations({}, { fallback: ["b1"] })).resolves.toMatchObject({ fallback: true });
+      // Node reports an unhandled rejection after the microtasks of the turn that made it.
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(heard).toEqual(["http"]);
+      expect(unhandled).toEqual([]);
+    } finally {
+      proc.off("unhandledRejection", listener);
+    }
   });
 
   it("takes a Fetcher (a Service Binding's fetch) instead of the global fetch", async () => {
