@@ -2,8 +2,10 @@
 // hands the rest of the code typed settings. Secrets are documented in docs/configuration.md.
 
 import { OUTPUT_MODELS, type OutputModel } from "./batch/compute.ts";
-import { DEFAULT_MAX_BATCHES } from "./batch/loader.ts";
+import { DEFAULT_MAX_BATCHES, MAX_BATCH_SIZE } from "./batch/loader.ts";
 import { ApiError } from "./errors.ts";
+import { validSchema } from "./publish/db.ts";
+import { looksLikeJwt } from "./rank/tokens.ts";
 
 /** A collection source: one write key, as configured in the SOURCES secret (docs/configuration.md#sources). */
 export interface Source {
@@ -37,6 +39,8 @@ export interface Config {
   loader: { batchSize: number; budgetMs: number; maxBatches: number; deleteAcked: boolean };
   /** Outputs an external model owns (EXTERNAL_OUTPUTS): the refresh does not compute them (docs/recommenders.md). */
   externalOutputs: OutputModel[];
+  /** The Postgres schema of Lastmile's tables (DATABASE_SCHEMA); undefined = public. */
+  databaseSchema: string | undefined;
 }
 
 const cache = new WeakMap<object, Config>();
@@ -58,11 +62,42 @@ function outputList(name: string, value: string | undefined): OutputModel[] {
   return [...new Set(names)] as OutputModel[];
 }
 
-function positiveInt(name: string, value: string | undefined, fallback: number): number {
+function positiveInt(name: string, value: string | undefined, fallback: number, max?: number): number {
   if (value === undefined || value === "") return fallback;
   const n = Number(value);
   if (!Number.isInteger(n) || n <= 0) throw new ConfigError(`${name} must be a positive integer, got "${value}"`);
+  if (max !== undefined && n > max) {
+    throw new ConfigError(`${name} must be at most ${max.toLocaleString("en-US")}, got "${value}"`);
+  }
   return n;
+}
+
+/**
+ * SERVER_KEYS. A bearer credential shaped like a JWT (three dot-separated base64url parts) is checked as a signed
+ * user token only (src/rank/routes.ts), so such a server key would be refused on every ranking read: refuse it here.
+ * The message names the variable and the entry's position, never the key.
+ */
+function serverKeyList(value: string | undefined): string[] {
+  const keys = keyList(value);
+  const at = keys.findIndex(looksLikeJwt);
+  if (at >= 0) {
+    throw new ConfigError(
+      `SERVER_KEYS: entry ${at + 1} has the shape of a signed user token (three parts separated by "."); ` +
+        'a server key must not (use a key without ".", e.g. a random hex string)',
+    );
+  }
+  return keys;
+}
+
+/** DATABASE_SCHEMA: empty (or "public") = public; else a plain lower-case Postgres identifier (src/publish/db.ts). */
+function databaseSchema(value: string | undefined): string | undefined {
+  try {
+    return validSchema(value);
+  } catch {
+    throw new ConfigError(
+      "DATABASE_SCHEMA must be empty or a schema name of 1–63 lower-case letters, digits and _ (not starting with a digit)",
+    );
+  }
 }
 
 function flag(name: string, value: string | undefined, fallback: boolean): boolean {
@@ -193,17 +228,18 @@ export function loadConfig(env: Env): Config {
     database: databaseUrl ? { databaseUrl, localWsProxy: env.NEON_LOCAL_WS_PROXY || undefined } : undefined,
     redis: redisUrl ? { url: redisUrl, token: env.UPSTASH_REDIS_REST_TOKEN } : undefined,
     adminKeys: keyList(env.ADMIN_KEYS),
-    serverKeys: keyList(env.SERVER_KEYS),
+    serverKeys: serverKeyList(env.SERVER_KEYS),
     userTokenSecrets: keyList(env.USER_TOKEN_SECRETS),
     healthTimeoutMs: positiveInt("HEALTH_TIMEOUT_MS", env.HEALTH_TIMEOUT_MS, 2000),
     sources: parseSources(env.SOURCES, environment),
     loader: {
-      batchSize: positiveInt("LOADER_BATCH_SIZE", env.LOADER_BATCH_SIZE, 500),
+      batchSize: positiveInt("LOADER_BATCH_SIZE", env.LOADER_BATCH_SIZE, 500, MAX_BATCH_SIZE),
       budgetMs: positiveInt("LOADER_BUDGET_MS", env.LOADER_BUDGET_MS, 20_000),
       maxBatches: positiveInt("LOADER_MAX_BATCHES", env.LOADER_MAX_BATCHES, DEFAULT_MAX_BATCHES),
       deleteAcked: flag("LOADER_DELETE_ACKED", env.LOADER_DELETE_ACKED, true),
     },
     externalOutputs: outputList("EXTERNAL_OUTPUTS", env.EXTERNAL_OUTPUTS),
+    databaseSchema: databaseSchema(env.DATABASE_SCHEMA),
   };
   cache.set(env, config);
   return config;

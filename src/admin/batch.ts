@@ -27,7 +27,7 @@ export const batchAdminRoutes = new Hono<AppEnv>();
 export function database(env: Env) {
   const config = configOrThrow(env);
   if (!config.database) throw new ApiError("dependency_unavailable", "DATABASE_URL is not configured");
-  return { config, schema: env.DATABASE_SCHEMA || undefined };
+  return { config, schema: config.databaseSchema };
 }
 
 /**

@@ -20,7 +20,7 @@ export async function runScheduled(controller: ScheduledController, env: Env): P
     log("warn", "cron: DATABASE_URL is not set; nothing to do", { cron: controller.cron });
     return;
   }
-  const schema = env.DATABASE_SCHEMA || undefined;
+  const schema = config.databaseSchema;
   const { db, end } = openDb(config.database, schema);
   try {
     if (!config.redis)

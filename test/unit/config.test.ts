@@ -43,6 +43,40 @@ describe("loadConfig", () => {
     expect(() => loadConfig(env({ LOADER_MAX_BATCHES: "0" }))).toThrow(/LOADER_MAX_BATCHES/);
   });
 
+  it("refuses a LOADER_BATCH_SIZE above 1,000 instead of clamping it", () => {
+    expect(loadConfig(env({ LOADER_BATCH_SIZE: "1000" })).loader.batchSize).toBe(1000);
+    expect(() => loadConfig(env({ LOADER_BATCH_SIZE: "1001" }))).toThrow(ConfigError);
+    expect(() => loadConfig(env({ LOADER_BATCH_SIZE: "5000" }))).toThrow(/LOADER_BATCH_SIZE must be at most 1,000/);
+  });
+
+  it("refuses a SERVER_KEYS entry shaped like a signed user token, naming the variable but not the key", () => {
+    const key = "lm.prod.k1";
+    expect(loadConfig(env({ SERVER_KEYS: "plain-key-1, key_with-dashes" })).serverKeys).toEqual([
+      "plain-key-1",
+      "key_with-dashes",
+    ]);
+    let thrown: unknown;
+    try {
+      loadConfig(env({ SERVER_KEYS: `plain-key-1,${key}` }));
+    } catch (error) {
+      thrown = error;
+    }
+    expect(thrown).toBeInstanceOf(ConfigError);
+    expect((thrown as Error).message).toMatch(/^SERVER_KEYS: entry 2 /);
+    expect((thrown as Error).message).not.toContain(key);
+    // Two dots in another shape (not three base64url parts) are fine.
+    expect(loadConfig(env({ SERVER_KEYS: "a.b.c.d" })).serverKeys).toEqual(["a.b.c.d"]);
+  });
+
+  it("reads DATABASE_SCHEMA, refusing a name Postgres would need quoting for", () => {
+    expect(loadConfig(env({})).databaseSchema).toBeUndefined();
+    expect(loadConfig(env({ DATABASE_SCHEMA: "public" })).databaseSchema).toBeUndefined();
+    expect(loadConfig(env({ DATABASE_SCHEMA: "lastmile_2" })).databaseSchema).toBe("lastmile_2");
+    for (const bad of ["Lastmile", "1abc", 'x"; drop table events; --', "a-b"]) {
+      expect(() => loadConfig(env({ DATABASE_SCHEMA: bad })), bad).toThrow(/DATABASE_SCHEMA/);
+    }
+  });
+
   it("reads the outputs an external model owns, refusing unknown names", () => {
     expect(loadConfig(env({})).externalOutputs).toEqual([]);
     expect(loadConfig(env({ EXTERNAL_OUTPUTS: "similar, user_candidates,similar" })).externalOutputs).toEqual([
