@@ -18,7 +18,7 @@ export interface AppEnv {
   Variables: { requestId: string };
 }
 
-/** Retry-After of a 503 for a dependency fault no route classified itself. */
+/** Retry-After of a 503 whose route set none: a dependency fault no route classified itself, a missing database. */
 export const DEPENDENCY_RETRY_AFTER_S = 5;
 
 export function createApp(): Hono<AppEnv> {
@@ -55,11 +55,19 @@ export function createApp(): Hono<AppEnv> {
       });
     }
     for (const [name, value] of Object.entries(error.headers ?? {})) c.header(name, value);
+    // Every 503 says when to retry (docs/api.md#errors); a route that knows better sets its own.
+    if (error.code === "dependency_unavailable" && !hasHeader(error.headers, "retry-after")) {
+      c.header("Retry-After", String(DEPENDENCY_RETRY_AFTER_S));
+    }
     c.header("x-request-id", requestId);
     return c.json(errorBody(error, requestId), error.status);
   });
 
   return app;
+}
+
+function hasHeader(headers: Record<string, string> | undefined, name: string): boolean {
+  return Object.keys(headers ?? {}).some((key) => key.toLowerCase() === name);
 }
 
 /**

@@ -1,6 +1,6 @@
-// Admin routes with the warehouse unreachable (Postgres on a port where nothing listens): every one answers
-// 503 dependency_unavailable with Retry-After — a fault of a dependency, for the client to retry — never 500, and
-// no uncaught error escapes the Neon driver (the test run would fail on one).
+// Admin routes with the warehouse unreachable (Postgres on a port where nothing listens) or not configured: every
+// one answers 503 dependency_unavailable with Retry-After — a fault of a dependency, for the client to retry —
+// never 500, and no uncaught error escapes the Neon driver (the test run would fail on one).
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { ADMIN_KEY } from "./collect-helpers.ts";
@@ -45,6 +45,27 @@ describe("admin routes with Postgres down", () => {
       expect(res.status, `${method} ${path}: ${text}`).toBe(503);
       expect((JSON.parse(text) as { error: { code: string } }).error.code).toBe("dependency_unavailable");
       expect(res.headers.get("retry-after"), path).toMatch(/^\d+$/);
+    }
+  });
+
+  it("answer 503 with Retry-After when a route itself finds the warehouse missing or failing", async () => {
+    const item = JSON.stringify({ items: [{ id: "faults-p1", title: "A product" }] });
+    const json = { ...auth, "content-type": "application/json" };
+    const noDatabase: Env = { ...env, DATABASE_URL: "" };
+    for (const [name, testEnv, method, path, body] of [
+      // The catalogue write fails (Postgres down) / there is no database at all.
+      ["down", down(), "PUT", "/v1/admin/catalog", item],
+      ["unset", noDatabase, "PUT", "/v1/admin/catalog", item],
+      ["unset", noDatabase, "POST", "/v1/admin/refresh", undefined],
+      ["unset", noDatabase, "GET", "/v1/admin/runs", undefined],
+      ["unset", noDatabase, "POST", "/v1/admin/catalog/push", undefined],
+    ] as const) {
+      const res = await appFetch(testEnv, path, { method, headers: json, ...(body ? { body } : {}) });
+      const text = await res.text();
+      const what = `${name}: ${method} ${path}: ${text}`;
+      expect(res.status, what).toBe(503);
+      expect((JSON.parse(text) as { error: { code: string } }).error.code, what).toBe("dependency_unavailable");
+      expect(res.headers.get("retry-after"), what).toMatch(/^\d+$/);
     }
   });
 });
