@@ -1,6 +1,8 @@
 // GET /health: each dependency probed in parallel under its own deadline, with status and latency. The
 // endpoint itself always answers (200) while the Worker runs; `?strict=1` answers 503 when anything is not ok,
 // for monitors that only read the status code.
+
+import type { Client } from "@neondatabase/serverless";
 import type { Context } from "hono";
 import type { AppEnv } from "./app.ts";
 import { configOrThrow } from "./config.ts";
@@ -61,15 +63,19 @@ export async function checkHealth(env: Env): Promise<HealthReport> {
   const timeoutMs = config.healthTimeoutMs;
 
   const postgres = async (): Promise<ProbeResult> => {
-    if (!config.database) return notConfigured;
-    const client = openClient(config.database);
+    const settings = config.database;
+    if (!settings) return notConfigured;
+    // Opened inside the probe: a setting the driver refuses (a local DATABASE_URL without NEON_LOCAL_WS_PROXY, say)
+    // is this check's error, not a failed /health.
+    let client: Client | undefined;
     return probe(
       timeoutMs,
       async () => {
+        client = openClient(settings);
         await client.connect();
         await client.query("select 1");
       },
-      () => client.end(),
+      async () => client?.end(),
     );
   };
 

@@ -52,6 +52,19 @@ describe("GET /health", () => {
     expect(report.checks.redis.status).toBe("ok");
   });
 
+  it("reports a database setting the driver refuses as the postgres check's error, and still answers 200", async () => {
+    // A local DATABASE_URL needs the WebSocket proxy: without it the driver cannot even be configured.
+    const res = await createApp().request("/health", {}, { ...env, NEON_LOCAL_WS_PROXY: "" });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as HealthReport;
+    expect(body.status).toBe("degraded");
+    expect(body.checks.postgres.status).toBe("error");
+    expect(body.checks.postgres.error?.message).toContain("NEON_LOCAL_WS_PROXY");
+    // The other probes ran as usual.
+    expect(body.checks.redis.status).toBe("ok");
+    expect(body.checks.kv.status).toBe("ok");
+  });
+
   it("answers 503 with ?strict=1 when degraded, 200 otherwise", async () => {
     const broken = { ...env, UPSTASH_REDIS_REST_URL: "http://127.0.0.1:9" };
     const app = createApp();
