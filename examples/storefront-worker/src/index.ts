@@ -40,7 +40,14 @@ const ANONYMOUS_ID_MAX_AGE_S = 365 * 24 * 3600;
 /** The collection paths the page may post to under /lastmile/v1/ (docs/collection.md). */
 const COLLECT_PATHS = new Set(["track", "page", "identify", "batch", "t", "p", "i", "b"]);
 const COLLECT_BODY_LIMIT = 64 * 1024;
+/** A send of events gives up after this long (it goes on in the background past EVENTS_PAGE_WAIT_MS). */
 const EVENTS_TIMEOUT_MS = 1000;
+/**
+ * The page's last bytes wait at most this long for the events' acknowledgement (normally a few ms), the order of the
+ * ranking deadline: a slow or hung collection API must not hold every page. Past it the page completes and the
+ * send goes on under ctx.waitUntil (until EVENTS_TIMEOUT_MS); the next page may then not see those events yet.
+ */
+const EVENTS_PAGE_WAIT_MS = 150;
 const PRODUCTS_TIMEOUT_MS = 300;
 const DEFAULT_LIMIT = 8;
 
@@ -135,6 +142,16 @@ async function sendEvents(env: StorefrontEnv, request: Request, events: Json[]):
   }
 }
 
+/** Waits for `work`, or `ms` at most (what `work` does then goes on). */
+async function within(work: Promise<unknown>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    await Promise.race([work, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 function event(base: { anonymousId: string; request: Request }, fields: Json): Json {
   return {
     anonymousId: base.anonymousId,
@@ -190,6 +207,29 @@ interface ProductInfo {
   price?: string;
 }
 
+/** A string, or a finite number written as a string; anything else is undefined. */
+function textOf(value: unknown): string | undefined {
+  if (typeof value === "string") return value;
+  if (typeof value === "number" && Number.isFinite(value)) return String(value);
+  return undefined;
+}
+
+/**
+ * One product of the origin's API as a block shows it, or null when it cannot be shown. `id`: a string or a number;
+ * `title` and `url`: non-empty strings; `price` (optional): a string shown as it is ("£2.95") or a number (2.95);
+ * any other price is left out.
+ */
+function productOf(value: unknown): ProductInfo | null {
+  if (typeof value !== "object" || value === null) return null;
+  const v = value as Record<string, unknown>;
+  const id = textOf(v.id);
+  if (id === undefined || id === "") return null;
+  if (typeof v.title !== "string" || v.title.trim() === "") return null;
+  if (typeof v.url !== "string" || v.url.trim() === "") return null;
+  const price = textOf(v.price);
+  return { id, title: v.title, url: v.url, ...(price ? { price } : {}) };
+}
+
 /** Titles, prices and URLs of products from the origin's product API; null when it does not answer. */
 async function productInfo(env: StorefrontEnv, ids: string[]): Promise<Map<string, ProductInfo> | null> {
   if (ids.length === 0) return new Map();
@@ -201,8 +241,13 @@ async function productInfo(env: StorefrontEnv, ids: string[]): Promise<Map<strin
       await response.body?.cancel();
       return null;
     }
-    const body = (await response.json()) as { products?: ProductInfo[] };
-    return new Map((body.products ?? []).map((p) => [p.id, p]));
+    const body = (await response.json()) as { products?: unknown };
+    const products = new Map<string, ProductInfo>();
+    for (const entry of Array.isArray(body?.products) ? body.products : []) {
+      const product = productOf(entry);
+      if (product && !products.has(product.id)) products.set(product.id, product);
+    }
+    return products;
   } catch {
     return null;
   }
@@ -223,8 +268,11 @@ function reasonText(reasons: string[]): string {
   return "";
 }
 
-/** The block that replaces the element's content. Links carry the attribution of a live answer. */
-function renderBlock(title: string, answer: ClientAnswer, products: Map<string, ProductInfo>): string {
+/**
+ * The block that replaces the element's content, or null when none of the answer's products can be shown. Links
+ * carry the attribution of a live answer.
+ */
+function renderBlock(title: string, answer: ClientAnswer, products: Map<string, ProductInfo>): string | null {
   const items = answer.items
     .map((item, index) => ({ item, position: index + 1, product: products.get(item.productId) }))
     .filter((x) => x.product !== undefined)
@@ -241,6 +289,7 @@ function renderBlock(title: string, answer: ClientAnswer, products: Map<string, 
         p.price ? `<span class="lm-price">${escapeHtml(p.price)}</span>` : ""
       }${why ? `<span class="lm-reasons">${escapeHtml(why)}</span>` : ""}</li>`;
     });
+  if (items.length === 0) return null;
   return `<section class="lm-recs" data-lastmile-rec-id="${escapeHtml(answer.recId ?? "")}" data-lastmile-source="${
     answer.fallback ? "fallback" : "lastmile"
   }" data-lastmile-placement-filled="${escapeHtml(answer.placement)}"><h2>${escapeHtml(title)}</h2><ul>${items.join("")}</ul></section>`;
@@ -282,21 +331,32 @@ class PlacementHandler implements HTMLRewriterElementContentHandlers {
   readonly #env: StorefrontEnv;
   readonly #client: LastmileClient | null;
   readonly #visit: { anonymousId: string; request: Request };
-  readonly #pending: Promise<void>[];
+  readonly #track: (send: Promise<void>) => void;
 
   constructor(
     env: StorefrontEnv,
     client: LastmileClient | null,
     visit: { anonymousId: string; request: Request },
-    pending: Promise<void>[],
+    track: (send: Promise<void>) => void,
   ) {
     this.#env = env;
     this.#client = client;
     this.#visit = visit;
-    this.#pending = pending;
+    this.#track = track;
   }
 
+  /** A block never breaks the page: on any error the origin's content stays, and the page streams on. */
   async element(element: Element): Promise<void> {
+    try {
+      await this.#fill(element);
+    } catch (error) {
+      console.warn(
+        `lastmile block: ${error instanceof Error ? error.message : String(error)}; keeping the origin's content`,
+      );
+    }
+  }
+
+  async #fill(element: Element): Promise<void> {
     const placement = element.getAttribute("data-lastmile-placement") ?? "home";
     const productId = element.getAttribute("data-product-id") ?? undefined;
     const limit = Number(element.getAttribute("data-lastmile-limit")) || DEFAULT_LIMIT;
@@ -308,7 +368,7 @@ class PlacementHandler implements HTMLRewriterElementContentHandlers {
     if (placement === "pdp" && productId) {
       const price = Number(element.getAttribute("data-price"));
       const category = element.getAttribute("data-category");
-      this.#pending.push(
+      this.#track(
         sendEvents(this.#env, this.#visit.request, [
           event(this.#visit, {
             type: "track",
@@ -344,7 +404,9 @@ class PlacementHandler implements HTMLRewriterElementContentHandlers {
       answer.items.map((i) => i.productId),
     );
     if (!products || products.size === 0) return;
-    element.setInnerContent(renderBlock(title, answer, products), { html: true });
+    const block = renderBlock(title, answer, products);
+    if (block === null) return;
+    element.setInnerContent(block, { html: true });
     element.setAttribute("data-lastmile-filled", answer.fallback ? "fallback" : "lastmile");
   }
 }
@@ -410,27 +472,33 @@ export default {
         }),
       );
     }
-    const pending: Promise<void>[] = [sendEvents(env, request, events)];
+    // Every send is also under ctx.waitUntil as soon as it starts (Product Viewed starts while the page streams):
+    // it completes even once the page is done, or the visitor gone.
+    const pending: Promise<void>[] = [];
+    const track = (send: Promise<void>) => {
+      pending.push(send);
+      ctx.waitUntil(send);
+    };
+    track(sendEvents(env, request, events));
 
     const client = rankingClient(env);
     const rewritten = new HTMLRewriter()
-      .on("[data-lastmile-placement]", new PlacementHandler(env, client, visit, pending))
+      .on("[data-lastmile-placement]", new PlacementHandler(env, client, visit, track))
       .on("body", {
         element(body) {
           body.append(PAGE_SCRIPT, { html: true });
         },
       })
       .onDocument({
-        // The page's last bytes wait for the events' acknowledgement (a few ms), so the next page sees them.
+        // The page's last bytes wait for the events' acknowledgement (a few ms), so the next page sees them; at most
+        // EVENTS_PAGE_WAIT_MS, so a slow collection API never holds the page (the sends go on under waitUntil).
         async end() {
-          await Promise.all(pending);
+          await within(Promise.all(pending), EVENTS_PAGE_WAIT_MS);
         },
       })
       .transform(origin);
     const response = withCookie(rewritten);
     response.headers.set("cache-control", "private, no-store");
-    // Should the visitor leave before the end of the page, the events are still delivered.
-    ctx.waitUntil(Promise.all(pending));
     return response;
   },
 } satisfies ExportedHandler<StorefrontEnv>;

@@ -1,0 +1,186 @@
+// The example storefront Worker (examples/storefront-worker, docs/storefront.md) in workerd, its events going to
+// the real collection API of this Worker (`exports.default`), read back through the admin API. The store's origin
+// is the test's own (pages and a product API answered in-process for one test host; every other fetch goes out
+// unchanged): what an origin sends is this test's input. The demo store in a real browser is test/e2e/storefront.
+// A block never breaks the page — product fields of any JSON type, products the block cannot show — and a slow
+// collection API never holds the page's last bytes.
+import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
+import { exports } from "cloudflare:workers";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import storefront, { type StorefrontEnv } from "../../examples/storefront-worker/src/index.ts";
+import { adminGet } from "./collect-helpers.ts";
+
+const ORIGIN = "http://origin.storefront.test";
+const STORE = "http://store.storefront.test";
+const FOOTER = '<footer id="footer">the footer</footer><script id="origin-script">window.store = 1;</script>';
+
+/** The origin's product API answer for the current test: `{ products }`, each entry as the origin sends it. */
+let products: unknown[];
+
+function page(placement: string): string {
+  return `<!doctype html><html><head><title>Test store</title></head><body><main>${placement}</main>${FOOTER}</body></html>`;
+}
+
+let pageHtml: string;
+
+function originAnswer(url: URL): Response {
+  if (url.pathname === "/api/products") return Response.json({ products });
+  return new Response(pageHtml, { headers: { "content-type": "text/html; charset=utf-8" } });
+}
+
+beforeEach(() => {
+  const realFetch = globalThis.fetch;
+  vi.spyOn(globalThis, "fetch").mockImplementation((input, init) => {
+    const url = new URL(input instanceof Request ? input.url : String(input));
+    return url.origin === ORIGIN ? Promise.resolve(originAnswer(url)) : realFetch(input, init);
+  });
+});
+
+afterEach(() => {
+  vi.restoreAllMocks();
+});
+
+const baseEnv = (extra: Partial<StorefrontEnv> = {}): StorefrontEnv => ({
+  ORIGIN_URL: ORIGIN,
+  PRODUCTS_API_PATH: "/api/products",
+  PRODUCT_PATH: "/products/:id",
+  LASTMILE_HTTP: exports.default,
+  LASTMILE_WRITE_KEY: "local-write-key",
+  ...extra,
+});
+
+/** One page through the storefront Worker, its body read to the end, then its waitUntil work. */
+async function visit(
+  storeEnv: StorefrontEnv,
+  aid: string,
+): Promise<{ status: number; html: string; ms: number; settled: Promise<void> }> {
+  const ctx = createExecutionContext();
+  const started = Date.now();
+  const res = await storefront.fetch(
+    new Request(`${STORE}/products/p1`, { headers: { cookie: `lm_aid=${aid}` } }) as Request<
+      unknown,
+      IncomingRequestCfProperties
+    >,
+    storeEnv,
+    ctx,
+  );
+  const html = await res.text();
+  const ms = Date.now() - started;
+  return { status: res.status, html, ms, settled: waitOnExecutionContext(ctx) };
+}
+
+/** The rendered block's items: product id and price text. */
+function blockItems(html: string): Array<{ id: string; price: string | null }> {
+  return [...html.matchAll(/<li class="lm-item" data-product-id="([^"]*)"[^>]*>(.*?)<\/li>/g)].map((m) => ({
+    id: m[1] ?? "",
+    price: /<span class="lm-price">([^<]*)<\/span>/.exec(m[2] ?? "")?.[1] ?? null,
+  }));
+}
+
+function expectCompletePage(html: string): void {
+  expect(html).toContain(FOOTER);
+  expect(html).toContain('fetch("/lastmile/v1/track"'); // the script appended to <body>
+  expect(html.trimEnd().endsWith("</html>")).toBe(true);
+}
+
+const pdp = (fallback: string) =>
+  `<div data-lastmile-placement="pdp" data-product-id="p1" data-price="2.95" data-lastmile-fallback="${fallback}"><p id="origin-own">the origin's bestsellers</p></div>`;
+
+async function viewedOf(aid: string): Promise<string[]> {
+  const res = await adminGet(`/v1/admin/users/${aid}?kind=anonymous`);
+  expect(res.status).toBe(200);
+  return ((await res.json()) as { viewed: string[] }).viewed;
+}
+
+describe("the storefront Worker's blocks", () => {
+  it("renders numeric prices and ids from the product API, and the page is complete", async () => {
+    pageHtml = page(pdp("p2,3"));
+    products = [
+      { id: "p2", title: "Candle", url: "/products/p2", price: 2.95 },
+      { id: 3, title: "Mug", url: "/products/3", price: "£4.50" },
+    ];
+    const aid = crypto.randomUUID();
+    const { status, html, settled } = await visit(baseEnv(), aid);
+    await settled;
+    expect(status).toBe(200);
+    expectCompletePage(html);
+    expect(blockItems(html)).toEqual([
+      { id: "p2", price: "2.95" },
+      { id: "3", price: "£4.50" },
+    ]);
+    expect(html).not.toContain("origin-own");
+    // The visit's events reached Lastmile: the product page's view is in the visitor's session.
+    expect(await viewedOf(aid)).toContain("p1");
+  });
+
+  it("leaves out a product without a title or url; with none left, the origin's content stays", async () => {
+    pageHtml = page(pdp("p2,p3,p4"));
+    products = [
+      { id: "p2", url: "/products/p2", price: "£1.00" },
+      { id: "p3", title: "Lamp", url: "/products/p3" },
+      { id: "p4", title: "Bowl", url: 42 },
+      "not a product",
+    ];
+    const first = await visit(baseEnv(), crypto.randomUUID());
+    await first.settled;
+    expectCompletePage(first.html);
+    expect(blockItems(first.html)).toEqual([{ id: "p3", price: null }]);
+
+    products = [{ id: "p2", url: "/products/p2" }, { id: "p3" }];
+    const second = await visit(baseEnv(), crypto.randomUUID());
+    await second.settled;
+    expectCompletePage(second.html);
+    expect(blockItems(second.html)).toEqual([]);
+    expect(second.html).toContain(`<p id="origin-own">the origin's bestsellers</p>`);
+  });
+
+  it("keeps the origin's content when rendering a block fails, and the page is complete", async () => {
+    pageHtml = page(
+      `<div data-lastmile-placement="home" data-lastmile-fallback="p2"><p id="origin-own">the origin's bestsellers</p></div>`,
+    );
+    products = [{ id: "p2", title: "Candle", url: "/products/p2" }];
+    // The real Ranking entrypoint, its answer altered into one the client passes on but no block can render.
+    const ranking = exports.Ranking;
+    const broken = async (params: Parameters<typeof ranking.recommendations>[0]) => ({
+      ...(await ranking.recommendations(params)),
+      items: [{ productId: "p2", score: 1, reasons: null }],
+    });
+    const LASTMILE = { recommendations: broken, similar: broken, rank: broken } as unknown as StorefrontEnv["LASTMILE"];
+    const { html, settled } = await visit(baseEnv({ LASTMILE, RANKING_TIMEOUT_MS: "5000" }), crypto.randomUUID());
+    await settled;
+    expectCompletePage(html);
+    expect(html).toContain(`<p id="origin-own">the origin's bestsellers</p>`);
+    expect(blockItems(html)).toEqual([]);
+  });
+
+  it("completes the page long before a hung collection API gives up, and still sends the events", async () => {
+    pageHtml = page(pdp("p2"));
+    products = [{ id: "p2", title: "Candle", url: "/products/p2", price: "£2.95" }];
+    const seen: string[] = [];
+    // The collection API accepts the connection and never answers (until the sender gives up).
+    const hung: Fetcher = {
+      fetch: (input: RequestInfo | URL, init?: RequestInit) => {
+        const request = new Request(input, init);
+        seen.push(new URL(request.url).pathname);
+        return new Promise<Response>((_, reject) => {
+          const safety = setTimeout(() => reject(new Error("hung collection: safety stop")), 5_000);
+          request.signal.addEventListener("abort", () => {
+            clearTimeout(safety);
+            reject(request.signal.reason);
+          });
+        });
+      },
+      connect: () => {
+        throw new Error("not used");
+      },
+    } as unknown as Fetcher;
+    const { html, ms, settled } = await visit(baseEnv({ LASTMILE_HTTP: hung }), crypto.randomUUID());
+    expectCompletePage(html);
+    expect(blockItems(html)).toEqual([{ id: "p2", price: "£2.95" }]);
+    // The sends time out after 1 s; the page must not wait for that (a fault-detection bound, not a speed target).
+    expect(ms).toBeLessThan(700);
+    await settled;
+    // Both sends were made (the page's, and the product view's), and carried on in the background.
+    expect(seen.sort()).toEqual(["/v1/batch", "/v1/batch"]);
+  });
+});
