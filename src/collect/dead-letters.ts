@@ -5,7 +5,7 @@
 //   store(entries)             durable when it returns (the output gate holds the reply until the write is on disk)
 //   list({ limit, before })    newest first
 //   eraseMentions(ids), countMentions(ids)   erasure of a user (docs/privacy.md): rows whose raw event names one of
-//                              the ids as a JSON string value
+//                              the ids as a JSON string value, or as a number in an id field
 import { DurableObject } from "cloudflare:workers";
 import type { DeadLetter, DeadLetterInput } from "./dead-letter-entry.ts";
 import { DEAD_LETTER_MAX_AGE_MS, DEAD_LETTER_MAX_ROWS } from "./limits.ts";
@@ -107,7 +107,9 @@ export class DeadLetters extends DurableObject<Env> {
 
   /**
    * Erasure (docs/privacy.md): deletes the rows whose raw event holds one of `ids` as a JSON string (`"<id>"`, as
-   * userId, anonymousId, previousId or anywhere else — a rejected event may be malformed, so no field is trusted).
+   * userId, anonymousId, previousId or anywhere else — a rejected event may be malformed, so no field is trusted),
+   * or, for an id that is a number's text, as that number in an id field (`"userId":12346`: collection accepts
+   * numeric ids).
    */
   async eraseMentions(ids: string[]): Promise<{ deleted: number }> {
     let deleted = 0;
@@ -121,12 +123,13 @@ export class DeadLetters extends DurableObject<Env> {
 
   /** How many rows `eraseMentions(ids)` would delete (the erasure verifier). */
   async countMentions(ids: string[]): Promise<{ count: number }> {
-    let count = 0;
+    // Rows, not matches: a row can match needles of two statements.
+    const rows = new Set<number>();
     for (const needles of mentions(ids)) {
-      const sql = `SELECT count(*) AS n FROM dead_letters WHERE ${anyOf(needles)}`;
-      count += this.sql.exec<{ n: number }>(sql, ...needles).one().n;
+      const sql = `SELECT id FROM dead_letters WHERE ${anyOf(needles)}`;
+      for (const r of this.sql.exec<{ id: number }>(sql, ...needles)) rows.add(r.id);
     }
-    return { count };
+    return { count: rows.size };
   }
 
   override async alarm(): Promise<void> {
@@ -152,12 +155,28 @@ export class DeadLetters extends DurableObject<Env> {
 /** A statement binds at most 100 parameters in Durable Object SQLite. */
 const MENTIONS_PER_STATEMENT = 50;
 
+/** Fields whose value collection accepts as a number too (normalize.ts `optionalId`), so a raw event may hold one. */
+const NUMERIC_ID_FIELDS = ["userId", "anonymousId", "previousId", "groupId"] as const;
+
 /**
- * The ids as they appear in raw JSON — quoted and escaped (an id with a quote or a backslash is escaped there too) —
- * in groups of at most MENTIONS_PER_STATEMENT.
+ * How an id can appear in a raw event (compact JSON, as `deadLetterEntry` writes it): quoted and escaped anywhere (an
+ * id with a quote or a backslash is escaped there too); and, when the id is the text of a number (`String(n)`, as
+ * collection turns a numeric id into its string), as that number — only as the value of an id field, followed by
+ * the end of the value, so that a price or a count of the same digits is no match.
  */
+export function mentionNeedles(id: string): string[] {
+  if (id === "") return [];
+  const needles = [JSON.stringify(id)];
+  const n = Number(id);
+  if (id.trim() !== "" && Number.isFinite(n) && String(n) === id) {
+    for (const field of NUMERIC_ID_FIELDS) needles.push(`"${field}":${id},`, `"${field}":${id}}`);
+  }
+  return needles;
+}
+
+/** The needles of all the ids, in groups of at most MENTIONS_PER_STATEMENT. */
 function mentions(ids: readonly string[]): string[][] {
-  const all = [...new Set(ids.filter((id) => id !== "").map((id) => JSON.stringify(id)))];
+  const all = [...new Set(ids.flatMap(mentionNeedles))];
   const groups: string[][] = [];
   for (let i = 0; i < all.length; i += MENTIONS_PER_STATEMENT) groups.push(all.slice(i, i + MENTIONS_PER_STATEMENT));
   return groups;

@@ -53,6 +53,8 @@ export interface HandOffOutcome {
   suppressed: number;
   /** Distinct users (= record calls, retries aside). */
   users: number;
+  /** The user keys whose object answered `suppressed` (their rejected events are not kept either). */
+  suppressedKeys: string[];
 }
 
 export async function handOff(
@@ -64,14 +66,16 @@ export async function handOff(
   let accepted = 0;
   let duplicates = 0;
   let suppressed = 0;
+  const suppressedKeys: string[] = [];
   const failures: unknown[] = [];
-  for (const result of settled) {
+  settled.forEach((result, i) => {
     if (result.status === "fulfilled") {
       accepted += result.value.accepted;
       duplicates += result.value.duplicates;
       suppressed += result.value.suppressed ?? 0;
+      if ((result.value.suppressed ?? 0) > 0) suppressedKeys.push(groups[i]?.[0] as string);
     } else failures.push(result.reason);
-  }
+  });
   if (failures.length > 0) {
     const overloaded = failures.some((e) => flag(e, "overloaded"));
     throw new ApiError(
@@ -86,5 +90,5 @@ export async function handOff(
       },
     );
   }
-  return { accepted, duplicates, suppressed, users: groups.length };
+  return { accepted, duplicates, suppressed, users: groups.length, suppressedKeys };
 }

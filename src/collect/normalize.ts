@@ -92,6 +92,25 @@ function optionalId(raw: JsonObject, field: string): string | null {
   return id;
 }
 
+/**
+ * The session key a raw item would be recorded under (`u:<userId>`, else `a:<anonymousId>`), read as collection
+ * reads those ids; null when it names no valid one. For rejected events: whose they are (docs/privacy.md).
+ */
+export function rawUserKey(raw: unknown): string | null {
+  if (!isObject(raw)) return null;
+  const id = (field: string) => {
+    try {
+      return optionalId(raw, field);
+    } catch {
+      return null;
+    }
+  };
+  const userId = id("userId");
+  if (userId !== null) return `u:${userId}`;
+  const anonymousId = id("anonymousId");
+  return anonymousId === null ? null : `a:${anonymousId}`;
+}
+
 function optionalObject(raw: JsonObject, field: string): JsonObject | undefined {
   const value = raw[field];
   if (value === undefined || value === null) return undefined;

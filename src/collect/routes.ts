@@ -6,7 +6,8 @@
 //   /v1/webhook                                                     one event with its own type, as webhook
 //                                                                   destinations send it (key: Basic or ?writeKey=)
 // Pipeline: body (gzip, caps) → source (write key) → rate limits → envelope → per-event validation →
-// { dead letters ∥ one SessionState.record per user } → 200 { success, accepted, duplicates, rejected }.
+// { one SessionState.record per user ∥ whether the rejected events' other users are suppressed } → dead letters (not
+// of suppressed users) → 200 { success, accepted, duplicates, rejected }.
 import { type Context, Hono, type MiddlewareHandler } from "hono";
 import type { AppEnv } from "../app.ts";
 import { configOrThrow, loadConfig, type Source } from "../config.ts";
@@ -16,11 +17,11 @@ import { readJsonBody } from "./body.ts";
 import { corsPreflightHeaders, corsResponseHeaders, sourceAllowsOrigin } from "./cors.ts";
 import { type DeadLetterInput, deadLetterEntry } from "./dead-letter-entry.ts";
 import { bodyWriteKey, type Endpoint, readEnvelope } from "./envelope.ts";
-import type { CollectedEvent, EventType } from "./event.ts";
+import { type CollectedEvent, type EventType, userKey } from "./event.ts";
 import { HANDOFF_RETRY_AFTER_SECONDS, type HandOffOutcome, handOff } from "./handoff.ts";
 import { jsonSize } from "./json.ts";
 import { MAX_EVENT_BYTES, MAX_REQUEST_BYTES } from "./limits.ts";
-import { type NormalizeContext, normalizeEvent, type Rejection } from "./normalize.ts";
+import { type NormalizeContext, normalizeEvent, type Rejection, rawUserKey } from "./normalize.ts";
 import { enforceRateLimits } from "./rate-limit.ts";
 import { resolveSource } from "./sources.ts";
 
@@ -65,6 +66,29 @@ async function storeDeadLetters(env: Env, sourceId: string, entries: DeadLetterI
     await env.DEAD_LETTERS.getByName(sourceId).store(entries);
   } catch (error) {
     // The response promises every rejected event is kept: without that, the client must retry.
+    throw new ApiError("dependency_unavailable", "rejected events could not be recorded; retry the request", {
+      headers: { "Retry-After": String(HANDOFF_RETRY_AFTER_SECONDS) },
+      cause: error,
+    });
+  }
+}
+
+/**
+ * Which of the rejected events' user keys (those with no accepted event in the request) belong to a suppressed user:
+ * one `suppression()` call per distinct key, only when a request has rejected events.
+ */
+async function suppressedAmong(
+  env: Env,
+  keys: readonly (string | null)[],
+  answered: ReadonlySet<string>,
+): Promise<string[]> {
+  const ask = [...new Set(keys)].filter((k): k is string => k !== null && !answered.has(k));
+  if (ask.length === 0) return [];
+  try {
+    const states = await Promise.all(ask.map((key) => env.SESSION_STATE.getByName(key).suppression()));
+    return ask.filter((_, i) => states[i]?.suppressed === true);
+  } catch (error) {
+    // Without the answer the rejected events can be neither kept nor dropped: the client retries.
     throw new ApiError("dependency_unavailable", "rejected events could not be recorded; retry the request", {
       headers: { "Retry-After": String(HANDOFF_RETRY_AFTER_SECONDS) },
       cause: error,
@@ -122,9 +146,20 @@ async function collect(c: Context<CollectEnv>, endpoint: Endpoint): Promise<Resp
   }
 
   const meta = { sourceId: source.id, requestId, receivedAt: new Date(receivedAt).toISOString() };
-  const deadLetters = rejected.map((r) => deadLetterEntry(envelope.items[r.index], r, meta));
-  const none: HandOffOutcome = { accepted: 0, duplicates: 0, suppressed: 0, users: 0 };
-  const outcome = accepted.length > 0 ? await handOff(accepted, (key) => c.env.SESSION_STATE.getByName(key)) : none;
+  // Whose each rejected event is: a suppressed user's events are stored nowhere, dead letters included.
+  const rejectedKeys = rejected.map((r) => rawUserKey(envelope.items[r.index]));
+  // The users among them with no accepted event here are asked beside the hand-off (its answers cover the others).
+  const checks = suppressedAmong(c.env, rejectedKeys, new Set(accepted.map(userKey)));
+  const none: HandOffOutcome = { accepted: 0, duplicates: 0, suppressed: 0, users: 0, suppressedKeys: [] };
+  const handOver =
+    accepted.length > 0 ? handOff(accepted, (key) => c.env.SESSION_STATE.getByName(key)) : Promise.resolve(none);
+  checks.catch(() => undefined); // awaited below, unless the hand-off fails first
+  const outcome = await handOver;
+  const checked = await checks;
+  const suppressedKeys = new Set([...outcome.suppressedKeys, ...checked]);
+  const deadLetters = rejected
+    .filter((_, i) => !suppressedKeys.has(rejectedKeys[i] ?? ""))
+    .map((r) => deadLetterEntry(envelope.items[r.index], r, meta));
   // After the hand-off, not beside it: when the hand-off fails (503), the client sends the request again, and its
   // rejected events would otherwise be stored twice.
   if (deadLetters.length > 0) await storeDeadLetters(c.env, source.id, deadLetters);

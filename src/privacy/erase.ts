@@ -11,11 +11,15 @@
 //   4. Workers KV: the users' candidate-list keys `u:<userKey>`.
 //   5. dead letters of every source that name one of the ids.
 // Then the verifier runs and its result is part of the answer. Every step is idempotent: erasing again is safe and
-// finishes what a failed run left.
+// finishes what a failed run left. A session object that does not answer does not stop the erasure: its key is
+// recorded in `erased_users` with the others (the loader drops its events), listed as `unreached`, and the
+// verifier is not clean until an erasure reaches it. Any other store that fails is a 503 with Retry-After.
 import { deleteEntries, readRange } from "../batch/consumer.ts";
 import type { Config } from "../config.ts";
 import { ApiError } from "../errors.ts";
+import { describeError, log } from "../log.ts";
 import { userListKey } from "../publish/keys.ts";
+import type { EraseResult } from "../session/session-state.ts";
 import { EVENT_STREAM, STREAM_FIELDS } from "../session/stream.ts";
 import type { Database } from "../stores/db.ts";
 import type { Redis } from "../stores/redis.ts";
@@ -55,7 +59,7 @@ export interface ErasureVerification {
   /** True when no store holds anything of the subject (suppression flags are not data). */
   clean: boolean;
   left: {
-    /** Keys whose session object holds data. */
+    /** Keys whose session object holds data (or did not answer). */
     sessionObjects: string[];
     /** `u:<userKey>` KV keys still present. */
     kv: string[];
@@ -76,6 +80,8 @@ export interface ErasureReport {
   mergedInto: string | null;
   deleted: {
     sessionObjects: string[];
+    /** Keys whose session object did not answer: recorded as erased, reached by the next erasure (erase again). */
+    unreached: string[];
     stream: StreamScan | null;
     warehouse: WarehouseCounts;
     kv: number;
@@ -98,6 +104,33 @@ async function inChunks<T, R>(items: readonly T[], fn: (item: T) => Promise<R>):
 }
 
 const session = (env: Env, key: string) => env.SESSION_STATE.getByName(key);
+
+/** Seconds an operator should wait before erasing again after a store failed. */
+const ERASURE_RETRY_AFTER_S = 5;
+
+/** A store the erasure cannot go around: its failure is a 503 with Retry-After (erasing again is safe). */
+async function dependency<T>(what: string, call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (error) {
+    if (error instanceof ApiError) throw error;
+    throw new ApiError("dependency_unavailable", `${what} did not answer; erase again shortly`, {
+      headers: { "Retry-After": String(ERASURE_RETRY_AFTER_S) },
+      cause: error,
+    });
+  }
+}
+
+/** One session object's erasure; an object that does not answer is reported as unreached, not fatal. */
+async function eraseObject(env: Env, key: string, suppress: boolean): Promise<EraseResult> {
+  try {
+    const result = await session(env, key).erase({ suppress });
+    return { ...result, unreached: result.unreached ?? [] };
+  } catch (error) {
+    log("warn", "erasure: a session object did not answer", { key, error: describeError(error) });
+    return { erased: [], complete: false, unreached: [key] };
+  }
+}
 
 /** Reads the stream from the start and deletes (or, with `dryRun`, counts) the entries of `keys`. */
 export async function scanStream(
@@ -142,18 +175,30 @@ export async function eraseUser(
   options: { suppress: boolean },
 ): Promise<ErasureReport> {
   const { env, config } = deps;
-  const snapshot = await session(env, subject).snapshot(subject);
-  const mergedInto = snapshot.mergedInto ?? null;
-  // 1. The subject's object and everything merged into it; then every other key of the subject.
-  const first = await session(env, subject).erase({ suppress: options.suppress });
-  const keys = await keysOf(deps, subject, first.erased);
+  const suppress = options.suppress;
+  // Unknown (null) when the object does not answer; the erasure goes on.
+  const mergedInto = await session(env, subject)
+    .snapshot(subject)
+    .then(
+      (snapshot) => snapshot.mergedInto ?? null,
+      () => null,
+    );
+  // 1. The subject's object and everything merged into it; then every other key of the subject (an object the first
+  // call could not reach is called again here, directly).
+  const first = await eraseObject(env, subject, suppress);
+  const keys = await keysOf(deps, subject, [...first.erased, ...first.unreached]);
   const others = keys.filter((k) => !first.erased.includes(k));
-  const rest = await inChunks(others, (key) => session(env, key).erase({ suppress: options.suppress }));
-  const erasedObjects = [...first.erased, ...rest.flatMap((r) => r.erased)];
-  const all = subjectKeys([...keys, ...erasedObjects]);
+  const rest = await inChunks(others, (key) => eraseObject(env, key, suppress));
+  const erasedObjects = new Set([...first.erased, ...rest.flatMap((r) => r.erased)]);
+  const unreached = new Set(
+    [...first.unreached, ...rest.flatMap((r) => r.unreached)].filter((k) => !erasedObjects.has(k)),
+  );
+  // Unreached keys are the subject's too: recorded in erased_users (the loader drops their events, the next erasure
+  // and the verifier find them there).
+  const all = subjectKeys([...keys, ...erasedObjects, ...unreached]);
   // 2. Redis, 3. Postgres, 4. KV, 5. dead letters.
   const stream = deps.redis ? await scanStream(deps.redis, new Set(all.userKeys), false) : null;
-  const warehouse = await eraseWarehouse(deps.db, subject, all, options.suppress).catch((error: unknown) => {
+  const warehouse = await eraseWarehouse(deps.db, subject, all, suppress).catch((error: unknown) => {
     // lock_not_available: a loader batch or the user_candidates step held the lock past ERASURE_LOCK_TIMEOUT_MS.
     if ((error as { code?: unknown })?.code !== "55P03") throw error;
     throw new ApiError("dependency_unavailable", "a warehouse write is in progress; erase again shortly", {
@@ -161,17 +206,18 @@ export async function eraseUser(
       cause: error,
     });
   });
-  await inChunks(all.userKeys, (key) => env.ONLINE_STORE.delete(userListKey(key)));
-  const deadLetters = await inChunks(config.sources.list, (source) =>
-    env.DEAD_LETTERS.getByName(source.id).eraseMentions(idsOf(all)),
+  await dependency("Workers KV", () => inChunks(all.userKeys, (key) => env.ONLINE_STORE.delete(userListKey(key))));
+  const deadLetters = await dependency("a dead-letter object", () =>
+    inChunks(config.sources.list, (source) => env.DEAD_LETTERS.getByName(source.id).eraseMentions(idsOf(all))),
   );
   return {
     subject,
     userKeys: all.userKeys,
-    suppressed: options.suppress,
+    suppressed: suppress,
     mergedInto,
     deleted: {
-      sessionObjects: [...new Set(erasedObjects)].sort(),
+      sessionObjects: [...erasedObjects].sort(),
+      unreached: [...unreached].sort(),
       stream,
       warehouse,
       kv: all.userKeys.length,
@@ -188,13 +234,23 @@ export async function verifyErasure(deps: PrivacyDeps, subject: SubjectKey): Pro
   const [objects, kv, stream, warehouse, deadLetters] = await Promise.all([
     inChunks(k.userKeys, async (key) => {
       const stub = session(env, key);
-      const [snapshot, suppression] = await Promise.all([stub.snapshot(), stub.suppression()]);
-      return { key, exists: snapshot.exists, suppressed: suppression.suppressed };
+      try {
+        const [snapshot, suppression] = await Promise.all([stub.snapshot(), stub.suppression()]);
+        return { key, exists: snapshot.exists, suppressed: suppression.suppressed };
+      } catch (error) {
+        // Not known to be empty: listed as left, so the answer is not clean.
+        log("warn", "erasure verifier: a session object did not answer", { key, error: describeError(error) });
+        return { key, exists: true, suppressed: false };
+      }
     }),
-    inChunks(k.userKeys, async (key) => ({ key, present: (await env.ONLINE_STORE.get(userListKey(key))) !== null })),
+    dependency("Workers KV", () =>
+      inChunks(k.userKeys, async (key) => ({ key, present: (await env.ONLINE_STORE.get(userListKey(key))) !== null })),
+    ),
     deps.redis ? scanStream(deps.redis, new Set(k.userKeys), true) : Promise.resolve(null),
     countWarehouse(deps.db, k),
-    inChunks(config.sources.list, (source) => env.DEAD_LETTERS.getByName(source.id).countMentions(idsOf(k))),
+    dependency("a dead-letter object", () =>
+      inChunks(config.sources.list, (source) => env.DEAD_LETTERS.getByName(source.id).countMentions(idsOf(k))),
+    ),
   ]);
   const left = {
     sessionObjects: objects.filter((o) => o.exists).map((o) => o.key),
@@ -218,14 +274,19 @@ export async function verifyErasure(deps: PrivacyDeps, subject: SubjectKey): Pro
   };
 }
 
-/** Suppression without erasure (PUT) or lifted (DELETE) on every key of the subject. */
+/**
+ * Suppression without erasure (PUT) or lifted (DELETE) on every key of the subject: the keys the warehouse links to it
+ * and those its session object knows (every merged object, the devices it erased and suppressed while suppressed).
+ */
 export async function setSuppression(
   deps: PrivacyDeps,
   subject: SubjectKey,
   suppressed: boolean,
 ): Promise<{ subject: string; userKeys: string[]; suppressed: boolean }> {
-  const snapshot = await session(deps.env, subject).snapshot(subject);
-  const keys = await keysOf(deps, subject, snapshot.mergedKeys);
-  await inChunks(keys, (key) => (suppressed ? session(deps.env, key).suppress() : session(deps.env, key).unsuppress()));
+  const linked = await dependency("the session object", () => session(deps.env, subject).linkedKeys());
+  const keys = await keysOf(deps, subject, linked);
+  await dependency("a session object", () =>
+    inChunks(keys, (key) => (suppressed ? session(deps.env, key).suppress() : session(deps.env, key).unsuppress())),
+  );
   return { subject, userKeys: keys, suppressed };
 }

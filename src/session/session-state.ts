@@ -40,11 +40,27 @@ import { type CurrentSession, isActive } from "./visit.ts";
 
 export type { SessionSnapshot } from "./snapshot.ts";
 
-/** Storage keys (the object's synchronous KV, which survives nothing but is written only after an erase). */
+/**
+ * Keys of the object's synchronous KV storage: what keeps the user's wishes, kept through the object's own erasure
+ * and expiry (#erase), none of it data about their behaviour.
+ */
 const SUPPRESSED_SINCE = "suppressed";
 const SUPPRESSED_CHASED = "suppressed-keys";
+/** Merged objects an erasure could not reach: every later erasure calls them again until they answer. */
+const ERASE_PENDING = "erase-pending";
 /** Anonymous ids a suppressed user's events named whose objects were erased and suppressed too (bound). */
 export const SUPPRESSED_CHASED_MAX = 1_000;
+/** Bound of ERASE_PENDING (the newest are kept; an erasure also records them in the warehouse's erased_users). */
+export const ERASE_PENDING_MAX = 1_000;
+
+export interface EraseResult {
+  /** Keys whose objects were erased (this one first). */
+  erased: string[];
+  /** False when some object (merged into this one, or further down) did not answer: see `unreached`. */
+  complete: boolean;
+  /** Keys of objects that belong to the user but could not be erased now; the next erasure calls them again. */
+  unreached: string[];
+}
 
 export interface Suppression {
   suppressed: boolean;
@@ -267,31 +283,73 @@ export class SessionState extends DurableObject<Env> {
    * Erasure (docs/privacy.md): everything this object holds goes, outbox included, and so do the objects merged
    * into it (each erased the same way). With `suppress`, the object then keeps only a flag: every later `record`
    * answers its events as `suppressed` without storing them, and anonymous ids such events name are erased and
-   * suppressed too. Returns the keys erased (this one first) and whether all of them were reached.
+   * suppressed too. Returns the keys erased (this one first), and those that did not answer: they stay recorded
+   * here (outside the erased data) and every later erasure calls them again until they do.
    */
-  async erase(options: { suppress: boolean }): Promise<{ erased: string[]; complete: boolean }> {
+  async erase(options: { suppress: boolean }): Promise<EraseResult> {
     return this.#mutating(() => this.#eraseAll(options.suppress === true));
   }
 
-  async #eraseAll(suppress: boolean): Promise<{ erased: string[]; complete: boolean }> {
+  async #eraseAll(suppress: boolean): Promise<EraseResult> {
     const profile = this.#store.profile();
     const self = profile?.userKey;
-    const merged = profile ? this.#store.mergedKeys(Number.MAX_SAFE_INTEGER) : [];
+    // Every merged object, and those an earlier erasure could not reach: read before our storage goes.
+    const pending = this.ctx.storage.kv.get<string[]>(ERASE_PENDING) ?? [];
+    const merged = [
+      ...new Set([...(profile ? this.#store.mergedKeys(Number.MAX_SAFE_INTEGER) : []), ...pending]),
+    ].filter((key) => key !== self);
+    // Remembered before anything is deleted (#erase keeps the list): if a call below fails, or this object is
+    // interrupted, the next erasure still knows whom to call.
+    this.#setErasePending(merged);
     await this.#erase();
     if (suppress && this.#suppressedSince() === null) this.#setSuppressed(this.clock());
     const results = await Promise.allSettled(
       merged.map((key) => this.env.SESSION_STATE.getByName(key).erase({ suppress })),
     );
     const erased = self ? [self] : [];
+    const unreached: string[] = [];
     let complete = true;
-    for (const r of results) {
+    results.forEach((r, i) => {
       if (r.status === "fulfilled") {
         erased.push(...r.value.erased);
+        unreached.push(...(r.value.unreached ?? []));
         complete &&= r.value.complete;
-      } else complete = false;
+      } else {
+        unreached.push(merged[i] as string);
+        complete = false;
+      }
+    });
+    // An object that answered but left some of its own merged objects unreached is called again next time too.
+    this.#setErasePending(
+      merged.filter((_, i) => {
+        const r = results[i];
+        return r?.status !== "fulfilled" || !r.value.complete;
+      }),
+    );
+    if (!complete) {
+      log("warn", "session erase: some merged objects were not erased", {
+        merged: merged.length,
+        unreached: unreached.length,
+      });
     }
-    if (!complete) log("warn", "session erase: some merged objects were not erased", { merged: merged.length });
-    return { erased, complete };
+    return { erased, complete, unreached: [...new Set(unreached)] };
+  }
+
+  #setErasePending(keys: readonly string[]): void {
+    if (keys.length === 0) this.ctx.storage.kv.delete(ERASE_PENDING);
+    else this.ctx.storage.kv.put(ERASE_PENDING, keys.slice(-ERASE_PENDING_MAX));
+  }
+
+  /**
+   * Every other key of this user the object knows of, for the suppression routes (docs/privacy.md#suppression): all
+   * objects merged into it, the devices it erased and suppressed while suppressed, and merged objects an erasure
+   * could not reach yet. Read-only.
+   */
+  async linkedKeys(): Promise<string[]> {
+    const merged = this.#store.profile() ? this.#store.mergedKeys(Number.MAX_SAFE_INTEGER) : [];
+    const chased = this.ctx.storage.kv.get<string[]>(SUPPRESSED_CHASED) ?? [];
+    const pending = this.ctx.storage.kv.get<string[]>(ERASE_PENDING) ?? [];
+    return [...new Set([...merged, ...chased, ...pending])];
   }
 
   /** Suppression without erasure: the data stays (and expires as usual), later events are answered, not stored. */
@@ -462,7 +520,12 @@ export class SessionState extends DurableObject<Env> {
       return false;
     }
     if (answer.status === "busy") return true;
-    if (epoch !== this.#epoch) return false;
+    if (epoch !== this.#epoch) {
+      // Erased while we awaited the hand-over. The other object has marked itself merged into us and kept its data
+      // for us to take: that data is this user's (the event links the two), and the erasure did not know of it.
+      if (answer.status === "handed-over") await this.#eraseHandedOver(otherKey);
+      return false;
+    }
     const now = this.clock();
     const applied = this.ctx.storage.transactionSync(() => {
       const store = this.#store;
@@ -517,6 +580,26 @@ export class SessionState extends DurableObject<Env> {
       await this.#schedule(false);
     }
     return false;
+  }
+
+  /** A hand-over that an erasure overtook: the other object is erased too (and suppressed if this one now is). */
+  async #eraseHandedOver(otherKey: string): Promise<void> {
+    const suppress = this.#suppressedSince() !== null;
+    try {
+      await this.env.SESSION_STATE.getByName(otherKey).erase({ suppress });
+    } catch (error) {
+      // Left for the next erasure of this user, which calls it again.
+      const pending = this.ctx.storage.kv.get<string[]>(ERASE_PENDING) ?? [];
+      this.#setErasePending([...pending.filter((key) => key !== otherKey), otherKey]);
+      log("error", "session merge: an object handed over during an erasure could not be erased", {
+        from: otherKey,
+        error: describeError(error),
+      });
+      return;
+    }
+    log("info", "session merge: handed-over object erased (an erasure landed during the hand-over)", {
+      from: otherKey,
+    });
   }
 
   // ---- outbox -------------------------------------------------------------------------------------------------
@@ -630,16 +713,24 @@ export class SessionState extends DurableObject<Env> {
     }
   }
 
-  /** Deletes all storage; a suppression flag survives (it is not data about the user's behaviour). */
+  /**
+   * Deletes all storage. What keeps the user's wishes survives, none of it data about their behaviour: the
+   * suppression flag, the devices chased while suppressed (so lifting the flag reaches them), and the merged objects
+   * an erasure has still to reach.
+   */
   async #erase(): Promise<void> {
     this.#epoch++;
     const suppressedSince = this.#suppressedSince();
+    const kept = [SUPPRESSED_CHASED, ERASE_PENDING].map(
+      (key) => [key, this.ctx.storage.kv.get<string[]>(key)] as const,
+    );
     await this.ctx.storage.deleteAlarm();
     this.#alarmAt = null;
     await this.ctx.storage.deleteAll();
     this.#store.forget();
     if (suppressedSince === null) this.#suppressed = null;
     else this.#setSuppressed(suppressedSince);
+    for (const [key, value] of kept) if (value !== undefined && value.length > 0) this.ctx.storage.kv.put(key, value);
   }
 
   #assertOwnKey(stored: string, given: string): void {

@@ -61,17 +61,17 @@ describe("handOff", () => {
   it("makes exactly one record call per distinct user and sums the results", async () => {
     const { calls, stubFor } = fakes();
     const outcome = await handOff([event("1", "u1"), event("2", "u2"), event("3", "u1")], stubFor);
-    expect(outcome).toEqual({ accepted: 3, duplicates: 0, suppressed: 0, users: 2 });
+    expect(outcome).toEqual({ accepted: 3, duplicates: 0, suppressed: 0, users: 2, suppressedKeys: [] });
     expect(calls).toEqual([
       { key: "u:u1", messageIds: ["1", "3"] },
       { key: "u:u2", messageIds: ["2"] },
     ]);
   });
 
-  it("counts a suppressed user's events apart from the accepted ones", async () => {
+  it("counts a suppressed user's events apart from the accepted ones, and names the suppressed users", async () => {
     const { stubFor } = fakes({ "u:u2": ["suppressed"] });
     const outcome = await handOff([event("1", "u1"), event("2", "u2"), event("3", "u2")], stubFor);
-    expect(outcome).toEqual({ accepted: 1, duplicates: 0, suppressed: 2, users: 2 });
+    expect(outcome).toEqual({ accepted: 1, duplicates: 0, suppressed: 2, users: 2, suppressedKeys: ["u:u2"] });
   });
 
   it("calls all users in parallel", async () => {

@@ -7,6 +7,7 @@ import {
   type NormalizeResult,
   normalizeEvent,
   type RejectionCode,
+  rawUserKey,
 } from "../../src/collect/normalize.ts";
 import { parseIsoTimestamp, resolveTimestamp } from "../../src/collect/timestamps.ts";
 import { MAX_PRODUCT_ID_CHARS } from "../../src/session/limits.ts";
@@ -193,6 +194,20 @@ describe("normalizeEvent: rejections", () => {
     const base = { type: "track", event: "e", userId: "u", properties: { pad: "" } };
     const chars = Math.floor((MAX_EVENT_BYTES - jsonSize(base)) / 3) + 1;
     await rejected({ ...base, properties: { pad: "€".repeat(chars) } }, "event_too_large");
+  });
+});
+
+describe("rawUserKey: whose a rejected event is", () => {
+  it("reads the ids as collection does: userId first, a number as its text, an invalid id as none", () => {
+    expect(rawUserKey({ type: "track", userId: "u1", anonymousId: "a1" })).toBe("u:u1");
+    expect(rawUserKey({ userId: 12346 })).toBe("u:12346");
+    expect(rawUserKey({ userId: "", anonymousId: "a1" })).toBe("a:a1");
+    expect(rawUserKey({ userId: { id: 1 }, anonymousId: "a1" })).toBe("a:a1");
+    expect(rawUserKey({ userId: "x".repeat(MAX_ID_LENGTH + 1) })).toBeNull();
+    expect(rawUserKey({ userId: "x\ud800" })).toBeNull();
+    expect(rawUserKey({ type: "track" })).toBeNull();
+    expect(rawUserKey([{ userId: "u1" }])).toBeNull();
+    expect(rawUserKey("u1")).toBeNull();
   });
 });
 

@@ -30,6 +30,7 @@ function failing(userKey: string, error: () => Error, times = 1) {
           }
           return stub.record(key, events);
         },
+        suppression: () => stub.suppression(),
       };
     },
   } as unknown as Env["SESSION_STATE"];

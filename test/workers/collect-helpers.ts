@@ -1,10 +1,11 @@
 // Helpers shared by the collection and admin Worker tests (test/workers/collect-*.test.ts, admin-*.test.ts).
-import { runDurableObjectAlarm } from "cloudflare:test";
+import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
 import { expect } from "vitest";
 import { createApp } from "../../src/app.ts";
 import type { CollectedEvent, RecordResult } from "../../src/collect/event.ts";
 import type { CollectResponse } from "../../src/collect/routes.ts";
+import type { SessionState } from "../../src/session/session-state.ts";
 import { EVENT_STREAM, STREAM_FIELDS } from "../../src/session/stream.ts";
 import { openRedis } from "../../src/stores/redis.ts";
 
@@ -108,10 +109,43 @@ export function recordingSessions(fail?: (call: RecordCall, attempt: number) => 
           if (error) throw error;
           return { accepted: events.length, duplicates: 0 };
         },
+        // Collection asks it whose rejected events these are (a suppressed user's are not kept).
+        suppression: () => env.SESSION_STATE.getByName(objectName).suppression(),
       };
     },
   } as unknown as Env["SESSION_STATE"];
   return { namespace, calls };
+}
+
+export type SessionCalls = Pick<
+  DurableObjectStub<SessionState>,
+  "handOver" | "release" | "erase" | "relay" | "snapshot" | "suppression"
+>;
+
+/**
+ * Routes session object `key`'s calls to other session objects through `override` (fault and delay injection; the
+ * object keeps the wrapper until it is evicted).
+ */
+export async function wrapSessions(
+  key: string,
+  override: (name: string, other: SessionCalls) => Partial<Record<keyof SessionCalls, unknown>>,
+): Promise<void> {
+  await runInDurableObject(env.SESSION_STATE.getByName(key), (o: SessionState) => {
+    const real = (o as unknown as { env: Env }).env;
+    const sessions = {
+      getByName(name: string) {
+        const other = real.SESSION_STATE.getByName(name);
+        return {
+          handOver: (...args: [string, string, boolean]) => other.handOver(...args),
+          release: (intoKey: string) => other.release(intoKey),
+          erase: (options: { suppress: boolean }) => other.erase(options),
+          relay: (...args: [string, CollectedEvent[], number]) => other.relay(...args),
+          ...override(name, other),
+        };
+      },
+    };
+    (o as unknown as { env: Env }).env = { ...real, SESSION_STATE: sessions } as unknown as Env;
+  });
 }
 
 /** A second Redis client: the warehouse stream, read back to see what a SessionState object received. */

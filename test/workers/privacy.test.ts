@@ -2,22 +2,25 @@
 // a user's data is put everywhere through the real paths (collection API → session objects → outbox → stream →
 // loader → Postgres; a rejected event → dead letters), erased with one admin call, and every store is then read
 // back through its own client — not through the code under test. Another user's data must survive.
+import { runInDurableObject } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { runLoader } from "../../src/batch/loader.ts";
 import type { CollectedEvent } from "../../src/collect/event.ts";
 import { userListKey } from "../../src/publish/keys.ts";
+import type { SessionState } from "../../src/session/session-state.ts";
 import { EVENT_STREAM, STREAM_FIELDS } from "../../src/session/stream.ts";
 import { openClient } from "../../src/stores/db.ts";
 import { append, dbSettings, event, loaderRedis, redis, sql, streamNames, withDb } from "./batch-helpers.ts";
-import { ADMIN_KEY, BASE, basic, collect, streamedEvent, uid, WRITE_KEY } from "./collect-helpers.ts";
+import { ADMIN_KEY, BASE, basic, collect, streamedEvent, uid, WRITE_KEY, wrapSessions } from "./collect-helpers.ts";
+import { appFetch } from "./rank-helpers.ts";
 
 const admin = (method: string, path: string) =>
   exports.default.fetch(new Request(`${BASE}${path}`, { method, headers: { authorization: `Bearer ${ADMIN_KEY}` } }));
 
 const send = (path: string, body: unknown) => collect(path, body, { headers: { authorization: basic(WRITE_KEY) } });
 
-const viewEvent = (ids: { userId?: string; anonymousId?: string }, productId: string) => ({
+const viewEvent = (ids: { userId?: string | number; anonymousId?: string }, productId: string) => ({
   type: "track",
   event: "Product Viewed",
   properties: { product_id: productId, price: 10 },
@@ -219,6 +222,108 @@ describe("erasure", () => {
     expect(await sql(`select 1 from events where user_id = $1`, [userId])).toEqual([]);
   });
 
+  it("erases the dead letters that name the user by a numeric userId, and not a number of another field", async () => {
+    // Clients may send a numeric userId; collection accepts it as the string id.
+    const n = 900_000_000 + Math.floor(Math.random() * 99_999_999);
+    const rejected = { type: "track", userId: n, messageId: uid("m") }; // no event name → dead letter
+    const res = await send("/v1/batch", { batch: [viewEvent({ userId: n }, "p-1"), rejected] });
+    expect(res.rejected.map((r) => r.index)).toEqual([1]);
+    // Another user's rejected event holding the same digits as a quantity must stay.
+    const other = { type: "track", userId: uid("other"), properties: { quantity: n }, messageId: uid("m") };
+    expect((await send("/v1/batch", { batch: [other] })).rejected).toHaveLength(1);
+    const before = (await (await admin("GET", `/v1/admin/users/${n}/erasure?kind=user`)).json()) as {
+      left: { deadLetters: number };
+    };
+    expect(before.left.deadLetters).toBe(1);
+
+    const report = (await (await admin("DELETE", `/v1/admin/users/${n}?kind=user`)).json()) as {
+      deleted: { deadLetters: number };
+      verification: { clean: boolean };
+    };
+    expect(report).toMatchObject({ deleted: { deadLetters: 1 }, verification: { clean: true } });
+    const dead = (await (await admin("GET", "/v1/admin/dead-letters?source=local&limit=1000")).json()) as {
+      deadLetters: { messageId: string | null }[];
+    };
+    const ids = dead.deadLetters.map((d) => d.messageId);
+    expect(ids).not.toContain(rejected.messageId);
+    expect(ids).toContain(other.messageId);
+  });
+
+  it("records a merged visitor object it could not reach as erased, reports it, and reaches it when erased again", async () => {
+    const [user, anon] = [uid("user"), uid("anon")];
+    const [u, a] = [`u:${user}`, `a:${anon}`];
+    // Pre-login events still in the visitor's outbox (Redis unreachable for that object).
+    await runInDurableObject(env.SESSION_STATE.getByName(a), (o: SessionState) => {
+      o.redisSettings = () => ({ url: "http://127.0.0.1:9", token: "nope" });
+    });
+    expect((await send("/v1/track", viewEvent({ anonymousId: anon }, "secret-prelogin"))).accepted).toBe(1);
+    // The login merges the visitor into the user (released: its outbox stays with the visitor's object).
+    expect((await send("/v1/track", viewEvent({ userId: user, anonymousId: anon }, "p-login"))).accepted).toBe(1);
+    expect((await env.SESSION_STATE.getByName(u).snapshot(u)).mergedKeys).toContain(a);
+    // The visitor's object does not answer the erasure: neither the user's object's call nor the direct one.
+    const unreachable = () => Promise.reject(new Error("injected: object unreachable"));
+    await wrapSessions(u, (name) => (name === a ? { erase: unreachable } : {}));
+    const sessions = {
+      getByName(name: string) {
+        const real = env.SESSION_STATE.getByName(name);
+        if (name !== a) return real;
+        return { erase: unreachable, snapshot: () => real.snapshot(), suppression: () => real.suppression() };
+      },
+    } as unknown as Env["SESSION_STATE"];
+    const res = await appFetch({ ...env, SESSION_STATE: sessions }, `/v1/admin/users/${user}?kind=user`, {
+      method: "DELETE",
+      headers: { authorization: `Bearer ${ADMIN_KEY}` },
+    });
+    expect(res.status).toBe(200);
+    const first = (await res.json()) as {
+      userKeys: string[];
+      deleted: { sessionObjects: string[]; unreached: string[] };
+      verification: { clean: boolean; left: { sessionObjects: string[] } };
+    };
+    expect(first).toMatchObject({
+      userKeys: [a, u].sort(),
+      deleted: { sessionObjects: [u], unreached: [a] },
+      verification: { clean: false, left: { sessionObjects: [a] } },
+    });
+    // Recorded as erased in the warehouse (the loader drops its events received before now).
+    const rows = await sql<{ subject: string }>(`select subject from erased_users where user_key = $1`, [a]);
+    expect(rows).toEqual([{ subject: u }]);
+
+    // Reachable again: the next erasure finishes it.
+    const second = (await (await admin("DELETE", `/v1/admin/users/${user}?kind=user`)).json()) as {
+      userKeys: string[];
+      deleted: { sessionObjects: string[]; unreached: string[] };
+      verification: { clean: boolean };
+    };
+    expect(second).toMatchObject({
+      userKeys: [a, u].sort(),
+      deleted: { unreached: [] },
+      verification: { clean: true },
+    });
+    expect(second.deleted.sessionObjects).toContain(a);
+    const visitor = await env.SESSION_STATE.getByName(a).snapshot(a);
+    expect({ exists: visitor.exists, pending: visitor.outbox.pending }).toEqual({ exists: false, pending: 0 });
+  });
+
+  it("answers 503 with Retry-After when a dead-letter object fails, and erasing again completes", async () => {
+    const userId = uid("dl-down");
+    await send("/v1/track", viewEvent({ userId }, "p-1"));
+    const broken = {
+      getByName: () => ({ eraseMentions: () => Promise.reject(new Error("injected: dead letters down")) }),
+    } as unknown as Env["DEAD_LETTERS"];
+    const res = await appFetch({ ...env, DEAD_LETTERS: broken }, `/v1/admin/users/${userId}?kind=user`, {
+      method: "DELETE",
+      headers: { authorization: `Bearer ${ADMIN_KEY}` },
+    });
+    expect(res.status).toBe(503);
+    expect(res.headers.get("retry-after")).not.toBeNull();
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe("dependency_unavailable");
+    const again = (await (await admin("DELETE", `/v1/admin/users/${userId}?kind=user`)).json()) as {
+      verification: { clean: boolean };
+    };
+    expect(again.verification.clean).toBe(true);
+  });
+
   it("refuses a missing or wrong kind, a bad suppress flag, and callers without the admin key", async () => {
     const id = uid("x");
     for (const [path, code] of [
@@ -269,6 +374,64 @@ describe("suppression", () => {
     expect(back).toMatchObject({ accepted: 1 });
     expect(back.suppressed).toBeUndefined();
     expect((await env.SESSION_STATE.getByName(`u:${userId}`).snapshot()).counters.events).toBe(1);
+  });
+
+  it("lifting a suppression also lifts it on the devices the user logged in from while suppressed", async () => {
+    const userId = uid("opt-out");
+    await send("/v1/track", viewEvent({ userId }, "p-1"));
+    expect((await admin("DELETE", `/v1/admin/users/${userId}?kind=user&suppress=true`)).status).toBe(200);
+    // A login on a new device while suppressed: the device's object is erased and suppressed.
+    const device = uid("device");
+    expect(await send("/v1/track", viewEvent({ userId, anonymousId: device }, "p-2"))).toMatchObject({ suppressed: 1 });
+    expect((await env.SESSION_STATE.getByName(`a:${device}`).suppression()).suppressed).toBe(true);
+    // The user opts back in.
+    expect((await admin("DELETE", `/v1/admin/users/${userId}/suppression?kind=user`)).status).toBe(200);
+    const state = (await (await admin("GET", `/v1/admin/users/${device}/suppression?kind=anonymous`)).json()) as {
+      suppressed: boolean;
+    };
+    expect(state.suppressed).toBe(false);
+    const later = await send("/v1/track", viewEvent({ anonymousId: device }, "p-3"));
+    expect(later).toMatchObject({ accepted: 1 });
+    expect(later.suppressed).toBeUndefined();
+  });
+
+  it("suppression without erasure reaches every merged visitor, more than a snapshot lists", async () => {
+    const userId = uid("many-devices");
+    const devices = Array.from({ length: 60 }, (_, i) => uid(`d${i}`));
+    const identifies = devices.map((anonymousId) => ({ type: "identify", userId, anonymousId, messageId: uid("m") }));
+    expect((await send("/v1/batch", { batch: identifies })).accepted).toBe(60);
+    expect((await admin("PUT", `/v1/admin/users/${userId}/suppression?kind=user`)).status).toBe(200);
+    const states = await Promise.all(devices.map((d) => env.SESSION_STATE.getByName(`a:${d}`).suppression()));
+    expect(states.filter((s) => !s.suppressed)).toHaveLength(0);
+  });
+
+  it("stores no dead letter of a suppressed user's rejected events", async () => {
+    const userId = uid("opted-out");
+    await send("/v1/track", viewEvent({ userId }, "p-1"));
+    expect((await admin("DELETE", `/v1/admin/users/${userId}?kind=user&suppress=true`)).status).toBe(200);
+    // The client keeps sending; some events are malformed (no event name), with the user's traits in them: beside
+    // an event of the user (its object answers suppressed) and alone in a request.
+    const malformed = () => ({ type: "track", userId, traits: { email: "x@example.com" }, messageId: uid("m") });
+    const [beside, alone] = [malformed(), malformed()];
+    const res = await send("/v1/batch", { batch: [viewEvent({ userId }, "p-2"), beside] });
+    expect(res).toMatchObject({ accepted: 0, suppressed: 1 });
+    expect(res.rejected.map((r) => r.index)).toEqual([1]);
+    expect((await send("/v1/batch", { batch: [alone] })).rejected.map((r) => r.index)).toEqual([0]);
+    // Another user's rejected event in the same request is kept.
+    const kept = { type: "track", userId: uid("someone"), messageId: uid("m") };
+    expect((await send("/v1/batch", { batch: [malformed(), kept] })).rejected).toHaveLength(2);
+    const dead = (await (await admin("GET", "/v1/admin/dead-letters?source=local&limit=1000")).json()) as {
+      deadLetters: { messageId: string | null }[];
+    };
+    const ids = dead.deadLetters.map((d) => d.messageId);
+    expect(ids).not.toContain(beside.messageId);
+    expect(ids).not.toContain(alone.messageId);
+    expect(ids).toContain(kept.messageId);
+    const check = (await (await admin("GET", `/v1/admin/users/${userId}/erasure?kind=user`)).json()) as {
+      clean: boolean;
+      left: { deadLetters: number };
+    };
+    expect({ clean: check.clean, deadLetters: check.left.deadLetters }).toEqual({ clean: true, deadLetters: 0 });
   });
 
   it("suppression without erasure keeps the data and refuses new events until lifted", async () => {

@@ -19,6 +19,7 @@ import {
 import { HALF_LIFE_MS } from "../../src/session/weights.ts";
 import { openRedis } from "../../src/stores/redis.ts";
 import { collectedEvent } from "../support/events.ts";
+import { wrapSessions } from "./collect-helpers.ts";
 
 const T0 = Date.parse("2026-11-20T10:00:00.000Z");
 
@@ -67,6 +68,16 @@ async function failure(call: Promise<unknown>): Promise<string> {
 }
 
 const stub = (key: string) => env.SESSION_STATE.getByName(key);
+
+/** Every hand-over the object asks for takes 300 ms: an erasure can land while a record awaits it. */
+async function slowHandOvers(key: string): Promise<void> {
+  await wrapSessions(key, (_name, other) => ({
+    handOver: async (...args: [string, string, boolean]) => {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      return other.handOver(...args);
+    },
+  }));
+}
 
 /** Fixes the object's clock (it reads time only through `clock`). */
 async function setClock(key: string, now: number): Promise<void> {
@@ -595,25 +606,7 @@ describe("identity merge", () => {
   it("stores nothing of an event whose user was erased and suppressed while its record awaited a hand-over", async () => {
     const [user, anon] = [uid("user"), uid("anon")];
     const u = `u:${user}`;
-    // The hand-over to the visitor's object takes 300 ms: the erase lands while record awaits it.
-    await runInDurableObject(stub(u), (o: SessionState) => {
-      const real = (o as unknown as { env: Env }).env;
-      const slow = {
-        getByName(name: string) {
-          const other = real.SESSION_STATE.getByName(name);
-          return {
-            handOver: async (...args: [string, string, boolean]) => {
-              await new Promise((resolve) => setTimeout(resolve, 300));
-              return other.handOver(...args);
-            },
-            release: (key: string) => other.release(key),
-            erase: (options: { suppress: boolean }) => other.erase(options),
-            relay: (...args: [string, CollectedEvent[], number]) => other.relay(...args),
-          };
-        },
-      };
-      (o as unknown as { env: Env }).env = { ...real, SESSION_STATE: slow } as unknown as Env;
-    });
+    await slowHandOvers(u);
     const viewed = track("Product Viewed", { product_id: "secret" }, { userId: user, anonymousId: anon });
     const pending = stub(u).record(u, [viewed]);
     await new Promise((resolve) => setTimeout(resolve, 50));
@@ -622,6 +615,57 @@ describe("identity merge", () => {
     const after = await stub(u).snapshot(u);
     expect(after).toMatchObject({ exists: false, suppressed: true, viewed: [] });
     expect(after.outbox.pending).toBe(0);
+  });
+
+  it("erases a visitor whose hand-over an erasure overtook, so the next login cannot merge its data back", async () => {
+    const [user, anon] = [uid("user"), uid("anon")];
+    const [u, a] = [`u:${user}`, `a:${anon}`];
+    await stub(a).record(a, [track("Product Viewed", { product_id: "secret-prelogin" }, { anonymousId: anon })]);
+    await slowHandOvers(u);
+    // The login is in flight (its hand-over takes 300 ms) when the user is erased, without suppression.
+    const login = track("Product Viewed", { product_id: "p-login" }, { userId: user, anonymousId: anon });
+    const pending = stub(u).record(u, [login]);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(await stub(u).erase({ suppress: false })).toMatchObject({ complete: true, unreached: [] });
+    await pending;
+    // Read back from the visitor's own object: its pre-login history is gone, and it is not suppressed.
+    const visitor = await stub(a).snapshot(a);
+    expect({ exists: visitor.exists, viewed: visitor.viewed, pending: visitor.outbox.pending }).toEqual({
+      exists: false,
+      viewed: [],
+      pending: 0,
+    });
+    expect((await stub(a).suppression()).suppressed).toBe(false);
+    // The user's next login on that device brings nothing of it back.
+    await stub(u).record(u, [track("Product Viewed", { product_id: "p-next" }, { userId: user, anonymousId: anon })]);
+    expect((await stub(u).snapshot(u)).viewed).not.toContain("secret-prelogin");
+  });
+
+  it("remembers a merged object an erasure could not reach, and the next erasure erases it", async () => {
+    const [user, anon] = [uid("user"), uid("anon")];
+    const [u, a] = [`u:${user}`, `a:${anon}`];
+    await stub(a).record(a, [track("Product Viewed", { product_id: "secret" }, { anonymousId: anon })]);
+    await stub(u).record(u, [identify(user, anon)]);
+    expect((await stub(u).snapshot(u)).mergedKeys).toContain(a);
+    // The erasure's call to the visitor's object fails once.
+    let failOnce = true;
+    await wrapSessions(u, (name, other) => ({
+      erase: async (options: { suppress: boolean }) => {
+        if (name === a && failOnce) {
+          failOnce = false;
+          throw new Error("injected: object unreachable");
+        }
+        return other.erase(options);
+      },
+    }));
+    expect(await stub(u).erase({ suppress: false })).toEqual({ erased: [u], complete: false, unreached: [a] });
+    expect((await stub(a).snapshot(a)).exists).toBe(true);
+    // The user's object no longer holds data, yet the next erasure still calls the visitor's object.
+    expect((await stub(u).snapshot(u)).exists).toBe(false);
+    expect(await stub(u).linkedKeys()).toEqual([a]);
+    expect(await stub(u).erase({ suppress: false })).toEqual({ erased: [a], complete: true, unreached: [] });
+    expect((await stub(a).snapshot(a)).exists).toBe(false);
+    expect(await stub(u).linkedKeys()).toEqual([]);
   });
 
   it("does not merge a visitor id that already belongs to another user", async () => {
