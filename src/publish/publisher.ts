@@ -12,10 +12,13 @@
 //   shared                                              catalog shards and popular/trending lists, only when their
 //                                                       content changed (new immutable keys under V), then the
 //                                                       pointer — the one write that makes V visible
+// A users or user_tombstones step records its keys under the shared erasure lock, leaving out (and deleting from KV
+// again) every user erased after the step read its list (docs/privacy.md).
 // Nothing changed anywhere → no key and no pointer is written, and V is not used.
 // Every step is idempotent: an alarm re-run after a crash rewrites V's entries with the same content.
 import { sql } from "drizzle-orm";
 import type { Executor } from "../batch/bulk.ts";
+import type { Database } from "../stores/db.ts";
 import { syncState } from "../stores/schema.ts";
 import {
   type CatalogManifest,
@@ -45,6 +48,7 @@ import {
   publishedHashes,
   readChanges,
   recordPublished,
+  recordPublishedUsers,
   STABLE_PHASES,
   type StablePhase,
   TOMBSTONE_HASH,
@@ -78,6 +82,8 @@ export interface JobStats {
   sharedWritten: number;
   /** Ids whose key would exceed KV's key length limit. */
   skipped: number;
+  /** User keys written and deleted again because the user was erased while the step wrote them. */
+  erased?: number;
   steps: number;
   invocations: number;
   opsTotal: number;
@@ -101,6 +107,8 @@ export interface PublishJob {
   settled: boolean;
   failures: number;
   stats: JobStats;
+  /** `u:<userKey>` keys of users erased while a step wrote them, still to delete (the KV budget ran out). */
+  erasedKeys?: string[];
 }
 
 export function newStats(): JobStats {
@@ -118,7 +126,7 @@ export function newStats(): JobStats {
 }
 
 export interface Step {
-  db: Executor;
+  db: Pick<Database, "execute" | "$client">;
   kv: KvBudget;
   job: PublishJob;
   /** The pointer currently served (null: never published). */
@@ -139,7 +147,23 @@ export async function sha256Hex(text: string): Promise<string> {
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-/** Stable keys of one phase step: read the changed ones, merge with their current values, write, record. */
+/** Deletes the keys of users erased during a step, as far as the KV budget goes; true when none is left. */
+async function deleteErasedKeys(s: Step): Promise<boolean> {
+  const pending = s.job.erasedKeys ?? [];
+  while (pending.length > 0 && s.kv.left > 0) {
+    await s.kv.delete(pending[0] as string);
+    pending.shift();
+  }
+  if (pending.length > 0) return false;
+  delete s.job.erasedKeys;
+  return true;
+}
+
+/**
+ * Stable keys of one phase step: read the changed ones, merge with their current values, write, record. A user
+ * erased after the read (its erasure may have deleted the key before this step wrote it back) is not recorded, and
+ * its key is deleted again; an erasure that commits after the record waits for it and deletes the key itself.
+ */
 async function stableStep(s: Step, phase: StablePhase, limit: number): Promise<boolean> {
   const { job, kv, db } = s;
   const batch = await readChanges(db, phase, job.cursor, limit);
@@ -149,8 +173,17 @@ async function stableStep(s: Step, phase: StablePhase, limit: number): Promise<b
       (c) => [c.key, mergeStable(previous.get(c.key) ?? null, job.version, job.generatedAt, c.list)] as const,
     );
     await kv.putAll(pairs);
-    await recordPublished(db, batch.changes, job.version);
+    let erased = new Set<string>();
+    if (phase === "users" || phase === "user_tombstones") {
+      erased = new Set(await recordPublishedUsers(db, batch.changes, job.version, batch.snapshot));
+      if (erased.size > 0) {
+        job.erasedKeys = [...(job.erasedKeys ?? []), ...erased];
+        job.stats.erased = (job.stats.erased ?? 0) + erased.size;
+        await deleteErasedKeys(s);
+      }
+    } else await recordPublished(db, batch.changes, job.version);
     for (const c of batch.changes) {
+      if (erased.has(c.key)) continue;
       if (c.hash === TOMBSTONE_HASH) job.stats.tombstones++;
       else job.stats.written++;
     }
@@ -293,6 +326,7 @@ async function sharedAndPointer(s: Step): Promise<Pointer | null | "budget"> {
 export async function advance(s: Step): Promise<Outcome> {
   const { job, kv } = s;
   const deadline = s.now() + ALARM_WALL_BUDGET_MS;
+  if (!(await deleteErasedKeys(s))) return { kind: "continue", delayMs: 0 };
   while (isStable(job.phase)) {
     const limit = Math.min(KV_BULK_GET_MAX, kv.left - 1);
     if (limit < 1 || s.now() > deadline) return { kind: "continue", delayMs: 0 };
@@ -303,6 +337,8 @@ export async function advance(s: Step): Promise<Outcome> {
     }
     await s.onProgress?.(job);
   }
+  // A step that found erased users with too little KV budget left to delete their keys: the next alarm does.
+  if (job.erasedKeys?.length) return { kind: "continue", delayMs: 0 };
   if (job.phase === "settle") {
     job.phase = "shared";
     const stableChanged = job.stats.written + job.stats.tombstones > 0;

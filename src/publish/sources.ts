@@ -7,9 +7,12 @@
 // small steps across many invocations, each costing the same wherever the cursor stands.
 import { sql } from "drizzle-orm";
 import type { Executor } from "../batch/bulk.ts";
+import { holdErasureLockShared } from "../privacy/warehouse.ts";
 import { ADJACENT_SPAN, ORDER_TOP_NEIGHBOURS } from "../rank/catalog.ts";
+import { type Database, transaction } from "../stores/db.ts";
 import {
   catalog,
+  erasedUsers,
   itemNeighbors,
   modelVersions,
   popularItems,
@@ -46,6 +49,8 @@ export interface ChangeBatch {
   done: boolean;
   /** Ids skipped because their key would exceed KV's key length limit. */
   skipped: number;
+  /** The snapshot the read saw the warehouse in (pg_current_snapshot() as text; "" when nothing was read). */
+  snapshot: string;
 }
 
 type Row = Record<string, unknown>;
@@ -80,7 +85,13 @@ const changedOnly = (all: boolean, key: ReturnType<typeof sql>, list: ReturnType
  * otherwise the window's end.
  */
 function batchOf(result: Row[], cursor: string, limit: number, scan: number): ChangeBatch {
-  const batch: ChangeBatch = { changes: [], cursor, done: true, skipped: 0 };
+  const batch: ChangeBatch = {
+    changes: [],
+    cursor,
+    done: true,
+    skipped: 0,
+    snapshot: String(result[0]?.snapshot ?? ""),
+  };
   const scanned = Number(result[0]?.scanned ?? 0);
   if (scanned === 0) return batch;
   let found = 0;
@@ -99,6 +110,21 @@ function batchOf(result: Row[], cursor: string, limit: number, scan: number): Ch
   return batch;
 }
 
+/**
+ * Whether the user_candidates row `c` may be published: not when its user was erased (`erased_users`) at or after
+ * its model version was created, since the list may then hold what the erasure deleted — an external writer's list
+ * built from data read before the erasure (docs/recommenders.md, the external contract), for one. A version's
+ * `created_at` is taken before its lists read the warehouse (an external writer sets it to when its input was
+ * read), so a list built after the erasure has a later one. A row whose version is unknown is withheld too. One
+ * probe of erased_users' primary key per row, and one of model_versions' for the rare erased user: the `offset 0`
+ * keeps the planner from turning it into an anti-join, which walks erased_users from its first key on every step.
+ */
+const publishable = (c: ReturnType<typeof sql>) => sql`not exists (
+  select 1 from ${erasedUsers} e
+  where e.user_key = ${c}.user_key
+    and e.erased_at >= coalesce((select v.created_at from ${modelVersions} v where v.id = ${c}.model_version), '-infinity')
+  offset 0)`;
+
 async function userChanges(db: Executor, cursor: string, limit: number, all: boolean, scan: number) {
   // The window: the next `scan` user keys, from the primary key alone. Lists are built only inside it, and the
   // `offset 0` keeps each one built once per user (not once per use).
@@ -106,10 +132,10 @@ async function userChanges(db: Executor, cursor: string, limit: number, all: boo
     db,
     sql`
     with bound as (
-      select count(*)::int as scanned, max(k.user_key) as last
+      select count(*)::int as scanned, max(k.user_key) as last, pg_current_snapshot()::text as snapshot
       from (select c.user_key from ${userCandidates} c where c.user_key > ${cursor} order by c.user_key limit ${scan}) k
     )
-    select b.scanned, b.last, ${USER_PREFIX} || ch.id as key, ch.id as cursor, ch.list, md5(ch.list) as hash
+    select b.scanned, b.last, b.snapshot, ${USER_PREFIX} || ch.id as key, ch.id as cursor, ch.list, md5(ch.list) as hash
     from bound b
     left join lateral (
       select c.user_key as id, l.list
@@ -120,7 +146,7 @@ async function userChanges(db: Executor, cursor: string, limit: number, all: boo
                 where x.rank <= ${USER_LIST_MAX})::text as list
         offset 0
       ) l
-      where c.user_key > ${cursor} and c.user_key <= b.last
+      where c.user_key > ${cursor} and c.user_key <= b.last and ${publishable(sql`c`)}
         and ${changedOnly(all, sql`${USER_PREFIX} || c.user_key`, sql`l.list`)}
       order by c.user_key
       limit ${limit}
@@ -146,9 +172,10 @@ async function itemChanges(db: Executor, cursor: string, limit: number, all: boo
     ), bound as (
       select (select count(*)::int from keys) as scanned,
              (select json_build_array(k.kind, k.product_id)::text from keys k
-              order by k.kind desc, k.product_id desc limit 1) as last
+              order by k.kind desc, k.product_id desc limit 1) as last,
+             pg_current_snapshot()::text as snapshot
     )
-    select b.scanned, b.last, ${ITEM_PREFIX} || ch.kind || ':' || ch.id as key,
+    select b.scanned, b.last, b.snapshot, ${ITEM_PREFIX} || ch.kind || ':' || ch.id as key,
            json_build_array(ch.kind, ch.id)::text as cursor, ch.list, md5(ch.list) as hash
     from bound b
     left join lateral (
@@ -180,7 +207,7 @@ async function tombstones(db: Executor, phase: StablePhase, cursor: string, limi
           {
             prefix: USER_PREFIX,
             exists: (id: ReturnType<typeof sql>) =>
-              sql`exists (select 1 from ${userCandidates} c where c.user_key = ${id})`,
+              sql`exists (select 1 from ${userCandidates} c where c.user_key = ${id} and ${publishable(sql`c`)})`,
           },
         ]
       : NEIGHBOR_KEY_KINDS.map((kind) => ({
@@ -202,9 +229,9 @@ async function tombstones(db: Executor, phase: StablePhase, cursor: string, limi
       order by p.key
       limit ${scan}
     ), bound as (
-      select count(*)::int as scanned, max(k.key) as last from keys k
+      select count(*)::int as scanned, max(k.key) as last, pg_current_snapshot()::text as snapshot from keys k
     )
-    select b.scanned, b.last, ch.key, ch.key as cursor, ${TOMBSTONE_HASH}::text as hash, 'null' as list
+    select b.scanned, b.last, b.snapshot, ch.key, ch.key as cursor, ${TOMBSTONE_HASH}::text as hash, 'null' as list
     from bound b
     left join lateral (
       select k.key from (select * from keys order by key) k
@@ -252,6 +279,44 @@ export async function recordPublished(
     select r.key, r.hash, ${String(version)}, now() from json_to_recordset(${JSON.stringify(entries)}::json) as r(key text, hash text)
     on conflict (key) do update
       set content_hash = excluded.content_hash, version = excluded.version, published_at = excluded.published_at`);
+}
+
+/**
+ * Records a step of `u:<userKey>` keys just written to KV, except those whose user was erased after the step read
+ * them (an erasure its snapshot did not see), and returns those KV keys: the caller deletes them again, as the
+ * erasure did (the erasure may have deleted the key before the step wrote it back). One transaction under the
+ * shared erasure lock: an erasure that commits later waits for it, then deletes the record and the key itself.
+ */
+export async function recordPublishedUsers(
+  db: Pick<Database, "$client">,
+  entries: ReadonlyArray<{ key: string; hash: string }>,
+  version: number,
+  snapshot: string,
+): Promise<string[]> {
+  if (entries.length === 0) return [];
+  const userKeys = entries.map((e) => e.key.slice(USER_PREFIX.length));
+  return transaction(db, async (tx) => {
+    await holdErasureLockShared(tx);
+    const erased = await rows(
+      tx,
+      sql`
+      with erased as (
+        select ${USER_PREFIX} || e.user_key as key from ${erasedUsers} e
+        where e.user_key in (select jsonb_array_elements_text(${JSON.stringify(userKeys)}::jsonb))
+          and not pg_visible_in_snapshot(e.erased_xid, ${snapshot}::pg_snapshot)
+      ), recorded as (
+        insert into ${publishedKeys} (key, content_hash, version, published_at)
+        select r.key, r.hash, ${String(version)}, now()
+        from json_to_recordset(${JSON.stringify(entries)}::json) as r(key text, hash text)
+        where r.key not in (select key from erased)
+        on conflict (key) do update
+          set content_hash = excluded.content_hash, version = excluded.version, published_at = excluded.published_at
+        returning 1
+      )
+      select key from erased`,
+    );
+    return erased.map((r) => String(r.key));
+  });
 }
 
 /** content_hash and version of published keys (shared keys are recorded under their logical names). */

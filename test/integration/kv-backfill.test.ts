@@ -24,7 +24,7 @@ async function query(text: string, params: unknown[] = []) {
 }
 
 beforeAll(async () => {
-  const tables = ["model_versions", "user_candidates", "item_neighbors", "published_keys"];
+  const tables = ["model_versions", "user_candidates", "item_neighbors", "published_keys", "erased_users"];
   await query(
     [
       `create schema "${schema}"`,

@@ -42,7 +42,7 @@ const record = (changes: StableChange[]) => recordPublished(db, changes, 1);
 const userKey = (i: number) => `u:user${String(i).padStart(3, "0")}`;
 
 beforeAll(async () => {
-  const tables = ["model_versions", "user_candidates", "item_neighbors", "published_keys"];
+  const tables = ["model_versions", "user_candidates", "item_neighbors", "published_keys", "erased_users"];
   await pool.query(
     [
       `create schema "${schema}"`,

@@ -5,6 +5,7 @@ import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it } from "vitest";
 import { type RefreshReport, runRefresh } from "../../src/batch/refresh.ts";
+import { eraseWarehouse, subjectKeys } from "../../src/privacy/warehouse.ts";
 import {
   catalogItem,
   decodeCatalogShard,
@@ -410,6 +411,149 @@ describe("shared keys against what the pointer serves", () => {
     expect(failed).toBe(2);
     expect(await p1InStock(tag)).toMatchObject({ pointer: { version: 2, catalog: { version: 2 } }, inStock: false });
     expect((await stub.status()).lastVersion).toBe(2);
+  });
+});
+
+/** An erasure of `userKey` as eraseUser does it: the Postgres transaction, then the KV key. */
+async function erase(schema: string, userKey: string): Promise<void> {
+  const { db, end } = openDb(dbSettings(), schema);
+  try {
+    await eraseWarehouse(db, userKey, subjectKeys([userKey]), false);
+  } finally {
+    await end();
+  }
+  await kv().delete(userListKey(userKey));
+}
+
+/**
+ * The erasure of `userKey` commits (Postgres, then KV) just before the coordinator's first put of that user's key:
+ * after the publish step read the list and the key's current value, before it writes the key and records it.
+ */
+async function eraseDuringPut(stub: DurableObjectStub<PublishCoordinator>, schema: string, userKey: string) {
+  await runInDurableObject(stub, (instance: PublishCoordinator) => {
+    const counting = instance.wrapKv;
+    let armed = true;
+    instance.wrapKv = (raw) =>
+      new Proxy(counting(raw), {
+        get(target, prop, receiver) {
+          if (prop === "put") {
+            return async (key: string, ...rest: unknown[]) => {
+              if (armed && key === userListKey(userKey)) {
+                armed = false;
+                await erase(schema, userKey);
+              }
+              return (target.put as (...a: unknown[]) => Promise<void>)(key, ...rest);
+            };
+          }
+          const value = Reflect.get(target, prop, receiver) as unknown;
+          return typeof value === "function" ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+        },
+      });
+  });
+}
+
+describe("erasure against the publish", () => {
+  it("a step writing a user's key while the user is erased neither records the key nor leaves it in KV", async () => {
+    const { schema, q, stub, publish, tag } = await setup("erase");
+    await seed(q, tag);
+    const [alice, bob] = [`u:${tag}-alice`, `u:${tag}-bob`];
+    await publish(); // v1
+    await q("update user_candidates set scores[1] = 1.9 where user_key = $1", [alice]);
+    await eraseDuringPut(stub, schema, alice);
+    await publish(); // the step read alice's changed list; her erasure lands before its put
+    const recorded = await q("select key from published_keys where key = $1", [userListKey(alice)]);
+    const [run] = await q<{ stats: { erased?: number; written: number } }>(
+      "select stats from batch_runs where kind = 'publish' order by id desc limit 1",
+    );
+    await q("update user_candidates set scores[1] = 1.7 where user_key = $1", [bob]);
+    await publish(); // an unrelated change: its tombstone phase must not find alice's key
+    const pointer = decodePointer(await kv().get(POINTER_KEY));
+    const afterNext = await kv().get(userListKey(alice));
+    const rollback = await stub.rollback(1); // a rollback target (the current and the two before it)
+    expect({
+      recorded: recorded.length,
+      stats: { erased: run?.stats.erased, written: run?.stats.written },
+      afterNext,
+      rollback: rollback.ok,
+      afterRollback: await kv().get(userListKey(alice)),
+      bob: decodeUserList(await kv().get(userListKey(bob)), pointer?.version ?? 0)?.items[0]?.score,
+    }).toEqual({
+      recorded: 0,
+      stats: { erased: 1, written: 0 },
+      afterNext: null,
+      rollback: true,
+      afterRollback: null,
+      bob: expect.closeTo(1.7, 5),
+    });
+  });
+
+  it("deletes an erased user's key in the next alarm when the step's KV budget is spent", async () => {
+    const { schema, q, log, stub, publish, tag } = await setup("erase");
+    const model = await modelVersion(q, "user_candidates");
+    // opsPerAlarm 10: one step of 9 keys (one bulk get, 9 puts) spends the whole budget.
+    await q(
+      `insert into user_candidates (user_key, product_ids, scores, reasons, model_version)
+       select 'u:' || $1 || '-' || g, array['p1'], array[1.0], null, $2 from generate_series(1, 9) g`,
+      [tag, model],
+    );
+    await publish();
+    const carol = `u:${tag}-5`;
+    await q("update user_candidates set scores[1] = 2.0");
+    await eraseDuringPut(stub, schema, carol);
+    await publish({ opsPerAlarm: 10 });
+    const recorded = await q<{ key: string }>("select key from published_keys where key like 'u:%' order by key");
+    const invocationOf = (op: string) =>
+      log.findIndex((ops) => ops.some((o) => o.op === op && o.key === userListKey(carol)));
+    expect({
+      deletedInALaterAlarm: invocationOf("delete") > invocationOf("put"),
+      carol: await kv().get(userListKey(carol)),
+      recorded: recorded.map((r) => r.key),
+      other: decodeUserList(await kv().get(userListKey(`u:${tag}-4`)), 2)?.items[0]?.score,
+    }).toEqual({
+      deletedInALaterAlarm: true,
+      carol: null,
+      recorded: [1, 2, 3, 4, 6, 7, 8, 9].map((g) => userListKey(`u:${tag}-${g}`)),
+      other: 2,
+    });
+  });
+
+  it("never publishes an erased user's list built from data read before the erasure", async () => {
+    const { schema, q, publish, tag } = await setup("erase");
+    await seed(q, tag);
+    const [alice, bob, carol] = [`u:${tag}-alice`, `u:${tag}-bob`, `u:${tag}-carol`];
+    await publish(); // v1
+    await erase(schema, alice);
+    // carol was erased an hour ago and came back: lists computed since then are hers to get.
+    await q("insert into erased_users (user_key, subject, erased_at) values ($1, $1, now() - interval '1 hour')", [
+      carol,
+    ]);
+    // An external writer replaces user_candidates from its own tables, read before alice's erasure (its version's
+    // created_at: when its input was read) and without leaving erased users out.
+    const [external] = await q<{ id: string }>(
+      `insert into model_versions (model, version, source, status, created_at)
+       values ('user_candidates', $1, 'external', 'ready', (select erased_at from erased_users where user_key = $2) - interval '1 minute')
+       returning id`,
+      [`ext-${tag}`, alice],
+    );
+    await q("delete from user_candidates");
+    await q(
+      `insert into user_candidates (user_key, product_ids, scores, reasons, model_version) values
+         ($1, array['x1'], '{0.9}', null, $4), ($2, array['x2'], '{0.8}', null, $4), ($3, array['x3'], '{0.7}', null, $4)`,
+      [alice, bob, carol, external?.id],
+    );
+    await publish(); // v2
+    const recorded = await q<{ key: string }>("select key from published_keys where key like 'u:%' order by key");
+    expect({
+      alice: await kv().get(userListKey(alice)),
+      bob: decodeUserList(await kv().get(userListKey(bob)), 2)?.items.map((i) => i.productId),
+      carol: decodeUserList(await kv().get(userListKey(carol)), 2)?.items.map((i) => i.productId),
+      recorded: recorded.map((r) => r.key),
+    }).toEqual({
+      alice: null,
+      bob: ["x2"],
+      carol: ["x3"],
+      recorded: [userListKey(bob), userListKey(carol)].sort(),
+    });
   });
 });
 
