@@ -826,7 +826,7 @@ export async function runAbSim(options: AbSimOptions): Promise<Record<string, un
       experiment: AB_ID,
       report: ab,
       ctrDifference: ctr,
-      detected: ctr !== null && ctr.low > 0,
+      detected: ctr?.low != null && ctr.low > 0,
       trueEffect: truth,
       expectedGivenAssignment,
       sqlMatchesSimulation: abMatches,
@@ -866,7 +866,8 @@ const f2 = (x: number) => x.toFixed(2);
 /** A p-value; 0 is below what a double holds (< 1e-300). */
 const pv = (p: number | null | undefined) =>
   p === null || p === undefined ? "–" : p === 0 ? "< 1e-300" : p < 1e-4 ? p.toExponential(1) : p.toFixed(4);
-const ci = (x: { low: number; high: number }, f: (n: number) => string) => `[${f(x.low)}, ${f(x.high)}]`;
+const ci = (x: { low: number | null; high: number | null }, f: (n: number) => string) =>
+  x.low === null || x.high === null ? "–" : `[${f(x.low)}, ${f(x.high)}]`;
 const visitsOrNever = (v: number | null) => (v === null ? "not within the data" : `${v} visits`);
 
 /** The suite's tables. */
@@ -875,9 +876,9 @@ export function abSimMarkdown(r: Record<string, unknown>): string {
     report: ExperimentReport;
     ctrDifference: {
       difference: number;
-      low: number;
-      high: number;
-      pValue: number;
+      low: number | null;
+      high: number | null;
+      pValue: number | null;
       relativeLift: number | null;
     } | null;
     detected: boolean;
@@ -940,7 +941,8 @@ export function abSimMarkdown(r: Record<string, unknown>): string {
   out.push(
     "",
     `Detected (CI excludes 0): ${ab.detected ? "yes" : "no"}; true effect inside the CI: ${
-      ab.ctrDifference &&
+      ab.ctrDifference?.low != null &&
+      ab.ctrDifference.high != null &&
       ab.ctrDifference.low <= ab.trueEffect.difference &&
       ab.trueEffect.difference <= ab.ctrDifference.high
         ? "yes"

@@ -183,7 +183,11 @@ interface ReportArm {
   addToCartRate: { rate: number; low: number; high: number };
   conversion: { rate: number; low: number; high: number };
   revenuePerVisitor: { mean: number; low: number; high: number } | null;
-  vsControl: { ctr: { difference: number; pValue: number }; conversion: { difference: number; pValue: number } } | null;
+  /** pValue null below two visitors per arm (docs/experiments.md#report). */
+  vsControl: {
+    ctr: { difference: number; pValue: number | null };
+    conversion: { difference: number; pValue: number | null };
+  } | null;
 }
 
 interface Report {
@@ -191,6 +195,7 @@ interface Report {
   control: string | null;
   arms: ReportArm[];
   srm: { pValue: number; mismatch: boolean } | null;
+  crossed?: { visitors: number; exposures: number };
   interleaving: { a: string; b: string; wins: number; losses: number; ties: number; n: number; pValue: number } | null;
 }
 
@@ -224,19 +229,22 @@ Create one with <code>PUT /v1/admin/experiments</code> (docs/experiments.md).</p
 <td>${pct(a.addToCartRate.rate)}</td>
 <td>${pct(a.conversion.rate)} [${pct(a.conversion.low)}, ${pct(a.conversion.high)}]</td>
 <td>${a.revenuePerVisitor ? `${money(a.revenuePerVisitor.mean)} [${money(a.revenuePerVisitor.low)}, ${money(a.revenuePerVisitor.high)}]` : "–"}</td>
-<td>${a.vsControl ? `CTR ${a.vsControl.ctr.difference >= 0 ? "+" : ""}${pct(a.vsControl.ctr.difference)} (p ${a.vsControl.ctr.pValue.toFixed(3)})` : "–"}</td></tr>`,
+<td>${a.vsControl ? `CTR ${a.vsControl.ctr.difference >= 0 ? "+" : ""}${pct(a.vsControl.ctr.difference)} (p ${a.vsControl.ctr.pValue === null ? "–" : a.vsControl.ctr.pValue.toFixed(3)})` : "–"}</td></tr>`,
       )
       .join("");
     const srm = r.srm
       ? `<p>Sample ratio: p = ${r.srm.pValue.toFixed(4)}${r.srm.mismatch ? " — <strong>mismatch: the arms are not comparable</strong>" : " (consistent with the configured split)"}</p>`
       : "<p>Sample ratio: no visitors yet.</p>";
+    const crossed = r.crossed?.visitors
+      ? `<p>${r.crossed.visitors} visitor(s) seen in more than one arm: counted in their first arm only.</p>`
+      : "";
     const il = r.interleaving
       ? `<p>Interleaving: ${escapeHtml(r.interleaving.a)} won ${r.interleaving.wins}, ${escapeHtml(r.interleaving.b)} won ${r.interleaving.losses}, ties ${r.interleaving.ties} (sign test p = ${r.interleaving.pValue.toFixed(4)})</p>`
       : "";
     sections.push(`<h2>${escapeHtml(r.experiment.id)} <small>${escapeHtml(r.experiment.placement)} · ${escapeHtml(r.experiment.mode)}</small></h2>
 <table class="report"><thead><tr><th>arm</th><th>share</th><th>visitors</th><th>exposures</th><th>CTR [95 %]</th>
 <th>add to cart</th><th>conversion [95 %]</th><th>revenue / visitor [95 %]</th><th>vs control</th></tr></thead>
-<tbody>${rows}</tbody></table>${srm}${il}`);
+<tbody>${rows}</tbody></table>${srm}${crossed}${il}`);
   }
   return `<h1>Experiments</h1>
 <p>Document ${escapeHtml(doc.version)}. Exposures and events count once the warehouse has loaded them (the refresh

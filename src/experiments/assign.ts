@@ -91,8 +91,9 @@ export function unitInterval(key: string): number {
  * nothing else (not the config version, not the other experiments), so it is the same in every version of the
  * document; different experiments hash different keys, so a visitor's positions in two experiments are independent.
  *
- * `unit` is the visitor's stable id; the caller decides which. The ranking path will pass the anonymous id a visitor
- * was first seen with (not the user id a login adds later), so logging in keeps the arm.
+ * `unit` is the visitor's stable id; the caller decides which. The ranking path passes one per person: the anonymous
+ * id the person was first seen with (not the user id a login adds later), so logging in keeps the arm and every device
+ * of a user gets the same one (serve.ts assignmentUnit).
  */
 export function bucket(experimentId: string, unit: string): number {
   return unitInterval(`${experimentId}\u0000${unit}`);

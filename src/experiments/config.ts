@@ -30,7 +30,7 @@ export const ID_PATTERN = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 /** Placement names as the ranking config spells them; `rerank` and `similar` address those modes' lists. */
 export const PLACEMENT_PATTERN = /^[a-z][a-z0-9_]{0,31}$/;
 /** ISO-8601 date-time with an explicit zone (`Z` or `±hh:mm`): never a local time whose meaning depends on the host. */
-const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/;
+const ISO_TIME = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(?:Z|[+-](\d{2}):(\d{2}))$/;
 
 /**
  * What a variant ranks with. `popular`: the non-personal list — what the API answers when no visitor is named (the
@@ -78,10 +78,31 @@ const isNumber = (v: unknown): v is number => typeof v === "number" && Number.is
 const EXPERIMENT_FIELDS = ["id", "placement", "description", "start", "end", "holdout", "mode", "variants"];
 const VARIANT_FIELDS = ["id", "weight", "ranker"];
 const RESERVED_ARMS: readonly string[] = [HOLDOUT_ARM, INTERLEAVED_ARM];
+/** The experiment keys of the similar and rerank modes (their lists have no placement of the ranking config). */
+const MODE_PLACEMENTS: readonly string[] = ["similar", "rerank"];
 
-/** The time of an ISO-8601 date-time with an explicit zone, or null. */
+/**
+ * The time of an ISO-8601 date-time with an explicit zone, or null — also for a date or time that does not exist
+ * (2026-02-30, 24:00, minute 60, a zone of ±24:00 or more), which Date.parse would roll over into the next day or
+ * month.
+ */
 export function parseIsoTime(v: unknown): number | null {
-  if (typeof v !== "string" || !ISO_TIME.test(v)) return null;
+  if (typeof v !== "string") return null;
+  const m = ISO_TIME.exec(v);
+  if (!m) return null;
+  const [year, month, day, hour, minute, second, zoneHours, zoneMinutes] = m.slice(1, 9).map((x) => Number(x ?? 0));
+  if (year === undefined || month === undefined || day === undefined || month < 1 || month > 12) return null;
+  const leap = year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0);
+  const daysInMonth = month === 2 ? (leap ? 29 : 28) : [4, 6, 9, 11].includes(month) ? 30 : 31;
+  if (day < 1 || day > daysInMonth) return null;
+  if (
+    (hour as number) > 23 ||
+    (minute as number) > 59 ||
+    (second as number) > 59 ||
+    (zoneHours as number) > 23 ||
+    (zoneMinutes as number) > 59
+  )
+    return null;
   const t = Date.parse(v);
   return Number.isFinite(t) ? t : null;
 }
@@ -170,6 +191,15 @@ function parseExperiment(e: unknown, path: string, issue: (path: string, message
     e.variants.forEach((v, j) => {
       const variant = parseVariant(v, `variants[${j}]`, fail);
       if (!variant) return;
+      // similar and rerank rank fixed candidates (the product's neighbours and the popular list; the caller's list):
+      // a variant's `sources` would change nothing there, so it is refused rather than silently ignored.
+      if (
+        variant.ranker.kind === "ranker" &&
+        variant.ranker.sources &&
+        typeof e.placement === "string" &&
+        MODE_PLACEMENTS.includes(e.placement)
+      )
+        fail(`variants[${j}].ranker.sources`, `${e.placement} ranks fixed candidates: sources change nothing there`);
       const first = ids.get(variant.id);
       if (first !== undefined) fail(`variants[${j}].id`, `duplicate id; variants[${first}] has it`);
       else ids.set(variant.id, j);

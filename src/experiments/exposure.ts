@@ -26,7 +26,18 @@ export interface ExposureInput {
   productIds: readonly string[];
   /** Context products of the request (the product page's product). */
   context: readonly string[];
-  experiment: { id: string; arm: string; version: string; teams?: readonly ListTeam[] } | null;
+  /**
+   * The answer's experiment: `unit` is what the visitor was assigned by; `variants`, for an interleaved list, the
+   * ids of the variants its teams `a` and `b` stand for (a report reads them instead of the document's order).
+   */
+  experiment: {
+    id: string;
+    arm: string;
+    version: string;
+    unit?: string;
+    teams?: readonly ListTeam[];
+    variants?: readonly [string, string];
+  } | null;
   configVersion: string;
   snapshotVersion: number | null;
   now: number;
@@ -62,6 +73,8 @@ export function exposureEvent(x: ExposureInput): CollectedEvent {
       item_count: x.productIds.length,
       experiment_id: x.experiment?.id ?? null,
       arm: x.experiment?.arm ?? null,
+      ...(x.experiment?.unit ? { unit: x.experiment.unit } : {}),
+      ...(x.experiment?.variants ? { variants: [...x.experiment.variants] } : {}),
       experiments_version: x.experiment?.version ?? null,
       config_version: x.configVersion,
       snapshot_version: x.snapshotVersion,

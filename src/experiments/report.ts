@@ -9,6 +9,9 @@
 // names a `rec_id` qualifies for that exposure first. `last` touch credits each action to one exposure — the one
 // its rec_id names, else the latest; `any` touch credits it to every qualifying exposure (a visitor's revenue still
 // counts each order line once).
+//
+// The visitor is a person: every key resolves through `identities` (an anonymous id to the user it was first linked
+// to), exposures and actions alike, and each person is analysed in the arm of their first exposure only.
 import { sql } from "drizzle-orm";
 import type { Executor } from "../batch/bulk.ts";
 import { rows } from "../batch/recommenders/sql.ts";
@@ -86,7 +89,8 @@ export interface ArmReport extends ArmCounts {
   revenuePerVisitor: MeanEstimate | null;
   /**
    * Against the control arm (the first variant; for interleave experiments, the holdout): null for the control and
-   * while either arm has no exposure; its revenue difference null while either arm has fewer than two visitors.
+   * while either arm has no exposure; each difference's interval and p-value null while either arm has fewer than
+   * two visitors (or its standard error is 0), the revenue difference null then.
    */
   vsControl: {
     ctr: Difference;
@@ -102,36 +106,89 @@ export interface ExperimentReport {
   control: string | null;
   arms: ArmReport[];
   srm: SampleRatioCheck | null;
+  /**
+   * Visitors exposed in more than one arm (e.g. on a device before logging in, under another unit): each is analysed
+   * in the arm of their first exposure; `exposures`: their exposures in other arms, left out.
+   */
+  crossed: CrossedArms;
   /** Interleave experiments: the team credit of the interleaved arm's clicks (a = first variant). */
   interleaving: (InterleavingOutcome & { a: string; b: string }) | null;
 }
 
 const num = (v: unknown): number => (v === null || v === undefined ? 0 : Number(v));
 
-/** The attribution query: the qualifying (action, exposure) pairs, each action credited as the model says. */
-function credited(experimentId: string, o: ReportOptions) {
+/**
+ * The experiment's exposures, each under its person, and only those in the arm of the person's first exposure.
+ *
+ * A person is one key of the warehouse: an anonymous key `a:<id>` stands for the user `identities` links the
+ * anonymous id to — the link first seen, when it links to several users (ties by user id) —, any other key for
+ * itself. Exposures go under the key the request named (a visitor before a login, `a:<id>`, the user after), and
+ * the visitor's later events under the object that recorded them (`u:<user>` once merged): both name one person.
+ * `links` holds the links of every anonymous id that names an exposed person or that a user among them is linked
+ * to, so that actions recorded under any of the person's keys are found.
+ *
+ * `xp`: every exposure with its person; `firsts`: each person's first arm (earliest exposure, ties by message id);
+ * `x`: the exposures analysed — the person's (as `user_key`) in that arm only.
+ */
+function exposures(experimentId: string) {
   return sql`
-    x as (
-      select e.message_id as exposure, e.user_key, e.event_time as at, e.properties->>'rec_id' as rec_id,
+    x0 as (
+      select e.message_id as exposure, e.user_key as key, e.event_time as at, e.properties->>'rec_id' as rec_id,
              coalesce(e.properties->>'arm', '') as arm,
              case when jsonb_typeof(e.properties->'items') = 'array' then e.properties->'items' else '[]'::jsonb end
-               as items
+               as items,
+             case when jsonb_typeof(e.properties->'variants') = 'array' then e.properties->'variants'->>0 end
+               as variant_a,
+             case when jsonb_typeof(e.properties->'variants') = 'array' then e.properties->'variants'->>1 end
+               as variant_b
       from events e
       where e.type = 'track' and e.event = ${EXPOSURE_EVENT} and e.source_id = ${EXPOSURE_SOURCE}
         and e.properties->>'experiment_id' = ${experimentId}
     ),
+    exposed_keys as (select distinct key from x0),
+    exposed_users as (
+      select substr(key, 3) as user_id from exposed_keys where key like 'u:%'
+      union
+      select i.user_id from identities i join exposed_keys k on k.key = 'a:' || i.anonymous_id
+    ),
+    anon_ids as (
+      select substr(key, 3) as anonymous_id from exposed_keys where key like 'a:%'
+      union
+      select i.anonymous_id from identities i join exposed_users u on u.user_id = i.user_id
+    ),
+    links as (
+      select distinct on (i.anonymous_id) 'a:' || i.anonymous_id as key, 'u:' || i.user_id as person
+      from identities i join anon_ids a on a.anonymous_id = i.anonymous_id
+      order by i.anonymous_id, i.first_seen, i.user_id
+    ),
+    xp as (
+      select x0.*, coalesce(l.person, x0.key) as person from x0 left join links l on l.key = x0.key
+    ),
+    firsts as (select distinct on (person) person, arm from xp order by person, at, exposure),
+    x as (
+      select xp.exposure, xp.person as user_key, xp.at, xp.rec_id, xp.arm, xp.items, xp.variant_a, xp.variant_b
+      from xp join firsts f on f.person = xp.person and f.arm = xp.arm
+    )`;
+}
+
+/** The attribution query: the qualifying (action, exposure) pairs, each action credited as the model says. */
+function credited(experimentId: string, o: ReportOptions) {
+  return sql`
+    ${exposures(experimentId)},
     shown as (
       select x.exposure, x.user_key, x.at, x.rec_id, x.arm, i->>'product_id' as product_id,
              (i->>'position')::int as position, i->>'team' as team
       from x cross join lateral jsonb_array_elements(x.items) i
     ),
     acts as (
-      select i.message_id, i.position as line, i.user_key, i.product_id, i.event_time as at,
+      select i.message_id, i.position as line, coalesce(l.person, i.user_key) as user_key, i.product_id,
+             i.event_time as at,
              case i.kind when 'click' then 'click' when 'add_to_cart' then 'cart' else 'purchase' end as kind,
              case when i.kind = 'purchase' then coalesce(i.price, 0) * coalesce(i.quantity, 1) else 0 end as revenue,
              e.properties->>'rec_id' as rec_id
-      from interactions i join events e on e.message_id = i.message_id
-      where i.kind in ('click', 'add_to_cart', 'purchase') and i.user_key in (select user_key from x)
+      from interactions i join events e on e.message_id = i.message_id left join links l on l.key = i.user_key
+      where i.kind in ('click', 'add_to_cart', 'purchase')
+        and i.user_key in (select user_key from x union select key from links)
     ),
     matches as (
       select a.message_id, a.line, a.kind, a.revenue, s.exposure, s.arm, s.user_key, s.position, s.team,
@@ -145,6 +202,25 @@ function credited(experimentId: string, o: ReportOptions) {
                            * interval '1 millisecond'
     ),
     credited as (select * from matches where ${o.model}::text = 'any' or pick = 1)`;
+}
+
+/** Visitors (persons) whose exposures are in more than one arm, and their exposures left out of the analysis. */
+export interface CrossedArms {
+  visitors: number;
+  exposures: number;
+}
+
+/** The experiment's crossed visitors: each analysed in the arm of their first exposure, the rest left out. */
+export async function crossedArms(db: Executor, experimentId: string): Promise<CrossedArms> {
+  const [r] = await rows<Record<string, unknown>>(
+    db,
+    sql`
+    with ${exposures(experimentId)},
+    people as (select person, count(distinct arm) as arms from xp group by person)
+    select (select count(*) from people where arms > 1) as visitors,
+           (select count(*) from xp) - (select count(*) from x) as exposures`,
+  );
+  return { visitors: num(r?.visitors), exposures: num(r?.exposures) };
 }
 
 /** Per-arm counts (ArmCounts) for the experiment's exposures. */
@@ -206,8 +282,18 @@ export async function armCounts(db: Executor, experimentId: string, o: ReportOpt
   }));
 }
 
-/** The interleaved arm's impressions: credited clicks per team, one Credit per exposure (those without clicks too). */
-export async function teamCredits(db: Executor, experimentId: string, o: ReportOptions): Promise<Credit[]> {
+/**
+ * The interleaved arm's impressions: credited clicks per team, one Credit per exposure (those without clicks too).
+ * `variants`: the experiment's two variant ids in document order. An exposure that stored its teams' variants
+ * (`properties.variants`) is read by them: reversed (the document's variants reordered since) its credit is
+ * swapped, a different pair (a variant replaced) is left out; one without them is read in document order.
+ */
+export async function teamCredits(
+  db: Executor,
+  experimentId: string,
+  o: ReportOptions,
+  variants?: readonly [string, string],
+): Promise<Credit[]> {
   const result = await rows<Record<string, unknown>>(
     db,
     sql`
@@ -220,15 +306,20 @@ export async function teamCredits(db: Executor, experimentId: string, o: ReportO
       where kind = 'click'
       group by exposure
     )
-    select x.exposure, coalesce(t.a, 0) as a, coalesce(t.b, 0) as b
+    select x.exposure, coalesce(t.a, 0) as a, coalesce(t.b, 0) as b, x.variant_a, x.variant_b
     from x left join team_clicks t on t.exposure = x.exposure
     where x.arm = ${INTERLEAVED_ARM}
     order by x.exposure`,
   );
-  return result.map((r) => {
-    const a = num(r.a);
-    const b = num(r.b);
-    return { a, b, winner: a > b ? "a" : b > a ? "b" : "tie" };
+  return result.flatMap((r) => {
+    let a = num(r.a);
+    let b = num(r.b);
+    if (variants && r.variant_a != null) {
+      const stored = [String(r.variant_a), String(r.variant_b)];
+      if (stored[0] === variants[1] && stored[1] === variants[0]) [a, b] = [b, a];
+      else if (stored[0] !== variants[0] || stored[1] !== variants[1]) return [];
+    }
+    return [{ a, b, winner: a > b ? "a" : b > a ? "b" : "tie" } as Credit];
   });
 }
 
@@ -264,6 +355,7 @@ export function buildReport(
   counts: readonly ArmCounts[],
   options: ReportOptions,
   credits: readonly Credit[] | null,
+  crossed: CrossedArms = { visitors: 0, exposures: 0 },
 ): ExperimentReport {
   const shares = armShares(experiment);
   const shareOf = new Map(shares.map((s) => [s.arm, s.share]));
@@ -354,6 +446,7 @@ export function buildReport(
     control,
     arms,
     srm,
+    crossed,
     interleaving,
   };
 }
@@ -372,7 +465,10 @@ export async function experimentReport(
   return transaction(db, async (tx) => {
     await tx.execute(sql`set local enable_nestloop = off`);
     const counts = await armCounts(tx, experiment.id, options);
-    const credits = experiment.mode === "interleave" ? await teamCredits(tx, experiment.id, options) : null;
-    return buildReport(experiment, counts, options, credits);
+    const [a, b] = experiment.variants;
+    const credits =
+      experiment.mode === "interleave" && a && b ? await teamCredits(tx, experiment.id, options, [a.id, b.id]) : null;
+    const crossed = await crossedArms(tx, experiment.id);
+    return buildReport(experiment, counts, options, credits, crossed);
   });
 }

@@ -37,20 +37,31 @@ export function experimentPlacement(mode: "recommend" | "similar" | "rerank", pl
   return mode === "recommend" ? placement : mode;
 }
 
+/** The `degraded` flag of an answer that an experiment would have applied to but whose unit was unknown. */
+export const UNIT_UNKNOWN = "experiment_unit_unknown";
+
+/** An answer's assignment unit: a unit, no visitor at all, or a named visitor whose unit cannot be known. */
+export type AssignmentUnit = { status: "known"; unit: string } | { status: "none" } | { status: "unknown" };
+
 /**
- * The visitor's assignment unit: the anonymous id the request names (analytics SDKs keep it across a login), else
- * the oldest anonymous id merged into the visitor's object (a login on this identity keeps the arm it had as a
- * visitor), else the visitor's own id.
+ * The visitor's assignment unit (docs/experiments.md#serving). One per person, so that every device a user logs in
+ * on gets the same arm: for a named user, the first anonymous id merged into the user's object; before any merge,
+ * the anonymous id the request names (the one the login will merge), else the user's own key. For an anonymous
+ * visitor, their anonymous id. `merged`: the anonymous ids merged into the visitor's object, oldest last ([] when
+ * none or the object does not exist), or null when the session could not be read — then a user named without an
+ * anonymous id has no known unit (their arm may be that of an anonymous id merged into them).
  */
 export function assignmentUnit(
   requestAnonymousId: string | null,
   userKey: string | null,
-  mergedAnonymousIds: readonly string[] | null,
-): string | null {
-  if (requestAnonymousId) return `a:${requestAnonymousId}`;
-  const oldest = mergedAnonymousIds && mergedAnonymousIds.length > 0 ? mergedAnonymousIds.at(-1) : undefined;
-  if (oldest) return `a:${oldest}`;
-  return userKey;
+  merged: readonly string[] | null,
+): AssignmentUnit {
+  if (!userKey) return { status: "none" };
+  if (!userKey.startsWith("u:")) return { status: "known", unit: userKey };
+  const oldest = merged?.at(-1);
+  if (oldest) return { status: "known", unit: `a:${oldest}` };
+  if (requestAnonymousId) return { status: "known", unit: `a:${requestAnonymousId}` };
+  return merged ? { status: "known", unit: userKey } : { status: "unknown" };
 }
 
 /** The ranking config a variant's ranker means for this placement (or mode). */
@@ -102,9 +113,23 @@ export function planExperiment(
   return { ...base, plans: [rankerConfig(config, placement, variant.ranker)] };
 }
 
+/** The pins of a ranked list (merchandising rules: the item's first reason is `pinned:<rule>`) by slot index. */
+function pinsOf(list: readonly RankedItem[]): Array<[number, RankedItem]> {
+  return list.flatMap(
+    (item, i): Array<[number, RankedItem]> => (item.reasons[0]?.startsWith("pinned:") ? [[i, item]] : []),
+  );
+}
+
 /**
  * One list of two rankers' answers by team-draft interleaving, seeded by the answer's recId (the same recId always
  * gives the same list). Each item keeps the ranked item of the team that placed it.
+ *
+ * Pins (docs/experiments.md#interleaving) are merchandising, not either ranker's choice: every product either list
+ * pinned is taken out of both lists before the draft, and the pins are put back at their slots, team `pinned`. Both
+ * variants rank under the same rules, but a rule's product may be eligible in one list and not the other (a
+ * non-personal variant does not exclude what the visitor has seen); the first variant's pins hold their slots, and
+ * a pin of the second variant whose slot the first variant's pin holds — or whose product the first variant pinned
+ * elsewhere — is left out of the list.
  */
 export function interleaveAnswers(
   a: readonly RankedItem[],
@@ -112,13 +137,16 @@ export function interleaveAnswers(
   limit: number,
   recId: string,
 ): { items: RankedItem[]; teams: ListTeam[] } {
-  // Pins hold their slots in both lists alike (the same rules ranked both): they stay where they are, credited to
-  // neither team, and the draft fills the slots around them.
-  const pinnedAt = new Map<number, RankedItem>();
-  a.forEach((item, i) => {
-    if (item.reasons[0]?.startsWith("pinned:")) pinnedAt.set(i, item);
-  });
-  const pinnedIds = new Set([...pinnedAt.values()].map((i) => i.productId));
+  const pinsA = pinsOf(a);
+  const pinsB = pinsOf(b);
+  const pinnedIds = new Set([...pinsA, ...pinsB].map(([, item]) => item.productId));
+  const pinnedAt = new Map<number, RankedItem>(pinsA);
+  const placed = new Set(pinsA.map(([, item]) => item.productId));
+  for (const [slot, item] of pinsB) {
+    if (pinnedAt.has(slot) || placed.has(item.productId)) continue;
+    pinnedAt.set(slot, item);
+    placed.add(item.productId);
+  }
   const free = (list: readonly RankedItem[]) => list.filter((i) => !pinnedIds.has(i.productId));
   const [fa, fb] = [free(a), free(b)];
   const byId = new Map<string, RankedItem>();
@@ -137,7 +165,7 @@ export function interleaveAnswers(
     items.splice(at, 0, item);
     teams.splice(at, 0, "pinned");
   }
-  return { items, teams };
+  return { items: items.slice(0, limit), teams: teams.slice(0, limit) };
 }
 
 /**

@@ -140,26 +140,32 @@ export function proportion(successes: number, trials: number, z = Z95): Proporti
   return { successes, trials, rate: p, low, high };
 }
 
-export interface Difference extends Interval {
+export interface Difference {
   /** treatment − control. */
   difference: number;
   /** Its standard error. */
   se: number;
+  /** The 95 % interval difference ± z · se; null when there is no error to go by (below). */
+  low: number | null;
+  high: number | null;
   /** difference / control, or null when the control's value is 0. */
   relativeLift: number | null;
-  /** Two-sided p-value of difference / se against the standard normal (1 when both are 0, 0 when se = 0 ≠ diff). */
-  pValue: number;
+  /**
+   * Two-sided p-value of difference / se against the standard normal. Null, like the interval, when either arm has
+   * fewer than two visitors or se = 0: there is no variance to test against (3/3 against 0/3 is not p = 0).
+   */
+  pValue: number | null;
 }
 
-function difference(diff: number, se: number, control: number, z: number): Difference {
-  const pValue = se > 0 ? normalTwoSidedP(diff / se) : diff === 0 ? 1 : 0;
+function difference(diff: number, se: number, control: number, z: number, enough: boolean): Difference {
+  const testable = enough && se > 0;
   return {
     difference: diff,
     se,
-    low: diff - z * se,
-    high: diff + z * se,
+    low: testable ? diff - z * se : null,
+    high: testable ? diff + z * se : null,
     relativeLift: control === 0 ? null : diff / control,
-    pValue,
+    pValue: testable ? normalTwoSidedP(diff / se) : null,
   };
 }
 
@@ -170,7 +176,8 @@ export interface Count {
 
 /**
  * Treatment rate − control rate with its 95 % interval by the normal approximation with the unpooled standard
- * error √(p₁(1 − p₁)/n₁ + p₀(1 − p₀)/n₀), and the relative lift (p₁ − p₀)/p₀. Both arms need trials ≥ 1.
+ * error √(p₁(1 − p₁)/n₁ + p₀(1 − p₀)/n₀), and the relative lift (p₁ − p₀)/p₀. Both arms need trials ≥ 1; the
+ * interval and p-value need trials ≥ 2 in each and se > 0 (else null).
  */
 export function proportionDifference(treatment: Count, control: Count, z = Z95): Difference {
   checkCount(treatment.successes, treatment.trials);
@@ -180,7 +187,7 @@ export function proportionDifference(treatment: Count, control: Count, z = Z95):
   const p1 = treatment.successes / treatment.trials;
   const p0 = control.successes / control.trials;
   const se = Math.sqrt((p1 * (1 - p1)) / treatment.trials + (p0 * (1 - p0)) / control.trials);
-  return difference(p1 - p0, se, p0, z);
+  return difference(p1 - p0, se, p0, z, treatment.trials >= 2 && control.trials >= 2);
 }
 
 /** A per-visitor metric's sample: size, mean and sample variance (n − 1 denominator) — Postgres' count, avg, var_samp. */
@@ -232,7 +239,7 @@ export function meanDifference(treatment: SampleSummary, control: SampleSummary,
   checkSummary(treatment);
   checkSummary(control);
   const se = Math.sqrt(treatment.variance / treatment.n + control.variance / control.n);
-  return difference(treatment.mean - control.mean, se, control.mean, z);
+  return difference(treatment.mean - control.mean, se, control.mean, z, true);
 }
 
 export interface ChiSquareTest {
@@ -382,9 +389,18 @@ export function ratioEstimate(s: RatioSums, z = Z95): RatioEstimate {
   return { ...base, se, low: Math.max(0, rate - z * se), high: Math.min(1, rate + z * se) };
 }
 
-/** Treatment ratio − control ratio, each with its delta-method standard error (independent arms). */
+/**
+ * Treatment ratio − control ratio, each with its delta-method standard error (independent arms). With fewer than two
+ * visitors in an arm there is no error (ratioEstimate's se 0 means unknown there): no interval, no p-value.
+ */
 export function ratioDifference(treatment: RatioSums, control: RatioSums, z = Z95): Difference {
   const t = ratioEstimate(treatment, z);
   const c = ratioEstimate(control, z);
-  return difference(t.rate - c.rate, Math.sqrt(t.se * t.se + c.se * c.se), c.rate, z);
+  return difference(
+    t.rate - c.rate,
+    Math.sqrt(t.se * t.se + c.se * c.se),
+    c.rate,
+    z,
+    treatment.n >= 2 && control.n >= 2,
+  );
 }

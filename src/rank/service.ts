@@ -3,6 +3,7 @@
 // late is left out and flagged; the answer is never an error because of a dependency.
 
 import type { CollectedEvent } from "../collect/event.ts";
+import { activeExperiment } from "../experiments/config.ts";
 import { exposureEvent } from "../experiments/exposure.ts";
 import type { ListTeam } from "../experiments/interleave.ts";
 import {
@@ -11,6 +12,7 @@ import {
   interleaveAnswers,
   interleavedWhyNot,
   planExperiment,
+  UNIT_UNKNOWN,
 } from "../experiments/serve.ts";
 import type { Pointer, PopularValue } from "../publish/codec.ts";
 import { NEIGHBOR_KEY_KINDS } from "../publish/keys.ts";
@@ -272,12 +274,19 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
   const catalog: CatalogLookup = shared?.catalog ?? (() => undefined);
 
   // Experiments: the visitor's arm decides the config and whether their own data is used (no read of its own: the
-  // document came with the head, the unit with the snapshot).
+  // document came with the head, the unit with the snapshot). A user named alone whose session could not be read has
+  // no known unit: no experiment for this answer, flagged when one was running (docs/experiments.md#serving).
   const recId = crypto.randomUUID();
-  const unit = assignmentUnit(request.anonymousId, userKey, snapshot?.exists ? snapshot.anonymousIds : null);
-  const plan = head
-    ? planExperiment(head.experiments, experimentPlacement(request.mode, request.placement), started, unit, config)
-    : null;
+  const assignment = assignmentUnit(
+    request.anonymousId,
+    userKey,
+    snapshot ? (snapshot.exists ? snapshot.anonymousIds : []) : null,
+  );
+  const experimentKey = experimentPlacement(request.mode, request.placement);
+  const unit = assignment.status === "known" ? assignment.unit : null;
+  const plan = head ? planExperiment(head.experiments, experimentKey, started, unit, config) : null;
+  if (head && assignment.status === "unknown" && activeExperiment(head.experiments, experimentKey, started))
+    degraded.push(UNIT_UNKNOWN);
   if (head?.experimentsInvalid) degraded.push("experiments_invalid");
   const inputFor = (personal: boolean, contextIds = personal ? context : request.context): RankInput => ({
     placement: request.placement,
@@ -384,9 +393,10 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
         : null,
     timing,
   };
-  // The exposure goes under the key the visitor's data lives under (after a merge, the object it was merged into),
-  // and only when the session was read: a suppressed visitor's answer records nothing, and without the snapshot
-  // there is no telling (docs/experiments.md#exposures).
+  // The exposure goes under the key the request named (ranking follows no identity merge: an anonymous id merged
+  // into a user still names its own key; the report maps every key to its person through the warehouse's
+  // `identities`), and only when the session was read: a suppressed visitor's answer records nothing, and without
+  // the snapshot there is no telling (docs/experiments.md#exposures).
   const exposedKey = snapshot && snapshot.suppressed !== true ? userKey : null;
   if (exposedKey && items.length > 0 && deps.expose) {
     deps.expose(
@@ -398,7 +408,14 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
         mode: request.mode,
         productIds: items.map((i) => i.productId),
         context: request.context,
-        experiment: result.experiment,
+        experiment:
+          result.experiment && plan
+            ? {
+                ...result.experiment,
+                unit: plan.unit,
+                ...(teams ? { variants: plan.experiment.variants.map((v) => v.id) as [string, string] } : {}),
+              }
+            : null,
         configVersion: config.version,
         snapshotVersion: pointer?.version ?? null,
         now,

@@ -33,6 +33,7 @@ async function exposure(
   arm: string,
   items: Item[],
   source = EXPOSURE_SOURCE,
+  extra: Record<string, unknown> = {},
 ) {
   await pool.query(
     `insert into events (message_id, user_key, type, event, properties, source_id, event_time, received_at)
@@ -41,7 +42,7 @@ async function exposure(
       `exposure-${id}`,
       user,
       EXPOSURE_EVENT,
-      JSON.stringify({ rec_id: id, experiment_id: experiment, arm, items }),
+      JSON.stringify({ rec_id: id, experiment_id: experiment, arm, items, ...extra }),
       source,
       new Date(at).toISOString(),
     ],
@@ -73,42 +74,61 @@ async function action(
   }
 }
 
+/** A split of control (popular) against treat (the ranker), and an interleaving of now (ranker) and pop (popular). */
+const split = (id: string, placement: string) => ({
+  id,
+  placement,
+  variants: [
+    { id: "control", ranker: { kind: "popular" } },
+    { id: "treat", ranker: { kind: "ranker" } },
+  ],
+});
+const interleave = (id: string, placement: string) => ({
+  id,
+  placement,
+  mode: "interleave",
+  variants: [
+    { id: "now", ranker: { kind: "ranker" } },
+    { id: "pop", ranker: { kind: "popular" } },
+  ],
+});
+
 const SPLIT = parseExperiments(
   {
     experiments: [
-      {
-        id: "exp1",
-        placement: "home",
-        variants: [
-          { id: "control", ranker: { kind: "popular" } },
-          { id: "treat", ranker: { kind: "ranker" } },
-        ],
-      },
-      {
-        id: "il",
-        placement: "pdp",
-        mode: "interleave",
-        variants: [
-          { id: "now", ranker: { kind: "ranker" } },
-          { id: "pop", ranker: { kind: "popular" } },
-        ],
-      },
+      split("exp1", "home"),
+      interleave("il", "pdp"),
+      split("merge-exp", "cart"),
+      split("device-exp", "post_purchase"),
+      interleave("il-order", "similar"),
     ],
   },
   "v1",
 );
 if (!SPLIT.ok) throw new Error(JSON.stringify(SPLIT.issues));
-const [EXP1, IL] = SPLIT.config.experiments as [
-  (typeof SPLIT.config.experiments)[number],
-  (typeof SPLIT.config.experiments)[number],
+type Parsed = (typeof SPLIT.config.experiments)[number];
+const [EXP1, IL, MERGE_EXP, DEVICE_EXP, IL_ORDER] = SPLIT.config.experiments as [
+  Parsed,
+  Parsed,
+  Parsed,
+  Parsed,
+  Parsed,
 ];
+
+async function identity(anonymousId: string, userId: string, firstSeen: number) {
+  await pool.query("insert into identities (anonymous_id, user_id, first_seen, last_seen) values ($1, $2, $3, $3)", [
+    anonymousId,
+    userId,
+    new Date(firstSeen).toISOString(),
+  ]);
+}
 
 beforeAll(async () => {
   await ensureDatabase(server, DATABASE);
   await migrateDatabase(settings);
   pool = openPool(settings);
   db = drizzleOn(pool);
-  await pool.query("truncate events, interactions");
+  await pool.query("truncate events, interactions, identities");
   // ── exp1 exposures ──
   await exposure("e1", "u:1", T0, "exp1", "control", [
     { product_id: "A", position: 1 },
@@ -156,6 +176,58 @@ beforeAll(async () => {
   await action("c5", "u:5", T0 + MIN, "click", [{ product: "B" }]);
   await action("c6", "u:6", T0 + MIN, "click", [{ product: "C" }]);
   await action("c7", "u:6", T0 + 2 * MIN, "click", [{ product: "D" }]);
+  // ── merge-exp: exposures under the key the request named, actions under the object that recorded them ──
+  // anon1 is shown P1 and P2 before logging in (+10 min: identities links anon1 → buyer1; every later event is
+  // recorded under u:buyer1). It adds P2 to the cart while anonymous, then clicks P1 naming m1 and buys it.
+  await exposure("m1", "a:anon1", T0, "merge-exp", "treat", [
+    { product_id: "P1", position: 1 },
+    { product_id: "P2", position: 2 },
+  ]);
+  await identity("anon1", "buyer1", T0 + 10 * MIN);
+  await action("m-cart", "a:anon1", T0 + 5 * MIN, "add_to_cart", [{ product: "P2" }]);
+  await action("m-click", "u:buyer1", T0 + 12 * MIN, "click", [{ product: "P1" }], "m1");
+  await action("m-order", "u:buyer1", T0 + 20 * MIN, "purchase", [{ product: "P1", price: 30 }]);
+  // anon2 is linked to two users: the link first seen (shared1, +1 min) names its person, not shared2 (+2 min).
+  // shared2 logged in is exposed in control; anon2's click on P3 belongs to shared1 (treat), not to shared2.
+  await exposure("m2", "a:anon2", T0, "merge-exp", "treat", [{ product_id: "P3", position: 1 }]);
+  await exposure("m3", "u:shared2", T0, "merge-exp", "control", [{ product_id: "P3", position: 1 }]);
+  await identity("anon2", "shared2", T0 + 2 * MIN);
+  await identity("anon2", "shared1", T0 + MIN);
+  await action("m-click2", "u:shared1", T0 + 3 * MIN, "click", [{ product: "P3" }]);
+  // ── device-exp: one user on two devices, in control first (+0) then treat (+1 min), and seen as a:tablet (linked to
+  //    u:multi) in treat too; one order of P9 (10) and one click on P9 ──
+  await exposure("d1", "u:multi", T0, "device-exp", "control", [{ product_id: "P9", position: 1 }]);
+  await exposure("d2", "u:multi", T0 + MIN, "device-exp", "treat", [{ product_id: "P9", position: 1 }]);
+  await exposure("d3", "a:tablet", T0 + 2 * MIN, "device-exp", "treat", [{ product_id: "P9", position: 1 }]);
+  await identity("tablet", "multi", T0 + 30 * MIN);
+  await exposure("d4", "u:solo", T0, "device-exp", "treat", [{ product_id: "P8", position: 1 }]);
+  await action("d-click", "u:multi", T0 + 5 * MIN, "click", [{ product: "P9" }]);
+  await action("d-order", "u:multi", T0 + 60 * MIN, "purchase", [{ product: "P9", price: 10 }]);
+  // ── il-order: exposures that stored the variants of their teams. io1 in the document's order (b wins), o2 with the
+  //    variants reversed (the document was reordered: its team a is "pop"; a wins there, a vote for pop), io3 of
+  //    another pair (a variant replaced), io4 from before variants were stored (document order) ──
+  const il = (id: string, user: string, variants: string[] | null) =>
+    exposure(
+      id,
+      user,
+      T0,
+      "il-order",
+      "interleaved",
+      [
+        { product_id: "X", position: 1, team: "a" },
+        { product_id: "Y", position: 2, team: "b" },
+      ],
+      EXPOSURE_SOURCE,
+      variants ? { variants } : {},
+    );
+  await il("io1", "u:io1", ["now", "pop"]);
+  await il("io2", "u:io2", ["pop", "now"]);
+  await il("io3", "u:io3", ["now", "old"]);
+  await il("io4", "u:io4", null);
+  await action("ioc1", "u:io1", T0 + MIN, "click", [{ product: "Y" }]);
+  await action("ioc2", "u:io2", T0 + MIN, "click", [{ product: "X" }]);
+  await action("ioc3", "u:io3", T0 + MIN, "click", [{ product: "X" }]);
+  await action("ioc4", "u:io4", T0 + MIN, "click", [{ product: "Y" }]);
 });
 
 afterAll(async () => {
@@ -266,5 +338,57 @@ describe("the report", () => {
     ]);
     const report = await experimentReport(db, IL);
     expect(report.interleaving).toMatchObject({ a: "now", b: "pop", wins: 0, losses: 1, ties: 1, noClicks: 1, n: 2 });
+  });
+});
+
+describe("visitors are people", () => {
+  it("a visitor's actions after logging in are credited to the exposures they saw before, under either key", async () => {
+    const counts = await armCounts(db, "merge-exp", REPORT_DEFAULTS);
+    // treat: buyer1 (m1: cart P2 as a:anon1, click P1 and its order as u:buyer1) and shared1 (m2, via anon2's
+    // first link: click P3). control: shared2 (m3): anon2's later link to shared2 does not count.
+    expect(counts.find((c) => c.arm === "treat")).toMatchObject({
+      visitors: 2,
+      exposures: 2,
+      clicks: 2,
+      clickedExposures: 2,
+      carts: 1,
+      converters: 1,
+      orderLines: 1,
+      revenue: 30,
+    });
+    expect(counts.find((c) => c.arm === "control")).toMatchObject({ visitors: 1, exposures: 1, clicks: 0 });
+    // Three people, none of them in two arms: anon2's exposure in treat is shared1's, not shared2's (control).
+    const report = await experimentReport(db, MERGE_EXP);
+    expect(report.crossed).toEqual({ visitors: 0, exposures: 0 });
+    expect(report.srm).toMatchObject({ expected: { control: 1.5, treat: 1.5 } });
+  });
+
+  it("one person is one visitor in the arm of their first exposure; the report counts those who crossed", async () => {
+    const report = await experimentReport(db, DEVICE_EXP, { ...REPORT_DEFAULTS, model: "any" });
+    const control = report.arms.find((a) => a.arm === "control");
+    const treat = report.arms.find((a) => a.arm === "treat");
+    // u:multi (with a:tablet) is first seen in control: d2 and d3 are left out, the click and the order credited
+    // once, to d1. treat keeps u:solo alone.
+    expect(control).toMatchObject({ visitors: 1, exposures: 1, clicks: 1, orderLines: 1, revenue: 10 });
+    expect(treat).toMatchObject({ visitors: 1, exposures: 1, clicks: 0, revenue: 0 });
+    expect(report.arms.reduce((s, a) => s + a.visitors, 0)).toBe(2);
+    expect(report.crossed).toEqual({ visitors: 1, exposures: 2 });
+    // An experiment where nobody crossed says so.
+    expect((await experimentReport(db, EXP1)).crossed).toEqual({ visitors: 0, exposures: 0 });
+  });
+
+  it("interleaving credit follows the variants an exposure stored, whatever the document's order now", async () => {
+    // In the document's terms (a = now, b = pop): io1 b (Y by pop), io2 b (X was pop's), io4 b (document order); io3
+    // compares another pair and is left out.
+    expect(await teamCredits(db, "il-order", REPORT_DEFAULTS, ["now", "pop"])).toEqual([
+      { a: 0, b: 1, winner: "b" },
+      { a: 0, b: 1, winner: "b" },
+      { a: 0, b: 1, winner: "b" },
+    ]);
+    const report = await experimentReport(db, IL_ORDER);
+    expect(report.interleaving).toMatchObject({ a: "now", b: "pop", impressions: 3, wins: 0, losses: 3 });
+    // The document reordered (pop first): the same exposures are the same votes, now wins for its first variant.
+    const reordered = { ...IL_ORDER, variants: [...IL_ORDER.variants].reverse() };
+    expect((await experimentReport(db, reordered)).interleaving).toMatchObject({ a: "pop", b: "now", wins: 2 });
   });
 });

@@ -163,6 +163,26 @@ describe("parseExperiments refuses, naming the path", () => {
     expect(paths(one({ start: "2026-12-08T00:00:00Z", end: "2026-12-01T00:00:00Z" }))).toEqual(["experiments[0].end"]);
   });
 
+  it("dates and times that do not exist, which Date.parse would roll over (2026-02-30 → 2 March)", () => {
+    for (const t of [
+      "2026-02-30T00:00:00Z",
+      "2026-02-29T00:00:00Z",
+      "2026-04-31T00:00:00Z",
+      "2026-00-10T00:00:00Z",
+      "2026-12-00T00:00:00Z",
+      "2026-12-01T24:00:00Z",
+      "2026-12-01T12:60:00Z",
+      "2026-12-01T12:00:60Z",
+      "2026-12-01T12:00:00+24:00",
+      "2026-12-01T12:00:00+01:60",
+    ])
+      expect(paths(one({ start: t })), t).toEqual(["experiments[0].start"]);
+    // Leap days exist in leap years (2100 is not one, 2000 was).
+    for (const t of ["2028-02-29T00:00:00Z", "2000-02-29T23:59:59.999+14:00"])
+      expect(accepted(one({ start: t })).experiments[0]?.start).toBe(t);
+    expect(paths(one({ start: "2100-02-29T00:00:00Z" }))).toEqual(["experiments[0].start"]);
+  });
+
   it("a holdout outside [0, 0.5] and an unknown mode", () => {
     expect(paths(one({ holdout: 0.51 }))).toEqual(["experiments[0].holdout"]);
     expect(paths(one({ holdout: -0.01 }))).toEqual(["experiments[0].holdout"]);
@@ -225,6 +245,18 @@ describe("parseExperiments refuses, naming the path", () => {
     expect(paths(withRanker({ kind: "ranker", sources: ["batch", "web"] }))).toEqual([`${p}.sources`]);
     expect(paths(withRanker({ kind: "ranker", sources: ["batch", "batch"] }))).toEqual([`${p}.sources`]);
     expect(paths(withRanker({ kind: "ranker", limit: 3 }))).toEqual([`${p}.limit`]);
+    // similar and rerank rank fixed candidates: sources would change nothing there. Weights still apply.
+    for (const placement of ["similar", "rerank"]) {
+      const variants = [
+        { id: "a", ranker: popular },
+        { id: "b", ranker: { kind: "ranker", weights: { batch: 2 }, sources: ["popular"] } },
+      ];
+      expect(issues(one({ placement, variants }))).toEqual([
+        { path: `${p}.sources`, message: `${placement} ranks fixed candidates: sources change nothing there` },
+      ]);
+      const weighted = [variants[0], { id: "b", ranker: { kind: "ranker", weights: { batch: 2 } } }];
+      expect(accepted(one({ placement, variants: weighted })).experiments[0]?.placement).toBe(placement);
+    }
     expect(paths({ experiments: [experiment({ variants: [{ id: "a", ranker: popular, colour: "red" }] })] })).toEqual([
       "experiments[0].variants[0].colour",
     ]);

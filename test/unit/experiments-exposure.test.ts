@@ -42,4 +42,31 @@ describe("exposureEvent", () => {
     expect(e.properties.item_count).toBe(1000);
     expect(JSON.stringify(e).length).toBeLessThan(6_000);
   });
+
+  it("names the unit the visitor was assigned by and, for an interleaved list, the variants of teams a and b", () => {
+    const e = exposureEvent(
+      input(2, {
+        experiment: {
+          id: "il",
+          arm: "interleaved",
+          version: "v4",
+          unit: "a:v1",
+          teams: ["b", "a"],
+          variants: ["now", "pop"],
+        },
+      }),
+    );
+    expect(e.properties).toMatchObject({
+      experiment_id: "il",
+      arm: "interleaved",
+      unit: "a:v1",
+      variants: ["now", "pop"],
+      items: [
+        { product_id: "p1", position: 1, team: "b" },
+        { product_id: "p2", position: 2, team: "a" },
+      ],
+    });
+    // Outside an experiment neither is written.
+    expect(Object.keys(exposureEvent(input(1)).properties)).not.toContain("variants");
+  });
 });

@@ -30,11 +30,24 @@ describe("the example document", () => {
 });
 
 describe("assignment unit", () => {
-  it("the request's anonymous id, else the oldest merged anonymous id, else the visitor's key", () => {
-    expect(assignmentUnit("v1", "u:alice", ["v3", "v2"])).toBe("a:v1");
-    expect(assignmentUnit(null, "u:alice", ["v3", "v2"])).toBe("a:v2");
-    expect(assignmentUnit(null, "u:alice", [])).toBe("u:alice");
-    expect(assignmentUnit(null, null, null)).toBeNull();
+  it("a user: the first anonymous id merged into them, else the request's anonymous id, else the user's key", () => {
+    const known = (unit: string) => ({ status: "known", unit });
+    // The first merged id wins over the request's: every device of the user gets one arm (oldest last).
+    expect(assignmentUnit("v1", "u:alice", ["v3", "v2"])).toEqual(known("a:v2"));
+    expect(assignmentUnit(null, "u:alice", ["v3", "v2"])).toEqual(known("a:v2"));
+    // Before any merge: the anonymous id the login is about to merge, else the user's own key.
+    expect(assignmentUnit("v1", "u:alice", [])).toEqual(known("a:v1"));
+    expect(assignmentUnit(null, "u:alice", [])).toEqual(known("u:alice"));
+    // An anonymous visitor: their own id.
+    expect(assignmentUnit("v1", "a:v1", [])).toEqual(known("a:v1"));
+    expect(assignmentUnit("v1", "a:v1", null)).toEqual(known("a:v1"));
+    expect(assignmentUnit(null, null, null)).toEqual({ status: "none" });
+  });
+
+  it("a user named alone whose session could not be read has no known unit", () => {
+    expect(assignmentUnit(null, "u:alice", null)).toEqual({ status: "unknown" });
+    // With the request's anonymous id the best guess stands (the one the login merged, on a single device).
+    expect(assignmentUnit("v1", "u:alice", null)).toEqual({ status: "known", unit: "a:v1" });
   });
 
   it("experiments are keyed by placement for recommendations and by mode otherwise", () => {
@@ -140,6 +153,30 @@ describe("interleaved answers", () => {
       expect(teams[2]).toBe("pinned");
       expect(teams.filter((t) => t === "pinned")).toHaveLength(1);
       expect(new Set(items.map((i) => i.productId)).size).toBe(5);
+    }
+  });
+
+  it("pins of either list are taken out of both drafts; the first variant's pin wins a slot both pin", () => {
+    // One rule pins P or Q at slot 1: the non-personal list a pins P; b excludes P for this visitor and pins Q.
+    // b also pins R at slot 3 (a rule whose product a does not have), and ranks P organically.
+    const pin = (id: string) => ({ ...item(id, 0), reasons: ["pinned:promo"] });
+    const [P, Qa, Q, R] = [pin("P"), { ...item("Q", 5) }, pin("Q"), pin("R")];
+    const a = [P, Qa, item("a1", 3), item("a2", 2), item("a3", 1)];
+    const b = [Q, item("P", 9), R, item("b1", 8), item("b2", 7)];
+    for (const recId of ["rec-1", "rec-2", "rec-3", "rec-4", "rec-5", "rec-6"]) {
+      const { items, teams } = interleaveAnswers(a, b, 5, recId);
+      const list = items.map((i) => i.productId);
+      expect(list[0]).toBe("P");
+      expect(items[0]).toBe(P);
+      expect(list[2]).toBe("R");
+      expect(teams[0]).toBe("pinned");
+      expect(teams[2]).toBe("pinned");
+      // Q lost its slot to P: out of the list, not a team-a item (a ranked it 2nd organically) nor b's.
+      expect(list).not.toContain("Q");
+      expect(teams.filter((t) => t === "pinned")).toHaveLength(2);
+      expect(list.filter((_, i) => teams[i] !== "pinned").every((id) => !["P", "Q", "R"].includes(id))).toBe(true);
+      expect(items).toHaveLength(5);
+      expect(new Set(list).size).toBe(5);
     }
   });
 });

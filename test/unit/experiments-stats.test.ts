@@ -3,6 +3,8 @@
 // e-Handbook of Statistical Methods, §1.3.6.7.4), the standard normal table, exact factorials, and closed forms
 // (χ² with 2 degrees of freedom: P(χ² ≥ x) = e^(−x/2); with 4: e^(−x/2)(1 + x/2)).
 import { describe, expect, it } from "vitest";
+import { parseExperiments } from "../../src/experiments/config.ts";
+import { type ArmCounts, buildReport, REPORT_DEFAULTS } from "../../src/experiments/report.ts";
 import {
   binomialTwoSidedP,
   chiSquareGoodnessOfFit,
@@ -119,20 +121,30 @@ describe("proportions", () => {
     const d = proportionDifference({ successes: 45, trials: 100 }, { successes: 30, trials: 100 });
     near(d.difference, 0.15, 1e-12);
     near(d.se, 0.067639, 1e-6);
-    near(d.low, 0.15 - 0.132569, 1e-6);
-    near(d.high, 0.15 + 0.132569, 1e-6);
+    near(d.low as number, 0.15 - 0.132569, 1e-6);
+    near(d.high as number, 0.15 + 0.132569, 1e-6);
     near(d.relativeLift as number, 0.5, 1e-12);
-    near(d.pValue, 0.0266, 2e-4);
+    near(d.pValue as number, 0.0266, 2e-4);
   });
 
-  it("no lift against a zero control, p = 1 for two identical degenerate arms, refuses empty arms", () => {
+  it("no lift against a zero control, no p-value for two identical degenerate arms, refuses empty arms", () => {
     const d = proportionDifference({ successes: 5, trials: 50 }, { successes: 0, trials: 50 });
     expect(d.relativeLift).toBeNull();
     // SE = √(0.1 · 0.9/50) = √0.0018 = 0.042426.
     near(d.se, 0.042426, 1e-6);
     const same = proportionDifference({ successes: 0, trials: 10 }, { successes: 0, trials: 20 });
-    expect(same).toMatchObject({ difference: 0, se: 0, pValue: 1, low: 0, high: 0 });
+    expect(same).toMatchObject({ difference: 0, se: 0, pValue: null, low: null, high: null });
     expect(() => proportionDifference({ successes: 0, trials: 0 }, { successes: 1, trials: 2 })).toThrow(RangeError);
+  });
+
+  it("3/3 against 0/3: se 0, so no interval and no p-value (not p = 0); one trial per arm likewise", () => {
+    // p₁ = 1, p₀ = 0: both variances p(1 − p)/n are 0, so the normal approximation has nothing to go by.
+    const d = proportionDifference({ successes: 3, trials: 3 }, { successes: 0, trials: 3 });
+    expect(d).toMatchObject({ difference: 1, se: 0, low: null, high: null, pValue: null, relativeLift: null });
+    // 1/1 against 0/2 would have se 0 too; 1/2 against 0/1: se √(0.25/2) > 0, yet the control has one trial.
+    const single = proportionDifference({ successes: 1, trials: 2 }, { successes: 0, trials: 1 });
+    expect(single.se).toBeCloseTo(Math.sqrt(0.125), 12);
+    expect(single).toMatchObject({ difference: 0.5, low: null, high: null, pValue: null });
   });
 });
 
@@ -162,10 +174,10 @@ describe("means", () => {
     const d = meanDifference({ n: 400, mean: 12, variance: 100 }, { n: 100, mean: 10, variance: 25 });
     expect(d.difference).toBe(2);
     near(d.se, Math.SQRT1_2, 1e-15);
-    near(d.low, 2 - 1.385904, 1e-6);
-    near(d.high, 2 + 1.385904, 1e-6);
+    near(d.low as number, 2 - 1.385904, 1e-6);
+    near(d.high as number, 2 + 1.385904, 1e-6);
     near(d.relativeLift as number, 0.2, 1e-15);
-    near(d.pValue, 0.0047, 1e-4);
+    near(d.pValue as number, 0.0047, 1e-4);
   });
 });
 
@@ -262,5 +274,76 @@ describe("ratio metrics over visitors (delta method)", () => {
       low: 0,
       high: 1,
     });
+  });
+
+  it("a difference with one visitor in an arm has no interval and no p-value, whatever its size", () => {
+    // One visitor per arm: 2 of 2 exposures clicked against 0 of 2. Each arm's se is unknown (n < 2).
+    const one = (clicked: number) => ({
+      n: 1,
+      sumX: clicked,
+      sumY: 2,
+      sumXX: clicked ** 2,
+      sumYY: 4,
+      sumXY: 2 * clicked,
+    });
+    expect(ratioDifference(one(2), one(0))).toMatchObject({ difference: 1, low: null, high: null, pValue: null });
+    // Two visitors against one: the control's error is unknown, so the difference's is too.
+    const two = { n: 2, sumX: 1, sumY: 4, sumXX: 1, sumYY: 8, sumXY: 2 };
+    expect(ratioDifference(two, one(0))).toMatchObject({ difference: 0.25, low: null, high: null, pValue: null });
+    expect(ratioDifference(two, two).pValue).toBe(1);
+    expect(ratioDifference({ ...two, sumX: 2, sumXX: 2, sumXY: 4 }, two).pValue).toBeGreaterThan(0);
+  });
+});
+
+describe("the report's differences (buildReport)", () => {
+  const doc = parseExperiments(
+    {
+      experiments: [
+        {
+          id: "ab",
+          placement: "home",
+          variants: [
+            { id: "control", ranker: { kind: "popular" } },
+            { id: "treat", ranker: { kind: "ranker" } },
+          ],
+        },
+      ],
+    },
+    "v1",
+  );
+  if (!doc.ok) throw new Error("invalid");
+  const experiment = doc.config.experiments[0] as (typeof doc.config.experiments)[number];
+  /** One visitor with `exposures` exposures, `clicked` of them clicked, and `revenue`. */
+  const oneVisitor = (arm: string, exposures: number, clicked: number, revenue: number): ArmCounts => ({
+    arm,
+    visitors: 1,
+    exposures,
+    clickedExposures: clicked,
+    cartedExposures: 0,
+    converters: revenue > 0 ? 1 : 0,
+    clicks: clicked,
+    carts: 0,
+    orderLines: revenue > 0 ? 1 : 0,
+    revenue,
+    revenueSq: revenue * revenue,
+    exposuresSq: exposures * exposures,
+    clickedSq: clicked * clicked,
+    clickedByExposures: clicked * exposures,
+    cartedSq: 0,
+    cartedByExposures: 0,
+  });
+
+  it("one visitor per arm: the differences, but no interval and no p-value (not p = 0)", () => {
+    const report = buildReport(
+      experiment,
+      [oneVisitor("control", 3, 0, 0), oneVisitor("treat", 3, 3, 50)],
+      REPORT_DEFAULTS,
+      null,
+    );
+    const treat = report.arms.find((a) => a.arm === "treat");
+    expect(treat?.vsControl?.ctr).toMatchObject({ difference: 1, low: null, high: null, pValue: null });
+    expect(treat?.vsControl?.conversion).toMatchObject({ difference: 1, low: null, high: null, pValue: null });
+    expect(treat?.vsControl?.revenuePerVisitor).toBeNull();
+    expect(report.crossed).toEqual({ visitors: 0, exposures: 0 });
   });
 });

@@ -9,6 +9,11 @@ import { assign } from "../../src/experiments/assign.ts";
 import { EXPERIMENTS_KEY, type Experiment, parseExperiments } from "../../src/experiments/config.ts";
 import { EXPOSURE_EVENT, EXPOSURE_SOURCE } from "../../src/experiments/exposure.ts";
 import { EXPOSURE_BATCH_MAX } from "../../src/experiments/exposure-buffer.ts";
+import { UNIT_UNKNOWN } from "../../src/experiments/serve.ts";
+import { DEFAULT_RANKING_CONFIG, RANKING_CONFIG_KEY } from "../../src/rank/config.ts";
+import { depsFromEnv } from "../../src/rank/deps.ts";
+import { parseRankParams } from "../../src/rank/request.ts";
+import { answer, type RankDeps } from "../../src/rank/service.ts";
 import { EVENT_STREAM, STREAM_FIELDS } from "../../src/session/stream.ts";
 import { ADMIN_KEY, adminGet, basic, collect, redis, refused, streamedEvent, WRITE_KEY } from "./collect-helpers.ts";
 import {
@@ -83,8 +88,15 @@ beforeAll(async () => {
 
 afterEach(async () => {
   await env.ONLINE_STORE.delete(EXPERIMENTS_KEY);
+  await env.ONLINE_STORE.delete(RANKING_CONFIG_KEY);
   resetCaches();
 });
+
+/** The first user id `<prefix>-<i>` whose own key `u:<id>` is in `arm` (to tell a user's key from the unit used). */
+function userIn(experiment: Experiment, arm: string, prefix: string): string {
+  for (let i = 0; i < 10_000; i++) if (assign(experiment, `u:${prefix}-${i}`).arm === arm) return `${prefix}-${i}`;
+  throw new Error(`no user in ${arm}`);
+}
 
 describe("the experiments document", () => {
   it("is versioned, readable by version, and refused with the paths of its problems", async () => {
@@ -113,6 +125,7 @@ describe("the experiments document", () => {
       options: { model: string; clickWindowMs: number; purchaseWindowMs: number };
       arms: Array<{ arm: string; share: number; visitors: number }>;
       srm: unknown;
+      crossed: unknown;
     };
     expect(report.version).toBe("v1");
     expect(report.options).toEqual({ model: "any", clickWindowMs: 1_800_000, purchaseWindowMs: 86_400_000 });
@@ -123,6 +136,8 @@ describe("the experiments document", () => {
       ["treatment", 0.4, 0],
     ]);
     expect(report.srm).toBeNull();
+    // Nobody exposed in two arms yet (docs/experiments.md#report).
+    expect(report.crossed).toEqual({ visitors: 0, exposures: 0 });
     await refused(adminGet("/v1/admin/experiments/nope/report"), 404, "not_found");
     await refused(adminGet(`/v1/admin/experiments/${fresh}/report?model=first`), 400, "bad_request");
     await refused(adminGet(`/v1/admin/experiments/${fresh}/report?clickWindow=5`), 400, "bad_request");
@@ -188,6 +203,70 @@ describe("arms on the ranking path", () => {
     expect(a.experiment?.arm).toBe("control");
   });
 
+  it("a user on two devices gets one arm: the anonymous id merged into them first, not each device's", async () => {
+    await putOk(HOME_AB);
+    const e = parsed(HOME_AB);
+    const tag = crypto.randomUUID().slice(0, 8);
+    const phone = visitorIn(e, "control", `phone-${tag}`);
+    const laptop = visitorIn(e, "treatment", `laptop-${tag}`);
+    const user = `multi-${tag}`;
+    // The login on the phone merges the phone's anonymous id into the user.
+    await track({ userId: user, anonymousId: phone }, [
+      { event: "Product Viewed", properties: { product_id: id("p1") } },
+    ]);
+    const onPhone = await settled(() =>
+      ok(get(`/v1/recommendations?placement=home&userId=${user}&anonymousId=${phone}&limit=3`)),
+    );
+    const onLaptop = await settled(() =>
+      ok(get(`/v1/recommendations?placement=home&userId=${user}&anonymousId=${laptop}&limit=3`)),
+    );
+    expect(onPhone.experiment?.arm).toBe("control");
+    expect(onLaptop.experiment?.arm).toBe("control");
+    // Both exposures go under the user and name the unit they were assigned by.
+    for (const a of [onPhone, onLaptop]) {
+      const event = await streamedEvent(`exposure-${a.recId}`, `u:${user}`);
+      expect(event).toMatchObject({ userId: user, properties: { arm: "control", unit: `a:${phone}` } });
+    }
+  });
+
+  it("a user named alone whose session read fails is in no experiment: the normal list, flagged, no exposure", async () => {
+    const e = parsed(HOME_AB);
+    const tag = crypto.randomUUID().slice(0, 8);
+    const anon = visitorIn(e, "control", `lost-${tag}`);
+    const user = userIn(e, "treatment", `lost-user-${tag}`);
+    await track({ userId: user, anonymousId: anon }, [
+      { event: "Product Viewed", properties: { product_id: id("p1") } },
+    ]);
+    const exposed: string[] = [];
+    const deps = (patch: Partial<RankDeps> = {}): RankDeps => {
+      const real = depsFromEnv(env, { waitUntil: () => undefined });
+      return { ...real, expose: (key) => void exposed.push(key), ...patch };
+    };
+    const failing = { snapshot: () => Promise.reject(new Error("object overloaded")) };
+    const request = () => parseRankParams("recommend", { placement: "home", userId: user }, DEFAULT_RANKING_CONFIG);
+    // Outside any experiment, the same failure: the placement's normal list.
+    const normal = await answer(deps(failing), request());
+    await putOk(HOME_AB);
+    resetCaches();
+    const read = await settled(() => answer(deps(), request()));
+    expect(read.experiment?.arm, "with the session read: the merged anonymous id's arm").toBe("control");
+    exposed.length = 0;
+    const failed = await answer(deps(failing), request());
+    expect(failed.degraded).toEqual(expect.arrayContaining(["session_error", UNIT_UNKNOWN]));
+    expect(failed.experiment).toBeNull();
+    expect(ids(failed)).toEqual(ids(normal));
+    expect(exposed).toEqual([]);
+    // With the request's anonymous id the unit is known: the arm stands.
+    const named = parseRankParams(
+      "recommend",
+      { placement: "home", userId: user, anonymousId: anon },
+      DEFAULT_RANKING_CONFIG,
+    );
+    const guessed = await answer(deps(failing), named);
+    expect(guessed.experiment?.arm).toBe("control");
+    expect(guessed.degraded).not.toContain(UNIT_UNKNOWN);
+  });
+
   it("an experiment outside its window does not run", async () => {
     await putOk({ experiments: [{ ...HOME_AB.experiments[0], end: "2020-01-01T00:00:00Z" }] });
     const a = await ok(get(`/v1/recommendations?placement=home&anonymousId=v-late`));
@@ -239,6 +318,61 @@ describe("arms on the ranking path", () => {
       expect([...positions].sort((x, y) => x - y)).toEqual(positions);
     }
     expect(new Set(ids(a)).size).toBe(ids(a).length);
+  });
+
+  it("interleave: a pin of either variant's list holds its slot, team pinned; the first variant's wins the slot", async () => {
+    // One rule pins pop01 or pop02 at slot 1. The popular variant (a) pins pop01; the ranker variant (b) leaves out
+    // what the visitor viewed (pop01) and pins pop02.
+    const rules = await exports.default.fetch(
+      new Request(`${BASE}/v1/admin/ranking-config`, {
+        method: "PUT",
+        headers: { "content-type": "application/json", authorization: `Bearer ${ADMIN_KEY}` },
+        body: JSON.stringify({
+          rules: [
+            { id: "promo", action: "pin", productIds: [id("pop01"), id("pop02")], slot: 1, placements: ["home"] },
+          ],
+        }),
+      }),
+    );
+    expect(rules.status, await rules.text()).toBe(200);
+    const variants = [
+      { id: "pop", ranker: { kind: "popular" } },
+      { id: "merged", ranker: { kind: "ranker" } },
+    ];
+    await putOk({ experiments: [{ id: "home-il", placement: "home", mode: "interleave", variants }] });
+    const anon = `pinned-${crypto.randomUUID().slice(0, 8)}`;
+    await track({ anonymousId: anon }, [{ event: "Product Viewed", properties: { product_id: id("pop01") } }]);
+    // The ranker variant's own list, as a split shows it: pop02 pinned at slot 1.
+    const split = { experiments: [{ id: "home-split", placement: "home", variants }] };
+    await putOk(split);
+    const own = await settled(() =>
+      ok(get(`/v1/recommendations?placement=home&anonymousId=${visitorIn(parsed(split), "merged", anon)}&limit=6`)),
+    );
+    await track({ anonymousId: visitorIn(parsed(split), "merged", anon) }, [
+      { event: "Product Viewed", properties: { product_id: id("pop01") } },
+    ]);
+    const ownAfter = await settled(() =>
+      ok(get(`/v1/recommendations?placement=home&anonymousId=${visitorIn(parsed(split), "merged", anon)}&limit=6`)),
+    );
+    expect(ids(own)[0]).toBe(id("pop01"));
+    expect(ids(ownAfter)[0]).toBe(id("pop02"));
+    expect(ownAfter.items[0]?.reasons[0]).toBe("pinned:promo");
+    await putOk({ experiments: [{ id: "home-il", placement: "home", mode: "interleave", variants }] });
+    resetCaches();
+    for (let i = 0; i < 6; i++) {
+      const a = await settled(() => ok(get(`/v1/recommendations?placement=home&anonymousId=${anon}&limit=6`)));
+      const teams = a.experiment?.teams ?? [];
+      const list = ids(a);
+      expect(a.experiment?.arm).toBe("interleaved");
+      expect(list[0], JSON.stringify({ list, teams })).toBe(id("pop01"));
+      expect(teams[0]).toBe("pinned");
+      // pop02, pinned by b at the slot a's pin holds, is in neither team's draft.
+      expect(list).not.toContain(id("pop02"));
+      a.items.forEach((item, k) => {
+        if (item.reasons[0]?.startsWith("pinned:")) expect(teams[k], `${list[k]} at ${k + 1}`).toBe("pinned");
+      });
+      expect(teams.filter((t) => t === "pinned")).toHaveLength(1);
+    }
   });
 });
 
