@@ -149,7 +149,8 @@ async function collect(c: Context<CollectEnv>, endpoint: Endpoint): Promise<Resp
   // Whose each rejected event is: a suppressed user's events are stored nowhere, dead letters included.
   const rejectedKeys = rejected.map((r) => rawUserKey(envelope.items[r.index]));
   // The users among them with no accepted event here are asked beside the hand-off (its answers cover the others).
-  const checks = suppressedAmong(c.env, rejectedKeys, new Set(accepted.map(userKey)));
+  const checks =
+    rejected.length > 0 ? suppressedAmong(c.env, rejectedKeys, new Set(accepted.map(userKey))) : Promise.resolve([]);
   const none: HandOffOutcome = { accepted: 0, duplicates: 0, suppressed: 0, users: 0, suppressedKeys: [] };
   const handOver =
     accepted.length > 0 ? handOff(accepted, (key) => c.env.SESSION_STATE.getByName(key)) : Promise.resolve(none);

@@ -221,9 +221,10 @@ describe("user tokens: the rest of RFC 8725's cases", () => {
     expect(token.length).toBeGreaterThan(MAX_TOKEN_CHARS);
     expect(await reason(token)).toBe("too_large");
     expect(await reason(`${"a".repeat(MAX_TOKEN_CHARS + 1)}.e30.`)).toBe("too_large");
-    // The largest token the service mints (a 200-character id) is far below the limit.
-    const longest = (await signUserToken(SECRET, `u:${"x".repeat(200)}`, NOW_MS, TOKEN_MAX_TTL_S)).token;
-    expect(longest.length).toBeLessThan(MAX_TOKEN_CHARS / 4);
+    // The largest token the service mints (a 256-character id, each character three bytes of UTF-8) is far below
+    // the limit.
+    const longest = (await signUserToken(SECRET, `u:${"漢".repeat(256)}`, NOW_MS, TOKEN_MAX_TTL_S)).token;
+    expect(longest.length).toBeLessThan(MAX_TOKEN_CHARS / 2);
     expect(await reason(longest)).toBe("ok");
   });
 

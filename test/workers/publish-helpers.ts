@@ -45,25 +45,36 @@ export async function createSchema(label: string): Promise<{ schema: string; q: 
     `create schema "${schema}"`,
     ...TABLES.map((t) => `create table "${schema}".${t} (like public.${t} including all)`),
   ];
-  const client = openClient(dbSettings());
-  await client.connect();
-  try {
-    await client.query(ddl.join(";\n"));
-  } finally {
-    await client.end();
-  }
+  await runDdl(ddl.join(";\n"));
   return { schema, q };
 }
 
 export async function dropSchema(schema: string): Promise<void> {
-  const client = openClient(dbSettings());
-  await client.connect();
-  try {
-    await client.query(`drop schema if exists "${schema}" cascade`);
-  } finally {
-    await client.end();
+  await runDdl(`drop schema if exists "${schema}" cascade`);
+}
+
+/**
+ * Runs DDL (one implicit transaction). Test files run in parallel against one database, creating and dropping their
+ * schemas while others' statements (a publish's alarm, say) hold locks on tables: when Postgres picks the DDL as a
+ * deadlock's victim, it is rolled back whole, so it is simply run again.
+ */
+async function runDdl(text: string): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    const client = openClient(dbSettings());
+    await client.connect();
+    try {
+      await client.query(text);
+      return;
+    } catch (error) {
+      if ((error as { code?: string }).code !== DEADLOCK_DETECTED || attempt >= 5) throw error;
+    } finally {
+      await client.end();
+    }
   }
 }
+
+/** SQLSTATE of a transaction Postgres chose as the victim of a deadlock. */
+const DEADLOCK_DETECTED = "40P01";
 
 export interface KvOp {
   op: string;
