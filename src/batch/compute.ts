@@ -149,8 +149,11 @@ export interface ModelVersionRow {
 }
 
 /**
- * The newest `ready` (or already `published`) version of each model: what the publisher ships. Newest by
- * created_at, then id. Internal and external versions compete on equal terms.
+ * The newest `ready` (or already `published`) version of each model: what the publisher ships (its own
+ * `currentModelVersions`, src/publish/sources.ts, takes the same one). Newest by id, the order versions were
+ * registered in, not by created_at: an external writer sets created_at to when it read its input, which may be
+ * before an internal version that it then replaces (docs/recommenders.md, the external contract). Internal and
+ * external versions compete on equal terms.
  */
 export async function currentModelVersions(db: Executor): Promise<Map<string, ModelVersionRow>> {
   const found = await rows<{
@@ -166,7 +169,7 @@ export async function currentModelVersions(db: Executor): Promise<Map<string, Mo
     select distinct on (model) id, model, version, source, status, created_at
     from ${modelVersions}
     where status in ('ready', 'published')
-    order by model, created_at desc, id desc`,
+    order by model, id desc`,
   );
   return new Map(
     found.map((r) => [
@@ -197,7 +200,15 @@ function resolveParams(options: ComputeOptions): ComputeParams {
 async function resolveAsOf(db: Executor, asOf: ComputeOptions["asOf"]): Promise<Date> {
   if (asOf instanceof Date) return asOf;
   if (asOf !== "data") return new Date();
-  const [row] = await rows<{ max: string | Date | null }>(db, sql`select max(event_time) as max from interactions`);
+  // The newest event time rounded up to the millisecond (a Date holds no more): every window ends at `<= asOf`, and
+  // an event stamped 12:30:00.000500 must stay inside them.
+  const [row] = await rows<{ max: string | Date | null }>(
+    db,
+    sql`select date_trunc('milliseconds', max(event_time))
+               + case when max(event_time) > date_trunc('milliseconds', max(event_time))
+                      then interval '1 millisecond' else interval '0' end as max
+        from interactions`,
+  );
   return row?.max ? new Date(row.max) : new Date();
 }
 

@@ -11,7 +11,8 @@ import {
   swapUserCandidates,
   USER_CANDIDATES_DEFAULTS,
 } from "../../src/batch/recommenders/user-candidates.ts";
-import { eraseWarehouse } from "../../src/privacy/warehouse.ts";
+import { ERASURE_LOCK, eraseWarehouse } from "../../src/privacy/warehouse.ts";
+import { tokenValue } from "../../src/session/ecommerce.ts";
 import { type Database, type DbSettings, drizzleOn, openPool, transaction } from "../../src/stores/db.ts";
 import { fixtureStatements, INTERACTIONS, KITCHEN, RESET_STATEMENT, T } from "../fixtures/recommenders/fixture.ts";
 
@@ -720,5 +721,182 @@ describe("user candidates: staged without the erasure lock, swapped in under it"
       transaction(db, (tx) => stageUserCandidates(tx, T, V, USER_CANDIDATES_DEFAULTS, FULL, { index: 0, of: 1 })),
     ).rejects.toThrow(/repeatable-read transaction, not read committed/);
     expect(await query(`select count(*)::int as n from uc_stage_${V}`)).toEqual([{ n: 0 }]);
+  });
+});
+
+describe("versions, segments, shares and retries", () => {
+  const MINUTE = 60_000;
+
+  it("a run after an external user_candidates version is a full one, even when the external created_at is older", async () => {
+    const first = await computeRecommendations(db, { asOf: T });
+    expect(first.outputs.user_candidates?.mode).toBe("full");
+    expect(await query("select user_key from user_candidates where user_key = 'u1'")).toEqual([{ user_key: "u1" }]);
+    // The external contract (docs/recommenders.md): created_at = when the job read the warehouse (an hour ago, before
+    // the internal version above was created), under the shared erasure lock, all rows replaced by the job's lists.
+    const client = await pool.connect();
+    try {
+      await client.query("begin");
+      await client.query("select pg_advisory_xact_lock_shared($1::bigint)", [ERASURE_LOCK.toString()]);
+      await client.query(
+        `insert into model_versions (model, version, source, status, created_at, finished_at)
+         values ('user_candidates', 'dbt-1', 'external', 'ready', now() - interval '1 hour', now())`,
+      );
+      await client.query("delete from user_candidates");
+      await client.query(
+        `insert into user_candidates (user_key, product_ids, scores, reasons, model_version)
+         values ('x-ext', '{A}', '{1}', '{external}', currval('model_versions_id_seq'))`,
+      );
+      await client.query("commit");
+    } finally {
+      client.release();
+    }
+    // The external version is the current one, for the publisher and for the compute alike.
+    const [external] = await query<{ id: number }>("select id from model_versions where version = 'dbt-1'");
+    expect((await currentModelVersions(db)).get("user_candidates")?.id).toBe(Number(external?.id));
+    // So the next internal run is a full one: u1, with no new event, gets its list again; the external rows go.
+    const next = await computeRecommendations(db, {
+      asOf: new Date(T.getTime() + 15 * MINUTE),
+      only: ["user_candidates"],
+    });
+    expect(next.outputs.user_candidates?.mode).toBe("full");
+    expect(await query("select user_key from user_candidates where user_key in ('u1', 'x-ext')")).toEqual([
+      { user_key: "u1" },
+    ]);
+  });
+
+  it("names popular category segments as the ranking path does (tokenValue of the catalogue's category)", async () => {
+    const categories = { X1: "\u00a0Épicerie\u00a0 Fine ", X2: "ÉTÉ", X3: "ΟΔΟΣ" };
+    for (const [id, category] of Object.entries(categories)) {
+      await query("insert into catalog (id, title, category) values ($1, $1, $2)", [id, category]);
+      for (let k = 0; k < 2; k++) {
+        const at = new Date(T.getTime() - (k + 1) * 60 * MINUTE).toISOString();
+        await query(
+          `insert into events (message_id, user_key, type, event, source_id, event_time, received_at)
+           values ($1, 'cat-user', 'track', 'Product Viewed', 'fixture', $2, $2)`,
+          [`cat-${id}-${k}`, at],
+        );
+        await query(
+          `insert into interactions (message_id, position, user_key, product_id, kind, weight, event_time)
+           values ($1, 0, 'cat-user', $2, 'view', 1, $3)`,
+          [`cat-${id}-${k}`, id, at],
+        );
+      }
+    }
+    await computeRecommendations(db, { asOf: T, only: ["popular"] });
+    const segments = await query<{ segment: string }>(
+      `select distinct segment from popular_items
+       where list = 'popular' and product_id in ('X1', 'X2', 'X3') and segment like 'category:%' order by 1`,
+    );
+    // Written out rather than computed, so that a change to tokenValue alone shows here too.
+    expect(segments.map((r) => r.segment)).toEqual(["category:épicerie fine", "category:été", "category:οδος"].sort());
+    expect(
+      Object.values(categories)
+        .map((c) => `category:${tokenValue(c)}`)
+        .sort(),
+    ).toEqual(segments.map((r) => r.segment));
+  });
+
+  it("weighs a category by its share of the user's whole history, uncategorised products included", async () => {
+    const at = new Date(T.getTime() - 60 * MINUTE).toISOString();
+    for (const [k, product] of ["A", "NOPE"].entries()) {
+      await query(
+        `insert into events (message_id, user_key, type, event, source_id, event_time, received_at)
+         values ($1, 'share-user', 'track', 'Product Viewed', 'fixture', $2, $2)`,
+        [`share-${k}`, at],
+      );
+      await query(
+        `insert into interactions (message_id, position, user_key, product_id, kind, weight, event_time)
+         values ($1, 0, 'share-user', $2, 'view', 1, $3)`,
+        [`share-${k}`, product, at],
+      );
+    }
+    await computeRecommendations(db, { asOf: T });
+    // C reaches the user only through the category of A (mugs) and the popular fallback: no neighbour of A or NOPE.
+    expect(
+      await query(
+        "select 1 from item_neighbors where product_id in ('A', 'NOPE') and neighbor_id = 'C' and kind in ('similar', 'bought_together')",
+      ),
+    ).toEqual([]);
+    const score = async (segment: string, product: string) =>
+      Number(
+        (
+          await query<{ score: number }>(
+            "select score from popular_items where list = 'popular' and segment = $1 and product_id = $2",
+            [segment, product],
+          )
+        )[0]?.score ?? 0,
+      );
+    const best = async (segment: string) =>
+      Number(
+        (
+          await query<{ best: number }>(
+            "select max(score) as best from popular_items where list = 'popular' and segment = $1",
+            [segment],
+          )
+        )[0]?.best,
+      );
+    const [row] = await query<{ score: number }>(
+      `select x.score from user_candidates c, unnest(c.product_ids, c.scores) as x(product_id, score)
+       where c.user_key = 'share-user' and x.product_id = 'C'`,
+    );
+    // Mugs holds half the history weight (A and NOPE, one view each at the same time): categoryWeight 0.5 × share 0.5
+    // × C's scaled popularity in mugs, plus the popular fallback (popularWeight 0.01 × C's scaled global popularity).
+    const expected =
+      0.5 * 0.5 * ((await score("category:mugs", "C")) / (await best("category:mugs"))) +
+      (0.01 * (await score("global", "C"))) / (await best("global"));
+    expect(Number(row?.score)).toBeCloseTo(expected, 9);
+  });
+
+  it("a part run again after its COMMIT's answer was lost replaces what it staged, and the swap succeeds", async () => {
+    await computeRecommendations(db, { asOf: T });
+    const V = 900_001;
+    const FULL = { mode: "full" } as const;
+    await dropCandidateStage(db, V);
+    await createCandidateStage(db, V);
+    try {
+      let snapshot = "";
+      for (let attempt = 0; attempt < 2; attempt++) {
+        const part = await transaction(
+          db,
+          (tx) => stageUserCandidates(tx, T, V, USER_CANDIDATES_DEFAULTS, FULL, { index: 0, of: 1 }),
+          { isolationLevel: "repeatable read" },
+        );
+        snapshot = part.snapshot;
+      }
+      const [staged] = await query<{ rows: number; users: number }>(
+        `select count(*)::int as rows, count(distinct user_key)::int as users from uc_stage_${V}`,
+      );
+      expect(staged?.rows).toBe(staged?.users);
+      await query(
+        `insert into model_versions (id, model, version, status) values (${V}, 'user_candidates', 'retry', 'building')`,
+      );
+      await transaction(db, (tx) => swapUserCandidates(tx, V, FULL, [snapshot]));
+      const [swapped] = await query<{ n: number }>(
+        `select count(*)::int as n from user_candidates where model_version = ${V}`,
+      );
+      expect(swapped?.n).toBe(staged?.users);
+    } finally {
+      await dropCandidateStage(db, V);
+    }
+  });
+
+  it('asOf "data" keeps the newest interaction inside the windows when event times have microseconds', async () => {
+    const at = "2024-06-01T12:30:00.000500Z";
+    await query(
+      `insert into events (message_id, user_key, type, event, source_id, event_time, received_at)
+       values ('newest', 'n1', 'track', 'Product Viewed', 'fixture', $1, $1)`,
+      [at],
+    );
+    await query(
+      `insert into interactions (message_id, position, user_key, product_id, kind, weight, event_time)
+       values ('newest', 0, 'n1', 'W1', 'view', 1, $1)`,
+      [at],
+    );
+    await computeRecommendations(db, { asOf: "data", only: ["popular"] });
+    expect(
+      await query(
+        "select product_id from popular_items where list = 'popular' and segment = 'global' and product_id = 'W1'",
+      ),
+    ).toEqual([{ product_id: "W1" }]);
   });
 });

@@ -43,12 +43,23 @@ export function word(value: string): SQL {
 }
 
 /**
+ * What JavaScript's `\s` (and `String.prototype.trim`) take for white space, as a regular-expression class: Postgres's
+ * own `\s` is the ASCII white space only (the C locale), so a no-break space would survive it.
+ */
+const JS_SPACE = String.raw`[\s\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]`;
+
+/**
  * `category:<c>` with c normalised as src/session/ecommerce.ts `tokenValue` does (trimmed, lower case, inner
  * whitespace collapsed, at most 100 characters), so the ranking path finds a segment from a session's
- * `category:` token. Null for a product without a category.
+ * `category:` token: white space as JavaScript's `\s` has it, and lower case by Unicode's rules (the ICU root
+ * collation; `lower()` under the database's C collation changes only A–Z, so "ÉTÉ" would stay "ÉtÉ"). One
+ * difference remains: the cut counts characters, where JavaScript counts UTF-16 units, so a category longer than
+ * 100 characters with characters beyond the BMP is cut later here. Null for a product without a category.
  */
 export function categorySegment(column: SQL): SQL {
-  return sql`'category:' || left(lower(regexp_replace(btrim(${column}), '\\s+', ' ', 'g')), 100)`;
+  const trimmed = sql`regexp_replace(${column}, ${sql.raw(`'^${JS_SPACE}+|${JS_SPACE}+$'`)}, '', 'g')`;
+  const collapsed = sql`regexp_replace(${trimmed}, ${sql.raw(`'${JS_SPACE}+'`)}, ' ', 'g')`;
+  return sql`'category:' || left(lower(${collapsed} collate "und-x-icu"), 100)`;
 }
 
 /** Runs one statement; the number of rows it wrote (or returned). */

@@ -216,6 +216,9 @@ export async function stageUserCandidates(
   const inPart = (column = "user_key") =>
     sql`abs(hashtext(${sql.raw(column)}) % ${count(part.of)}) = ${count(part.index)}`;
   const steps = new Steps();
+  // A retry of this part (its COMMIT's answer lost, say) finds what the first attempt staged: replaced, not added
+  // to, or the swap would meet each of its users twice.
+  await tx.execute(sql`delete from ${stageTable(modelVersion)} where part = ${count(part.index)}`);
   const between = (column: string, windowDays: number) =>
     sql`${sql.raw(column)} > ${at(asOf)} - ${days(windowDays)} and ${sql.raw(column)} <= ${at(asOf)}`;
   const inWindow = (column: string) => between(column, p.windowDays);
@@ -357,10 +360,14 @@ export async function stageUserCandidates(
   await tx.execute(sql`
     create temp table uc_categories on commit drop as
     select uid, segment, share from (
+      -- A category's share is of the user's whole history weight, products without a category (or not in the
+      -- catalogue) included: one categorised product among ten weighs a tenth, not all.
       select h.uid, ${categorySegment(sql`k.category`)} as segment,
-             sum(h.w) / sum(sum(h.w)) over (partition by h.uid) as share,
+             sum(h.w) / min(t.total) as share,
              row_number() over (partition by h.uid order by sum(h.w) desc, ${categorySegment(sql`k.category`)}) as r
-      from uc_history h join ${catalog} k on k.id = h.product_id
+      from uc_history h
+        join ${catalog} k on k.id = h.product_id
+        join (select uid, sum(w) as total from uc_history group by uid) t on t.uid = h.uid
       where k.category is not null
       group by 1, 2
     ) ranked where r <= ${count(p.topCategories)}`);
