@@ -60,15 +60,17 @@ export async function computePopular(
     "base",
     sql`
     create temp table pop_base on commit drop as
+    -- Each catalogue row's segment once (not once per event: the normalisation runs regular expressions).
+    with segments as materialized (select id, ${categorySegment(sql`category`)} as category from ${catalog})
     select i.product_id,
-           ${categorySegment(sql`c.category`)} as category,
+           c.category,
            'country:' || e.country as country,
            ${trendWeight()} * (i.event_time > ${at(asOf)} - ${days(p.popularDays)})::int as popular,
            ${trendWeight()} * (i.event_time > ${recentFrom})::int as recent,
            ${trendWeight()} * (i.event_time <= ${recentFrom}
                                and i.event_time > ${recentFrom} - ${days(p.baselineDays)})::int as baseline
     from ${interactions} i
-      left join ${catalog} c on c.id = i.product_id
+      left join segments c on c.id = i.product_id
       left join ${events} e on e.message_id = i.message_id
     where i.event_time > ${at(asOf)} - ${days(since)} and i.event_time <= ${at(asOf)}
       and i.kind in (${sql.join(

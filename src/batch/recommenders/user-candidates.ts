@@ -362,13 +362,12 @@ export async function stageUserCandidates(
     select uid, segment, share from (
       -- A category's share is of the user's whole history weight, products without a category (or not in the
       -- catalogue) included: one categorised product among ten weighs a tenth, not all.
-      select h.uid, ${categorySegment(sql`k.category`)} as segment,
-             sum(h.w) / min(t.total) as share,
-             row_number() over (partition by h.uid order by sum(h.w) desc, ${categorySegment(sql`k.category`)}) as r
+      select h.uid, k.segment, sum(h.w) / min(t.total) as share,
+             row_number() over (partition by h.uid order by sum(h.w) desc, k.segment) as r
       from uc_history h
-        join ${catalog} k on k.id = h.product_id
+        join (select id, ${categorySegment(sql`category`)} as segment from ${catalog} where category is not null
+              offset 0) k on k.id = h.product_id
         join (select uid, sum(w) as total from uc_history group by uid) t on t.uid = h.uid
-      where k.category is not null
       group by 1, 2
     ) ranked where r <= ${count(p.topCategories)}`);
   await tx.execute(sql`create index on uc_categories (uid)`);
