@@ -58,8 +58,47 @@ const isHead = (keys: string[]) => keys.includes("ptr");
 const isLists = (keys: string[]) => keys.some((k) => k.startsWith("u:") || k.startsWith("i:"));
 const isShared = (keys: string[]) => keys.some((k) => /^v\d+:/.test(k));
 
+/** `kv` with `config` (a ranking config document's body) served as the stored ranking config. */
+function withConfig(kv: KVNamespace, config: Record<string, unknown>): KVNamespace {
+  const doc = JSON.stringify({ version: "test", updatedAt: 0, config });
+  return {
+    async get(key: string | string[], options?: unknown) {
+      const value = await (kv.get as (k: unknown, o: unknown) => Promise<unknown>)(key, options);
+      if (!Array.isArray(key) || !key.includes(RANKING_CONFIG_KEY)) return value;
+      const values = new Map(value as Map<string, string | null>);
+      values.set(RANKING_CONFIG_KEY, doc);
+      return values;
+    },
+  } as unknown as KVNamespace;
+}
+
 function deps(patch: Partial<RankDeps> = {}): RankDeps {
   return { ...depsFromEnv(env, ctx), ...patch };
+}
+
+const isItemLists = (keys: string[]) => keys.some((k) => k.startsWith("i:"));
+
+/**
+ * Alice, who viewed p1, and a KV whose item-list reads fail as `fault` says: on home (no context product) only the
+ * second read, of the seeds' neighbour lists, asks for `i:` keys. Deadlines this machine's load cannot miss for the
+ * reads that work; a hanging one is cut at 300 ms.
+ */
+async function aliceViewedP1(fault: Fault): Promise<KVNamespace> {
+  await track({ userId: id("alice") }, [{ event: "Product Viewed", properties: { product_id: id("p1") } }]);
+  return withConfig(
+    faultyKv((keys) => (isItemLists(keys) ? fault : null)),
+    {
+      deadlines: { session: 2000, kv: 300, total: 2500 },
+    },
+  );
+}
+
+/** An answer that lost p1's similar items with the seeds' read: still 12, alice's batch list, then popular. */
+function expectWithoutSeeds(a: RankAnswer | Answer): void {
+  expect(a.sources.session.status).toBe("ok");
+  expect(a.items).toHaveLength(12);
+  expect(organic(a).slice(0, 3)).toEqual([id("b1"), id("b2"), id("pop01")]);
+  expect(ids(a)).not.toContain(id("s1"));
 }
 
 const request = (params: RankParams) => parseRankParams("recommend", params, DEFAULT_RANKING_CONFIG);
@@ -172,6 +211,52 @@ describe("the online store (KV)", () => {
     // The seeds' neighbour lists were read: the viewed product's similar items lead.
     expect(ids(a)[0]).toBe(id("s1"));
     expect(a.items).toHaveLength(12);
+  });
+
+  it("the seeds' neighbour lists failing: flagged session_neighbors_error, 200 with batch and popular", async () => {
+    const kv = await aliceViewedP1("throw");
+    const res = await appFetch(
+      { ...env, ONLINE_STORE: kv },
+      `/v1/recommendations?placement=home&userId=${id("alice")}`,
+      {
+        headers: { authorization: `Bearer ${SERVER_KEY}` },
+      },
+    );
+    const text = await res.text();
+    expect(res.status, text).toBe(200);
+    const a = JSON.parse(text) as Answer;
+    expect(a.degraded).toContain("session_neighbors_error");
+    expect(a.sources.batch.status).toBe("ok");
+    expectWithoutSeeds(a);
+  });
+
+  it("the seeds' neighbour lists hanging: flagged session_neighbors_timeout, a full list all the same", async () => {
+    const kv = await aliceViewedP1("hang");
+    const { a, ms } = await timed(answer(deps({ kv }), alice()));
+    expect(ms).toBeLessThan(2000);
+    expect(a.degraded).toContain("session_neighbors_timeout");
+    expect(a.degraded).not.toContain("session_timeout");
+    expectWithoutSeeds(a);
+  });
+
+  it("the seeds' read failing keeps the neighbour lists the isolate holds", async () => {
+    await track({ userId: id("alice") }, [{ event: "Product Viewed", properties: { product_id: id("p1") } }]);
+    let fault: Fault = null;
+    const kv = faultyKv((keys) => (isItemLists(keys) ? fault : null));
+    const d = deps({ kv });
+    const warm = await settled(() => answer(d, alice()));
+    expect(ids(warm)[0]).toBe(id("s1"));
+    // A second viewed product, whose lists the isolate does not hold: the seeds' read now has a key to ask KV for.
+    await track({ userId: id("alice") }, [{ event: "Product Viewed", properties: { product_id: id("c1") } }]);
+    fault = "throw";
+    const a = await settled(() => answer(d, alice()));
+    expect(a.degraded).toContain("session_neighbors_error");
+    expect(a.items).toHaveLength(12);
+    // p1's similar items, read before the fault, still lead; c1's bought-together items were never read.
+    expect(ids(a)[0]).toBe(id("s1"));
+    expect(ids(a)).toContain(id("s2"));
+    expect(a.items.find((i) => i.productId === id("s1"))?.reasons[0]).toBe(`similar_to:${id("p1")}`);
+    expect(ids(a)).not.toContain(id("bt1"));
   });
 
   it("a slow head counts against the total deadline: hanging lists are cut at what is left of it", async () => {
