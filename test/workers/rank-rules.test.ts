@@ -1,14 +1,58 @@
 // The ranking config as an admin resource (GET/PUT /v1/admin/ranking-config) and its effect on the next answers:
-// versions, pins, buries, weights, placements, limits; request filters over HTTP. Expected lists come from
-// shopFixture (rank-helpers.ts): alice's batch b1 (1.0), b2 (2/3); pop01 … pop12 at 0.2 × (12 … 1)/100.
+// versions, pins, buries, weights, placements, limits, the diversity cap; request filters over HTTP. Expected lists come from
+// shopFixture (rank-helpers.ts): alice's batch b1 (1.0), b2 (2/3); pop01 … pop12 at 0.2 × (12 … 1)/100; with a hidden
+// product in every list, and tags (below). Also what the catalogue removes (hidden, out of stock) from every source.
 import { env, exports } from "cloudflare:workers";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_RANKING_CONFIG, RANKING_CONFIG_KEY } from "../../src/rank/config.ts";
 import { ADMIN_KEY, adminGet, refused, WRITE_KEY } from "./collect-helpers.ts";
-import { BASE, get, ids, ok, postJson, publishFixture, resetCaches, SERVER_KEY, shopFixture } from "./rank-helpers.ts";
+import {
+  type Answer,
+  BASE,
+  type Fixture,
+  get,
+  ids,
+  ok,
+  postJson,
+  publishFixture,
+  resetCaches,
+  SERVER_KEY,
+  shopFixture,
+} from "./rank-helpers.ts";
 
-const shop = shopFixture(`g${crypto.randomUUID().slice(0, 8)}`);
-const id = shop.id;
+const base = shopFixture(`g${crypto.randomUUID().slice(0, 8)}`);
+const id = base.id;
+const tagged = new Set([id("b2"), id("pop03"), id("pop07")]);
+/**
+ * shopFixture, plus: `hid`, a hidden kitchen mug, in every list a product can come from (popular, batch trending,
+ * bob's batch list, p1's similar and next items, c1's bought-together items), ahead of the rest; bob's batch list
+ * hid, the out-of-stock oos, b1; the tag `eco` on b2, pop03 and pop07.
+ */
+const shop: Fixture = {
+  ...base,
+  catalog: [
+    ...base.catalog.map((r) => (tagged.has(r.id) ? { ...r, tags: ["eco"] } : r)),
+    { id: id("hid"), title: "Hidden Mug", category: "kitchen", price: 9, visible: false },
+  ],
+  popular: { global: [[id("hid"), 60], ...(base.popular?.global ?? [])] },
+  trending: {
+    global: [
+      [id("hid"), 5],
+      [id("tr1"), 5],
+    ],
+  },
+  users: {
+    ...base.users,
+    [`u:${id("bob")}`]: [
+      [id("hid"), 0.95, null],
+      [id("oos"), 0.9, null],
+      [id("b1"), 0.5, null],
+    ],
+  },
+  similar: { [id("p1")]: [[id("hid"), 0.95], ...(base.similar?.[id("p1")] ?? [])] },
+  next: { [id("p1")]: [[id("hid"), 5]] },
+  boughtTogether: { [id("c1")]: [[id("hid"), 0.9], ...(base.boughtTogether?.[id("c1")] ?? [])] },
+};
 
 interface ConfigAnswer {
   version: string;
@@ -223,6 +267,13 @@ describe("PUT /v1/admin/ranking-config", () => {
 });
 
 describe("request filters over HTTP", () => {
+  it("filters by tag", async () => {
+    const a = await ok(get(`/v1/recommendations?placement=home&userId=${id("alice")}&tags=eco`));
+    expect(ids(a)).toEqual([id("b2"), id("pop03"), id("pop07")]);
+    const none = await ok(get(`/v1/recommendations?placement=home&tags=nothing-has-this`));
+    expect(none.items).toEqual([]);
+  });
+
   it("filters by category and by price range, inclusive", async () => {
     const cat = await ok(get("/v1/recommendations?placement=home&category=%20CAT3%20"));
     expect(ids(cat)).toEqual([id("pop04")]);
@@ -232,5 +283,62 @@ describe("request filters over HTTP", () => {
     expect(price.items[2]?.reasons).toEqual(["catalog_fill"]);
     const both = await ok(get(`/v1/recommendations?placement=home&userId=${id("alice")}&category=aprons,cat0`));
     expect(ids(both)).toEqual([id("b1"), id("pop01")]);
+  });
+});
+
+describe("the catalogue over HTTP", () => {
+  it("never serves a hidden product, from any source", async () => {
+    const answers = await Promise.all([
+      ok(get("/v1/recommendations?placement=home&limit=50")),
+      ok(get(`/v1/recommendations?placement=home&userId=${id("bob")}&limit=50`)),
+      ok(get(`/v1/similar/${id("p1")}?limit=50`)),
+      ok(get(`/v1/recommendations?placement=pdp&productId=${id("p1")}&limit=50`)),
+      ok(get(`/v1/recommendations?placement=cart&productId=${id("c1")}&limit=50`)),
+      ok(postJson("/v1/rank", { placement: "home", candidates: [id("hid"), id("pop01")] })),
+    ]);
+    for (const a of answers) {
+      expect(a.items.length).toBeGreaterThan(0);
+      expect(ids(a)).not.toContain(id("hid"));
+    }
+    const [popular, bob, similar, pdp, cart, reranked] = answers as [Answer, Answer, Answer, Answer, Answer, Answer];
+    // Each source still served what it had besides the hidden product.
+    expect(organic(ids(popular))[0]).toBe(id("pop01"));
+    expect(ids(bob)[0]).toBe(id("b1"));
+    expect(ids(similar).slice(0, 2)).toEqual([id("s1"), id("s2")]);
+    expect(ids(pdp)[0]).toBe(id("s1"));
+    expect(ids(cart)).toEqual(expect.arrayContaining([id("bt1"), id("bt2")]));
+    expect(ids(reranked)).toEqual([id("pop01")]);
+    // Read back through whyNot: removed as hidden, not merely cut.
+    const why = await ok(get(`/v1/recommendations?placement=home&userId=${id("bob")}&whyNot=${id("hid")}`));
+    expect(why.explain?.whyNot).toEqual({ productId: id("hid"), status: "removed", rule: "hidden" });
+  });
+
+  it("never serves an out-of-stock product of a user's batch list", async () => {
+    // Twice: the second answer comes from the batch list the isolate keeps.
+    for (let i = 0; i < 2; i++) {
+      const a = await ok(get(`/v1/recommendations?placement=home&userId=${id("bob")}&limit=50`));
+      expect(a.sources.batch.status).toBe("ok");
+      expect(ids(a)).not.toContain(id("oos"));
+      expect(ids(a)[0]).toBe(id("b1"));
+    }
+    const why = await ok(get(`/v1/recommendations?placement=home&userId=${id("bob")}&whyNot=${id("oos")}`));
+    expect(why.explain?.whyNot).toEqual({ productId: id("oos"), status: "removed", rule: "out_of_stock" });
+  });
+});
+
+describe("the diversity cap", () => {
+  it("maxPerCategory keeps at most that many of a category, the list still full", async () => {
+    // p1's similar items s1 and s2 are both kitchen products.
+    const before = await ok(get(`/v1/similar/${id("p1")}?limit=4`));
+    expect(ids(before)).toEqual([id("s1"), id("s2"), id("pop01"), id("pop02")]);
+    await putOk({ diversity: { maxPerCategory: 1 } });
+    const after = await ok(get(`/v1/similar/${id("p1")}?limit=4`));
+    expect(after.config.version).toBe("v1");
+    expect(ids(after)).toEqual([id("s1"), id("pop01"), id("pop02"), id("pop03")]);
+    const category = new Map(shop.catalog.map((r) => [r.id, r.category ?? null]));
+    const perCategory = new Map<string | null, number>();
+    for (const p of ids(after))
+      perCategory.set(category.get(p) ?? null, (perCategory.get(category.get(p) ?? null) ?? 0) + 1);
+    expect(Math.max(...perCategory.values())).toBe(1);
   });
 });
