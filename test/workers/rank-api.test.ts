@@ -164,6 +164,39 @@ describe("session events change the next answer", () => {
     expect(ids(after)).not.toContain(id("p1"));
   });
 
+  it("similar items are tuned by the visitor's last viewed items: a neighbour of both overtakes", async () => {
+    // p1's neighbours s1 (0.9) and s2 (0.88); the watering can v, in a category of its own, is a neighbour of s2's.
+    await publishFixture({
+      ...shop,
+      version: 2,
+      catalog: [...shop.catalog, { id: id("v"), title: "Watering Can", category: "garden", price: 14 }],
+      similar: {
+        [id("p1")]: [
+          [id("s1"), 0.9],
+          [id("s2"), 0.88],
+        ],
+        [id("v")]: [[id("s2"), 0.9]],
+      },
+    });
+    const anonymousId = id("gardener");
+    const path = `/v1/similar/${id("p1")}?limit=4`;
+    // Without a visitor: s1 = 2 × 1 + 3 × ½ ("mug") = 3.5 ahead of s2 = 2 × (½ · 0.88/0.9 + ½ / 1.2) ≈ 1.81.
+    const alone = await ok(get(path));
+    expect(ids(alone).slice(0, 2)).toEqual([id("s1"), id("s2")]);
+    await track({ anonymousId }, [
+      { event: "Product Viewed", properties: { product_id: id("v"), category: "Garden" } },
+    ]);
+    // The same request for the visitor who viewed v: s2 also gets covisit 3 × 1 (similar to v), 4.81 > 3.5.
+    const tuned = await settled(() => ok(get(`${path}&anonymousId=${anonymousId}&explain=true`)));
+    expect(tuned.sources.session.status).toBe("ok");
+    expect(ids(tuned).slice(0, 2)).toEqual([id("s2"), id("s1")]);
+    expect(tuned.items[0]?.reasons).toEqual(expect.arrayContaining([`similar_to:${id("v")}`]));
+    expect(ids(tuned)).not.toContain(id("p1"));
+    // A visitor who viewed nothing gets the list without one.
+    const stranger = await ok(get(`${path}&anonymousId=${id("stranger")}`));
+    expect(ids(stranger)).toEqual(ids(alone));
+  });
+
   it("a carted product is excluded on home and its bought-together items lead on cart", async () => {
     const anonymousId = id("shopper");
     await track({ anonymousId }, [{ event: "Product Added", properties: { product_id: id("c1"), quantity: 1 } }]);
