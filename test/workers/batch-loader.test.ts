@@ -4,9 +4,12 @@
 import { createExecutionContext, createScheduledController, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import { CRON_RUN_STATE } from "../../src/batch/cron.ts";
 import { acquireLease } from "../../src/batch/lease.ts";
 import { LOADER_GROUP, type LoaderOptions, runLoader } from "../../src/batch/loader.ts";
+import { REFRESH_LEASE } from "../../src/batch/refresh.ts";
 import worker from "../../src/index.ts";
+import { COORDINATOR_NAME } from "../../src/publish/coordinator.ts";
 import { EVENT_STREAM } from "../../src/session/stream.ts";
 import {
   append,
@@ -23,6 +26,7 @@ import {
   viewed,
   withDb,
 } from "./batch-helpers.ts";
+import { createSchema, drain, dropSchema } from "./publish-helpers.ts";
 
 /** No pauses between retries in tests (the policy itself is unit-tested). */
 const noSleep = async () => {};
@@ -395,5 +399,70 @@ describe("scheduled()", () => {
       "select status, stats from batch_runs where kind = 'load' and trigger = 'cron' and status = 'ok' order by id desc limit 1",
     );
     expect(run?.stats).toMatchObject({ group: LOADER_GROUP, stream: EVENT_STREAM });
+  });
+
+  it("two runs at once: both finish, one refreshes, the other is skipped by the lease; events loaded once", async () => {
+    // A Postgres schema of this test's own: its batch_runs, leases and sync_state hold only these two runs.
+    const { schema, q } = await createSchema("cron2");
+    const testEnv = { ...env, DATABASE_SCHEMA: schema };
+    try {
+      const mine = views(4);
+      const ids = mine.map((e) => e.messageId);
+      await append(EVENT_STREAM, mine);
+      const times = [Date.UTC(2026, 10, 27, 9, 0), Date.UTC(2026, 10, 27, 9, 15)];
+      const runs = times.map(async (scheduledTime) => {
+        const ctx = createExecutionContext();
+        await worker.scheduled(createScheduledController({ scheduledTime, cron: "*/15 * * * *" }), testEnv, ctx);
+        await waitOnExecutionContext(ctx);
+      });
+      // Both invocations finish without an error (a failed refresh fails its invocation).
+      expect(await Promise.allSettled(runs)).toEqual([
+        { status: "fulfilled", value: undefined },
+        { status: "fulfilled", value: undefined },
+      ]);
+
+      const refreshes = await q<{ id: number; status: string; stats: { reason?: string; lease?: string } }>(
+        "select id, status, stats from batch_runs where kind = 'refresh' and trigger = 'cron' order by id",
+      );
+      expect(refreshes).toHaveLength(2);
+      const ran = refreshes.filter((r) => r.status !== "skipped");
+      const skipped = refreshes.filter((r) => r.status === "skipped");
+      expect(ran.map((r) => r.status)).toEqual(["ok"]);
+      expect(skipped.map((r) => r.stats)).toEqual([{ reason: "lease_held", lease: REFRESH_LEASE }]);
+      // Exactly one compute, under the refresh that ran; none under the skipped one.
+      const computes = await q<{ parent_id: number }>("select parent_id from batch_runs where kind = 'compute'");
+      expect(computes.map((r) => Number(r.parent_id))).toEqual([Number(ran[0]?.id)]);
+      // The lease is released again.
+      expect(await q("select name from leases where name = $1", [REFRESH_LEASE])).toEqual([]);
+
+      // Each event loaded exactly once — by these runs, or (when another test file's cron drained the shared stream
+      // first) into the public schema, never in both, never twice.
+      const here = await q<{ message_id: string; n: number }>(
+        "select message_id, count(*)::int as n from events where message_id = any($1) group by message_id",
+        [ids],
+      );
+      const there = await sql<{ message_id: string; n: number }>(
+        "select message_id, count(*)::int as n from events where message_id = any($1) group by message_id",
+        [ids],
+      );
+      expect([...here, ...there].map((r) => r.message_id).sort()).toEqual([...ids].sort());
+      for (const r of [...here, ...there]) expect(r.n).toBe(1);
+
+      // One cron.last_run record, of one of the two invocations, naming a refresh run with the status it recorded.
+      const state = await q<{ value: { scheduledTime: string; refresh: { runId: number; status: string } } }>(
+        "select value from sync_state where name = $1",
+        [CRON_RUN_STATE],
+      );
+      expect(state).toHaveLength(1);
+      const last = state[0]?.value;
+      expect(times.map((t) => new Date(t).toISOString())).toContain(last?.scheduledTime);
+      const named = refreshes.find((r) => Number(r.id) === last?.refresh.runId);
+      expect(named, "cron.last_run names one of the two refresh runs").toBeDefined();
+      expect(last?.refresh.status).toBe(named?.status);
+    } finally {
+      // The publish the refresh started reads this schema: finished before the schema goes.
+      await drain(env.PUBLISH_COORDINATOR.getByName(COORDINATOR_NAME));
+      await dropSchema(schema);
+    }
   });
 });
