@@ -22,8 +22,23 @@ if (!settings) {
   process.exit(2);
 }
 
+// UTF-8 only, as the endpoint takes it: readFileSync(file, "utf8") would turn every other byte into U+FFFD without a
+// word (Excel's plain "CSV" export is Windows-1252: "Café" would be stored as "Caf\ufffd").
+let text: string;
 try {
-  const parsed = parseCatalogFile(file, readFileSync(file, "utf8"), Number.POSITIVE_INFINITY);
+  text = new TextDecoder("utf-8", { fatal: true }).decode(readFileSync(file));
+} catch (error) {
+  const notUtf8 = error instanceof TypeError;
+  console.error(
+    notUtf8
+      ? `${file} is not UTF-8 text; nothing was written (save it as "CSV UTF-8" or re-encode it)`
+      : `cannot read ${file}: ${describeError(error)}`,
+  );
+  process.exit(1);
+}
+
+try {
+  const parsed = parseCatalogFile(file, text, Number.POSITIVE_INFINITY);
   if (parsed.errorCount > 0) {
     console.error(`${parsed.errorCount} invalid item(s); nothing was written:`);
     for (const row of parsed.errors) {

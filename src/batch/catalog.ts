@@ -6,7 +6,7 @@
 // chunks inside one transaction: a row that did not change is not touched at all, so `updated_at` (what the
 // publisher ships by) moves only for real changes, and a failed request changes nothing.
 import { sql } from "drizzle-orm";
-import { jsonDepthExceeds } from "../collect/json.ts";
+import { isWellFormed, jsonDepthExceeds } from "../collect/json.ts";
 import { MAX_JSON_DEPTH } from "../collect/limits.ts";
 import { MAX_PRODUCT_ID_CHARS } from "../session/limits.ts";
 import { type Database, transaction } from "../stores/db.ts";
@@ -119,6 +119,11 @@ function textField(value: unknown, field: string, max: number, errors: FieldErro
     errors.push({ field, message: "must not contain NUL characters" });
     return null;
   }
+  // The driver writes an unpaired UTF-16 surrogate as U+FFFD: "p\udc00" would be stored as "p\ufffd", another id.
+  if (!isWellFormed(trimmed)) {
+    errors.push({ field, message: "must not contain unpaired UTF-16 surrogates" });
+    return null;
+  }
   return trimmed;
 }
 
@@ -135,9 +140,15 @@ function boolField(value: unknown, field: string, fallback: boolean, errors: Fie
   return fallback;
 }
 
+/** A price written out: digits with an optional decimal point and exponent (no sign, no hex, no thousands separator). */
+const PRICE_TEXT = /^(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$/;
+
 function priceField(value: unknown, errors: FieldError[]): number | null {
-  if (value === undefined || value === null || value === "") return null;
-  const n = typeof value === "number" ? value : typeof value === "string" ? Number(value.trim()) : Number.NaN;
+  if (value === undefined || value === null) return null;
+  // A blank cell is no price, as for every other optional field (not Number(" ") = 0, a free product).
+  const text = typeof value === "string" ? value.trim() : null;
+  if (text === "") return null;
+  const n = typeof value === "number" ? value : text !== null && PRICE_TEXT.test(text) ? Number(text) : Number.NaN;
   if (!Number.isFinite(n) || n < 0) {
     errors.push({ field: "price", message: "must be a number ≥ 0" });
     return null;
@@ -157,9 +168,12 @@ function tagsField(value: unknown, separator: RegExp, errors: FieldError[]): str
     errors.push({ field: "tags", message: `has ${tags.length} tags; the limit is ${MAX_TAGS_PER_ITEM}` });
     return [];
   }
-  const long = tags.find((t) => t.length > MAX_TAG_CHARS || t.includes("\u0000"));
+  const long = tags.find((t) => t.length > MAX_TAG_CHARS || t.includes("\u0000") || !isWellFormed(t));
   if (long !== undefined) {
-    errors.push({ field: "tags", message: `a tag is longer than ${MAX_TAG_CHARS} characters or contains NUL` });
+    errors.push({
+      field: "tags",
+      message: `a tag is longer than ${MAX_TAG_CHARS} characters or contains NUL or an unpaired UTF-16 surrogate`,
+    });
     return [];
   }
   return tags;
@@ -175,11 +189,11 @@ function attributesField(value: unknown, errors: FieldError[]): Record<string, u
       errors.push({ field: "attributes", message: "must be a JSON object" });
       return {};
     }
-    // JSON text in a CSV cell has not passed the request body's nesting limit.
-    if (jsonDepthExceeds(object, MAX_JSON_DEPTH)) {
-      errors.push({ field: "attributes", message: `nests deeper than ${MAX_JSON_DEPTH} levels` });
-      return {};
-    }
+  }
+  // JSON text in a CSV cell, or a file read by catalog:import, has not passed the request body's nesting limit.
+  if (jsonDepthExceeds(object, MAX_JSON_DEPTH)) {
+    errors.push({ field: "attributes", message: `nests deeper than ${MAX_JSON_DEPTH} levels` });
+    return {};
   }
   if (typeof object !== "object" || object === null || Array.isArray(object)) {
     errors.push({ field: "attributes", message: "must be an object" });
@@ -323,7 +337,7 @@ export function parseCatalogCsv(text: string, maxItems = MAX_CATALOG_ITEMS): Par
   }
   const out = new Collector();
   let count = 0;
-  for (const { row, line, extra } of csvObjects(text)) {
+  for (const { row, line, extra, missing } of csvObjects(text)) {
     const index = count++;
     // Past the limit, only count (for the error message).
     if (index >= maxItems) continue;
@@ -332,7 +346,14 @@ export function parseCatalogCsv(text: string, maxItems = MAX_CATALOG_ITEMS): Par
       raw[fields[k] as keyof CatalogItem] = row[name];
     });
     const result = validateItem(raw, /\|/);
-    const errors = extra > 0 ? [{ field: "", message: `has ${extra} more field(s) than the header` }] : [];
+    // RFC 4180: every row has the header's fields. A short row is refused too: read as PUT, its missing columns would
+    // reset the product's stock and visibility to their defaults.
+    const errors =
+      extra > 0
+        ? [{ field: "", message: `has ${extra} more field(s) than the header` }]
+        : missing > 0
+          ? [{ field: "", message: `has ${missing} field(s) fewer than the header` }]
+          : [];
     out.add(index, { item: errors.length ? null : result.item, errors: [...errors, ...result.errors] }, raw.id, line);
   }
   if (count > maxItems) {

@@ -67,7 +67,9 @@ export function* csvRecords(text: string): Generator<CsvRecord> {
 }
 
 /** Header + rows as objects keyed by the (trimmed) header names. */
-export function* csvObjects(text: string): Generator<{ row: Record<string, string>; line: number; extra: number }> {
+export function* csvObjects(
+  text: string,
+): Generator<{ row: Record<string, string>; line: number; extra: number; missing: number }> {
   const records = csvRecords(text);
   const first = records.next();
   if (first.done) return;
@@ -77,7 +79,12 @@ export function* csvObjects(text: string): Generator<{ row: Record<string, strin
     header.forEach((name, k) => {
       row[name] = record.fields[k] ?? "";
     });
-    yield { row, line: record.line, extra: Math.max(0, record.fields.length - header.length) };
+    yield {
+      row,
+      line: record.line,
+      extra: Math.max(0, record.fields.length - header.length),
+      missing: Math.max(0, header.length - record.fields.length),
+    };
   }
 }
 

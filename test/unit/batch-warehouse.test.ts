@@ -228,6 +228,40 @@ describe("catalogue validation", () => {
     expect(parsed.items.map((i) => i.id)).toEqual(["2"]);
     expect(parsed.errors[0]).toMatchObject({ index: 0, line: 2, id: "1" });
   });
+
+  it("refuses a row with fewer fields than the header (its missing stock and visibility would reset to true)", () => {
+    const parsed = parseCatalogCsv("id,title,price,in_stock,visible\np1,Mug,4.50,no,no\np2,Bag,9.90\n");
+    expect(parsed.items.map((i) => i.id)).toEqual(["p1"]);
+    expect(parsed.errors[0]).toMatchObject({ index: 1, line: 3, id: "p2" });
+  });
+
+  it("reads a blank price as no price, and refuses a price that is not written as a plain number", () => {
+    expect(parseCatalogJson([{ id: "p1", title: "Mug", price: " " }]).items[0]?.price).toBeNull();
+    expect(parseCatalogCsv("id,title,price\np1,Mug, \n").items[0]?.price).toBeNull();
+    expect(parseCatalogJson([{ id: "p1", title: "Mug", price: " 2.95 " }]).items[0]?.price).toBe(2.95);
+    for (const price of ["0x10", "0b11", "1,234.50", "£2.95", "-1", "Infinity", "1e400"]) {
+      expect(validateItem({ id: "p1", title: "Mug", price }, /,/).item, price).toBeNull();
+    }
+  });
+
+  it("refuses text with an unpaired UTF-16 surrogate (stored as U+FFFD, it would name another product)", () => {
+    const parsed = parseCatalogJson([
+      { id: "p\ud800", title: "A" },
+      { id: "p2", title: "B\udc00" },
+      { id: "p3", title: "C", tags: ["ok", "t\udbff"] },
+      { id: "p4", title: "D \ud83d\ude00" },
+    ]);
+    expect(parsed.items.map((i) => i.id)).toEqual(["p4"]);
+    expect(parsed.errors.map((e) => e.errors[0]?.field)).toEqual(["id", "title", "tags"]);
+  });
+
+  it("refuses attributes nested deeper than 64 levels in a file, as the endpoint does", () => {
+    let deep: Record<string, unknown> = { leaf: 1 };
+    for (let k = 0; k < 100; k++) deep = { a: deep };
+    const parsed = parseCatalogFile("catalog.json", JSON.stringify([{ id: "p1", title: "Mug", attributes: deep }]));
+    expect(parsed.errorCount).toBe(1);
+    expect(parsed.errors[0]?.errors[0]?.field).toBe("attributes");
+  });
 });
 
 describe("retry policy", () => {

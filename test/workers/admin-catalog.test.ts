@@ -161,6 +161,34 @@ describe("PUT /v1/admin/catalog", () => {
     await refused(put("[]", "application/json", {}), 401, "unauthorized");
     await refused(put("[]", "application/json", { authorization: "Bearer nope" }), 401, "unauthorized");
   });
+
+  it("refuses ids that differ only by an unpaired surrogate, and never lets one overwrite another product", async () => {
+    const base = uid("s");
+    await refused(
+      putJson({
+        items: [
+          { id: `${base}\ud800`, title: "A" },
+          { id: `${base}\udbff`, title: "B" },
+        ],
+      }),
+      400,
+      "validation_failed",
+    );
+    expect((await putJson({ items: [{ id: `${base}\ufffd`, title: "Real product", price: 10 }] })).status).toBe(200);
+    await refused(putJson({ items: [{ id: `${base}\udc00`, title: "Other", price: 1 }] }), 400, "validation_failed");
+    const rows = await sql<{ title: string; price: number }>("select title, price from catalog where id like $1", [
+      `${base}%`,
+    ]);
+    expect(rows.map((r) => ({ title: r.title, price: Number(r.price) }))).toEqual([
+      { title: "Real product", price: 10 },
+    ]);
+  });
+
+  it("stores a blank price as no price", async () => {
+    const id = uid("b");
+    expect((await putJson({ items: [{ id, title: "Mug", price: " " }] })).status).toBe(200);
+    expect(await sql("select price from catalog where id = $1", [id])).toEqual([{ price: null }]);
+  });
 });
 
 describe("catalogue writers", () => {
