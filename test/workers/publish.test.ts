@@ -314,6 +314,30 @@ describe("publish", () => {
     await publish();
     expect(puts(log)).toEqual([]);
   });
+
+  it("records a catalogue push that fails as failed, not as running", async () => {
+    const { schema, q, stub, publish, tag } = await setup("pub");
+    await seed(q, tag);
+    await publish();
+    await q("update catalog set in_stock = false, updated_at = now() where id = $1", [`${tag}-p1`]);
+    await runInDurableObject(stub, (instance: PublishCoordinator) => {
+      instance.wrapKv = (raw) =>
+        new Proxy(raw, {
+          get(target, prop, receiver) {
+            if (prop === "put") return () => Promise.reject(new Error("injected: KV unavailable"));
+            const value = Reflect.get(target, prop, receiver) as unknown;
+            return typeof value === "function" ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+          },
+        });
+    });
+    await expect(stub.pushCatalog({ schema })).rejects.toThrow(/KV unavailable/);
+    const runs = await q<{ status: string; error: string | null }>(
+      "select status, error from batch_runs where kind = 'publish' order by id desc limit 1",
+    );
+    expect(runs).toHaveLength(1);
+    expect(runs[0]?.status).toBe("failed");
+    expect(runs[0]?.error).toMatch(/KV unavailable/);
+  });
 });
 
 describe("shared keys against what the pointer serves", () => {
