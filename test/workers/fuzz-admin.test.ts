@@ -171,9 +171,10 @@ describe("PUT /v1/admin/catalog", () => {
   const validItem = fc.record(
     {
       id: fc.stringMatching(/^[a-z0-9]{1,12}$/),
-      title: fc.constantFrom("Mug", "Tote Bag", "Lampe ☀", "𝓁𝒶𝓂𝓅", "lone \ud800 half"),
+      // Valid items only (an unpaired surrogate is refused: hostileString and catalogItem bring those).
+      title: fc.constantFrom("Mug", "Tote Bag", "Lampe ☀", "𝓁𝒶𝓂𝓅", "a\u00a0b"),
       price: fc.double({ min: 0, max: 1e6, noNaN: true }),
-      tags: fc.array(fc.constantFrom("red", "blue", "__proto__", "\udc00"), { maxLength: 3 }),
+      tags: fc.array(fc.constantFrom("red", "blue", "__proto__", "ü"), { maxLength: 3 }),
       in_stock: fc.boolean(),
       attributes: fc.dictionary(hostileKey, fc.oneof(fc.integer(), fc.string({ maxLength: 20 })), { maxKeys: 3 }),
     },

@@ -330,7 +330,13 @@ describe("publish", () => {
           },
         });
     });
-    await expect(stub.pushCatalog({ schema })).rejects.toThrow(/KV unavailable/);
+    let failure: unknown = null;
+    try {
+      await stub.pushCatalog({ schema });
+    } catch (error) {
+      failure = error;
+    }
+    expect(String(failure)).toMatch(/KV unavailable/);
     const runs = await q<{ status: string; error: string | null }>(
       "select status, error from batch_runs where kind = 'publish' order by id desc limit 1",
     );
