@@ -3,7 +3,7 @@
 // The codes are documented in docs/collection.md#validation.
 import { overlongProductId } from "../session/ecommerce.ts";
 import { MAX_PRODUCT_ID_CHARS } from "../session/limits.ts";
-import { type CollectedEvent, EVENT_TYPES, type EventType } from "./event.ts";
+import { type CollectedEvent, EVENT_TYPES, type EventType, userKey } from "./event.ts";
 import { isObject, isWellFormed, type JsonObject, jsonDepthExceeds, jsonSize } from "./json.ts";
 import { MAX_EVENT_BYTES, MAX_ID_LENGTH, MAX_JSON_DEPTH } from "./limits.ts";
 import { deriveMessageId } from "./message-id.ts";
@@ -105,10 +105,8 @@ export function rawUserKey(raw: unknown): string | null {
       return null;
     }
   };
-  const userId = id("userId");
-  if (userId !== null) return `u:${userId}`;
-  const anonymousId = id("anonymousId");
-  return anonymousId === null ? null : `a:${anonymousId}`;
+  const ids = { userId: id("userId"), anonymousId: id("anonymousId") };
+  return ids.userId || ids.anonymousId ? userKey(ids) : null;
 }
 
 function optionalObject(raw: JsonObject, field: string): JsonObject | undefined {

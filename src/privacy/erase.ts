@@ -105,19 +105,16 @@ async function inChunks<T, R>(items: readonly T[], fn: (item: T) => Promise<R>):
 
 const session = (env: Env, key: string) => env.SESSION_STATE.getByName(key);
 
-/** Seconds an operator should wait before erasing again after a store failed. */
-const ERASURE_RETRY_AFTER_S = 5;
-
-/** A store the erasure cannot go around: its failure is a 503 with Retry-After (erasing again is safe). */
+/**
+ * A store the erasure cannot go around: its failure is a 503 (erasing again is safe), with the default Retry-After
+ * every `dependency_unavailable` answer gets (app.ts).
+ */
 async function dependency<T>(what: string, call: () => Promise<T>): Promise<T> {
   try {
     return await call();
   } catch (error) {
     if (error instanceof ApiError) throw error;
-    throw new ApiError("dependency_unavailable", `${what} did not answer; erase again shortly`, {
-      headers: { "Retry-After": String(ERASURE_RETRY_AFTER_S) },
-      cause: error,
-    });
+    throw new ApiError("dependency_unavailable", `${what} did not answer; erase again shortly`, { cause: error });
   }
 }
 
