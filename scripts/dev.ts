@@ -18,7 +18,7 @@ import { parseArgs } from "node:util";
 import { describeError } from "../src/log.ts";
 import { type DemoStore, startDemoStore } from "./lib/demo-storefront.ts";
 import { LOCAL_KEYS, localWorkerVars } from "./lib/local-keys.ts";
-import { assertPortFree, freePort, portIsFree, StackError } from "./lib/ports.ts";
+import { assertPortFree, portIsFree, StackError } from "./lib/ports.ts";
 import { stopAllChildren } from "./lib/processes.ts";
 import { catalogIsEmpty, seedUciRetail, UCI_RETAIL_FILE } from "./lib/seed.ts";
 import { type Stack, startStack } from "./lib/stack.ts";
@@ -182,13 +182,14 @@ async function startDemo(
   registryPath: string | undefined,
 ): Promise<DemoStore | undefined> {
   try {
-    let demoPort = args["demo-port"] ? Number(args["demo-port"]) : port === 8787 ? 8790 : await freePort();
-    if (!(await portIsFree(demoPort))) {
+    // 0: the store picks a free port just before wrangler binds it (one picked now could be taken by then).
+    let demoPort = args["demo-port"] ? Number(args["demo-port"]) : port === 8787 ? 8790 : 0;
+    if (demoPort !== 0 && !(await portIsFree(demoPort))) {
       if (args["demo-port"]) throw new StackError(`port 127.0.0.1:${demoPort} (the demo store) is already in use`);
-      demoPort = await freePort();
+      demoPort = 0;
     }
     void publishFirstSnapshot(workerUrl);
-    say(`demo: starting the storefront Worker on http://127.0.0.1:${demoPort}`);
+    say(`demo: starting the storefront Worker${demoPort ? ` on http://127.0.0.1:${demoPort}` : ""}`);
     // The origin on 8791 next to the store's 8790: the ORIGIN_URL of the example's wrangler.toml.
     const originPort = demoPort === 8790 && (await portIsFree(8791)) ? 8791 : 0;
     return await startDemoStore({

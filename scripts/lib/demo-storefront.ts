@@ -13,7 +13,7 @@ export const STOREFRONT_CONFIG = join(REPO_ROOT, "examples", "storefront-worker"
 
 export interface DemoStoreOptions {
   settings: DbSettings;
-  /** The store's port (the storefront Worker). */
+  /** The store's port (the storefront Worker); 0 = a free one, picked just before wrangler binds it. */
   port: number;
   /** The origin's port; 0 (default) = a free one. */
   originPort?: number;
@@ -45,6 +45,7 @@ export async function startDemoStore(options: DemoStoreOptions): Promise<DemoSto
     ...(options.reports ? { reports: options.reports } : {}),
   });
   try {
+    const port = options.port || (await freePort());
     const args = [
       wranglerBin(),
       "dev",
@@ -53,7 +54,7 @@ export async function startDemoStore(options: DemoStoreOptions): Promise<DemoSto
       "--ip",
       LOOPBACK,
       "--port",
-      String(options.port),
+      String(port),
       "--inspector-port",
       String(await freePort()),
       "--persist-to",
@@ -75,7 +76,7 @@ export async function startDemoStore(options: DemoStoreOptions): Promise<DemoSto
         ...(options.registryPath ? { WRANGLER_REGISTRY_PATH: options.registryPath } : {}),
       },
     });
-    const url = `http://${LOOPBACK}:${options.port}`;
+    const url = `http://${LOOPBACK}:${port}`;
     await waitUntilReady(
       child,
       async () => {
