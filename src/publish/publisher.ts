@@ -44,13 +44,16 @@ import {
   catalogRows,
   catalogWatermark,
   currentModelVersions,
+  erasedUnpublishedUserKeys,
   popularLists,
   publishedHashes,
   readChanges,
+  recordedUnder,
   recordPublished,
   recordPublishedUsers,
   STABLE_PHASES,
   type StablePhase,
+  saveErasureSweep,
   TOMBSTONE_HASH,
 } from "./sources.ts";
 
@@ -84,6 +87,8 @@ export interface JobStats {
   skipped: number;
   /** User keys written and deleted again because the user was erased while the step wrote them. */
   erased?: number;
+  /** Keys of users erased since the last sweep, with no published record, deleted again (advance). */
+  swept?: number;
   steps: number;
   invocations: number;
   opsTotal: number;
@@ -109,6 +114,8 @@ export interface PublishJob {
   stats: JobStats;
   /** `u:<userKey>` keys of users erased while a step wrote them, still to delete (the KV budget ran out). */
   erasedKeys?: string[];
+  /** The erasure sweep after the stable phases: its snapshot, saved once its keys are deleted. */
+  erasureSweep?: { snapshot: string; saved: boolean };
 }
 
 export function newStats(): JobStats {
@@ -228,6 +235,11 @@ async function savedCatalogWatermark(db: Executor): Promise<CatalogWatermark | n
   return row?.value ?? null;
 }
 
+/** Whether the job wrote stable keys: its counts, or its records (counts die with an alarm cut off mid-step). */
+async function wroteStableKeys(s: Step): Promise<boolean> {
+  return s.job.stats.written + s.job.stats.tombstones > 0 || (await recordedUnder(s.db, s.job.version));
+}
+
 /**
  * The shared phase and the pointer. Returns null (and writes nothing) when nothing changed in the whole job;
  * "budget" when the invocation has too few KV operations left for it (the next alarm does it).
@@ -291,8 +303,7 @@ async function sharedAndPointer(s: Step): Promise<Pointer | null | "budget"> {
     } else if (last.version !== popular[list]) behind.push(shipList);
   }
 
-  const stableChanged = job.stats.written + job.stats.tombstones > 0;
-  if (!stableChanged && writes.length === 0 && !ownEarlierWrites) {
+  if (writes.length === 0 && !ownEarlierWrites && !(await wroteStableKeys(s))) {
     if (watermarkMoved) await saveCatalogWatermark(db, watermark);
     return null;
   }
@@ -337,12 +348,25 @@ export async function advance(s: Step): Promise<Outcome> {
     }
     await s.onProgress?.(job);
   }
-  // A step that found erased users with too little KV budget left to delete their keys: the next alarm does.
+  // Keys a step of this or an earlier job wrote for a user erased meanwhile, if the step died before it deleted
+  // them again: found through erased_users, since nothing else records them.
+  if (!job.erasureSweep) {
+    const sweep = await erasedUnpublishedUserKeys(s.db);
+    job.erasureSweep = { snapshot: sweep.snapshot, saved: false };
+    job.erasedKeys = [...(job.erasedKeys ?? []), ...sweep.keys];
+    job.stats.swept = sweep.keys.length;
+    await s.onProgress?.(job);
+    await deleteErasedKeys(s);
+  }
+  // Erased users' keys the KV budget left: the next alarm deletes them.
   if (job.erasedKeys?.length) return { kind: "continue", delayMs: 0 };
+  if (!job.erasureSweep.saved) {
+    await saveErasureSweep(s.db, job.erasureSweep.snapshot);
+    job.erasureSweep.saved = true;
+  }
   if (job.phase === "settle") {
     job.phase = "shared";
-    const stableChanged = job.stats.written + job.stats.tombstones > 0;
-    if (stableChanged && job.settleMs > 0 && !job.settled) {
+    if (job.settleMs > 0 && !job.settled && (await wroteStableKeys(s))) {
       job.settled = true;
       await s.onProgress?.(job);
       return { kind: "continue", delayMs: job.settleMs };

@@ -17,6 +17,7 @@ import {
   modelVersions,
   popularItems,
   publishedKeys,
+  syncState,
   userCandidates,
 } from "../stores/schema.ts";
 import { CATALOG_ROW_COLUMNS, type CatalogOrderStat, catalogRowOf } from "./codec.ts";
@@ -317,6 +318,51 @@ export async function recordPublishedUsers(
     );
     return erased.map((r) => String(r.key));
   });
+}
+
+/**
+ * Whether any key is recorded under `version`. A job whose alarm died after a step's record transaction lost that
+ * step's counts: the record still says the job wrote keys, and that its pointer must be written.
+ */
+export async function recordedUnder(db: Executor, version: number): Promise<boolean> {
+  const [row] = await rows(
+    db,
+    sql`select exists (select 1 from ${publishedKeys} where ${publishedKeys.version} = ${String(version)}) as found`,
+  );
+  return row?.found === true;
+}
+
+/** sync_state row with the snapshot of the last completed erasure sweep (erasedUnpublishedUserKeys). */
+export const ERASURE_SWEEP_STATE = "publish.erasure_sweep";
+
+/**
+ * `u:<userKey>` KV keys to delete again: those of users whose erasure committed after the last completed sweep
+ * (the day before, when none is recorded) and who have no published-key record. A step that wrote such a key and
+ * was cut off before it deleted it (the alarm died between its record transaction and its deletes) left the key
+ * behind with nothing in Postgres to find it by; a user erased and published again since has a record and keeps
+ * the key. Returns the keys and the snapshot to save once they are deleted (saveErasureSweep).
+ */
+export async function erasedUnpublishedUserKeys(db: Executor): Promise<{ keys: string[]; snapshot: string }> {
+  const [row] = await rows(
+    db,
+    sql`
+    with previous as (select value ->> 'snapshot' as snapshot from ${syncState} where name = ${ERASURE_SWEEP_STATE})
+    select pg_current_snapshot()::text as snapshot,
+      array(
+        select ${USER_PREFIX} || e.user_key from ${erasedUsers} e
+        where case when (select snapshot from previous) is null then e.erased_at > now() - interval '1 day'
+                   else not pg_visible_in_snapshot(e.erased_xid, (select snapshot from previous)::pg_snapshot) end
+          and not exists (select 1 from ${publishedKeys} p where p.key = ${USER_PREFIX} || e.user_key)
+        order by e.user_key) as keys`,
+  );
+  const keys = ((row?.keys as string[] | undefined) ?? []).filter(fitsKvKey);
+  return { keys, snapshot: String(row?.snapshot) };
+}
+
+export async function saveErasureSweep(db: Executor, snapshot: string): Promise<void> {
+  await db.execute(sql`
+    insert into ${syncState} (name, value, updated_at) values (${ERASURE_SWEEP_STATE}, ${JSON.stringify({ snapshot })}::jsonb, now())
+    on conflict (name) do update set value = excluded.value, updated_at = now()`);
 }
 
 /** content_hash and version of published keys (shared keys are recorded under their logical names). */

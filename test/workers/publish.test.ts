@@ -547,6 +547,81 @@ describe("erasure against the publish", () => {
     });
   });
 
+  it("deletes the key again when the alarm died between recording the step and deleting the key", async () => {
+    const { schema, q, stub, tag } = await setup("erase");
+    await seed(q, tag);
+    const [alice, bob] = [`u:${tag}-alice`, `u:${tag}-bob`];
+    const start = async (target: DurableObjectStub<PublishCoordinator>) => {
+      expect((await target.start({ trigger: "admin", schema, settleMs: 0 })).status).toBe("started");
+    };
+    await start(stub);
+    await drain(stub); // v1
+    await q("update user_candidates set scores[1] = scores[1] + 1");
+    await eraseDuringPut(stub, schema, alice);
+    // The step's record transaction has committed (without alice); the object dies at the delete that follows.
+    let crashed = 0;
+    await runInDurableObject(stub, (instance: PublishCoordinator, state) => {
+      const inner = instance.wrapKv;
+      instance.wrapKv = (raw) =>
+        new Proxy(inner(raw), {
+          get(target, prop, receiver) {
+            if (prop === "delete") {
+              return (key: string) => {
+                if (key === userListKey(alice)) {
+                  crashed++;
+                  state.abort("injected crash");
+                }
+                return target.delete(key);
+              };
+            }
+            const value = Reflect.get(target, prop, receiver) as unknown;
+            return typeof value === "function" ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+          },
+        });
+    });
+    await start(stub);
+    await expect(runDurableObjectAlarm(stub)).rejects.toThrow();
+    expect(crashed).toBe(1);
+    // The platform runs a failed alarm again, in a new instance (the test harness removed it: set it again).
+    const revived = env.PUBLISH_COORDINATOR.get(stub.id);
+    await runInDurableObject(revived, (_o: PublishCoordinator, state) => state.storage.setAlarm(Date.now()));
+    await drain(revived);
+    const [run] = await q<{ stats: { swept?: number } }>(
+      "select stats from batch_runs where kind = 'publish' order by id desc limit 1",
+    );
+    const pointer = decodePointer(await kv().get(POINTER_KEY));
+    expect({
+      alice: await kv().get(userListKey(alice)),
+      recorded: (await q("select 1 from published_keys where key = $1", [userListKey(alice)])).length,
+      swept: run?.stats.swept,
+      bob: decodeUserList(await kv().get(userListKey(bob)), pointer?.version ?? 0)?.items[0]?.score,
+    }).toEqual({ alice: null, recorded: 0, swept: 1, bob: expect.closeTo(1.7, 5) });
+  });
+
+  it("sweeps each erasure once, and keeps the key of a user published again since their erasure", async () => {
+    const { schema, q, publish, tag } = await setup("erase");
+    await seed(q, tag);
+    const [alice, bob] = [`u:${tag}-alice`, `u:${tag}-bob`];
+    await publish(); // v1
+    await erase(schema, alice);
+    await publish(); // sweeps alice's key (already gone)
+    // bob was erased before the lists' model was computed and came back: his new list is published and recorded.
+    await q("insert into erased_users (user_key, subject, erased_at) values ($1, $1, now() - interval '1 hour')", [
+      bob,
+    ]);
+    await q("update user_candidates set scores[1] = 2.5 where user_key = $1", [bob]);
+    await publish();
+    await publish(); // nothing erased since the last sweep
+    const runs = await q<{ stats: { swept?: number } }>(
+      "select stats from batch_runs where kind = 'publish' order by id",
+    );
+    const pointer = decodePointer(await kv().get(POINTER_KEY));
+    expect({
+      swept: runs.map((r) => r.stats.swept),
+      bob: decodeUserList(await kv().get(userListKey(bob)), pointer?.version ?? 0)?.items[0]?.score,
+    }).toEqual({ swept: [0, 1, 0, 0], bob: 2.5 });
+  });
+
   it("never publishes an erased user's list built from data read before the erasure", async () => {
     const { schema, q, publish, tag } = await setup("erase");
     await seed(q, tag);
