@@ -20,7 +20,7 @@ export type Executor = Pick<Database, "execute">;
  */
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
 
-function cleanString(s: string): string {
+export function cleanString(s: string): string {
   return s.replaceAll("\u0000", "").replace(LONE_SURROGATE, "\ufffd");
 }
 

@@ -85,7 +85,7 @@ export async function ack(redis: Redis, stream: string, group: string, ids: read
   return Number(await redis.exec<number>(["XACK", stream, group, ...ids]));
 }
 
-/** Deletes entries from the stream (after XACK, to keep Redis memory to the unloaded backlog). */
+/** Deletes entries from the stream once loaded (just before their XACK), to keep Redis memory to the backlog. */
 export async function deleteEntries(redis: Redis, stream: string, ids: readonly string[]): Promise<number> {
   if (ids.length === 0) return 0;
   return Number(await redis.exec<number>(["XDEL", stream, ...ids]));

@@ -24,7 +24,7 @@ import { EVENT_STREAM, STREAM_FIELDS } from "../session/stream.ts";
 import { type Database, transaction } from "../stores/db.ts";
 import type { Redis } from "../stores/redis.ts";
 import type { BatchRunTrigger } from "../stores/schema.ts";
-import { type WarehouseBatch, writeBatch } from "./bulk.ts";
+import { cleanString, type WarehouseBatch, writeBatch } from "./bulk.ts";
 import { ack, backlog, deleteEntries, ensureGroup, readGroup, type StreamEntry, streamIdTime } from "./consumer.ts";
 import { acquireLease, extendLease, LeaseLostError, releaseLease } from "./lease.ts";
 import { DEFAULT_RETRY, type RetryPolicy, withRetry } from "./retry.ts";
@@ -218,10 +218,11 @@ export function parseEntries(
       });
       continue;
     }
-    if (seen.has(event.messageId)) continue;
-    seen.add(event.messageId);
+    const clean = withPostgresIds(event);
+    if (seen.has(clean.messageId)) continue;
+    seen.add(clean.messageId);
     const user = entry.fields[STREAM_FIELDS.userKey] || undefined;
-    const rows = warehouseRows(event, user, entry.id);
+    const rows = warehouseRows(clean, user === undefined ? undefined : cleanString(user), entry.id);
     const erasedAt = erased.get(rows.event.userKey);
     if (erasedAt !== undefined && Date.parse(rows.event.receivedAt) <= erasedAt) {
       out.erased++;
@@ -232,6 +233,23 @@ export function parseEntries(
     out.identities.push(...rows.identities);
   }
   return out;
+}
+
+/**
+ * The event with its ids as Postgres stores them (no NUL, no lone surrogate; collection refuses both, but an entry
+ * streamed before it did must not fail its batch): user keys, identity links, the erasure probe and the dedupe of
+ * this batch then all see the values the rows get.
+ */
+function withPostgresIds(event: CollectedEvent): CollectedEvent {
+  const clean = (id: string | null) => (id === null ? null : cleanString(id));
+  return {
+    ...event,
+    messageId: cleanString(event.messageId),
+    userId: clean(event.userId),
+    anonymousId: clean(event.anonymousId),
+    previousId: clean(event.previousId),
+    groupId: clean(event.groupId),
+  };
 }
 
 /** The batch again without the events of `erased` users (rare: only when an erased key is in the batch). */
@@ -401,10 +419,12 @@ export async function runLoader(
       await hooks.afterCommit?.(info(committed));
       t = now();
       const ids = entries.map((e) => e.id);
-      report.acked += await withRetry(() => ack(redis, stream, group, ids), retryOptions("XACK"));
+      // XDEL first: a run cut off between the two leaves pending entries without fields, which the next run
+      // acknowledges as missing. The other order would leave acknowledged entries no run reads again, for good.
       if (options.deleteAcked) {
         report.deleted += await withRetry(() => deleteEntries(redis, stream, ids), retryOptions("XDEL"));
       }
+      report.acked += await withRetry(() => ack(redis, stream, group, ids), retryOptions("XACK"));
       report.timings.ackMs += now() - t;
     };
 

@@ -1,7 +1,7 @@
 // Validation and normalisation of one event: a wire event (Segment spec, RudderStack, webhook) in, a
 // CollectedEvent or a rejection with a stable code out. Pure apart from hashing; nothing here throws for bad input.
 // The codes are documented in docs/collection.md#validation.
-import { overlongProductId } from "../session/ecommerce.ts";
+import { unusableProductId } from "../session/ecommerce.ts";
 import { MAX_PRODUCT_ID_CHARS } from "../session/limits.ts";
 import { type CollectedEvent, EVENT_TYPES, type EventType, userKey } from "./event.ts";
 import { isObject, isWellFormed, type JsonObject, jsonDepthExceeds, jsonSize } from "./json.ts";
@@ -89,6 +89,8 @@ function optionalId(raw: JsonObject, field: string): string | null {
   }
   // "a\ud800" and "a\ufffd" would name the same session object (and the same row in its dedupe table).
   if (!isWellFormed(id)) throw new Rejected("invalid_id", `${field} is not valid Unicode (an unpaired surrogate)`);
+  // Postgres text cannot hold NUL: the warehouse would store "a\u0000" as "a", the id of someone else.
+  if (id.includes("\u0000")) throw new Rejected("invalid_id", `${field} holds a NUL character`);
   return id;
 }
 
@@ -251,11 +253,13 @@ async function normalize(raw: unknown, ctx: NormalizeContext): Promise<Collected
     sourceId: ctx.sourceId,
   };
   if (integrations) collected.integrations = integrations;
-  const overlong = overlongProductId(collected);
-  if (overlong !== null) {
+  const unusable = unusableProductId(collected);
+  if (unusable !== null) {
     throw new Rejected(
       "invalid_product_id",
-      `a product id is ${overlong.length} characters long; the limit is ${MAX_PRODUCT_ID_CHARS}`,
+      unusable.includes("\u0000")
+        ? "a product id holds a NUL character"
+        : `a product id is ${unusable.length} characters long; the limit is ${MAX_PRODUCT_ID_CHARS}`,
     );
   }
   return collected;

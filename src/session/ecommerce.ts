@@ -163,14 +163,15 @@ function productsOf(props: Record<string, unknown>): Record<string, unknown>[] {
 }
 
 /**
- * The first product id of the event longer than MAX_PRODUCT_ID_CHARS, among those `interpret` reads (the event's
- * own product, or each of its `products`); null when there is none.
+ * The first product id of the event that no catalogue can hold, among those `interpret` reads (the event's own
+ * product, or each of its `products`): longer than MAX_PRODUCT_ID_CHARS, or holding a NUL (Postgres text cannot, and
+ * the catalogue refuses it); null when there is none.
  */
-export function overlongProductId(event: CollectedEvent): string | null {
+export function unusableProductId(event: CollectedEvent): string | null {
   const props = record(event.properties) ?? {};
   for (const p of [props, ...productsOf(props)]) {
     const id = sentProductId(p);
-    if (id !== null && id.length > MAX_PRODUCT_ID_CHARS) return id;
+    if (id !== null && (id.length > MAX_PRODUCT_ID_CHARS || id.includes("\u0000"))) return id;
   }
   return null;
 }

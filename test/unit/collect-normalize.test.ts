@@ -132,6 +132,17 @@ describe("normalizeEvent: rejections", () => {
     await rejected({ type: "group", userId: "u", groupId: "g".repeat(MAX_ID_LENGTH + 1) }, "invalid_id");
   });
 
+  it("refuses ids holding a NUL (the warehouse's text would lose it and name another id)", async () => {
+    await rejected({ type: "page", userId: "u\u0000x" }, "invalid_id");
+    await rejected({ type: "page", anonymousId: "\u0000" }, "invalid_id");
+    await rejected({ type: "page", userId: "u", messageId: "m\u0000" }, "invalid_id");
+    await rejected({ type: "alias", userId: "u", anonymousId: "a", previousId: "a\u0000" }, "invalid_id");
+    await rejected({ type: "group", userId: "u", groupId: "g\u0000" }, "invalid_id");
+    const product = { type: "track", userId: "u", event: "Product Viewed", properties: { product_id: "p\u0000" } };
+    await rejected(product, "invalid_product_id");
+    expect((await ok({ type: "page", userId: "u\u0001x" })).userId).toBe("u\u0001x");
+  });
+
   it("refuses a product id longer than the catalogue's limit, wherever the event names it", async () => {
     const long = "p".repeat(MAX_PRODUCT_ID_CHARS + 1);
     const at = "p".repeat(MAX_PRODUCT_ID_CHARS);

@@ -379,6 +379,82 @@ describe("runLoader", () => {
   });
 });
 
+describe("entries that fail Postgres as they are", () => {
+  // Collection refuses NUL in ids now; entries streamed before it did must still load, and not block the stream.
+  it("loads an entry whose ids hold a NUL, with its ids as Postgres stores them, between two ordinary ones", async () => {
+    const names = streamNames("nul-ids");
+    const anon = uid("anon");
+    const user = uid("user");
+    const before = viewed("p-1", { anonymousId: uid("anon") });
+    const odd = viewed("p-2", { anonymousId: `${anon}\u0000x` });
+    // An alias whose previousId is the anonymousId but for a NUL: one identity link, not two rows of one key.
+    const alias = event("alias", { userId: user, anonymousId: anon, previousId: `${anon}\u0000` });
+    const after = viewed("p-3", { anonymousId: uid("anon"), at: T0 + 1000 });
+    await append(names.stream, [before, odd, alias, after]);
+    const report = await load(names, { batchSize: 10 });
+    const rows = await sql<{ user_key: string }>("select user_key from events where message_id = $1", [odd.messageId]);
+    const links = await sql<{ anonymous_id: string }>("select anonymous_id from identities where user_id = $1", [user]);
+    expect({
+      status: report.status,
+      error: report.error,
+      loaded: await loaded([before, odd, alias, after].map((e) => e.messageId)),
+      oddKey: rows[0]?.user_key,
+      links: links.map((l) => l.anonymous_id),
+      pending: await pendingCount(names.stream, names.group),
+    }).toEqual({
+      status: "ok",
+      error: undefined,
+      loaded: { events: 4, interactions: 3 },
+      oddKey: `a:${anon}x`,
+      links: [anon],
+      pending: 0,
+    });
+  });
+
+  it("with deleteAcked, a run cut off between the delete and the acknowledgement leaves nothing in Redis", async () => {
+    const names = streamNames("xdel-cut");
+    const batch = Array.from({ length: 6 }, (_, k) => viewed(`p-${k}`, { at: T0 + k }));
+    await append(names.stream, batch);
+    const real = loaderRedis();
+    // The run dies between the two commands of its first batch (whichever it sends second never arrives).
+    let sent = 0;
+    const cut = new Proxy(real, {
+      get(target, prop, receiver) {
+        if (prop !== "exec") return Reflect.get(target, prop, receiver);
+        return async (command: [string, ...(string | number)[]]) => {
+          if (command[0] === "XACK" || command[0] === "XDEL") {
+            if (sent++ === 1) throw new Error("the Worker died");
+          }
+          return target.exec(command);
+        };
+      },
+    });
+    const crashed = await withDb((db) =>
+      runLoader(
+        { db, redis: cut },
+        {
+          ...names,
+          sleep: noSleep,
+          batchSize: 3,
+          writers: 1,
+          deleteAcked: true,
+          retry: { attempts: 1, baseDelayMs: 0, maxDelayMs: 0 },
+        },
+      ),
+    );
+    const more = Array.from({ length: 3 }, (_, k) => viewed(`q-${k}`, { at: T0 + 100 + k }));
+    await append(names.stream, more);
+    const next = await load(names, { batchSize: 3, deleteAcked: true });
+    expect({
+      crashed: crashed.status,
+      next: next.status,
+      loaded: await loaded([...batch, ...more].map((e) => e.messageId)),
+      pending: await pendingCount(names.stream, names.group),
+      length: await redis().exec(["XLEN", names.stream]),
+    }).toEqual({ crashed: "failed", next: "ok", loaded: { events: 9, interactions: 9 }, pending: 0, length: 0 });
+  });
+});
+
 describe("scheduled()", () => {
   it("loads the production stream into Postgres and records the run", async () => {
     // Other test files write to (and the health test's cron also drains) this stream: only our events are checked.
