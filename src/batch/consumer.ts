@@ -85,6 +85,9 @@ export async function ack(redis: Redis, stream: string, group: string, ids: read
   return Number(await redis.exec<number>(["XACK", stream, group, ...ids]));
 }
 
+/** Suffix of the stream that keeps the entries Postgres refuses (`lastmile:events:quarantine`, src/batch/loader.ts). */
+export const QUARANTINE_SUFFIX = ":quarantine";
+
 /** Deletes entries from the stream once loaded (just before their XACK), to keep Redis memory to the backlog. */
 export async function deleteEntries(redis: Redis, stream: string, ids: readonly string[]): Promise<number> {
   if (ids.length === 0) return 0;

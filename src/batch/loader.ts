@@ -25,9 +25,18 @@ import { type Database, transaction } from "../stores/db.ts";
 import type { Redis } from "../stores/redis.ts";
 import type { BatchRunTrigger } from "../stores/schema.ts";
 import { cleanString, type WarehouseBatch, writeBatch } from "./bulk.ts";
-import { ack, backlog, deleteEntries, ensureGroup, readGroup, type StreamEntry, streamIdTime } from "./consumer.ts";
+import {
+  ack,
+  backlog,
+  deleteEntries,
+  ensureGroup,
+  QUARANTINE_SUFFIX,
+  readGroup,
+  type StreamEntry,
+  streamIdTime,
+} from "./consumer.ts";
 import { acquireLease, extendLease, LeaseLostError, releaseLease } from "./lease.ts";
-import { DEFAULT_RETRY, type RetryPolicy, withRetry } from "./retry.ts";
+import { DEFAULT_RETRY, postgresError, type RetryPolicy, withRetry } from "./retry.ts";
 import { finishRun, recordSkippedRun, startRun } from "./runs.ts";
 import { type EventRow, type IdentityLink, type InteractionRow, mergeIdentities, warehouseRows } from "./warehouse.ts";
 
@@ -143,6 +152,8 @@ export interface LoadReport {
   erased: number;
   /** Pending entries already deleted from the stream (nothing left to load). */
   missing: number;
+  /** Entries Postgres refused on their own, moved to the quarantine stream (`<stream>:quarantine`) and acknowledged. */
+  quarantined: number;
   acked: number;
   deleted: number;
   /** Transient failures retried. */
@@ -170,6 +181,24 @@ interface ParsedBatch {
   missing: number;
   /** Events of erased users (received before the erasure): acknowledged, not loaded. */
   erased: number;
+}
+
+/**
+ * SQLSTATE classes of errors about the data itself (cardinality, data exception, integrity constraint, program
+ * limit such as an index row too large): the same rows fail again in every run, whatever the connection.
+ */
+const DATA_ERROR_CLASSES = new Set(["21", "22", "23", "54"]);
+
+/**
+ * Entries one run quarantines at most. A few refused entries are poison; more point at something systematic (a
+ * column changed under the loader): the run then fails, as for any other error, and the rest stays pending.
+ */
+export const MAX_QUARANTINED_PER_RUN = 10;
+
+function refusesData(error: unknown): boolean {
+  if (error instanceof LeaseLostError) return false;
+  const refused = postgresError(error);
+  return refused !== null && DATA_ERROR_CLASSES.has(refused.code.slice(0, 2));
 }
 
 const EVENT_TYPE_SET: ReadonlySet<string> = new Set(EVENT_TYPES);
@@ -301,6 +330,7 @@ export async function runLoader(
     identities: 0,
     duplicates: 0,
     malformed: 0,
+    quarantined: 0,
     erased: 0,
     missing: 0,
     acked: 0,
@@ -385,6 +415,7 @@ export async function runLoader(
       t = now();
       let committed = 0;
       let erasedInBatch = 0;
+      let refused: unknown = null;
       const written = await withRetry(
         (attempt) =>
           transaction(db, async (tx) => {
@@ -404,8 +435,21 @@ export async function runLoader(
             return w;
           }),
         retryOptions(`batch ${batch}`),
-      );
+      ).catch((error: unknown) => {
+        if (!refusesData(error) || report.quarantined >= MAX_QUARANTINED_PER_RUN) throw error;
+        refused = error;
+        return null;
+      });
       report.timings.writeMs += now() - t;
+      if (written === null) {
+        // Postgres refused something in the batch itself: halves until the entry it refuses is alone.
+        if (entries.length > 1) {
+          const half = Math.ceil(entries.length / 2);
+          await loadBatch(slot, entries.slice(0, half), batch);
+          await loadBatch(slot, entries.slice(half), batch);
+        } else await quarantine(entries, refused);
+        return;
+      }
       report.batches++;
       report.entries += entries.length;
       report.events += written.events;
@@ -417,7 +461,35 @@ export async function runLoader(
       report.duplicates += entries.length - parsed.malformed - parsed.missing - erasedInBatch - written.events;
 
       await hooks.afterCommit?.(info(committed));
-      t = now();
+      await acknowledge(entries);
+    };
+
+    /**
+     * An entry Postgres refuses would fail its batch in every run, and no event behind it would load: it moves to
+     * the quarantine stream, with the error, where an operator finds it (docs/data-model.md), and is acknowledged.
+     */
+    const quarantine = async (entries: StreamEntry[], error: unknown) => {
+      for (const entry of entries) {
+        const fields = Object.entries(entry.fields ?? {}).flat();
+        const refused = postgresError(error);
+        const reason = refused ? `${refused.code} ${describeError(refused.message)}` : describeError(error);
+        await withRetry(
+          () =>
+            redis.exec(["XADD", `${stream}${QUARANTINE_SUFFIX}`, "*", ...fields, "error", reason, "from", entry.id]),
+          retryOptions("XADD quarantine"),
+        );
+        report.quarantined++;
+        report.entries++;
+        log("error", "load: Postgres refuses a stream entry; moved to the quarantine stream", {
+          streamId: entry.id,
+          error: reason,
+        });
+      }
+      await acknowledge(entries);
+    };
+
+    const acknowledge = async (entries: StreamEntry[]) => {
+      const t = now();
       const ids = entries.map((e) => e.id);
       // XDEL first: a run cut off between the two leaves pending entries without fields, which the next run
       // acknowledges as missing. The other order would leave acknowledged entries no run reads again, for good.

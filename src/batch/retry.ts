@@ -61,6 +61,14 @@ function field(error: unknown, name: string): unknown {
   return error !== null && typeof error === "object" ? (error as Record<string, unknown>)[name] : undefined;
 }
 
+/** The Postgres error in `error`'s cause chain (one with a SQLSTATE; drizzle wraps it): its code and message. */
+export function postgresError(error: unknown, depth = 0): { code: string; message: string } | null {
+  if (depth > 5 || error === null || typeof error !== "object") return null;
+  const code = field(error, "code");
+  if (typeof code === "string" && /^[0-9A-Z]{5}$/.test(code)) return { code, message: String(field(error, "message")) };
+  return postgresError(field(error, "cause"), depth + 1);
+}
+
 /** Whether `error` (or its cause chain) is a transient connection or server-availability failure. */
 export function isTransientError(error: unknown, depth = 0): boolean {
   if (error === null || error === undefined || depth > 4) return false;

@@ -14,7 +14,7 @@
 // finishes what a failed run left. A session object that does not answer does not stop the erasure: its key is
 // recorded in `erased_users` with the others (the loader drops its events), listed as `unreached`, and the
 // verifier is not clean until an erasure reaches it. Any other store that fails is a 503 with Retry-After.
-import { deleteEntries, readRange } from "../batch/consumer.ts";
+import { deleteEntries, QUARANTINE_SUFFIX, readRange } from "../batch/consumer.ts";
 import type { Config } from "../config.ts";
 import { ApiError } from "../errors.ts";
 import { describeError, log } from "../log.ts";
@@ -129,12 +129,26 @@ async function eraseObject(env: Env, key: string, suppress: boolean): Promise<Er
   }
 }
 
+/**
+ * The event stream and its quarantine (entries Postgres refused, src/batch/loader.ts): the entries of `keys` deleted
+ * (or, with `dryRun`, counted) in both.
+ */
+export async function scanStreams(redis: Redis, keys: ReadonlySet<string>, dryRun: boolean): Promise<StreamScan> {
+  const events = await scanStream(redis, keys, dryRun, EVENT_STREAM);
+  const quarantine = await scanStream(redis, keys, dryRun, `${EVENT_STREAM}${QUARANTINE_SUFFIX}`);
+  return {
+    scanned: events.scanned + quarantine.scanned,
+    matched: events.matched + quarantine.matched,
+    complete: events.complete && quarantine.complete,
+  };
+}
+
 /** Reads the stream from the start and deletes (or, with `dryRun`, counts) the entries of `keys`. */
 export async function scanStream(
   redis: Redis,
   keys: ReadonlySet<string>,
   dryRun: boolean,
-  stream = EVENT_STREAM,
+  stream: string,
 ): Promise<StreamScan> {
   const scan: StreamScan = { scanned: 0, matched: 0, complete: true };
   let start = "-";
@@ -194,7 +208,7 @@ export async function eraseUser(
   // and the verifier find them there).
   const all = subjectKeys([...keys, ...erasedObjects, ...unreached]);
   // 2. Redis, 3. Postgres, 4. KV, 5. dead letters.
-  const stream = deps.redis ? await scanStream(deps.redis, new Set(all.userKeys), false) : null;
+  const stream = deps.redis ? await scanStreams(deps.redis, new Set(all.userKeys), false) : null;
   const warehouse = await eraseWarehouse(deps.db, subject, all, suppress).catch((error: unknown) => {
     // lock_not_available: a loader batch or the user_candidates step held the lock past ERASURE_LOCK_TIMEOUT_MS.
     if ((error as { code?: unknown })?.code !== "55P03") throw error;
@@ -243,7 +257,7 @@ export async function verifyErasure(deps: PrivacyDeps, subject: SubjectKey): Pro
     dependency("Workers KV", () =>
       inChunks(k.userKeys, async (key) => ({ key, present: (await env.ONLINE_STORE.get(userListKey(key))) !== null })),
     ),
-    deps.redis ? scanStream(deps.redis, new Set(k.userKeys), true) : Promise.resolve(null),
+    deps.redis ? scanStreams(deps.redis, new Set(k.userKeys), true) : Promise.resolve(null),
     countWarehouse(deps.db, k),
     dependency("a dead-letter object", () =>
       inChunks(config.sources.list, (source) => env.DEAD_LETTERS.getByName(source.id).countMentions(idsOf(k))),

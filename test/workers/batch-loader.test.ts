@@ -4,9 +4,10 @@
 import { createExecutionContext, createScheduledController, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import { QUARANTINE_SUFFIX } from "../../src/batch/consumer.ts";
 import { CRON_RUN_STATE } from "../../src/batch/cron.ts";
 import { acquireLease } from "../../src/batch/lease.ts";
-import { LOADER_GROUP, type LoaderOptions, runLoader } from "../../src/batch/loader.ts";
+import { LOADER_GROUP, type LoaderOptions, MAX_QUARANTINED_PER_RUN, runLoader } from "../../src/batch/loader.ts";
 import { REFRESH_LEASE } from "../../src/batch/refresh.ts";
 import worker from "../../src/index.ts";
 import { COORDINATOR_NAME } from "../../src/publish/coordinator.ts";
@@ -34,6 +35,9 @@ const noSleep = async () => {};
 function load(names: ReturnType<typeof streamNames>, options: LoaderOptions = {}) {
   return withDb((db) => runLoader({ db, redis: loaderRedis() }, { ...names, sleep: noSleep, ...options }));
 }
+
+/** [k1, v1, k2, v2, …] → [[k1, v1], [k2, v2], …] (a stream entry's fields). */
+const chunks = (flat: string[]) => Array.from({ length: flat.length / 2 }, (_, i) => [flat[2 * i], flat[2 * i + 1]]);
 
 const views = (n: number, user = uid("anon")) =>
   Array.from({ length: n }, (_, k) => viewed(`p-${k % 7}`, { anonymousId: user, at: T0 + k * 1000 }));
@@ -226,7 +230,7 @@ describe("runLoader", () => {
     const failed = await load(names2, {
       hooks: {
         beforeCommit: () => {
-          throw Object.assign(new Error("value too long"), { code: "22001" });
+          throw Object.assign(new Error("permission denied for table events"), { code: "42501" });
         },
       },
     });
@@ -408,6 +412,55 @@ describe("entries that fail Postgres as they are", () => {
       oddKey: `a:${anon}x`,
       links: [anon],
       pending: 0,
+    });
+  });
+
+  it("moves an entry Postgres refuses to the quarantine stream and loads the others of its batch", async () => {
+    const names = streamNames("quarantine");
+    const good = Array.from({ length: 6 }, (_, k) => viewed(`p-${k}`, { at: T0 + k }));
+    // A time Postgres cannot hold (before 4713 BC): streamed by a writer other than collection, which clamps times.
+    const odd = { ...viewed("p-x"), timestamp: "-100000-01-01T00:00:00.000Z" };
+    const ids = await append(names.stream, [...good.slice(0, 4), odd, ...good.slice(4)]);
+    const report = await load(names, { batchSize: 10 });
+    const again = await load(names, { batchSize: 10 });
+    const quarantined = (await redis().exec<unknown[][]>(["XRANGE", `${names.stream}${QUARANTINE_SUFFIX}`, "-", "+"]))
+      .map((e) => Object.fromEntries(chunks(e[1] as string[])))
+      .map((f) => ({ id: f.id, from: f.from, error: f.error }));
+    expect({
+      report: { status: report.status, quarantined: report.quarantined, events: report.events, acked: report.acked },
+      again: { status: again.status, entries: again.entries },
+      loaded: await loaded([...good, odd].map((e) => e.messageId)),
+      quarantined,
+      pending: await pendingCount(names.stream, names.group),
+    }).toEqual({
+      report: { status: "ok", quarantined: 1, events: 6, acked: 7 },
+      again: { status: "ok", entries: 0 },
+      loaded: { events: 6, interactions: 6 },
+      quarantined: [{ id: odd.messageId, from: ids[4], error: expect.stringMatching(/^22\d\d\d .*out of range/) }],
+      pending: 0,
+    });
+  });
+
+  it("fails the run once it has quarantined MAX_QUARANTINED_PER_RUN entries: a refusal of everything is no poison", async () => {
+    const names = streamNames("quarantine-cap");
+    const batch = views(MAX_QUARANTINED_PER_RUN + 2);
+    await append(names.stream, batch);
+    const refuseAll = {
+      beforeCommit: () => {
+        throw Object.assign(new Error("value too long for type character varying(8)"), { code: "22001" });
+      },
+    };
+    const report = await load(names, { batchSize: 20, hooks: refuseAll });
+    expect({
+      status: report.status,
+      quarantined: report.quarantined,
+      pending: await pendingCount(names.stream, names.group),
+      quarantine: await redis().exec(["XLEN", `${names.stream}${QUARANTINE_SUFFIX}`]),
+    }).toEqual({
+      status: "failed",
+      quarantined: MAX_QUARANTINED_PER_RUN,
+      pending: 2,
+      quarantine: MAX_QUARANTINED_PER_RUN,
     });
   });
 

@@ -5,6 +5,7 @@
 import { runInDurableObject } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import { QUARANTINE_SUFFIX } from "../../src/batch/consumer.ts";
 import { runLoader } from "../../src/batch/loader.ts";
 import type { CollectedEvent } from "../../src/collect/event.ts";
 import { userListKey } from "../../src/publish/keys.ts";
@@ -169,6 +170,29 @@ describe("erasure", () => {
       verification: { clean: boolean };
     };
     expect(again.verification.clean).toBe(true);
+  });
+
+  it("erases the user's entries from the loader's quarantine stream too, and leaves others' there", async () => {
+    const [userId, other] = [uid("quarantined"), uid("keep-me")];
+    const quarantine = `${EVENT_STREAM}${QUARANTINE_SUFFIX}`;
+    const add = (key: string) =>
+      redis().exec<string>(["XADD", quarantine, "*", STREAM_FIELDS.userKey, key, "error", "refused", "from", "1-0"]);
+    const [mine, theirs] = [await add(`u:${userId}`), await add(`u:${other}`)];
+    const ids = async () =>
+      ((await redis().exec<unknown[][]>(["XRANGE", quarantine, "-", "+"])) ?? []).map((e) => String(e[0]));
+    const check = (await (await admin("GET", `/v1/admin/users/${userId}/erasure?kind=user`)).json()) as {
+      clean: boolean;
+    };
+    const res = await admin("DELETE", `/v1/admin/users/${userId}?kind=user`);
+    const report = (await res.json()) as { deleted: { stream: { matched: number } } };
+    const left = await ids();
+    expect({
+      cleanBefore: check.clean,
+      status: res.status,
+      matched: report.deleted.stream.matched,
+      mine: left.includes(mine),
+      theirs: left.includes(theirs),
+    }).toEqual({ cleanBefore: false, status: 200, matched: 1, mine: false, theirs: true });
   });
 
   it("keeps a delivered-but-unloaded event of an erased user out of the warehouse (the loader's filter)", async () => {
