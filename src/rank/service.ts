@@ -222,6 +222,10 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
     if (listsStatus !== "ok") degraded.push(`batch_${listsStatus}`);
   }
 
+  // The placement's own behaviour (post-purchase seeds, a cart's context) is a recommendation's only: on rerank and
+  // similar the placement is the caller's label for attribution (docs/ranking.md#apis).
+  const placement = request.mode === "recommend" ? request.placement : null;
+
   // Second phase: neighbours of the session's items, within what is left.
   const seeds: string[] = [];
   if (signals && pointer) {
@@ -235,7 +239,7 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
     };
     take(signals.viewed, config.seeds.viewed);
     take(signals.carted, config.seeds.carted);
-    if (request.placement === "post_purchase") take(signals.purchased, config.seeds.purchased);
+    if (placement === "post_purchase") take(signals.purchased, config.seeds.purchased);
   }
   if (pointer && seeds.length > 0) {
     const second = await withDeadline(
@@ -257,8 +261,8 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
   // Context of the cart / post-purchase placements when the caller named no product: the session's items.
   const context = [...request.context];
   if (context.length === 0 && signals) {
-    if (request.placement === "cart") context.push(...signals.carted.slice(0, config.seeds.carted));
-    if (request.placement === "post_purchase") context.push(...signals.purchased.slice(0, config.seeds.purchased));
+    if (placement === "cart") context.push(...signals.carted.slice(0, config.seeds.carted));
+    if (placement === "post_purchase") context.push(...signals.purchased.slice(0, config.seeds.purchased));
   }
 
   const batch = (userKey ? lists?.users.get(userKey) : null) ?? null;

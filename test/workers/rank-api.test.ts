@@ -306,6 +306,30 @@ describe("identity merges and post-purchase", () => {
     ]);
     expect(ids(a)).not.toContain(id("c1"));
   });
+
+  it("a rerank's placement is a label only: `cart` and `post_purchase` rank as `search` does", async () => {
+    const shopper = id("shopper");
+    const buyer = id("buyer");
+    await track({ anonymousId: shopper }, [
+      { event: "Product Added", properties: { product_id: id("c1"), quantity: 1 } },
+    ]);
+    await track({ anonymousId: buyer }, [
+      { event: "Order Completed", properties: { order_id: "o-1", products: [{ product_id: id("c1"), price: 30 }] } },
+    ]);
+    const rerank = async (anonymousId: string, placement: string) => {
+      const a = await settled(() =>
+        ok(postJson("/v1/rank", { anonymousId, placement, candidates: [id("pop01"), id("bt1"), id("bt2")] })),
+      );
+      expect(a.placement).toBe(placement);
+      return a.items.map((i) => [i.productId, i.score, i.reasons]);
+    };
+    // The carted lamp is a session seed whatever the label (its bought-together items get covisit); as a recommend
+    // placement, `cart` would also make it the context, and `post_purchase` the bought lamp.
+    expect(await rerank(shopper, "cart")).toEqual(await rerank(shopper, "search"));
+    const bought = await rerank(buyer, "post_purchase");
+    expect(bought).toEqual(await rerank(buyer, "search"));
+    expect(bought.flatMap(([, , reasons]) => reasons as string[]).filter((r) => r.includes(id("c1")))).toEqual([]);
+  });
 });
 
 describe("country segments", () => {
