@@ -31,6 +31,7 @@ export function depsFromEnv(env: Env, ctx: WaitUntil): RankDeps {
       return { ...cached, status };
     },
     now: () => Date.now(),
+    waitUntil: (promise) => ctx.waitUntil(promise),
     expose(userKey, event) {
       // After the answer, batched with the isolate's other exposures: one that cannot be recorded (no Redis, the
       // buffer full, the push failed) is logged and dropped — the shopper's list is never held for it

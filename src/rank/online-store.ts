@@ -3,7 +3,8 @@
 //   - the pointer and the ranking config: re-read every POINTER_TTL_MS (a publish or rollback reaches every
 //     isolate within that plus KV's cacheTtl);
 //   - shared keys (catalogue shards, popular/trending lists): immutable under their name, cached until the pointer
-//     names others, decoded once (the catalogue into ready-to-rank Products);
+//     names others, decoded once (the catalogue into ready-to-rank Products); a load still pending after
+//     LOAD_GIVE_UP_MS is abandoned, as a head read is, and the next request starts another;
 //   - per-item neighbour lists (NEIGHBOR_TTL_MS) and per-user lists (USER_LIST_TTL_MS, at most USER_LIST_CACHE_MAX
 //     users: a shopper asks again on every page) are cached under the pointer's version: their content for a version
 //     never changes, so the TTLs only bound how long a rare stale read (KV's eventual consistency right after a
@@ -45,8 +46,11 @@ export const NEIGHBOR_TTL_MS = 5 * 60_000;
 export const USER_LIST_TTL_MS = 60_000;
 /** ~5 KB a list: ~10 MB at most, well inside an isolate's 128 MB. */
 const USER_LIST_CACHE_MAX = 2_000;
-/** A head read still pending after this long is abandoned and the next request starts a new one. */
-export const HEAD_LOAD_GIVE_UP_MS = 5_000;
+/**
+ * A head read or a load of the shared keys still pending after this long is abandoned and the next request starts a
+ * new one (a read that never settles must not hold the isolate's pointer or catalogue back for good).
+ */
+export const LOAD_GIVE_UP_MS = 5_000;
 const NEIGHBOR_CACHE_MAX = 20_000;
 /** Edge cache of KV reads (KV's minimum is 60 s). */
 const KV_CACHE_TTL_S = 60;
@@ -80,12 +84,18 @@ interface Cached<T> {
   value: T;
 }
 
+/** A load of the shared keys and when it started (a load pending past LOAD_GIVE_UP_MS is replaced). */
+interface SharedLoad {
+  promise: Promise<Shared>;
+  since: number;
+}
+
 /** Per-isolate state. One per KV namespace object (tests bind several). */
 class IsolateCache {
   head: Cached<Head> | null = null;
   headLoading: Promise<Head> | null = null;
   headLoadingSince = 0;
-  shared = new Map<string, Promise<Shared>>();
+  shared = new Map<string, SharedLoad>();
   /** The entries of `shared` that have loaded, for synchronous reads. */
   sharedLoaded = new Map<string, Shared>();
   neighbors = new Map<string, Cached<Scored[] | null>>();
@@ -118,7 +128,7 @@ export function readHead(kv: KVNamespace, now: number): Head | Promise<Head> {
   const cache = cacheOf(kv);
   if (cache.head && now - cache.head.at < POINTER_TTL_MS) return cache.head.value;
   // A read that never settles (a hung connection) must not block every later request of this isolate.
-  if (!cache.headLoading || now - cache.headLoadingSince > HEAD_LOAD_GIVE_UP_MS) {
+  if (!cache.headLoading || now - cache.headLoadingSince > LOAD_GIVE_UP_MS) {
     cache.headLoadingSince = now;
     const load = async (): Promise<Head> => {
       const values = await kv.get([POINTER_KEY, RANKING_CONFIG_KEY, EXPERIMENTS_KEY], {
@@ -134,7 +144,7 @@ export function readHead(kv: KVNamespace, now: number): Head | Promise<Head> {
         experiments: experiments.config,
         experimentsInvalid: experiments.invalid,
       };
-      // A read abandoned as hung (HEAD_LOAD_GIVE_UP_MS) may settle after a newer one: it must not replace it.
+      // A read abandoned as hung (LOAD_GIVE_UP_MS) may settle after a newer one: it must not replace it.
       if (!cache.head || cache.head.at <= now) cache.head = { at: now, value: head };
       return head;
     };
@@ -167,33 +177,45 @@ function sharedId(pointer: Pointer | null): string {
 
 /**
  * The shared hot keys the pointer names, decoded, cached per isolate under their (immutable) names; synchronously
- * once they are loaded.
+ * once they are loaded. `waitUntil` keeps a load this call starts alive past the request's answer (a Worker's
+ * outstanding I/O ends with its request; the load is for the isolate's later requests too).
  */
-export function readShared(kv: KVNamespace, pointer: Pointer | null): Shared | Promise<Shared> {
+export function readShared(
+  kv: KVNamespace,
+  pointer: Pointer | null,
+  now: number,
+  waitUntil?: (promise: Promise<unknown>) => void,
+): Shared | Promise<Shared> {
   const cache = cacheOf(kv);
   const id = sharedId(pointer);
   const loaded = cache.sharedLoaded.get(id);
   if (loaded) return loaded;
-  let entry = cache.shared.get(id);
-  if (!entry) {
-    entry = loadShared(kv, pointer);
-    // Keep the newest two generations (a reader of the previous pointer may still be in flight).
-    cache.shared.set(id, entry);
-    while (cache.shared.size > 2) {
-      const oldest = cache.shared.keys().next().value as string;
-      cache.shared.delete(oldest);
-    }
-    const pending = entry;
-    pending.then(
-      (value) => {
-        if (cache.shared.get(id) !== pending) return;
-        cache.sharedLoaded.set(id, value);
-        for (const key of cache.sharedLoaded.keys()) if (!cache.shared.has(key)) cache.sharedLoaded.delete(key);
-      },
-      () => cache.shared.get(id) === pending && cache.shared.delete(id),
-    );
+  const current = cache.shared.get(id);
+  // A load that never settles (a hung connection) must not leave the isolate without its catalogue for good.
+  if (current && now - current.since <= LOAD_GIVE_UP_MS) return current.promise;
+  const load: SharedLoad = { promise: loadShared(kv, pointer), since: now };
+  // Keep the newest two generations (a reader of the previous pointer may still be in flight).
+  cache.shared.delete(id);
+  cache.shared.set(id, load);
+  while (cache.shared.size > 2) {
+    const oldest = cache.shared.keys().next().value as string;
+    cache.shared.delete(oldest);
   }
-  return entry;
+  const settled = load.promise.then(
+    (value) => {
+      // The keys are immutable under their names: the first load to arrive serves (an abandoned one too, if it
+      // settles first); a later one never replaces it, nor revives a generation no longer kept.
+      if (!cache.shared.has(id) || cache.sharedLoaded.has(id)) return;
+      cache.sharedLoaded.set(id, value);
+      for (const key of cache.sharedLoaded.keys()) if (!cache.shared.has(key)) cache.sharedLoaded.delete(key);
+    },
+    () => {
+      // Only the current load's failure clears the entry (an abandoned one's must not drop its replacement).
+      if (cache.shared.get(id) === load) cache.shared.delete(id);
+    },
+  );
+  waitUntil?.(settled);
+  return load.promise;
 }
 
 async function loadShared(kv: KVNamespace, pointer: Pointer | null): Promise<Shared> {

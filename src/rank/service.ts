@@ -33,6 +33,8 @@ export interface RankDeps {
   now(): number;
   /** Queues an answer's exposure event for the event stream, after the answer (never awaited). */
   expose?(userKey: string, event: CollectedEvent): void;
+  /** Keeps work the request started for the isolate (a load of the shared keys) alive past its answer. */
+  waitUntil?(promise: Promise<unknown>): void;
 }
 
 export type SourceStatus = "ok" | "absent" | "timeout" | "error" | "skipped";
@@ -190,7 +192,11 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
   const sessionP = userKey
     ? withDeadline(() => deps.snapshot(userKey), sessionDeadline, deps.now)
     : Promise.resolve(null);
-  const sharedP = withDeadline(() => readShared(deps.kv, pointer), kvDeadline, deps.now);
+  const sharedP = withDeadline(
+    () => readShared(deps.kv, pointer, deps.now(), (p) => deps.waitUntil?.(p)),
+    kvDeadline,
+    deps.now,
+  );
   const firstListsP = pointer
     ? withDeadline(
         () => readLists(deps.kv, pointer, userKey ? [userKey] : [], request.context, started),

@@ -4,10 +4,10 @@
 // around, and is still a full list from the other sources. Timing bounds are generous fault detectors (a hanging
 // source must not hold the answer near a second), not performance measurements.
 import { env } from "cloudflare:workers";
-import { beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { DEFAULT_RANKING_CONFIG, RANKING_CONFIG_KEY } from "../../src/rank/config.ts";
 import { depsFromEnv } from "../../src/rank/deps.ts";
-import { POINTER_TTL_MS } from "../../src/rank/online-store.ts";
+import { LOAD_GIVE_UP_MS, POINTER_TTL_MS } from "../../src/rank/online-store.ts";
 import { parseRankParams, type RankParams } from "../../src/rank/request.ts";
 import { answer, loadHead, type RankAnswer, type RankDeps } from "../../src/rank/service.ts";
 import {
@@ -35,6 +35,14 @@ beforeEach(async () => {
 });
 
 const never = <T>() => new Promise<T>(() => {});
+/**
+ * The KV reads faultyKv left hanging, failed when the test ends: work handed to waitUntil on them (a load of the
+ * shared keys) then settles, and the next test's beforeEach does not wait on it forever.
+ */
+const hung: Array<(error: Error) => void> = [];
+afterEach(() => {
+  for (const fail of hung.splice(0)) fail(new Error("the test is over"));
+});
 const pops = (from: number, to: number) =>
   Array.from({ length: to - from + 1 }, (_, i) => id(`pop${String(from + i).padStart(2, "0")}`));
 const organic = (a: RankAnswer | Answer) => ids(a).filter((x) => x !== id("tr1"));
@@ -48,7 +56,7 @@ function faultyKv(fault: (keys: string[]) => Fault): KVNamespace {
     get(key: string | string[], options?: unknown) {
       const f = fault(Array.isArray(key) ? key : [key]);
       if (f === "throw") return Promise.reject(new Error("KV is down"));
-      if (f === "hang") return never();
+      if (f === "hang") return new Promise((_, reject) => hung.push(reject));
       return (real.get as (k: unknown, o: unknown) => Promise<unknown>)(key, options);
     },
   } as unknown as KVNamespace;
@@ -182,6 +190,24 @@ describe("the online store (KV)", () => {
     expect(a.sources.catalog.status).toBe("timeout");
     // Without the catalogue nothing can be checked: alice's batch list is kept as it is.
     expect(ids(a).slice(0, 2)).toEqual([id("b1"), id("b2")]);
+  });
+
+  it("the catalogue hanging, then answering: a request past the give-up time loads it again", async () => {
+    let fault: Fault = "hang";
+    const kv = faultyKv((keys) => (isShared(keys) ? fault : null));
+    let offset = 0;
+    const d = deps({ kv, now: () => Date.now() + offset });
+    expect((await answer(d, alice())).degraded).toContain("catalog_timeout");
+    fault = null;
+    // Within the give-up time, requests wait on the hung load (cut by their own deadline).
+    expect((await answer(d, alice())).degraded).toContain("catalog_timeout");
+    offset = LOAD_GIVE_UP_MS + 1000;
+    const a = await settled(() => answer(d, alice()));
+    expect(a.degraded).not.toContain("catalog_timeout");
+    expect(a.degraded).not.toContain("catalog_unavailable");
+    expect(a.sources.catalog.status).toBe("ok");
+    expect(a.items).toHaveLength(12);
+    expect(ids(a)).not.toContain(id("oos"));
   });
 
   it("every read failing on a cold isolate: flagged kv_error, an answer all the same", async () => {
