@@ -258,6 +258,7 @@ export class SessionStore {
         i.sessionId,
       ]),
     );
+    this.#bump("interactions", list.length);
   }
 
   /** Newest first. */
@@ -511,6 +512,7 @@ export class SessionStore {
     this.#counts.set("interactions", 0);
     for (const h of HORIZONS) this.#counts.set(`aff:${h}`, 0);
     for (const k of RECENT_KINDS) this.#counts.set(`recent:${k}`, 0);
+    // Each writer below counts the rows it adds, so compaction sees the merged totals.
     this.insertInteractions(state.interactions);
     // Merged rows are one per key (merge.ts), so they go in as new rows with the batched writers.
     this.putAffinities(state.affinities.map((row) => ({ row, existed: false })));

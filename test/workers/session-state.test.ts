@@ -812,4 +812,19 @@ describe("expiry, deletion and compaction", () => {
     expect(s.affinities.longTerm[0]?.token).toBe("category:c599");
     expect(s.counters.events).toBe(600);
   });
+
+  it("keeps the interaction ring at its bound across many calls of one activation", async () => {
+    const anon = uid("ring");
+    const key = `a:${anon}`;
+    const now = Date.now();
+    await setClock(key, now);
+    // One view per call, all in one activation (no eviction in between): the in-memory row counts must keep up.
+    for (let i = 0; i < INTERACTIONS_MAX + 20; i++) {
+      await stub(key).record(key, [
+        track("Product Viewed", { product_id: `p${i}` }, { anonymousId: anon, at: now - HOUR_MS + i * 1000 }),
+      ]);
+    }
+    expect((await rowCounts(key)).interactions).toBe(INTERACTIONS_MAX);
+    expect((await stub(key).snapshot(key)).interactions[0]?.productId).toBe(`p${INTERACTIONS_MAX + 19}`);
+  });
 });
