@@ -509,6 +509,9 @@ export class SessionState extends DurableObject<Env> {
 
   /** One hand-over of `otherKey` into this object, applied; true when the other object answered `busy`. */
   async #absorb(selfKey: string, otherKey: string, claim: boolean): Promise<boolean> {
+    // Merged away while waiting to ask again after `busy`: asking now would mark the other object merged into us, and
+    // we could only drop what it hands over. The call is forwarded to our target, which stitches the id itself.
+    if (this.#store.profile()?.mergedInto) return false;
     const epoch = this.#epoch;
     const other = this.env.SESSION_STATE.getByName(otherKey);
     let answer: HandOver;

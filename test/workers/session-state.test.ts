@@ -603,6 +603,39 @@ describe("identity merge", () => {
     }
   });
 
+  it("a merge retried after `busy`, by an object merged away while it waited, goes to its new owner", async () => {
+    // u:z… sorts after u:p…, so after a `busy` it waits 100 ms before asking again: u:b absorbs it meanwhile.
+    const [idZ, idP, idB] = [`z-${crypto.randomUUID()}`, `p-${crypto.randomUUID()}`, `b-${crypto.randomUUID()}`];
+    const [kZ, kP, kB] = [`u:${idZ}`, `u:${idP}`, `u:${idB}`];
+    await stub(kP).record(kP, [track("Product Viewed", { product_id: "from-p" }, { userId: idP })]);
+    await stub(kZ).record(kZ, [track("Product Viewed", { product_id: "from-z" }, { userId: idZ })]);
+    // u:p answers `busy` (as while it absorbs someone) until u:b has absorbed u:z.
+    const busy = { answered: 0, over: false };
+    await wrapSessions(kZ, (name, other) =>
+      name === kP
+        ? {
+            handOver: async (...args: [string, string, boolean]) => {
+              if (busy.over) return other.handOver(...args);
+              busy.answered++;
+              return { status: "busy" };
+            },
+          }
+        : {},
+    );
+    const zAliasesP = stub(kZ).record(kZ, [base("alias", { previousId: idP }, { userId: idZ, anonymousId: null })]);
+    await vi.waitFor(() => expect(busy.answered).toBeGreaterThan(0), { timeout: 5_000, interval: 2 });
+    await stub(kB).record(kB, [base("alias", { previousId: idZ }, { userId: idB, anonymousId: null })]);
+    busy.over = true;
+    expect((await stub(kZ).snapshot(kZ)).mergedInto).toBe(kB);
+    await zAliasesP;
+    // u:z forwarded the alias to u:b, which merged u:p: nothing of p is left behind in an object merged into no one.
+    const [p, b] = [await stub(kP).snapshot(kP), await stub(kB).snapshot(kB)];
+    expect({ pMergedInto: p.mergedInto, bViewed: b.viewed.sort() }).toEqual({
+      pMergedInto: kB,
+      bViewed: ["from-p", "from-z"],
+    });
+  });
+
   it("stores nothing of an event whose user was erased and suppressed while its record awaited a hand-over", async () => {
     const [user, anon] = [uid("user"), uid("anon")];
     const u = `u:${user}`;
