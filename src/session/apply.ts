@@ -43,6 +43,19 @@ export interface ApplyDeps {
   newSessionId: () => string;
   /** The stored profile as the caller just read it in the same turn (null: none); undefined: read it here. */
   profile?: Profile | null;
+  /**
+   * The caller checked the outbox's room (`assertOutboxRoom`) before the call applied anything else (an identity
+   * merge): it is not refused now that part of it is applied.
+   */
+  outboxChecked?: boolean;
+}
+
+/** Throws OutboxFullError when `count` more events would take the outbox past OUTBOX_MAX_ROWS. */
+export function assertOutboxRoom(store: SessionStore, count: number): void {
+  const { pending } = store.outboxStats();
+  if (pending + count > OUTBOX_MAX_ROWS) {
+    throw new OutboxFullError(`outbox full (${pending} events waiting for Redis): retry later`);
+  }
 }
 
 /** What a call changed, for the caller's alarm bookkeeping (no second read of the profile and the outbox). */
@@ -60,10 +73,8 @@ export function applyEvents(
 ): Applied {
   const { now } = deps;
   store.ensureSchema();
+  if (deps.outboxChecked !== true) assertOutboxRoom(store, events.length);
   const before = store.outboxStats();
-  if (before.pending + events.length > OUTBOX_MAX_ROWS) {
-    throw new OutboxFullError(`outbox full (${before.pending} events waiting for Redis): retry later`);
-  }
   const stored = deps.profile === undefined ? store.profile() : deps.profile;
   const profile = stored ? { ...stored } : newProfile(userKey, now);
   // In event-time order (stable), so sessions split where the gaps really are.

@@ -8,7 +8,7 @@ import type { CollectedEvent, RecordResult } from "../collect/event.ts";
 import { loadConfig } from "../config.ts";
 import { describeError, log } from "../log.ts";
 import { openRedis, type RedisSettings } from "../stores/redis.ts";
-import { type Applied, applyEvents, newProfile } from "./apply.ts";
+import { type Applied, applyEvents, assertOutboxRoom, newProfile } from "./apply.ts";
 import { isUserKey, stitchTargets } from "./identity.ts";
 import {
   FORWARD_MAX_HOPS,
@@ -446,8 +446,13 @@ export class SessionState extends DurableObject<Env> {
     if (this.#suppressedSince() !== null) return this.#suppress(userKey, events);
     if (existing?.mergedInto) return this.#forward(existing.mergedInto, events, hops);
 
+    const targets = stitchTargets(userKey, events).filter(
+      (target) => !this.#store.hasSchema() || this.#store.mergedStatus(target.key) === null,
+    );
+    // A call either applies entirely or not at all: a full outbox refuses it before any merge is applied.
+    if (targets.length > 0) assertOutboxRoom(this.#store, events.length);
     let stitched = false;
-    for (const target of stitchTargets(userKey, events)) {
+    for (const target of targets) {
       if (this.#store.hasSchema() && this.#store.mergedStatus(target.key) !== null) continue;
       await this.#stitch(userKey, target.key, target.claim);
       stitched = true;
@@ -465,6 +470,8 @@ export class SessionState extends DurableObject<Env> {
           now,
           newSessionId: () => crypto.randomUUID(),
           profile: current,
+          // Checked before the merge: refusing the events now would leave the merge applied without them.
+          outboxChecked: stitched,
         });
       } catch (error) {
         this.#store.invalidateCounts();

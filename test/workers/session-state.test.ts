@@ -773,6 +773,29 @@ describe("outbox", () => {
     const scores = await Promise.all(buckets.map((b) => redis().zscore(`${TREND_PRODUCT_PREFIX}${b}`, product)));
     expect(scores.reduce<number>((sum, x) => sum + Number(x ?? 0), 0)).toBe(3);
   });
+  it("refuses a call with a full outbox before anything of it applies, its identity merge included", async () => {
+    const [user, anon] = [uid("user"), uid("anon")];
+    const [u, a] = [`u:${user}`, `a:${anon}`];
+    await stub(a).record(a, [track("Product Viewed", { product_id: "pre" }, { anonymousId: anon })]);
+    await stub(u).record(u, [track("Product Viewed", { product_id: "u1" }, { userId: user })]);
+    // A row far ahead of the first one: pending = max seq − min seq + 1 = 100,005, over the bound.
+    await runInDurableObject(stub(u), (_o: SessionState, state) => {
+      state.storage.sql.exec(
+        "INSERT INTO outbox (seq, at, message_id, user_key, event) VALUES (?, 0, 'x', ?, '{}')",
+        100_005,
+        u,
+      );
+    });
+    const login = base("identify", {}, { userId: user, anonymousId: anon });
+    expect(await failure(stub(u).record(u, [login]))).toMatch(/^outbox full/);
+    expect((await stub(a).snapshot(a)).mergedInto).toBeNull();
+    const s = await stub(u).snapshot(u);
+    expect({ viewed: s.viewed, mergedKeys: s.mergedKeys, events: s.counters.events }).toEqual({
+      viewed: ["u1"],
+      mergedKeys: [],
+      events: 1,
+    });
+  });
 });
 
 describe("expiry, deletion and compaction", () => {
