@@ -32,6 +32,7 @@ import {
   FLUSH_TIMEOUT_MS,
   isExpired,
   nextAlarmAt,
+  OUTBOX_FLUSH_DELAY_MS,
 } from "./outbox.ts";
 import { emptySnapshot, type SessionSnapshot } from "./snapshot.ts";
 import { decayedAffinities, SessionStore } from "./store.ts";
@@ -82,6 +83,8 @@ export class SessionState extends DurableObject<Env> {
   #epoch = 0;
   /** Merges of another object into this one in flight (`#stitch`): while any is, `handOver` answers `busy`. */
   #absorbing = 0;
+  /** `record` and `relay` calls in flight: while any is, the user is active and the alarm does not expire the object. */
+  #recording = 0;
   #flushing: Promise<void> | null = null;
   /** The alarm time as last read or set (null: none); undefined until read in this activation. */
   #alarmAt: number | null | undefined = undefined;
@@ -423,17 +426,36 @@ export class SessionState extends DurableObject<Env> {
     const now = this.clock();
     const latest = this.#store.profile();
     if (!latest) return;
-    if (isExpired(latest.lastActiveAt, this.#store.outboxStats().pending, now)) {
+    const expired = isExpired(latest.lastActiveAt, this.#store.outboxStats().pending, now);
+    if (expired && this.#recording === 0) {
       await this.#erase();
       return;
     }
     this.ctx.storage.transactionSync(() => this.#store.pruneSeen(now - SEEN_WINDOW_MS));
+    if (expired) {
+      // A record is in flight (awaiting a hand-over, say a login's): the user is active right now, and erasing under
+      // it would drop the state it is merging in. Its write moves the expiry; look again one beat later (not at the
+      // past expiry time, which would run the alarm again at once for as long as the record waits).
+      const at = now + OUTBOX_FLUSH_DELAY_MS;
+      await this.ctx.storage.setAlarm(at);
+      this.#alarmAt = at;
+      return;
+    }
     await this.#schedule(true);
   }
 
   // ---- record -------------------------------------------------------------------------------------------------
 
   async #record(userKey: string, events: CollectedEvent[], hops: number): Promise<RecordResult> {
+    this.#recording++;
+    try {
+      return await this.#recordEvents(userKey, events, hops);
+    } finally {
+      this.#recording--;
+    }
+  }
+
+  async #recordEvents(userKey: string, events: CollectedEvent[], hops: number): Promise<RecordResult> {
     assertKey(userKey);
     if (!Array.isArray(events)) throw new TypeError("record: events must be an array");
     for (const e of events) {

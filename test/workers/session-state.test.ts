@@ -883,4 +883,34 @@ describe("expiry, deletion and compaction", () => {
     expect((await rowCounts(key)).interactions).toBe(INTERACTIONS_MAX);
     expect((await stub(key).snapshot(key)).interactions[0]?.productId).toBe(`p${INTERACTIONS_MAX + 19}`);
   });
+
+  it("does not expire an object while a record awaits a hand-over, and looks again a beat later", async () => {
+    const [user, anon] = [uid("user"), uid("anon")];
+    const [u, a] = [`u:${user}`, `a:${anon}`];
+    // Clocks from the real time on: an alarm set by the objects is not due for real during the test.
+    const start = Date.now();
+    await setClock(u, start);
+    await stub(u).record(u, [track("Product Viewed", { product_id: "old" }, { userId: user, at: start })]);
+    // 91 days later the user browses anonymously on a new device, then logs in.
+    const now = start + 91 * DAY_MS;
+    await setClock(a, now);
+    await stub(a).record(a, [track("Product Viewed", { product_id: "fresh" }, { anonymousId: anon, at: now })]);
+    await setClock(u, now);
+    await slowHandOvers(u);
+    const login = stub(u).record(u, [
+      track("Product Viewed", { product_id: "login" }, { userId: user, anonymousId: anon, at: now + MINUTE_MS }),
+    ]);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    // The user's expiry alarm (90 days without events) runs while the login awaits the hand-over.
+    expect(await runDurableObjectAlarm(stub(u))).toBe(true);
+    const rearmed = await runInDurableObject(stub(u), (_o: SessionState, state) => state.storage.getAlarm());
+    expect(rearmed).toBe(now + OUTBOX_FLUSH_DELAY_MS);
+    await login;
+    // No erasure was asked for: the visitor's browsing is in the user's state, and the visitor forwards to it.
+    expect((await stub(u).snapshot(u)).viewed.sort()).toEqual(["fresh", "login", "old"]);
+    expect((await stub(a).snapshot(a)).mergedInto).toBe(u);
+    // The login was activity: the alarm a beat later finds nothing to expire.
+    expect(await runDurableObjectAlarm(stub(u))).toBe(true);
+    expect((await stub(u).snapshot(u)).exists).toBe(true);
+  });
 });
