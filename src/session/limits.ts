@@ -41,6 +41,14 @@ export const MERGED_MAX = 1_000;
 export const EXPIRY_MS = 90 * DAY_MS;
 
 /**
+ * A user object asks a key it merged this long ago for a hand-over again (at most once per this interval) when an
+ * event names it: the merged object's pointer expires like any state (EXPIRY_MS), and a logged-in user's events go to
+ * the user, never to the pointer. Asking keeps the pointer alive, well within EXPIRY_MS, and merges what the id
+ * recorded if its pointer expired after all. Once a month costs one call per such id.
+ */
+export const MERGE_REFRESH_MS = 30 * DAY_MS;
+
+/**
  * Back-pressure: with this many events waiting for Redis, `record` refuses new events (the client retries later)
  * rather than growing the object without bound. ~100 MB at 1 KB per event; DO SQLite allows 10 GB.
  */

@@ -60,7 +60,8 @@ export interface PortableState {
 
 /** What `handOver` answers. */
 export type HandOver =
-  | { status: "handed-over"; state: PortableState }
+  /** `again`: this object was already merged into the caller (it answers until released; the caller may have it). */
+  | { status: "handed-over"; state: PortableState; again?: boolean }
   /** Nothing to merge; with `claim`, the key now forwards to the caller anyway. */
   | { status: "empty" }
   /** Already merged into the caller and its data released: nothing more to merge. */

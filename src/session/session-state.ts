@@ -15,6 +15,8 @@ import {
   MERGE_BUSY_ATTEMPTS,
   MERGE_BUSY_WAIT_MS,
   MERGE_BUSY_WAIT_RATIO,
+  MERGE_REFRESH_MS,
+  MERGED_MAX,
   type RECENT_KINDS,
   RECENT_MAX,
   SEEN_WINDOW_MS,
@@ -53,6 +55,11 @@ const ERASE_PENDING = "erase-pending";
 export const SUPPRESSED_CHASED_MAX = 1_000;
 /** Bound of ERASE_PENDING (the newest are kept; an erasure also records them in the warehouse's erased_users). */
 export const ERASE_PENDING_MAX = 1_000;
+/**
+ * When each merged key was last asked for a hand-over again (MERGE_REFRESH_MS), by key; erased with the data. Entries
+ * older than MERGE_REFRESH_MS are dropped on every write (they no longer hold anything back).
+ */
+const MERGE_REFRESHED = "merge-refreshed";
 
 export interface EraseResult {
   /** Keys whose objects were erased (this one first). */
@@ -173,9 +180,11 @@ export class SessionState extends DurableObject<Env> {
     this.#assertOwnKey(profile.userKey, fromKey);
     if (profile.mergedInto) {
       if (profile.mergedInto !== intoKey) return { status: "elsewhere", mergedInto: profile.mergedInto };
+      // Our target asking again (a retried merge, or a refresh: the id is in use there) keeps the pointer alive.
+      this.#store.saveProfile({ ...profile, lastActiveAt: now });
       return profile.released
         ? { status: "released" }
-        : { status: "handed-over", state: this.#store.exportState(profile) };
+        : { status: "handed-over", state: this.#store.exportState(profile), again: true };
     }
     const status = this.#store.mergedStatus(intoKey);
     if (status === "merged" || status === "claimed") return { status: "refused" };
@@ -468,14 +477,14 @@ export class SessionState extends DurableObject<Env> {
     if (this.#suppressedSince() !== null) return this.#suppress(userKey, events);
     if (existing?.mergedInto) return this.#forward(existing.mergedInto, events, hops);
 
-    const targets = stitchTargets(userKey, events).filter(
-      (target) => !this.#store.hasSchema() || this.#store.mergedStatus(target.key) === null,
-    );
+    const asOf = this.clock();
+    const targets = stitchTargets(userKey, events).filter((target) => this.#shouldAsk(target.key, asOf));
     // A call either applies entirely or not at all: a full outbox refuses it before any merge is applied.
     if (targets.length > 0) assertOutboxRoom(this.#store, events.length);
     let stitched = false;
     for (const target of targets) {
-      if (this.#store.hasSchema() && this.#store.mergedStatus(target.key) !== null) continue;
+      // Another call may have merged (or refreshed) it while we awaited an earlier one.
+      if (!this.#shouldAsk(target.key, asOf)) continue;
       await this.#stitch(userKey, target.key, target.claim);
       stitched = true;
     }
@@ -542,6 +551,9 @@ export class SessionState extends DurableObject<Env> {
     // we could only drop what it hands over. The call is forwarded to our target, which stitches the id itself.
     if (this.#store.profile()?.mergedInto) return false;
     const epoch = this.#epoch;
+    // A key merged in before is asked again only to refresh it (#shouldAsk); remember what we knew when asking.
+    const known = this.#store.hasSchema() ? this.#store.mergedRow(otherKey) : null;
+    const refreshedBefore = this.#mergeRefreshed()[otherKey] ?? null;
     const other = this.env.SESSION_STATE.getByName(otherKey);
     let answer: HandOver;
     try {
@@ -559,18 +571,31 @@ export class SessionState extends DurableObject<Env> {
       return false;
     }
     const now = this.clock();
-    const applied = this.ctx.storage.transactionSync(() => {
+    const applied = this.ctx.storage.transactionSync((): boolean | "release" => {
       const store = this.#store;
       store.ensureSchema();
       const profile = store.profile() ?? newProfile(selfKey, now);
       if (profile.mergedInto) return false;
-      if (store.mergedStatus(otherKey) !== null) return false;
+      const row = store.mergedRow(otherKey);
+      if (known === null) {
+        // Another call merged it while we awaited.
+        if (row !== null) return false;
+      } else {
+        // A refresh: applied once (another call may have refreshed it while we awaited).
+        if (row === null || (this.#mergeRefreshed()[otherKey] ?? null) !== refreshedBefore) return false;
+        this.#setMergeRefreshed(otherKey, now);
+        if (answer.status !== "handed-over") return false;
+        // Its state is already here (our row says so): only its release was lost.
+        if (answer.again === true) return "release";
+      }
       switch (answer.status) {
         case "handed-over": {
           const result = mergeStates(store.exportState(profile, false), answer.state, (id) => store.isSeen(id), now);
           store.replaceData(result);
           store.markSeen(result.seen);
-          for (const row of result.merged) store.putMerged(row);
+          // A key merged again (its pointer had expired, and the id recorded anew) keeps its first merge time.
+          for (const merged of result.merged)
+            store.putMerged(merged.key === row?.key ? { ...merged, at: row.at } : merged);
           store.saveProfile({
             ...profile,
             createdAt: result.createdAt,
@@ -601,7 +626,7 @@ export class SessionState extends DurableObject<Env> {
       return false;
     });
     if (applied) {
-      log("info", "session merge", { into: selfKey, from: otherKey });
+      if (applied === true) log("info", "session merge", { into: selfKey, from: otherKey });
       this.ctx.waitUntil(
         other.release(selfKey).then(
           () => undefined,
@@ -612,6 +637,33 @@ export class SessionState extends DurableObject<Env> {
       await this.#schedule(false);
     }
     return false;
+  }
+
+  /**
+   * Whether to ask `key` for a hand-over: never asked, or merged in (or claimed) at least MERGE_REFRESH_MS ago and
+   * not asked again for as long. The refresh keeps the key's pointer alive while the id is in use here, and merges
+   * what it recorded if the pointer expired all the same (the id unused for EXPIRY_MS, then back as a visitor).
+   */
+  #shouldAsk(key: string, now: number): boolean {
+    if (!this.#store.hasSchema()) return true;
+    const row = this.#store.mergedRow(key);
+    if (row === null) return true;
+    if (row.status !== "merged" && row.status !== "claimed") return false;
+    if (now - row.at < MERGE_REFRESH_MS) return false;
+    const refreshed = this.#mergeRefreshed()[key];
+    return refreshed === undefined || now - refreshed >= MERGE_REFRESH_MS;
+  }
+
+  #mergeRefreshed(): Record<string, number> {
+    return this.ctx.storage.kv.get<Record<string, number>>(MERGE_REFRESHED) ?? {};
+  }
+
+  #setMergeRefreshed(key: string, now: number): void {
+    const kept = Object.entries({ ...this.#mergeRefreshed(), [key]: now })
+      .filter(([, at]) => now - at < MERGE_REFRESH_MS)
+      .sort((x, y) => x[1] - y[1])
+      .slice(-MERGED_MAX);
+    this.ctx.storage.kv.put(MERGE_REFRESHED, Object.fromEntries(kept));
   }
 
   /** A hand-over that an erasure overtook: the other object is erased too (and suppressed if this one now is). */

@@ -397,8 +397,12 @@ export class SessionStore {
   // ---- merged keys --------------------------------------------------------------------------------------------
 
   mergedStatus(key: string): MergeStatus | null {
-    const r = this.#sql.exec("SELECT status FROM merged WHERE key = ?", key).toArray()[0];
-    return r ? (String(r.status) as MergeStatus) : null;
+    return this.mergedRow(key)?.status ?? null;
+  }
+
+  mergedRow(key: string): MergedRow | null {
+    const r = this.#sql.exec("SELECT status, at FROM merged WHERE key = ?", key).toArray()[0];
+    return r ? { key, status: String(r.status) as MergeStatus, at: num(r.at) } : null;
   }
 
   putMerged(row: MergedRow): void {

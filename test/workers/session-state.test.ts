@@ -701,6 +701,78 @@ describe("identity merge", () => {
     expect(await stub(u).linkedKeys()).toEqual([]);
   });
 
+  it("keeps the pointer of a merged visitor id alive while a logged-in user keeps sending it, past 90 days", async () => {
+    const [user, anon] = [uid("user"), uid("anon")];
+    const [u, a] = [`u:${user}`, `a:${anon}`];
+    // Both objects share one clock, from the real time on (no alarm they set is due for real during the test).
+    const start = Date.now();
+    const at = async (time: number) => {
+      await setClock(u, time);
+      await setClock(a, time);
+    };
+    await at(start);
+    await stub(a).record(a, [
+      track("Product Viewed", { product_id: "before-login" }, { anonymousId: anon, at: start }),
+    ]);
+    await stub(u).record(u, [identify(user, anon, start)]);
+    // Logged in on that device for 91 days: every event carries both ids and goes to u:, none to a:.
+    for (let day = 10; day <= 91; day += 10) {
+      await at(start + day * DAY_MS);
+      await stub(u).record(u, [
+        track(
+          "Product Viewed",
+          { product_id: `day${day}` },
+          { userId: user, anonymousId: anon, at: start + day * DAY_MS },
+        ),
+      ]);
+    }
+    // The visitor object's alarm, 95 days after the merge: the id is in use, so its pointer stays.
+    await at(start + 95 * DAY_MS);
+    expect(await runDurableObjectAlarm(stub(a))).toBe(true);
+    expect((await stub(a).snapshot(a)).mergedInto).toBe(u);
+    // Logged out on the device (same anonymousId): the browsing still reaches the user.
+    await stub(a).record(a, [
+      track("Product Viewed", { product_id: "after-logout" }, { anonymousId: anon, at: start + 95 * DAY_MS }),
+    ]);
+    expect((await stub(u).snapshot(u)).viewed).toContain("after-logout");
+  });
+
+  it("merges a visitor id again when its pointer expired and it comes back, keeping its first merge time", async () => {
+    const [user, anon, other] = [uid("user"), uid("anon"), uid("other")];
+    const [u, a] = [`u:${user}`, `a:${anon}`];
+    const start = Date.now();
+    const at = async (time: number) => {
+      await setClock(u, time);
+      await setClock(a, time);
+    };
+    await at(start);
+    await stub(a).record(a, [
+      track("Product Viewed", { product_id: "before-login" }, { anonymousId: anon, at: start }),
+    ]);
+    await stub(u).record(u, [identify(user, anon, start)]);
+    // A second device's id merged later (the first one stays the experiments' unit).
+    await at(start + DAY_MS);
+    await stub(u).record(u, [identify(user, other, start + DAY_MS)]);
+    // The id is not used for 91 days (the user is, from elsewhere): the visitor object expires, pointer and all.
+    await at(start + 60 * DAY_MS);
+    await stub(u).record(u, [
+      track("Product Viewed", { product_id: "elsewhere" }, { userId: user, at: start + 60 * DAY_MS }),
+    ]);
+    await at(start + 91 * DAY_MS);
+    expect(await runDurableObjectAlarm(stub(a))).toBe(true);
+    expect((await stub(a).snapshot(a)).exists).toBe(false);
+    // Back on that device: anonymous browsing, then a login.
+    const back = start + 92 * DAY_MS;
+    await at(back);
+    await stub(a).record(a, [track("Product Viewed", { product_id: "came-back" }, { anonymousId: anon, at: back })]);
+    await stub(u).record(u, [identify(user, anon, back + MINUTE_MS)]);
+    const s = await stub(u).snapshot(u);
+    expect(s.viewed).toEqual(["came-back", "elsewhere", "before-login"]);
+    expect(s.anonymousIds).toEqual([other, anon]);
+    expect((await stub(u).snapshot(u, { lean: true })).anonymousIds).toEqual([anon]);
+    expect((await stub(a).snapshot(a)).mergedInto).toBe(u);
+  });
+
   it("does not merge a visitor id that already belongs to another user", async () => {
     const anon = uid("shared");
     const [u1, u2] = [`u:${uid("first")}`, `u:${uid("second")}`];
