@@ -773,6 +773,90 @@ describe("identity merge", () => {
     expect((await stub(a).snapshot(a)).mergedInto).toBe(u);
   });
 
+  it("only releases, and does not merge again, a visitor whose release was lost when the refresh asks it", async () => {
+    const [user, anon] = [uid("user"), uid("anon")];
+    const [u, a] = [`u:${user}`, `a:${anon}`];
+    const start = Date.now();
+    const at = async (time: number) => {
+      await setClock(u, time);
+      await setClock(a, time);
+    };
+    await at(start);
+    const viewed = track(
+      "Product Viewed",
+      { product_id: "p1", category: "Lamps", brand: "Acme" },
+      { anonymousId: anon, at: start },
+    );
+    await stub(a).record(a, [
+      viewed,
+      track("Product Viewed", { product_id: "p2", category: "Lamps" }, { anonymousId: anon, at: start + 1_000 }),
+      track("Product Added", { product_id: "p2", category: "Lamps" }, { anonymousId: anon, at: start + 2_000 }),
+      // Counted, but no interaction: only the seen ids tell a second merge that the user already has it.
+      base("page", { name: "Home", properties: {} }, { anonymousId: anon, at: start + 3_000 }),
+    ]);
+    // A client retry: the visitor object counts a duplicate, which the merge hands over with the rest.
+    expect(await stub(a).record(a, [viewed])).toEqual({ accepted: 0, duplicates: 1 });
+    // The user's object asks the visitor for its state normally; its first `release` call is lost.
+    const calls = { releases: 0, answers: [] as { status: string; again?: boolean }[] };
+    await wrapSessions(u, (name, other) =>
+      name === a
+        ? {
+            handOver: async (...args: [string, string, boolean]) => {
+              const answer = await other.handOver(...args);
+              calls.answers.push({ status: answer.status, again: "again" in answer ? answer.again : undefined });
+              return answer;
+            },
+            release: async (intoKey: string) => {
+              if (++calls.releases === 1) throw new Error("injected: release lost");
+              return other.release(intoKey);
+            },
+          }
+        : {},
+    );
+    await stub(u).record(u, [identify(user, anon, start + MINUTE_MS)]);
+    await vi.waitFor(() => expect(calls.releases).toBe(1), { timeout: 5_000, interval: 10 });
+    expect(calls.answers).toEqual([{ status: "handed-over", again: undefined }]);
+    // Merged into the user, not released: the visitor object still holds its copy.
+    const visitor = await stub(a).snapshot(a);
+    expect({ mergedInto: visitor.mergedInto, viewed: visitor.viewed }).toEqual({ mergedInto: u, viewed: ["p2", "p1"] });
+    const merged = await stub(u).snapshot(u);
+    expect(merged.counters).toEqual({ events: 5, duplicates: 1 });
+    expect(merged.viewed).toEqual(["p2", "p1"]);
+    expect(merged.carted).toEqual(["p2"]);
+    // The user keeps browsing from elsewhere: this write drops its seen ids of the visitor's events (24-hour window).
+    await at(start + 2 * DAY_MS);
+    await stub(u).record(u, [
+      track("Product Viewed", { product_id: "p-day2" }, { userId: user, anonymousId: null, at: start + 2 * DAY_MS }),
+    ]);
+
+    // 31 days later the logged-in user sends an event naming the id: the refresh asks the visitor object again.
+    const later = start + 31 * DAY_MS;
+    await at(later);
+    const before = await stub(u).snapshot(u);
+    const score = (s: SessionSnapshot, token: string) => s.affinities.longTerm.find((x) => x.token === token)?.score;
+    expect(score(before, "category:lamps")).toBeGreaterThan(0);
+    await stub(u).record(u, [
+      track("Product Viewed", { product_id: "p3", category: "Chairs" }, { userId: user, anonymousId: anon, at: later }),
+    ]);
+    // It answered with the state the user already has (`again`), and the user only released it.
+    expect(calls.answers).toEqual([
+      { status: "handed-over", again: undefined },
+      { status: "handed-over", again: true },
+    ]);
+    await vi.waitFor(() => expect(calls.releases).toBe(2), { timeout: 5_000, interval: 10 });
+    await vi.waitFor(async () => expect((await stub(a).snapshot(a)).viewed).toEqual([]), { timeout: 5_000 });
+    expect((await stub(a).snapshot(a)).mergedInto).toBe(u);
+    // Nothing of the visitor's counted twice: one more event, the same duplicates, the same scores.
+    const after = await stub(u).snapshot(u);
+    expect(after.counters).toEqual({ events: before.counters.events + 1, duplicates: before.counters.duplicates });
+    expect(after.interactions.map((i) => i.productId)).toEqual(["p3", "p-day2", "p2", "p2", "p1"]);
+    expect(after.viewed).toEqual(["p3", "p-day2", "p2", "p1"]);
+    expect(after.carted).toEqual(["p2"]);
+    expect(after.anonymousIds).toEqual([anon]);
+    for (const token of ["category:lamps", "brand:acme"])
+      expect(score(after, token), token).toBeCloseTo(score(before, token) ?? Number.NaN, 9);
+  });
+
   it("does not merge a visitor id that already belongs to another user", async () => {
     const anon = uid("shared");
     const [u1, u2] = [`u:${uid("first")}`, `u:${uid("second")}`];
