@@ -86,6 +86,22 @@ async function setClock(key: string, now: number): Promise<void> {
   });
 }
 
+/**
+ * A visitor and a user object sharing one clock, set to the real time (no alarm they set is due for real during the
+ * test); `at` moves both.
+ */
+async function visitorAndUser() {
+  const [user, anon] = [uid("user"), uid("anon")];
+  const [u, a] = [`u:${user}`, `a:${anon}`];
+  const start = Date.now();
+  const at = async (time: number) => {
+    await setClock(u, time);
+    await setClock(a, time);
+  };
+  await at(start);
+  return { user, anon, u, a, start, at };
+}
+
 /** Waits until the post-record flush has drained the outbox. */
 /** Runs the object's alarm (the outbox drains from it) until nothing is pending. */
 async function drained(key: string): Promise<SessionSnapshot> {
@@ -702,15 +718,7 @@ describe("identity merge", () => {
   });
 
   it("keeps the pointer of a merged visitor id alive while a logged-in user keeps sending it, past 90 days", async () => {
-    const [user, anon] = [uid("user"), uid("anon")];
-    const [u, a] = [`u:${user}`, `a:${anon}`];
-    // Both objects share one clock, from the real time on (no alarm they set is due for real during the test).
-    const start = Date.now();
-    const at = async (time: number) => {
-      await setClock(u, time);
-      await setClock(a, time);
-    };
-    await at(start);
+    const { user, anon, u, a, start, at } = await visitorAndUser();
     await stub(a).record(a, [
       track("Product Viewed", { product_id: "before-login" }, { anonymousId: anon, at: start }),
     ]);
@@ -738,14 +746,8 @@ describe("identity merge", () => {
   });
 
   it("merges a visitor id again when its pointer expired and it comes back, keeping its first merge time", async () => {
-    const [user, anon, other] = [uid("user"), uid("anon"), uid("other")];
-    const [u, a] = [`u:${user}`, `a:${anon}`];
-    const start = Date.now();
-    const at = async (time: number) => {
-      await setClock(u, time);
-      await setClock(a, time);
-    };
-    await at(start);
+    const { user, anon, u, a, start, at } = await visitorAndUser();
+    const other = uid("other");
     await stub(a).record(a, [
       track("Product Viewed", { product_id: "before-login" }, { anonymousId: anon, at: start }),
     ]);
@@ -774,14 +776,7 @@ describe("identity merge", () => {
   });
 
   it("only releases, and does not merge again, a visitor whose release was lost when the refresh asks it", async () => {
-    const [user, anon] = [uid("user"), uid("anon")];
-    const [u, a] = [`u:${user}`, `a:${anon}`];
-    const start = Date.now();
-    const at = async (time: number) => {
-      await setClock(u, time);
-      await setClock(a, time);
-    };
-    await at(start);
+    const { user, anon, u, a, start, at } = await visitorAndUser();
     const viewed = track(
       "Product Viewed",
       { product_id: "p1", category: "Lamps", brand: "Acme" },
