@@ -270,6 +270,11 @@ export function parseEntries(
  * this batch then all see the values the rows get.
  */
 function withPostgresIds(event: CollectedEvent): CollectedEvent {
+  const { messageId, userId, anonymousId, previousId, groupId } = event;
+  // The common case, every id clean: one scan each and no copy (the loader parses every event of the stream).
+  if (![messageId, userId, anonymousId, previousId, groupId].some((id) => id !== null && NEEDS_CLEANING.test(id))) {
+    return event;
+  }
   const clean = (id: string | null) => (id === null ? null : cleanString(id));
   return {
     ...event,
@@ -280,6 +285,10 @@ function withPostgresIds(event: CollectedEvent): CollectedEvent {
     groupId: clean(event.groupId),
   };
 }
+
+/** A character cleanString changes: NUL, or a surrogate (paired ones too: cleanString then keeps them). */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: NUL is exactly what this looks for.
+const NEEDS_CLEANING = /[\u0000\ud800-\udfff]/;
 
 /** The batch again without the events of `erased` users (rare: only when an erased key is in the batch). */
 function withoutErased(
