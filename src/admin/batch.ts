@@ -17,6 +17,7 @@ import { openDb } from "../publish/db.ts";
 import type { Database } from "../stores/db.ts";
 import { openRedis } from "../stores/redis.ts";
 import { BATCH_RUN_KINDS, type BatchRunKind, batchRuns, modelVersions } from "../stores/schema.ts";
+import { positiveInt } from "./params.ts";
 
 export const RUNS_DEFAULT_LIMIT = 20;
 export const RUNS_MAX_LIMIT = 200;
@@ -95,14 +96,7 @@ batchAdminRoutes.post("/v1/admin/refresh", async (c) => {
 });
 
 batchAdminRoutes.get("/v1/admin/runs", async (c) => {
-  const limitParam = c.req.query("limit");
-  let limit = RUNS_DEFAULT_LIMIT;
-  if (limitParam !== undefined && limitParam !== "") {
-    if (!/^\d+$/.test(limitParam) || Number(limitParam) < 1 || Number(limitParam) > RUNS_MAX_LIMIT) {
-      throw new ApiError("bad_request", `limit must be an integer from 1 to ${RUNS_MAX_LIMIT}`);
-    }
-    limit = Number(limitParam);
-  }
+  const limit = positiveInt("limit", c.req.query("limit"), RUNS_MAX_LIMIT) ?? RUNS_DEFAULT_LIMIT;
   const kind = c.req.query("kind");
   if (kind !== undefined && !(BATCH_RUN_KINDS as readonly string[]).includes(kind)) {
     throw new ApiError("bad_request", `kind must be one of ${BATCH_RUN_KINDS.join(", ")}`);

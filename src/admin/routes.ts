@@ -8,6 +8,7 @@
 //   POST /v1/admin/catalog/push                             the batch loop and publishing (src/admin/batch.ts)
 //   GET/PUT /v1/admin/ranking-config                        the ranking config (src/admin/ranking-config.ts)
 //   GET/PUT /v1/admin/experiments                           the experiments document (src/admin/experiments.ts)
+//   GET /v1/admin/trending?hours=&top=                      live trending products and categories (src/admin/trending.ts)
 import { Hono } from "hono";
 import type { AppEnv } from "../app.ts";
 import { requireAdmin } from "../auth.ts";
@@ -16,7 +17,9 @@ import { ApiError } from "../errors.ts";
 import { batchAdminRoutes } from "./batch.ts";
 import { putCatalog } from "./catalog.ts";
 import { experimentsRoutes } from "./experiments.ts";
+import { positiveInt } from "./params.ts";
 import { rankingConfigRoutes } from "./ranking-config.ts";
+import { trendingRoutes } from "./trending.ts";
 import { userRoutes } from "./users.ts";
 
 export const DEAD_LETTERS_DEFAULT_LIMIT = 100;
@@ -26,14 +29,6 @@ export const DEAD_LETTERS_MAX_LIMIT = 1_000;
 export const adminRoutes = new Hono<AppEnv>();
 
 adminRoutes.use("/v1/admin/*", requireAdmin);
-
-function positiveInt(name: string, value: string | undefined, max: number): number | undefined {
-  if (value === undefined || value === "") return undefined;
-  if (!/^\d+$/.test(value) || Number(value) < 1 || Number(value) > max) {
-    throw new ApiError("bad_request", `${name} must be an integer from 1 to ${max}`);
-  }
-  return Number(value);
-}
 
 adminRoutes.get("/v1/admin/dead-letters", async (c) => {
   const sourceId = c.req.query("source");
@@ -59,4 +54,5 @@ adminRoutes.put("/v1/admin/catalog", putCatalog);
 adminRoutes.route("/", batchAdminRoutes);
 adminRoutes.route("/", rankingConfigRoutes);
 adminRoutes.route("/", experimentsRoutes);
+adminRoutes.route("/", trendingRoutes);
 adminRoutes.route("/", userRoutes);

@@ -30,10 +30,19 @@ for i = 1, math.min(n, tonumber(ARGV[1])) do
 end
 return out`;
 
-export async function fetchTrending(redis: Redis, now: number): Promise<Scored[]> {
+/**
+ * The `top` members of the counters under `prefix` (products, or categories with TREND_CATEGORY_PREFIX) summed over
+ * the `buckets` five-minute buckets up to `now`'s, best first.
+ */
+export async function fetchTrending(
+  redis: Redis,
+  now: number,
+  options: { prefix?: string; buckets?: number; top?: number } = {},
+): Promise<Scored[]> {
+  const { prefix = TREND_PRODUCT_PREFIX, buckets = TRENDING_WINDOW_BUCKETS, top = TRENDING_TOP } = options;
   const last = trendBucket(now);
-  const keys = Array.from({ length: TRENDING_WINDOW_BUCKETS }, (_, i) => `${TREND_PRODUCT_PREFIX}${last - i}`);
-  const reply = await redis.eval<string[], unknown[]>(TRENDING_SCRIPT, keys, [String(TRENDING_TOP)]);
+  const keys = Array.from({ length: buckets }, (_, i) => `${prefix}${last - i}`);
+  const reply = await redis.eval<string[], unknown[]>(TRENDING_SCRIPT, keys, [String(top)]);
   const out: Scored[] = [];
   if (!Array.isArray(reply)) return out;
   for (let i = 0; i + 1 < reply.length; i += 2) {

@@ -280,6 +280,7 @@ describe("read routes and rollback", () => {
     ["/v1/admin/users/{}/suppression", queryString(["kind"])],
     ["/v1/admin/dead-letters", queryString(["source", "limit", "before"])],
     ["/v1/admin/runs", queryString(["limit", "kind"])],
+    ["/v1/admin/trending", queryString(["hours", "top"])],
     ["/v1/admin/experiments/{}/report", queryString(["model", "clickWindow", "purchaseWindow"])],
   ];
 

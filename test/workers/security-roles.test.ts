@@ -128,6 +128,8 @@ const ADMIN_PROBES = fromRows(
     ["GET /v1/admin/experiments", "/v1/admin/experiments", 200],
     ["PUT /v1/admin/experiments", "/v1/admin/experiments", 400, { experiments: "x" }],
     ["GET /v1/admin/experiments/:id/report", "/v1/admin/experiments/matrix-none/report", 404],
+    // An hour count out of range stops at 400 before Redis is asked.
+    ["GET /v1/admin/trending", "/v1/admin/trending?hours=0", 400],
   ],
   "DELETE",
 );

@@ -1,0 +1,47 @@
+// GET /v1/admin/trending?hours=1&top=20: the live trending counters the collection path keeps in Redis
+// (docs/session.md#outbox-stream-and-trending-counters), products and categories, summed over the last `hours`.
+// What the ranking reads (products, the last hour, cached for seconds) and what it does not (categories) alike: an
+// operator's view of what shoppers are doing now, and a check that the counters move.
+import { Hono } from "hono";
+import type { AppEnv } from "../app.ts";
+import { configOrThrow } from "../config.ts";
+import { ApiError } from "../errors.ts";
+import { fetchTrending } from "../rank/trending.ts";
+import { TREND_BUCKET_MS, TREND_CATEGORY_PREFIX, TREND_PRODUCT_PREFIX, trendBucket } from "../session/stream.ts";
+import { openRedis } from "../stores/redis.ts";
+import { positiveInt } from "./params.ts";
+
+/** Events older than 24 h are not counted (the buckets live 26 h). */
+export const TRENDING_MAX_HOURS = 24;
+export const TRENDING_MAX_TOP = 100;
+const TRENDING_DEFAULT_TOP = 20;
+
+export const trendingRoutes = new Hono<AppEnv>();
+
+trendingRoutes.get("/v1/admin/trending", async (c) => {
+  const hours = positiveInt("hours", c.req.query("hours"), TRENDING_MAX_HOURS) ?? 1;
+  const top = positiveInt("top", c.req.query("top"), TRENDING_MAX_TOP) ?? TRENDING_DEFAULT_TOP;
+  const settings = configOrThrow(c.env).redis;
+  if (!settings) throw new ApiError("dependency_unavailable", "UPSTASH_REDIS_REST_URL is not configured");
+  const redis = openRedis({ url: settings.url, token: settings.token });
+  const now = Date.now();
+  const buckets = (hours * 3_600_000) / TREND_BUCKET_MS;
+  const read = (prefix: string) => fetchTrending(redis, now, { prefix, buckets, top });
+  const [products, categories] = await Promise.all([read(TREND_PRODUCT_PREFIX), read(TREND_CATEGORY_PREFIX)]).catch(
+    (error: unknown) => {
+      throw new ApiError("dependency_unavailable", "Redis did not answer", { cause: error });
+    },
+  );
+  c.header("cache-control", "no-store");
+  return c.json({
+    window: {
+      hours,
+      buckets,
+      // The oldest bucket counted starts here; the newest (the current one) is still filling.
+      from: new Date((trendBucket(now) - buckets + 1) * TREND_BUCKET_MS).toISOString(),
+      to: new Date(now).toISOString(),
+    },
+    products: products.map(([id, score]) => ({ productId: id, score })),
+    categories: categories.map(([category, score]) => ({ category, score })),
+  });
+});
