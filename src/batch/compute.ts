@@ -237,15 +237,20 @@ async function markReady(tx: Executor, id: number, s: Record<string, unknown>): 
   );
 }
 
+/**
+ * Marks `building` versions failed, with the error. Retried like any statement (it follows a failure, often a
+ * database that just went away); given up silently after that: the failure being reported is the caller's.
+ */
 async function markFailed(db: Executor, ids: number[], error: unknown): Promise<void> {
+  if (ids.length === 0) return;
   const message = error instanceof Error ? error.message : String(error);
-  await db
-    .execute(
+  await withRetry(() =>
+    db.execute(
       sql`update ${modelVersions} set status = 'failed', finished_at = now(),
             stats = stats || jsonb_build_object('error', ${message.slice(0, 2000)}::text)
           where id = any(${`{${ids.join(",")}}`}::bigint[]) and status = 'building'`,
-    )
-    .catch(() => {});
+    ),
+  ).catch(() => {});
 }
 
 /**
@@ -396,14 +401,17 @@ export async function computeRecommendations(db: Database, options: ComputeOptio
   // failure is thrown (user_candidates, which reads their rows, does not run).
   const popularAndTrending = async () => {
     if (!wanted.has("popular") && !wanted.has("trending")) return;
-    const ids = {
-      popular: wanted.has("popular")
-        ? await registerVersion(db, "popular", version, paramsOf(params.popular))
-        : undefined,
-      trending: wanted.has("trending")
-        ? await registerVersion(db, "trending", version, paramsOf(params.popular))
-        : undefined,
-    };
+    const ids: { popular?: number; trending?: number } = {};
+    try {
+      if (wanted.has("popular")) ids.popular = await registerVersion(db, "popular", version, paramsOf(params.popular));
+      if (wanted.has("trending")) {
+        ids.trending = await registerVersion(db, "trending", version, paramsOf(params.popular));
+      }
+    } catch (error) {
+      // The first one registered would stay `building` for good: nothing else marks it.
+      await markFailed(db, ids.popular === undefined ? [] : [ids.popular], error);
+      throw error;
+    }
     const t0 = performance.now();
     const result = await inTransaction(
       db,

@@ -122,9 +122,17 @@ export async function runRefresh(deps: RefreshDeps, options: RefreshOptions): Pr
       const parentRunId = report.runId;
       const load = await runLoader({ db, redis }, { ...options.loader, trigger: options.trigger, parentRunId });
       report.load = loadSummary(load);
+      // The load is this invocation's own step: its failure fails the invocation (cron history, the admin answer).
+      if (load.status === "failed") {
+        report.status = "failed";
+        report.error = `load: ${load.error ?? "failed"}`;
+      }
     }
     report.durationMs = Date.now() - started;
-    log("info", "refresh: another refresh holds the lease; loaded only", { load: report.load.status });
+    log(report.status === "failed" ? "error" : "info", "refresh: another refresh holds the lease; loaded only", {
+      load: report.load.status,
+      ...(report.error ? { error: report.error } : {}),
+    });
     return report;
   }
   try {

@@ -1,8 +1,7 @@
 // The SQL recommenders against a real Postgres, through the Neon driver (the Worker's path), in a database of
 // their own (lastmile_test_recommenders, created and migrated here): the hand-made fixture of
 // test/fixtures/recommenders/fixture.ts, with every expected number worked out by hand below.
-import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from "vitest";
-import { ensureDatabase, migrateDatabase } from "../../scripts/lib/migrate.ts";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { computeRecommendations, currentModelVersions } from "../../src/batch/compute.ts";
 import {
   createCandidateStage,
@@ -13,33 +12,20 @@ import {
 } from "../../src/batch/recommenders/user-candidates.ts";
 import { ERASURE_LOCK, eraseWarehouse } from "../../src/privacy/warehouse.ts";
 import { tokenValue } from "../../src/session/ecommerce.ts";
-import { type Database, type DbSettings, drizzleOn, openPool, transaction } from "../../src/stores/db.ts";
+import { type Database, transaction } from "../../src/stores/db.ts";
 import { fixtureStatements, INTERACTIONS, KITCHEN, RESET_STATEMENT, T } from "../fixtures/recommenders/fixture.ts";
+import { type OwnDatabase, ownDatabase } from "../support/own-database.ts";
 
-const stack = inject("stack");
-const DATABASE = "lastmile_test_recommenders";
-const server: DbSettings = { databaseUrl: stack.DATABASE_URL, localWsProxy: stack.NEON_LOCAL_WS_PROXY };
-const settings: DbSettings = {
-  ...server,
-  databaseUrl: Object.assign(new URL(stack.DATABASE_URL), { pathname: `/${DATABASE}` }).toString(),
-};
-
-let pool: ReturnType<typeof openPool>;
+const own = ownDatabase("lastmile_test_recommenders");
+let pool: OwnDatabase["pool"];
 let db: Database;
 
 async function query<R>(text: string, params: unknown[] = []): Promise<R[]> {
   return (await pool.query(text, params)).rows as R[];
 }
 
-beforeAll(async () => {
-  await ensureDatabase(server, DATABASE);
-  await migrateDatabase(settings);
-  pool = openPool(settings);
-  db = drizzleOn(pool);
-});
-
-afterAll(async () => {
-  await pool?.end();
+beforeAll(() => {
+  ({ pool, db } = own);
 });
 
 beforeEach(async () => {
