@@ -59,8 +59,17 @@ export const SNAPSHOT_INTERACTIONS = 50;
 export const SNAPSHOT_AFFINITIES = 25;
 export const SNAPSHOT_MERGED = 50;
 
-/** record → merged object → target: more hops than this means a cycle or corruption. */
+/**
+ * record → merged object → … → target. A chain of merges is legitimate (a visitor merged into a user, that user later
+ * aliased into another, and so on) and has no length bound of its own, but it shortens with use: every merged object a
+ * call passes through points at the final target afterwards (path compression). One call nests at most this many
+ * relays (each a Durable Object call inside the previous one; the platform limits how deep calls may nest), then the
+ * first object of the chain resumes from where it stopped, at most FORWARD_MAX_ROUNDS times: a chain longer than
+ * their product fails the call with "forwarding loop", but its pointers have moved on, so the client's retry gets
+ * further. A cycle (corruption: an object that is merged absorbs nothing) fails every time.
+ */
 export const FORWARD_MAX_HOPS = 4;
+export const FORWARD_MAX_ROUNDS = 4;
 
 /**
  * A merge asked of an object that is absorbing another one right now is answered `busy` (docs/session.md): asked

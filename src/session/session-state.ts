@@ -12,6 +12,7 @@ import { type Applied, applyEvents, assertOutboxRoom, newProfile } from "./apply
 import { isUserKey, stitchTargets } from "./identity.ts";
 import {
   FORWARD_MAX_HOPS,
+  FORWARD_MAX_ROUNDS,
   MERGE_BUSY_ATTEMPTS,
   MERGE_BUSY_WAIT_MS,
   MERGE_BUSY_WAIT_RATIO,
@@ -68,6 +69,16 @@ export interface EraseResult {
   complete: boolean;
   /** Keys of objects that belong to the user but could not be erased now; the next erasure calls them again. */
   unreached: string[];
+}
+
+/**
+ * What `relay` answers: the events' result and the key of the object that recorded them, so every merged object on
+ * the way points at it from then on (path compression). With `unfinished` nothing was recorded: the call reached its
+ * hop limit at a merged object, and `owner` is where it was to go next.
+ */
+export interface Relayed extends RecordResult {
+  owner: string;
+  unfinished?: true;
 }
 
 export interface Suppression {
@@ -134,12 +145,21 @@ export class SessionState extends DurableObject<Env> {
    * `OutboxFullError` when Redis has been unreachable so long that the outbox is full (retry later).
    */
   async record(userKey: string, events: CollectedEvent[]): Promise<RecordResult> {
-    return this.#mutating(() => this.#record(userKey, events, 0));
+    const {
+      owner: _owner,
+      unfinished: _unfinished,
+      ...result
+    } = await this.#mutating(() => this.#record(userKey, events, 0, false));
+    return result;
   }
 
-  /** Internal: `record` forwarded from an object that was merged into this one. */
-  async relay(userKey: string, events: CollectedEvent[], hops: number): Promise<RecordResult> {
-    return this.#mutating(() => this.#record(userKey, events, hops));
+  /**
+   * Internal: `record` forwarded from an object that was merged into this one, `hops` objects down the chain. With
+   * `resumable` (callers that understand `unfinished`) an object that would forward past FORWARD_MAX_HOPS answers
+   * `unfinished` instead of failing, and the first object of the chain relays again from there.
+   */
+  async relay(userKey: string, events: CollectedEvent[], hops: number, resumable = false): Promise<Relayed> {
+    return this.#mutating(() => this.#record(userKey, events, hops, resumable === true));
   }
 
   /** Runs a method that may change the state: the in-memory read model is dropped before and after it. */
@@ -455,16 +475,22 @@ export class SessionState extends DurableObject<Env> {
 
   // ---- record -------------------------------------------------------------------------------------------------
 
-  async #record(userKey: string, events: CollectedEvent[], hops: number): Promise<RecordResult> {
+  async #record(userKey: string, events: CollectedEvent[], hops: number, resumable: boolean): Promise<Relayed> {
     this.#recording++;
     try {
-      return await this.#recordEvents(userKey, events, hops);
+      const result = await this.#recordEvents(userKey, events, hops, resumable);
+      return "owner" in result ? result : { ...result, owner: userKey };
     } finally {
       this.#recording--;
     }
   }
 
-  async #recordEvents(userKey: string, events: CollectedEvent[], hops: number): Promise<RecordResult> {
+  async #recordEvents(
+    userKey: string,
+    events: CollectedEvent[],
+    hops: number,
+    resumable: boolean,
+  ): Promise<RecordResult | Relayed> {
     assertKey(userKey);
     if (!Array.isArray(events)) throw new TypeError("record: events must be an array");
     for (const e of events) {
@@ -475,7 +501,7 @@ export class SessionState extends DurableObject<Env> {
     if (existing) this.#assertOwnKey(existing.userKey, userKey);
     if (events.length === 0) return { accepted: 0, duplicates: 0 };
     if (this.#suppressedSince() !== null) return this.#suppress(userKey, events);
-    if (existing?.mergedInto) return this.#forward(existing.mergedInto, events, hops);
+    if (existing?.mergedInto) return this.#forward(existing.mergedInto, events, hops, resumable);
 
     const asOf = this.clock();
     const targets = stitchTargets(userKey, events).filter((target) => this.#shouldAsk(target.key, asOf));
@@ -492,7 +518,7 @@ export class SessionState extends DurableObject<Env> {
     if (stitched && this.#suppressedSince() !== null) return this.#suppress(userKey, events);
     // A merge of *this* object into another may have happened while we awaited.
     const current = stitched ? this.#store.profile() : existing;
-    if (current?.mergedInto) return this.#forward(current.mergedInto, events, hops);
+    if (current?.mergedInto) return this.#forward(current.mergedInto, events, hops, resumable);
 
     const now = this.clock();
     const applied = this.ctx.storage.transactionSync(() => {
@@ -514,15 +540,49 @@ export class SessionState extends DurableObject<Env> {
     return applied.result;
   }
 
-  async #forward(target: string, events: CollectedEvent[], hops: number): Promise<RecordResult> {
-    if (hops >= FORWARD_MAX_HOPS) throw new Error(`record: forwarding loop (more than ${FORWARD_MAX_HOPS} hops)`);
+  /**
+   * Sends the events of a merged object to its target (`relay`), `hops` objects down the chain so far. The answer
+   * names the object that recorded them, and this object points at it from then on (path compression, as in
+   * union-find): a chain of merges (a visitor merged into a user, that user aliased into another, …) shortens with
+   * use. A call that reaches FORWARD_MAX_HOPS at a merged object is resumed by the first object of the chain from
+   * where it stopped, at most FORWARD_MAX_ROUNDS times. A cycle (corruption: an object that is merged absorbs
+   * nothing) fails the call: an answer naming this object as the owner means the chain came back here.
+   */
+  async #forward(target: string, events: CollectedEvent[], hops: number, resumable: boolean): Promise<Relayed> {
+    if (hops >= FORWARD_MAX_HOPS) {
+      if (resumable) return { accepted: 0, duplicates: 0, owner: target, unfinished: true };
+      throw forwardingLoop();
+    }
     const profile = this.#store.profile();
+    const self = profile?.userKey;
     if (profile) {
       // Forwarding keeps the pointer alive: expiry counts from the last event under this key too.
       this.#store.saveProfile({ ...profile, lastActiveAt: this.clock() });
       await this.#schedule(false);
     }
-    return this.env.SESSION_STATE.getByName(target).relay(target, events, hops + 1);
+    let next = target;
+    const reached = new Set<string>();
+    for (let round = 1; ; round++) {
+      reached.add(next);
+      const result = await this.env.SESSION_STATE.getByName(next).relay(next, events, hops + 1, true);
+      // An object of an older version answers no owner: it recorded or forwarded the events itself.
+      const owner = typeof result.owner === "string" ? result.owner : next;
+      if (owner === self) throw forwardingLoop();
+      this.#repoint(next, owner);
+      if (result.unfinished !== true) return { ...result, owner };
+      // Only the first object of the chain resumes; the others pass `unfinished` back to it.
+      if (hops > 0) return { accepted: 0, duplicates: 0, owner, unfinished: true };
+      if (round >= FORWARD_MAX_ROUNDS || reached.has(owner)) throw forwardingLoop();
+      next = owner;
+    }
+  }
+
+  /** Points this merged object at `owner`, found down its chain, if it still points at `via` (path compression). */
+  #repoint(via: string, owner: string): void {
+    if (owner === via) return;
+    const profile = this.#store.profile();
+    if (!profile || profile.mergedInto !== via || owner === profile.userKey) return;
+    this.#store.saveProfile({ ...profile, mergedInto: owner });
   }
 
   // ---- identity merge -----------------------------------------------------------------------------------------
@@ -820,6 +880,12 @@ export class SessionState extends DurableObject<Env> {
   #assertOwnKey(stored: string, given: string): void {
     if (stored !== given) throw new Error(`SessionState: this object belongs to ${stored}, not ${given}`);
   }
+}
+
+function forwardingLoop(): Error {
+  return new Error(
+    `record: forwarding loop (the merged objects point at each other, or more than ${FORWARD_MAX_HOPS * FORWARD_MAX_ROUNDS} in a row)`,
+  );
 }
 
 function assertKey(key: string): void {

@@ -852,6 +852,74 @@ describe("identity merge", () => {
       expect(score(after, token), token).toBeCloseTo(score(before, token) ?? Number.NaN, 9);
   });
 
+  it("forwards a visitor's events through a chain of user aliases longer than one call's hops, and shortens it", async () => {
+    // a:X logs in as u:A, then u:A is aliased into u:B, u:B into u:C, … : six objects, five pointers.
+    const anon = uid("anon");
+    const ids = ["A", "B", "C", "D", "E", "F"].map(uid);
+    const keys = ids.map((id) => `u:${id}`);
+    const a = `a:${anon}`;
+    await stub(a).record(a, [track("Product Viewed", { product_id: "anon" }, { anonymousId: anon })]);
+    await stub(keys[0] as string).record(keys[0] as string, [identify(ids[0] as string, anon)]);
+    for (let i = 1; i < ids.length; i++) {
+      const alias = base("alias", { previousId: ids[i - 1] }, { userId: ids[i], anonymousId: null });
+      await stub(keys[i] as string).record(keys[i] as string, [alias]);
+    }
+    const owner = keys.at(-1) as string;
+    for (const [i, key] of keys.slice(0, -1).entries()) {
+      expect((await stub(key).snapshot(key)).mergedInto, key).toBe(keys[i + 1]);
+    }
+    // The visitor comes back logged out: its events reach the last user (no "forwarding loop"), through the chain.
+    const later = track("Product Viewed", { product_id: "later" }, { anonymousId: anon });
+    expect(await stub(a).record(a, [later])).toEqual({ accepted: 1, duplicates: 0 });
+    expect((await stub(owner).snapshot(owner)).viewed).toEqual(["later", "anon"]);
+    // The chain is shorter now (path compression): the visitor points at the owner, so its next event takes one hop,
+    // and every other merged object at the owner or at an object pointing at it.
+    const into = new Map<string, string | null>();
+    for (const key of [a, ...keys]) into.set(key, (await stub(key).snapshot(key)).mergedInto);
+    expect(into.get(a)).toBe(owner);
+    for (const key of keys.slice(0, -1)) {
+      const next = into.get(key) as string;
+      expect(next === owner || into.get(next) === owner, `${key} → ${next}`).toBe(true);
+    }
+    expect(await stub(a).record(a, [later])).toEqual({ accepted: 0, duplicates: 1 });
+  });
+
+  it("fails a call cleanly when merged objects point at each other in a cycle", async () => {
+    // Not reachable through merges (an object that is merged absorbs nothing): written directly, as corruption would.
+    const anon = uid("anon");
+    const a = `a:${anon}`;
+    const [kP, kQ, kR] = [uid("P"), uid("Q"), uid("R")].map((id) => `u:${id}`) as [string, string, string];
+    const pointers: [string, string][] = [
+      [a, kP],
+      [kP, kQ],
+      [kQ, kR],
+      [kR, kP],
+    ];
+    for (const [key] of pointers) {
+      const id = key.slice(2);
+      const who = key.startsWith("a:") ? { anonymousId: id } : { userId: id };
+      await stub(key).record(key, [track("Product Viewed", { product_id: "x" }, who)]);
+    }
+    for (const [key, into] of pointers) {
+      await runInDurableObject(stub(key), (_o: SessionState, state) => {
+        state.storage.sql.exec("UPDATE profile SET merged_into = ?, released = 1", into);
+      });
+    }
+    const event = track("Product Viewed", { product_id: "lost" }, { anonymousId: anon });
+    for (let attempt = 0; attempt < 2; attempt++) {
+      expect(await failure(stub(a).record(a, [event]))).toMatch(/^record: forwarding loop/);
+    }
+    for (const [key] of pointers) {
+      const s = await stub(key).snapshot(key);
+      // Nothing recorded anywhere, and no object made to point at itself.
+      expect({ viewed: s.viewed, pointsAtItself: s.mergedInto === key }, key).toEqual({
+        viewed: ["x"],
+        pointsAtItself: false,
+      });
+      expect(s.mergedInto, key).not.toBeNull();
+    }
+  });
+
   it("does not merge a visitor id that already belongs to another user", async () => {
     const anon = uid("shared");
     const [u1, u2] = [`u:${uid("first")}`, `u:${uid("second")}`];
