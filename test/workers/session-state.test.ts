@@ -4,7 +4,16 @@ import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "c
 import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
 import type { CollectedEvent } from "../../src/collect/event.ts";
-import { AFFINITY_MAX, DAY_MS, HOUR_MS, INTERACTIONS_MAX, MINUTE_MS, RECENT_MAX } from "../../src/session/limits.ts";
+import {
+  AFFINITY_MAX,
+  DAY_MS,
+  HOUR_MS,
+  INTERACTIONS_MAX,
+  MERGED_MAX,
+  MINUTE_MS,
+  RECENT_MAX,
+  SEEN_MAX,
+} from "../../src/session/limits.ts";
 import { OUTBOX_FLUSH_DELAY_MS } from "../../src/session/outbox.ts";
 import type { SessionState } from "../../src/session/session-state.ts";
 import type { SessionSnapshot } from "../../src/session/snapshot.ts";
@@ -1086,6 +1095,87 @@ describe("expiry, deletion and compaction", () => {
     expect(s.viewed.at(-1)).toBe(`p${600 - RECENT_MAX.viewed}`);
     expect(s.affinities.longTerm[0]?.token).toBe("category:c599");
     expect(s.counters.events).toBe(600);
+  });
+
+  it("forgets the oldest seen ids beyond SEEN_MAX, and still knows the newest batch when it is retried", async () => {
+    const anon = uid("seen");
+    const key = `a:${anon}`;
+    const now = Date.now();
+    await setClock(key, now);
+    const first = track("Product Viewed", { product_id: "first" }, { anonymousId: anon, at: now });
+    await stub(key).record(key, [first]);
+    // The window is full: SEEN_MAX − 1 older ids within the last hour (not due for pruning), oldest first.
+    await runInDurableObject(stub(key), (_o: SessionState, state) => {
+      state.storage.sql.exec(
+        `WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+         INSERT INTO seen (message_id, at) SELECT 'seed-' || i, ? + i FROM n`,
+        SEEN_MAX - 2,
+        now - HOUR_MS,
+      );
+    });
+    // The row counts are kept in memory: a new activation counts the seeded rows.
+    await evictDurableObject(stub(key));
+    await setClock(key, now + MINUTE_MS);
+    const batch = [1, 2, 3, 4, 5].map((i) =>
+      track("Product Viewed", { product_id: `b${i}` }, { anonymousId: anon, at: now + i }),
+    );
+    expect(await stub(key).record(key, batch)).toEqual({ accepted: 5, duplicates: 0 });
+    const kept = await runInDurableObject(stub(key), (_o: SessionState, state) => {
+      const has = (id: string) =>
+        state.storage.sql.exec("SELECT 1 FROM seen WHERE message_id = ?", id).toArray().length;
+      return {
+        count: Number(state.storage.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM seen").one().n),
+        evicted: ["seed-0", "seed-4"].map(has),
+        survived: ["seed-5", first.messageId, ...batch.map((e) => e.messageId)].map(has),
+      };
+    });
+    expect(kept).toEqual({ count: SEEN_MAX, evicted: [0, 0], survived: [1, 1, 1, 1, 1, 1, 1] });
+    // A retried batch is still a duplicate; so is the first event, newer than every seeded id.
+    expect(await stub(key).record(key, [...batch, first])).toEqual({ accepted: 0, duplicates: 6 });
+    expect((await stub(key).snapshot(key)).counters).toEqual({ events: 6, duplicates: 6 });
+  });
+
+  it("trims the merged keys to MERGED_MAX, and a trimmed visitor asked again is not merged twice", async () => {
+    const { user, anon, u, a, start, at } = await visitorAndUser();
+    await stub(a).record(a, [
+      track("Product Viewed", { product_id: "pv", category: "Trimmed" }, { anonymousId: anon, at: start }),
+    ]);
+    await stub(u).record(u, [base("identify", {}, { userId: user, anonymousId: anon, at: start + 1 })]);
+    // Wait for the release, so the visitor answers `released` when asked again.
+    await vi.waitFor(async () => expect((await stub(a).snapshot(a)).interactions).toEqual([]), { timeout: 5_000 });
+    const before = await stub(u).snapshot(u);
+    expect(before.anonymousIds).toEqual([anon]);
+    // MERGED_MAX keys merged after the visitor: the next write trims the oldest row, the visitor's.
+    await runInDurableObject(stub(u), (_o: SessionState, state) => {
+      state.storage.sql.exec(
+        `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+         INSERT INTO merged (key, status, at) SELECT 'a:seed-' || i, 'merged', ? + i FROM n`,
+        MERGED_MAX,
+        start + 1,
+      );
+    });
+    await evictDurableObject(stub(u));
+    await at(start + MINUTE_MS);
+    await stub(u).record(u, [track("Product Viewed", { product_id: "pu" }, { userId: user, at: start + MINUTE_MS })]);
+    const merged = () =>
+      runInDurableObject(stub(u), (_o: SessionState, state) => ({
+        count: Number(state.storage.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM merged").one().n),
+        visitor: state.storage.sql.exec("SELECT status FROM merged WHERE key = ?", a).toArray(),
+      }));
+    expect(await merged()).toEqual({ count: MERGED_MAX, visitor: [] });
+
+    // An event names the visitor again: it is asked, answers `released`, and its state is not merged a second time.
+    await stub(u).record(u, [base("identify", {}, { userId: user, anonymousId: anon, at: start + 2 * MINUTE_MS })]);
+    // Back in the table (the oldest seed made room for it).
+    expect(await merged()).toEqual({ count: MERGED_MAX, visitor: [{ status: "merged" }] });
+    const after = await stub(u).snapshot(u);
+    expect(after.viewed).toEqual(["pu", "pv"]);
+    expect(after.interactions.map((i) => i.productId)).toEqual(["pu", "pv"]);
+    expect(after.counters.events).toBe(before.counters.events + 2);
+    const score = (s: SessionSnapshot) => s.affinities.longTerm.find((x) => x.token === "category:trimmed")?.score;
+    await at(start + 2 * MINUTE_MS);
+    expect(score(await stub(u).snapshot(u))).toBeCloseTo(score(before) ?? Number.NaN, 3);
+    expect((await stub(a).snapshot(a)).mergedInto).toBe(u);
   });
 
   it("keeps the interaction ring at its bound across many calls of one activation", async () => {
