@@ -145,13 +145,17 @@ function eventType(raw: JsonObject, pathType: EventType | undefined): EventType 
   return type as EventType;
 }
 
-/** The client's messageId for a rejection report, when it is a usable id. */
+/**
+ * The client's messageId for a rejection report, when it is a usable id: one that passes the checks of an accepted
+ * event's (an id with a NUL or an unpaired surrogate is itself the reason of an `invalid_id`).
+ */
 function reportedMessageId(raw: unknown): string | undefined {
   if (!isObject(raw)) return undefined;
-  const id = raw.messageId;
-  if (typeof id === "string" && id.length > 0 && id.length <= MAX_ID_LENGTH) return id;
-  if (typeof id === "number" && Number.isFinite(id)) return String(id);
-  return undefined;
+  try {
+    return optionalId(raw, "messageId") ?? undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 async function normalize(raw: unknown, ctx: NormalizeContext): Promise<CollectedEvent> {

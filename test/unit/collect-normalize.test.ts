@@ -188,6 +188,14 @@ describe("normalizeEvent: rejections", () => {
     expect(r.messageId).toBe("m-9");
     const none = await rejected({ type: "track", userId: "u" }, "missing_event");
     expect(none).not.toHaveProperty("messageId");
+    expect((await rejected({ type: "track", userId: "u", messageId: 42 }, "missing_event")).messageId).toBe("42");
+    // Only a usable one: a messageId that is itself the reason of an invalid_id is not echoed back.
+    for (const messageId of ["m\u0000x", "m\ud800x", "\udc00", "x".repeat(MAX_ID_LENGTH + 1), {}, true]) {
+      const r = await rejected({ type: "track", event: "E", userId: "u", messageId }, "invalid_id");
+      expect(r).not.toHaveProperty("messageId");
+    }
+    const other = await rejected({ type: "track", event: "E", userId: "u\u0000", messageId: "m\u0000" }, "invalid_id");
+    expect(other).not.toHaveProperty("messageId");
   });
 
   it("accepts an event of exactly 32 KB and rejects one byte more", async () => {

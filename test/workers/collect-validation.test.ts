@@ -103,6 +103,26 @@ describe("per-event validation in a batch", () => {
     expect((await deadLetters(res.headers.get("x-request-id"))).map((d) => d.code)).toEqual(["missing_event"]);
   });
 
+  it("reports no messageId for an event rejected because its messageId is unusable (NUL, unpaired surrogate)", async () => {
+    const userId = uid("u");
+    const batch = [
+      { type: "track", event: "E", userId, messageId: "m\u0000x" },
+      { type: "track", event: "E", userId, messageId: "m\ud800x" },
+    ];
+    const res = await post("/v1/batch", { batch }, { headers: auth });
+    const text = await res.text();
+    expect(res.status, text).toBe(200);
+    const body = JSON.parse(text) as { rejected: { index: number; code: string; messageId?: string }[] };
+    expect(body.rejected.map((r) => r.code)).toEqual(["invalid_id", "invalid_id"]);
+    // Stringified: a lone surrogate cannot cross vitest's websocket.
+    expect(JSON.stringify(body.rejected.map((r) => r.messageId ?? null))).toBe("[null,null]");
+    const stored = await deadLetters(res.headers.get("x-request-id"));
+    expect(stored.map((d) => [d.code, d.messageId])).toEqual([
+      ["invalid_id", null],
+      ["invalid_id", null],
+    ]);
+  });
+
   it("refuses bodies that are no batch, and empty batches, with 400 and stores nothing", async () => {
     for (const body of [{ batch: [] }, { batch: {} }, { events: [] }, [{ type: "track" }], "batch"]) {
       const res = await post("/v1/batch", body, { headers: auth });
