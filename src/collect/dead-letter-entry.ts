@@ -1,6 +1,7 @@
-// What the dead-letter store keeps of a rejected event: the raw event as JSON (truncated, original size noted),
-// why it was rejected and where it came from. Pure, so the collection path and its tests share it.
-import { jsonCutAt, jsonDepthExceeds, jsonSize, truncateUtf8, utf8Length } from "./json.ts";
+// What the dead-letter store keeps of a rejected event: the raw event as JSON (truncated, original size noted; a
+// top-level `writeKey` left out), why it was rejected and where it came from. Pure, so the collection path and its
+// tests share it.
+import { isObject, jsonCutAt, jsonDepthExceeds, jsonSize, truncateUtf8, utf8Length } from "./json.ts";
 import { MAX_DEAD_LETTER_RAW_BYTES, MAX_JSON_DEPTH } from "./limits.ts";
 import type { Rejection } from "./normalize.ts";
 
@@ -13,7 +14,7 @@ export interface DeadLetterInput {
   code: string;
   message: string;
   messageId: string | null;
-  /** The event as sent, as JSON; cut at MAX_DEAD_LETTER_RAW_BYTES. */
+  /** The event as sent (without a top-level `writeKey`), as JSON; cut at MAX_DEAD_LETTER_RAW_BYTES. */
   raw: string;
   /** Size of the full raw JSON in bytes. */
   rawBytes: number;
@@ -26,10 +27,16 @@ export interface DeadLetter extends DeadLetterInput {
 }
 
 export function deadLetterEntry(
-  raw: unknown,
+  sent: unknown,
   rejection: Rejection,
   meta: { sourceId: string; requestId: string; receivedAt: string },
 ): DeadLetterInput {
+  // Credentials, not content: on the single-event paths the body is the event, and a write key sent in it would be
+  // readable by admins for 30 days. (fromEntries keeps a `__proto__` key an own field, as it was sent.)
+  const raw =
+    isObject(sent) && Object.hasOwn(sent, "writeKey")
+      ? Object.fromEntries(Object.entries(sent).filter(([key]) => key !== "writeKey"))
+      : sent;
   // Too deep to serialise safely (an event_too_deep rejection): what lies past the limit is cut, and the size is
   // that of what is kept.
   const deep = jsonDepthExceeds(raw, MAX_JSON_DEPTH);

@@ -5,6 +5,7 @@ import { readJsonBody } from "../../src/collect/body.ts";
 import { anySourceAllowsOrigin, corsPreflightHeaders, corsResponseHeaders } from "../../src/collect/cors.ts";
 import { deadLetterEntry } from "../../src/collect/dead-letter-entry.ts";
 import { bodyWriteKey, readEnvelope } from "../../src/collect/envelope.ts";
+import { jsonSize } from "../../src/collect/json.ts";
 import { MAX_BATCH_EVENTS, MAX_DEAD_LETTER_RAW_BYTES } from "../../src/collect/limits.ts";
 import { basicAuthUser, resolveSource } from "../../src/collect/sources.ts";
 import { ConfigError, LOCAL_SOURCE, parseSources } from "../../src/config.ts";
@@ -270,6 +271,28 @@ describe("dead-letter entries", () => {
       rawBytes: 32,
       truncated: false,
     });
+  });
+
+  it("leave out a write key the event carried (a single-event body is the event), and nothing else", () => {
+    const event = { type: "track", userId: "u", properties: { writeKey: "kept" } };
+    const entry = deadLetterEntry(
+      { writeKey: "wk-secret", ...event },
+      { index: 0, code: "missing_event", message: "x" },
+      meta,
+    );
+    expect(entry.raw).not.toContain("wk-secret");
+    expect(JSON.parse(entry.raw)).toEqual(event);
+    expect(entry.rawBytes).toBe(jsonSize(event));
+    // A `__proto__` key stays an own field of what is kept, as sent.
+    const proto = deadLetterEntry(
+      JSON.parse('{"writeKey":"wk-secret","__proto__":{"x":1}}'),
+      { index: 0, code: "invalid_type", message: "x" },
+      meta,
+    );
+    expect(proto.raw).toBe('{"__proto__":{"x":1}}');
+    expect(deadLetterEntry(["wk-secret"], { index: 0, code: "invalid_event", message: "x" }, meta).raw).toBe(
+      '["wk-secret"]',
+    );
   });
 
   it("truncate big events and note the original size", () => {

@@ -13,7 +13,17 @@ import {
   MAX_REQUEST_BYTES,
 } from "../../src/collect/limits.ts";
 import type { SessionSnapshot } from "../../src/session/snapshot.ts";
-import { adminGet, basic, collect, post, recordingSessions, refused, uid, WRITE_KEY } from "./collect-helpers.ts";
+import {
+  adminGet,
+  basic,
+  collect,
+  envWithSources,
+  post,
+  recordingSessions,
+  refused,
+  uid,
+  WRITE_KEY,
+} from "./collect-helpers.ts";
 
 const auth = { authorization: basic(WRITE_KEY) };
 
@@ -121,6 +131,25 @@ describe("per-event validation in a batch", () => {
       ["invalid_id", null],
       ["invalid_id", null],
     ]);
+  });
+
+  it("keeps no write key a single-event body carried in its dead letter", async () => {
+    const secretKey = `wk-server-${crypto.randomUUID()}`;
+    const testEnv = envWithSources([{ id: "backend", writeKey: secretKey, trustedServer: true }]);
+    // The write key in the body (docs/collection.md#authentication-write-keys, 2.) of an event rejected (no name).
+    const event = { userId: uid("u"), messageId: uid("m") };
+    const res = await post("/v1/track", { writeKey: secretKey, ...event }, { env: testEnv });
+    expect(res.status).toBe(200);
+    const list = (await (
+      await adminGet("/v1/admin/dead-letters?source=backend&limit=1000", undefined, testEnv)
+    ).json()) as {
+      deadLetters: DeadLetter[];
+    };
+    const letters = list.deadLetters.filter((d) => d.requestId === res.headers.get("x-request-id"));
+    expect(letters.map((d) => d.code)).toEqual(["missing_event"]);
+    expect(letters[0]?.raw).not.toContain(secretKey);
+    expect(JSON.parse(letters[0]?.raw ?? "")).toEqual(event);
+    expect(letters[0]?.rawBytes).toBe(jsonSize(event));
   });
 
   it("refuses bodies that are no batch, and empty batches, with 400 and stores nothing", async () => {
