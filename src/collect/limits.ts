@@ -19,6 +19,18 @@ export const MAX_REQUEST_BYTES = 500 * 1024;
 export const MAX_BATCH_EVENTS = 2_500;
 
 /**
+ * Per user per batch: the events a request hands to one user's SessionState in its one `record` call, each measured
+ * as for MAX_EVENT_BYTES (its JSON as sent plus the batch context and integrations it inherits, since it is stored
+ * with them). Without inheritance a user's events are bounded by the body (500 KB); with it, 2,500 events can each
+ * carry a copy of up to 32 KB of batch context, ~80 MB. workerd refuses RPC arguments over 32 MiB, serialised —
+ * where a string holding any character past U+00FF takes two bytes a character, about twice its UTF-8 JSON (17.4 MiB
+ * of such events measured 36.2 MB) — and a call over it would fail the same way on every retry. About twice 12 MiB,
+ * with the fields the server adds, stays under. Past it the request is refused (413) rather than split over several
+ * calls: one call per user per request is one transaction, all of the user's events stored or none.
+ */
+export const MAX_USER_BATCH_BYTES = 12 * 1024 * 1024;
+
+/**
  * Arrays and objects nested deeper than this in a request body are refused (400 invalid_json) before anything walks
  * them. Real events nest a handful of levels; JSON.stringify, structured clone (the session objects' RPC) and
  * recursive helpers overflow the stack somewhere past a thousand, which a 500 KB body reaches easily.

@@ -61,7 +61,14 @@ export interface NormalizeContext {
   trustTimestamp?: boolean;
 }
 
-export type NormalizeResult = { ok: true; event: CollectedEvent } | { ok: false; rejection: Rejection };
+export type NormalizeResult =
+  | {
+      ok: true;
+      event: CollectedEvent;
+      /** The event's size as checked against MAX_EVENT_BYTES: its JSON as sent plus the bytes it inherits. */
+      bytes: number;
+    }
+  | { ok: false; rejection: Rejection };
 
 /** Server-owned context fields: whatever a client sends there is dropped. */
 const SERVER_CONTEXT_FIELDS = ["ip", "lastmile"] as const;
@@ -158,7 +165,7 @@ function reportedMessageId(raw: unknown): string | undefined {
   }
 }
 
-async function normalize(raw: unknown, ctx: NormalizeContext): Promise<CollectedEvent> {
+async function normalize(raw: unknown, ctx: NormalizeContext): Promise<{ event: CollectedEvent; bytes: number }> {
   if (!isObject(raw)) throw new Rejected("invalid_event", "an event must be a JSON object");
   // First: everything below walks the event recursively.
   if (jsonDepthExceeds(raw, MAX_JSON_DEPTH)) {
@@ -266,13 +273,13 @@ async function normalize(raw: unknown, ctx: NormalizeContext): Promise<Collected
         : `a product id is ${unusable.length} characters long; the limit is ${MAX_PRODUCT_ID_CHARS}`,
     );
   }
-  return collected;
+  return { event: collected, bytes: size };
 }
 
 /** Validates and normalises one event; `index` is its position in the request, echoed in a rejection. */
 export async function normalizeEvent(raw: unknown, index: number, ctx: NormalizeContext): Promise<NormalizeResult> {
   try {
-    return { ok: true, event: await normalize(raw, ctx) };
+    return { ok: true, ...(await normalize(raw, ctx)) };
   } catch (error) {
     if (!(error instanceof Rejected)) throw error;
     const rejection: Rejection = { index, code: error.code, message: error.message };

@@ -5,9 +5,9 @@
 //   /v1/batch /v1/import /v1/b                                      { batch: [...] }
 //   /v1/webhook                                                     one event with its own type, as webhook
 //                                                                   destinations send it (key: Basic or ?writeKey=)
-// Pipeline: body (gzip, caps) → source (write key) → rate limits → envelope → per-event validation →
-// { one SessionState.record per user ∥ whether the rejected events' other users are suppressed } → dead letters (not
-// of suppressed users) → 200 { success, accepted, duplicates, rejected }.
+// Pipeline: body (gzip, caps) → source (write key) → rate limits → envelope → per-event validation → per-user
+// budget → { one SessionState.record per user ∥ whether the rejected events' other users are suppressed } → dead
+// letters (not of suppressed users) → 200 { success, accepted, duplicates, rejected }.
 import { type Context, Hono, type MiddlewareHandler } from "hono";
 import type { AppEnv } from "../app.ts";
 import { configOrThrow, loadConfig, type Source } from "../config.ts";
@@ -20,7 +20,7 @@ import { bodyWriteKey, type Endpoint, readEnvelope } from "./envelope.ts";
 import { type CollectedEvent, type EventType, userKey } from "./event.ts";
 import { HANDOFF_RETRY_AFTER_SECONDS, type HandOffOutcome, handOff } from "./handoff.ts";
 import { jsonSize } from "./json.ts";
-import { MAX_EVENT_BYTES, MAX_REQUEST_BYTES } from "./limits.ts";
+import { MAX_EVENT_BYTES, MAX_REQUEST_BYTES, MAX_USER_BATCH_BYTES } from "./limits.ts";
 import { type NormalizeContext, normalizeEvent, type Rejection, rawUserKey } from "./normalize.ts";
 import { enforceRateLimits } from "./rate-limit.ts";
 import { resolveSource } from "./sources.ts";
@@ -133,9 +133,14 @@ async function collect(c: Context<CollectEnv>, endpoint: Endpoint): Promise<Resp
 
   const accepted: CollectedEvent[] = [];
   const rejected: Rejection[] = [];
+  /** Per user: the bytes of its accepted events, each with what it inherits (its one `record` call carries them). */
+  const userBytes = new Map<string, number>();
   for (const result of results) {
-    if (result.ok) accepted.push(result.event);
-    else rejected.push(result.rejection);
+    if (result.ok) {
+      accepted.push(result.event);
+      const key = userKey(result.event);
+      userBytes.set(key, (userBytes.get(key) ?? 0) + result.bytes);
+    } else rejected.push(result.rejection);
   }
   // One event per request: an oversized one is the request being too large, as Segment answers it.
   const first = rejected[0];
@@ -143,6 +148,18 @@ async function collect(c: Context<CollectEnv>, endpoint: Endpoint): Promise<Resp
     throw new ApiError("payload_too_large", first.message, {
       details: { limit: MAX_EVENT_BYTES, actual: jsonSize(envelope.items[0]), unit: "bytes" },
     });
+  }
+
+  // A user's events go in one record call, each with its own copy of the batch's context and integrations: past the
+  // budget that call could exceed workerd's RPC limit and fail the same way on every retry. Refused whole, before
+  // anything is stored (docs/collection.md#limits).
+  const largest = Math.max(0, ...userBytes.values());
+  if (largest > MAX_USER_BATCH_BYTES) {
+    throw new ApiError(
+      "payload_too_large",
+      `one user's events in this batch are ${largest} bytes as JSON with the context and integrations each inherits from the batch; the limit is ${MAX_USER_BATCH_BYTES}: send that user's events in smaller batches, or with a smaller batch-level context`,
+      { details: { limit: MAX_USER_BATCH_BYTES, actual: largest, unit: "bytes" } },
+    );
   }
 
   const meta = { sourceId: source.id, requestId, receivedAt: new Date(receivedAt).toISOString() };

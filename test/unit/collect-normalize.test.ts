@@ -198,6 +198,14 @@ describe("normalizeEvent: rejections", () => {
     expect(other).not.toHaveProperty("messageId");
   });
 
+  it("measures an accepted event as it is checked against the limit, with what it inherits", async () => {
+    const raw = { type: "track", event: "e", userId: "u", messageId: "m" };
+    const plain = await normalizeEvent(raw, 0, ctx());
+    expect(plain.ok && plain.bytes).toBe(jsonSize(raw));
+    const inheriting = await normalizeEvent(raw, 0, ctx({ defaults: { context: { a: "b" }, inheritedBytes: 9 } }));
+    expect(inheriting.ok && inheriting.bytes).toBe(jsonSize(raw) + 9);
+  });
+
   it("accepts an event of exactly 32 KB and rejects one byte more", async () => {
     const base = { type: "track", event: "e", userId: "u", messageId: "m", properties: { pad: "" } };
     const pad = MAX_EVENT_BYTES - jsonSize(base);

@@ -11,6 +11,7 @@ import {
   MAX_EVENT_AGE_MS,
   MAX_EVENT_BYTES,
   MAX_REQUEST_BYTES,
+  MAX_USER_BATCH_BYTES,
 } from "../../src/collect/limits.ts";
 import type { SessionSnapshot } from "../../src/session/snapshot.ts";
 import {
@@ -235,6 +236,75 @@ describe("limits", () => {
       "payload_too_large",
     );
     expect(gz.error).toMatchObject({ limit: MAX_REQUEST_BYTES });
+  });
+
+  it("refuses a batch whose events inherit a large context with 413 past the per-user budget, storing nothing", async () => {
+    // Every other limit is met: ~30 KB of batch context (under 32 KB), 2,000 small events of one visitor (body
+    // ~330 KB), each event with what it inherits ~30 KB. Stored with its copy of the context, the visitor's one
+    // record call would carry ~60 MB, past what workerd lets an RPC carry: a 503 on every retry.
+    const context = { blob: "x".repeat(30_000) };
+    const anonymousId = uid("a");
+    const batch = Array.from({ length: 2000 }, (_, i) => ({
+      type: "track",
+      event: "E",
+      anonymousId,
+      messageId: `${anonymousId}-${i}`,
+    }));
+    const sessions = recordingSessions();
+    const res = post(
+      "/v1/batch",
+      { batch, context },
+      { headers: auth, env: { ...env, SESSION_STATE: sessions.namespace } },
+    );
+    const body = await refused(res, 413, "payload_too_large");
+    // Each event measured as for the 32 KB limit, with the context it inherits.
+    const actual = batch.reduce((sum, event) => sum + jsonSize(event) + jsonSize(context), 0);
+    expect(body.error).toMatchObject({ limit: MAX_USER_BATCH_BYTES, actual, unit: "bytes" });
+    expect(body.error.message).toContain("smaller batches");
+    expect(sessions.calls).toEqual([]);
+    expect(await deadLetters((await res).headers.get("x-request-id"))).toEqual([]);
+  });
+
+  it("takes a user's events up to exactly the per-user budget and refuses one byte more; other users apart", async () => {
+    const context = { blob: "c".repeat(29_000) };
+    const inherited = jsonSize(context);
+    const count = 420;
+    /** `count` events whose sizes with the context they inherit add up to `total`. */
+    const inheriting = (total: number, who: (i: number) => Record<string, unknown>) => {
+      const own = total - count * inherited;
+      const each = Math.floor(own / count);
+      return Array.from({ length: count }, (_, i) =>
+        eventOfSize(i === count - 1 ? own - each * (count - 1) : each, {
+          type: "track",
+          event: "E",
+          ...who(i),
+          messageId: `m-${i}`,
+        }),
+      );
+    };
+    const userId = uid("u");
+    const exact = inheriting(MAX_USER_BATCH_BYTES, () => ({ userId }));
+    expect(jsonSize({ batch: exact, context })).toBeLessThan(MAX_REQUEST_BYTES);
+    const sessions = recordingSessions();
+    const testEnv = { ...env, SESSION_STATE: sessions.namespace };
+    expect((await collect("/v1/batch", { batch: exact, context }, { headers: auth, env: testEnv })).accepted).toBe(
+      count,
+    );
+    expect(sessions.calls.map((c) => [c.userKey, c.events.length])).toEqual([[`u:${userId}`, count]]);
+
+    const over = inheriting(MAX_USER_BATCH_BYTES + 1, () => ({ userId }));
+    const res = post("/v1/batch", { batch: over, context }, { headers: auth, env: testEnv });
+    const body = await refused(res, 413, "payload_too_large");
+    expect(body.error).toMatchObject({ limit: MAX_USER_BATCH_BYTES, actual: MAX_USER_BATCH_BYTES + 1, unit: "bytes" });
+    expect(sessions.calls).toHaveLength(1);
+
+    // The budget is per user (per record call): the same bytes over two users are taken.
+    const other = uid("u");
+    const split = inheriting(MAX_USER_BATCH_BYTES + 1, (i) => ({ userId: i % 2 === 0 ? userId : other }));
+    expect((await collect("/v1/batch", { batch: split, context }, { headers: auth, env: testEnv })).accepted).toBe(
+      count,
+    );
+    expect(sessions.calls.slice(1).map((c) => c.userKey)).toEqual([`u:${userId}`, `u:${other}`]);
   });
 
   it("takes exactly 2,500 events and refuses 2,501 with 413", async () => {
