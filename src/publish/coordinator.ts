@@ -121,18 +121,20 @@ const EMPTY_STATE: CoordinatorState = { lastVersion: 0, pointer: null, lastPoint
 export const MAX_ROLLBACK_TARGETS = 10;
 
 /**
- * Whether stable keys still hold an entry valid for `target`: each key keeps HISTORY_DEPTH entries, so fewer than
- * HISTORY_DEPTH versions that wrote stable keys may have come after it. The newest MAX_ROLLBACK_TARGETS such versions.
+ * Whether stable keys still hold an entry valid for a version's pointer: a reader takes the newest entry ≤ the
+ * version its pointer reads lists at (`listsVersion`: older than the version itself for a catalogue push), and each
+ * key keeps HISTORY_DEPTH entries, so fewer than HISTORY_DEPTH versions that wrote stable keys (failed ones
+ * included) may be newer than that. Only the newest MAX_ROLLBACK_TARGETS servable versions are candidates: a version
+ * that has left the targets never comes back (its shared keys may have been deleted since).
  */
 export function rollbackTargets(state: CoordinatorState): number[] {
-  const out: number[] = [];
-  let writersAfter = 0;
-  for (const v of state.versions) {
-    if (writersAfter >= HISTORY_DEPTH || out.length >= MAX_ROLLBACK_TARGETS) break;
-    if (v.kind !== "failed" && v.pointer) out.push(v.version);
-    if (v.stableWrites > 0) writersAfter++;
-  }
-  return out;
+  const candidates = state.versions.filter((v) => v.kind !== "failed" && v.pointer).slice(0, MAX_ROLLBACK_TARGETS);
+  return candidates
+    .filter((v) => {
+      const lists = listsVersion(v.pointer as Pointer);
+      return state.versions.filter((w) => w.version > lists && w.stableWrites > 0).length < HISTORY_DEPTH;
+    })
+    .map((v) => v.version);
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));

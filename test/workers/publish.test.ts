@@ -394,6 +394,29 @@ describe("shared keys against what the pointer serves", () => {
     expect(listsVersion(next as Pointer)).toBe(4);
   });
 
+  it("a catalogue push after a rollback is a rollback target only while its lists' entries are in the keys", async () => {
+    const { schema, q, stub, publish, tag } = await twoVersions();
+    const alice = `u:${tag}-alice`;
+    const bump = () => q("update user_candidates set scores[1] = scores[1] + 1 where user_key = $1", [alice]);
+    expect((await stub.rollback(1)).ok).toBe(true);
+    await q("update catalog set in_stock = false, updated_at = now() where id = $1", [`${tag}-p1`]);
+    expect(await stub.pushCatalog({ schema })).toMatchObject({ status: "published", version: 3 }); // lists: 1
+    await bump();
+    await publish(); // v4
+    await bump();
+    await publish(); // v5: alice's key holds entries 5, 4 and 2, none for version 3's lists (1)
+    const status = await stub.status();
+    expect({ lastVersion: status.lastVersion, targets: status.rollbackTargets }).toEqual({
+      lastVersion: 5,
+      targets: [5, 4, 2],
+    });
+    expect(await stub.rollback(3)).toMatchObject({ ok: false, code: "version_not_rollbackable" });
+    const back = await stub.rollback(2);
+    if (!back.ok) throw new Error(back.message);
+    const list = decodeUserList(await kv().get(userListKey(alice)), listsVersion(back.pointer));
+    expect(list?.items[0]?.score).toBeCloseTo(1.9, 5);
+  });
+
   it("a catalogue push and a publish started at once never get the same version", async () => {
     const { schema, q, stub, publish, tag } = await setup("pub");
     await seed(q, tag);
