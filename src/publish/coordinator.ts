@@ -433,7 +433,12 @@ export class PublishCoordinator extends DurableObject<Env> {
           const watermark = await catalogWatermark(db);
           const built = await buildCatalog(await catalogRows(db));
           const previous = (await publishedHashes(db, [CATALOG_RECORD])).get(CATALOG_RECORD);
-          if (state.pointer?.catalog && previous?.hash === built.hash) {
+          // Unchanged only if the served pointer names that build (after a rollback it may name an older one).
+          if (
+            state.pointer?.catalog &&
+            previous?.hash === built.hash &&
+            previous.version === state.pointer.catalog.version
+          ) {
             await saveCatalogWatermark(db, watermark);
             await finishRun(db, runId, "ok", { catalogPush: true, unchanged: true, keysWritten: 0 });
             return { status: "unchanged", version: state.pointer.version, runId } as const;

@@ -394,6 +394,23 @@ describe("shared keys against what the pointer serves", () => {
     expect(listsVersion(next as Pointer)).toBe(4);
   });
 
+  it("a catalogue push after a rollback ships the catalogue as it is, not `unchanged`", async () => {
+    const { schema, q, stub, publish, tag } = await setup("pub");
+    await seed(q, tag);
+    await publish(); // v1: p1 in stock
+    await q("update catalog set in_stock = false, updated_at = now() where id = $1", [`${tag}-p1`]);
+    await q("update user_candidates set scores[1] = scores[1] + 1 where user_key = $1", [`u:${tag}-alice`]);
+    await publish(); // v2: p1 out of stock
+    expect((await stub.rollback(1)).ok).toBe(true);
+    expect((await p1InStock(tag)).inStock).toBe(true);
+    // The last build (version 2's) is the catalogue as it is, but the served pointer names version 1's.
+    const pushed = await stub.pushCatalog({ schema });
+    expect({ status: pushed.status, inStock: (await p1InStock(tag)).inStock }).toEqual({
+      status: "published",
+      inStock: false,
+    });
+  });
+
   it("a catalogue push after a rollback is a rollback target only while its lists' entries are in the keys", async () => {
     const { schema, q, stub, publish, tag } = await twoVersions();
     const alice = `u:${tag}-alice`;
