@@ -41,8 +41,8 @@ export const MAX_OPS_PER_ALARM = KV_OPS_PER_INVOCATION - 10;
 export const PRODUCTION_SETTLE_MS = 60_000;
 /**
  * Failed alarm invocations in a row, without progress between them, before a job is given up (and recorded as
- * failed). An alarm that completed a step first starts the count again: refusals of some keys (KV's 429s) on a long
- * publish cost retries, never the publish.
+ * failed). An alarm that completed a step, or recorded the keys a step's partly refused puts wrote, first starts the
+ * count again: refusals of some keys (KV's 429s) on a long publish cost retries, never the publish.
  */
 export const MAX_JOB_FAILURES = 5;
 /** Versions remembered for the admin API and rollback. */
@@ -265,6 +265,7 @@ export class PublishCoordinator extends DurableObject<Env> {
     const kv = new KvBudget(this.wrapKv(this.env.ONLINE_STORE), job.opsPerAlarm);
     const opened = database ? openDb(database, job.schema) : undefined;
     const stepsBefore = job.stats.steps;
+    const recordedBefore = job.stats.written + job.stats.tombstones;
     const account = () => {
       job.stats.invocations++;
       job.stats.opsTotal += kv.used;
@@ -330,7 +331,10 @@ export class PublishCoordinator extends DurableObject<Env> {
     } catch (error) {
       account();
       // Steps completed in this alarm (each saved as it finished) are progress: the count starts again.
-      job.failures = job.stats.steps > stepsBefore ? 1 : job.failures + 1;
+      // So are keys recorded by a step whose puts partly failed: its retry reads the next keys in their place, whose
+      // first puts may be refused too.
+      const progressed = job.stats.steps > stepsBefore || job.stats.written + job.stats.tombstones > recordedBefore;
+      job.failures = progressed ? 1 : job.failures + 1;
       log("error", "publish: alarm step failed", {
         runId: job.runId,
         failures: job.failures,
@@ -343,9 +347,12 @@ export class PublishCoordinator extends DurableObject<Env> {
         await this.ctx.storage.setAlarm(Date.now() + Math.min(60_000, 1000 * 2 ** job.failures));
         return;
       }
-      // Given up. Keys it wrote carry its version (and a pointer it wrote names it): that number is spent, so a later
-      // publish never reuses it and a rollback counts it against the keys' history.
-      if (job.stats.written + job.stats.tombstones + job.stats.sharedWritten > 0 || job.stats.pointerWritten) {
+      // Given up. Keys it may have written carry its version (and a pointer it wrote names it): a job that made any
+      // KV operation spends its number, so a later publish never reuses it, and a rollback counts it against the
+      // keys' history whenever a stable put was attempted (a put that failed, or whose step died, may have landed
+      // without being recorded or counted).
+      if (job.stats.opsTotal > 0 || job.stats.pointerWritten) {
+        const stableWrites = job.stats.written + job.stats.tombstones;
         state.lastVersion = Math.max(state.lastVersion, job.version);
         state.versions = [
           {
@@ -353,7 +360,7 @@ export class PublishCoordinator extends DurableObject<Env> {
             generatedAt: job.generatedAt,
             publishedAt: Date.now(),
             modelVersion: null,
-            stableWrites: job.stats.written + job.stats.tombstones,
+            stableWrites: Math.max(stableWrites, job.stableWritesAttempted ? 1 : 0),
             sharedWrites: job.stats.sharedWritten,
             runId: job.runId,
             kind: "failed" as const,

@@ -71,4 +71,25 @@ export class KvBudget {
     this.#take(pairs.length);
     await eachLimit(pairs, KV_PUT_CONCURRENCY, ([key, value]) => this.kv.put(key, value));
   }
+
+  /**
+   * Puts all pairs as `putAll` does, a failed put stopping none of the others. Returns null when every put succeeded,
+   * otherwise the keys whose put failed (their value in KV is unknown) and the first error.
+   */
+  async putAllSettled(
+    pairs: ReadonlyArray<readonly [string, string]>,
+  ): Promise<{ failed: Set<string>; error: unknown } | null> {
+    this.#take(pairs.length);
+    const failed = new Set<string>();
+    let first: unknown = null;
+    await eachLimit(pairs, KV_PUT_CONCURRENCY, async ([key, value]) => {
+      try {
+        await this.kv.put(key, value);
+      } catch (error) {
+        if (failed.size === 0) first = error;
+        failed.add(key);
+      }
+    });
+    return failed.size > 0 ? { failed, error: first } : null;
+  }
 }

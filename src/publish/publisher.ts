@@ -15,6 +15,7 @@
 // A users or user_tombstones step records its keys under the shared erasure lock, leaving out (and deleting from KV
 // again) every user erased after the step read its list (docs/privacy.md).
 // Nothing changed anywhere → no key and no pointer is written, and V is not used.
+// A step whose puts partly failed records the keys that were written, then fails (the alarm is retried).
 // Every step is idempotent: an alarm re-run after a crash rewrites V's entries with the same content.
 import { sql } from "drizzle-orm";
 import type { Executor } from "../batch/bulk.ts";
@@ -116,6 +117,8 @@ export interface PublishJob {
   erasedKeys?: string[];
   /** The erasure sweep after the stable phases: its snapshot, saved once its keys are deleted. */
   erasureSweep?: { snapshot: string; saved: boolean };
+  /** A stable step put keys (some may have been written, recorded or not): set before its puts. */
+  stableWritesAttempted?: boolean;
 }
 
 export function newStats(): JobStats {
@@ -179,21 +182,29 @@ async function stableStep(s: Step, phase: StablePhase, limit: number): Promise<b
     const pairs = batch.changes.map(
       (c) => [c.key, mergeStable(previous.get(c.key) ?? null, job.version, job.generatedAt, c.list)] as const,
     );
-    await kv.putAll(pairs);
-    let erased = new Set<string>();
-    if (phase === "users" || phase === "user_tombstones") {
-      erased = new Set(await recordPublishedUsers(db, batch.changes, job.version, batch.snapshot));
-      if (erased.size > 0) {
-        job.erasedKeys = [...(job.erasedKeys ?? []), ...erased];
-        job.stats.erased = (job.stats.erased ?? 0) + erased.size;
-        await deleteErasedKeys(s);
-      }
-    } else await recordPublished(db, batch.changes, job.version);
-    for (const c of batch.changes) {
+    // From here on keys may hold entries of this version, recorded or not (the give-up path counts them).
+    job.stableWritesAttempted = true;
+    // Puts that succeeded are recorded even when others failed: an unrecorded entry of this version would stay in
+    // its key while the diff, comparing with the older record, took the key for unchanged.
+    const refused = await kv.putAllSettled(pairs);
+    const stored = refused ? batch.changes.filter((c) => !refused.failed.has(c.key)) : batch.changes;
+    const users = phase === "users" || phase === "user_tombstones";
+    const erased = new Set(
+      users && stored.length > 0 ? await recordPublishedUsers(db, stored, job.version, batch.snapshot) : [],
+    );
+    if (erased.size > 0) {
+      job.erasedKeys = [...(job.erasedKeys ?? []), ...erased];
+      job.stats.erased = (job.stats.erased ?? 0) + erased.size;
+      await deleteErasedKeys(s);
+    }
+    if (!users && stored.length > 0) await recordPublished(db, stored, job.version);
+    for (const c of stored) {
       if (erased.has(c.key)) continue;
       if (c.hash === TOMBSTONE_HASH) job.stats.tombstones++;
       else job.stats.written++;
     }
+    // The step is not done: its retry reads the same window again, where the recorded keys no longer show.
+    if (refused) throw refused.error;
   }
   job.stats.skipped += batch.skipped;
   job.stats.steps++;

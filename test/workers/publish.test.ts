@@ -522,6 +522,26 @@ async function eraseDuringPut(stub: DurableObjectStub<PublishCoordinator>, schem
   });
 }
 
+/** The coordinator's KV puts of the keys `refuse` picks fail (as KV's 429s or 500s do) while it returns true. */
+async function refusePuts(stub: DurableObjectStub<PublishCoordinator>, refuse: (key: string) => boolean) {
+  await runInDurableObject(stub, (instance: PublishCoordinator) => {
+    const counting = instance.wrapKv;
+    instance.wrapKv = (raw) =>
+      new Proxy(counting(raw), {
+        get(target, prop, receiver) {
+          if (prop === "put") {
+            return (key: string, ...rest: unknown[]) => {
+              if (refuse(key)) return Promise.reject(new Error(`KV PUT failed: 429 (${key})`));
+              return (target.put as (...a: unknown[]) => Promise<void>)(key, ...rest);
+            };
+          }
+          const value = Reflect.get(target, prop, receiver) as unknown;
+          return typeof value === "function" ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+        },
+      });
+  });
+}
+
 describe("erasure against the publish", () => {
   it("a step writing a user's key while the user is erased neither records the key nor leaves it in KV", async () => {
     const { schema, q, stub, publish, tag } = await setup("erase");
@@ -813,5 +833,33 @@ describe("publish across invocations", () => {
     expect(run?.stats.maxOpsPerInvocation).toBeLessThanOrEqual(OPS);
     const last = await kv().get(userListKey(`u:${tag}-0${USERS}`));
     expect(decodeUserList(last, 1)?.items).toHaveLength(1);
+  });
+
+  it("a publish given up after some of a step's puts landed spends its version, and the next publish rewrites them", async () => {
+    const { schema, q, stub, publish, tag } = await setup("refused");
+    await seed(q, tag);
+    await publish(); // v1
+    const [alice, bob] = [`u:${tag}-alice`, `u:${tag}-bob`];
+    await q("update user_candidates set scores[1] = scores[1] + 1 where user_key = $1", [alice]); // 1.9
+    await q("update user_candidates set scores[1] = 0.1 where user_key = $1", [bob]);
+    let refuse = true;
+    await refusePuts(stub, (key) => refuse && key === userListKey(bob));
+    expect((await stub.start({ trigger: "admin", schema, settleMs: 0 })).status).toBe("started");
+    await drain(stub);
+    const [run] = await q<{ status: string }>(
+      "select status from batch_runs where kind = 'publish' order by id desc limit 1",
+    );
+    expect(run?.status).toBe("failed");
+    // Alice's put landed in the same step as bob's refused one: her key holds a version-2 entry.
+    expect(decodeUserList(await kv().get(userListKey(alice)), 2)?.items[0]?.score).toBeCloseTo(1.9, 5);
+    expect((await stub.status()).versions[0]).toMatchObject({ version: 2, kind: "failed", stableWrites: 1 });
+
+    // Alice's list goes back to what version 1 published; bob's still changed.
+    refuse = false;
+    await q("update user_candidates set scores[1] = 0.9 where user_key = $1", [alice]);
+    await publish();
+    const pointer = decodePointer(await kv().get(POINTER_KEY)) as Pointer;
+    const served = decodeUserList(await kv().get(userListKey(alice)), listsVersion(pointer));
+    expect({ version: pointer.version, alice: served?.items[0]?.score }).toEqual({ version: 3, alice: 0.9 });
   });
 });
