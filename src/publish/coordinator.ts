@@ -70,6 +70,12 @@ export interface CoordinatorState {
   versions: PublishedVersion[];
   /** Shared keys no pointer that may still be served names, with the time they may be deleted (sharedGc.ts). */
   garbage?: GarbageKey[];
+  /**
+   * A publish was given up after it wrote (and recorded) keys but before its pointer: the next publish writes a
+   * pointer even if nothing else changed, or readers would never be served those keys. Cleared by a publish's
+   * pointer and by a rollback (which is meant to hold); a catalogue push keeps it (it serves the old lists).
+   */
+  pointerOwed?: boolean;
 }
 
 export interface StartRequest {
@@ -279,6 +285,7 @@ export class PublishCoordinator extends DurableObject<Env> {
         job,
         current: state.pointer,
         lastPointerWriteAt: state.lastPointerWriteAt,
+        pointerOwed: state.pointerOwed === true,
         now: Date.now,
         onProgress: (j) => this.ctx.storage.put("job", j),
       });
@@ -307,6 +314,7 @@ export class PublishCoordinator extends DurableObject<Env> {
         state.lastVersion = job.version;
         state.pointer = pointer;
         state.lastPointerWriteAt = pointer.publishedAt;
+        delete state.pointerOwed;
         state.versions = [
           {
             version: job.version,
@@ -354,6 +362,10 @@ export class PublishCoordinator extends DurableObject<Env> {
       if (job.stats.opsTotal > 0 || job.stats.pointerWritten) {
         const stableWrites = job.stats.written + job.stats.tombstones;
         state.lastVersion = Math.max(state.lastVersion, job.version);
+        // Recorded keys the diff will take for published: the next publish writes a pointer that serves them.
+        if (stableWrites + job.stats.sharedWritten > 0 || job.stableWritesAttempted || job.stats.pointerWritten) {
+          state.pointerOwed = true;
+        }
         state.versions = [
           {
             version: job.version,
@@ -412,6 +424,8 @@ export class PublishCoordinator extends DurableObject<Env> {
       await kv.put(POINTER_KEY, encodePointer(pointer));
       state.pointer = pointer;
       state.lastPointerWriteAt = pointer.publishedAt;
+      // A rollback holds until something changes: a pointer owed by a publish given up before is not written.
+      delete state.pointerOwed;
       await this.#queueGarbage(state);
       await this.ctx.storage.put("state", state);
       log("warn", "publish: rolled back", { from: previous, to: version });

@@ -14,7 +14,8 @@
 //                                                       pointer — the one write that makes V visible
 // A users or user_tombstones step records its keys under the shared erasure lock, leaving out (and deleting from KV
 // again) every user erased after the step read its list (docs/privacy.md).
-// Nothing changed anywhere → no key and no pointer is written, and V is not used.
+// Nothing changed anywhere → no key and no pointer is written, and V is not used (unless a pointer is owed: an
+// earlier publish was given up after recording keys, before its pointer).
 // A step whose puts partly failed records the keys that were written, then fails (the alarm is retried).
 // Every step is idempotent: an alarm re-run after a crash rewrites V's entries with the same content.
 import { sql } from "drizzle-orm";
@@ -144,6 +145,11 @@ export interface Step {
   /** Epoch ms of the last pointer write (KV: 1 write/s per key). */
   lastPointerWriteAt: number;
   now: () => number;
+  /**
+   * A pointer is owed: an earlier publish recorded keys and was given up before its pointer was written, so this one
+   * writes a pointer even when nothing else changed (the coordinator's state; cleared by a pointer or a rollback).
+   */
+  pointerOwed?: boolean;
   /** Persist the job after each step (the cursor survives a crash). */
   onProgress?: (job: PublishJob) => Promise<void>;
 }
@@ -252,7 +258,8 @@ async function wroteStableKeys(s: Step): Promise<boolean> {
 }
 
 /**
- * The shared phase and the pointer. Returns null (and writes nothing) when nothing changed in the whole job;
+ * The shared phase and the pointer. Returns null (and writes nothing) when nothing changed in the whole job and no
+ * pointer is owed;
  * "budget" when the invocation has too few KV operations left for it (the next alarm does it).
  */
 async function sharedAndPointer(s: Step): Promise<Pointer | null | "budget"> {
@@ -314,7 +321,7 @@ async function sharedAndPointer(s: Step): Promise<Pointer | null | "budget"> {
     } else if (last.version !== popular[list]) behind.push(shipList);
   }
 
-  if (writes.length === 0 && !ownEarlierWrites && !(await wroteStableKeys(s))) {
+  if (writes.length === 0 && !ownEarlierWrites && !s.pointerOwed && !(await wroteStableKeys(s))) {
     if (watermarkMoved) await saveCatalogWatermark(db, watermark);
     return null;
   }

@@ -862,4 +862,24 @@ describe("publish across invocations", () => {
     const served = decodeUserList(await kv().get(userListKey(alice)), listsVersion(pointer));
     expect({ version: pointer.version, alice: served?.items[0]?.score }).toEqual({ version: 3, alice: 0.9 });
   });
+
+  it("after a publish given up at its pointer write, the next publish of the same snapshot writes the pointer", async () => {
+    const { schema, q, stub, publish, tag } = await setup("refused");
+    await seed(q, tag);
+    await publish(); // v1
+    await q("update user_candidates set scores[1] = scores[1] + 1 where user_key = $1", [`u:${tag}-alice`]); // 1.9
+    let refuse = true;
+    await refusePuts(stub, (key) => refuse && key === POINTER_KEY);
+    expect((await stub.start({ trigger: "admin", schema, settleMs: 0 })).status).toBe("started");
+    await drain(stub);
+    expect((await stub.status()).lastVersion).toBe(2); // spent, kind failed; alice's key recorded under it
+    refuse = false;
+    await publish(); // the same snapshot again: nothing changed since the failed publish
+    const pointer = decodePointer(await kv().get(POINTER_KEY)) as Pointer;
+    const served = decodeUserList(await kv().get(userListKey(`u:${tag}-alice`)), listsVersion(pointer));
+    expect({ version: pointer.version, alice: served?.items[0]?.score }).toEqual({
+      version: 3,
+      alice: expect.closeTo(1.9, 5),
+    });
+  });
 });
