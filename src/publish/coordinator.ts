@@ -334,7 +334,16 @@ export class PublishCoordinator extends DurableObject<Env> {
       }
       await this.ctx.storage.put("state", state);
       await this.ctx.storage.delete("job");
-      if (job.runId !== null) await finishRun(opened.db, job.runId, "ok", stats);
+      // The job is committed: nothing after this point may fall into the failure path below, whose retry would
+      // write the pointer again and record the version twice.
+      if (job.runId !== null) {
+        await finishRun(opened.db, job.runId, "ok", stats).catch((error) =>
+          log("error", "publish: finished, but its run could not be recorded", {
+            runId: job.runId,
+            error: describeError(error),
+          }),
+        );
+      }
       log("info", "publish: finished", { runId: job.runId, ...stats });
     } catch (error) {
       account();

@@ -882,4 +882,30 @@ describe("publish across invocations", () => {
       alice: expect.closeTo(1.9, 5),
     });
   });
+
+  it("a publish whose run record fails after its pointer is recorded once in the versions history", async () => {
+    const { schema, q, stub, publish, tag } = await setup("pub");
+    await seed(q, tag);
+    await publish(); // v1
+    // The next `ok` update of a batch_runs row fails once: a transient database error after the pointer write.
+    await q(`create sequence "${schema}".fail_once`);
+    await q(`create function "${schema}".fail_ok() returns trigger language plpgsql as $$
+      begin
+        if new.status = 'ok' and nextval('"${schema}".fail_once') = 1 then raise exception 'transient'; end if;
+        return new;
+      end $$`);
+    await q(
+      `create trigger fail_ok before update on "${schema}".batch_runs for each row execute function "${schema}".fail_ok()`,
+    );
+    for (let i = 0; i < 2; i++) {
+      await q("update user_candidates set scores[1] = scores[1] + 1 where user_key = $1", [`u:${tag}-alice`]);
+      await publish(); // v2, v3
+    }
+    const status = await stub.status();
+    // Alice's key holds entries 3, 2 and 1: version 1 is still a target (the current and the two before it).
+    expect({ versions: status.versions.map((v) => v.version), targets: status.rollbackTargets }).toEqual({
+      versions: [3, 2, 1],
+      targets: [3, 2, 1],
+    });
+  });
 });
