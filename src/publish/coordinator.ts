@@ -247,6 +247,15 @@ export class PublishCoordinator extends DurableObject<Env> {
     if (dueAt !== null) await this.#alarmNoLaterThan(dueAt);
   }
 
+  /** When a job has ended (any outcome): its start replaced the sweep's alarm, so queued garbage gets one again. */
+  async #rearmSweep(state: CoordinatorState): Promise<void> {
+    const dueAt = (state.garbage ?? []).reduce<number | null>(
+      (m, g) => (m === null || g.dueAt < m ? g.dueAt : m),
+      null,
+    );
+    if (dueAt !== null) await this.#alarmNoLaterThan(dueAt);
+  }
+
   async #alarmNoLaterThan(at: number): Promise<void> {
     const current = await this.ctx.storage.getAlarm();
     if (current === null || current > at) await this.ctx.storage.setAlarm(at);
@@ -336,6 +345,9 @@ export class PublishCoordinator extends DurableObject<Env> {
       await this.ctx.storage.delete("job");
       // The job is committed: nothing after this point may fall into the failure path below, whose retry would
       // write the pointer again and record the version twice.
+      await this.#rearmSweep(state).catch((error) =>
+        log("error", "publish: could not re-arm the garbage sweep", { error: describeError(error) }),
+      );
       if (job.runId !== null) {
         await finishRun(opened.db, job.runId, "ok", stats).catch((error) =>
           log("error", "publish: finished, but its run could not be recorded", {
@@ -392,6 +404,7 @@ export class PublishCoordinator extends DurableObject<Env> {
         await this.ctx.storage.put("state", state);
       }
       await this.ctx.storage.delete("job");
+      await this.#rearmSweep(state).catch(() => {});
       if (job.runId !== null && opened) {
         await finishRun(opened.db, job.runId, "failed", { ...job.stats }, error).catch(() => {});
       }

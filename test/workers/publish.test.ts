@@ -290,6 +290,30 @@ describe("publish", () => {
     expect(await kv().get(popularListKey(1, "popular"))).not.toBeNull();
   });
 
+  it("re-arms the sweep of queued shared keys when a publish that writes no pointer ends", async () => {
+    const { q, stub, publish, tag } = await setup("pub");
+    await seed(q, tag);
+    await runInDurableObject(stub, (instance: PublishCoordinator) => {
+      instance.gcGraceMs = 60_000;
+    });
+    await publish();
+    for (let i = 1; i <= HISTORY_DEPTH; i++) {
+      await q("update catalog set price = price + 1, updated_at = now() where id = $1", [`${tag}-p1`]);
+      await q("update user_candidates set scores[1] = scores[1] + 1 where user_key = $1", [`u:${tag}-alice`]);
+      await publish();
+    }
+    // Version 1 left the rollback targets: its catalogue key is queued, and an alarm is set for it.
+    expect((await stub.status()).garbage.map((g) => g.key)).toEqual([catalogShardKey(1, 0)]);
+    const alarm = () => runInDurableObject(stub, (_o: PublishCoordinator, state) => state.storage.getAlarm());
+    expect(await alarm()).not.toBeNull();
+    // A publish with nothing changed: its start replaced that alarm; when it ends, the sweep has one again.
+    await publish();
+    expect({ garbage: (await stub.status()).garbage.length, armed: (await alarm()) !== null }).toEqual({
+      garbage: 1,
+      armed: true,
+    });
+  });
+
   it("pushes a stock change at once as a new catalogue key, and nothing when the catalogue is unchanged", async () => {
     const { schema, q, log, stub, publish, tag } = await setup("pub");
     await seed(q, tag);
