@@ -8,7 +8,7 @@
 //   POST /v1/admin/catalog/push                             the batch loop and publishing (src/admin/batch.ts)
 //   GET/PUT /v1/admin/ranking-config                        the ranking config (src/admin/ranking-config.ts)
 //   GET/PUT /v1/admin/experiments                           the experiments document (src/admin/experiments.ts)
-//   GET /v1/admin/trending?hours=&top=                      live trending products and categories (src/admin/trending.ts)
+//   GET /v1/admin/trending?hours=&top=&until=              live trending products and categories (src/admin/trending.ts)
 import { Hono } from "hono";
 import type { AppEnv } from "../app.ts";
 import { requireAdmin } from "../auth.ts";

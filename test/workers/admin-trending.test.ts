@@ -22,7 +22,9 @@ describe("GET /v1/admin/trending", () => {
   it("sums the counters of the window: products and categories, best first", async () => {
     const [hot, warm, old] = [uid("hot"), uid("warm"), uid("old")];
     const category = uid("lamps");
-    const now = Date.now();
+    // A window of this test's own, hours back (the other tests' events fill the current hours' counters).
+    const now = Date.now() - 18 * 3_600_000 - Math.floor(Math.random() * 3_600_000);
+    const until = `&until=${new Date(now + 1000).toISOString()}`;
     const visitors = [uid("anon"), uid("anon"), uid("anon")];
     const view = (anonymousId: string, productId: string, at: number) => ({
       type: "track",
@@ -44,17 +46,17 @@ describe("GET /v1/admin/trending", () => {
     // The objects' alarms drain their outboxes into the stream and the counters.
     for (const v of visitors) await runDurableObjectAlarm(env.SESSION_STATE.getByName(`a:${v}`));
 
-    const lastHour = await trending("?top=100");
+    const lastHour = await trending(`?top=100${until}`);
     const mine = (t: Trending) => t.products.filter((p) => [hot, warm, old].includes(p.productId));
     expect(mine(lastHour)).toEqual([
       { productId: hot, score: 15 },
       { productId: warm, score: 2 },
     ]);
     expect(lastHour.categories.find((c) => c.category === category)?.score).toBe(17);
-    expect(lastHour.window).toMatchObject({ hours: 1, buckets: 12 });
+    expect(lastHour.window).toMatchObject({ hours: 1, buckets: 12, to: new Date(now + 1000).toISOString() });
     expect(Date.parse(lastHour.window.to) - Date.parse(lastHour.window.from)).toBeLessThanOrEqual(3_600_000);
 
-    const threeHours = await trending("?hours=3&top=100");
+    const threeHours = await trending(`?hours=3&top=100${until}`);
     expect(mine(threeHours)).toEqual([
       { productId: hot, score: 15 },
       { productId: old, score: 5 },
@@ -68,10 +70,15 @@ describe("GET /v1/admin/trending", () => {
   });
 
   it("refuses bad parameters, a missing admin key, and answers 503 without Redis", async () => {
-    for (const query of ["?hours=0", "?hours=25", "?hours=1.5", "?top=0", "?top=101", "?top=x"]) {
+    const longAgo = new Date(Date.now() - 25 * 3_600_000).toISOString();
+    for (const query of ["?hours=0", "?hours=25", "?hours=1.5", "?top=0", "?top=101", "?top=x", "?until=yesterday"]) {
       await refused(adminGet(`/v1/admin/trending${query}`), 400, "bad_request");
     }
+    await refused(adminGet(`/v1/admin/trending?until=${longAgo}`), 400, "bad_request");
     expect((await trending("?top=1")).products.length).toBeLessThanOrEqual(1);
+    // A time ahead is now.
+    const ahead = await trending(`?until=${new Date(Date.now() + 3_600_000).toISOString()}`);
+    expect(Date.parse(ahead.window.to)).toBeLessThanOrEqual(Date.now());
     expect((await adminGet("/v1/admin/trending", null)).status).toBe(401);
     expect((await adminGet("/v1/admin/trending", "local-write-key")).status).toBe(401);
     const noRedis = { ...env, UPSTASH_REDIS_REST_URL: "" };
