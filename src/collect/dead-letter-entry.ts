@@ -1,7 +1,7 @@
 // What the dead-letter store keeps of a rejected event: the raw event as JSON (truncated, original size noted; a
 // top-level `writeKey` left out), why it was rejected and where it came from. Pure, so the collection path and its
 // tests share it.
-import { isObject, jsonCutAt, jsonDepthExceeds, jsonSize, truncateUtf8, utf8Length } from "./json.ts";
+import { isObject, jsonCutAt, jsonDepthExceeds, jsonSize, toLastMember, truncateUtf8, utf8Length } from "./json.ts";
 import { MAX_DEAD_LETTER_RAW_BYTES, MAX_JSON_DEPTH } from "./limits.ts";
 import type { Rejection } from "./normalize.ts";
 
@@ -44,7 +44,10 @@ export function deadLetterEntry(
   const json = deep
     ? jsonCutAt(raw, MAX_JSON_DEPTH, `[nested deeper than ${MAX_JSON_DEPTH} levels]`)
     : (JSON.stringify(raw) ?? "null");
-  const raw_ = truncateUtf8(json, MAX_DEAD_LETTER_RAW_BYTES);
+  // A cut text ends at its last whole member: an id cut off (or left without its closing quote) would escape the
+  // erasure's search for it (docs/privacy.md).
+  const cut = truncateUtf8(json, MAX_DEAD_LETTER_RAW_BYTES);
+  const raw_ = cut.length === json.length ? json : toLastMember(cut);
   return {
     ...meta,
     index: rejection.index,

@@ -95,6 +95,26 @@ export function canonicalJson(value: unknown): string {
   return JSON.stringify(value) ?? "null";
 }
 
+/**
+ * A JSON text cut short, ended where its last object member or array element ended: everything after the last `{`,
+ * `[` or `,` outside a string goes. What a cut leaves unfinished at the end (a string without its closing quote, a
+ * number without what follows it) could be part of an id, of which a search for the whole value would miss the rest.
+ */
+export function toLastMember(cut: string): string {
+  let end = 0;
+  let inString = false;
+  for (let i = 0; i < cut.length; i++) {
+    const c = cut.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c)
+        i++; // a backslash escapes the next character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x7b || c === 0x5b || c === 0x2c) end = i + 1; // { [ ,
+  }
+  return cut.slice(0, end);
+}
+
 /** The first `maxBytes` of a string's UTF-8, cut on a character boundary. */
 export function truncateUtf8(text: string, maxBytes: number): string {
   if (utf8Length(text) <= maxBytes) return text;

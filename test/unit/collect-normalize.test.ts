@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { canonicalJson, jsonSize, truncateUtf8, utf8Length } from "../../src/collect/json.ts";
+import { canonicalJson, jsonSize, toLastMember, truncateUtf8, utf8Length } from "../../src/collect/json.ts";
 import { MAX_EVENT_AGE_MS, MAX_EVENT_BYTES, MAX_FUTURE_SKEW_MS, MAX_ID_LENGTH } from "../../src/collect/limits.ts";
 import { DERIVED_MESSAGE_ID_PREFIX, deriveMessageId } from "../../src/collect/message-id.ts";
 import {
@@ -409,5 +409,15 @@ describe("json helpers", () => {
     expect(truncateUtf8("ab€", 3)).toBe("ab");
     expect(truncateUtf8("ab€", 5)).toBe("ab€");
     expect(truncateUtf8("abc", 10)).toBe("abc");
+  });
+
+  it("ends a cut JSON text at its last whole member: nothing cut short is left at the end", () => {
+    expect(toLastMember('{"a":"b","userId":"victim-12')).toBe('{"a":"b",');
+    expect(toLastMember('{"a":1,"userId":900123')).toBe('{"a":1,');
+    expect(toLastMember('{"p":{"q":["x","y')).toBe('{"p":{"q":["x",');
+    // Structural characters inside strings, escaped quotes included, do not count.
+    expect(toLastMember('{"a":"x,\\"{[","b":"c')).toBe('{"a":"x,\\"{[",');
+    expect(toLastMember('{"a":"x\\",y","b":1')).toBe('{"a":"x\\",y",');
+    expect(toLastMember("")).toBe("");
   });
 });

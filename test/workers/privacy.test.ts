@@ -8,6 +8,7 @@ import { describe, expect, it } from "vitest";
 import { QUARANTINE_SUFFIX } from "../../src/batch/consumer.ts";
 import { runLoader } from "../../src/batch/loader.ts";
 import type { CollectedEvent } from "../../src/collect/event.ts";
+import { MAX_DEAD_LETTER_RAW_BYTES } from "../../src/collect/limits.ts";
 import { userListKey } from "../../src/publish/keys.ts";
 import type { SessionState } from "../../src/session/session-state.ts";
 import { EVENT_STREAM, STREAM_FIELDS } from "../../src/session/stream.ts";
@@ -194,6 +195,27 @@ describe("erasure", () => {
       theirs: left.includes(theirs),
     }).toEqual({ cleanBefore: false, status: 200, matched: 1, mine: false, theirs: true });
   });
+
+  for (const [label, userId] of [
+    ["a string id", uid("cut")],
+    ["a numeric id", 900_000_000 + Math.floor(Math.random() * 99_999_999)],
+  ] as const) {
+    it(`leaves no dead letter naming ${label} cut short at the 8 KB limit`, async () => {
+      // A rejected track (no event name) whose JSON reaches the limit right at the end of the id: cut at the byte,
+      // the stored text would end in the id without its closing quote (or what follows a number).
+      const idJson = typeof userId === "string" ? `"${userId}` : String(userId);
+      const head = `{"type":"track","properties":{"pad":"`;
+      const tail = `"},"userId":${idJson}`;
+      const pad = "x".repeat(MAX_DEAD_LETTER_RAW_BYTES - head.length - tail.length);
+      const res = await send("/v1/track", { type: "track", properties: { pad }, userId });
+      expect(res.rejected.map((r) => r.code)).toEqual(["missing_event"]);
+      const dead = env.DEAD_LETTERS.getByName("local");
+      const id = String(userId);
+      await dead.eraseMentions([id]);
+      const left = (await dead.list({ limit: 1000 })).filter((r) => r.raw.includes(id));
+      expect({ left: left.length, verifier: (await dead.countMentions([id])).count }).toEqual({ left: 0, verifier: 0 });
+    });
+  }
 
   it("keeps a delivered-but-unloaded event of an erased user out of the warehouse (the loader's filter)", async () => {
     const userId = uid("late");
