@@ -176,16 +176,27 @@ class Fault extends Error {
   }
 }
 
+/** An item as the API answers it: `{ productId, score, reasons }` (reasons: strings). */
+function isRankedItem(value: unknown): value is RankedItem {
+  if (typeof value !== "object" || value === null) return false;
+  const i = value as { productId?: unknown; score?: unknown; reasons?: unknown };
+  return (
+    typeof i.productId === "string" &&
+    typeof i.score === "number" &&
+    Array.isArray(i.reasons) &&
+    i.reasons.every((r: unknown) => typeof r === "string")
+  );
+}
+
+/** The documented shape of an answer, as far as a storefront relies on it: recId, placement, and its items. */
 function isAnswer(value: unknown): value is RankResponse {
   if (typeof value !== "object" || value === null) return false;
-  const v = value as { recId?: unknown; items?: unknown };
+  const v = value as { recId?: unknown; placement?: unknown; items?: unknown };
   return (
     typeof v.recId === "string" &&
+    typeof v.placement === "string" &&
     Array.isArray(v.items) &&
-    v.items.every(
-      (i: unknown) =>
-        typeof i === "object" && i !== null && typeof (i as { productId?: unknown }).productId === "string",
-    )
+    v.items.every(isRankedItem)
   );
 }
 
@@ -366,7 +377,11 @@ export function createClient(options: ClientOptions): LastmileClient {
         callOptions.timeoutMs ?? defaultTimeout,
         callOptions.signal,
       );
-      if (!isAnswer(value)) throw new Fault("invalid_response", "the answer has no recId and items");
+      if (!isAnswer(value))
+        throw new Fault(
+          "invalid_response",
+          "the answer is not of the documented shape (recId, placement, items of productId, score, reasons)",
+        );
       if (callOptions.fallbackWhenEmpty && value.items.length === 0) {
         const flags = Array.isArray(value.degraded) && value.degraded.length > 0 ? value.degraded.join(", ") : "none";
         throw new Fault("empty", `Lastmile answered an empty list (degraded: ${flags})`);

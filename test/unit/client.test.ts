@@ -256,6 +256,26 @@ describe("HTTP transport", () => {
     expect(odd.fallback && odd.error.kind).toBe("invalid_response");
   });
 
+  it("answers the fallback when a 2xx body's items lack score or reasons (not the documented shape)", async () => {
+    // Taken as Lastmile's answer, such a body would break a page that renders item.reasons.
+    const client = createClient({ baseUrl, serverKey: "k-1", timeoutMs: PATIENT_MS });
+    for (const body of [
+      { recId: "r1", placement: "home", items: [{ productId: "a" }] },
+      { recId: "r1", placement: "home", items: [{ productId: "a", score: 1 }] },
+      { recId: "r1", placement: "home", items: [{ productId: "a", reasons: ["popular"] }] },
+      { recId: "r1", placement: "home", items: [{ productId: "a", score: "1", reasons: ["popular"] }] },
+      { recId: "r1", placement: "home", items: [{ productId: "a", score: 1, reasons: [null] }] },
+      { recId: "r1", items: [{ productId: "a", score: 1, reasons: ["popular"] }] },
+    ]) {
+      handler = (_req, res) => json(res, 200, body);
+      const result = await client.recommendations({}, { fallback: ["b1"] });
+      expect(result.fallback && result.error.kind, JSON.stringify(body)).toBe("invalid_response");
+      expect(result.items.map((i) => i.productId)).toEqual(["b1"]);
+    }
+    handler = (_req, res) => json(res, 200, answer(["a"]));
+    expect((await client.recommendations({}, { fallback: ["b1"] })).fallback).toBe(false);
+  });
+
   it("answers the fallback when nothing listens (network error)", async () => {
     const closed = createServer();
     const port = await listen(closed);

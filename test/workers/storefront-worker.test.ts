@@ -139,11 +139,17 @@ describe("the storefront Worker's blocks", () => {
       `<div data-lastmile-placement="home" data-lastmile-fallback="p2"><p id="origin-own">the origin's bestsellers</p></div>`,
     );
     products = [{ id: "p2", title: "Candle", url: "/products/p2" }];
-    // The real Ranking entrypoint, its answer altered into one the client passes on but no block can render.
+    // The real Ranking entrypoint, its answer altered into one the client passes on (it has the documented shape)
+    // but no block can render: its reasons cannot be joined.
     const ranking = exports.Ranking;
+    const unjoinable = Object.assign(["popular"], {
+      join(): string {
+        throw new Error("reasons that cannot be joined");
+      },
+    });
     const broken = async (params: Parameters<typeof ranking.recommendations>[0]) => ({
       ...(await ranking.recommendations(params)),
-      items: [{ productId: "p2", score: 1, reasons: null }],
+      items: [{ productId: "p2", score: 1, reasons: unjoinable }],
     });
     const LASTMILE = { recommendations: broken, similar: broken, rank: broken } as unknown as StorefrontEnv["LASTMILE"];
     const { html, settled } = await visit(baseEnv({ LASTMILE, RANKING_TIMEOUT_MS: "5000" }), crypto.randomUUID());
