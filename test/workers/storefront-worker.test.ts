@@ -190,3 +190,27 @@ describe("the storefront Worker's blocks", () => {
     expect(seen.sort()).toEqual(["/v1/batch", "/v1/batch"]);
   });
 });
+
+describe("the storefront Worker's visitor id", () => {
+  it("hands out a new lm_aid for a malformed cookie (bad percent-encoding) instead of failing the request", async () => {
+    pageHtml = page("<p>no blocks</p>");
+    for (const [cookie, isNew] of [
+      ["lm_aid=abcdef12-3456", false],
+      ["lm_aid=%E0%A4%A", true],
+    ] as const) {
+      const ctx = createExecutionContext();
+      const res = await storefront.fetch(
+        new Request(`${STORE}/`, { headers: { cookie } }) as Request<unknown, IncomingRequestCfProperties>,
+        baseEnv(),
+        ctx,
+      );
+      const html = await res.text();
+      await waitOnExecutionContext(ctx);
+      expect(res.status, cookie).toBe(200);
+      expectCompletePage(html);
+      const set = res.headers.get("set-cookie");
+      if (isNew) expect(set).toMatch(/^lm_aid=[0-9a-f-]{36}; Path=\/;/);
+      else expect(set).toBeNull();
+    }
+  });
+});
