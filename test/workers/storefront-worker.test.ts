@@ -214,3 +214,26 @@ describe("the storefront Worker's visitor id", () => {
     }
   });
 });
+
+describe("the storefront Worker's ranking deadline", () => {
+  it("renders a page with two blocks within one ranking deadline when Lastmile hangs", async () => {
+    const block = (placement: string) =>
+      `<div data-lastmile-placement="${placement}" data-lastmile-fallback="p2,p3"><p>own</p></div>`;
+    pageHtml = page(`${block("home")}${block("cart")}`);
+    products = [
+      { id: "p2", title: "Candle", url: "/products/p2" },
+      { id: "p3", title: "Mug", url: "/products/p3" },
+    ];
+    // A Ranking binding that never answers: each block's call would otherwise wait a deadline of its own, one after
+    // the other (HTMLRewriter runs the handlers in turn).
+    const hang = () => new Promise<never>(() => {});
+    const LASTMILE = { recommendations: hang, similar: hang, rank: hang } as unknown as StorefrontEnv["LASTMILE"];
+    const { html, ms, settled } = await visit(baseEnv({ LASTMILE, RANKING_TIMEOUT_MS: "150" }), crypto.randomUUID());
+    await settled;
+    expectCompletePage(html);
+    expect(html.match(/data-lastmile-source="fallback"/g)?.length).toBe(2);
+    expect(blockItems(html).map((i) => i.id)).toEqual(["p2", "p3", "p2", "p3"]);
+    // One deadline (150 ms) and the rest of the page; two deadlines would be 300 ms and more.
+    expect(ms).toBeLessThan(250);
+  });
+});

@@ -12,7 +12,9 @@
 //     collection API, adding the write key and the anonymous id, so pages hold neither.
 import {
   type ClientAnswer,
+  type ClientError,
   createClient,
+  DEFAULT_TIMEOUT_MS,
   type LastmileClient,
   type RankParams,
   readAttribution,
@@ -109,8 +111,13 @@ function lastmileFetch(env: StorefrontEnv): ((request: Request) => Promise<Respo
   return null;
 }
 
+/** The ranking deadline of a page (RANKING_TIMEOUT_MS, else the client's default of 150 ms). */
+function rankingTimeout(env: StorefrontEnv): number {
+  return Number(env.RANKING_TIMEOUT_MS) > 0 ? Number(env.RANKING_TIMEOUT_MS) : DEFAULT_TIMEOUT_MS;
+}
+
 function rankingClient(env: StorefrontEnv): LastmileClient | null {
-  const timeoutMs = Number(env.RANKING_TIMEOUT_MS) > 0 ? Number(env.RANKING_TIMEOUT_MS) : undefined;
+  const timeoutMs = rankingTimeout(env);
   const onError = (error: { kind: string; message: string }, call: { method: string }) =>
     console.warn(`lastmile ${call.method}: ${error.kind}: ${error.message}; showing the fallback`);
   if (env.LASTMILE) return createClient({ binding: env.LASTMILE, timeoutMs, onError });
@@ -333,22 +340,49 @@ const PAGE_SCRIPT = `<script>
 })();
 </script>`;
 
+/** The element's own fallback list as an answer (no call to Lastmile): cut to `limit`, without the page's product. */
+function localFallback(
+  placement: string,
+  fallback: string[],
+  limit: number,
+  productId: string | undefined,
+  error: ClientError,
+): ClientAnswer {
+  const ids = [...new Set(fallback)].filter((id) => id !== productId).slice(0, limit);
+  return {
+    fallback: true,
+    recId: null,
+    placement,
+    items: ids.map((id) => ({ productId: id, score: 0, reasons: ["fallback"] })),
+    error,
+  };
+}
+
+/**
+ * Fills the page's placements. HTMLRewriter runs async element handlers one after another, so the blocks share
+ * one deadline for the page (`pageDeadline`, set when the page starts): each call gets what is left of it, and a
+ * block that starts past it shows its fallback at once. A hung Lastmile costs the page one deadline, not one per
+ * block.
+ */
 class PlacementHandler implements HTMLRewriterElementContentHandlers {
   readonly #env: StorefrontEnv;
   readonly #client: LastmileClient | null;
   readonly #visit: { anonymousId: string; request: Request };
   readonly #track: (send: Promise<void>) => void;
+  readonly #pageDeadline: number;
 
   constructor(
     env: StorefrontEnv,
     client: LastmileClient | null,
     visit: { anonymousId: string; request: Request },
     track: (send: Promise<void>) => void,
+    pageDeadline: number,
   ) {
     this.#env = env;
     this.#client = client;
     this.#visit = visit;
     this.#track = track;
+    this.#pageDeadline = pageDeadline;
   }
 
   /** A block never breaks the page: on any error the origin's content stays, and the page streams on. */
@@ -390,19 +424,25 @@ class PlacementHandler implements HTMLRewriterElementContentHandlers {
     }
 
     const params: RankParams = { anonymousId: this.#visit.anonymousId, limit, ...(productId ? { productId } : {}) };
+    const left = this.#pageDeadline - Date.now();
     let answer: ClientAnswer;
     if (!this.#client) {
-      answer = {
-        fallback: true,
-        recId: null,
-        placement,
-        items: fallback.slice(0, limit).map((id) => ({ productId: id, score: 0, reasons: ["fallback"] })),
-        error: { kind: "network", message: "Lastmile is not configured", ms: 0 },
-      };
-    } else if (placement === "similar" && productId) {
-      answer = await this.#client.similar({ ...params, productId }, { fallback, fallbackWhenEmpty: true });
+      answer = localFallback(placement, fallback, limit, productId, {
+        kind: "network",
+        message: "Lastmile is not configured",
+        ms: 0,
+      });
+    } else if (left <= 0) {
+      // The page's ranking deadline has passed (earlier blocks used it up): no call, the fallback at once.
+      const message = "the page's ranking deadline has passed";
+      console.warn(`lastmile ${placement}: timeout: ${message}; showing the fallback`);
+      answer = localFallback(placement, fallback, limit, productId, { kind: "timeout", message, ms: 0 });
     } else {
-      answer = await this.#client.recommendations({ ...params, placement }, { fallback, fallbackWhenEmpty: true });
+      const options = { fallback, fallbackWhenEmpty: true, timeoutMs: Math.max(1, left) };
+      answer =
+        placement === "similar" && productId
+          ? await this.#client.similar({ ...params, productId }, options)
+          : await this.#client.recommendations({ ...params, placement }, options);
     }
     if (answer.items.length === 0) return; // the origin's own content stays
     const products = await productInfo(
@@ -488,8 +528,10 @@ export default {
     track(sendEvents(env, request, events));
 
     const client = rankingClient(env);
+    // One ranking deadline for the whole page, shared by its blocks (they are filled one after another).
+    const pageDeadline = Date.now() + rankingTimeout(env);
     const rewritten = new HTMLRewriter()
-      .on("[data-lastmile-placement]", new PlacementHandler(env, client, visit, track))
+      .on("[data-lastmile-placement]", new PlacementHandler(env, client, visit, track, pageDeadline))
       .on("body", {
         element(body) {
           body.append(PAGE_SCRIPT, { html: true });
