@@ -1,7 +1,8 @@
 // Next.js 16 Proxy (the renamed Middleware; it runs on the Node.js runtime) for a store built with Next.js: it asks
 // Lastmile for the page's recommendations before the page renders, and passes them to the page in a request header
-// (`x-lastmile-recommendations`, read with `headers()` in a Server Component). Lastmile down or slow costs at most
-// the deadline: the client answers the fallback list instead. README.md in this folder shows the page side.
+// (`x-lastmile-recommendations`, percent-encoded JSON, read with `headers()` in a Server Component). Lastmile down
+// or slow costs at most the deadline: the client answers the fallback list instead. README.md in this folder shows
+// the page side.
 
 // This repository's src/client/index.ts (see README.md for how to make the import resolve).
 import { createClient } from "lastmile/client";
@@ -27,8 +28,12 @@ function placementOf(pathname: string): { placement: string; productId?: string 
   if (pathname === "/") return { placement: "home" };
   if (pathname === "/cart") return { placement: "cart" };
   const product = /^\/products\/([^/]+)$/.exec(pathname);
-  if (product?.[1]) return { placement: "pdp", productId: decodeURIComponent(product[1]) };
-  return null;
+  if (!product?.[1]) return null;
+  try {
+    return { placement: "pdp", productId: decodeURIComponent(product[1]) };
+  } catch {
+    return null; // not valid percent-encoding: not a product page of the store
+  }
 }
 
 export async function proxy(request: NextRequest) {
@@ -47,15 +52,19 @@ export async function proxy(request: NextRequest) {
       { ...page, anonymousId, limit: 8 },
       { fallback: BESTSELLERS, signal: request.signal },
     );
-    // Small enough for a header: the page looks the products up itself.
+    // Small enough for a header: the page looks the products up itself. Percent-encoded JSON: a header value must
+    // be Latin-1 (Headers.set throws on other characters), and product ids may be anything. The page decodes it
+    // with decodeURIComponent before JSON.parse (README.md).
     requestHeaders.set(
       RECOMMENDATIONS_HEADER,
-      JSON.stringify({
-        recId: answer.recId,
-        placement: answer.placement,
-        fallback: answer.fallback,
-        items: answer.items.map((item) => item.productId),
-      }),
+      encodeURIComponent(
+        JSON.stringify({
+          recId: answer.recId,
+          placement: answer.placement,
+          fallback: answer.fallback,
+          items: answer.items.map((item) => item.productId),
+        }),
+      ),
     );
   }
 
