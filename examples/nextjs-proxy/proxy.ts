@@ -22,6 +22,8 @@ const ANONYMOUS_ID_COOKIE = "lm_aid";
 const RECOMMENDATIONS_HEADER = "x-lastmile-recommendations";
 /** The visitor's anonymous id for the page (a new one is not in the request's cookies yet). */
 const ANONYMOUS_ID_HEADER = "x-lastmile-anonymous-id";
+/** What an anonymous id of this proxy looks like (a UUID; the storefront Worker example accepts the same). */
+const ANONYMOUS_ID = /^[A-Za-z0-9-]{8,64}$/;
 
 /** The placement of a page, and the product it is about. */
 function placementOf(pathname: string): { placement: string; productId?: string } | null {
@@ -37,7 +39,10 @@ function placementOf(pathname: string): { placement: string; productId?: string 
 }
 
 export async function proxy(request: NextRequest) {
-  const existing = request.cookies.get(ANONYMOUS_ID_COOKIE)?.value;
+  // An id this proxy handed out, else a new one: a cookie is the client's to write, and a value that is no such id
+  // (any text, Next.js decodes it) would make Headers.set throw and break the page.
+  const cookie = request.cookies.get(ANONYMOUS_ID_COOKIE)?.value;
+  const existing = cookie !== undefined && ANONYMOUS_ID.test(cookie) ? cookie : undefined;
   const anonymousId = existing ?? crypto.randomUUID();
   const requestHeaders = new Headers(request.headers);
   // A client must not be able to inject its own list.

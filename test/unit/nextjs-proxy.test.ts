@@ -20,10 +20,10 @@ const { proxy } = (await import(PROXY)) as { proxy: (request: unknown) => Promis
 afterEach(() => vi.restoreAllMocks());
 
 /** What the proxy reads of a NextRequest. */
-function nextRequest(pathname: string) {
+function nextRequest(pathname: string, anonymousId = "anon-12345678") {
   return {
     headers: new Headers(),
-    cookies: { get: () => ({ value: "anon-12345678" }) },
+    cookies: { get: () => ({ value: anonymousId }) },
     nextUrl: new URL(`http://store.test${pathname}`),
     signal: new AbortController().signal,
   };
@@ -70,4 +70,14 @@ it("does not throw on a product URL with a malformed escape: not a product page"
   expect(fetched.mock.calls.map(([input]) => String(input instanceof Request ? input.url : input))).toEqual([
     expect.stringContaining("productId=caf%C3%A9"),
   ]);
+});
+
+it("hands out a new anonymous id for a cookie that is no such id, instead of throwing", async () => {
+  vi.spyOn(globalThis, "fetch").mockImplementation(async () => new Response("down", { status: 503 }));
+  // Next.js decodes cookie values: "%E5%95%86" arrives as "商", which no header may carry.
+  const response = await proxy(nextRequest("/", "商品"));
+  const id = response.init.request.headers.get("x-lastmile-anonymous-id");
+  expect(id).toMatch(/^[0-9a-f-]{36}$/);
+  const kept = await proxy(nextRequest("/", "anon-12345678"));
+  expect(kept.init.request.headers.get("x-lastmile-anonymous-id")).toBe("anon-12345678");
 });
