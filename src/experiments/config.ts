@@ -3,6 +3,7 @@
 // that stores a validated copy in KV under EXPERIMENTS_KEY; absent, no experiment runs. Pure: no I/O, no Env, runs
 // in workerd and in Node.
 
+import { parseIsoTime } from "../iso-time.ts";
 import {
   CANDIDATE_SOURCES,
   type CandidateSource,
@@ -13,6 +14,7 @@ import {
 } from "../rank/config.ts";
 
 export type { ConfigIssue };
+export { parseIsoTime };
 
 /** The KV key of the active experiments document (absent: DEFAULT_EXPERIMENTS_CONFIG, no experiments). */
 export const EXPERIMENTS_KEY = "cfg:experiments";
@@ -29,8 +31,6 @@ export const EXPERIMENT_LIMITS = { experiments: 20, variants: 10, maxHoldout: 0.
 export const ID_PATTERN = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 /** Placement names as the ranking config spells them; `rerank` and `similar` address those modes' lists. */
 export const PLACEMENT_PATTERN = /^[a-z][a-z0-9_]{0,31}$/;
-/** ISO-8601 date-time with an explicit zone (`Z` or `±hh:mm`): never a local time whose meaning depends on the host. */
-const ISO_TIME = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(?:Z|[+-](\d{2}):(\d{2}))$/;
 
 /**
  * What a variant ranks with. `popular`: the non-personal list — what the API answers when no visitor is named (the
@@ -80,32 +80,6 @@ const VARIANT_FIELDS = ["id", "weight", "ranker"];
 const RESERVED_ARMS: readonly string[] = [HOLDOUT_ARM, INTERLEAVED_ARM];
 /** The experiment keys of the similar and rerank modes (their lists have no placement of the ranking config). */
 const MODE_PLACEMENTS: readonly string[] = ["similar", "rerank"];
-
-/**
- * The time of an ISO-8601 date-time with an explicit zone, or null — also for a date or time that does not exist
- * (2026-02-30, 24:00, minute 60, a zone of ±24:00 or more), which Date.parse would roll over into the next day or
- * month.
- */
-export function parseIsoTime(v: unknown): number | null {
-  if (typeof v !== "string") return null;
-  const m = ISO_TIME.exec(v);
-  if (!m) return null;
-  const [year, month, day, hour, minute, second, zoneHours, zoneMinutes] = m.slice(1, 9).map((x) => Number(x ?? 0));
-  if (year === undefined || month === undefined || day === undefined || month < 1 || month > 12) return null;
-  const leap = year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0);
-  const daysInMonth = month === 2 ? (leap ? 29 : 28) : [4, 6, 9, 11].includes(month) ? 30 : 31;
-  if (day < 1 || day > daysInMonth) return null;
-  if (
-    (hour as number) > 23 ||
-    (minute as number) > 59 ||
-    (second as number) > 59 ||
-    (zoneHours as number) > 23 ||
-    (zoneMinutes as number) > 59
-  )
-    return null;
-  const t = Date.parse(v);
-  return Number.isFinite(t) ? t : null;
-}
 
 /**
  * Validates an experiments document (the admin endpoint's body, `{ experiments: [...] }`). Returns every issue

@@ -3,6 +3,8 @@
 // DEFAULT_RANKING_CONFIG, replaced at run time by `PUT /v1/admin/ranking-config`, which stores a validated copy
 // in KV under RANKING_CONFIG_KEY. Every answer names the config version it was ranked with.
 
+import { parseIsoTime } from "../iso-time.ts";
+
 /** The features of a candidate (docs/ranking.md#features); every value is in [0, 1]. */
 export const FEATURES = [
   "batch",
@@ -258,6 +260,13 @@ export function parseRankingConfig(
   return { ok: true, config: { version, weights, placements, diversity, seeds, deadlines, rules, maxLimit } };
 }
 
+/**
+ * The largest `amount` of a boost or bury rule: above the whole score at the default weights (Σ weight ≈ 43, every
+ * feature in [0, 1]), so a boost can still lift a product over the rest, and far below where a score could overflow
+ * to Infinity (which JSON writes as null, and which breaks the order).
+ */
+export const MAX_RULE_AMOUNT = 1000;
+
 function parseRule(r: unknown, path: string, issue: (path: string, message: string) => void): MerchandisingRule | null {
   if (!isObject(r)) {
     issue(path, "must be an object");
@@ -277,12 +286,13 @@ function parseRule(r: unknown, path: string, issue: (path: string, message: stri
     if (!Number.isInteger(r.slot) || (r.slot as number) < 1) fail("slot", "a pin needs a 1-based slot");
     if (!isStringArray(r.productIds) || r.productIds.length === 0) fail("productIds", "a pin names its products");
   } else if (r.action === "boost" || r.action === "bury") {
-    if (!isNumber(r.amount) || r.amount <= 0) fail("amount", "must be a positive number");
+    if (!isNumber(r.amount) || r.amount <= 0 || r.amount > MAX_RULE_AMOUNT)
+      fail("amount", `must be a number in (0, ${MAX_RULE_AMOUNT}]`);
   }
   if (r.placements !== undefined && !isStringArray(r.placements)) fail("placements", "must be a list of strings");
   for (const k of ["from", "until"] as const) {
-    if (r[k] !== undefined && (typeof r[k] !== "string" || !Number.isFinite(Date.parse(r[k] as string))))
-      fail(k, "must be an ISO-8601 time");
+    if (r[k] !== undefined && parseIsoTime(r[k]) === null)
+      fail(k, "must be an ISO-8601 date-time with a zone, like 2026-12-01T00:00:00Z");
   }
   if (before.n > 0) return null;
   return r as unknown as MerchandisingRule;

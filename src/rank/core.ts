@@ -3,6 +3,7 @@
 // ordered list with scores, reason codes, and on request each item's feature contributions and a why-not trace.
 // docs/ranking.md describes candidates, features, rules and the fallback chain.
 
+import { parseIsoTime } from "../iso-time.ts";
 import { tokenValue } from "../session/ecommerce.ts";
 import { ADJACENT_SPAN, type CatalogLookup, type CatalogueOrder, type Product, terms } from "./catalog.ts";
 import {
@@ -282,8 +283,16 @@ const uniq = (ids: readonly string[], without: ReadonlySet<string>, n: number): 
 /** Whether a merchandising rule applies to this placement now. */
 export function ruleActive(rule: MerchandisingRule, placement: string, now: number): boolean {
   if (rule.placements && !rule.placements.includes(placement)) return false;
-  if (rule.from && now < Date.parse(rule.from)) return false;
-  if (rule.until && now >= Date.parse(rule.until)) return false;
+  // The window as the config's validation reads it (a zone-less or impossible time never reaches here from KV; one
+  // that does anyway keeps the rule off rather than guessing).
+  if (rule.from !== undefined) {
+    const from = parseIsoTime(rule.from);
+    if (from === null || now < from) return false;
+  }
+  if (rule.until !== undefined) {
+    const until = parseIsoTime(rule.until);
+    if (until === null || now >= until) return false;
+  }
   return true;
 }
 

@@ -3,7 +3,7 @@
 // catalogue items and ranking parameters likewise.
 import fc from "fast-check";
 import { EXPERIMENT_LIMITS } from "../../src/experiments/config.ts";
-import { CANDIDATE_SOURCES, EXCLUSIONS, FEATURES } from "../../src/rank/config.ts";
+import { CANDIDATE_SOURCES, EXCLUSIONS, FEATURES, MAX_RULE_AMOUNT } from "../../src/rank/config.ts";
 import { MAX_FILTER_VALUES, MAX_RERANK_CANDIDATES } from "../../src/rank/request.ts";
 import {
   boundedString,
@@ -40,7 +40,7 @@ const rule = fc.oneof(
     {
       id: fc.string({ minLength: 1, maxLength: 100 }),
       action: fc.constantFrom("boost", "bury"),
-      amount: fc.double({ min: 0.001, max: 1e6, noNaN: true }),
+      amount: fc.double({ min: 0.001, max: MAX_RULE_AMOUNT, noNaN: true }),
       productIds: fc.array(boundedString, { maxLength: 5 }),
       placements: fc.array(placementName, { maxLength: 3 }),
       from: isoTime,

@@ -14,7 +14,14 @@ import {
 } from "../../src/batch/catalog.ts";
 import { CsvError } from "../../src/batch/csv.ts";
 import { EXPERIMENT_LIMITS, parseExperiments } from "../../src/experiments/config.ts";
-import { CANDIDATE_SOURCES, type ConfigIssue, FEATURES, parseRankingConfig } from "../../src/rank/config.ts";
+import { parseIsoTime } from "../../src/iso-time.ts";
+import {
+  CANDIDATE_SOURCES,
+  type ConfigIssue,
+  FEATURES,
+  MAX_RULE_AMOUNT,
+  parseRankingConfig,
+} from "../../src/rank/config.ts";
 import { decodeExperiments, decodeRankingConfig } from "../../src/rank/online-store.ts";
 import type { StoredDoc } from "../../src/stored-doc.ts";
 import {
@@ -73,6 +80,11 @@ describe("parseRankingConfig: any document", () => {
         }
         expect(Object.getPrototypeOf(c.placements)).toBe(Object.prototype);
         expect(c.maxLimit).toBeGreaterThanOrEqual(1);
+        for (const r of c.rules) {
+          if (r.action !== "pin") expect(r.amount).toBeGreaterThan(0);
+          if (r.action !== "pin") expect(r.amount).toBeLessThanOrEqual(MAX_RULE_AMOUNT);
+          for (const t of [r.from, r.until]) if (t !== undefined) expect(parseIsoTime(t)).not.toBeNull();
+        }
       }),
       { seed: 0x5eed_2101, numRuns: 1000 },
     );

@@ -4,6 +4,7 @@ import { describe, expect, it } from "vitest";
 import {
   type ConfigIssue,
   DEFAULT_RANKING_CONFIG,
+  MAX_RULE_AMOUNT,
   parseRankingConfig,
   placementWeights,
 } from "../../src/rank/config.ts";
@@ -126,12 +127,25 @@ describe("parseRankingConfig rejects", () => {
     expect(paths({ rules: [{ ...ok, amount: 0 }] })).toEqual(["rules[0].amount"]);
     expect(paths({ rules: [{ ...ok, amount: undefined }] })).toEqual(["rules[0].amount"]);
     expect(paths({ rules: [{ ...ok, action: "bury", amount: -1 }] })).toEqual(["rules[0].amount"]);
+    // Bounded: an amount near Number.MAX_VALUE drove scores to Infinity ("score": null in the answer).
+    for (const amount of [1000.5, 1e303, Number.MAX_VALUE])
+      expect(paths({ rules: [{ ...ok, amount }] }), String(amount)).toEqual(["rules[0].amount"]);
+    expect(issues({ rules: [{ ...ok, amount: 1e303 }] })[0]?.message).toMatch(/\(0, 1000\]/);
+    expect(accepted({ rules: [{ ...ok, action: "bury", amount: MAX_RULE_AMOUNT }] }).rules[0]?.amount).toBe(1000);
     expect(paths({ rules: [{ ...ok, productIds: "p" }] })).toEqual(["rules[0].productIds"]);
     expect(paths({ rules: [{ ...ok, productIds: undefined }] })).toEqual(["rules[0].productIds"]);
     expect(paths({ rules: [{ ...ok, productIds: undefined, categories: [1] }] })).toEqual(["rules[0].categories"]);
     expect(paths({ rules: [{ ...ok, placements: "home" }] })).toEqual(["rules[0].placements"]);
     expect(paths({ rules: [{ ...ok, from: "tomorrow" }] })).toEqual(["rules[0].from"]);
     expect(paths({ rules: [{ ...ok, until: 1767225600000 }] })).toEqual(["rules[0].until"]);
+    // Only ISO-8601 date-times with a zone: not what Date.parse happens to read (locale text, bare numbers, local
+    // times that depend on the host's zone) or rolls over (2026-02-30 is not 2026-03-02).
+    for (const from of ["Dec 1", "1", "2026-02-30T00:00:00Z", "2026-12-01T00:00:00", "2026-12-01", ""])
+      expect(paths({ rules: [{ ...ok, from }] }), from).toEqual(["rules[0].from"]);
+    expect(paths({ rules: [{ ...ok, until: "2026-12-01T24:00:00Z" }] })).toEqual(["rules[0].until"]);
+    expect(
+      accepted({ rules: [{ ...ok, from: "2026-12-01T00:00:00+01:00", until: "2026-12-31T23:59:59.5Z" }] }).rules,
+    ).toHaveLength(1);
     const pin = { id: "p", action: "pin", productIds: ["p"], slot: 1 };
     expect(paths({ rules: [{ ...pin, slot: 0 }] })).toEqual(["rules[0].slot"]);
     expect(paths({ rules: [{ ...pin, slot: undefined }] })).toEqual(["rules[0].slot"]);

@@ -10,7 +10,12 @@ import {
   type Product,
   product,
 } from "../../src/rank/catalog.ts";
-import { DEFAULT_RANKING_CONFIG, type MerchandisingRule, type RankingConfig } from "../../src/rank/config.ts";
+import {
+  DEFAULT_RANKING_CONFIG,
+  MAX_RULE_AMOUNT,
+  type MerchandisingRule,
+  type RankingConfig,
+} from "../../src/rank/config.ts";
 import { type RankInput, type RankOutput, rank, type Scored, type SessionSignals } from "../../src/rank/core.ts";
 
 const NOW = Date.parse("2026-06-01T12:00:00Z");
@@ -691,6 +696,27 @@ describe("merchandising rules", () => {
     expect(first({ ...boost, from: iso(NOW), until: iso(NOW + 1) })).toBe("c");
     expect(first({ ...boost, placements: ["pdp"] })).toBe("a");
     expect(first({ ...boost, placements: ["pdp", "home"] })).toBe("c");
+    // A window the config would refuse (it can reach the core only unvalidated) keeps the rule off: no host-zone
+    // reading of a zone-less time, no rollover of 2026-02-30, no locale text.
+    for (const from of ["2026-06-01T00:00:00", "2026-02-30T00:00:00Z", "Jun 1 2026", "1"])
+      expect(first({ ...boost, from }), from).toBe("a");
+    expect(first({ ...boost, until: "2027-02-29T00:00:00Z" })).toBe("a");
+  });
+
+  it("keeps every score a finite number with boosts at the largest amount the config accepts", () => {
+    const rules = Array.from({ length: 50 }, (_, i) => ({
+      id: `max${i}`,
+      action: "boost" as const,
+      productIds: ["c"],
+      amount: MAX_RULE_AMOUNT,
+    }));
+    const out = rank(base(), withRules(...rules, { id: "down", action: "bury", productIds: ["a"], amount: 1000 }));
+    const wire = JSON.parse(JSON.stringify(out.items)) as { productId: string; score: unknown }[];
+    expect(wire.map((i) => [i.productId, i.score])).toEqual([
+      ["c", 50_000.25],
+      ["b", 0.5],
+      ["a", -999],
+    ]);
   });
 
   it("scopes rules of rerank and similar by their mode, not by the caller's placement label", () => {
