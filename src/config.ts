@@ -162,6 +162,12 @@ function bool(where: string, value: unknown, fallback: boolean): boolean {
   return value;
 }
 
+/**
+ * What a write key may hold to work as the username of HTTP Basic auth: the username ends at the first ":"
+ * (src/collect/sources.ts), btoa takes Latin-1 only, and control characters have no business in a header.
+ */
+const BASIC_AUTH_USERNAME = /^[\u0020-\u0039\u003b-\u007e\u00a0-\u00ff]+$/;
+
 /** Parses SOURCES. Messages name the entry and field, never a write key. */
 export function parseSources(value: string | undefined, environment: string): Sources {
   let list: Source[];
@@ -189,6 +195,12 @@ export function parseSources(value: string | undefined, environment: string): So
       }
       if (typeof e.writeKey !== "string" || e.writeKey.trim() === "" || e.writeKey !== e.writeKey.trim()) {
         throw new ConfigError(`${where}.writeKey must be a non-empty string without surrounding spaces`);
+      }
+      if (!BASIC_AUTH_USERNAME.test(e.writeKey)) {
+        throw new ConfigError(
+          `${where}.writeKey must not contain ":", control characters or characters beyond Latin-1: ` +
+            "clients send it as the username of HTTP Basic auth, which ends at the first colon",
+        );
       }
       const origins = e.allowedOrigins ?? [];
       if (!Array.isArray(origins)) throw new ConfigError(`${where}.allowedOrigins must be an array`);

@@ -205,6 +205,14 @@ describe("write keys and sources", () => {
 });
 
 describe("parseSources", () => {
+  it("accepts the write keys Basic auth can carry, and each one authenticates as the header's username", () => {
+    const keys = ["wk_3f9", "a b", "wk.~!#$%&'()*+,/;<=>?@[]^`{|}", "clé-ÿ"];
+    const sources = parseSources(JSON.stringify(keys.map((writeKey, i) => ({ id: `s${i}`, writeKey }))), "production");
+    keys.forEach((writeKey, i) => {
+      expect(resolveSource(sources, { header: `Basic ${btoa(`${writeKey}:`)}` }).id, writeKey).toBe(`s${i}`);
+    });
+  });
+
   it("defaults to the local source in development and test only", () => {
     expect(parseSources(undefined, "development").list).toEqual([LOCAL_SOURCE]);
     expect(parseSources("", "test").byWriteKey.get("local-write-key")?.id).toBe("local");
@@ -237,6 +245,15 @@ describe("parseSources", () => {
       ['[{"id":"a","writeKey":"secret-1","allowedOrigin":["*"]}]', /unknown field "allowedOrigin"/],
       ['[{"id":"a","writeKey":"secret-1"},{"id":"a","writeKey":"secret-2"}]', /used twice/],
       ['[{"id":"a","writeKey":"secret-1"},{"id":"b","writeKey":"secret-1"}]', /write key of source "a"/],
+      // Basic auth cuts the username at the first colon: such a key could never authenticate in the header.
+      [
+        '[{"id":"a","writeKey":"secret-1"},{"id":"b","writeKey":"secret-:2"}]',
+        /SOURCES\[1\]\.writeKey must not contain ":"/,
+      ],
+      ['[{"id":"a","writeKey":"secret-\\u0000"}]', /SOURCES\[0\]\.writeKey must not contain/],
+      ['[{"id":"a","writeKey":"secret-\\t1"}]', /SOURCES\[0\]\.writeKey must not contain/],
+      ['[{"id":"a","writeKey":"secret-\\u0085"}]', /SOURCES\[0\]\.writeKey must not contain/],
+      ['[{"id":"a","writeKey":"secret-€"}]', /SOURCES\[0\]\.writeKey must not contain/],
     ];
     for (const [value, message] of cases) {
       let error: unknown;
