@@ -1,12 +1,16 @@
 // A versioned configuration document as an admin resource (the ranking config, the experiments document):
 //   GET <path>[?version=N]   the active document (or a stored older one), with its version
 //   PUT <path>               a new document: validated, stored as version N+1 under `<key>` and `<key>:vN`
-// Versions are v1, v2, …: never reused, even when the stored document has become unreadable. Isolates pick a new
-// document up with their next head read (POINTER_TTL_MS) plus KV's propagation (~60 s between locations).
+// Versions are v1, v2, …: never reused, even when the stored document has become unreadable, and never given twice
+// when PUTs race: KV has no compare-and-set, so the number comes from a counter in the PublishCoordinator object
+// (nextDocVersion), which continues from the head the PUT read. Two concurrent PUTs get two versions, both kept
+// under `<key>:vN`; the active one is whichever head write lands last. Isolates pick a new document up with their
+// next head read (POINTER_TTL_MS) plus KV's propagation (~60 s between locations).
 import { Hono } from "hono";
 import type { AppEnv } from "../app.ts";
 import { ApiError } from "../errors.ts";
 import { readJsonRequest } from "../json-body.ts";
+import { COORDINATOR_NAME } from "../publish/coordinator.ts";
 import { invalidateHead } from "../rank/online-store.ts";
 import { type DocParser, parseStoredDoc, type StoredDoc } from "../stored-doc.ts";
 
@@ -64,15 +68,19 @@ export function versionedDocRoutes<T extends { version: string }>(doc: Versioned
     const currentText = await c.env.ONLINE_STORE.get(doc.key);
     const current = doc.decode(currentText);
     // The stored document's own version counts even when its content is unreadable: no version number is reused.
-    const next = `v${Math.max(versionNumber(current.config.version), storedVersion(currentText)) + 1}`;
-    const parsed = doc.parse(body, next);
+    const head = Math.max(versionNumber(current.config.version), storedVersion(currentText));
+    const parsed = doc.parse(body, `v${head + 1}`);
     if (!parsed.ok) {
       throw new ApiError("validation_failed", `the ${doc.name} is invalid`, { details: { issues: parsed.issues } });
     }
+    // Only a valid document takes a number; the coordinator never gives one twice (a concurrent PUT that read the
+    // same head gets the next one).
+    const n = await c.env.PUBLISH_COORDINATOR.getByName(COORDINATOR_NAME).nextDocVersion(doc.key, head);
+    const next = `v${n}`;
     const { version: _, ...document } = parsed.config;
     const stored: StoredDoc = { version: next, updatedAt: Date.now(), config: document };
     const text = JSON.stringify(stored);
-    await c.env.ONLINE_STORE.put(versionKey(versionNumber(next)), text);
+    await c.env.ONLINE_STORE.put(versionKey(n), text);
     await c.env.ONLINE_STORE.put(doc.key, text);
     invalidateHead(c.env.ONLINE_STORE);
     c.header("cache-control", "no-store");

@@ -2,7 +2,8 @@
 // writer of the pointer key. A publish larger than one invocation's KV budget continues across alarms: each alarm
 // runs publisher.advance() with at most `opsPerAlarm` KV operations (≤ 1,000 per invocation), persists the cursor in
 // this object's storage and re-arms itself. Alarms are at-least-once: a re-run repeats idempotent steps.
-// It also serves rollbacks (a pointer flip), the admin catalogue push and the status the admin API shows.
+// It also serves rollbacks (a pointer flip), the admin catalogue push, the status the admin API shows and the
+// version numbers of the versioned admin documents (nextDocVersion).
 // docs/publishing.md.
 import { DurableObject } from "cloudflare:workers";
 import { finishRun, startRun } from "../batch/runs.ts";
@@ -26,6 +27,8 @@ import { catalogRows, catalogWatermark, markModelsPublished, publishedHashes, re
 
 /** The coordinator's name: one per deployment (one KV namespace, one pointer). */
 export const COORDINATOR_NAME = "global";
+/** Storage keys of the version counters of the versioned admin documents (nextDocVersion), one per document key. */
+export const DOC_VERSION_PREFIX = "docVersion:";
 /**
  * KV operations one alarm may use: 900 leaves 100 of the platform's 1,000 for the shared keys and pointer of the
  * final step and for anything a future step adds; tests lower it to exercise many alarms.
@@ -186,6 +189,22 @@ export class PublishCoordinator extends DurableObject<Env> {
       rollbackTargets: rollbackTargets(state),
       garbage: state.garbage ?? [],
     };
+  }
+
+  /**
+   * The next version number of a versioned admin document (`key`: its KV key; src/admin/versioned-doc.ts). KV has no
+   * compare-and-set, so two PUTs that read the same head would both take v<n+1> and one document would be lost; the
+   * numbers come from here instead, one counter per document key in this object's storage. `atLeast`: the head's
+   * version as the PUT read it, so a counter that is new (a deployment from before this counter) or behind continues
+   * the document's numbering. Not queued behind #exclusive (a publish alarm would hold a config PUT up): the storage
+   * read and write below have no other await between them, so the input gate keeps every other call out.
+   */
+  async nextDocVersion(key: string, atLeast: number): Promise<number> {
+    const storageKey = `${DOC_VERSION_PREFIX}${key}`;
+    const last = (await this.ctx.storage.get<number>(storageKey)) ?? 0;
+    const next = Math.max(last, Number.isSafeInteger(atLeast) && atLeast > 0 ? atLeast : 0) + 1;
+    await this.ctx.storage.put(storageKey, next);
+    return next;
   }
 
   /** Starts a publish (returns at once; alarms do the work), or reports the one in progress. */

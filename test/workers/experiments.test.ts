@@ -20,6 +20,7 @@ import {
   type Answer,
   appFetch,
   BASE,
+  forgetDocs,
   get,
   ids,
   ok,
@@ -87,8 +88,7 @@ beforeAll(async () => {
 });
 
 afterEach(async () => {
-  await env.ONLINE_STORE.delete(EXPERIMENTS_KEY);
-  await env.ONLINE_STORE.delete(RANKING_CONFIG_KEY);
+  await forgetDocs(EXPERIMENTS_KEY, RANKING_CONFIG_KEY);
   resetCaches();
 });
 

@@ -1,7 +1,7 @@
 // Helpers for the ranking Worker tests (test/workers/rank-*.test.ts): a batch snapshot written into the local KV
 // in the publisher's own encodings (src/publish/codec.ts), session events recorded through the real collection API,
 // and requests with a server key or a signed user token.
-import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
+import { createExecutionContext, runInDurableObject, waitOnExecutionContext } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
 import { expect } from "vitest";
 import { createApp } from "../../src/app.ts";
@@ -16,6 +16,7 @@ import {
   type Pointer,
   type UserCandidateTuple,
 } from "../../src/publish/codec.ts";
+import { COORDINATOR_NAME, DOC_VERSION_PREFIX } from "../../src/publish/coordinator.ts";
 import { catalogShardKey, itemListKey, POINTER_KEY, popularListKey, userListKey } from "../../src/publish/keys.ts";
 import { resetOnlineStoreCaches } from "../../src/rank/online-store.ts";
 import type { RankAnswer } from "../../src/rank/service.ts";
@@ -90,6 +91,18 @@ export async function publishFixture(f: Fixture, kv: KVNamespace = env.ONLINE_ST
 export function resetCaches(): void {
   resetOnlineStoreCaches();
   resetTrendingCaches();
+}
+
+/**
+ * Deletes versioned admin documents (their active KV keys) and the coordinator's version counters for them, so the
+ * next PUT is v1 again — what a test file starts with. (Deleting the KV key alone does not restart the numbering:
+ * the counter never gives a number twice.)
+ */
+export async function forgetDocs(...keys: string[]): Promise<void> {
+  for (const key of keys) await env.ONLINE_STORE.delete(key);
+  await runInDurableObject(env.PUBLISH_COORDINATOR.getByName(COORDINATOR_NAME), async (_o, state) => {
+    await state.storage.delete(keys.map((key) => `${DOC_VERSION_PREFIX}${key}`));
+  });
 }
 
 /** Records e-commerce track events for a visitor through the real collection API. */

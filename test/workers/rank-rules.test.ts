@@ -10,6 +10,7 @@ import {
   type Answer,
   BASE,
   type Fixture,
+  forgetDocs,
   get,
   ids,
   ok,
@@ -95,7 +96,7 @@ beforeAll(async () => {
 
 afterEach(async () => {
   // Back to the built-in default (the next PUT is v1 again).
-  await env.ONLINE_STORE.delete(RANKING_CONFIG_KEY);
+  await forgetDocs(RANKING_CONFIG_KEY);
   resetCaches();
 });
 
@@ -173,6 +174,31 @@ describe("PUT /v1/admin/ranking-config", () => {
     expect(body).toMatchObject({ version: "v1", active: false });
     expect((body.config.rules as unknown[]).length).toBe(1);
     await refused(adminGet("/v1/admin/ranking-config?version=v7"), 404, "not_found");
+  });
+
+  it("gives two concurrent PUTs two versions, both kept; the active one is the last written", async () => {
+    await putOk({ maxLimit: 5 }); // v1
+    // Both read v1 as the head; KV has no compare-and-set, so the numbers come from the coordinator.
+    const [a, b] = await Promise.all([putOk({ maxLimit: 11 }), putOk({ maxLimit: 22 })]);
+    expect([a.version, b.version].sort()).toEqual(["v2", "v3"]);
+    expect([a.previous, b.previous]).toEqual(["v1", "v1"]);
+    for (const [answer, maxLimit] of [
+      [a, 11],
+      [b, 22],
+    ] as const) {
+      const res = await adminGet(`/v1/admin/ranking-config?version=${answer.version}`);
+      expect(res.status).toBe(200);
+      expect(((await res.json()) as ConfigAnswer).config.maxLimit).toBe(maxLimit);
+    }
+    const now = await active();
+    expect(["v2", "v3"]).toContain(now.version);
+    expect(now.config.maxLimit).toBe(now.version === a.version ? 11 : 22);
+    // Removing the active key does not restart the numbering: nothing kept is overwritten.
+    await env.ONLINE_STORE.delete(RANKING_CONFIG_KEY);
+    expect((await putOk({ maxLimit: 7 })).version).toBe("v4");
+    expect(
+      ((await (await adminGet("/v1/admin/ranking-config?version=v1")).json()) as ConfigAnswer).config.maxLimit,
+    ).toBe(5);
   });
 
   it("buries a category, and applies a rule only inside its window", async () => {
