@@ -75,7 +75,13 @@ export function versionedDocRoutes<T extends { version: string }>(doc: Versioned
     }
     // Only a valid document takes a number; the coordinator never gives one twice (a concurrent PUT that read the
     // same head gets the next one).
-    const n = await c.env.PUBLISH_COORDINATOR.getByName(COORDINATOR_NAME).nextDocVersion(doc.key, head);
+    const n = await c.env.PUBLISH_COORDINATOR.getByName(COORDINATOR_NAME)
+      .nextDocVersion(doc.key, head)
+      .catch((error: unknown) => {
+        throw new ApiError("dependency_unavailable", "the version counter did not answer; nothing was stored", {
+          cause: error,
+        });
+      });
     const next = `v${n}`;
     const { version: _, ...document } = parsed.config;
     const stored: StoredDoc = { version: next, updatedAt: Date.now(), config: document };

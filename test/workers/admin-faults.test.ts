@@ -3,6 +3,7 @@
 // never 500, and no uncaught error escapes the Neon driver (the test run would fail on one).
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import { RANKING_CONFIG_KEY } from "../../src/rank/config.ts";
 import { ADMIN_KEY } from "./collect-helpers.ts";
 import { appFetch } from "./rank-helpers.ts";
 
@@ -67,5 +68,24 @@ describe("admin routes with Postgres down", () => {
       expect((JSON.parse(text) as { error: { code: string } }).error.code, what).toBe("dependency_unavailable");
       expect(res.headers.get("retry-after"), what).toMatch(/^\d+$/);
     }
+  });
+
+  it("answer 503 with Retry-After to a document PUT when the version counter does not answer, and store nothing", async () => {
+    const broken = {
+      getByName: () => ({
+        nextDocVersion: () => Promise.reject(new Error("Durable Object reset because its code was updated")),
+      }),
+    } as unknown as Env["PUBLISH_COORDINATOR"];
+    const before = await env.ONLINE_STORE.get(RANKING_CONFIG_KEY);
+    const res = await appFetch({ ...env, PUBLISH_COORDINATOR: broken }, "/v1/admin/ranking-config", {
+      method: "PUT",
+      headers: { ...auth, "content-type": "application/json" },
+      body: JSON.stringify({ maxLimit: 40 }),
+    });
+    const text = await res.text();
+    expect(res.status, text).toBe(503);
+    expect((JSON.parse(text) as { error: { code: string } }).error.code).toBe("dependency_unavailable");
+    expect(res.headers.get("retry-after")).toMatch(/^\d+$/);
+    expect(await env.ONLINE_STORE.get(RANKING_CONFIG_KEY)).toBe(before);
   });
 });
