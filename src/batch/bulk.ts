@@ -20,6 +20,14 @@ export type Executor = Pick<Database, "execute">;
  */
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
 
+// biome-ignore lint/suspicious/noControlCharactersInRegex: NUL is exactly what this looks for.
+const NEEDS_CLEANING = /[\u0000\ud800-\udfff]/;
+
+/** Whether cleanString may change `s` (a NUL, or a surrogate: paired ones are kept): one scan, no copy. */
+export function needsCleaning(s: string): boolean {
+  return NEEDS_CLEANING.test(s);
+}
+
 export function cleanString(s: string): string {
   return s.replaceAll("\u0000", "").replace(LONE_SURROGATE, "\ufffd");
 }

@@ -24,7 +24,7 @@ import { EVENT_STREAM, STREAM_FIELDS } from "../session/stream.ts";
 import { type Database, transaction } from "../stores/db.ts";
 import type { Redis } from "../stores/redis.ts";
 import type { BatchRunTrigger } from "../stores/schema.ts";
-import { cleanString, type WarehouseBatch, writeBatch } from "./bulk.ts";
+import { cleanString, needsCleaning, type WarehouseBatch, writeBatch } from "./bulk.ts";
 import {
   ack,
   backlog,
@@ -272,7 +272,7 @@ export function parseEntries(
 function withPostgresIds(event: CollectedEvent): CollectedEvent {
   const { messageId, userId, anonymousId, previousId, groupId } = event;
   // The common case, every id clean: one scan each and no copy (the loader parses every event of the stream).
-  if (![messageId, userId, anonymousId, previousId, groupId].some((id) => id !== null && NEEDS_CLEANING.test(id))) {
+  if (![messageId, userId, anonymousId, previousId, groupId].some((id) => id !== null && needsCleaning(id))) {
     return event;
   }
   const clean = (id: string | null) => (id === null ? null : cleanString(id));
@@ -285,10 +285,6 @@ function withPostgresIds(event: CollectedEvent): CollectedEvent {
     groupId: clean(event.groupId),
   };
 }
-
-/** A character cleanString changes: NUL, or a surrogate (paired ones too: cleanString then keeps them). */
-// biome-ignore lint/suspicious/noControlCharactersInRegex: NUL is exactly what this looks for.
-const NEEDS_CLEANING = /[\u0000\ud800-\udfff]/;
 
 /** The batch again without the events of `erased` users (rare: only when an erased key is in the batch). */
 function withoutErased(
@@ -456,7 +452,7 @@ export async function runLoader(
           const half = Math.ceil(entries.length / 2);
           await loadBatch(slot, entries.slice(0, half), batch);
           await loadBatch(slot, entries.slice(half), batch);
-        } else await quarantine(entries, refused);
+        } else await quarantine(entries[0] as StreamEntry, refused);
         return;
       }
       report.batches++;
@@ -477,24 +473,21 @@ export async function runLoader(
      * An entry Postgres refuses would fail its batch in every run, and no event behind it would load: it moves to
      * the quarantine stream, with the error, where an operator finds it (docs/data-model.md), and is acknowledged.
      */
-    const quarantine = async (entries: StreamEntry[], error: unknown) => {
-      for (const entry of entries) {
-        const fields = Object.entries(entry.fields ?? {}).flat();
-        const refused = postgresError(error);
-        const reason = refused ? `${refused.code} ${describeError(refused.message)}` : describeError(error);
-        await withRetry(
-          () =>
-            redis.exec(["XADD", `${stream}${QUARANTINE_SUFFIX}`, "*", ...fields, "error", reason, "from", entry.id]),
-          retryOptions("XADD quarantine"),
-        );
-        report.quarantined++;
-        report.entries++;
-        log("error", "load: Postgres refuses a stream entry; moved to the quarantine stream", {
-          streamId: entry.id,
-          error: reason,
-        });
-      }
-      await acknowledge(entries);
+    const quarantine = async (entry: StreamEntry, error: unknown) => {
+      const refused = postgresError(error);
+      const reason = refused ? `${refused.code} ${describeError(refused.message)}` : describeError(error);
+      const fields = Object.entries(entry.fields ?? {}).flat();
+      await withRetry(
+        () => redis.exec(["XADD", `${stream}${QUARANTINE_SUFFIX}`, "*", ...fields, "error", reason, "from", entry.id]),
+        retryOptions("XADD quarantine"),
+      );
+      report.quarantined++;
+      report.entries++;
+      log("error", "load: Postgres refuses a stream entry; moved to the quarantine stream", {
+        streamId: entry.id,
+        error: reason,
+      });
+      await acknowledge([entry]);
     };
 
     const acknowledge = async (entries: StreamEntry[]) => {

@@ -200,6 +200,20 @@ function isAnswer(value: unknown): value is RankResponse {
   );
 }
 
+/**
+ * The answer a storefront shows when Lastmile does not answer usefully: the fallback list (duplicates and the page's
+ * own product left out, at most `limit`), and why. What the client answers then; a storefront that does not call
+ * (its deadline spent, no binding) builds the same with it.
+ */
+export function fallbackAnswer(
+  placement: string,
+  list: readonly FallbackItem[],
+  params: RankParams,
+  error: ClientError,
+): FallbackAnswer {
+  return { fallback: true, recId: null, placement, items: fallbackItems(list, params), error };
+}
+
 function fallbackItems(list: readonly FallbackItem[], params: RankParams): RankedItem[] {
   const limit = typeof params.limit === "number" ? params.limit : Number(params.limit ?? Number.NaN);
   const seen = new Set<string>(params.productId ? [params.productId] : []);
@@ -391,13 +405,7 @@ export function createClient(options: ClientOptions): LastmileClient {
       const fault = caught instanceof Fault ? caught : new Fault("network", describe(caught));
       const error: ClientError = { kind: fault.kind, message: fault.message, ...fault.extra, ms: Date.now() - started };
       report(error, method, params);
-      return {
-        fallback: true,
-        recId: null,
-        placement,
-        items: fallbackItems(callOptions.fallback ?? defaultFallback, params),
-        error,
-      };
+      return fallbackAnswer(placement, callOptions.fallback ?? defaultFallback, params, error);
     }
   }
 

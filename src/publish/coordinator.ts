@@ -22,7 +22,7 @@ import {
   type PublishJob,
   saveCatalogWatermark,
 } from "./publisher.ts";
-import { collectGarbage, type GarbageKey, SHARED_GC_GRACE_MS, sweepGarbage } from "./shared-gc.ts";
+import { collectGarbage, earliestDue, type GarbageKey, SHARED_GC_GRACE_MS, sweepGarbage } from "./shared-gc.ts";
 import { catalogRows, catalogWatermark, markModelsPublished, publishedHashes, recordPublished } from "./sources.ts";
 
 /** The coordinator's name: one per deployment (one KV namespace, one pointer). */
@@ -268,10 +268,7 @@ export class PublishCoordinator extends DurableObject<Env> {
 
   /** When a job has ended (any outcome): its start replaced the sweep's alarm, so queued garbage gets one again. */
   async #rearmSweep(state: CoordinatorState): Promise<void> {
-    const dueAt = (state.garbage ?? []).reduce<number | null>(
-      (m, g) => (m === null || g.dueAt < m ? g.dueAt : m),
-      null,
-    );
+    const dueAt = earliestDue(state.garbage);
     if (dueAt !== null) await this.#alarmNoLaterThan(dueAt);
   }
 
@@ -491,75 +488,74 @@ export class PublishCoordinator extends DurableObject<Env> {
       try {
         const runId = await startRun(db, { kind: "publish", trigger: request.trigger ?? "admin" });
         // A push that fails after this point is recorded as failed, not left `running`.
-        try {
-          const watermark = await catalogWatermark(db);
-          const built = await buildCatalog(await catalogRows(db));
-          const previous = (await publishedHashes(db, [CATALOG_RECORD])).get(CATALOG_RECORD);
-          // Unchanged only if the served pointer names that build (after a rollback it may name an older one).
-          if (
-            state.pointer?.catalog &&
-            previous?.hash === built.hash &&
-            previous.version === state.pointer.catalog.version
-          ) {
-            await saveCatalogWatermark(db, watermark);
-            await finishRun(db, runId, "ok", { catalogPush: true, unchanged: true, keysWritten: 0 });
-            return { status: "unchanged", version: state.pointer.version, runId } as const;
-          }
-          const version = state.lastVersion + 1;
-          // Spent before any key carries it: if the push fails after its pointer write, no later version reuses it.
-          state.lastVersion = version;
-          await this.ctx.storage.put("state", state);
-          const now = Date.now();
-          const kv = new KvBudget(this.wrapKv(this.env.ONLINE_STORE), KV_OPS_PER_INVOCATION);
-          const pairs = catalogPairs(built, version, now);
-          await kv.putAll(pairs);
-          await recordPublished(db, [{ key: CATALOG_RECORD, hash: built.hash }], version);
-          const wait = state.lastPointerWriteAt + KV_MIN_WRITE_INTERVAL_MS - Date.now();
-          if (wait > 0) await sleep(wait);
-          const base = state.pointer;
-          const pointer: Pointer = {
-            f: CODEC_FORMAT,
-            version,
-            generatedAt: base?.generatedAt ?? now,
-            publishedAt: Date.now(),
-            modelVersion: base?.modelVersion ?? null,
-            modelVersions: base?.modelVersions ?? {},
-            catalog: { version, shards: built.shards, items: built.manifestItems },
-            popular: base?.popular ?? { popular: null, trending: null },
-            catalogOrder: base?.catalogOrder ?? null,
-            // Per-user and per-item keys stay as the served pointer reads them (after a rollback: the target's).
-            lists: base ? listsVersion(base) : 0,
-          };
-          await kv.put(POINTER_KEY, encodePointer(pointer));
-          await saveCatalogWatermark(db, watermark);
-          state.pointer = pointer;
-          state.lastPointerWriteAt = pointer.publishedAt;
-          state.versions = [
-            {
-              version,
-              generatedAt: pointer.generatedAt,
-              publishedAt: pointer.publishedAt,
-              modelVersion: pointer.modelVersion,
-              stableWrites: 0,
-              sharedWrites: pairs.length,
-              runId,
-              kind: "catalog_push" as const,
-              pointer,
-            },
-            ...state.versions,
-          ].slice(0, PUBLISHED_HISTORY);
-          await this.#queueGarbage(state);
-          await this.ctx.storage.put("state", state);
-          const keysWritten = pairs.length + 1;
-          await finishRun(db, runId, "ok", { catalogPush: true, version, keysWritten, items: built.manifestItems });
-          return { status: "published", version, pointer, runId, keysWritten } as const;
-        } catch (error) {
+        return await this.#push(db, runId, state).catch(async (error: unknown) => {
           await finishRun(db, runId, "failed", { catalogPush: true }, error).catch(() => {});
           throw error;
-        }
+        });
       } finally {
         await end();
       }
     });
+  }
+
+  /** The catalogue push of `runId`: shipped as a new version, or `unchanged` when the served pointer has that build. */
+  async #push(db: ReturnType<typeof openDb>["db"], runId: number, state: CoordinatorState): Promise<PushResult> {
+    const watermark = await catalogWatermark(db);
+    const built = await buildCatalog(await catalogRows(db));
+    const previous = (await publishedHashes(db, [CATALOG_RECORD])).get(CATALOG_RECORD);
+    // Unchanged only if the served pointer names that build (after a rollback it may name an older one).
+    if (state.pointer?.catalog && previous?.hash === built.hash && previous.version === state.pointer.catalog.version) {
+      await saveCatalogWatermark(db, watermark);
+      await finishRun(db, runId, "ok", { catalogPush: true, unchanged: true, keysWritten: 0 });
+      return { status: "unchanged", version: state.pointer.version, runId } as const;
+    }
+    const version = state.lastVersion + 1;
+    // Spent before any key carries it: if the push fails after its pointer write, no later version reuses it.
+    state.lastVersion = version;
+    await this.ctx.storage.put("state", state);
+    const now = Date.now();
+    const kv = new KvBudget(this.wrapKv(this.env.ONLINE_STORE), KV_OPS_PER_INVOCATION);
+    const pairs = catalogPairs(built, version, now);
+    await kv.putAll(pairs);
+    await recordPublished(db, [{ key: CATALOG_RECORD, hash: built.hash }], version);
+    const wait = state.lastPointerWriteAt + KV_MIN_WRITE_INTERVAL_MS - Date.now();
+    if (wait > 0) await sleep(wait);
+    const base = state.pointer;
+    const pointer: Pointer = {
+      f: CODEC_FORMAT,
+      version,
+      generatedAt: base?.generatedAt ?? now,
+      publishedAt: Date.now(),
+      modelVersion: base?.modelVersion ?? null,
+      modelVersions: base?.modelVersions ?? {},
+      catalog: { version, shards: built.shards, items: built.manifestItems },
+      popular: base?.popular ?? { popular: null, trending: null },
+      catalogOrder: base?.catalogOrder ?? null,
+      // Per-user and per-item keys stay as the served pointer reads them (after a rollback: the target's).
+      lists: base ? listsVersion(base) : 0,
+    };
+    await kv.put(POINTER_KEY, encodePointer(pointer));
+    await saveCatalogWatermark(db, watermark);
+    state.pointer = pointer;
+    state.lastPointerWriteAt = pointer.publishedAt;
+    state.versions = [
+      {
+        version,
+        generatedAt: pointer.generatedAt,
+        publishedAt: pointer.publishedAt,
+        modelVersion: pointer.modelVersion,
+        stableWrites: 0,
+        sharedWrites: pairs.length,
+        runId,
+        kind: "catalog_push" as const,
+        pointer,
+      },
+      ...state.versions,
+    ].slice(0, PUBLISHED_HISTORY);
+    await this.#queueGarbage(state);
+    await this.ctx.storage.put("state", state);
+    const keysWritten = pairs.length + 1;
+    await finishRun(db, runId, "ok", { catalogPush: true, version, keysWritten, items: built.manifestItems });
+    return { status: "published", version, pointer, runId, keysWritten } as const;
   }
 }

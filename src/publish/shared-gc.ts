@@ -39,6 +39,11 @@ export function liveSharedKeys(state: CoordinatorState, targets: readonly number
   return live;
 }
 
+/** The earliest due time of the queued keys, or null when nothing is queued. */
+export function earliestDue(garbage: readonly GarbageKey[] | undefined): number | null {
+  return (garbage ?? []).reduce<number | null>((min, g) => (min === null || g.dueAt < min ? g.dueAt : min), null);
+}
+
 /**
  * Adds to `state.garbage` every shared key a remembered version named that is no longer live (due at `dueAt`), and
  * drops queued keys that became live again. Returns the earliest due time, or null when nothing is queued.
@@ -56,7 +61,7 @@ export function collectGarbage(state: CoordinatorState, targets: readonly number
     }
   }
   state.garbage = [...queued.values()];
-  return state.garbage.reduce<number | null>((min, g) => (min === null || g.dueAt < min ? g.dueAt : min), null);
+  return earliestDue(state.garbage);
 }
 
 /**
@@ -82,6 +87,5 @@ export async function sweepGarbage(
     deleted++;
   }
   state.garbage = remaining;
-  const nextDueAt = remaining.reduce<number | null>((min, g) => (min === null || g.dueAt < min ? g.dueAt : min), null);
-  return { deleted, nextDueAt };
+  return { deleted, nextDueAt: earliestDue(remaining) };
 }

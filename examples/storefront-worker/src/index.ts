@@ -12,9 +12,9 @@
 //     collection API, adding the write key and the anonymous id, so pages hold neither.
 import {
   type ClientAnswer,
-  type ClientError,
   createClient,
   DEFAULT_TIMEOUT_MS,
+  fallbackAnswer,
   type LastmileClient,
   type RankParams,
   readAttribution,
@@ -340,24 +340,6 @@ const PAGE_SCRIPT = `<script>
 })();
 </script>`;
 
-/** The element's own fallback list as an answer (no call to Lastmile): cut to `limit`, without the page's product. */
-function localFallback(
-  placement: string,
-  fallback: string[],
-  limit: number,
-  productId: string | undefined,
-  error: ClientError,
-): ClientAnswer {
-  const ids = [...new Set(fallback)].filter((id) => id !== productId).slice(0, limit);
-  return {
-    fallback: true,
-    recId: null,
-    placement,
-    items: ids.map((id) => ({ productId: id, score: 0, reasons: ["fallback"] })),
-    error,
-  };
-}
-
 /**
  * Fills the page's placements. HTMLRewriter runs async element handlers one after another, so the blocks share
  * one deadline for the page (`pageDeadline`, set when the page starts): each call gets what is left of it, and a
@@ -427,7 +409,7 @@ class PlacementHandler implements HTMLRewriterElementContentHandlers {
     const left = this.#pageDeadline - Date.now();
     let answer: ClientAnswer;
     if (!this.#client) {
-      answer = localFallback(placement, fallback, limit, productId, {
+      answer = fallbackAnswer(placement, fallback, params, {
         kind: "network",
         message: "Lastmile is not configured",
         ms: 0,
@@ -436,7 +418,7 @@ class PlacementHandler implements HTMLRewriterElementContentHandlers {
       // The page's ranking deadline has passed (earlier blocks used it up): no call, the fallback at once.
       const message = "the page's ranking deadline has passed";
       console.warn(`lastmile ${placement}: timeout: ${message}; showing the fallback`);
-      answer = localFallback(placement, fallback, limit, productId, { kind: "timeout", message, ms: 0 });
+      answer = fallbackAnswer(placement, fallback, params, { kind: "timeout", message, ms: 0 });
     } else {
       const options = { fallback, fallbackWhenEmpty: true, timeoutMs: Math.max(1, left) };
       answer =
