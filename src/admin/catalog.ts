@@ -13,10 +13,9 @@ import {
   upsertCatalog,
 } from "../batch/catalog.ts";
 import { CsvError } from "../batch/csv.ts";
-import { readBodyBytes, refuseDeepJson } from "../collect/body.ts";
-import { configOrThrow } from "../config.ts";
+import { readBodyBytes, refuseDeepJson, utf8Text } from "../collect/body.ts";
 import { ApiError } from "../errors.ts";
-import { drizzleOn, openPool } from "../stores/db.ts";
+import { withWarehouse } from "./batch.ts";
 
 function mediaType(header: string | undefined): string {
   return (header ?? "").split(";")[0]?.trim().toLowerCase() ?? "";
@@ -26,11 +25,9 @@ function mediaType(header: string | undefined): string {
 async function readText(request: Request): Promise<string> {
   const bytes = await readBodyBytes(request, MAX_CATALOG_BODY_BYTES);
   if (bytes.byteLength === 0) throw new ApiError("bad_request", "the request body is empty");
-  try {
-    return new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
-  } catch {
-    throw new ApiError("bad_request", "the request body is not UTF-8 text");
-  }
+  const text = utf8Text(bytes);
+  if (text === undefined) throw new ApiError("bad_request", "the request body is not UTF-8 text");
+  return text;
 }
 
 function parse(type: string, text: string): ParsedCatalog {
@@ -59,7 +56,6 @@ function parse(type: string, text: string): ParsedCatalog {
 const JSON_TYPES = new Set(["application/json", "text/json"]);
 
 export async function putCatalog(c: Context<AppEnv>): Promise<Response> {
-  const config = configOrThrow(c.env);
   const type = mediaType(c.req.header("content-type"));
   if (!JSON_TYPES.has(type) && type !== "text/csv") {
     throw new ApiError(
@@ -75,15 +71,14 @@ export async function putCatalog(c: Context<AppEnv>): Promise<Response> {
       { details: { errors: parsed.errors, errorCount: parsed.errorCount } },
     );
   }
-  if (!config.database) throw new ApiError("dependency_unavailable", "the database is not configured");
-  const pool = openPool(config.database);
-  try {
-    const result = await upsertCatalog(drizzleOn(pool), parsed.items);
-    c.header("cache-control", "no-store");
-    return c.json(result);
-  } catch (error) {
-    throw new ApiError("dependency_unavailable", "the catalogue could not be written", { cause: error });
-  } finally {
-    await pool.end();
-  }
+  // The warehouse in its configured schema (DATABASE_SCHEMA), as every other admin route reaches it.
+  const result = await withWarehouse(c.env, async (db) => {
+    try {
+      return await upsertCatalog(db, parsed.items);
+    } catch (error) {
+      throw new ApiError("dependency_unavailable", "the catalogue could not be written", { cause: error });
+    }
+  });
+  c.header("cache-control", "no-store");
+  return c.json(result);
 }
