@@ -107,12 +107,17 @@ function flag(name: string, value: string | undefined, fallback: boolean): boole
   throw new ConfigError(`${name} must be "true" or "false", got "${value}"`);
 }
 
-function url(name: string, value: string | undefined): string | undefined {
+/** A URL setting; with `protocols`, one of those schemes only (e.g. a REST endpoint is http(s), never `rediss:`). */
+function url(name: string, value: string | undefined, protocols?: readonly string[]): string | undefined {
   if (!value) return undefined;
+  let parsed: URL;
   try {
-    new URL(value);
+    parsed = new URL(value);
   } catch {
     throw new ConfigError(`${name} is not a URL`);
+  }
+  if (protocols && !protocols.includes(parsed.protocol)) {
+    throw new ConfigError(`${name} must be an ${protocols.map((p) => p.slice(0, -1)).join(" or ")} URL`);
   }
   return value;
 }
@@ -232,7 +237,7 @@ export function loadConfig(env: Env): Config {
   const cached = cache.get(env);
   if (cached) return cached;
   const databaseUrl = url("DATABASE_URL", env.DATABASE_URL);
-  const redisUrl = url("UPSTASH_REDIS_REST_URL", env.UPSTASH_REDIS_REST_URL);
+  const redisUrl = url("UPSTASH_REDIS_REST_URL", env.UPSTASH_REDIS_REST_URL, ["https:", "http:"]);
   if (redisUrl && !env.UPSTASH_REDIS_REST_TOKEN) throw new ConfigError("UPSTASH_REDIS_REST_TOKEN is missing");
   const environment = env.LASTMILE_ENV || "production";
   const config: Config = {

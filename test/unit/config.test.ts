@@ -31,6 +31,17 @@ describe("loadConfig", () => {
     expect(() => loadConfig(env({ HEALTH_TIMEOUT_MS: "-5" }))).toThrow(/HEALTH_TIMEOUT_MS/);
   });
 
+  it("takes only an http(s) URL as the Redis REST endpoint (not the rediss:// string shown beside it)", () => {
+    // @upstash/redis throws on any other scheme at every call site; refused here, the mistake has one clear message.
+    const redis = { UPSTASH_REDIS_REST_TOKEN: "t" };
+    expect(() => loadConfig(env({ ...redis, UPSTASH_REDIS_REST_URL: "rediss://default:t@127.0.0.1:6379" }))).toThrow(
+      /UPSTASH_REDIS_REST_URL must be an https or http URL/,
+    );
+    for (const ok of ["https://eu1-x.upstash.io", "http://127.0.0.1:8079"]) {
+      expect(loadConfig(env({ ...redis, UPSTASH_REDIS_REST_URL: ok })).redis?.url).toBe(ok);
+    }
+  });
+
   it("reads the loader's settings, with the batch ceiling defaulting to the loader's own", () => {
     expect(loadConfig(env({})).loader).toEqual({
       batchSize: 500,
