@@ -5,7 +5,7 @@ export type ProbeStatus = "ok" | "error" | "not_configured";
 export interface ProbeResult {
   status: ProbeStatus;
   latencyMs: number;
-  error?: { code: "timeout" | "failed"; message: string };
+  error?: { code: "timeout" | "failed" | "config"; message: string };
 }
 
 export interface HealthReport {

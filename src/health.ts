@@ -1,13 +1,14 @@
 // GET /health: each dependency probed in parallel under its own deadline, with status and latency. The
 // endpoint itself always answers (200) while the Worker runs; `?strict=1` answers 503 when anything is not ok,
-// for monitors that only read the status code.
+// for monitors that only read the status code. A malformed setting is a degraded report too (no probe runs without
+// a valid configuration): the page an operator opens first must not be a bare 500.
 
 import type { Client } from "@neondatabase/serverless";
 import type { Context } from "hono";
 import type { AppEnv } from "./app.ts";
-import { configOrThrow } from "./config.ts";
+import { ConfigError, loadConfig } from "./config.ts";
 import type { HealthReport, ProbeResult } from "./health-report.ts";
-import { describeError } from "./log.ts";
+import { describeError, log } from "./log.ts";
 import { openClient } from "./stores/db.ts";
 import { openRedis } from "./stores/redis.ts";
 
@@ -58,8 +59,9 @@ function elapsed(started: number): number {
 
 const notConfigured: ProbeResult = { status: "not_configured", latencyMs: 0 };
 
+/** Throws ConfigError when a setting is malformed (healthRoute reports that instead of probing). */
 export async function checkHealth(env: Env): Promise<HealthReport> {
-  const config = configOrThrow(env);
+  const config = loadConfig(env);
   const timeoutMs = config.healthTimeoutMs;
 
   const postgres = async (): Promise<ProbeResult> => {
@@ -102,8 +104,28 @@ export async function checkHealth(env: Env): Promise<HealthReport> {
   };
 }
 
+/** The report when the configuration itself is refused: every check in error, the details only in the log. */
+function configErrorReport(env: Env, error: ConfigError): HealthReport {
+  log("error", "health: the configuration is invalid", { error: error.message });
+  const failed: ProbeResult = {
+    status: "error",
+    latencyMs: 0,
+    error: { code: "config", message: "a setting is malformed, so nothing was probed (details in the Worker's log)" },
+  };
+  return {
+    status: "degraded",
+    service: "lastmile",
+    environment: env.LASTMILE_ENV || "production",
+    time: new Date().toISOString(),
+    checks: { postgres: failed, redis: failed, kv: failed, durableObjects: failed },
+  };
+}
+
 export async function healthRoute(c: Context<AppEnv>): Promise<Response> {
-  const report = await checkHealth(c.env);
+  const report = await checkHealth(c.env).catch((error: unknown) => {
+    if (error instanceof ConfigError) return configErrorReport(c.env, error);
+    throw error;
+  });
   const strict = c.req.query("strict");
   const status = strict !== undefined && strict !== "0" && report.status !== "ok" ? 503 : 200;
   c.header("cache-control", "no-store");

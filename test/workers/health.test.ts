@@ -73,6 +73,20 @@ describe("GET /health", () => {
     expect((await app.request("/health?strict=1", {}, env)).status).toBe(200);
   });
 
+  it("reports a malformed setting as a degraded report (200, 503 with ?strict=1), without its value", async () => {
+    const app = createApp();
+    const broken = { ...env, SOURCES: '[{"id":"shop","writeKey":"wk-secret-1",' };
+    const res = await app.request("/health", {}, broken);
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as HealthReport;
+    expect(body.status).toBe("degraded");
+    for (const name of ["postgres", "redis", "kv", "durableObjects"] as const) {
+      expect(body.checks[name].error?.code, name).toBe("config");
+    }
+    expect(JSON.stringify(body)).not.toContain("wk-secret-1");
+    expect((await app.request("/health?strict=1", {}, broken)).status).toBe(503);
+  });
+
   it("reports a probe that outlives its deadline as a timeout", async () => {
     // A TCP listener that never answers HTTP: the Redis probe must give up at the deadline.
     const report = await checkHealth({
