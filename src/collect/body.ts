@@ -92,15 +92,22 @@ export function refuseDeepJson(value: unknown): void {
   }
 }
 
+/** The bytes as UTF-8 text, or undefined when they are not UTF-8 (never U+FFFD standing in for another id). */
+export function utf8Text(bytes: Uint8Array): string | undefined {
+  try {
+    return new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
+  } catch {
+    return undefined;
+  }
+}
+
 export async function readJsonBody(request: Request, limit: number): Promise<JsonBody> {
   const contentType = request.headers.get("content-type");
   const bytes = await readBodyBytes(request, limit);
   if (bytes.byteLength === 0) throw new ApiError("invalid_json", "the request body is empty; send a JSON object");
 
-  let text: string;
-  try {
-    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
-  } catch {
+  const text = utf8Text(bytes);
+  if (text === undefined) {
     throw carriesJson(contentType)
       ? new ApiError("invalid_json", "the request body is not UTF-8 text")
       : unsupported(contentType);

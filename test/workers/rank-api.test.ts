@@ -435,7 +435,7 @@ describe("validation", () => {
     await field(postJson("/v1/rank", { candidates: [{ productId: "a", score: "high" }] }), "candidates[0].score");
     await field(postJson("/v1/rank", { candidates: ["a"], limit: 1001 }), "limit");
     await field(postJson("/v1/rank", [1, 2]), "body");
-    const raw = (body: string, type: string) =>
+    const raw = (body: BodyInit, type: string) =>
       exports.default.fetch(
         new Request("http://lastmile.test/v1/rank", {
           method: "POST",
@@ -444,6 +444,11 @@ describe("validation", () => {
         }),
       );
     await refused(raw("{not json", "application/json"), 400, "invalid_json");
+    // "josé" with é in Latin-1 (0xE9) is not UTF-8: refused, never ranked as the user "jos\uFFFD".
+    const enc = (text: string) => new TextEncoder().encode(text);
+    const latin1 = new Uint8Array([...enc('{"userId":"jos'), 0xe9, ...enc('","candidates":["a"]}')]);
+    const notUtf8 = await refused(raw(latin1, "application/json"), 400, "invalid_json");
+    expect(notUtf8.error.message).toMatch(/UTF-8/);
     // 1,000 candidates with 200-character ids and scores fit the body limit; past the limit, 413.
     const long = (i: number) => `${String(i).padStart(4, "0")}${"x".repeat(196)}`;
     const big = Array.from({ length: 1000 }, (_, i) => ({ productId: long(i), score: i }));
