@@ -4,12 +4,22 @@
 /**
  * Runs `fn` over `items`, at most `limit` at a time (at least one, whatever `limit` says: 0, a fraction, NaN),
  * each worker taking the next item when its current one ends, in the items' order. Rejects as soon as one call
- * rejects (the calls already started keep running); use `settleAll` for "run everything, then report".
+ * rejects, and starts no call after that (the calls already started keep running); use `settleAll` for "run
+ * everything, then report".
  */
 export async function eachLimit<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
+  let failed = false;
   const worker = async () => {
-    while (next < items.length) await fn(items[next++] as T);
+    // After a rejection no worker takes another item: the caller has been told the whole run failed.
+    while (!failed && next < items.length) {
+      try {
+        await fn(items[next++] as T);
+      } catch (error) {
+        failed = true;
+        throw error;
+      }
+    }
   };
   const workers = Math.max(1, Math.min(Number.isFinite(limit) ? Math.floor(limit) : 1, items.length));
   await Promise.all(Array.from({ length: workers }, worker));

@@ -1,7 +1,8 @@
-// settleAll (src/concurrency.ts, on top of eachLimit): how the refresh runs the independent outputs at once. The
-// outputs themselves run against the real Postgres in test/integration/recommenders.test.ts.
+// eachLimit and settleAll (src/concurrency.ts): how KV puts run within an invocation's budget and how the refresh
+// runs the independent outputs at once. The outputs themselves run against the real Postgres in
+// test/integration/recommenders.test.ts.
 import { describe, expect, it } from "vitest";
-import { settleAll } from "../../src/concurrency.ts";
+import { eachLimit, settleAll } from "../../src/concurrency.ts";
 
 const tick = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -20,6 +21,25 @@ function tracked(n: number, fail: ReadonlySet<number> = new Set()) {
   });
   return { jobs, state };
 }
+
+describe("eachLimit", () => {
+  it("starts no call once it has rejected (a failed publish's remaining KV puts are not made)", async () => {
+    const started: number[] = [];
+    const run = eachLimit(
+      Array.from({ length: 20 }, (_, i) => i),
+      2,
+      async (i) => {
+        started.push(i);
+        await tick(5);
+        if (i === 0) throw new Error("put 0 failed");
+      },
+    );
+    await expect(run).rejects.toThrow("put 0 failed");
+    // Item 1 was running beside item 0; the second worker may start one more before it sees the failure.
+    await tick(100);
+    expect(started.length).toBeLessThanOrEqual(3);
+  });
+});
 
 describe("settleAll", () => {
   it("runs at most `lanes` jobs at once and every job once", async () => {
