@@ -5,8 +5,6 @@ import { Redis } from "@upstash/redis/cloudflare";
 export interface RedisSettings {
   url: string;
   token: string;
-  /** Network retries inside the client; probes and the request path want none (they have deadlines). */
-  retries?: number;
   signal?: AbortSignal;
   /**
    * Results exactly as Redis returned them (strings stay strings). By default the client JSON-parses every string
@@ -21,7 +19,9 @@ export function openRedis(settings: RedisSettings): Redis {
     url: settings.url,
     token: settings.token,
     enableTelemetry: false,
-    retry: settings.retries ? { retries: settings.retries } : false,
+    // No retry inside the client: every caller has a deadline or a retry of its own. (`retry: false` is not that:
+    // the client maps it to one retry after a network error.)
+    retry: { retries: 0 },
     ...(settings.signal ? { signal: settings.signal } : {}),
     ...(settings.rawResults ? { automaticDeserialization: false } : {}),
   });
