@@ -9,7 +9,7 @@ import { configOrThrow } from "../config.ts";
 import { ApiError } from "../errors.ts";
 import { fetchTrending } from "../rank/trending.ts";
 import { TREND_BUCKET_MS, TREND_CATEGORY_PREFIX, TREND_PRODUCT_PREFIX, trendBucket } from "../session/stream.ts";
-import { openRedis } from "../stores/redis.ts";
+import { withRedisDeadline } from "../stores/redis.ts";
 import { positiveInt } from "./params.ts";
 
 /** Events older than 24 h are not counted (the buckets live 26 h). */
@@ -23,6 +23,8 @@ const HOUR_MS = 3_600_000;
  * buckets live 26 h), so a window reaching back further than that counts less than happened.
  */
 export const TRENDING_MAX_UNTIL_AGE_MS = 24 * HOUR_MS;
+/** Redis not answering within this is a 503, not a request that hangs. */
+const ADMIN_TRENDING_TIMEOUT_MS = 5_000;
 
 /** `until` as epoch ms: an ISO 8601 time within the last TRENDING_MAX_UNTIL_AGE_MS (later times mean now). */
 function untilParam(value: string | undefined, now: number): number {
@@ -43,14 +45,17 @@ trendingRoutes.get("/v1/admin/trending", async (c) => {
   const until = untilParam(c.req.query("until"), now);
   const settings = configOrThrow(c.env).redis;
   if (!settings) throw new ApiError("dependency_unavailable", "UPSTASH_REDIS_REST_URL is not configured");
-  const redis = openRedis({ url: settings.url, token: settings.token });
   const buckets = (hours * HOUR_MS) / TREND_BUCKET_MS;
-  const read = (prefix: string) => fetchTrending(redis, until, { prefix, buckets, top });
-  const [products, categories] = await Promise.all([read(TREND_PRODUCT_PREFIX), read(TREND_CATEGORY_PREFIX)]).catch(
-    (error: unknown) => {
-      throw new ApiError("dependency_unavailable", "Redis did not answer", { cause: error });
+  const [products, categories] = await withRedisDeadline(
+    { url: settings.url, token: settings.token },
+    ADMIN_TRENDING_TIMEOUT_MS,
+    (redis) => {
+      const read = (prefix: string) => fetchTrending(redis, until, { prefix, buckets, top });
+      return Promise.all([read(TREND_PRODUCT_PREFIX), read(TREND_CATEGORY_PREFIX)]);
     },
-  );
+  ).catch((error: unknown) => {
+    throw new ApiError("dependency_unavailable", "Redis did not answer", { cause: error });
+  });
   c.header("cache-control", "no-store");
   return c.json({
     window: {

@@ -15,6 +15,8 @@ import type { StreamItem } from "../session/stream.ts";
 export const EXPOSURE_FLUSH_MS = 50;
 /** Exposures per batch (one Redis call) at most: the call's body stays well under Upstash's 1 MB request limit. */
 export const EXPOSURE_BATCH_MAX = 100;
+/** A push to Redis is abandoned (its exposures dropped and released) after this long. */
+export const EXPOSURE_PUSH_TIMEOUT_MS = 5_000;
 /** Exposures held at once at most (a flush in flight included); beyond it new ones are refused. */
 export const EXPOSURE_BUFFER_MAX = 1_000;
 

@@ -2,12 +2,12 @@
 // counters (Redis, through the isolate cache in trending.ts); and where answers' exposures go (the event stream,
 // through the isolate's exposure buffer).
 import { loadConfig } from "../config.ts";
-import { ExposureBuffer } from "../experiments/exposure-buffer.ts";
+import { EXPOSURE_PUSH_TIMEOUT_MS, ExposureBuffer } from "../experiments/exposure-buffer.ts";
 import { describeError, log } from "../log.ts";
 import { pushToStream } from "../session/stream.ts";
-import { openRedis, type RedisSettings } from "../stores/redis.ts";
+import { type RedisSettings, withRedisDeadline } from "../stores/redis.ts";
 import type { RankDeps } from "./service.ts";
-import { cachedTrending, fetchTrending, trendingState } from "./trending.ts";
+import { cachedTrending, fetchTrending, TRENDING_GIVE_UP_MS, trendingState } from "./trending.ts";
 
 export interface WaitUntil {
   waitUntil(promise: Promise<unknown>): void;
@@ -24,7 +24,7 @@ export function depsFromEnv(env: Env, ctx: WaitUntil): RankDeps {
       const cached = cachedTrending(
         state,
         now,
-        () => fetchTrending(openRedis({ url: redis.url, token: redis.token }), Date.now()),
+        () => withRedisDeadline(redis, TRENDING_GIVE_UP_MS, (client) => fetchTrending(client, Date.now())),
         (p) => ctx.waitUntil(p),
       );
       const status = cached.list ? "ok" : state.lastError !== null ? "unavailable" : "warming";
@@ -58,7 +58,9 @@ export function exposureBuffer(redis: Pick<RedisSettings, "url" | "token">): Exp
   if (!buffer) {
     buffer = new ExposureBuffer({
       async push(items) {
-        await pushToStream(openRedis({ url: redis.url, token: redis.token }), items, Date.now(), { trending: false });
+        await withRedisDeadline(redis, EXPOSURE_PUSH_TIMEOUT_MS, (client) =>
+          pushToStream(client, items, Date.now(), { trending: false }),
+        );
       },
       report({ failed, error }) {
         if (failed > 0)

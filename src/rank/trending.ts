@@ -12,8 +12,14 @@ export const TRENDING_TOP = 100;
 export const TRENDING_REFRESH_MS = 10_000;
 /** Older than this, a cached list is not used at all. */
 export const TRENDING_MAX_AGE_MS = 10 * 60_000;
+/**
+ * A refresh's Redis read is abandoned after this long, and a refresh still pending after it (one whose context was
+ * cut off) is replaced by the next request's: a Redis that never answers cannot switch live trending off for good.
+ */
+export const TRENDING_GIVE_UP_MS = 5_000;
 
-// KEYS: the bucket keys; ARGV: [top]. Returns [id, score, id, score, …] best first.
+// KEYS: the bucket keys; ARGV: [top]. Returns ['=' .. id, score, '=' .. id, score, …] best first. The '=' keeps an
+// id that happens to be JSON (`[1]`, `"sku"`, `7`) from being parsed by a client that deserialises replies.
 const TRENDING_SCRIPT = `
 local args = { 'ZUNION', #KEYS }
 for i = 1, #KEYS do args[#args + 1] = KEYS[i] end
@@ -25,7 +31,7 @@ for i = 1, n do items[i] = { rows[2 * i - 1], tonumber(rows[2 * i]) } end
 table.sort(items, function(a, b) if a[2] ~= b[2] then return a[2] > b[2] end return a[1] < b[1] end)
 local out = {}
 for i = 1, math.min(n, tonumber(ARGV[1])) do
-  out[#out + 1] = items[i][1]
+  out[#out + 1] = '=' .. items[i][1]
   out[#out + 1] = tostring(items[i][2])
 end
 return out`;
@@ -47,7 +53,7 @@ export async function fetchTrending(
   if (!Array.isArray(reply)) return out;
   for (let i = 0; i + 1 < reply.length; i += 2) {
     const score = Number(reply[i + 1]);
-    if (Number.isFinite(score) && score > 0) out.push([String(reply[i]), score]);
+    if (Number.isFinite(score) && score > 0) out.push([String(reply[i]).slice(1), score]);
   }
   return out;
 }
@@ -56,6 +62,8 @@ export interface TrendingState {
   list: Scored[] | null;
   at: number | null;
   refreshing: Promise<void> | null;
+  /** When the pending refresh started. */
+  refreshStartedAt: number | null;
   lastError: number | null;
 }
 
@@ -69,7 +77,7 @@ export function resetTrendingCaches(): void {
 export function trendingState(id: string): TrendingState {
   let s = states.get(id);
   if (!s) {
-    s = { list: null, at: null, refreshing: null, lastError: null };
+    s = { list: null, at: null, refreshing: null, refreshStartedAt: null, lastError: null };
     states.set(id, s);
   }
   return s;
@@ -87,20 +95,27 @@ export function cachedTrending(
 ): { list: Scored[] | null; ageMs: number | null } {
   const age = state.at === null ? null : now - state.at;
   const recentError = state.lastError !== null && now - state.lastError < TRENDING_REFRESH_MS;
-  if ((age === null || age >= TRENDING_REFRESH_MS) && !state.refreshing && !recentError) {
-    state.refreshing = refresh()
-      .then((list) => {
-        state.list = list;
-        state.at = Date.now();
-        state.lastError = null;
-      })
-      .catch(() => {
-        state.lastError = Date.now();
-      })
+  const pending = state.refreshing !== null && now - (state.refreshStartedAt ?? now) < TRENDING_GIVE_UP_MS;
+  if ((age === null || age >= TRENDING_REFRESH_MS) && !pending && !recentError) {
+    // An abandoned refresh that answers late changes nothing: only the current one writes the state.
+    const run: Promise<void> = refresh()
+      .then(
+        (list) => {
+          if (state.refreshing !== run) return;
+          state.list = list;
+          state.at = Date.now();
+          state.lastError = null;
+        },
+        () => {
+          if (state.refreshing === run) state.lastError = Date.now();
+        },
+      )
       .finally(() => {
-        state.refreshing = null;
+        if (state.refreshing === run) state.refreshing = null;
       });
-    waitUntil(state.refreshing);
+    state.refreshing = run;
+    state.refreshStartedAt = now;
+    waitUntil(run);
   }
   if (age === null || age > TRENDING_MAX_AGE_MS) return { list: null, ageMs: age };
   return { list: state.list, ageMs: age };

@@ -5,7 +5,9 @@ import { Redis } from "@upstash/redis/cloudflare";
 export interface RedisSettings {
   url: string;
   token: string;
-  signal?: AbortSignal;
+  /** Aborts the client's requests. A function makes an aborted call reject (a plain signal makes the client
+   * answer the abort's reason as if Redis had: callers then have to check the reply's shape). */
+  signal?: AbortSignal | (() => AbortSignal);
   /**
    * Results exactly as Redis returned them (strings stay strings). By default the client JSON-parses every string
    * it can, which turns a stream field "123" into a number and "true" into a boolean; readers of arbitrary data
@@ -27,3 +29,22 @@ export function openRedis(settings: RedisSettings): Redis {
   });
 }
 export type { Redis };
+
+/**
+ * `call` on a client whose every request is abandoned after `timeoutMs`: the call rejects then. Without it a Redis
+ * that accepts the connection and never answers holds the call pending for as long as the isolate lives.
+ */
+export async function withRedisDeadline<T>(
+  settings: RedisSettings,
+  timeoutMs: number,
+  call: (redis: Redis) => Promise<T>,
+): Promise<T> {
+  const abort = new AbortController();
+  // A timer we clear ourselves: AbortSignal.timeout() would keep the context busy for the whole timeout.
+  const timer = setTimeout(() => abort.abort(new Error(`Redis call timed out after ${timeoutMs} ms`)), timeoutMs);
+  try {
+    return await call(openRedis({ ...settings, signal: () => abort.signal }));
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -32,6 +32,14 @@ describe("live trending", () => {
     ]);
   });
 
+  it("returns product ids that look like JSON exactly as counted (the client deserialises replies)", async () => {
+    const r = redis();
+    const now = Date.parse("2034-05-06T12:02:00Z") + Math.floor(Math.random() * 1e6) * TREND_BUCKET_MS;
+    const ids = ['"sku-9"', "[1]", "1", '{"a":1}', "true", "null"];
+    for (const [i, id] of ids.entries()) await r.zincrby(`${TREND_PRODUCT_PREFIX}${trendBucket(now)}`, i + 1, id);
+    expect((await fetchTrending(r, now)).map(([id]) => id)).toEqual([...ids].reverse());
+  });
+
   it("returns at most TRENDING_TOP products, and nothing for an empty window", async () => {
     const r = redis();
     const now = Date.parse("2032-01-01T00:00:00Z") + Math.floor(Math.random() * 1e6) * TREND_BUCKET_MS;

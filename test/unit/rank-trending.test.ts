@@ -1,16 +1,24 @@
 // The isolate cache of live trending (src/rank/trending.ts): a request never waits for Redis; the list is refreshed
 // in the background once older than TRENDING_REFRESH_MS, at most one refresh at a time, not retried for
-// TRENDING_REFRESH_MS after a failure, and not used at all once older than TRENDING_MAX_AGE_MS.
+// TRENDING_REFRESH_MS after a failure, not used at all once older than TRENDING_MAX_AGE_MS, and a refresh still
+// pending after TRENDING_GIVE_UP_MS is replaced (its late answer ignored).
 import { describe, expect, it } from "vitest";
 import type { Scored } from "../../src/rank/core.ts";
 import {
   cachedTrending,
+  TRENDING_GIVE_UP_MS,
   TRENDING_MAX_AGE_MS,
   TRENDING_REFRESH_MS,
   type TrendingState,
 } from "../../src/rank/trending.ts";
 
-const fresh = (): TrendingState => ({ list: null, at: null, refreshing: null, lastError: null });
+const fresh = (): TrendingState => ({
+  list: null,
+  at: null,
+  refreshing: null,
+  refreshStartedAt: null,
+  lastError: null,
+});
 
 function harness(state: TrendingState, reply: () => Promise<Scored[]>) {
   const waited: Array<Promise<unknown>> = [];
@@ -49,7 +57,7 @@ describe("cachedTrending", () => {
 
   it("serves the cached list while refreshing it once older than the refresh interval", async () => {
     const at = Date.now();
-    const state: TrendingState = { list: [["old", 1]], at, refreshing: null, lastError: null };
+    const state: TrendingState = { list: [["old", 1]], at, refreshing: null, refreshStartedAt: null, lastError: null };
     const h = harness(state, async () => [["new", 2]]);
     expect(h.call(at + TRENDING_REFRESH_MS - 1).list).toEqual([["old", 1]]);
     expect(h.refreshes()).toBe(0);
@@ -61,7 +69,13 @@ describe("cachedTrending", () => {
 
   it("does not use a list older than the maximum age", () => {
     const at = Date.now() - TRENDING_MAX_AGE_MS - 1;
-    const state: TrendingState = { list: [["stale", 1]], at, refreshing: null, lastError: null };
+    const state: TrendingState = {
+      list: [["stale", 1]],
+      at,
+      refreshing: null,
+      refreshStartedAt: null,
+      lastError: null,
+    };
     const h = harness(state, () => new Promise(() => {}));
     const answer = h.call(Date.now());
     expect(answer.list).toBeNull();
@@ -81,5 +95,22 @@ describe("cachedTrending", () => {
     expect(h.refreshes()).toBe(1);
     h.call(failedAt + TRENDING_REFRESH_MS);
     expect(h.refreshes()).toBe(2);
+  });
+
+  it("replaces a refresh still pending after the give-up time, and ignores its late answer", async () => {
+    const state = fresh();
+    const replies: Array<(list: Scored[]) => void> = [];
+    const h = harness(state, () => new Promise((r) => replies.push(r)));
+    const t0 = Date.now();
+    h.call(t0);
+    h.call(t0 + TRENDING_GIVE_UP_MS - 1);
+    expect(h.refreshes()).toBe(1);
+    h.call(t0 + TRENDING_GIVE_UP_MS);
+    expect(h.refreshes()).toBe(2);
+    replies[1]?.([["current", 2]]);
+    replies[0]?.([["abandoned", 1]]);
+    await Promise.all(h.waited);
+    expect(state.list).toEqual([["current", 2]]);
+    expect(state.refreshing).toBeNull();
   });
 });
