@@ -503,6 +503,8 @@ export class SessionState extends DurableObject<Env> {
     if (this.#suppressedSince() !== null) return this.#suppress(userKey, events);
     if (existing?.mergedInto) return this.#forward(existing.mergedInto, events, hops, resumable);
 
+    // Every hand-over of this call belongs to the state as it was now: an erasure meanwhile ends them (#absorb).
+    const epoch = this.#epoch;
     const asOf = this.clock();
     const targets = stitchTargets(userKey, events).filter((target) => this.#shouldAsk(target.key, asOf));
     // A call either applies entirely or not at all: a full outbox refuses it before any merge is applied.
@@ -511,7 +513,7 @@ export class SessionState extends DurableObject<Env> {
     for (const target of targets) {
       // Another call may have merged (or refreshed) it while we awaited an earlier one.
       if (!this.#shouldAsk(target.key, asOf)) continue;
-      await this.#stitch(userKey, target.key, target.claim);
+      await this.#stitch(userKey, target.key, target.claim, epoch);
       stitched = true;
     }
     // While we awaited a hand-over, the user may have been erased and suppressed: nothing of theirs may be stored.
@@ -587,12 +589,12 @@ export class SessionState extends DurableObject<Env> {
 
   // ---- identity merge -----------------------------------------------------------------------------------------
 
-  async #stitch(selfKey: string, otherKey: string, claim: boolean): Promise<void> {
+  async #stitch(selfKey: string, otherKey: string, claim: boolean, epoch: number): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       this.#absorbing++;
       let busy: boolean;
       try {
-        busy = await this.#absorb(selfKey, otherKey, claim);
+        busy = await this.#absorb(selfKey, otherKey, claim, epoch);
       } finally {
         this.#absorbing--;
       }
@@ -605,12 +607,17 @@ export class SessionState extends DurableObject<Env> {
     }
   }
 
-  /** One hand-over of `otherKey` into this object, applied; true when the other object answered `busy`. */
-  async #absorb(selfKey: string, otherKey: string, claim: boolean): Promise<boolean> {
+  /**
+   * One hand-over of `otherKey` into this object, applied; true when the other object answered `busy`. `epoch` is the
+   * record's, read before its first hand-over.
+   */
+  async #absorb(selfKey: string, otherKey: string, claim: boolean, epoch: number): Promise<boolean> {
     // Merged away while waiting to ask again after `busy`: asking now would mark the other object merged into us, and
     // we could only drop what it hands over. The call is forwarded to our target, which stitches the id itself.
     if (this.#store.profile()?.mergedInto) return false;
-    const epoch = this.#epoch;
+    // Erased or suppressed since the record began: it asks for nothing more (the erasure did not know of this object,
+    // and the emptied or suppressed state must not take its data).
+    if (epoch !== this.#epoch || this.#suppressedSince() !== null) return false;
     // A key merged in before is asked again only to refresh it (#shouldAsk); remember what we knew when asking.
     const known = this.#store.hasSchema() ? this.#store.mergedRow(otherKey) : null;
     const refreshedBefore = this.#mergeRefreshed()[otherKey] ?? null;

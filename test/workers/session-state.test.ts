@@ -699,6 +699,39 @@ describe("identity merge", () => {
     expect((await stub(u).snapshot(u)).viewed).not.toContain("secret-prelogin");
   });
 
+  it("merges no further object into a user erased and suppressed between two hand-overs of one record", async () => {
+    const [idZ, idP] = [uid("Z"), uid("P")];
+    const [kZ, kP, aP] = [`u:${idZ}`, `u:${idP}`, `a:${idP}`];
+    await stub(kZ).record(kZ, [track("Product Viewed", { product_id: "z-own" }, { userId: idZ })]);
+    await stub(kP).record(kP, [track("Product Viewed", { product_id: "p-history" }, { userId: idP })]);
+    // An alias asks a:<previousId> first, then u:<previousId>; the first hand-over takes 300 ms.
+    await wrapSessions(kZ, (name, other) =>
+      name === aP
+        ? {
+            handOver: async (...args: [string, string, boolean]) => {
+              await new Promise((resolve) => setTimeout(resolve, 300));
+              return other.handOver(...args);
+            },
+          }
+        : {},
+    );
+    const alias = base("alias", { previousId: idP }, { userId: idZ, anonymousId: null });
+    const pending = stub(kZ).record(kZ, [alias]);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect((await stub(kZ).erase({ suppress: true })).complete).toBe(true);
+    expect(await pending).toEqual({ accepted: 0, duplicates: 0, suppressed: 1 });
+    // The erased, suppressed object holds nobody's state: u:<previousId> was not asked, and keeps its own.
+    const z = await stub(kZ).snapshot(kZ);
+    expect({ exists: z.exists, viewed: z.viewed, mergedKeys: z.mergedKeys, suppressed: z.suppressed }).toEqual({
+      exists: false,
+      viewed: [],
+      mergedKeys: [],
+      suppressed: true,
+    });
+    const p = await stub(kP).snapshot(kP);
+    expect({ mergedInto: p.mergedInto, viewed: p.viewed }).toEqual({ mergedInto: null, viewed: ["p-history"] });
+  });
+
   it("remembers a merged object an erasure could not reach, and the next erasure erases it", async () => {
     const [user, anon] = [uid("user"), uid("anon")];
     const [u, a] = [`u:${user}`, `a:${anon}`];
