@@ -60,8 +60,12 @@ export interface PortableState {
 
 /** What `handOver` answers. */
 export type HandOver =
-  /** `again`: this object was already merged into the caller (it answers until released; the caller may have it). */
-  | { status: "handed-over"; state: PortableState; again?: boolean }
+  /**
+   * `again`: this object was already merged into the caller (it answers until released; the caller may have it).
+   * `stamp`: drawn when the object marked itself merged, the same in every answer until it is erased (none from an
+   * object marked before stamps existed): the caller merges a stamp once.
+   */
+  | { status: "handed-over"; state: PortableState; again?: boolean; stamp?: string }
   /** Nothing to merge; with `claim`, the key now forwards to the caller anyway. */
   | { status: "empty" }
   /** Already merged into the caller and its data released: nothing more to merge. */

@@ -61,6 +61,16 @@ export const ERASE_PENDING_MAX = 1_000;
  * older than MERGE_REFRESH_MS are dropped on every write (they no longer hold anything back).
  */
 const MERGE_REFRESHED = "merge-refreshed";
+/**
+ * A merged object's stamp: drawn when it marks itself merged, handed over with its state (every time it is asked), so
+ * that its target can tell a state it merged from one it never received. Erased with the data.
+ */
+const HANDED_OVER_STAMP = "handed-over-stamp";
+/**
+ * The stamps of the states merged here whose objects have not confirmed their release yet, by key (at most
+ * MERGED_MAX, the newest); erased with the data.
+ */
+const MERGE_TAKEN = "merge-taken";
 
 export interface EraseResult {
   /** Keys whose objects were erased (this one first). */
@@ -202,15 +212,17 @@ export class SessionState extends DurableObject<Env> {
       if (profile.mergedInto !== intoKey) return { status: "elsewhere", mergedInto: profile.mergedInto };
       // Our target asking again (a retried merge, or a refresh: the id is in use there) keeps the pointer alive.
       this.#store.saveProfile({ ...profile, lastActiveAt: now });
-      return profile.released
-        ? { status: "released" }
-        : { status: "handed-over", state: this.#store.exportState(profile), again: true };
+      if (profile.released) return { status: "released" };
+      const stamp = this.ctx.storage.kv.get<string>(HANDED_OVER_STAMP);
+      return { status: "handed-over", state: this.#store.exportState(profile), again: true, stamp };
     }
     const status = this.#store.mergedStatus(intoKey);
     if (status === "merged" || status === "claimed") return { status: "refused" };
     const merged = { ...profile, mergedInto: intoKey, lastActiveAt: now };
+    const stamp = crypto.randomUUID();
     this.#store.saveProfile(merged);
-    return { status: "handed-over", state: this.#store.exportState(merged) };
+    this.ctx.storage.kv.put(HANDED_OVER_STAMP, stamp);
+    return { status: "handed-over", state: this.#store.exportState(merged), stamp };
   }
 
   /** Internal (identity merge): `intoKey` has merged our state; drop our copy (the outbox still drains). */
@@ -652,8 +664,10 @@ export class SessionState extends DurableObject<Env> {
         if (row === null || (this.#mergeRefreshed()[otherKey] ?? null) !== refreshedBefore) return false;
         this.#setMergeRefreshed(otherKey, now);
         if (answer.status !== "handed-over") return false;
-        // Its state is already here (our row says so): only its release was lost.
-        if (answer.again === true) return "release";
+        // A state merged here before (its stamp says so): only its release was lost. Any other state was never merged
+        // here, even when handed over before: the reply carrying it was lost, or is still on its way to another call.
+        // (An object marked merged before stamps existed answers none, and nothing is taken under its key.)
+        if (answer.again === true && answer.stamp === this.#taken()[otherKey]) return "release";
       }
       switch (answer.status) {
         case "handed-over": {
@@ -673,6 +687,7 @@ export class SessionState extends DurableObject<Env> {
             duplicates: result.duplicates,
           });
           store.compact();
+          if (answer.stamp !== undefined) this.#setTaken(otherKey, answer.stamp);
           return true;
         }
         case "empty":
@@ -694,9 +709,10 @@ export class SessionState extends DurableObject<Env> {
     });
     if (applied) {
       if (applied === true) log("info", "session merge", { into: selfKey, from: otherKey });
+      const stamp = answer.status === "handed-over" ? answer.stamp : undefined;
       this.ctx.waitUntil(
         other.release(selfKey).then(
-          () => undefined,
+          () => this.#untake(otherKey, stamp),
           (error: unknown) =>
             log("warn", "session merge: release failed", { from: otherKey, error: describeError(error) }),
         ),
@@ -731,6 +747,24 @@ export class SessionState extends DurableObject<Env> {
       .sort((x, y) => x[1] - y[1])
       .slice(-MERGED_MAX);
     this.ctx.storage.kv.put(MERGE_REFRESHED, Object.fromEntries(kept));
+  }
+
+  #taken(): Record<string, string> {
+    return this.ctx.storage.kv.get<Record<string, string>>(MERGE_TAKEN) ?? {};
+  }
+
+  #setTaken(key: string, stamp: string): void {
+    const { [key]: _replaced, ...others } = this.#taken();
+    const kept = Object.entries({ ...others, [key]: stamp }).slice(-MERGED_MAX);
+    this.ctx.storage.kv.put(MERGE_TAKEN, Object.fromEntries(kept));
+  }
+
+  /** The object under `key` confirmed its release: its stamp, if still the one taken, is no longer needed. */
+  #untake(key: string, stamp: string | undefined): void {
+    const { [key]: taken, ...others } = this.#taken();
+    if (stamp === undefined || taken !== stamp) return;
+    if (Object.keys(others).length === 0) this.ctx.storage.kv.delete(MERGE_TAKEN);
+    else this.ctx.storage.kv.put(MERGE_TAKEN, others);
   }
 
   /** A hand-over that an erasure overtook: the other object is erased too (and suppressed if this one now is). */

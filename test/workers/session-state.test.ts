@@ -28,7 +28,7 @@ import {
 import { HALF_LIFE_MS } from "../../src/session/weights.ts";
 import { openRedis } from "../../src/stores/redis.ts";
 import { collectedEvent } from "../support/events.ts";
-import { wrapSessions } from "./collect-helpers.ts";
+import { type SessionCalls, wrapSessions } from "./collect-helpers.ts";
 
 const T0 = Date.parse("2026-11-20T10:00:00.000Z");
 
@@ -88,6 +88,22 @@ async function slowHandOvers(key: string): Promise<void> {
   }));
 }
 
+/** For `wrapSessions`: the first `handOver` asked of `key` reaches its object, but the reply is lost. */
+function firstReplyLost(key: string) {
+  let lost = false;
+  return (name: string, other: SessionCalls) =>
+    name !== key
+      ? {}
+      : {
+          handOver: async (...args: [string, string, boolean]) => {
+            const answer = await other.handOver(...args);
+            if (lost) return answer;
+            lost = true;
+            throw new Error("injected: reply lost");
+          },
+        };
+}
+
 /** Fixes the object's clock (it reads time only through `clock`). */
 async function setClock(key: string, now: number): Promise<void> {
   await runInDurableObject(stub(key), (o: SessionState) => {
@@ -110,6 +126,7 @@ async function visitorAndUser() {
   await at(start);
   return { user, anon, u, a, start, at };
 }
+type VisitorAndUser = Awaited<ReturnType<typeof visitorAndUser>>;
 
 /** Waits until the post-record flush has drained the outbox. */
 /** Runs the object's alarm (the outbox drains from it) until nothing is pending. */
@@ -787,17 +804,20 @@ describe("identity merge", () => {
     expect((await stub(u).snapshot(u)).viewed).toContain("after-logout");
   });
 
-  it("merges a visitor id again when its pointer expired and it comes back, keeping its first merge time", async () => {
-    const { user, anon, u, a, start, at } = await visitorAndUser();
-    const other = uid("other");
+  /**
+   * A visitor who logged in as the user at `start`; its id then unused for 91 days (the user is active elsewhere) until
+   * the visitor object expires, pointer and all; back on that device on day 92, browsing anonymously. `dayAfter` runs
+   * on the day after the login.
+   */
+  async function backAfterExpiry(dayAfter?: (v: VisitorAndUser) => Promise<void>) {
+    const v = await visitorAndUser();
+    const { user, anon, u, a, start, at } = v;
     await stub(a).record(a, [
       track("Product Viewed", { product_id: "before-login" }, { anonymousId: anon, at: start }),
     ]);
     await stub(u).record(u, [identify(user, anon, start)]);
-    // A second device's id merged later (the first one stays the experiments' unit).
     await at(start + DAY_MS);
-    await stub(u).record(u, [identify(user, other, start + DAY_MS)]);
-    // The id is not used for 91 days (the user is, from elsewhere): the visitor object expires, pointer and all.
+    await dayAfter?.(v);
     await at(start + 60 * DAY_MS);
     await stub(u).record(u, [
       track("Product Viewed", { product_id: "elsewhere" }, { userId: user, at: start + 60 * DAY_MS }),
@@ -805,16 +825,76 @@ describe("identity merge", () => {
     await at(start + 91 * DAY_MS);
     expect(await runDurableObjectAlarm(stub(a))).toBe(true);
     expect((await stub(a).snapshot(a)).exists).toBe(false);
-    // Back on that device: anonymous browsing, then a login.
     const back = start + 92 * DAY_MS;
     await at(back);
     await stub(a).record(a, [track("Product Viewed", { product_id: "came-back" }, { anonymousId: anon, at: back })]);
+    return { ...v, back };
+  }
+
+  it("merges a visitor id again when its pointer expired and it comes back, keeping its first merge time", async () => {
+    const other = uid("other");
+    // A second device's id merged the day after the first login (the first one stays the experiments' unit).
+    const { user, anon, u, a, back } = await backAfterExpiry(async ({ user, u, start }) => {
+      await stub(u).record(u, [identify(user, other, start + DAY_MS)]);
+    });
     await stub(u).record(u, [identify(user, anon, back + MINUTE_MS)]);
     const s = await stub(u).snapshot(u);
     expect(s.viewed).toEqual(["came-back", "elsewhere", "before-login"]);
     expect(s.anonymousIds).toEqual([other, anon]);
     expect((await stub(u).snapshot(u, { lean: true })).anonymousIds).toEqual([anon]);
     expect((await stub(a).snapshot(a)).mergedInto).toBe(u);
+  });
+
+  it("merges what a visitor recorded after its pointer expired when the refresh's first reply was lost", async () => {
+    const { user, anon, u, a, back } = await backAfterExpiry();
+    // The login's refresh reaches the visitor object, which marks itself merged into the user; the reply is lost.
+    await wrapSessions(u, firstReplyLost(a));
+    await stub(u).record(u, [identify(user, anon, back + MINUTE_MS)]);
+    expect((await stub(a).snapshot(a)).mergedInto).toBe(u);
+    expect((await stub(u).snapshot(u)).viewed).not.toContain("came-back");
+    // The next event naming the id asks again and hears `again`, with a state the user never merged: merged now.
+    await stub(u).record(u, [identify(user, anon, back + 2 * MINUTE_MS)]);
+    const s = await stub(u).snapshot(u);
+    expect({ viewed: s.viewed, events: s.counters.events }).toEqual({
+      viewed: ["came-back", "elsewhere", "before-login"],
+      events: 6,
+    });
+    await vi.waitFor(async () => expect((await stub(a).snapshot(a)).viewed).toEqual([]), { timeout: 5_000 });
+  });
+
+  it("merges a visitor that came back once when two refreshes ask at once and the later one is answered first", async () => {
+    const { user, anon, u, a, back } = await backAfterExpiry();
+    // The first refresh's reply (the state, freshly handed over) waits until the second call is done.
+    let calls = 0;
+    let firstAnswered = () => {};
+    let secondDone = () => {};
+    const answered = new Promise<void>((resolve) => (firstAnswered = resolve));
+    const done = new Promise<void>((resolve) => (secondDone = resolve));
+    await wrapSessions(u, (name, other) =>
+      name === a
+        ? {
+            handOver: async (...args: [string, string, boolean]) => {
+              const answer = await other.handOver(...args);
+              if (++calls === 1) {
+                firstAnswered();
+                await done;
+              }
+              return answer;
+            },
+          }
+        : {},
+    );
+    const first = stub(u).record(u, [identify(user, anon, back + MINUTE_MS)]);
+    await answered;
+    // The second call hears `again`, with the state the first reply carries: no call merged it yet.
+    await stub(u).record(u, [identify(user, anon, back + 2 * MINUTE_MS)]);
+    secondDone();
+    await first;
+    const s = await stub(u).snapshot(u);
+    expect({ viewed: s.viewed, events: s.counters.events }).toEqual({
+      viewed: ["came-back", "elsewhere", "before-login"],
+      events: 6,
+    });
   });
 
   it("only releases, and does not merge again, a visitor whose release was lost when the refresh asks it", async () => {
