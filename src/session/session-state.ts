@@ -9,7 +9,7 @@ import { loadConfig } from "../config.ts";
 import { describeError, log } from "../log.ts";
 import { openRedis, type RedisSettings } from "../stores/redis.ts";
 import { type Applied, applyEvents, assertOutboxRoom, newProfile } from "./apply.ts";
-import { isUserKey, stitchTargets } from "./identity.ts";
+import { isUserKey, type StitchTarget, stitchTargets } from "./identity.ts";
 import {
   FORWARD_MAX_HOPS,
   FORWARD_MAX_ROUNDS,
@@ -71,6 +71,12 @@ const HANDED_OVER_STAMP = "handed-over-stamp";
  * MERGED_MAX, the newest); erased with the data.
  */
 const MERGE_TAKEN = "merge-taken";
+/**
+ * Hand-overs asked for whose answer never came, by key (the value: `claim`), at most MERGED_MAX, the newest; erased
+ * with the data. The other object may have marked itself merged into this one and be holding its data for it: every
+ * later record asks it again and every erasure reaches it, until an answer comes.
+ */
+const MERGE_UNANSWERED = "merge-unanswered";
 
 export interface EraseResult {
   /** Keys whose objects were erased (this one first). */
@@ -337,11 +343,8 @@ export class SessionState extends DurableObject<Env> {
   async #eraseAll(suppress: boolean): Promise<EraseResult> {
     const profile = this.#store.profile();
     const self = profile?.userKey;
-    // Every merged object, and those an earlier erasure could not reach: read before our storage goes.
-    const pending = this.ctx.storage.kv.get<string[]>(ERASE_PENDING) ?? [];
-    const merged = [
-      ...new Set([...(profile ? this.#store.mergedKeys(Number.MAX_SAFE_INTEGER) : []), ...pending]),
-    ].filter((key) => key !== self);
+    // Read before our storage goes.
+    const merged = this.#ownedKeys().filter((key) => key !== self);
     // Remembered before anything is deleted (#erase keeps the list): if a call below fails, or this object is
     // interrupted, the next erasure still knows whom to call.
     this.#setErasePending(merged);
@@ -385,15 +388,23 @@ export class SessionState extends DurableObject<Env> {
   }
 
   /**
-   * Every other key of this user the object knows of, for the suppression routes (docs/privacy.md#suppression): all
-   * objects merged into it, the devices it erased and suppressed while suppressed, and merged objects an erasure
-   * could not reach yet. Read-only.
+   * Every other key of this user the object knows of, for the suppression routes (docs/privacy.md#suppression): those
+   * an erasure calls (#ownedKeys) and the devices it erased and suppressed while suppressed. Read-only.
    */
   async linkedKeys(): Promise<string[]> {
-    const merged = this.#store.profile() ? this.#store.mergedKeys(Number.MAX_SAFE_INTEGER) : [];
     const chased = this.ctx.storage.kv.get<string[]>(SUPPRESSED_CHASED) ?? [];
+    return [...new Set([...this.#ownedKeys(), ...chased])];
+  }
+
+  /**
+   * The keys an erasure of this object calls: every object merged into it, those asked for a hand-over that never
+   * answered, and those an earlier erasure could not reach.
+   */
+  #ownedKeys(): string[] {
+    const merged = this.#store.profile() ? this.#store.mergedKeys(Number.MAX_SAFE_INTEGER) : [];
+    const unanswered = Object.keys(this.#unanswered());
     const pending = this.ctx.storage.kv.get<string[]>(ERASE_PENDING) ?? [];
-    return [...new Set([...merged, ...chased, ...pending])];
+    return [...new Set([...merged, ...unanswered, ...pending])];
   }
 
   /** Suppression without erasure: the data stays (and expires as usual), later events are answered, not stored. */
@@ -518,7 +529,7 @@ export class SessionState extends DurableObject<Env> {
     // Every hand-over of this call belongs to the state as it was now: an erasure meanwhile ends them (#absorb).
     const epoch = this.#epoch;
     const asOf = this.clock();
-    const targets = stitchTargets(userKey, events).filter((target) => this.#shouldAsk(target.key, asOf));
+    const targets = this.#askTargets(userKey, events).filter((target) => this.#shouldAsk(target.key, asOf));
     // A call either applies entirely or not at all: a full outbox refuses it before any merge is applied.
     if (targets.length > 0) assertOutboxRoom(this.#store, events.length);
     let stitched = false;
@@ -601,6 +612,15 @@ export class SessionState extends DurableObject<Env> {
 
   // ---- identity merge -----------------------------------------------------------------------------------------
 
+  /** The keys the events name (identity.ts), then those asked before that never answered (MERGE_UNANSWERED). */
+  #askTargets(userKey: string, events: CollectedEvent[]): StitchTarget[] {
+    const named = stitchTargets(userKey, events);
+    const unanswered = Object.entries(this.#unanswered())
+      .filter(([key]) => !named.some((target) => target.key === key))
+      .map(([key, claim]) => ({ key, claim }));
+    return [...named, ...unanswered];
+  }
+
   async #stitch(selfKey: string, otherKey: string, claim: boolean, epoch: number): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       this.#absorbing++;
@@ -634,14 +654,16 @@ export class SessionState extends DurableObject<Env> {
     const known = this.#store.hasSchema() ? this.#store.mergedRow(otherKey) : null;
     const refreshedBefore = this.#mergeRefreshed()[otherKey] ?? null;
     const other = this.env.SESSION_STATE.getByName(otherKey);
+    this.#setEntry(MERGE_UNANSWERED, otherKey, claim);
     let answer: HandOver;
     try {
       answer = await other.handOver(otherKey, selfKey, claim);
     } catch (error) {
-      // Not fatal: the events are still recorded, and the next event carrying this id retries the merge.
+      // Not fatal: the events are still recorded, and the next record of this user asks again (MERGE_UNANSWERED).
       log("warn", "session merge: hand-over failed", { into: selfKey, from: otherKey, error: describeError(error) });
       return false;
     }
+    this.#setEntry(MERGE_UNANSWERED, otherKey, undefined);
     if (answer.status === "busy") return true;
     if (epoch !== this.#epoch) {
       // Erased while we awaited the hand-over. The other object has marked itself merged into us and kept its data
@@ -687,7 +709,7 @@ export class SessionState extends DurableObject<Env> {
             duplicates: result.duplicates,
           });
           store.compact();
-          if (answer.stamp !== undefined) this.#setTaken(otherKey, answer.stamp);
+          if (answer.stamp !== undefined) this.#setEntry(MERGE_TAKEN, otherKey, answer.stamp);
           return true;
         }
         case "empty":
@@ -749,22 +771,29 @@ export class SessionState extends DurableObject<Env> {
     this.ctx.storage.kv.put(MERGE_REFRESHED, Object.fromEntries(kept));
   }
 
+  #unanswered(): Record<string, boolean> {
+    return this.ctx.storage.kv.get<Record<string, boolean>>(MERGE_UNANSWERED) ?? {};
+  }
+
   #taken(): Record<string, string> {
     return this.ctx.storage.kv.get<Record<string, string>>(MERGE_TAKEN) ?? {};
   }
 
-  #setTaken(key: string, stamp: string): void {
-    const { [key]: _replaced, ...others } = this.#taken();
-    const kept = Object.entries({ ...others, [key]: stamp }).slice(-MERGED_MAX);
-    this.ctx.storage.kv.put(MERGE_TAKEN, Object.fromEntries(kept));
-  }
-
   /** The object under `key` confirmed its release: its stamp, if still the one taken, is no longer needed. */
   #untake(key: string, stamp: string | undefined): void {
-    const { [key]: taken, ...others } = this.#taken();
-    if (stamp === undefined || taken !== stamp) return;
-    if (Object.keys(others).length === 0) this.ctx.storage.kv.delete(MERGE_TAKEN);
-    else this.ctx.storage.kv.put(MERGE_TAKEN, others);
+    if (stamp !== undefined && this.#taken()[key] === stamp) this.#setEntry(MERGE_TAKEN, key, undefined);
+  }
+
+  /**
+   * Sets `key` in the map kept under `name` in the synchronous KV storage, or removes it (`undefined`; no write when
+   * it is not there, so an erased object stays empty). The map keeps the MERGED_MAX newest entries.
+   */
+  #setEntry(name: string, key: string, value: string | boolean | undefined): void {
+    const { [key]: old, ...others } = this.ctx.storage.kv.get<Record<string, string | boolean>>(name) ?? {};
+    if (value === undefined && old === undefined) return;
+    const kept = Object.entries(value === undefined ? others : { ...others, [key]: value }).slice(-MERGED_MAX);
+    if (kept.length === 0) this.ctx.storage.kv.delete(name);
+    else this.ctx.storage.kv.put(name, Object.fromEntries(kept));
   }
 
   /** A hand-over that an erasure overtook: the other object is erased too (and suppressed if this one now is). */

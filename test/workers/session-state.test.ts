@@ -601,6 +601,45 @@ describe("identity merge", () => {
     expect((await stub(newKey).snapshot(newKey)).viewed).toEqual(["o2", "o1"]);
   });
 
+  /** A user with a view, aliased into a new user id; the reply of its hand-over is lost. */
+  async function aliasReplyLost() {
+    const [newId, oldId] = [uid("new"), uid("old")];
+    const [newKey, oldKey] = [`u:${newId}`, `u:${oldId}`];
+    await stub(oldKey).record(oldKey, [track("Product Viewed", { product_id: "o1" }, { userId: oldId })]);
+    await wrapSessions(newKey, firstReplyLost(oldKey));
+    await stub(newKey).record(newKey, [base("alias", { previousId: oldId }, { userId: newId, anonymousId: null })]);
+    // The old user's object marked itself merged into the new one, which did not get its state.
+    expect((await stub(oldKey).snapshot(oldKey)).mergedInto).toBe(newKey);
+    expect((await stub(newKey).snapshot(newKey)).viewed).toEqual([]);
+    return { newId, oldId, newKey, oldKey };
+  }
+
+  it("asks an aliased user whose hand-over reply was lost again with the next record, whatever its events name", async () => {
+    const { newId, oldId, newKey, oldKey } = await aliasReplyLost();
+    // An event under the old id, forwarded to the new user's object: it names no key to merge.
+    const [o2, n1] = [T0 + MINUTE_MS, T0 + 2 * MINUTE_MS];
+    await stub(oldKey).record(oldKey, [track("Product Viewed", { product_id: "o2" }, { userId: oldId, at: o2 })]);
+    await stub(newKey).record(newKey, [track("Product Viewed", { product_id: "n1" }, { userId: newId, at: n1 })]);
+    const s = await stub(newKey).snapshot(newKey);
+    expect(s.viewed).toEqual(["n1", "o2", "o1"]);
+    expect(s.mergedKeys).toContain(oldKey);
+    await vi.waitFor(async () => expect((await stub(oldKey).snapshot(oldKey)).viewed).toEqual([]), { timeout: 5_000 });
+  });
+
+  it("erases with the new user an aliased user whose hand-over reply was lost, before anything asked it again", async () => {
+    const { newKey, oldKey, oldId } = await aliasReplyLost();
+    // The alias also claimed the old id's visitor object (it answered).
+    const linked = [`a:${oldId}`, oldKey];
+    expect((await stub(newKey).linkedKeys()).sort()).toEqual(linked);
+    const erased = await stub(newKey).erase({ suppress: false });
+    expect({ complete: erased.complete, erased: erased.erased.sort() }).toEqual({
+      complete: true,
+      erased: [...linked, newKey].sort(),
+    });
+    const old = await stub(oldKey).snapshot(oldKey);
+    expect({ exists: old.exists, viewed: old.viewed }).toEqual({ exists: false, viewed: [] });
+  });
+
   it("two users aliasing each other at the same moment: one absorbs the other, and neither forwards in a loop", async () => {
     for (let round = 0; round < 5; round++) {
       const [idA, idB] = [uid("A"), uid("B")];
@@ -703,17 +742,48 @@ describe("identity merge", () => {
     await new Promise((resolve) => setTimeout(resolve, 50));
     expect(await stub(u).erase({ suppress: false })).toMatchObject({ complete: true, unreached: [] });
     await pending;
-    // Read back from the visitor's own object: its pre-login history is gone, and it is not suppressed.
+    // Read back from the visitor's own object: the erasure called it (the login had asked it for a hand-over), so its
+    // pre-login history is gone; the hand-over that reached it afterwards found it empty and claimed it for the user,
+    // as the login links the two. It is not suppressed.
     const visitor = await stub(a).snapshot(a);
-    expect({ exists: visitor.exists, viewed: visitor.viewed, pending: visitor.outbox.pending }).toEqual({
-      exists: false,
-      viewed: [],
-      pending: 0,
-    });
+    expect({
+      mergedInto: visitor.mergedInto,
+      viewed: visitor.viewed,
+      events: visitor.counters.events,
+      pending: visitor.outbox.pending,
+    }).toEqual({ mergedInto: u, viewed: [], events: 0, pending: 0 });
     expect((await stub(a).suppression()).suppressed).toBe(false);
     // The user's next login on that device brings nothing of it back.
     await stub(u).record(u, [track("Product Viewed", { product_id: "p-next" }, { userId: user, anonymousId: anon })]);
     expect((await stub(u).snapshot(u)).viewed).not.toContain("secret-prelogin");
+  });
+
+  it("erases a visitor that handed itself over to a login whose reply an erasure overtook", async () => {
+    const [user, anon] = [uid("user"), uid("anon")];
+    const [u, a] = [`u:${user}`, `a:${anon}`];
+    await stub(a).record(a, [track("Product Viewed", { product_id: "secret-prelogin" }, { anonymousId: anon })]);
+    // The hand-over reaches the visitor at once (it marks itself merged and keeps its data for the user); the reply
+    // takes 300 ms.
+    await wrapSessions(u, (_name, other) => ({
+      handOver: async (...args: [string, string, boolean]) => {
+        const answer = await other.handOver(...args);
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        return answer;
+      },
+    }));
+    const pending = stub(u).record(u, [
+      track("Product Viewed", { product_id: "p" }, { userId: user, anonymousId: anon }),
+    ]);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(await stub(u).erase({ suppress: true })).toMatchObject({ complete: true, unreached: [] });
+    expect(await pending).toMatchObject({ accepted: 0, suppressed: 1 });
+    const visitor = await stub(a).snapshot(a);
+    expect({ exists: visitor.exists, viewed: visitor.viewed, suppressed: visitor.suppressed }).toEqual({
+      exists: false,
+      viewed: [],
+      suppressed: true,
+    });
+    expect((await stub(u).snapshot(u)).exists).toBe(false);
   });
 
   it("merges no further object into a user erased and suppressed between two hand-overs of one record", async () => {
