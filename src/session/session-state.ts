@@ -125,6 +125,8 @@ export class SessionState extends DurableObject<Env> {
   #warnedNoRedis = false;
   /** The suppression flag's value in storage (epoch ms or null); undefined until read in this activation. */
   #suppressed: number | null | undefined = undefined;
+  /** MERGE_UNANSWERED as stored (undefined: not read since the activation or the last change). */
+  #unansweredKeys: Record<string, boolean> | undefined = undefined;
   /**
    * The lean snapshot's time-independent parts, kept in memory between writes: the ranking path reads a visitor on
    * every page, and this saves its SQL reads. Dropped by every method that can change the state (#mutating).
@@ -771,8 +773,10 @@ export class SessionState extends DurableObject<Env> {
     this.ctx.storage.kv.put(MERGE_REFRESHED, Object.fromEntries(kept));
   }
 
+  /** Read once per activation and after each change: every record asks for it. */
   #unanswered(): Record<string, boolean> {
-    return this.ctx.storage.kv.get<Record<string, boolean>>(MERGE_UNANSWERED) ?? {};
+    this.#unansweredKeys ??= this.ctx.storage.kv.get<Record<string, boolean>>(MERGE_UNANSWERED) ?? {};
+    return this.#unansweredKeys;
   }
 
   #taken(): Record<string, string> {
@@ -794,6 +798,7 @@ export class SessionState extends DurableObject<Env> {
     const kept = Object.entries(value === undefined ? others : { ...others, [key]: value }).slice(-MERGED_MAX);
     if (kept.length === 0) this.ctx.storage.kv.delete(name);
     else this.ctx.storage.kv.put(name, Object.fromEntries(kept));
+    if (name === MERGE_UNANSWERED) this.#unansweredKeys = undefined;
   }
 
   /** A hand-over that an erasure overtook: the other object is erased too (and suppressed if this one now is). */
@@ -942,6 +947,7 @@ export class SessionState extends DurableObject<Env> {
     this.#alarmAt = null;
     await this.ctx.storage.deleteAll();
     this.#store.forget();
+    this.#unansweredKeys = undefined;
     if (suppressedSince === null) this.#suppressed = null;
     else this.#setSuppressed(suppressedSince);
     for (const [key, value] of kept) if (value !== undefined && value.length > 0) this.ctx.storage.kv.put(key, value);
