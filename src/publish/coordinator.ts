@@ -21,6 +21,7 @@ import {
   newStats,
   type PublishJob,
   saveCatalogWatermark,
+  stableWrites,
 } from "./publisher.ts";
 import { collectGarbage, earliestDue, type GarbageKey, SHARED_GC_GRACE_MS, sweepGarbage } from "./shared-gc.ts";
 import { catalogRows, catalogWatermark, markModelsPublished, publishedHashes, recordPublished } from "./sources.ts";
@@ -346,7 +347,7 @@ export class PublishCoordinator extends DurableObject<Env> {
             generatedAt: job.generatedAt,
             publishedAt: pointer.publishedAt,
             modelVersion: pointer.modelVersion,
-            stableWrites: job.stats.written + job.stats.tombstones,
+            stableWrites: stableWrites(job),
             sharedWrites: job.stats.sharedWritten,
             runId: job.runId,
             kind: "publish" as const,
@@ -394,22 +395,18 @@ export class PublishCoordinator extends DurableObject<Env> {
       }
       // Given up. Keys it may have written carry its version (and a pointer it wrote names it): a job that made any
       // KV operation spends its number, so a later publish never reuses it, and a rollback counts it against the
-      // keys' history whenever a stable put was attempted (a put that failed, or whose step died, may have landed
-      // without being recorded or counted).
+      // keys' history whenever a stable put was attempted (stableWrites).
       if (job.stats.opsTotal > 0 || job.stats.pointerWritten) {
-        const stableWrites = job.stats.written + job.stats.tombstones;
         state.lastVersion = Math.max(state.lastVersion, job.version);
         // Recorded keys the diff will take for published: the next publish writes a pointer that serves them.
-        if (stableWrites + job.stats.sharedWritten > 0 || job.stableWritesAttempted || job.stats.pointerWritten) {
-          state.pointerOwed = true;
-        }
+        if (stableWrites(job) + job.stats.sharedWritten > 0 || job.stats.pointerWritten) state.pointerOwed = true;
         state.versions = [
           {
             version: job.version,
             generatedAt: job.generatedAt,
             publishedAt: Date.now(),
             modelVersion: null,
-            stableWrites: Math.max(stableWrites, job.stableWritesAttempted ? 1 : 0),
+            stableWrites: stableWrites(job),
             sharedWrites: job.stats.sharedWritten,
             runId: job.runId,
             kind: "failed" as const,

@@ -50,7 +50,6 @@ import {
   popularLists,
   publishedHashes,
   readChanges,
-  recordedUnder,
   recordPublished,
   recordPublishedUsers,
   STABLE_PHASES,
@@ -118,7 +117,7 @@ export interface PublishJob {
   erasedKeys?: string[];
   /** The erasure sweep after the stable phases: its snapshot, saved once its keys are deleted. */
   erasureSweep?: { snapshot: string; saved: boolean };
-  /** A stable step put keys (some may have been written, recorded or not): set before its puts. */
+  /** A stable step put keys (some may have been written, recorded or not): set, and saved, before its puts. */
   stableWritesAttempted?: boolean;
 }
 
@@ -188,8 +187,12 @@ async function stableStep(s: Step, phase: StablePhase, limit: number): Promise<b
     const pairs = batch.changes.map(
       (c) => [c.key, mergeStable(previous.get(c.key) ?? null, job.version, job.generatedAt, c.list)] as const,
     );
-    // From here on keys may hold entries of this version, recorded or not (the give-up path counts them).
-    job.stableWritesAttempted = true;
+    // From here on keys may hold entries of this version, recorded or not: saved before the first put, so that
+    // neither a failed step nor an alarm cut off before the step's end loses it (stableWrites).
+    if (!job.stableWritesAttempted) {
+      job.stableWritesAttempted = true;
+      await s.onProgress?.(job);
+    }
     // Puts that succeeded are recorded even when others failed: an unrecorded entry of this version would stay in
     // its key while the diff, comparing with the older record, took the key for unchanged.
     const refused = await kv.putAllSettled(pairs);
@@ -198,16 +201,17 @@ async function stableStep(s: Step, phase: StablePhase, limit: number): Promise<b
     const erased = new Set(
       users && stored.length > 0 ? await recordPublishedUsers(db, stored, job.version, batch.snapshot) : [],
     );
-    if (erased.size > 0) {
-      job.erasedKeys = [...(job.erasedKeys ?? []), ...erased];
-      job.stats.erased = (job.stats.erased ?? 0) + erased.size;
-      await deleteErasedKeys(s);
-    }
     if (!users && stored.length > 0) await recordPublished(db, stored, job.version);
+    // Counted as soon as recorded: the step's retry no longer sees these keys, whatever fails next.
     for (const c of stored) {
       if (erased.has(c.key)) continue;
       if (c.hash === TOMBSTONE_HASH) job.stats.tombstones++;
       else job.stats.written++;
+    }
+    if (erased.size > 0) {
+      job.erasedKeys = [...(job.erasedKeys ?? []), ...erased];
+      job.stats.erased = (job.stats.erased ?? 0) + erased.size;
+      await deleteErasedKeys(s);
     }
     // The step is not done: its retry reads the same window again, where the recorded keys no longer show.
     if (refused) throw refused.error;
@@ -252,9 +256,13 @@ async function savedCatalogWatermark(db: Executor): Promise<CatalogWatermark | n
   return row?.value ?? null;
 }
 
-/** Whether the job wrote stable keys: its counts, or its records (counts die with an alarm cut off mid-step). */
-async function wroteStableKeys(s: Step): Promise<boolean> {
-  return s.job.stats.written + s.job.stats.tombstones > 0 || (await recordedUnder(s.db, s.job.version));
+/**
+ * Stable keys the job counts as written: its count, and at least 1 once it attempted a stable put (a put that
+ * failed, or whose alarm died before the count, may have landed). It settles, writes a pointer and counts against
+ * the keys' history in rollbacks (coordinator.ts) by this number.
+ */
+export function stableWrites(job: PublishJob): number {
+  return Math.max(job.stats.written + job.stats.tombstones, job.stableWritesAttempted ? 1 : 0);
 }
 
 /**
@@ -321,7 +329,7 @@ async function sharedAndPointer(s: Step): Promise<Pointer | null | "budget"> {
     } else if (last.version !== popular[list]) behind.push(shipList);
   }
 
-  if (writes.length === 0 && !ownEarlierWrites && !s.pointerOwed && !(await wroteStableKeys(s))) {
+  if (writes.length === 0 && !ownEarlierWrites && !s.pointerOwed && stableWrites(job) === 0) {
     if (watermarkMoved) await saveCatalogWatermark(db, watermark);
     return null;
   }
@@ -384,7 +392,7 @@ export async function advance(s: Step): Promise<Outcome> {
   }
   if (job.phase === "settle") {
     job.phase = "shared";
-    if (job.settleMs > 0 && !job.settled && (await wroteStableKeys(s))) {
+    if (job.settleMs > 0 && !job.settled && stableWrites(job) > 0) {
       job.settled = true;
       await s.onProgress?.(job);
       return { kind: "continue", delayMs: job.settleMs };

@@ -320,18 +320,6 @@ export async function recordPublishedUsers(
   });
 }
 
-/**
- * Whether any key is recorded under `version`. A job whose alarm died after a step's record transaction lost that
- * step's counts: the record still says the job wrote keys, and that its pointer must be written.
- */
-export async function recordedUnder(db: Executor, version: number): Promise<boolean> {
-  const [row] = await rows(
-    db,
-    sql`select exists (select 1 from ${publishedKeys} where ${publishedKeys.version} = ${String(version)}) as found`,
-  );
-  return row?.found === true;
-}
-
 /** sync_state row with the snapshot of the last completed erasure sweep (erasedUnpublishedUserKeys). */
 export const ERASURE_SWEEP_STATE = "publish.erasure_sweep";
 

@@ -520,49 +520,48 @@ async function erase(schema: string, userKey: string): Promise<void> {
 }
 
 /**
- * The erasure of `userKey` commits (Postgres, then KV) just before the coordinator's first put of that user's key:
- * after the publish step read the list and the key's current value, before it writes the key and records it.
+ * Decides what the coordinator's KV puts and deletes do from now on (on top of the wrappers installed before):
+ * `call` runs the real operation; `coordinator` is the object the alarm runs in.
  */
-async function eraseDuringPut(stub: DurableObjectStub<PublishCoordinator>, schema: string, userKey: string) {
+type KvHook = (key: string, call: () => Promise<unknown>, coordinator: PublishCoordinator) => Promise<unknown>;
+
+async function interceptKv(stub: DurableObjectStub<PublishCoordinator>, hooks: { put?: KvHook; delete?: KvHook }) {
   await runInDurableObject(stub, (instance: PublishCoordinator) => {
-    const counting = instance.wrapKv;
-    let armed = true;
+    const inner = instance.wrapKv;
     instance.wrapKv = (raw) =>
-      new Proxy(counting(raw), {
+      new Proxy(inner(raw), {
         get(target, prop, receiver) {
-          if (prop === "put") {
-            return async (key: string, ...rest: unknown[]) => {
-              if (armed && key === userListKey(userKey)) {
-                armed = false;
-                await erase(schema, userKey);
-              }
-              return (target.put as (...a: unknown[]) => Promise<void>)(key, ...rest);
-            };
-          }
           const value = Reflect.get(target, prop, receiver) as unknown;
-          return typeof value === "function" ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+          if (typeof value !== "function") return value;
+          const bound = (value as (...a: unknown[]) => Promise<unknown>).bind(target);
+          const hook = prop === "put" ? hooks.put : prop === "delete" ? hooks.delete : undefined;
+          return hook ? (key: string, ...rest: unknown[]) => hook(key, () => bound(key, ...rest), instance) : bound;
         },
       });
   });
 }
 
+/**
+ * The erasure of `userKey` commits (Postgres, then KV) just before the coordinator's first put of that user's key:
+ * after the publish step read the list and the key's current value, before it writes the key and records it.
+ */
+async function eraseDuringPut(stub: DurableObjectStub<PublishCoordinator>, schema: string, userKey: string) {
+  let armed = true;
+  await interceptKv(stub, {
+    put: async (key, call) => {
+      if (armed && key === userListKey(userKey)) {
+        armed = false;
+        await erase(schema, userKey);
+      }
+      return call();
+    },
+  });
+}
+
 /** The coordinator's KV puts of the keys `refuse` picks fail (as KV's 429s or 500s do) while it returns true. */
 async function refusePuts(stub: DurableObjectStub<PublishCoordinator>, refuse: (key: string) => boolean) {
-  await runInDurableObject(stub, (instance: PublishCoordinator) => {
-    const counting = instance.wrapKv;
-    instance.wrapKv = (raw) =>
-      new Proxy(counting(raw), {
-        get(target, prop, receiver) {
-          if (prop === "put") {
-            return (key: string, ...rest: unknown[]) => {
-              if (refuse(key)) return Promise.reject(new Error(`KV PUT failed: 429 (${key})`));
-              return (target.put as (...a: unknown[]) => Promise<void>)(key, ...rest);
-            };
-          }
-          const value = Reflect.get(target, prop, receiver) as unknown;
-          return typeof value === "function" ? (value as (...a: unknown[]) => unknown).bind(target) : value;
-        },
-      });
+  await interceptKv(stub, {
+    put: (key, call) => (refuse(key) ? Promise.reject(new Error(`KV PUT failed: 429 (${key})`)) : call()),
   });
 }
 
@@ -679,7 +678,47 @@ describe("erasure against the publish", () => {
       recorded: (await q("select 1 from published_keys where key = $1", [userListKey(alice)])).length,
       swept: run?.stats.swept,
       bob: decodeUserList(await kv().get(userListKey(bob)), pointer?.version ?? 0)?.items[0]?.score,
-    }).toEqual({ alice: null, recorded: 0, swept: 1, bob: expect.closeTo(1.7, 5) });
+      // Bob's key got its version-2 entry in the step that died: version 2 counts against the keys' history.
+      stableWrites: (await revived.status()).versions[0]?.stableWrites,
+    }).toEqual({ alice: null, recorded: 0, swept: 1, bob: expect.closeTo(1.7, 5), stableWrites: 1 });
+  });
+
+  it("a step whose delete of an erased user's key fails still counts the keys it wrote against their history", async () => {
+    const { schema, q, stub, publish, tag } = await setup("erase");
+    await seed(q, tag);
+    const [alice, bob] = [`u:${tag}-alice`, `u:${tag}-bob`];
+    const bumpBob = () => q("update user_candidates set scores[1] = scores[1] + 1 where user_key = $1", [bob]);
+    await publish(); // v1
+    await q("update user_candidates set scores[1] = scores[1] + 1"); // alice's and bob's lists change
+    await eraseDuringPut(stub, schema, alice);
+    let refused = false;
+    await interceptKv(stub, {
+      delete: (key, call) => {
+        if (refused || key !== userListKey(alice)) return call();
+        refused = true;
+        return Promise.reject(new Error("KV DELETE failed: 500"));
+      },
+    });
+    await publish(); // v2: bob's key written and recorded, then the step fails at alice's delete; its retry finishes
+    for (let i = 0; i < 2; i++) {
+      await bumpBob();
+      await publish(); // v3, v4
+    }
+    const entries = (JSON.parse((await kv().get(userListKey(bob))) ?? "{}") as { e: [number][] }).e.map((e) => e[0]);
+    const status = await stub.status();
+    expect({
+      refused,
+      entries,
+      stableWrites: status.versions.find((v) => v.version === 2)?.stableWrites,
+      targets: status.rollbackTargets,
+      rollback: await stub.rollback(1),
+    }).toEqual({
+      refused: true,
+      entries: [4, 3, 2], // nothing left for version 1
+      stableWrites: 1,
+      targets: [4, 3, 2],
+      rollback: expect.objectContaining({ ok: false, code: "version_not_rollbackable" }),
+    });
   });
 
   it("sweeps each erasure once, and keeps the key of a user published again since their erasure", async () => {
