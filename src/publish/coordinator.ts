@@ -514,7 +514,6 @@ export class PublishCoordinator extends DurableObject<Env> {
     const kv = new KvBudget(this.wrapKv(this.env.ONLINE_STORE), KV_OPS_PER_INVOCATION);
     const pairs = catalogPairs(built, version, now);
     await kv.putAll(pairs);
-    await recordPublished(db, [{ key: CATALOG_RECORD, hash: built.hash }], version);
     const wait = state.lastPointerWriteAt + KV_MIN_WRITE_INTERVAL_MS - Date.now();
     if (wait > 0) await sleep(wait);
     const base = state.pointer;
@@ -532,6 +531,9 @@ export class PublishCoordinator extends DurableObject<Env> {
       lists: base ? listsVersion(base) : 0,
     };
     await kv.put(POINTER_KEY, encodePointer(pointer));
+    // Recorded once a pointer names the build: recorded before, a refused pointer write would leave the build
+    // recorded as shipped, and every publish after it would find the catalogue unchanged.
+    await recordPublished(db, [{ key: CATALOG_RECORD, hash: built.hash }], version);
     await saveCatalogWatermark(db, watermark);
     state.pointer = pointer;
     state.lastPointerWriteAt = pointer.publishedAt;

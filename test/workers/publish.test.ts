@@ -476,6 +476,19 @@ describe("shared keys against what the pointer serves", () => {
     expect("version" in pushed && "version" in started && pushed.version !== started.version).toBe(true);
   });
 
+  it("a catalogue push refused at its pointer write is shipped by the next publish", async () => {
+    const { schema, q, stub, publish, tag } = await setup("pub");
+    await seed(q, tag);
+    await publish(); // v1: p1 in stock
+    await q("update catalog set in_stock = false, updated_at = now() where id = $1", [`${tag}-p1`]);
+    let refuse = true;
+    await refusePuts(stub, (key) => refuse && key === POINTER_KEY);
+    await expect(stub.pushCatalog({ schema })).rejects.toThrow(/429/); // version 2 spent, its shard written
+    refuse = false;
+    await publish(); // nothing but the catalogue changed since version 1
+    expect(await p1InStock(tag)).toMatchObject({ pointer: { version: 3, catalog: { version: 3 } }, inStock: false });
+  });
+
   it("a publish whose pointer write failed ships its catalogue change on the retry", async () => {
     const { schema, q, stub, publish, tag } = await setup("pub");
     await seed(q, tag);
