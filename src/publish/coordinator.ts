@@ -470,11 +470,11 @@ export class PublishCoordinator extends DurableObject<Env> {
 
   /**
    * Ships the catalogue now (stock, visibility, price) as a new version that changes nothing else. During a publish
-   * the publish itself ships it (its shared step reads the catalogue last).
+   * the publish itself ships it (its shared step reads the catalogue last). Queued behind the alarm in progress, whose
+   * shared step may have read the catalogue already: a publish still running once that alarm has ended reads it in a
+   * later alarm.
    */
   async pushCatalog(request: { schema?: string; trigger?: "cron" | "admin" } = {}): Promise<PushResult> {
-    const running = await this.#job();
-    if (running) return { status: "queued", version: running.version };
     const database = this.#database();
     if (!database) return { status: "not_configured" };
     return this.#exclusive(async () => {

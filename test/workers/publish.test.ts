@@ -17,7 +17,7 @@ import {
   listsVersion,
   type Pointer,
 } from "../../src/publish/codec.ts";
-import type { PublishCoordinator } from "../../src/publish/coordinator.ts";
+import type { PublishCoordinator, PushResult } from "../../src/publish/coordinator.ts";
 import { openDb } from "../../src/publish/db.ts";
 import { catalogShardKey, itemListKey, POINTER_KEY, popularListKey, userListKey } from "../../src/publish/keys.ts";
 import { KV_OPS_PER_INVOCATION } from "../../src/publish/kv-budget.ts";
@@ -487,6 +487,29 @@ describe("shared keys against what the pointer serves", () => {
     refuse = false;
     await publish(); // nothing but the catalogue changed since version 1
     expect(await p1InStock(tag)).toMatchObject({ pointer: { version: 3, catalog: { version: 3 } }, inStock: false });
+  });
+
+  it("a catalogue push that arrives during a publish's last alarm ships the catalogue as it is then", async () => {
+    const { schema, q, stub, publish, tag } = await setup("pub");
+    await seed(q, tag);
+    await publish(); // v1
+    await q("update user_candidates set scores[1] = scores[1] + 1 where user_key = $1", [`u:${tag}-alice`]);
+    // At v2's pointer write its shared step has read the catalogue: p1 goes out of stock and is pushed then.
+    let pushed: Promise<PushResult> | null = null;
+    await interceptKv(stub, {
+      put: async (key, call, coordinator) => {
+        if (key === POINTER_KEY && !pushed) {
+          await q("update catalog set in_stock = false, updated_at = now() where id = $1", [`${tag}-p1`]);
+          pushed = coordinator.pushCatalog({ schema });
+        }
+        return call();
+      },
+    });
+    await publish(); // v2
+    expect({ pushed: await pushed, served: await p1InStock(tag) }).toMatchObject({
+      pushed: { status: "published", version: 3 },
+      served: { pointer: { version: 3 }, inStock: false },
+    });
   });
 
   it("a publish whose pointer write failed ships its catalogue change on the retry", async () => {
