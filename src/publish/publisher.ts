@@ -342,16 +342,18 @@ async function sharedAndPointer(s: Step): Promise<Pointer | null | "budget"> {
 
   const modelVersions = await currentModelVersions(db);
   const ids = Object.values(modelVersions);
+  const catalogOrder = await catalogOrderStat(db);
   const pointer: Pointer = {
     f: CODEC_FORMAT,
     version: job.version,
     generatedAt: job.generatedAt,
+    // Taken after every query, right before the write: the next pointer write waits KV_MIN_WRITE_INTERVAL_MS from it.
     publishedAt: s.now(),
     modelVersion: ids.length ? Math.max(...ids) : null,
     modelVersions,
     catalog,
     popular,
-    catalogOrder: await catalogOrderStat(db),
+    catalogOrder,
   };
   await kv.put(POINTER_KEY, encodePointer(pointer));
   job.stats.pointerWritten = true;

@@ -20,7 +20,8 @@ import {
 import type { PublishCoordinator, PushResult } from "../../src/publish/coordinator.ts";
 import { openDb } from "../../src/publish/db.ts";
 import { catalogShardKey, itemListKey, POINTER_KEY, popularListKey, userListKey } from "../../src/publish/keys.ts";
-import { KV_OPS_PER_INVOCATION } from "../../src/publish/kv-budget.ts";
+import { KV_MIN_WRITE_INTERVAL_MS, KV_OPS_PER_INVOCATION } from "../../src/publish/kv-budget.ts";
+import { openClient } from "../../src/stores/db.ts";
 import {
   coordinator,
   createSchema,
@@ -247,6 +248,36 @@ describe("publish", () => {
     const status = await stub.status();
     expect(status.rollbackTargets).toContain(status.lastVersion - 1);
     expect((await stub.rollback(status.lastVersion - 1)).ok).toBe(true);
+  });
+
+  it("writes the pointer at least 1 s after the last write, counting from the write, not from the queries before it", async () => {
+    const { schema, q, stub, publish, tag } = await setup("pub");
+    await seed(q, tag);
+    await publish(); // v1
+    await q("update catalog set in_stock = false, updated_at = now() where id = $1", [`${tag}-p1`]);
+    const pointerWrites: number[] = [];
+    let held = false;
+    await interceptKv(stub, {
+      put: async (key, call) => {
+        if (key === catalogShardKey(2, 0) && !held) {
+          held = true;
+          // The statements between v2's shared keys and its pointer are slow (a large item_neighbors): a lock on
+          // the table, held 1.5 s, makes them so.
+          const client = openClient(dbSettings());
+          await client.connect();
+          await client.query("begin");
+          await client.query(`lock table "${schema}".item_neighbors in access exclusive mode`);
+          setTimeout(() => void client.query("commit").then(() => client.end()), 1500);
+        }
+        if (key === POINTER_KEY) pointerWrites.push(Date.now());
+        return call();
+      },
+    });
+    await publish(); // v2 ships the catalogue change
+    expect((await stub.rollback(1)).ok).toBe(true); // the operator takes it back at once
+    const [v2, rollback] = pointerWrites;
+    expect({ held, writes: pointerWrites.length }).toEqual({ held: true, writes: 2 });
+    expect((rollback as number) - (v2 as number)).toBeGreaterThanOrEqual(KV_MIN_WRITE_INTERVAL_MS);
   });
 
   it("deletes the shared keys no servable version names, once their grace period is over", async () => {
