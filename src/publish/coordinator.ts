@@ -147,6 +147,37 @@ export function rollbackTargets(state: CoordinatorState): number[] {
     .map((v) => v.version);
 }
 
+/**
+ * The state once a publish's pointer is written, as a new object (the failure path keeps the one the alarm read):
+ * the version served and remembered, no pointer owed, and the shared keys no servable pointer names any more queued
+ * for deletion at `garbageDueAt`.
+ */
+function afterPublish(state: CoordinatorState, job: PublishJob, pointer: Pointer, garbageDueAt: number) {
+  const next: CoordinatorState = {
+    ...state,
+    lastVersion: job.version,
+    pointer,
+    lastPointerWriteAt: pointer.publishedAt,
+    versions: [
+      {
+        version: job.version,
+        generatedAt: job.generatedAt,
+        publishedAt: pointer.publishedAt,
+        modelVersion: pointer.modelVersion,
+        stableWrites: stableWrites(job),
+        sharedWrites: job.stats.sharedWritten,
+        runId: job.runId,
+        kind: "publish" as const,
+        pointer,
+      },
+      ...state.versions,
+    ].slice(0, PUBLISHED_HISTORY),
+  };
+  delete next.pointerOwed;
+  collectGarbage(next, rollbackTargets(next), garbageDueAt);
+  return next;
+}
+
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 export class PublishCoordinator extends DurableObject<Env> {
@@ -335,36 +366,25 @@ export class PublishCoordinator extends DurableObject<Env> {
             ? Math.round(((job.stats.written + job.stats.tombstones) * 1000) / (finished - job.startedAt))
             : 0,
       };
-      if (outcome.pointer) {
-        const pointer = outcome.pointer;
-        state.lastVersion = job.version;
-        state.pointer = pointer;
-        state.lastPointerWriteAt = pointer.publishedAt;
-        delete state.pointerOwed;
-        state.versions = [
-          {
-            version: job.version,
-            generatedAt: job.generatedAt,
-            publishedAt: pointer.publishedAt,
-            modelVersion: pointer.modelVersion,
-            stableWrites: stableWrites(job),
-            sharedWrites: job.stats.sharedWritten,
-            runId: job.runId,
-            kind: "publish" as const,
-            pointer,
-          },
-          ...state.versions,
-        ].slice(0, PUBLISHED_HISTORY);
-        await markModelsPublished(opened.db, Object.values(pointer.modelVersions));
-        await this.#queueGarbage(state);
-      }
-      await this.ctx.storage.put("state", state);
+      // The pointer, when written, was the job's last write: it commits the job. Nothing from here on may fall into
+      // the failure path below, whose retry would write the pointer again and record the version twice.
+      const committed = outcome.pointer
+        ? afterPublish(state, job, outcome.pointer, Date.now() + this.gcGraceMs)
+        : state;
+      await this.ctx.storage.put("state", committed);
       await this.ctx.storage.delete("job");
-      // The job is committed: nothing after this point may fall into the failure path below, whose retry would
-      // write the pointer again and record the version twice.
-      await this.#rearmSweep(state).catch((error) =>
+      await this.#rearmSweep(committed).catch((error) =>
         log("error", "publish: could not re-arm the garbage sweep", { error: describeError(error) }),
       );
+      if (outcome.pointer) {
+        // Bookkeeping only (readers take `ready` and `published` alike); the next pointer naming them marks them.
+        await markModelsPublished(opened.db, Object.values(outcome.pointer.modelVersions)).catch((error) =>
+          log("error", "publish: finished, but its model versions could not be marked published", {
+            runId: job.runId,
+            error: describeError(error),
+          }),
+        );
+      }
       if (job.runId !== null) {
         await finishRun(opened.db, job.runId, "ok", stats).catch((error) =>
           log("error", "publish: finished, but its run could not be recorded", {

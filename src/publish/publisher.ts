@@ -343,6 +343,8 @@ async function sharedAndPointer(s: Step): Promise<Pointer | null | "budget"> {
   const modelVersions = await currentModelVersions(db);
   const ids = Object.values(modelVersions);
   const catalogOrder = await catalogOrderStat(db);
+  // Saved before the pointer, so that the pointer is the job's last write: it commits the job (coordinator.ts).
+  await saveCatalogWatermark(db, watermark);
   const pointer: Pointer = {
     f: CODEC_FORMAT,
     version: job.version,
@@ -357,7 +359,6 @@ async function sharedAndPointer(s: Step): Promise<Pointer | null | "budget"> {
   };
   await kv.put(POINTER_KEY, encodePointer(pointer));
   job.stats.pointerWritten = true;
-  await saveCatalogWatermark(db, watermark);
   return pointer;
 }
 

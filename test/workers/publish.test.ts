@@ -401,13 +401,14 @@ describe("publish", () => {
   });
 });
 
-describe("shared keys against what the pointer serves", () => {
-  const p1InStock = async (tag: string) => {
-    const pointer = decodePointer(await kv().get(POINTER_KEY));
-    const shard = decodeCatalogShard(await kv().get(catalogShardKey(pointer?.catalog?.version ?? 0, 0)));
-    return { pointer, inStock: shard ? catalogItem(shard, `${tag}-p1`)?.inStock : undefined };
-  };
+/** The pointer served, and whether the catalogue it names has the seeded product p1 in stock. */
+async function p1InStock(tag: string) {
+  const pointer = decodePointer(await kv().get(POINTER_KEY));
+  const shard = decodeCatalogShard(await kv().get(catalogShardKey(pointer?.catalog?.version ?? 0, 0)));
+  return { pointer, inStock: shard ? catalogItem(shard, `${tag}-p1`)?.inStock : undefined };
+}
 
+describe("shared keys against what the pointer serves", () => {
   it("after a rollback, the rollback holds while nothing changes; a publish that writes a pointer serves the newest catalogue", async () => {
     const { q, stub, publish, tag } = await setup("pub");
     await seed(q, tag);
@@ -1011,6 +1012,61 @@ describe("publish across invocations", () => {
       version: 3,
       alice: expect.closeTo(1.9, 5),
     });
+  });
+
+  it("a publish whose model versions cannot be marked published after its pointer is recorded once, as published", async () => {
+    const { schema, q, stub, publish, tag } = await setup("pub");
+    await seed(q, tag);
+    const alice = `u:${tag}-alice`;
+    await publish(); // v1
+    const next = await modelVersion(q, "user_candidates"); // a new compute: alice's list changes
+    await q("update user_candidates set scores[1] = 1.9, model_version = $2 where user_key = $1", [alice, next]);
+    // Postgres refuses every update of model_versions, the statement that follows the pointer write.
+    await q(`create function "${schema}".fail_mark() returns trigger language plpgsql as $$
+      begin raise exception 'injected: database unavailable'; end $$`);
+    await q(
+      `create trigger fail_mark before update on "${schema}".model_versions for each row execute function "${schema}".fail_mark()`,
+    );
+    expect((await stub.start({ trigger: "admin", schema, settleMs: 0 })).status).toBe("started");
+    await drain(stub); // v2, served
+    await q(`drop trigger fail_mark on "${schema}".model_versions`);
+    await q("update user_candidates set scores[1] = 2.9 where user_key = $1", [alice]);
+    await publish(); // v3: alice's key holds entries 3, 2 and 1
+    const status = await stub.status();
+    const [marked] = await q<{ status: string }>("select status from model_versions where id = $1", [next]);
+    expect({
+      versions: status.versions.map((v) => `${v.version}:${v.kind}`),
+      targets: status.rollbackTargets,
+      next: marked?.status,
+    }).toEqual({ versions: ["3:publish", "2:publish", "1:publish"], targets: [3, 2, 1], next: "published" });
+    expect(await stub.rollback(1)).toMatchObject({ ok: true });
+  });
+
+  it("a publish that cannot save its catalogue watermark is given up without serving a pointer the coordinator does not know", async () => {
+    const { schema, q, stub, publish, tag } = await setup("pub");
+    await seed(q, tag);
+    await publish(); // v1
+    await q("update catalog set in_stock = false, updated_at = now() where id = $1", [`${tag}-p1`]);
+    await q(`create function "${schema}".fail_watermark() returns trigger language plpgsql as $$
+      begin
+        if new.name = 'publish.catalog_watermark' then raise exception 'injected: database unavailable'; end if;
+        return new;
+      end $$`);
+    await q(
+      `create trigger fail_watermark before insert or update on "${schema}".sync_state for each row execute function "${schema}".fail_watermark()`,
+    );
+    expect((await stub.start({ trigger: "admin", schema, settleMs: 0 })).status).toBe("started");
+    await drain(stub); // given up
+    const served = decodePointer(await kv().get(POINTER_KEY));
+    const status = await stub.status();
+    expect({ served: served?.version, known: status.pointer?.version, v2: status.versions[0]?.kind }).toEqual({
+      served: 1,
+      known: 1,
+      v2: "failed",
+    });
+    await q(`drop trigger fail_watermark on "${schema}".sync_state`);
+    await publish(); // v3: the pointer owed, with the catalogue change
+    expect(await p1InStock(tag)).toMatchObject({ pointer: { version: 3 }, inStock: false });
   });
 
   it("a publish whose run record fails after its pointer is recorded once in the versions history", async () => {
