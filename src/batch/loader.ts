@@ -38,7 +38,14 @@ import {
 import { acquireLease, extendLease, LeaseLostError, releaseLease } from "./lease.ts";
 import { DEFAULT_RETRY, postgresError, type RetryPolicy, withRetry } from "./retry.ts";
 import { finishRun, recordSkippedRun, startRun } from "./runs.ts";
-import { type EventRow, type IdentityLink, type InteractionRow, mergeIdentities, warehouseRows } from "./warehouse.ts";
+import {
+  type EventRow,
+  type IdentityLink,
+  type InteractionRow,
+  mergeIdentities,
+  type WarehouseRows,
+  warehouseRows,
+} from "./warehouse.ts";
 
 /** The consumer group of the warehouse loader on the event stream. */
 export const LOADER_GROUP = "lastmile-warehouse";
@@ -146,7 +153,10 @@ export interface LoadReport {
   identities: number;
   /** Entries whose message was already loaded (re-delivery after a lost XACK, or twice in the stream). */
   duplicates: number;
-  /** Entries that are not a CollectedEvent (acknowledged and logged: they cannot be loaded, now or later). */
+  /**
+   * Entries that are not a CollectedEvent, or whose rows cannot be derived (acknowledged and logged: they cannot be
+   * loaded, now or later).
+   */
   malformed: number;
   /** Events of erased users received before their erasure: acknowledged, not loaded (docs/privacy.md). */
   erased: number;
@@ -233,25 +243,13 @@ export function parseEntries(
       out.missing++;
       continue;
     }
-    let event: unknown;
-    try {
-      event = JSON.parse(entry.fields[STREAM_FIELDS.event] ?? "");
-    } catch {
-      event = undefined;
-    }
-    if (!isCollectedEvent(event)) {
+    const rows = rowsOf(entry.id, entry.fields);
+    if (!rows) {
       out.malformed++;
-      log("error", "load: a stream entry is not a CollectedEvent; acknowledged without loading", {
-        streamId: entry.id,
-        sample: String(entry.fields[STREAM_FIELDS.event] ?? "").slice(0, 300),
-      });
       continue;
     }
-    const clean = withPostgresIds(event);
-    if (seen.has(clean.messageId)) continue;
-    seen.add(clean.messageId);
-    const user = entry.fields[STREAM_FIELDS.userKey] || undefined;
-    const rows = warehouseRows(clean, user === undefined ? undefined : cleanString(user), entry.id);
+    if (seen.has(rows.event.messageId)) continue;
+    seen.add(rows.event.messageId);
     const erasedAt = erased.get(rows.event.userKey);
     if (erasedAt !== undefined && Date.parse(rows.event.receivedAt) <= erasedAt) {
       out.erased++;
@@ -265,17 +263,44 @@ export function parseEntries(
 }
 
 /**
+ * The rows of one stream entry; null (logged) when it has none: not JSON, not a CollectedEvent, or rows that cannot
+ * be derived from it (no user key at all, say). Such an entry can never load; it must not fail its batch either.
+ */
+function rowsOf(streamId: string, fields: Record<string, string>): WarehouseRows | null {
+  const raw = String(fields[STREAM_FIELDS.event] ?? "");
+  let problem = "not a CollectedEvent";
+  try {
+    const event: unknown = JSON.parse(raw);
+    if (isCollectedEvent(event)) {
+      const user = fields[STREAM_FIELDS.userKey] || undefined;
+      return warehouseRows(withPostgresIds(event), user === undefined ? undefined : cleanString(user), streamId);
+    }
+  } catch (error) {
+    problem = describeError(error);
+  }
+  log("error", "load: a stream entry cannot be loaded; acknowledged without loading", {
+    streamId,
+    problem,
+    sample: raw.slice(0, 300),
+  });
+  return null;
+}
+
+/**
  * The event with its ids as Postgres stores them (no NUL, no lone surrogate; collection refuses both, but an entry
  * streamed before it did must not fail its batch): user keys, identity links, the erasure probe and the dedupe of
- * this batch then all see the values the rows get.
+ * this batch then all see the values the rows get. Only strings are cleaned: an id another writer left out (or
+ * wrote as a number) stays as it is.
  */
 function withPostgresIds(event: CollectedEvent): CollectedEvent {
   const { messageId, userId, anonymousId, previousId, groupId } = event;
   // The common case, every id clean: one scan each and no copy (the loader parses every event of the stream).
-  if (![messageId, userId, anonymousId, previousId, groupId].some((id) => id !== null && needsCleaning(id))) {
+  if (
+    ![messageId, userId, anonymousId, previousId, groupId].some((id) => typeof id === "string" && needsCleaning(id))
+  ) {
     return event;
   }
-  const clean = (id: string | null) => (id === null ? null : cleanString(id));
+  const clean = (id: string | null) => (typeof id === "string" ? cleanString(id) : id);
   return {
     ...event,
     messageId: cleanString(event.messageId),

@@ -142,6 +142,19 @@ describe("parseEntries", () => {
     expect(parsed).toMatchObject({ missing: 1, malformed: 2 });
     expect(parsed.interactions).toHaveLength(1);
   });
+
+  it("counts an entry whose rows cannot be derived as malformed instead of failing the batch", () => {
+    const e = ev("track", { event: "Product Viewed", properties: { product_id: "p" } });
+    // No user field, an empty userId and no anonymousId: the event has no user key.
+    const keyless = { id: "1-0", fields: { id: "m1", e: JSON.stringify({ ...e, userId: "", anonymousId: null }) } };
+    const { groupId: _g, ...withoutGroup } = { ...e, messageId: "m2", anonymousId: "a\u0000b" };
+    const partial = { id: "2-0", fields: { id: "m2", e: JSON.stringify(withoutGroup) } };
+    const parsed = parseEntries([keyless, partial]);
+    expect(parsed.events.map((r) => [r.messageId, r.userKey, r.anonymousId, r.groupId])).toEqual([
+      ["m2", "a:ab", "ab", undefined],
+    ]);
+    expect(parsed).toMatchObject({ missing: 0, malformed: 1 });
+  });
 });
 
 describe("postgresJson", () => {

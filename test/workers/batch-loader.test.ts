@@ -11,7 +11,7 @@ import { LOADER_GROUP, type LoaderOptions, MAX_QUARANTINED_PER_RUN, runLoader } 
 import { REFRESH_LEASE } from "../../src/batch/refresh.ts";
 import worker from "../../src/index.ts";
 import { COORDINATOR_NAME } from "../../src/publish/coordinator.ts";
-import { EVENT_STREAM } from "../../src/session/stream.ts";
+import { EVENT_STREAM, STREAM_FIELDS } from "../../src/session/stream.ts";
 import {
   append,
   event,
@@ -411,6 +411,52 @@ describe("entries that fail Postgres as they are", () => {
       loaded: { events: 4, interactions: 3 },
       oddKey: `a:${anon}x`,
       links: [anon],
+      pending: 0,
+    });
+  });
+
+  it("loads an entry another writer streamed without optional ids, acknowledges one without rows, and goes on", async () => {
+    const names = streamNames("other-writer");
+    const anon = uid("anon");
+    // No groupId and no previousId (another writer of the stream leaves them out), and a NUL in the anonymousId:
+    // the ids are cleaned, and the absent ones stay absent.
+    const { groupId: _g, previousId: _p, ...partial } = viewed("p-1", { anonymousId: `${anon}\u0000x` });
+    // An empty userId, no anonymousId and no user field: no user key to load it under.
+    const keyless = { ...viewed("p-2"), userId: "", anonymousId: null };
+    const r = redis();
+    const { messageId: id, userKey, event: e } = STREAM_FIELDS;
+    await r.exec([
+      "XADD",
+      names.stream,
+      "*",
+      id,
+      partial.messageId,
+      userKey,
+      `a:${anon}\u0000x`,
+      e,
+      JSON.stringify(partial),
+    ]);
+    await r.exec(["XADD", names.stream, "*", id, keyless.messageId, e, JSON.stringify(keyless)]);
+    const after = viewed("p-3", { at: T0 + 1 });
+    await append(names.stream, [after]);
+    const first = await load(names);
+    const again = await load(names);
+    const [row] = await sql<{ user_key: string }>("select user_key from events where message_id = $1", [
+      partial.messageId,
+    ]);
+    expect({
+      first: { status: first.status, error: first.error, events: first.events, malformed: first.malformed },
+      again: { status: again.status, entries: again.entries },
+      loaded: await loaded([partial.messageId, after.messageId]),
+      keyless: await loaded([keyless.messageId]),
+      partialKey: row?.user_key,
+      pending: await pendingCount(names.stream, names.group),
+    }).toEqual({
+      first: { status: "ok", error: undefined, events: 2, malformed: 1 },
+      again: { status: "ok", entries: 0 },
+      loaded: { events: 2, interactions: 2 },
+      keyless: { events: 0, interactions: 0 },
+      partialKey: `a:${anon}x`,
       pending: 0,
     });
   });
