@@ -36,7 +36,7 @@ import {
   streamIdTime,
 } from "./consumer.ts";
 import { acquireLease, extendLease, LeaseLostError, releaseLease } from "./lease.ts";
-import { DEFAULT_RETRY, postgresError, type RetryPolicy, withRetry } from "./retry.ts";
+import { DEFAULT_RETRY, describeFailure, postgresError, type RetryPolicy, withRetry } from "./retry.ts";
 import { finishRun, recordSkippedRun, startRun } from "./runs.ts";
 import {
   type EventRow,
@@ -380,7 +380,7 @@ export async function runLoader(
     ...(options.sleep ? { sleep: options.sleep } : {}),
     onRetry: (error: unknown, retry: number, delayMs: number) => {
       report.retries++;
-      log("warn", `load: ${what} failed transiently; retrying`, { retry, delayMs, error: describeError(error) });
+      log("warn", `load: ${what} failed transiently; retrying`, { retry, delayMs, error: describeFailure(error) });
     },
   });
   const stats = () => {
@@ -402,7 +402,7 @@ export async function runLoader(
   } catch (error) {
     report.status = "failed";
     report.stoppedBy = "error";
-    report.error = describeError(error);
+    report.error = describeFailure(error);
     log("error", "load: could not take the lease", { error: report.error });
     return report;
   }
@@ -499,8 +499,7 @@ export async function runLoader(
      * the quarantine stream, with the error, where an operator finds it (docs/data-model.md), and is acknowledged.
      */
     const quarantine = async (entry: StreamEntry, error: unknown) => {
-      const refused = postgresError(error);
-      const reason = refused ? `${refused.code} ${describeError(refused.message)}` : describeError(error);
+      const reason = describeFailure(error);
       const fields = Object.entries(entry.fields ?? {}).flat();
       await withRetry(
         () => redis.exec(["XADD", `${stream}${QUARANTINE_SUFFIX}`, "*", ...fields, "error", reason, "from", entry.id]),
@@ -601,7 +600,7 @@ export async function runLoader(
   } catch (error) {
     report.status = "failed";
     report.stoppedBy = error instanceof LeaseLostError ? "lease_lost" : "error";
-    report.error = describeError(error);
+    report.error = describeFailure(error);
   }
 
   report.durationMs = Math.max(0, now() - started);
@@ -633,13 +632,13 @@ export async function runLoader(
       );
     }
   } catch (error) {
-    log("error", "load: could not record the run", { runId: report.runId, error: describeError(error) });
+    log("error", "load: could not record the run", { runId: report.runId, error: describeFailure(error) });
   }
   try {
     if (report.stoppedBy !== "lease_lost") await releaseLease(db, leaseName, holder);
   } catch (error) {
     // It expires on its own.
-    log("warn", "load: could not release the lease", { error: describeError(error) });
+    log("warn", "load: could not release the lease", { error: describeFailure(error) });
   }
 
   const { error: _error, ...summary } = report;

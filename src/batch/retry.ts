@@ -3,6 +3,8 @@
 // say nothing about the work itself, and the work is idempotent (one transaction per batch, ON CONFLICT), so it
 // is re-run after an exponentially growing, fully jittered pause — a bounded number of times and never past the
 // run's deadline. Anything else (a bug, a constraint violation, bad credentials) fails at once.
+import { DrizzleQueryError } from "drizzle-orm";
+import { describeError } from "../log.ts";
 
 /**
  * SQLSTATEs of a server that is going away, starting, out of connection slots, or a transaction that lost a
@@ -69,9 +71,23 @@ export function postgresError(error: unknown, depth = 0): { code: string; messag
   return postgresError(field(error, "cause"), depth + 1);
 }
 
+/**
+ * An error as a run records and logs it: the SQLSTATE and message of the Postgres error when there is one, else the
+ * error itself, credentials masked (describeError). drizzle's query wrapper is never described by its own message:
+ * that is the statement and its parameters (a batch's events), not what went wrong.
+ */
+export function describeFailure(error: unknown): string {
+  const refused = postgresError(error);
+  if (refused) return `${refused.code} ${describeError(refused.message)}`;
+  return describeError(error instanceof DrizzleQueryError ? error.cause : error);
+}
+
 /** Whether `error` (or its cause chain) is a transient connection or server-availability failure. */
 export function isTransientError(error: unknown, depth = 0): boolean {
   if (error === null || error === undefined || depth > 4) return false;
+  // drizzle's query wrapper says only which statement failed, with its parameters (text that may read "timed out"):
+  // its cause is the failure.
+  if (error instanceof DrizzleQueryError) return isTransientError(error.cause, depth + 1);
   const code = field(error, "code");
   if (typeof code === "string" && (TRANSIENT_SQLSTATES.has(code) || TRANSIENT_ERRNOS.has(code))) return true;
   // A SQLSTATE that is not in the list is the server's definite answer: retrying changes nothing.

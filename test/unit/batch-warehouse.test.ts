@@ -1,11 +1,12 @@
 // Pure pieces of the batch loop: event → warehouse rows, identity merging, Postgres-safe JSON, CSV, catalogue
 // validation and the retry policy.
+import { DrizzleQueryError } from "drizzle-orm";
 import { describe, expect, it } from "vitest";
 import { postgresJson } from "../../src/batch/bulk.ts";
 import { parseCatalogCsv, parseCatalogFile, parseCatalogJson, validateItem } from "../../src/batch/catalog.ts";
 import { CsvError, csvRecords } from "../../src/batch/csv.ts";
 import { parseEntries } from "../../src/batch/loader.ts";
-import { backoffDelay, isTransientError, withRetry } from "../../src/batch/retry.ts";
+import { backoffDelay, describeFailure, isTransientError, withRetry } from "../../src/batch/retry.ts";
 import { countryOf, mergeIdentities, warehouseRows } from "../../src/batch/warehouse.ts";
 import type { CollectedEvent } from "../../src/collect/event.ts";
 import { MAX_PRODUCT_ID_CHARS } from "../../src/session/limits.ts";
@@ -299,6 +300,22 @@ describe("retry policy", () => {
     expect(isTransientError(Object.assign(new Error("connection terminated"), { code: "42P01" }))).toBe(false);
     expect(isTransientError(new Error("password authentication failed"))).toBe(false);
     expect(isTransientError(new Error("syntax error"))).toBe(false);
+  });
+
+  it("judges drizzle's query wrapper by its cause, not by the statement and parameters in its message", () => {
+    const outOfRange = Object.assign(new Error("date/time field value out of range"), { code: "22008" });
+    const params = [JSON.stringify([{ properties: { title: "Checkout timed out, websocket closed" } }])];
+    expect(isTransientError(new DrizzleQueryError("insert into events …", params, outOfRange))).toBe(false);
+    const dropped = new Error("Connection terminated unexpectedly");
+    expect(isTransientError(new DrizzleQueryError("insert into events …", params, dropped))).toBe(true);
+  });
+
+  it("describes a failure by Postgres's SQLSTATE and message, else by what drizzle wrapped", () => {
+    const outOfRange = Object.assign(new Error("date/time field value out of range"), { code: "22008" });
+    const wrapped = (cause: unknown) => new DrizzleQueryError("insert into events …", ['{"pad":"…"}'], cause as Error);
+    expect(describeFailure(wrapped(outOfRange))).toBe("22008 date/time field value out of range");
+    expect(describeFailure(wrapped(new Error("fetch failed")))).toBe("fetch failed");
+    expect(describeFailure(new Error("lease lost"))).toBe("lease lost");
   });
 
   it("draws jittered delays under an exponentially growing cap", () => {

@@ -384,6 +384,9 @@ describe("runLoader", () => {
 });
 
 describe("entries that fail Postgres as they are", () => {
+  /** A time Postgres cannot hold (before 4713 BC): streamed by a writer other than collection, which clamps times. */
+  const NO_TIME = "-100000-01-01T00:00:00.000Z";
+
   // Collection refuses NUL in ids now; entries streamed before it did must still load, and not block the stream.
   it("loads an entry whose ids hold a NUL, with its ids as Postgres stores them, between two ordinary ones", async () => {
     const names = streamNames("nul-ids");
@@ -464,8 +467,7 @@ describe("entries that fail Postgres as they are", () => {
   it("moves an entry Postgres refuses to the quarantine stream and loads the others of its batch", async () => {
     const names = streamNames("quarantine");
     const good = Array.from({ length: 6 }, (_, k) => viewed(`p-${k}`, { at: T0 + k }));
-    // A time Postgres cannot hold (before 4713 BC): streamed by a writer other than collection, which clamps times.
-    const odd = { ...viewed("p-x"), timestamp: "-100000-01-01T00:00:00.000Z" };
+    const odd = { ...viewed("p-x"), timestamp: NO_TIME };
     const ids = await append(names.stream, [...good.slice(0, 4), odd, ...good.slice(4)]);
     const report = await load(names, { batchSize: 10 });
     const again = await load(names, { batchSize: 10 });
@@ -508,6 +510,35 @@ describe("entries that fail Postgres as they are", () => {
       pending: 2,
       quarantine: MAX_QUARANTINED_PER_RUN,
     });
+  });
+
+  it("records Postgres's SQLSTATE and message for a run Postgres failed, not drizzle's statement text", async () => {
+    const names = streamNames("run-error");
+    await append(
+      names.stream,
+      Array.from({ length: MAX_QUARANTINED_PER_RUN + 1 }, (_, k) => ({ ...viewed(`p-${k}`), timestamp: NO_TIME })),
+    );
+    const report = await load(names, { batchSize: 20 });
+    const [row] = await sql<{ error: string }>("select error from batch_runs where id = $1", [report.runId]);
+    expect({ status: report.status, quarantined: report.quarantined, error: row?.error }).toEqual({
+      status: "failed",
+      quarantined: MAX_QUARANTINED_PER_RUN,
+      error: expect.stringMatching(/^22\d\d\d .*out of range/),
+    });
+  });
+
+  it("does not retry a data error as transient because an event of the batch mentions a time-out", async () => {
+    const names = streamNames("not-transient");
+    const chatty = viewed("p-1", { at: T0 + 1 });
+    chatty.properties = { ...chatty.properties, title: "Checkout timed out, please retry" };
+    await append(names.stream, [chatty, { ...viewed("p-2"), timestamp: NO_TIME }]);
+    const report = await load(names, { batchSize: 10 });
+    expect({
+      status: report.status,
+      quarantined: report.quarantined,
+      events: report.events,
+      retries: report.retries,
+    }).toEqual({ status: "ok", quarantined: 1, events: 1, retries: 0 });
   });
 
   it("with deleteAcked, a run cut off between the delete and the acknowledgement leaves nothing in Redis", async () => {
