@@ -158,7 +158,10 @@ export interface LoadReport {
    * loaded, now or later).
    */
   malformed: number;
-  /** Events of erased users received before their erasure: acknowledged, not loaded (docs/privacy.md). */
+  /**
+   * Events received before the erasure of one of their keys (their user's, or a device or user id they carry):
+   * acknowledged, not loaded (docs/privacy.md).
+   */
   erased: number;
   /** Pending entries already deleted from the stream (nothing left to load). */
   missing: number;
@@ -189,7 +192,7 @@ interface ParsedBatch {
   identities: IdentityLink[];
   malformed: number;
   missing: number;
-  /** Events of erased users (received before the erasure): acknowledged, not loaded. */
+  /** Events received before the erasure of one of their keys (erasureKeys): acknowledged, not loaded. */
   erased: number;
 }
 
@@ -230,7 +233,8 @@ function isCollectedEvent(value: unknown): value is CollectedEvent {
 
 /**
  * Stream entries → rows (deduplicated by messageId within the batch; the first occurrence wins). `erased` (user key
- * → erasure time, epoch ms) leaves out the events of erased users received before their erasure (docs/privacy.md).
+ * → erasure time, epoch ms) leaves out the events received before the erasure of one of their keys (erasureKeys;
+ * docs/privacy.md), their identity links with them.
  */
 export function parseEntries(
   entries: readonly StreamEntry[],
@@ -250,8 +254,7 @@ export function parseEntries(
     }
     if (seen.has(rows.event.messageId)) continue;
     seen.add(rows.event.messageId);
-    const erasedAt = erased.get(rows.event.userKey);
-    if (erasedAt !== undefined && Date.parse(rows.event.receivedAt) <= erasedAt) {
+    if (erasedBeforeReceipt(rows.event, erased)) {
       out.erased++;
       continue;
     }
@@ -260,6 +263,26 @@ export function parseEntries(
     out.identities.push(...rows.identities);
   }
   return out;
+}
+
+/**
+ * The keys an erasure finds an event by: the session key it was recorded under, `u:<userId>` and `a:<anonymousId>`
+ * (the erasure deletes events by all three), and `a:<previousId>` (an alias's link, which it deletes by anonymous
+ * id). Another user's event on an erased device carries that device's key.
+ */
+export function erasureKeys(event: EventRow): string[] {
+  const keys = [event.userKey];
+  if (event.userId) keys.push(`u:${event.userId}`);
+  if (event.anonymousId) keys.push(`a:${event.anonymousId}`);
+  if (event.previousId) keys.push(`a:${event.previousId}`);
+  return keys;
+}
+
+/** Whether one of the event's keys was erased when or after the event was received (`erased`: key → epoch ms). */
+function erasedBeforeReceipt(event: EventRow, erased: ReadonlyMap<string, number>): boolean {
+  if (erased.size === 0) return false;
+  const received = Date.parse(event.receivedAt);
+  return erasureKeys(event).some((key) => received <= (erased.get(key) ?? Number.NEGATIVE_INFINITY));
 }
 
 /**
@@ -451,7 +474,7 @@ export async function runLoader(
           transaction(db, async (tx) => {
             // An erasure in flight waits for this transaction, or this one sees its keys (src/privacy/warehouse.ts).
             await holdErasureLockShared(tx);
-            const erased = await erasedAmong(tx, [...new Set(parsed.events.map((e) => e.userKey))]);
+            const erased = await erasedAmong(tx, [...new Set(parsed.events.flatMap(erasureKeys))]);
             const kept = erased.size === 0 ? { ...parsed, identities } : withoutErased(entries, erased);
             erasedInBatch = kept.erased;
             const w = await writeBatch(tx, kept);

@@ -243,6 +243,52 @@ describe("erasure", () => {
     expect(rows.map((r) => r.message_id)).toEqual([fresh.messageId]);
   });
 
+  it("keeps another user's in-flight events that carry the erased device out of the warehouse, links included", async () => {
+    const [x, other, third, device] = [uid("erase-x"), uid("other"), uid("third"), uid("shared-device")];
+    // X logged in on the device: the warehouse links the device to X, so erasing X erases the device.
+    const before = streamNames("privacy-device-before");
+    await append(before.stream, [event("identify", { userId: x, anonymousId: device })]);
+    expect((await withDb((db) => runLoader({ db, redis: loaderRedis() }, { ...before }))).status).toBe("ok");
+    // Received before the erasure, not loaded yet: another user's view on the device (recorded under that user's
+    // key), a third user's alias of the device, and an event that has nothing to do with it.
+    const inFlight = streamNames("privacy-device-in-flight");
+    const onDevice = event("track", {
+      userId: other,
+      anonymousId: device,
+      event: "Product Viewed",
+      properties: { product_id: "p-1" },
+    });
+    const alias = event("alias", { userId: third, anonymousId: uid("anon"), previousId: device });
+    const unrelated = event("track", { userId: other, anonymousId: null, event: "Product Viewed" });
+    await append(inFlight.stream, [onDevice, alias, unrelated]);
+
+    const erasure = (await (await admin("DELETE", `/v1/admin/users/${x}?kind=user`)).json()) as { userKeys: string[] };
+    const load = await withDb((db) => runLoader({ db, redis: loaderRedis() }, { ...inFlight }));
+    const verify = (await (await admin("GET", `/v1/admin/users/${x}/erasure?kind=user`)).json()) as {
+      clean: boolean;
+    };
+    const [deviceRows] = await sql<{ events: number; identities: number }>(
+      `select (select count(*)::int from events where anonymous_id = $1 or previous_id = $1) as events,
+              (select count(*)::int from identities where anonymous_id = $1) as identities`,
+      [device],
+    );
+    expect({
+      deviceErased: erasure.userKeys.includes(`a:${device}`),
+      load: { status: load.status, erased: load.erased, events: load.events },
+      loaded: await sql(`select message_id from events where message_id = any($1)`, [
+        [onDevice, alias, unrelated].map((e) => e.messageId),
+      ]),
+      device: deviceRows,
+      verifierClean: verify.clean,
+    }).toEqual({
+      deviceErased: true,
+      load: { status: "ok", erased: 2, events: 1 },
+      loaded: [{ message_id: unrelated.messageId }],
+      device: { events: 0, identities: 0 },
+      verifierClean: true,
+    });
+  });
+
   it("waits for a warehouse writer in flight and deletes what it committed", async () => {
     const userId = uid("in-flight");
     const writer = openClient(dbSettings());
