@@ -453,6 +453,8 @@ export async function runLoader(
         }
       }, retryOptions("XREADGROUP"));
 
+    /** Quarantine slots taken in this run (at most MAX_QUARANTINED_PER_RUN), each before its entry is moved. */
+    let quarantineSlots = 0;
     const loadBatch = async (slot: number, entries: StreamEntry[], batch: number): Promise<void> => {
       let t = now();
       const parsed = parseEntries(entries);
@@ -489,7 +491,10 @@ export async function runLoader(
           }),
         retryOptions(`batch ${batch}`),
       ).catch((error: unknown) => {
-        if (!refusesData(error) || report.quarantined >= MAX_QUARANTINED_PER_RUN) throw error;
+        if (!refusesData(error) || quarantineSlots >= MAX_QUARANTINED_PER_RUN) throw error;
+        // The refused entry alone takes its quarantine slot now, in the same synchronous step as the check: batches
+        // in flight at once cannot all pass the check before one of them is counted.
+        if (entries.length === 1) quarantineSlots++;
         refused = error;
         return null;
       });

@@ -541,6 +541,40 @@ describe("entries that fail Postgres as they are", () => {
     }).toEqual({ status: "ok", quarantined: 1, events: 1, retries: 0 });
   });
 
+  it("quarantines at most MAX_QUARANTINED_PER_RUN entries with batches in flight at once", async () => {
+    const names = streamNames("quarantine-cap-writers");
+    await append(
+      names.stream,
+      Array.from({ length: 40 }, (_, k) => ({ ...viewed(`p-${k}`), timestamp: NO_TIME })),
+    );
+    // The quarantine XADDs of the three batches in flight arrive together (a Redis round trip can take longer than
+    // a refused one-entry transaction): each waits until three are waiting, or 500 ms.
+    const waiting: (() => void)[] = [];
+    const together = new Proxy(loaderRedis(), {
+      get(target, prop, receiver) {
+        if (prop !== "exec") return Reflect.get(target, prop, receiver);
+        return async (command: [string, ...(string | number)[]]) => {
+          if (command[0] === "XADD") {
+            await new Promise<void>((resolve) => {
+              waiting.push(resolve);
+              if (waiting.length < 3) setTimeout(resolve, 500);
+              else for (const release of waiting.splice(0)) release();
+            });
+          }
+          return target.exec(command);
+        };
+      },
+    });
+    const report = await withDb((db) =>
+      runLoader({ db, redis: together }, { ...names, sleep: noSleep, batchSize: 10, writers: 3 }),
+    );
+    expect({
+      status: report.status,
+      quarantined: report.quarantined,
+      quarantine: await redis().exec(["XLEN", `${names.stream}${QUARANTINE_SUFFIX}`]),
+    }).toEqual({ status: "failed", quarantined: MAX_QUARANTINED_PER_RUN, quarantine: MAX_QUARANTINED_PER_RUN });
+  });
+
   it("with deleteAcked, a run cut off between the delete and the acknowledgement leaves nothing in Redis", async () => {
     const names = streamNames("xdel-cut");
     const batch = Array.from({ length: 6 }, (_, k) => viewed(`p-${k}`, { at: T0 + k }));
