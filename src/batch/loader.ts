@@ -8,7 +8,8 @@
 //                  (message_id, position); every insert is ON CONFLICT DO NOTHING, so re-loading a batch whose
 //                  XACK was lost (a crash between COMMIT and XACK) adds nothing.
 //   no overlap     a run holds the `loader` lease (src/batch/lease.ts); each batch re-checks and extends it inside
-//                  its own transaction, so a run that lost its lease cannot commit.
+//                  its own transaction, and so does each move to the quarantine stream, so a run that lost its
+//                  lease can neither commit nor quarantine.
 //   bounded        at most `maxBatches` batches of `batchSize` entries and no new batch after `budgetMs`; a
 //                  backlog is worked off over several runs. Up to `writers` batch transactions are in flight while
 //                  one more batch is read ahead, each batch under its own consumer (Upstash caps a consumer's
@@ -24,7 +25,7 @@ import { EVENT_STREAM, STREAM_FIELDS } from "../session/stream.ts";
 import { type Database, transaction } from "../stores/db.ts";
 import type { Redis } from "../stores/redis.ts";
 import type { BatchRunTrigger } from "../stores/schema.ts";
-import { cleanString, needsCleaning, type WarehouseBatch, writeBatch } from "./bulk.ts";
+import { cleanString, type Executor, needsCleaning, type WarehouseBatch, writeBatch } from "./bulk.ts";
 import {
   ack,
   backlog,
@@ -453,6 +454,16 @@ export async function runLoader(
         }
       }, retryOptions("XREADGROUP"));
 
+    /**
+     * Fencing: only the lease holder writes, re-checked in the writing transaction itself. The UPDATE locks the lease
+     * row until that transaction ends, so no other run can take the lease over while it writes.
+     */
+    const holdLease = async (tx: Executor) => {
+      if (!(await extendLease(tx, leaseName, holder, leaseTtlMs))) {
+        throw new LeaseLostError(`the ${leaseName} lease was taken over; rolled back`);
+      }
+    };
+
     /** Quarantine slots taken in this run (at most MAX_QUARANTINED_PER_RUN), each before its entry is moved. */
     let quarantineSlots = 0;
     const loadBatch = async (slot: number, entries: StreamEntry[], batch: number): Promise<void> => {
@@ -480,11 +491,9 @@ export async function runLoader(
             const kept = erased.size === 0 ? { ...parsed, identities } : withoutErased(entries, erased);
             erasedInBatch = kept.erased;
             const w = await writeBatch(tx, kept);
-            // Fencing: only the lease holder commits, re-checked in this very transaction, last (so concurrent
-            // batches of this run hold the lease row's lock only between this update and their COMMIT).
-            if (!(await extendLease(tx, leaseName, holder, leaseTtlMs))) {
-              throw new LeaseLostError(`the ${leaseName} lease was taken over; rolled back`);
-            }
+            // Last (so concurrent batches of this run hold the lease row's lock only between this update and their
+            // COMMIT).
+            await holdLease(tx);
             await hooks.beforeCommit?.(info(attempt));
             committed = attempt;
             return w;
@@ -525,13 +534,28 @@ export async function runLoader(
     /**
      * An entry Postgres refuses would fail its batch in every run, and no event behind it would load: it moves to
      * the quarantine stream, with the error, where an operator finds it (docs/data-model.md), and is acknowledged.
+     * The XADD is made inside a transaction that holds the lease, as a batch's rows are: a run that lost its lease
+     * leaves the entry to the run that took over (which recovers it from the pending list).
      */
     const quarantine = async (entry: StreamEntry, error: unknown) => {
       const reason = describeFailure(error);
       const fields = Object.entries(entry.fields ?? {}).flat();
       await withRetry(
-        () => redis.exec(["XADD", `${stream}${QUARANTINE_SUFFIX}`, "*", ...fields, "error", reason, "from", entry.id]),
-        retryOptions("XADD quarantine"),
+        () =>
+          transaction(db, async (tx) => {
+            await holdLease(tx);
+            await redis.exec([
+              "XADD",
+              `${stream}${QUARANTINE_SUFFIX}`,
+              "*",
+              ...fields,
+              "error",
+              reason,
+              "from",
+              entry.id,
+            ]);
+          }),
+        retryOptions("quarantine"),
       );
       report.quarantined++;
       report.entries++;

@@ -7,7 +7,13 @@ import { describe, expect, it } from "vitest";
 import { QUARANTINE_SUFFIX } from "../../src/batch/consumer.ts";
 import { CRON_RUN_STATE } from "../../src/batch/cron.ts";
 import { acquireLease } from "../../src/batch/lease.ts";
-import { LOADER_GROUP, type LoaderOptions, MAX_QUARANTINED_PER_RUN, runLoader } from "../../src/batch/loader.ts";
+import {
+  LOADER_GROUP,
+  type LoaderOptions,
+  type LoadReport,
+  MAX_QUARANTINED_PER_RUN,
+  runLoader,
+} from "../../src/batch/loader.ts";
 import { REFRESH_LEASE } from "../../src/batch/refresh.ts";
 import worker from "../../src/index.ts";
 import { COORDINATOR_NAME } from "../../src/publish/coordinator.ts";
@@ -573,6 +579,39 @@ describe("entries that fail Postgres as they are", () => {
       quarantined: report.quarantined,
       quarantine: await redis().exec(["XLEN", `${names.stream}${QUARANTINE_SUFFIX}`]),
     }).toEqual({ status: "failed", quarantined: MAX_QUARANTINED_PER_RUN, quarantine: MAX_QUARANTINED_PER_RUN });
+  });
+
+  it("a run that lost its lease quarantines nothing: the run that took over moves the refused entry, once", async () => {
+    const names = streamNames("stale-quarantine");
+    const good = viewed("p-1");
+    await append(names.stream, [good, { ...viewed("p-x"), timestamp: NO_TIME }]);
+    let takeover: LoadReport | undefined;
+    // The batch is refused and halved; once its good half committed, this run stalls past its lease's expiry, and
+    // the next run takes over and recovers both entries from the pending list.
+    const stale = await load(names, {
+      batchSize: 2,
+      writers: 1,
+      hooks: {
+        afterCommit: async () => {
+          if (takeover) return;
+          await sql("update leases set expires_at = now() - interval '1 second' where name = $1", [names.leaseName]);
+          takeover = await load(names);
+        },
+      },
+    });
+    expect({
+      takeover: { status: takeover?.status, quarantined: takeover?.quarantined },
+      stale: { status: stale.status, stoppedBy: stale.stoppedBy, quarantined: stale.quarantined },
+      quarantine: await redis().exec(["XLEN", `${names.stream}${QUARANTINE_SUFFIX}`]),
+      loaded: await loaded([good.messageId]),
+      pending: await pendingCount(names.stream, names.group),
+    }).toEqual({
+      takeover: { status: "ok", quarantined: 1 },
+      stale: { status: "failed", stoppedBy: "lease_lost", quarantined: 0 },
+      quarantine: 1,
+      loaded: { events: 1, interactions: 1 },
+      pending: 0,
+    });
   });
 
   it("with deleteAcked, a run cut off between the delete and the acknowledgement leaves nothing in Redis", async () => {
