@@ -335,6 +335,16 @@ function withPostgresIds(event: CollectedEvent): CollectedEvent {
   };
 }
 
+/**
+ * Taken first in a transaction that writes events (their rows, or a quarantine entry): the shared erasure lock, so an
+ * erasure in flight waits for the transaction or the transaction sees the erasure (src/privacy/warehouse.ts); then
+ * which of the events' keys (erasureKeys) were erased, and when.
+ */
+async function erasuresOf(tx: Executor, events: readonly EventRow[]): Promise<Map<string, number>> {
+  await holdErasureLockShared(tx);
+  return erasedAmong(tx, [...new Set(events.flatMap(erasureKeys))]);
+}
+
 /** The batch again without the events of `erased` users (rare: only when an erased key is in the batch). */
 function withoutErased(
   entries: readonly StreamEntry[],
@@ -485,9 +495,7 @@ export async function runLoader(
       const written = await withRetry(
         (attempt) =>
           transaction(db, async (tx) => {
-            // An erasure in flight waits for this transaction, or this one sees its keys (src/privacy/warehouse.ts).
-            await holdErasureLockShared(tx);
-            const erased = await erasedAmong(tx, [...new Set(parsed.events.flatMap(erasureKeys))]);
+            const erased = await erasuresOf(tx, parsed.events);
             const kept = erased.size === 0 ? { ...parsed, identities } : withoutErased(entries, erased);
             erasedInBatch = kept.erased;
             const w = await writeBatch(tx, kept);
@@ -514,7 +522,7 @@ export async function runLoader(
           const half = Math.ceil(entries.length / 2);
           await loadBatch(slot, entries.slice(0, half), batch);
           await loadBatch(slot, entries.slice(half), batch);
-        } else await quarantine(entries[0] as StreamEntry, refused);
+        } else await quarantine(entries[0] as StreamEntry, parsed.events, refused);
         return;
       }
       report.batches++;
@@ -531,38 +539,37 @@ export async function runLoader(
       await acknowledge(entries);
     };
 
+    const quarantineStream = `${stream}${QUARANTINE_SUFFIX}`;
     /**
      * An entry Postgres refuses would fail its batch in every run, and no event behind it would load: it moves to
      * the quarantine stream, with the error, where an operator finds it (docs/data-model.md), and is acknowledged.
-     * The XADD is made inside a transaction that holds the lease, as a batch's rows are: a run that lost its lease
-     * leaves the entry to the run that took over (which recovers it from the pending list).
+     * The XADD is made inside a transaction, as a batch's rows are: under the shared erasure lock, unless one of the
+     * event's keys was erased after it was received (the entry is then dropped, as a batch drops it), and holding the
+     * lease (a run that lost it leaves the entry to the run that took over, which recovers it from the pending list).
      */
-    const quarantine = async (entry: StreamEntry, error: unknown) => {
+    const quarantine = async (entry: StreamEntry, events: readonly EventRow[], error: unknown) => {
       const reason = describeFailure(error);
       const fields = Object.entries(entry.fields ?? {}).flat();
-      await withRetry(
+      const xadd: [string, ...string[]] = ["XADD", quarantineStream, "*", ...fields, "error", reason, "from", entry.id];
+      const moved = await withRetry(
         () =>
           transaction(db, async (tx) => {
+            const erased = await erasuresOf(tx, events);
+            if (events.some((e) => erasedBeforeReceipt(e, erased))) return false;
             await holdLease(tx);
-            await redis.exec([
-              "XADD",
-              `${stream}${QUARANTINE_SUFFIX}`,
-              "*",
-              ...fields,
-              "error",
-              reason,
-              "from",
-              entry.id,
-            ]);
+            await redis.exec(xadd);
+            return true;
           }),
         retryOptions("quarantine"),
       );
-      report.quarantined++;
       report.entries++;
-      log("error", "load: Postgres refuses a stream entry; moved to the quarantine stream", {
-        streamId: entry.id,
-        error: reason,
-      });
+      if (moved) {
+        report.quarantined++;
+        log("error", "load: Postgres refuses a stream entry; moved to the quarantine stream", {
+          streamId: entry.id,
+          error: reason,
+        });
+      } else report.erased++;
       await acknowledge([entry]);
     };
 

@@ -4,10 +4,12 @@
 //   1. session objects: the subject's object erases itself and every object merged into it; then every anonymous id
 //      the warehouse links to the user id (another device, an object that expired) is erased the same way.
 //      With `suppress`, each keeps a flag and answers later events as `suppressed`.
-//   2. Redis: stream entries of those keys not loaded yet are deleted (XDEL); the loader also skips any it already
-//      holds (below), so the order of 2 and 3 does not matter.
-//   3. Postgres: one transaction under the exclusive erasure lock records the keys in `erased_users` and deletes
+//   2. Postgres: one transaction under the exclusive erasure lock records the keys in `erased_users` and deletes
 //      events, interactions, identity links, candidate lists and published-key records (src/privacy/warehouse.ts).
+//   3. Redis: entries of those keys in the event stream (not loaded yet) and in the loader's quarantine stream are
+//      deleted (XDEL). After 2, because the loader writes both rows and quarantine entries under the shared erasure
+//      lock, after looking their keys up in `erased_users`: what it quarantined before 2 committed is found here,
+//      and nothing of the keys is quarantined (or loaded) after.
 //   4. Workers KV: the users' candidate-list keys `u:<userKey>`.
 //   5. dead letters of every source that name one of the ids.
 // Then the verifier runs and its result is part of the answer. Every step is idempotent: erasing again is safe and
@@ -207,16 +209,16 @@ export async function eraseUser(
   // Unreached keys are the subject's too: recorded in erased_users (the loader drops their events, the next erasure
   // and the verifier find them there).
   const all = subjectKeys([...keys, ...erasedObjects, ...unreached]);
-  // 2. Redis, 3. Postgres, 4. KV, 5. dead letters.
-  const stream = deps.redis ? await scanStreams(deps.redis, new Set(all.userKeys), false) : null;
+  // 2. Postgres, 3. Redis, 4. KV, 5. dead letters.
   const warehouse = await eraseWarehouse(deps.db, subject, all, suppress).catch((error: unknown) => {
-    // lock_not_available: a loader batch or the user_candidates step held the lock past ERASURE_LOCK_TIMEOUT_MS.
+    // lock_not_available: a loader transaction or the user_candidates step held the lock past ERASURE_LOCK_TIMEOUT_MS.
     if ((error as { code?: unknown })?.code !== "55P03") throw error;
     throw new ApiError("dependency_unavailable", "a warehouse write is in progress; erase again shortly", {
       headers: { "Retry-After": "30" },
       cause: error,
     });
   });
+  const stream = deps.redis ? await scanStreams(deps.redis, new Set(all.userKeys), false) : null;
   await dependency("Workers KV", () => inChunks(all.userKeys, (key) => env.ONLINE_STORE.delete(userListKey(key))));
   const deadLetters = await dependency("a dead-letter object", () =>
     inChunks(config.sources.list, (source) => env.DEAD_LETTERS.getByName(source.id).eraseMentions(idsOf(all))),

@@ -2,8 +2,9 @@
 // rows, and the lock that keeps it from racing the writers of per-user rows.
 //
 // The race: a loader batch (or the user_candidates swap) that read its input before an erasure committed must not
-// write that user's rows after it. Every such writer holds `pg_advisory_xact_lock_shared(ERASURE_LOCK)` for its
-// transaction; an erasure takes the same lock exclusively. So an erasure waits for writers in flight (and then
+// write that user's rows after it, nor the loader move that user's refused entry to the quarantine stream. Every
+// such writer holds `pg_advisory_xact_lock_shared(ERASURE_LOCK)` for its transaction (the quarantine XADD is made
+// inside one); an erasure takes the same lock exclusively. So an erasure waits for writers in flight (and then
 // deletes what they wrote), and a writer that starts later sees `erased_users` and leaves those keys out.
 // user_candidates reads its input without the lock, in snapshots of its own, and takes the lock only to swap the
 // lists in: it leaves out every user whose erasure (`erased_xid`) its snapshot did not see.
@@ -24,7 +25,10 @@ export const ERASURE_LOCK_TIMEOUT_MS = 30_000;
 const textArray = (values: readonly string[]) =>
   sql`array(select jsonb_array_elements_text(${JSON.stringify(values)}::jsonb))`;
 
-/** Taken (shared) first in every transaction that writes per-user rows: loader batches, the user_candidates swap. */
+/**
+ * Taken (shared) first in every transaction that writes per-user data: loader batches and the loader's moves to the
+ * quarantine stream, the user_candidates swap.
+ */
 export async function holdErasureLockShared(tx: Executor): Promise<void> {
   await tx.execute(sql`select pg_advisory_xact_lock_shared(${ERASURE_LOCK.toString()}::bigint)`);
 }

@@ -1,0 +1,142 @@
+// Erasure against the loader's quarantine (docs/privacy.md#order-and-races): an entry Postgres refused moves to the
+// quarantine stream under the shared erasure lock, so an erasure that lands while it moves either deletes it
+// afterwards or is seen by the move, which then drops it. Both orders, against the real Postgres, Redis and the
+// admin API; the stream is read back with a second client.
+import { exports } from "cloudflare:workers";
+import { expect, it } from "vitest";
+import { QUARANTINE_SUFFIX } from "../../src/batch/consumer.ts";
+import { type LoaderHooks, type LoadReport, runLoader } from "../../src/batch/loader.ts";
+import { EVENT_STREAM, STREAM_FIELDS } from "../../src/session/stream.ts";
+import type { Redis } from "../../src/stores/redis.ts";
+import { append, event, loaderRedis, redis, sql, uid, withDb } from "./batch-helpers.ts";
+import { ADMIN_KEY, BASE } from "./collect-helpers.ts";
+
+const QUARANTINE = `${EVENT_STREAM}${QUARANTINE_SUFFIX}`;
+
+const admin = (method: string, path: string) =>
+  exports.default.fetch(new Request(`${BASE}${path}`, { method, headers: { authorization: `Bearer ${ADMIN_KEY}` } }));
+
+const erase = (userId: string) => admin("DELETE", `/v1/admin/users/${userId}?kind=user`);
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A Redis stream id just before `id` (a consumer group created there reads `id` first). */
+function idBefore(id: string): string {
+  const [ms, seq] = id.split("-");
+  return seq === "0" ? `${BigInt(ms ?? 0) - 1n}-18446744073709551615` : `${ms}-${BigInt(seq ?? 0) - 1n}`;
+}
+
+/**
+ * Loads one event of `userId` that Postgres refuses (a data error, 22001) from the production stream, whose
+ * quarantine the erasure scans: read by a consumer group of this test that starts right before the entry, in one
+ * batch of one entry, so nothing other tests append is read. `beforeRefusal` runs inside the batch's transaction.
+ */
+async function loadRefused(
+  userId: string,
+  options: { redis?: Redis; beforeRefusal?: () => Promise<void> } = {},
+): Promise<LoadReport> {
+  const refused = event("track", {
+    userId,
+    anonymousId: null,
+    event: "Product Viewed",
+    properties: { product_id: "p" },
+  });
+  const [id] = await append(EVENT_STREAM, [refused], `u:${userId}`);
+  const group = uid("g-quarantine");
+  await redis().exec(["XGROUP", "CREATE", EVENT_STREAM, group, idBefore(id ?? "0-1")]);
+  const hooks: LoaderHooks = {
+    beforeCommit: async () => {
+      await options.beforeRefusal?.();
+      throw Object.assign(new Error("value too long for type character varying(8)"), { code: "22001" });
+    },
+  };
+  return withDb((db) =>
+    runLoader(
+      { db, redis: options.redis ?? loaderRedis() },
+      { stream: EVENT_STREAM, group, leaseName: uid("lease"), batchSize: 1, maxBatches: 1, hooks },
+    ),
+  );
+}
+
+/** The quarantine stream's entries of `userKey` (a second client). */
+async function quarantinedOf(userKey: string): Promise<number> {
+  const entries = (await redis().exec<unknown[][]>(["XRANGE", QUARANTINE, "-", "+"])) ?? [];
+  return entries.filter((e) => {
+    const f = e[1] as string[];
+    return f[f.indexOf(STREAM_FIELDS.userKey) + 1] === userKey;
+  }).length;
+}
+
+async function verifiedClean(userId: string): Promise<boolean> {
+  const verification = await admin("GET", `/v1/admin/users/${userId}/erasure?kind=user`);
+  return ((await verification.json()) as { clean: boolean }).clean;
+}
+
+const cleanAnswer = async (erasure: Promise<Response> | undefined) =>
+  ((await (await erasure)?.json()) as { verification: { clean: boolean } } | undefined)?.verification.clean;
+
+/** Until a session waits for an advisory lock: the erasure queued behind the writer that holds its lock shared. */
+async function erasureWaiting(): Promise<void> {
+  for (let tries = 0; tries < 250; tries++) {
+    const [row] = await sql<{ n: number }>(
+      "select count(*)::int as n from pg_locks where locktype = 'advisory' and not granted",
+    );
+    if ((row?.n ?? 0) > 0) return;
+    await sleep(20);
+  }
+  throw new Error("no erasure waited for the erasure lock");
+}
+
+it("deletes the entry the loader moves to the quarantine stream while the erasure runs", async () => {
+  const userId = uid("quarantined-during");
+  let erasure: Promise<Response> | undefined;
+  const racing = new Proxy(loaderRedis(), {
+    get(target, prop, receiver) {
+      if (prop !== "exec") return Reflect.get(target, prop, receiver);
+      return async (command: [string, ...(string | number)[]]) => {
+        if (command[0] === "XADD" && command[1] === QUARANTINE && !erasure) {
+          // The erasure lands between Postgres's refusal and the XADD: it either finishes at once (nothing holds it
+          // up) or waits for the lock this move holds; then the XADD goes on.
+          erasure = erase(userId);
+          await Promise.race([erasure, sleep(1_500)]);
+        }
+        return target.exec(command);
+      };
+    },
+  }) as Redis;
+  const load = await loadRefused(userId, { redis: racing });
+  expect({
+    load: { status: load.status, quarantined: load.quarantined },
+    erasureAnsweredClean: await cleanAnswer(erasure),
+    quarantinedOfErasedUser: await quarantinedOf(`u:${userId}`),
+    verifierNow: await verifiedClean(userId),
+  }).toEqual({
+    load: { status: "ok", quarantined: 1 },
+    erasureAnsweredClean: true,
+    quarantinedOfErasedUser: 0,
+    verifierNow: true,
+  });
+});
+
+it("drops a refused entry whose user was erased before it reached the quarantine stream", async () => {
+  const userId = uid("quarantined-after");
+  let erasure: Promise<Response> | undefined;
+  const load = await loadRefused(userId, {
+    // The erasure arrives while the batch holds the erasure lock and waits for it; then Postgres refuses the batch.
+    beforeRefusal: async () => {
+      erasure ??= erase(userId);
+      await erasureWaiting();
+    },
+  });
+  expect({
+    load: { status: load.status, quarantined: load.quarantined, erased: load.erased },
+    erasureAnsweredClean: await cleanAnswer(erasure),
+    quarantinedOfErasedUser: await quarantinedOf(`u:${userId}`),
+    verifierNow: await verifiedClean(userId),
+  }).toEqual({
+    load: { status: "ok", quarantined: 0, erased: 1 },
+    erasureAnsweredClean: true,
+    quarantinedOfErasedUser: 0,
+    verifierNow: true,
+  });
+});
