@@ -5,12 +5,12 @@
 //   /v1/recommendations, /v1/rank, /v1/similar/…, /v1/tokens   ranking (src/rank/routes.ts, docs/ranking.md)
 import { Hono } from "hono";
 import { adminRoutes } from "./admin/routes.ts";
-import { isTransientError } from "./batch/retry.ts";
+import { describeFailure, isTransientError } from "./batch/retry.ts";
 import { benchRoutes } from "./bench/routes.ts";
 import { collectRoutes } from "./collect/routes.ts";
 import { ApiError, errorBody } from "./errors.ts";
 import { healthRoute } from "./health.ts";
-import { describeError, log } from "./log.ts";
+import { log } from "./log.ts";
 import { rankRoutes } from "./rank/routes.ts";
 
 export interface AppEnv {
@@ -51,7 +51,7 @@ export function createApp(): Hono<AppEnv> {
         requestId,
         code: error.code,
         // Causes are drivers' messages: credentials in a connection string never reach the log.
-        cause: describeError(err instanceof ApiError ? err.cause : err),
+        cause: describeFailure(err instanceof ApiError ? err.cause : err),
       });
     }
     for (const [name, value] of Object.entries(error.headers ?? {})) c.header(name, value);

@@ -10,6 +10,13 @@ export function log(level: Level, message: string, fields: Record<string, unknow
 
 /** A message safe to log or return: no credentials from connection strings, bounded length. */
 export function describeError(error: unknown): string {
-  const text = error instanceof Error ? error.message || error.name : String(error);
+  // Not only Errors: a WebSocket's ErrorEvent (the Neon driver's failed connect) has a message and no useful String().
+  const message = error !== null && typeof error === "object" ? (error as { message?: unknown }).message : undefined;
+  const text =
+    error instanceof Error
+      ? error.message || error.name
+      : typeof message === "string" && message !== ""
+        ? message
+        : String(error);
   return text.replace(/\/\/[^/@\s]*@/g, "//***@").slice(0, 300);
 }

@@ -4,13 +4,14 @@
 // can see when the loop last ran; every step run has its batch_runs row.
 import { sql } from "drizzle-orm";
 import { loadConfig } from "../config.ts";
-import { describeError, log } from "../log.ts";
+import { log } from "../log.ts";
 import { COORDINATOR_NAME } from "../publish/coordinator.ts";
 import { openDb } from "../publish/db.ts";
 import { openRedis } from "../stores/redis.ts";
 import { syncState } from "../stores/schema.ts";
 import { refreshOutputs } from "./compute.ts";
 import { runRefresh } from "./refresh.ts";
+import { describeFailure } from "./retry.ts";
 
 export const CRON_RUN_STATE = "cron.last_run";
 
@@ -48,7 +49,7 @@ export async function runScheduled(controller: ScheduledController, env: Env): P
     // dashboard's cron history.
     if (refresh.status === "failed") throw new Error(`cron: the refresh failed: ${refresh.error ?? ""}`);
   } catch (error) {
-    log("error", "cron: run failed", { cron: controller.cron, error: describeError(error) });
+    log("error", "cron: run failed", { cron: controller.cron, error: describeFailure(error) });
     throw error;
   } finally {
     await end();

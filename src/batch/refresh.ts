@@ -13,7 +13,7 @@
 // lease: the loader has a lease of its own, so a refresh that finds the refresh lease held — a run in progress, or
 // one that crashed or lost its database before it could release the lease (which then holds for
 // REFRESH_LEASE_TTL_MS) — still loads the stream, and only compute and publish wait.
-import { describeError, log } from "../log.ts";
+import { log } from "../log.ts";
 import type { PublishCoordinator, PushResult, StartResult } from "../publish/coordinator.ts";
 import type { Database } from "../stores/db.ts";
 import type { Redis } from "../stores/redis.ts";
@@ -21,7 +21,7 @@ import type { BatchRunTrigger } from "../stores/schema.ts";
 import { type ComputeOptions, type ComputeReport, computeRecommendations } from "./compute.ts";
 import { acquireLease, releaseLease } from "./lease.ts";
 import { type LoaderOptions, type LoadReport, runLoader } from "./loader.ts";
-import { withRetry } from "./retry.ts";
+import { describeFailure, withRetry } from "./retry.ts";
 import { finishRun, recordSkippedRun, startRun } from "./runs.ts";
 
 export const REFRESH_LEASE = "refresh";
@@ -98,14 +98,14 @@ export async function runRefresh(deps: RefreshDeps, options: RefreshOptions): Pr
   const retrying = <T>(what: string, fn: () => Promise<T>) =>
     withRetry(fn, {
       onRetry: (error, retry, delayMs) =>
-        log("warn", `refresh: ${what} failed transiently; retrying`, { retry, delayMs, error: describeError(error) }),
+        log("warn", `refresh: ${what} failed transiently; retrying`, { retry, delayMs, error: describeFailure(error) }),
     });
   let acquired: boolean;
   try {
     acquired = await retrying("lease", () => acquireLease(db, REFRESH_LEASE, holder, REFRESH_LEASE_TTL_MS));
   } catch (error) {
     report.status = "failed";
-    report.error = `could not take the refresh lease: ${describeError(error)}`;
+    report.error = `could not take the refresh lease: ${describeFailure(error)}`;
     report.durationMs = Date.now() - started;
     log("error", "refresh: failed", { error: report.error });
     return report;
@@ -170,7 +170,7 @@ export async function runRefresh(deps: RefreshDeps, options: RefreshOptions): Pr
         };
         computed = true;
       } catch (error) {
-        const message = describeError(error);
+        const message = describeFailure(error);
         await finishRun(db, computeRunId, "failed", {}, error).catch(() => {});
         report.compute = { runId: computeRunId, status: "failed", error: message };
         failures.push(`compute: ${message}`);
@@ -201,7 +201,7 @@ export async function runRefresh(deps: RefreshDeps, options: RefreshOptions): Pr
     await finishRun(db, runId, report.status, stats, report.error);
   } catch (error) {
     report.status = "failed";
-    report.error = describeError(error);
+    report.error = describeFailure(error);
     report.durationMs = Date.now() - started;
     if (report.runId !== null) {
       const runId = report.runId;

@@ -1,9 +1,9 @@
 // The batch_runs journal: every load / compute / publish / refresh run leaves one row with its trigger, outcome,
 // timings and measurements, for the admin status API and for operators reading Postgres directly.
 import { eq, sql } from "drizzle-orm";
-import { describeError } from "../log.ts";
 import type { Database } from "../stores/db.ts";
 import { type BatchRunKind, type BatchRunStatus, type BatchRunTrigger, batchRuns } from "../stores/schema.ts";
+import { describeFailure } from "./retry.ts";
 
 type RunsDb = Pick<Database, "insert" | "update">;
 
@@ -37,7 +37,7 @@ export async function finishRun(
       status,
       stats,
       finishedAt: sql`now()`,
-      error: error === undefined ? null : describeError(error),
+      error: error === undefined ? null : describeFailure(error),
     })
     .where(eq(batchRuns.id, id));
 }

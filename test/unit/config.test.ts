@@ -137,4 +137,10 @@ describe("describeError", () => {
       "cannot reach postgres://***@host/db",
     );
   });
+
+  it("reads the message of an error event (the Neon driver's failed connect rejects with one)", () => {
+    const event = { type: "error", message: "connect ECONNREFUSED postgres://me:pw@host" };
+    expect(describeError(event)).toBe("connect ECONNREFUSED postgres://***@host");
+    expect(describeError({})).toBe("[object Object]");
+  });
 });
