@@ -270,7 +270,9 @@ async function normalize(raw: unknown, ctx: NormalizeContext): Promise<{ event: 
       "invalid_product_id",
       unusable.includes("\u0000")
         ? "a product id holds a NUL character"
-        : `a product id is ${unusable.length} characters long; the limit is ${MAX_PRODUCT_ID_CHARS}`,
+        : !isWellFormed(unusable)
+          ? "a product id is not valid Unicode (an unpaired surrogate)"
+          : `a product id is ${unusable.length} characters long; the limit is ${MAX_PRODUCT_ID_CHARS}`,
     );
   }
   return { event: collected, bytes: size };

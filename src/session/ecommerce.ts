@@ -3,6 +3,7 @@
 // e-commerce yield none and so carry no ranking weight (they still count and still reach the warehouse).
 // Tokens are normalised here, once, so the ranking path can build the same tokens from its catalogue.
 import type { CollectedEvent } from "../collect/event.ts";
+import { isWellFormed } from "../collect/json.ts";
 import {
   MAX_PRODUCT_ID_CHARS,
   MAX_PRODUCTS_PER_EVENT,
@@ -164,14 +165,15 @@ function productsOf(props: Record<string, unknown>): Record<string, unknown>[] {
 
 /**
  * The first product id of the event that no catalogue can hold, among those `interpret` reads (the event's own
- * product, or each of its `products`): longer than MAX_PRODUCT_ID_CHARS, or holding a NUL (Postgres text cannot, and
- * the catalogue refuses it); null when there is none.
+ * product, or each of its `products`): longer than MAX_PRODUCT_ID_CHARS, holding a NUL (Postgres text cannot, and
+ * the catalogue refuses it), or an unpaired surrogate (no UTF-8 form: stored, it would become U+FFFD and two ids
+ * one); null when there is none.
  */
 export function unusableProductId(event: CollectedEvent): string | null {
   const props = record(event.properties) ?? {};
   for (const p of [props, ...productsOf(props)]) {
     const id = sentProductId(p);
-    if (id !== null && (id.length > MAX_PRODUCT_ID_CHARS || id.includes("\u0000"))) return id;
+    if (id !== null && (id.length > MAX_PRODUCT_ID_CHARS || id.includes("\u0000") || !isWellFormed(id))) return id;
   }
   return null;
 }

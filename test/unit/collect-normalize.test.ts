@@ -143,6 +143,18 @@ describe("normalizeEvent: rejections", () => {
     expect((await ok({ type: "page", userId: "u\u0001x" })).userId).toBe("u\u0001x");
   });
 
+  it("refuses a product id with an unpaired surrogate (stored as UTF-8 it would become U+FFFD: two ids one)", async () => {
+    const viewed = (productId: string) => ({
+      type: "track",
+      userId: "u",
+      event: "Product Viewed",
+      properties: { product_id: productId },
+    });
+    await rejected(viewed("p\ud800"), "invalid_product_id");
+    await rejected(viewed("\udfffp"), "invalid_product_id");
+    expect((await ok(viewed("p\ud83d\ude00"))).properties).toEqual({ product_id: "p\ud83d\ude00" });
+  });
+
   it("refuses a product id longer than the catalogue's limit, wherever the event names it", async () => {
     const long = "p".repeat(MAX_PRODUCT_ID_CHARS + 1);
     const at = "p".repeat(MAX_PRODUCT_ID_CHARS);
