@@ -650,13 +650,16 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
   // ── rules: exclusions, stock, visibility, filters ──
   const removed: Record<string, number> = {};
   const removedWhy = new Map<string, string>();
+  /** Counts a product out of the answer, and keeps the rule for its why-not trace. */
+  const drop = (id: string, why: string): void => {
+    removed[why] = (removed[why] ?? 0) + 1;
+    removedWhy.set(id, why);
+  };
   const eligible: Candidate[] = [];
   for (const c of candidates.values()) {
     const why = removal(c.id, c.product, input, excluded);
-    if (why) {
-      removed[why] = (removed[why] ?? 0) + 1;
-      removedWhy.set(c.id, why);
-    } else eligible.push(c);
+    if (why) drop(c.id, why);
+    else eligible.push(c);
   }
   sortByScore(eligible);
 
@@ -688,7 +691,12 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
       const existing = candidates.get(id);
       if (!existing && input.mode === "rerank") continue;
       const p = existing?.product ?? input.catalog(id);
-      if (removal(id, p, input, excluded) !== null) continue;
+      const why = removal(id, p, input, excluded);
+      if (why !== null) {
+        // A candidate's removal is already counted; a product only the rule names is counted here, once.
+        if (!removedWhy.has(id)) drop(id, why);
+        continue;
+      }
       const c = existing ?? add(id, null);
       c.ruleReasons ??= [];
       c.ruleReasons.push(`pinned:${rule.id}`);

@@ -808,6 +808,39 @@ describe("merchandising rules", () => {
     );
     expect(ids(out)).toEqual(["a", "b", "c"]);
   });
+
+  it("traces and counts a pinned product that no source proposed by the rule that removes it", () => {
+    const outOfStock = rank(
+      { ...base(), whyNot: "oos" },
+      withRules({ id: "promo", action: "pin", productIds: ["oos"], slot: 1 }),
+    );
+    expect(ids(outOfStock)).toEqual(["a", "b", "c"]);
+    expect(outOfStock.whyNot).toEqual({ productId: "oos", status: "removed", rule: "out_of_stock" });
+    expect(outOfStock.stats.removed).toEqual({ out_of_stock: 1 });
+
+    const pricey = rank(
+      input({
+        rows: { ...rows, z: { price: 99 } },
+        batch: batch(["a", 4], ["b", 2], ["c", 1]),
+        filters: { maxPrice: 50 },
+        whyNot: "z",
+      }),
+      withRules({ id: "promo", action: "pin", productIds: ["z"], slot: 1 }),
+    );
+    expect(ids(pricey)).toEqual(["a", "b", "c"]);
+    expect(pricey.whyNot).toEqual({ productId: "z", status: "removed", rule: "filter:price" });
+
+    // A candidate the rule also names is counted once, by the candidates' own check.
+    const both = rank(
+      input({ rows, batch: batch(["a", 4], ["oos", 2]), whyNot: "oos" }),
+      withRules(
+        { id: "promo", action: "pin", productIds: ["oos"], slot: 1 },
+        { id: "again", action: "pin", productIds: ["oos"], slot: 2 },
+      ),
+    );
+    expect(both.whyNot).toEqual({ productId: "oos", status: "removed", rule: "out_of_stock" });
+    expect(both.stats.removed).toEqual({ out_of_stock: 1 });
+  });
 });
 
 describe("diversity", () => {
