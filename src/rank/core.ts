@@ -680,9 +680,11 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
   }
 
   // ── pins: a pinned product takes its slot if it is eligible (it need not have been a candidate, except in a rerank,
-  //    which answers only what the caller sent) ──
+  //    which answers only what the caller sent); each slot goes to the first rule (config order) that fills it ──
   const pins: Array<{ slot: number; c: Candidate }> = [];
   const pinned = new Set<string>();
+  /** Products of rules whose slot an earlier rule took, which no source proposed. */
+  const outpinned: string[] = [];
   for (const rule of rules) {
     // A slot past the answer's end is not in this answer: it must not take an organic item's room.
     if (rule.action !== "pin" || !rule.slot || rule.slot > input.limit) continue;
@@ -697,6 +699,11 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
         if (!removedWhy.has(id)) drop(id, why);
         continue;
       }
+      if (pins.some((pin) => pin.slot === rule.slot)) {
+        // A candidate keeps its place by score; a product only the rule names is out of the answer.
+        if (!existing) outpinned.push(id);
+        break;
+      }
       const c = existing ?? add(id, null);
       c.ruleReasons ??= [];
       c.ruleReasons.push(`pinned:${rule.id}`);
@@ -705,6 +712,7 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
       break;
     }
   }
+  for (const id of outpinned) if (!pinned.has(id) && !removedWhy.has(id)) drop(id, "pin_slot_taken");
 
   // ── diversity: at most maxPerCategory per category, filled from the deferred ones when too few remain ──
   const limit = input.limit;

@@ -801,6 +801,42 @@ describe("merchandising rules", () => {
     expect(ids(wide)).toEqual(["a", "b", "c", "z"]);
   });
 
+  it("gives a slot two rules pin to the earlier rule; the later one places nothing and takes no organic room", () => {
+    // a 1, b 0.5, c 0.25 (batch); z and d are no candidates.
+    const rules = withRules(
+      { id: "first", action: "pin", productIds: ["z"], slot: 2 },
+      { id: "second", action: "pin", productIds: ["d"], slot: 2 },
+    );
+    const out = rank({ ...base(), limit: 2, whyNot: "d" }, rules);
+    expect(ids(out)).toEqual(["a", "z"]);
+    expect(item(out, "z").reasons).toEqual(["pinned:first"]);
+    expect(out.whyNot).toEqual({ productId: "d", status: "removed", rule: "pin_slot_taken" });
+    expect(out.stats.removed).toEqual({ pin_slot_taken: 1 });
+
+    const one = rank(
+      { ...base(), limit: 1 },
+      withRules(
+        { id: "first", action: "pin", productIds: ["z"], slot: 1 },
+        { id: "second", action: "pin", productIds: ["d"], slot: 1 },
+      ),
+    );
+    expect(ids(one)).toEqual(["z"]);
+
+    // A candidate whose pin lost keeps its place by score, and a product another rule does pin is not removed.
+    const kept = rank(
+      { ...base(), limit: 3, whyNot: "z" },
+      withRules(
+        { id: "first", action: "pin", productIds: ["d"], slot: 1 },
+        { id: "second", action: "pin", productIds: ["b"], slot: 1 },
+        { id: "third", action: "pin", productIds: ["z"], slot: 1 },
+        { id: "fourth", action: "pin", productIds: ["z"], slot: 3 },
+      ),
+    );
+    expect(ids(kept)).toEqual(["d", "a", "z"]);
+    expect(kept.whyNot).toEqual({ productId: "z", status: "shown", position: 3, score: 0 });
+    expect(kept.stats.removed).toEqual({});
+  });
+
   it("does not pin an excluded product", () => {
     const out = rank(
       { ...base(), session: session({ carted: ["z"] }) },
