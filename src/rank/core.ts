@@ -89,8 +89,8 @@ export interface RankedItem {
   score: number;
   /** Reason codes, strongest first. */
   reasons: string[];
-  /** explain only: weight × value per feature (non-zero ones), and rule adjustments. */
-  contributions?: Partial<Record<Feature | "rules", number>>;
+  /** explain only: weight × value per feature (non-zero ones), rule adjustments, and a catalogue fill's score. */
+  contributions?: Partial<Record<Feature | "rules" | "fill", number>>;
   sources?: CandidateSource[];
 }
 
@@ -663,20 +663,25 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
   }
   sortByScore(eligible);
 
-  // ── last resort: when every source together leaves the list short, eligible catalogue products fill it (in
-  //    the catalogue's order, after every scored candidate), so a list is never shorter than asked while enough exist
+  // ── last resort: when every source together leaves the list short, eligible catalogue products fill it (the
+  //    first ones in the catalogue's order, after every scored candidate), so a list is never shorter than asked
+  //    while enough exist
   if (input.mode !== "rerank" && input.catalogScan && eligible.length < input.limit) {
-    // Below every scored candidate (scores may be negative after a bury); ties among fills go by id.
+    // One score below every scored candidate (scores may be negative after a bury).
     const floor = Math.min(0, eligible[eligible.length - 1]?.score ?? 0) - 1;
+    const fills: Candidate[] = [];
     for (const p of input.catalogScan()) {
-      if (eligible.length >= input.limit) break;
+      if (eligible.length + fills.length >= input.limit) break;
       if (candidates.has(p.id) || removal(p.id, p, input, excluded) !== null) continue;
       const c = add(p.id, null);
       c.fill = true;
       c.score = floor;
-      eligible.push(c);
-      bySource.catalog = (bySource.catalog ?? 0) + 1;
+      fills.push(c);
     }
+    // Equal scores: in id order, as every tie.
+    fills.sort(byId);
+    for (const c of fills) eligible.push(c);
+    if (fills.length > 0) bySource.catalog = fills.length;
   }
 
   // ── pins: a pinned product takes its slot if it is eligible (it need not have been a candidate, except in a rerank,
@@ -857,12 +862,14 @@ function reasonsOf(c: Candidate, w: Record<Feature, number>): string[] {
 function toItem(c: Candidate, weights: Record<Feature, number>, explain: boolean): RankedItem {
   const item: RankedItem = { productId: c.id, score: round(c.score), reasons: reasonsOf(c, weights) };
   if (explain) {
-    const contributions: Partial<Record<Feature | "rules", number>> = {};
+    const contributions: Partial<Record<Feature | "rules" | "fill", number>> = {};
     for (const k of FEATURES) {
       const v = weights[k] * c[k];
       if (v !== 0) contributions[k] = round(v);
     }
     if (c.adjust !== 0) contributions.rules = round(c.adjust);
+    // A fill has no feature value and no rule adjustment (it joins after both): its whole score is its place.
+    if (c.fill) contributions.fill = round(c.score);
     item.contributions = contributions;
     item.sources = CANDIDATE_SOURCES.filter((source) => (c.sources & SOURCE_BIT[source]) !== 0);
   }

@@ -1010,13 +1010,20 @@ describe("fallback chain", () => {
           ["p2", 1],
         ],
         catalogScan: scan,
+        explain: true,
       }),
       withRules({ id: "down", action: "bury", productIds: ["p2"], amount: 3 }),
     );
-    // p1 0.2, p2 0.1 − 3; then z and y in the catalogue's order (gone is out of stock, p1 already a candidate)
-    expect(ids(out)).toEqual(["p1", "p2", "z", "y"]);
+    // p1 0.2, p2 0.1 − 3; then the first two eligible in the catalogue's order, z and y (gone is out of stock, p1
+    // already a candidate; x comes too late), at one score: shown in id order, as every tie.
+    expect(ids(out)).toEqual(["p1", "p2", "y", "z"]);
     expect(item(out, "z").reasons).toEqual(["catalog_fill"]);
-    expect(item(out, "z").score).toBeLessThan(item(out, "p2").score);
+    // p2's −2.9, less 1
+    expect(item(out, "z").score).toBe(-3.9);
+    expect(item(out, "y").score).toBe(-3.9);
+    // explain: the fill's place is its whole score.
+    expect(item(out, "z").contributions).toEqual({ fill: -3.9 });
+    expect(item(out, "p2").contributions).toEqual({ popularity: 0.1, rules: -3 });
     expect(out.stats.bySource).toEqual({ popular: 2, catalog: 2 });
     const full = rank(
       input({
