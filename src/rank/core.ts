@@ -126,7 +126,8 @@ interface Candidate extends Record<Feature, number> {
   sequenceWhy: string | null;
   adjacentWhy: string | null;
   adjust: number;
-  ruleReasons: string[] | null;
+  /** The merchandising rules that moved it (boosts and buries in config order, then its pin): its rule reasons. */
+  rules: MerchandisingRule[] | null;
   score: number;
   /** Added by the catalogue fill (no source proposed it). */
   fill?: boolean;
@@ -429,7 +430,7 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
         sequenceWhy: null,
         adjacentWhy: null,
         adjust: 0,
-        ruleReasons: null,
+        rules: null,
         score: 0,
       };
       candidates.set(id, c);
@@ -642,8 +643,8 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
       const delta = rule.action === "boost" ? (rule.amount ?? 0) : -(rule.amount ?? 0);
       c.adjust += delta;
       c.score += delta;
-      c.ruleReasons ??= [];
-      c.ruleReasons.push(`${rule.action === "boost" ? "boosted" : "buried"}:${rule.id}`);
+      c.rules ??= [];
+      c.rules.push(rule);
     }
   }
 
@@ -710,8 +711,8 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
         break;
       }
       const c = existing ?? add(id, null);
-      c.ruleReasons ??= [];
-      c.ruleReasons.push(`pinned:${rule.id}`);
+      c.rules ??= [];
+      c.rules.push(rule);
       pins.push({ slot: rule.slot, c });
       pinned.add(id);
       break;
@@ -819,7 +820,7 @@ function insertReason(codes: string[], values: number[], code: string | null, v:
   codes[i] = code;
 }
 
-/** Reason codes, strongest contribution first (ties by code); pins first, boosts/buries last. */
+/** Reason codes, strongest contribution first (ties by code), a boost by its amount; a pin first, buries last. */
 function reasonsOf(c: Candidate, w: Record<Feature, number>): string[] {
   const codes: string[] = [];
   const values: number[] = [];
@@ -842,21 +843,16 @@ function reasonsOf(c: Candidate, w: Record<Feature, number>): string[] {
   if (c.query > 0) insertReason(codes, values, "query_match", w.query * c.query);
   if (c.priceBand > 0) insertReason(codes, values, "price_band", w.priceBand * c.priceBand);
   if (c.base > 0) insertReason(codes, values, "base_score", w.base * c.base);
-  const rules = c.ruleReasons;
-  if (rules === null) {
-    if (codes.length === 0) {
-      codes.push(c.fill ? "catalog_fill" : (c.sources & SOURCE_BIT.popular) !== 0 ? "popular_fallback" : "candidate");
-    }
-    return codes;
+  const rules = c.rules;
+  if (rules !== null) {
+    for (const r of rules) if (r.action === "boost") insertReason(codes, values, `boosted:${r.id}`, r.amount ?? 0);
+    for (const r of rules) if (r.action === "pin") codes.unshift(`pinned:${r.id}`);
+    for (const r of rules) if (r.action === "bury" && !codes.includes(`buried:${r.id}`)) codes.push(`buried:${r.id}`);
   }
-  const out: string[] = [];
-  for (const r of rules) if (r.startsWith("pinned:")) out.push(r);
-  for (const code of codes) if (!out.includes(code)) out.push(code);
-  for (const r of rules) if (!r.startsWith("pinned:") && !out.includes(r)) out.push(r);
-  if (out.length === 0) {
-    out.push(c.fill ? "catalog_fill" : (c.sources & SOURCE_BIT.popular) !== 0 ? "popular_fallback" : "candidate");
+  if (codes.length === 0) {
+    codes.push(c.fill ? "catalog_fill" : (c.sources & SOURCE_BIT.popular) !== 0 ? "popular_fallback" : "candidate");
   }
-  return out;
+  return codes;
 }
 
 function toItem(c: Candidate, weights: Record<Feature, number>, explain: boolean): RankedItem {
@@ -897,7 +893,7 @@ function whyNot(
   const c = eligible[position];
   if (!c) return { productId: id, status: "not_candidate", inCatalog: input.catalog(id) !== undefined };
   // The cut is the last organically placed item's score: a pin holds its slot whatever its score.
-  const organic = final.filter((x) => !x.ruleReasons?.some((r) => r.startsWith("pinned:")));
+  const organic = final.filter((x) => !x.rules?.some((r) => r.action === "pin"));
   const cutScore = organic[organic.length - 1]?.score ?? c.score;
   return {
     productId: id,

@@ -650,23 +650,40 @@ describe("merchandising rules", () => {
   // a 1, b 0.5, c 0.25 (batch), nothing else.
   const base = () => input({ rows, batch: batch(["a", 4], ["b", 2], ["c", 1]), explain: true });
 
-  it("boosts and buries by their amounts and names the rule", () => {
+  it("boosts and buries by their amounts and names the rule, a boost among the reasons by its amount", () => {
     const out = rank(
       base(),
       withRules(
         { id: "up", action: "boost", productIds: ["c"], amount: 1 },
         { id: "down", action: "bury", productIds: ["a"], amount: 0.8 },
+        { id: "nudge", action: "boost", productIds: ["b"], amount: 0.1 },
       ),
     );
-    // c 0.25 + 1 = 1.25; b 0.5; a 1 − 0.8 = 0.2
+    // c 0.25 + 1 = 1.25; b 0.5 + 0.1 = 0.6; a 1 − 0.8 = 0.2
     expect(out.items.map((i) => [i.productId, i.score])).toEqual([
       ["c", 1.25],
-      ["b", 0.5],
+      ["b", 0.6],
       ["a", 0.2],
     ]);
-    expect(item(out, "c").reasons).toEqual(["batch", "boosted:up"]);
+    // Strongest contribution first: c's boost (1) outweighs its batch value (0.25), b's (0.1) does not (0.5).
+    expect(item(out, "c").reasons).toEqual(["boosted:up", "batch"]);
+    expect(item(out, "b").reasons).toEqual(["batch", "boosted:nudge"]);
+    // A bury takes away: it comes last.
     expect(item(out, "a").reasons).toEqual(["batch", "buried:down"]);
     expect(item(out, "c").contributions).toEqual({ batch: 0.25, rules: 1 });
+  });
+
+  it("puts a pin's reason first, then the others by contribution, buries last", () => {
+    const pin = { id: "top", action: "pin", productIds: ["c"], slot: 1 } as const;
+    const bury = { id: "down", action: "bury", productIds: ["c"], amount: 0.1 } as const;
+    const boost = { id: "up", action: "boost", productIds: ["c"], amount: 2 } as const;
+    // c: boost 2, batch 0.25, bury −0.1
+    expect(item(rank(base(), withRules(pin, bury, boost)), "c").reasons).toEqual([
+      "pinned:top",
+      "boosted:up",
+      "batch",
+      "buried:down",
+    ]);
   });
 
   it("matches categories normalised", () => {

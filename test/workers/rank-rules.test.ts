@@ -233,9 +233,10 @@ describe("PUT /v1/admin/ranking-config", () => {
       ],
     });
     const onHome = await ok(get("/v1/recommendations?placement=home&limit=1"));
+    // The boost (10) outweighs pop12's popularity (0.002): its reason comes first.
     expect(onHome.items[0]).toMatchObject({
       productId: id("pop12"),
-      reasons: ["popular_fallback", "boosted:home-only"],
+      reasons: ["boosted:home-only", "popular_fallback"],
     });
     // base 1 − i/3: pop01 1, pop12 2/3, pop11 1/3 (+10 for the rerank rule); popularity adds at most 0.024
     const reranked = await ok(
