@@ -334,7 +334,8 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
   if (outputs.length === 2) {
     ({ items, teams } = interleaveAnswers(output.items, (outputs[1] as RankOutput).items, request.limit, recId));
   }
-  if (!shared?.catalog && request.mode !== "rerank") degraded.push("catalog_unavailable");
+  // Nothing was checked against the catalogue (stock, visibility, filters), whatever the mode.
+  if (!shared?.catalog) degraded.push("catalog_unavailable");
 
   const now = deps.now();
   timing.total = now - started;

@@ -192,6 +192,16 @@ describe("the online store (KV)", () => {
     expect(ids(a).slice(0, 2)).toEqual([id("b1"), id("b2")]);
   });
 
+  it("the catalogue hanging: a rerank serves its candidates unchecked and says catalog_unavailable too", async () => {
+    const kv = faultyKv((keys) => (isShared(keys) ? "hang" : null));
+    const rerank = parseRankParams("rerank", { candidates: [id("oos"), id("p1")] }, DEFAULT_RANKING_CONFIG);
+    const a = await answer(deps({ kv }), rerank);
+    // oos is out of stock: with the catalogue, the answer would be p1 alone.
+    expect(ids(a)).toEqual([id("oos"), id("p1")]);
+    expect(a.degraded).toEqual(expect.arrayContaining(["catalog_timeout", "catalog_unavailable"]));
+    expect(a.sources.catalog.status).toBe("timeout");
+  });
+
   it("the catalogue hanging, then answering: a request past the give-up time loads it again", async () => {
     let fault: Fault = "hang";
     const kv = faultyKv((keys) => (isShared(keys) ? fault : null));
