@@ -64,12 +64,22 @@ export type HandOver =
    * `again`: this object was already merged into the caller (it answers until released; the caller may have it).
    * `stamp`: drawn when the object marked itself merged, the same in every answer until it is erased (none from an
    * object marked before stamps existed): the caller merges a stamp once.
+   * `unanswered` and `taken`: what of this object's own merges is still open (the hand-overs it asked for whose answer
+   * never came, and the stamps of the states it merged whose release is not confirmed); the caller takes them over.
    */
-  | { status: "handed-over"; state: PortableState; again?: boolean; stamp?: string }
+  | {
+      status: "handed-over";
+      state: PortableState;
+      again?: boolean;
+      stamp?: string;
+      unanswered?: Record<string, boolean>;
+      taken?: Record<string, string>;
+    }
   /** Nothing to merge; with `claim`, the key now forwards to the caller anyway. */
   | { status: "empty" }
   /** Already merged into the caller and its data released: nothing more to merge. */
   | { status: "released" }
+  /** Merged into another object (`mergedInto`), which neither is the caller nor was named as merged into it (`via`). */
   | { status: "elsewhere"; mergedInto: string }
   | { status: "refused" }
   /**

@@ -38,7 +38,7 @@ import {
   OUTBOX_FLUSH_DELAY_MS,
 } from "./outbox.ts";
 import { emptySnapshot, type SessionSnapshot } from "./snapshot.ts";
-import { decayedAffinities, SessionStore } from "./store.ts";
+import { decayedAffinities, type Profile, SessionStore } from "./store.ts";
 import { pushToStream } from "./stream.ts";
 import { type CurrentSession, isActive } from "./visit.ts";
 
@@ -193,15 +193,17 @@ export class SessionState extends DurableObject<Env> {
   /**
    * Internal (identity merge): hands this object's state to `intoKey` and marks this object as merged into it;
    * from then on `record` here forwards to `intoKey`. Repeatable: the same caller gets the same state again until
-   * it confirms with `release`. With `claim`, a never-seen object is marked as merged too.
+   * it confirms with `release`. With `claim`, a never-seen object is marked as merged too. `via`: a key merged into
+   * `intoKey`; an object merged into it answers `intoKey` as its target, and points at it from then on.
    */
-  async handOver(fromKey: string, intoKey: string, claim: boolean): Promise<HandOver> {
-    return this.#mutating(() => this.#handOver(fromKey, intoKey, claim));
+  async handOver(fromKey: string, intoKey: string, claim: boolean, via?: string): Promise<HandOver> {
+    return this.#mutating(() => this.#handOver(fromKey, intoKey, claim, via));
   }
 
-  async #handOver(fromKey: string, intoKey: string, claim: boolean): Promise<HandOver> {
+  async #handOver(fromKey: string, intoKey: string, claim: boolean, via: string | undefined): Promise<HandOver> {
     assertKey(fromKey);
     assertKey(intoKey);
+    if (via !== undefined) assertKey(via);
     if (fromKey === intoKey) return { status: "refused" };
     if (this.#absorbing > 0) return { status: "busy" };
     const now = this.clock();
@@ -217,12 +219,14 @@ export class SessionState extends DurableObject<Env> {
     }
     this.#assertOwnKey(profile.userKey, fromKey);
     if (profile.mergedInto) {
-      if (profile.mergedInto !== intoKey) return { status: "elsewhere", mergedInto: profile.mergedInto };
-      // Our target asking again (a retried merge, or a refresh: the id is in use there) keeps the pointer alive.
-      this.#store.saveProfile({ ...profile, lastActiveAt: now });
+      if (profile.mergedInto !== intoKey && profile.mergedInto !== via)
+        return { status: "elsewhere", mergedInto: profile.mergedInto };
+      // Our target asking again (a retried merge, or a refresh: the id is in use there) keeps the pointer alive. So
+      // does the owner of our target, which becomes our target (path compression, as in #forward).
+      const current = { ...profile, mergedInto: intoKey, lastActiveAt: now };
+      this.#store.saveProfile(current);
       if (profile.released) return { status: "released" };
-      const stamp = this.ctx.storage.kv.get<string>(HANDED_OVER_STAMP);
-      return { status: "handed-over", state: this.#store.exportState(profile), again: true, stamp };
+      return { ...this.#handedOver(current, this.ctx.storage.kv.get<string>(HANDED_OVER_STAMP)), again: true };
     }
     const status = this.#store.mergedStatus(intoKey);
     if (status === "merged" || status === "claimed") return { status: "refused" };
@@ -230,7 +234,21 @@ export class SessionState extends DurableObject<Env> {
     const stamp = crypto.randomUUID();
     this.#store.saveProfile(merged);
     this.ctx.storage.kv.put(HANDED_OVER_STAMP, stamp);
-    return { status: "handed-over", state: this.#store.exportState(merged), stamp };
+    return this.#handedOver(merged, stamp);
+  }
+
+  /**
+   * This object's state as handed over, with its merges still open (MERGE_UNANSWERED, MERGE_TAKEN): this object
+   * records nothing more, so its target takes them over (#takeOver).
+   */
+  #handedOver(profile: Profile, stamp: string | undefined): HandedOver {
+    return {
+      status: "handed-over",
+      state: this.#store.exportState(profile),
+      stamp,
+      unanswered: this.#unanswered(),
+      taken: this.#taken(),
+    };
   }
 
   /** Internal (identity merge): `intoKey` has merged our state; drop our copy (the outbox still drains). */
@@ -660,6 +678,10 @@ export class SessionState extends DurableObject<Env> {
     let answer: HandOver;
     try {
       answer = await other.handOver(otherKey, selfKey, claim);
+      // Merged into a user merged here since (a hand-over that user asked for, its answer lost, taken over by #takeOver;
+      // or a pointer not shortened yet): the object is ours, and asked again as the owner of that key.
+      if (answer.status === "elsewhere" && this.#hasMerged(answer.mergedInto))
+        answer = await other.handOver(otherKey, selfKey, claim, answer.mergedInto);
     } catch (error) {
       // Not fatal: the events are still recorded, and the next record of this user asks again (MERGE_UNANSWERED).
       log("warn", "session merge: hand-over failed", { into: selfKey, from: otherKey, error: describeError(error) });
@@ -712,6 +734,7 @@ export class SessionState extends DurableObject<Env> {
           });
           store.compact();
           if (answer.stamp !== undefined) this.#setEntry(MERGE_TAKEN, otherKey, answer.stamp);
+          this.#takeOver(selfKey, answer);
           return true;
         }
         case "empty":
@@ -773,6 +796,26 @@ export class SessionState extends DurableObject<Env> {
     this.ctx.storage.kv.put(MERGE_REFRESHED, Object.fromEntries(kept));
   }
 
+  #hasMerged(key: string): boolean {
+    return this.#store.hasSchema() && this.#store.mergedStatus(key) === "merged";
+  }
+
+  /**
+   * Takes over the merges a merged object left open: the stamps it took (so a refresh here does not merge those states
+   * twice), and its unanswered hand-overs, except those of keys this object has an answer of its own for (asked by the
+   * next record here, whatever its events name). Called in the merge's transaction, after its merged keys are stored.
+   */
+  #takeOver(selfKey: string, answer: HandedOver): void {
+    const unanswered = Object.entries(answer.unanswered ?? {}).filter(
+      ([key]) => key !== selfKey && this.#store.mergedRow(key) === null,
+    );
+    const taken = Object.entries(answer.taken ?? {});
+    // Ours last (the bound keeps the last ones), and over theirs.
+    if (unanswered.length > 0)
+      this.#putEntries(MERGE_UNANSWERED, { ...Object.fromEntries(unanswered), ...this.#unanswered() });
+    if (taken.length > 0) this.#putEntries(MERGE_TAKEN, { ...Object.fromEntries(taken), ...this.#taken() });
+  }
+
   /** Read once per activation and after each change: every record asks for it. */
   #unanswered(): Record<string, boolean> {
     this.#unansweredKeys ??= this.ctx.storage.kv.get<Record<string, boolean>>(MERGE_UNANSWERED) ?? {};
@@ -795,7 +838,12 @@ export class SessionState extends DurableObject<Env> {
   #setEntry(name: string, key: string, value: string | boolean | undefined): void {
     const { [key]: old, ...others } = this.ctx.storage.kv.get<Record<string, string | boolean>>(name) ?? {};
     if (value === undefined && old === undefined) return;
-    const kept = Object.entries(value === undefined ? others : { ...others, [key]: value }).slice(-MERGED_MAX);
+    this.#putEntries(name, value === undefined ? others : { ...others, [key]: value });
+  }
+
+  /** Stores `entries` as the map under `name`: the MERGED_MAX last ones (the newest); none deletes the map. */
+  #putEntries(name: string, entries: Record<string, string | boolean>): void {
+    const kept = Object.entries(entries).slice(-MERGED_MAX);
     if (kept.length === 0) this.ctx.storage.kv.delete(name);
     else this.ctx.storage.kv.put(name, Object.fromEntries(kept));
     if (name === MERGE_UNANSWERED) this.#unansweredKeys = undefined;
@@ -957,6 +1005,8 @@ export class SessionState extends DurableObject<Env> {
     if (stored !== given) throw new Error(`SessionState: this object belongs to ${stored}, not ${given}`);
   }
 }
+
+type HandedOver = Extract<HandOver, { status: "handed-over" }>;
 
 function forwardingLoop(): Error {
   return new Error(

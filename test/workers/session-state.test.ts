@@ -640,6 +640,45 @@ describe("identity merge", () => {
     expect({ exists: old.exists, viewed: old.viewed }).toEqual({ exists: false, viewed: [] });
   });
 
+  /**
+   * A visitor with a view logs in as a user; the visitor's object hands itself over, but the reply is lost. The user
+   * is aliased into a new user id before it records anything else.
+   */
+  async function loginReplyLostThenAlias() {
+    const [anon, oldId, newId] = [uid("anon"), uid("old"), uid("new")];
+    const [a, oldKey, newKey] = [`a:${anon}`, `u:${oldId}`, `u:${newId}`];
+    const view = track("Product Viewed", { product_id: "p-visitor", category: "Lamps" }, { anonymousId: anon });
+    expect(await stub(a).record(a, [view])).toEqual({ accepted: 1, duplicates: 0 });
+    await wrapSessions(oldKey, firstReplyLost(a));
+    await stub(oldKey).record(oldKey, [identify(oldId, anon)]);
+    expect((await stub(a).snapshot(a)).mergedInto).toBe(oldKey);
+    expect((await stub(oldKey).snapshot(oldKey)).viewed).toEqual([]);
+    await stub(newKey).record(newKey, [base("alias", { previousId: oldId }, { userId: newId, anonymousId: null })]);
+    expect((await stub(oldKey).snapshot(oldKey)).mergedInto).toBe(newKey);
+    return { anon, newId, a, newKey, view };
+  }
+
+  it("a hand-over left unanswered by a user aliased away since is asked by the new user: a visitor's retry is a duplicate there", async () => {
+    const { a, newKey, view } = await loginReplyLostThenAlias();
+    // The client retries the visitor's view within 24 h: forwarded to the new user, which merges the visitor first.
+    expect(await stub(a).record(a, [view])).toEqual({ accepted: 0, duplicates: 1 });
+    const user = await stub(newKey).snapshot(newKey);
+    // identify + alias + the view, once
+    expect({ events: user.counters.events, viewed: user.viewed }).toEqual({ events: 3, viewed: ["p-visitor"] });
+    expect((await stub(a).snapshot(a)).mergedInto).toBe(newKey);
+    await vi.waitFor(async () => expect((await stub(a).snapshot(a)).viewed).toEqual([]), { timeout: 5_000 });
+  });
+
+  it("a visitor merged into a user aliased away since, its reply lost, hands itself over to the new user", async () => {
+    const { anon, newId, a, newKey } = await loginReplyLostThenAlias();
+    // The logged-in visitor's next event carries both ids and goes to the new user, which asks the visitor's object.
+    await stub(newKey).record(newKey, [
+      track("Product Viewed", { product_id: "p-user" }, { userId: newId, anonymousId: anon, at: T0 + 10 * MINUTE_MS }),
+    ]);
+    expect((await stub(newKey).snapshot(newKey)).viewed).toEqual(["p-user", "p-visitor"]);
+    expect((await stub(a).snapshot(a)).mergedInto).toBe(newKey);
+  });
+
   it("two users aliasing each other at the same moment: one absorbs the other, and neither forwards in a loop", async () => {
     for (let round = 0; round < 5; round++) {
       const [idA, idB] = [uid("A"), uid("B")];
@@ -967,6 +1006,21 @@ describe("identity merge", () => {
     });
   });
 
+  /**
+   * The user `key` keeps browsing from elsewhere on day 2 (this write drops its seen ids of a visitor's events merged
+   * on day 0: 24-hour window); then the clocks move to day 31, when a refresh is due. Returns that time and the user's
+   * snapshot then.
+   */
+  async function untilRefresh(key: string, userId: string, start: number, at: (time: number) => Promise<void>) {
+    await at(start + 2 * DAY_MS);
+    await stub(key).record(key, [
+      track("Product Viewed", { product_id: "p-day2" }, { userId, anonymousId: null, at: start + 2 * DAY_MS }),
+    ]);
+    const later = start + 31 * DAY_MS;
+    await at(later);
+    return { later, before: await stub(key).snapshot(key) };
+  }
+
   it("only releases, and does not merge again, a visitor whose release was lost when the refresh asks it", async () => {
     const { user, anon, u, a, start, at } = await visitorAndUser();
     const viewed = track(
@@ -1010,16 +1064,8 @@ describe("identity merge", () => {
     expect(merged.counters).toEqual({ events: 5, duplicates: 1 });
     expect(merged.viewed).toEqual(["p2", "p1"]);
     expect(merged.carted).toEqual(["p2"]);
-    // The user keeps browsing from elsewhere: this write drops its seen ids of the visitor's events (24-hour window).
-    await at(start + 2 * DAY_MS);
-    await stub(u).record(u, [
-      track("Product Viewed", { product_id: "p-day2" }, { userId: user, anonymousId: null, at: start + 2 * DAY_MS }),
-    ]);
-
-    // 31 days later the logged-in user sends an event naming the id: the refresh asks the visitor object again.
-    const later = start + 31 * DAY_MS;
-    await at(later);
-    const before = await stub(u).snapshot(u);
+    const { later, before } = await untilRefresh(u, user, start, at);
+    // The logged-in user sends an event naming the id: the refresh asks the visitor object again.
     const score = (s: SessionSnapshot, token: string) => s.affinities.longTerm.find((x) => x.token === token)?.score;
     expect(score(before, "category:lamps")).toBeGreaterThan(0);
     await stub(u).record(u, [
@@ -1042,6 +1088,97 @@ describe("identity merge", () => {
     expect(after.anonymousIds).toEqual([anon]);
     for (const token of ["category:lamps", "brand:acme"])
       expect(score(after, token), token).toBeCloseTo(score(before, token) ?? Number.NaN, 9);
+  });
+
+  /** `visitorAndUser`, and a new user id the user is aliased into later (its object shares the clock). */
+  async function visitorUserAndNewId() {
+    const v = await visitorAndUser();
+    const newId = uid("new");
+    const n = `u:${newId}`;
+    const at = async (time: number) => {
+      await v.at(time);
+      await setClock(n, time);
+    };
+    await at(v.start);
+    const alias = (time: number) =>
+      stub(n).record(n, [base("alias", { previousId: v.user }, { userId: newId, anonymousId: null, at: time })]);
+    return { ...v, newId, n, at, alias };
+  }
+
+  it("only releases a visitor whose release to a user aliased away since was lost, when the new user's refresh asks it", async () => {
+    const { user, anon, u, a, newId, n, start, at, alias } = await visitorUserAndNewId();
+    const viewed = track("Product Viewed", { product_id: "p1", category: "Lamps" }, { anonymousId: anon, at: start });
+    await stub(a).record(a, [
+      viewed,
+      track("Product Added", { product_id: "p1", category: "Lamps" }, { anonymousId: anon, at: start + 1_000 }),
+      // Counted, but no interaction: only the seen ids tell a second merge that the user already has it.
+      base("page", { name: "Home", properties: {} }, { anonymousId: anon, at: start + 2_000 }),
+    ]);
+    // A client retry: the visitor's object counts a duplicate, which the merge hands over with the rest.
+    expect(await stub(a).record(a, [viewed])).toEqual({ accepted: 0, duplicates: 1 });
+    // The user merges the visitor, and its `release` call is lost: the visitor's object keeps its copy.
+    let releases = 0;
+    await wrapSessions(u, (name) =>
+      name === a
+        ? {
+            release: async () => {
+              releases++;
+              throw new Error("injected: release lost");
+            },
+          }
+        : {},
+    );
+    await stub(u).record(u, [identify(user, anon, start + MINUTE_MS)]);
+    await vi.waitFor(() => expect(releases).toBe(1), { timeout: 5_000, interval: 10 });
+    await alias(start + 2 * MINUTE_MS);
+    // A visitor event goes through the user to the new user; the visitor's object points at the new user from then on.
+    await stub(a).record(a, [
+      track("Product Viewed", { product_id: "p2" }, { anonymousId: anon, at: start + 3 * MINUTE_MS }),
+    ]);
+    const visitor = await stub(a).snapshot(a);
+    expect({ mergedInto: visitor.mergedInto, viewed: visitor.viewed }).toEqual({ mergedInto: n, viewed: ["p1"] });
+    const { later, before } = await untilRefresh(n, newId, start, at);
+    // An event of the new user names the id: the refresh asks the visitor's object, which answers `again` with the state
+    // the old user merged.
+    await stub(n).record(n, [
+      track(
+        "Product Viewed",
+        { product_id: "p3", category: "Chairs" },
+        { userId: newId, anonymousId: anon, at: later },
+      ),
+    ]);
+    await vi.waitFor(async () => expect((await stub(a).snapshot(a)).viewed).toEqual([]), { timeout: 5_000 });
+    const after = await stub(n).snapshot(n);
+    const lamps = (s: SessionSnapshot) => s.affinities.longTerm.find((x) => x.token === "category:lamps")?.score;
+    expect({ counters: after.counters, viewed: after.viewed, carted: after.carted }).toEqual({
+      counters: { events: before.counters.events + 1, duplicates: before.counters.duplicates },
+      viewed: ["p3", "p-day2", "p2", "p1"],
+      carted: ["p1"],
+    });
+    expect(lamps(after)).toBeCloseTo(lamps(before) ?? Number.NaN, 9);
+  });
+
+  it("keeps alive, with the refresh, a visitor's pointer that names a user aliased away since", async () => {
+    const { user, anon, u, a, newId, n, start, at, alias } = await visitorUserAndNewId();
+    await stub(a).record(a, [track("Product Viewed", { product_id: "p1" }, { anonymousId: anon, at: start })]);
+    await stub(u).record(u, [identify(user, anon, start + MINUTE_MS)]);
+    await vi.waitFor(async () => expect((await stub(a).snapshot(a)).viewed).toEqual([]), { timeout: 5_000 });
+    await alias(start + 2 * MINUTE_MS);
+    // Logged in on that device from then on: the events carry both ids and go to the new user, none to the visitor.
+    const later = start + 31 * DAY_MS;
+    await at(later);
+    await stub(n).record(n, [
+      track("Product Viewed", { product_id: "p2" }, { userId: newId, anonymousId: anon, at: later }),
+    ]);
+    // The refresh asked the visitor's object, which pointed at the old user: it points at the new user now.
+    expect((await stub(a).snapshot(a)).mergedInto).toBe(n);
+    // 95 days after the login its alarm keeps the pointer, and the id's anonymous browsing reaches the new user.
+    await at(start + 95 * DAY_MS);
+    expect(await runDurableObjectAlarm(stub(a))).toBe(true);
+    await stub(a).record(a, [
+      track("Product Viewed", { product_id: "after-logout" }, { anonymousId: anon, at: start + 95 * DAY_MS }),
+    ]);
+    expect((await stub(n).snapshot(n)).viewed).toEqual(["after-logout", "p2", "p1"]);
   });
 
   it("forwards a visitor's events through a chain of user aliases longer than one call's hops, and shortens it", async () => {
