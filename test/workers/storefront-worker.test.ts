@@ -228,12 +228,13 @@ describe("the storefront Worker's ranking deadline", () => {
     // the other (HTMLRewriter runs the handlers in turn).
     const hang = () => new Promise<never>(() => {});
     const LASTMILE = { recommendations: hang, similar: hang, rank: hang } as unknown as StorefrontEnv["LASTMILE"];
-    const { html, ms, settled } = await visit(baseEnv({ LASTMILE, RANKING_TIMEOUT_MS: "150" }), crypto.randomUUID());
+    const { html, ms, settled } = await visit(baseEnv({ LASTMILE, RANKING_TIMEOUT_MS: "400" }), crypto.randomUUID());
     await settled;
     expectCompletePage(html);
     expect(html.match(/data-lastmile-source="fallback"/g)?.length).toBe(2);
     expect(blockItems(html).map((i) => i.id)).toEqual(["p2", "p3", "p2", "p3"]);
-    // One deadline (150 ms) and the rest of the page; two deadlines would be 300 ms and more.
-    expect(ms).toBeLessThan(250);
+    // One deadline (400 ms) and the rest of the page; two deadlines would be 800 ms and more. The margin is wide
+    // (350 ms for the rest of the page) so that a loaded machine's late timers cannot fail the test.
+    expect(ms).toBeLessThan(750);
   });
 });
