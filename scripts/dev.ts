@@ -81,17 +81,23 @@ let demo: DemoStore | undefined;
 let stopping = false;
 let ownLock = false;
 
+/**
+ * Stops everything this process started, then exits. A second Ctrl-C (or SIGTERM) while stopping waits for the first
+ * one to finish: exiting at once would leave Postgres, Redis and workerd running with nobody to stop them.
+ */
 async function shutdown(code: number): Promise<never> {
-  if (!stopping) {
-    stopping = true;
-    say("stopping …");
-    await demo?.stop().catch(() => {});
-    await worker?.stop().catch(() => {});
-    await stack?.stop().catch(() => {});
-    await stopAllChildren();
-    if (ownLock) rmSync(lockFile, { force: true });
-    say("stopped");
+  if (stopping) {
+    say("still stopping: the servers this run started are being shut down …");
+    return new Promise<never>(() => {});
   }
+  stopping = true;
+  say("stopping …");
+  await demo?.stop().catch(() => {});
+  await worker?.stop().catch(() => {});
+  await stack?.stop().catch(() => {});
+  await stopAllChildren();
+  if (ownLock) rmSync(lockFile, { force: true });
+  say("stopped");
   process.exit(code);
 }
 
