@@ -287,27 +287,39 @@ function erasedBeforeReceipt(event: EventRow, erased: ReadonlyMap<string, number
 }
 
 /**
+ * The keys an erasure finds a stream entry (of the event stream or its quarantine) by: those of its event
+ * (erasureKeys), derived as the loader derives its rows; the `user` field alone for an entry that has no rows.
+ */
+export function entryErasureKeys(fields: Record<string, string>): string[] {
+  const rows = deriveRows(null, fields);
+  return typeof rows === "string" ? [fields[STREAM_FIELDS.userKey] ?? ""] : erasureKeys(rows.event);
+}
+
+/**
  * The rows of one stream entry; null (logged) when it has none: not JSON, not a CollectedEvent, or rows that cannot
  * be derived from it (no user key at all, say). Such an entry can never load; it must not fail its batch either.
  */
 function rowsOf(streamId: string, fields: Record<string, string>): WarehouseRows | null {
-  const raw = String(fields[STREAM_FIELDS.event] ?? "");
-  let problem = "not a CollectedEvent";
-  try {
-    const event: unknown = JSON.parse(raw);
-    if (isCollectedEvent(event)) {
-      const user = fields[STREAM_FIELDS.userKey] || undefined;
-      return warehouseRows(withPostgresIds(event), user === undefined ? undefined : cleanString(user), streamId);
-    }
-  } catch (error) {
-    problem = describeError(error);
-  }
+  const rows = deriveRows(streamId, fields);
+  if (typeof rows !== "string") return rows;
   log("error", "load: a stream entry cannot be loaded; acknowledged without loading", {
     streamId,
-    problem,
-    sample: raw.slice(0, 300),
+    problem: rows,
+    sample: String(fields[STREAM_FIELDS.event] ?? "").slice(0, 300),
   });
   return null;
+}
+
+/** The rows of one stream entry, or why it has none. */
+function deriveRows(streamId: string | null, fields: Record<string, string>): WarehouseRows | string {
+  try {
+    const event: unknown = JSON.parse(String(fields[STREAM_FIELDS.event] ?? ""));
+    if (!isCollectedEvent(event)) return "not a CollectedEvent";
+    const user = fields[STREAM_FIELDS.userKey] || undefined;
+    return warehouseRows(withPostgresIds(event), user === undefined ? undefined : cleanString(user), streamId);
+  } catch (error) {
+    return describeError(error);
+  }
 }
 
 /**

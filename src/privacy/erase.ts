@@ -7,7 +7,8 @@
 //   2. Postgres: one transaction under the exclusive erasure lock records the keys in `erased_users` and deletes
 //      events, interactions, identity links, candidate lists and published-key records (src/privacy/warehouse.ts).
 //   3. Redis: entries of those keys in the event stream (not loaded yet) and in the loader's quarantine stream are
-//      deleted (XDEL). After 2, because the loader writes both rows and quarantine entries under the shared erasure
+//      deleted (XDEL), matched by the keys the loader drops an event by (so another user's event on an erased device
+//      goes too). After 2, because the loader writes both rows and quarantine entries under the shared erasure
 //      lock, after looking their keys up in `erased_users`: what it quarantined before 2 committed is found here,
 //      and nothing of the keys is quarantined (or loaded) after.
 //   4. Workers KV: the users' candidate-list keys `u:<userKey>`.
@@ -17,12 +18,13 @@
 // recorded in `erased_users` with the others (the loader drops its events), listed as `unreached`, and the
 // verifier is not clean until an erasure reaches it. Any other store that fails is a 503 with Retry-After.
 import { deleteEntries, QUARANTINE_SUFFIX, readRange } from "../batch/consumer.ts";
+import { entryErasureKeys } from "../batch/loader.ts";
 import type { Config } from "../config.ts";
 import { ApiError } from "../errors.ts";
 import { describeError, log } from "../log.ts";
 import { userListKey } from "../publish/keys.ts";
 import type { EraseResult } from "../session/session-state.ts";
-import { EVENT_STREAM, STREAM_FIELDS } from "../session/stream.ts";
+import { EVENT_STREAM } from "../session/stream.ts";
 import type { Database } from "../stores/db.ts";
 import type { Redis } from "../stores/redis.ts";
 import {
@@ -145,7 +147,11 @@ export async function scanStreams(redis: Redis, keys: ReadonlySet<string>, dryRu
   };
 }
 
-/** Reads the stream from the start and deletes (or, with `dryRun`, counts) the entries of `keys`. */
+/**
+ * Reads the stream from the start and deletes (or, with `dryRun`, counts) the entries of `keys`: those the loader
+ * drops once the keys are erased (entryErasureKeys: the session key that recorded the event, its user id, anonymous
+ * id or an alias's previous id), so another user's event on an erased device goes too.
+ */
 export async function scanStream(
   redis: Redis,
   keys: ReadonlySet<string>,
@@ -160,7 +166,7 @@ export async function scanStream(
       break;
     }
     const entries = await readRange(redis, stream, start, STREAM_PAGE);
-    const ids = entries.filter((e) => keys.has(e.fields?.[STREAM_FIELDS.userKey] ?? "")).map((e) => e.id);
+    const ids = entries.filter((e) => e.fields && entryErasureKeys(e.fields).some((k) => keys.has(k))).map((e) => e.id);
     scan.scanned += entries.length;
     scan.matched += ids.length;
     if (!dryRun) await deleteEntries(redis, stream, ids);

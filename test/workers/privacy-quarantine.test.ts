@@ -1,14 +1,15 @@
 // Erasure against the loader's quarantine (docs/privacy.md#order-and-races): an entry Postgres refused moves to the
 // quarantine stream under the shared erasure lock, so an erasure that lands while it moves either deletes it
 // afterwards or is seen by the move, which then drops it. Both orders, against the real Postgres, Redis and the
-// admin API; the stream is read back with a second client.
+// admin API; the stream is read back with a second client. The erasure matches entries by the keys the loader drops
+// an event by: another user's entry on an erased device goes too.
 import { exports } from "cloudflare:workers";
 import { expect, it } from "vitest";
 import { QUARANTINE_SUFFIX } from "../../src/batch/consumer.ts";
 import { type LoaderHooks, type LoadReport, runLoader } from "../../src/batch/loader.ts";
 import { EVENT_STREAM, STREAM_FIELDS } from "../../src/session/stream.ts";
 import type { Redis } from "../../src/stores/redis.ts";
-import { append, event, loaderRedis, redis, sql, uid, withDb } from "./batch-helpers.ts";
+import { append, event, loaderRedis, redis, sql, streamNames, uid, withDb } from "./batch-helpers.ts";
 import { ADMIN_KEY, BASE } from "./collect-helpers.ts";
 
 const QUARANTINE = `${EVENT_STREAM}${QUARANTINE_SUFFIX}`;
@@ -33,11 +34,11 @@ function idBefore(id: string): string {
  */
 async function loadRefused(
   userId: string,
-  options: { redis?: Redis; beforeRefusal?: () => Promise<void> } = {},
+  options: { redis?: Redis; beforeRefusal?: () => Promise<void>; anonymousId?: string } = {},
 ): Promise<LoadReport> {
   const refused = event("track", {
     userId,
-    anonymousId: null,
+    anonymousId: options.anonymousId ?? null,
     event: "Product Viewed",
     properties: { product_id: "p" },
   });
@@ -64,6 +65,15 @@ async function quarantinedOf(userKey: string): Promise<number> {
   return entries.filter((e) => {
     const f = e[1] as string[];
     return f[f.indexOf(STREAM_FIELDS.userKey) + 1] === userKey;
+  }).length;
+}
+
+/** Entries of `stream` whose event JSON names `id` anywhere (a second client). */
+async function entriesNaming(stream: string, id: string): Promise<number> {
+  const entries = (await redis().exec<unknown[][]>(["XRANGE", stream, "-", "+"])) ?? [];
+  return entries.filter((e) => {
+    const f = e[1] as string[];
+    return (f[f.indexOf(STREAM_FIELDS.event) + 1] ?? "").includes(id);
   }).length;
 }
 
@@ -139,4 +149,27 @@ it("drops a refused entry whose user was erased before it reached the quarantine
     quarantinedOfErasedUser: 0,
     verifierNow: true,
   });
+});
+
+it("erasing a user deletes another user's entries on the user's erased device from both streams", async () => {
+  const [userId, other, device] = [uid("erase-device-owner"), uid("other"), uid("shared-device")];
+  // The user logged in on the device: the warehouse links it to the user, so erasing the user erases a:<device>.
+  const login = streamNames("privacy-device");
+  await append(login.stream, [event("identify", { userId, anonymousId: device })]);
+  expect((await withDb((db) => runLoader({ db, redis: loaderRedis() }, login))).status).toBe("ok");
+  // Another user's event on that device, recorded under that user's key: refused by Postgres and quarantined (it
+  // stays in the event stream too, which this test's consumer group does not delete from).
+  expect(await loadRefused(other, { anonymousId: device })).toMatchObject({ status: "ok", quarantined: 1 });
+  const before = await admin("GET", `/v1/admin/users/${userId}/erasure?kind=user`);
+  const stillThere = ((await before.json()) as { left: { stream: { matched: number } } }).left.stream.matched;
+
+  const erasure = await erase(userId);
+  const report = (await erasure.json()) as { userKeys: string[]; verification: { clean: boolean } };
+  expect({
+    verifierFoundBefore: stillThere,
+    erasedDevice: report.userKeys.includes(`a:${device}`),
+    answeredClean: report.verification.clean,
+    inStream: await entriesNaming(EVENT_STREAM, device),
+    inQuarantine: await entriesNaming(QUARANTINE, device),
+  }).toEqual({ verifierFoundBefore: 2, erasedDevice: true, answeredClean: true, inStream: 0, inQuarantine: 0 });
 });
