@@ -19,6 +19,7 @@
 // verifier is not clean until an erasure reaches it. Any other store that fails is a 503 with Retry-After.
 import { deleteEntries, QUARANTINE_SUFFIX, readRange } from "../batch/consumer.ts";
 import { entryErasureKeys } from "../batch/loader.ts";
+import { postgresError } from "../batch/retry.ts";
 import type { Config } from "../config.ts";
 import { ApiError } from "../errors.ts";
 import { describeError, log } from "../log.ts";
@@ -188,11 +189,13 @@ function idsOf(k: SubjectKeys): string[] {
   return [...k.userIds, ...k.anonymousIds];
 }
 
-export async function eraseUser(
-  deps: PrivacyDeps,
-  subject: SubjectKey,
-  options: { suppress: boolean },
-): Promise<ErasureReport> {
+export interface EraseOptions {
+  suppress: boolean;
+  /** How long the Postgres step waits for the erasure lock (default ERASURE_LOCK_TIMEOUT_MS). */
+  lockTimeoutMs?: number;
+}
+
+export async function eraseUser(deps: PrivacyDeps, subject: SubjectKey, options: EraseOptions): Promise<ErasureReport> {
   const { env, config } = deps;
   const suppress = options.suppress;
   // Unknown (null) when the object does not answer; the erasure goes on.
@@ -216,9 +219,10 @@ export async function eraseUser(
   // and the verifier find them there).
   const all = subjectKeys([...keys, ...erasedObjects, ...unreached]);
   // 2. Postgres, 3. Redis, 4. KV, 5. dead letters.
-  const warehouse = await eraseWarehouse(deps.db, subject, all, suppress).catch((error: unknown) => {
-    // lock_not_available: a loader transaction or the user_candidates step held the lock past ERASURE_LOCK_TIMEOUT_MS.
-    if ((error as { code?: unknown })?.code !== "55P03") throw error;
+  const warehouse = await eraseWarehouse(deps.db, subject, all, suppress, options.lockTimeoutMs).catch((error) => {
+    // lock_not_available (under drizzle's query wrapper): a loader transaction or the user_candidates step held the
+    // lock past the lock timeout.
+    if (postgresError(error)?.code !== "55P03") throw error;
     throw new ApiError("dependency_unavailable", "a warehouse write is in progress; erase again shortly", {
       headers: { "Retry-After": "30" },
       cause: error,

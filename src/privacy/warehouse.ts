@@ -131,19 +131,21 @@ export async function countWarehouse(db: Executor, k: SubjectKeys): Promise<Ware
 }
 
 /**
- * In one transaction under the exclusive erasure lock: records every key in `erased_users` (under `subject`, with
- * the suppression flag; a repeated erasure moves `erased_at` forward), then deletes the subject's events, their
- * interactions (by key and by the deleted events' ids), identity links, candidate lists and published-key records
- * (so the publisher neither skips nor tombstones a key it never had). Returns the rows deleted.
+ * In one transaction under the exclusive erasure lock (waited for at most `lockTimeoutMs`, else 55P03): records every
+ * key in `erased_users` (under `subject`, with the suppression flag; a repeated erasure moves `erased_at` forward),
+ * then deletes the subject's events, their interactions (by key and by the deleted events' ids), identity links,
+ * candidate lists and published-key records (so the publisher neither skips nor tombstones a key it never had).
+ * Returns the rows deleted.
  */
 export async function eraseWarehouse(
   db: Pick<Database, "$client">,
   subject: string,
   k: SubjectKeys,
   suppressed: boolean,
+  lockTimeoutMs = ERASURE_LOCK_TIMEOUT_MS,
 ): Promise<WarehouseCounts> {
   return transaction(db, async (tx) => {
-    await tx.execute(sql.raw(`set local lock_timeout = ${ERASURE_LOCK_TIMEOUT_MS}`));
+    await tx.execute(sql.raw(`set local lock_timeout = ${Math.max(1, Math.floor(lockTimeoutMs))}`));
     await tx.execute(sql`select pg_advisory_xact_lock(${ERASURE_LOCK.toString()}::bigint)`);
     await tx.execute(sql`
       insert into ${erasedUsers} (user_key, subject, erased_at, suppressed)

@@ -9,6 +9,10 @@ import { QUARANTINE_SUFFIX } from "../../src/batch/consumer.ts";
 import { runLoader } from "../../src/batch/loader.ts";
 import type { CollectedEvent } from "../../src/collect/event.ts";
 import { MAX_DEAD_LETTER_RAW_BYTES } from "../../src/collect/limits.ts";
+import { loadConfig } from "../../src/config.ts";
+import type { ApiError } from "../../src/errors.ts";
+import { eraseUser } from "../../src/privacy/erase.ts";
+import { ERASURE_LOCK } from "../../src/privacy/warehouse.ts";
 import { userListKey } from "../../src/publish/keys.ts";
 import type { SessionState } from "../../src/session/session-state.ts";
 import { EVENT_STREAM, STREAM_FIELDS } from "../../src/session/stream.ts";
@@ -312,6 +316,33 @@ describe("erasure", () => {
       await writer.end();
     }
     expect(await sql(`select 1 from events where user_id = $1`, [userId])).toEqual([]);
+  });
+
+  it("answers 503 with Retry-After: 30 when a warehouse writer holds the erasure lock past the lock timeout", async () => {
+    const writer = openClient(dbSettings());
+    await writer.connect();
+    let outcome: unknown;
+    try {
+      // A loader batch (or the user_candidates swap) holding the lock shared for longer than the erasure waits.
+      await writer.query("begin");
+      await writer.query("select pg_advisory_xact_lock_shared($1::bigint)", [ERASURE_LOCK.toString()]);
+      outcome = await withDb((db) =>
+        eraseUser({ env, config: loadConfig(env), db, redis: undefined }, `u:${uid("lock-timeout")}`, {
+          suppress: false,
+          lockTimeoutMs: 300,
+        }),
+      ).catch((error: unknown) => error);
+    } finally {
+      await writer.query("rollback").catch(() => {});
+      await writer.end();
+    }
+    const error = outcome as Partial<ApiError>;
+    expect({ name: error.name, code: error.code, status: error.status, headers: error.headers }).toEqual({
+      name: "ApiError",
+      code: "dependency_unavailable",
+      status: 503,
+      headers: { "Retry-After": "30" },
+    });
   });
 
   it("erases the dead letters that name the user by a numeric userId, and not a number of another field", async () => {
