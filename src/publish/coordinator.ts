@@ -527,7 +527,7 @@ export class PublishCoordinator extends DurableObject<Env> {
       return { status: "unchanged", version: state.pointer.version, runId } as const;
     }
     const version = state.lastVersion + 1;
-    // Spent before any key carries it: if the push fails after its pointer write, no later version reuses it.
+    // Spent before any key carries it: if the push fails after writing its shards, no later version reuses it.
     state.lastVersion = version;
     await this.ctx.storage.put("state", state);
     const now = Date.now();
@@ -551,10 +551,8 @@ export class PublishCoordinator extends DurableObject<Env> {
       lists: base ? listsVersion(base) : 0,
     };
     await kv.put(POINTER_KEY, encodePointer(pointer));
-    // Recorded once a pointer names the build: recorded before, a refused pointer write would leave the build
-    // recorded as shipped, and every publish after it would find the catalogue unchanged.
-    await recordPublished(db, [{ key: CATALOG_RECORD, hash: built.hash }], version);
-    await saveCatalogWatermark(db, watermark);
+    // The pointer commits the push: the coordinator's state names it before anything else may fail, and nothing
+    // after it throws (the caller would take a push that KV serves for failed).
     state.pointer = pointer;
     state.lastPointerWriteAt = pointer.publishedAt;
     state.versions = [
@@ -574,7 +572,20 @@ export class PublishCoordinator extends DurableObject<Env> {
     await this.#queueGarbage(state);
     await this.ctx.storage.put("state", state);
     const keysWritten = pairs.length + 1;
-    await finishRun(db, runId, "ok", { catalogPush: true, version, keysWritten, items: built.manifestItems });
+    const bookkeeping = (what: string, call: () => Promise<unknown>) =>
+      call().catch((error: unknown) =>
+        log("error", `catalogue push: served, but ${what}`, { runId, version, error: describeError(error) }),
+      );
+    // Recorded once a pointer names the build: recorded before, a refused pointer write would leave the build
+    // recorded as shipped, and every publish after it would find the catalogue unchanged. Unrecorded, it is shipped
+    // again by the next publish or push; without the watermark, the next publish rebuilds the catalogue.
+    await bookkeeping("its build could not be recorded", () =>
+      recordPublished(db, [{ key: CATALOG_RECORD, hash: built.hash }], version),
+    );
+    await bookkeeping("its catalogue watermark could not be saved", () => saveCatalogWatermark(db, watermark));
+    await bookkeeping("its run could not be recorded", () =>
+      finishRun(db, runId, "ok", { catalogPush: true, version, keysWritten, items: built.manifestItems }),
+    );
     return { status: "published", version, pointer, runId, keysWritten } as const;
   }
 }

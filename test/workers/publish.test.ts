@@ -521,6 +521,53 @@ describe("shared keys against what the pointer serves", () => {
     expect(await p1InStock(tag)).toMatchObject({ pointer: { version: 3, catalog: { version: 3 } }, inStock: false });
   });
 
+  it("a catalogue push whose bookkeeping fails after its pointer write is served, known to the coordinator and shipped again", async () => {
+    const { schema, q, stub, publish, tag } = await setup("pub");
+    await seed(q, tag);
+    await publish(); // v1
+    await q("update catalog set in_stock = false, updated_at = now() where id = $1", [`${tag}-p1`]);
+    // Postgres refuses the push's statements after its pointer write: the build's record and the catalogue watermark.
+    for (const [table, column] of [
+      ["sync_state", "name"],
+      ["published_keys", "key"],
+    ]) {
+      await q(`create function "${schema}".fail_${table}() returns trigger language plpgsql as $$
+        begin
+          if new.${column} in ('publish.catalog_watermark', 'catalog') then raise exception 'injected: database unavailable'; end if;
+          return new;
+        end $$`);
+      await q(
+        `create trigger fail_${table} before insert or update on "${schema}".${table} for each row execute function "${schema}".fail_${table}()`,
+      );
+    }
+    const pushed = await stub.pushCatalog({ schema });
+    const served = decodePointer(await kv().get(POINTER_KEY));
+    const status = await stub.status();
+    const lastPointerWriteAt = await runInDurableObject(
+      stub,
+      async (_instance: PublishCoordinator, state) =>
+        (await state.storage.get<{ lastPointerWriteAt: number }>("state"))?.lastPointerWriteAt,
+    );
+    expect({
+      pushed: pushed.status,
+      served: served?.version,
+      known: status.pointer?.version,
+      newest: { version: status.versions[0]?.version, kind: status.versions[0]?.kind },
+      lastPointerWriteAt,
+    }).toEqual({
+      pushed: "published",
+      served: 2,
+      known: 2,
+      newest: { version: 2, kind: "catalog_push" },
+      lastPointerWriteAt: served?.publishedAt,
+    });
+
+    for (const table of ["sync_state", "published_keys"]) await q(`drop trigger fail_${table} on "${schema}".${table}`);
+    await publish(); // ships the unrecorded build again, and records it
+    expect(await p1InStock(tag)).toMatchObject({ pointer: { version: 3, catalog: { version: 3 } }, inStock: false });
+    expect(await stub.pushCatalog({ schema })).toMatchObject({ status: "unchanged", version: 3 });
+  });
+
   it("a catalogue push that arrives during a publish's last alarm ships the catalogue as it is then", async () => {
     const { schema, q, stub, publish, tag } = await setup("pub");
     await seed(q, tag);
