@@ -88,6 +88,77 @@ export async function ack(redis: Redis, stream: string, group: string, ids: read
 /** Suffix of the stream that keeps the entries Postgres refuses (`lastmile:events:quarantine`, src/batch/loader.ts). */
 export const QUARANTINE_SUFFIX = ":quarantine";
 
+/**
+ * `lastmile:erased:<userKey>` = the epoch ms of the key's erasure, set by the erasure before it deletes the key's
+ * entries from the streams (src/privacy/erase.ts): a quarantine write the loader gave up waiting for may still land
+ * after that, and adds nothing of the key then.
+ */
+export const ERASURE_FENCE_PREFIX = "lastmile:erased:";
+/** A day: far longer than any request can stay in flight (a Worker invocation lasts 15 minutes at most). */
+export const ERASURE_FENCE_TTL_SECONDS = 24 * 60 * 60;
+
+// KEYS: the fence keys. ARGV: [erased at (epoch ms), TTL (s)].
+const FENCE_SCRIPT = `
+for _, key in ipairs(KEYS) do redis.call('SET', key, ARGV[1], 'EX', ARGV[2]) end
+return #KEYS
+`;
+
+/** Fences the quarantine off `userKeys` (erased at `erasedAt`): one round trip. */
+export async function fenceQuarantine(redis: Redis, userKeys: readonly string[], erasedAt: number): Promise<void> {
+  if (userKeys.length === 0) return;
+  const keys = userKeys.map((key) => `${ERASURE_FENCE_PREFIX}${key}`);
+  await redis.eval(FENCE_SCRIPT, keys, [String(erasedAt), String(ERASURE_FENCE_TTL_SECONDS)]);
+}
+
+// KEYS: [quarantine stream, the fence key of each of the event's erasure keys].
+// ARGV: [the event's receipt (epoch ms), first id to look at (the source entry's time), source id, field, value, …].
+// A fence at or after the receipt: nothing added. An entry `from` the source already there (an earlier attempt whose
+// transaction failed after it): nothing added either. The quarantine entry is added after its source entry, so its
+// id is not older than the source's time.
+const QUARANTINE_SCRIPT = `
+for i = 2, #KEYS do
+  local erased = redis.call('GET', KEYS[i])
+  if erased and tonumber(erased) >= tonumber(ARGV[1]) then return 'erased' end
+end
+for _, entry in ipairs(redis.call('XRANGE', KEYS[1], ARGV[2], '+')) do
+  local fields = entry[2]
+  for j = 1, #fields - 1, 2 do
+    if fields[j] == 'from' and fields[j + 1] == ARGV[3] then return 'present' end
+  end
+end
+redis.call('XADD', KEYS[1], '*', unpack(ARGV, 4))
+return 'added'
+`;
+
+export type QuarantineWrite = "added" | "present" | "erased";
+
+/**
+ * Adds `entry` (its fields, `error`, and `from` = its id) to the quarantine stream `stream`, once: `present` when an
+ * earlier call added it, `erased` when one of `userKeys` (the event's erasure keys) was fenced at or after
+ * `receivedAt`. One atomic script, so a retried call, or one that lands late, never adds it twice or after an erasure.
+ */
+export async function addToQuarantine(
+  redis: Redis,
+  stream: string,
+  entry: StreamEntry,
+  error: string,
+  event: { userKeys: readonly string[]; receivedAt: number },
+): Promise<QuarantineWrite> {
+  const keys = [stream, ...event.userKeys.map((key) => `${ERASURE_FENCE_PREFIX}${key}`)];
+  const fields = [...Object.entries(entry.fields ?? {}).flat(), "error", error, "from", entry.id];
+  const from = String(streamIdTime(entry.id));
+  const reply = await redis.eval<string[], unknown>(QUARANTINE_SCRIPT, keys, [
+    String(event.receivedAt),
+    from,
+    entry.id,
+    ...fields,
+  ]);
+  if (reply !== "added" && reply !== "present" && reply !== "erased") {
+    throw new Error(`unexpected quarantine reply: ${JSON.stringify(reply)}`);
+  }
+  return reply;
+}
+
 /** Deletes entries from the stream once loaded (just before their XACK), to keep Redis memory to the backlog. */
 export async function deleteEntries(redis: Redis, stream: string, ids: readonly string[]): Promise<number> {
   if (ids.length === 0) return 0;

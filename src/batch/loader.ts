@@ -23,15 +23,17 @@ import { describeError, log } from "../log.ts";
 import { erasedAmong, holdErasureLockShared } from "../privacy/warehouse.ts";
 import { EVENT_STREAM, STREAM_FIELDS } from "../session/stream.ts";
 import { type Database, transaction } from "../stores/db.ts";
-import type { Redis } from "../stores/redis.ts";
+import { type Redis, redisDeadline } from "../stores/redis.ts";
 import type { BatchRunTrigger } from "../stores/schema.ts";
 import { cleanString, type Executor, needsCleaning, type WarehouseBatch, writeBatch } from "./bulk.ts";
 import {
   ack,
+  addToQuarantine,
   backlog,
   deleteEntries,
   ensureGroup,
   QUARANTINE_SUFFIX,
+  type QuarantineWrite,
   readGroup,
   type StreamEntry,
   streamIdTime,
@@ -132,6 +134,8 @@ export interface LoaderOptions {
   budgetMs?: number;
   /** XDEL entries once acknowledged (keeps Redis memory to the backlog); off where others read the stream. */
   deleteAcked?: boolean;
+  /** How long a move to the quarantine stream waits for Redis (QUARANTINE_TIMEOUT_MS). */
+  quarantineTimeoutMs?: number;
   retry?: RetryPolicy;
   hooks?: LoaderHooks;
   now?: () => number;
@@ -208,6 +212,12 @@ const DATA_ERROR_CLASSES = new Set(["21", "22", "23", "54"]);
  * column changed under the loader): the run then fails, as for any other error, and the rest stays pending.
  */
 export const MAX_QUARANTINED_PER_RUN = 10;
+
+/**
+ * How long a move to the quarantine stream waits for Redis's answer while it holds the shared erasure lock (an
+ * erasure waits that long at most; a Redis call normally takes milliseconds). Then the move is retried.
+ */
+export const QUARANTINE_TIMEOUT_MS = 5_000;
 
 function refusesData(error: unknown): boolean {
   if (error instanceof LeaseLostError) return false;
@@ -552,30 +562,38 @@ export async function runLoader(
     };
 
     const quarantineStream = `${stream}${QUARANTINE_SUFFIX}`;
+    const quarantineTimeoutMs = options.quarantineTimeoutMs ?? QUARANTINE_TIMEOUT_MS;
     /**
      * An entry Postgres refuses would fail its batch in every run, and no event behind it would load: it moves to
      * the quarantine stream, with the error, where an operator finds it (docs/data-model.md), and is acknowledged.
-     * The XADD is made inside a transaction, as a batch's rows are: under the shared erasure lock, unless one of the
+     * The write is made inside a transaction, as a batch's rows are: under the shared erasure lock, unless one of the
      * event's keys was erased after it was received (the entry is then dropped, as a batch drops it), and holding the
      * lease (a run that lost it leaves the entry to the run that took over, which recovers it from the pending list).
+     * Redis gets `quarantineTimeoutMs` to answer (the lock holds erasures up meanwhile); then the transaction rolls
+     * back and is retried, as after any transient failure. The write adds the entry once, whichever attempt lands
+     * (or lands late), and nothing once an erasure fenced one of its keys (addToQuarantine).
      */
     const quarantine = async (entry: StreamEntry, events: readonly EventRow[], error: unknown) => {
       const reason = describeFailure(error);
-      const fields = Object.entries(entry.fields ?? {}).flat();
-      const xadd: [string, ...string[]] = ["XADD", quarantineStream, "*", ...fields, "error", reason, "from", entry.id];
+      const event = {
+        userKeys: [...new Set(events.flatMap(erasureKeys))],
+        receivedAt: Math.min(...events.map((e) => Date.parse(e.receivedAt))),
+      };
       const moved = await withRetry(
         () =>
-          transaction(db, async (tx) => {
+          transaction(db, async (tx): Promise<QuarantineWrite> => {
             const erased = await erasuresOf(tx, events);
-            if (events.some((e) => erasedBeforeReceipt(e, erased))) return false;
+            if (events.some((e) => erasedBeforeReceipt(e, erased))) return "erased";
             await holdLease(tx);
-            await redis.exec(xadd);
-            return true;
+            return await redisDeadline(
+              quarantineTimeoutMs,
+              addToQuarantine(redis, quarantineStream, entry, reason, event),
+            );
           }),
         retryOptions("quarantine"),
       );
       report.entries++;
-      if (moved) {
+      if (moved !== "erased") {
         report.quarantined++;
         log("error", "load: Postgres refuses a stream entry; moved to the quarantine stream", {
           streamId: entry.id,

@@ -10,14 +10,15 @@
 //      deleted (XDEL), matched by the keys the loader drops an event by (so another user's event on an erased device
 //      goes too). After 2, because the loader writes both rows and quarantine entries under the shared erasure
 //      lock, after looking their keys up in `erased_users`: what it quarantined before 2 committed is found here,
-//      and nothing of the keys is quarantined (or loaded) after.
+//      and nothing of the keys is quarantined (or loaded) after. A quarantine write the loader gave up waiting for
+//      (and retried) may still land later: the keys are fenced first, and such a write adds nothing of them.
 //   4. Workers KV: the users' candidate-list keys `u:<userKey>`.
 //   5. dead letters of every source that name one of the ids.
 // Then the verifier runs and its result is part of the answer. Every step is idempotent: erasing again is safe and
 // finishes what a failed run left. A session object that does not answer does not stop the erasure: its key is
 // recorded in `erased_users` with the others (the loader drops its events), listed as `unreached`, and the
 // verifier is not clean until an erasure reaches it. Any other store that fails is a 503 with Retry-After.
-import { deleteEntries, QUARANTINE_SUFFIX, readRange } from "../batch/consumer.ts";
+import { deleteEntries, fenceQuarantine, QUARANTINE_SUFFIX, readRange } from "../batch/consumer.ts";
 import { entryErasureKeys } from "../batch/loader.ts";
 import { postgresError } from "../batch/retry.ts";
 import type { Config } from "../config.ts";
@@ -149,6 +150,15 @@ export async function scanStreams(redis: Redis, keys: ReadonlySet<string>, dryRu
 }
 
 /**
+ * Step 3: the quarantine fenced off the keys first (a move the loader gave up waiting for adds nothing of them when it
+ * lands later), then their entries deleted from both streams.
+ */
+async function eraseStreams(redis: Redis, userKeys: readonly string[]): Promise<StreamScan> {
+  await fenceQuarantine(redis, userKeys, Date.now());
+  return scanStreams(redis, new Set(userKeys), false);
+}
+
+/**
  * Reads the stream from the start and deletes (or, with `dryRun`, counts) the entries of `keys`: those the loader
  * drops once the keys are erased (entryErasureKeys: the session key that recorded the event, its user id, anonymous
  * id or an alias's previous id), so another user's event on an erased device goes too.
@@ -228,7 +238,7 @@ export async function eraseUser(deps: PrivacyDeps, subject: SubjectKey, options:
       cause: error,
     });
   });
-  const stream = deps.redis ? await scanStreams(deps.redis, new Set(all.userKeys), false) : null;
+  const stream = deps.redis ? await eraseStreams(deps.redis, all.userKeys) : null;
   await dependency("Workers KV", () => inChunks(all.userKeys, (key) => env.ONLINE_STORE.delete(userListKey(key))));
   const deadLetters = await dependency("a dead-letter object", () =>
     inChunks(config.sources.list, (source) => env.DEAD_LETTERS.getByName(source.id).eraseMentions(idsOf(all))),

@@ -30,6 +30,9 @@ export function openRedis(settings: RedisSettings): Redis {
 }
 export type { Redis };
 
+/** Read as transient by the batch loop's retry (src/batch/retry.ts). */
+const timedOut = (timeoutMs: number) => new Error(`Redis call timed out after ${timeoutMs} ms`);
+
 /**
  * `call` on a client whose every request is abandoned after `timeoutMs`: the call rejects then. Without it a Redis
  * that accepts the connection and never answers holds the call pending for as long as the isolate lives.
@@ -41,9 +44,25 @@ export async function withRedisDeadline<T>(
 ): Promise<T> {
   const abort = new AbortController();
   // A timer we clear ourselves: AbortSignal.timeout() would keep the context busy for the whole timeout.
-  const timer = setTimeout(() => abort.abort(new Error(`Redis call timed out after ${timeoutMs} ms`)), timeoutMs);
+  const timer = setTimeout(() => abort.abort(timedOut(timeoutMs)), timeoutMs);
   try {
     return await call(openRedis({ ...settings, signal: () => abort.signal }));
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * `call` (made on a client opened elsewhere), rejected after `timeoutMs` without its answer. Its request is not
+ * aborted and may still reach Redis later: only for calls that are idempotent and harmless when they land late.
+ */
+export async function redisDeadline<T>(timeoutMs: number, call: Promise<T>): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(timedOut(timeoutMs)), timeoutMs);
+  });
+  try {
+    return await Promise.race([call, deadline]);
   } finally {
     clearTimeout(timer);
   }

@@ -3,6 +3,7 @@
 // connection. Every test uses its own stream key, consumer group and lease name: test files run in parallel
 // against one Redis and one database.
 import { env } from "cloudflare:workers";
+import { QUARANTINE_SUFFIX } from "../../src/batch/consumer.ts";
 import type { CollectedEvent } from "../../src/collect/event.ts";
 import { STREAM_FIELDS } from "../../src/session/stream.ts";
 import { type Database, drizzleOn, openClient, openPool } from "../../src/stores/db.ts";
@@ -86,6 +87,15 @@ export async function append(stream: string, events: readonly CollectedEvent[], 
   return ids;
 }
 
+/** A promise and the function that settles it. */
+export function gate(): { wait: Promise<void>; open: () => void } {
+  let open: () => void = () => {};
+  const wait = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  return { wait, open };
+}
+
 /** Unique stream, group and lease for one test. */
 export function streamNames(label: string) {
   const id = crypto.randomUUID();
@@ -121,6 +131,30 @@ export function losingReplies(real: Redis, lose: (command: readonly (string | nu
         if (lose(command)) throw new TypeError("fetch failed");
         return reply;
       };
+    },
+  });
+}
+
+/**
+ * A Redis client whose writes to a quarantine stream (an XADD, or a script whose first key is one) go through
+ * `around`, which makes the write by calling `write` (when it likes: a test holds it up or lines writes up).
+ */
+export function aroundQuarantineWrites(
+  real: Redis,
+  around: (write: () => Promise<unknown>) => Promise<unknown>,
+): Redis {
+  const quarantine = (key: unknown) => String(key).endsWith(QUARANTINE_SUFFIX);
+  return new Proxy(real, {
+    get(target, prop, receiver) {
+      if (prop === "exec") {
+        return (command: [string, ...(string | number)[]]) =>
+          command[0] === "XADD" && quarantine(command[1]) ? around(() => target.exec(command)) : target.exec(command);
+      }
+      if (prop === "eval") {
+        return (script: string, keys: string[], args: unknown[]) =>
+          quarantine(keys[0]) ? around(() => target.eval(script, keys, args)) : target.eval(script, keys, args);
+      }
+      return Reflect.get(target, prop, receiver);
     },
   });
 }

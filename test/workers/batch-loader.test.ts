@@ -20,6 +20,7 @@ import { COORDINATOR_NAME } from "../../src/publish/coordinator.ts";
 import { EVENT_STREAM, STREAM_FIELDS } from "../../src/session/stream.ts";
 import {
   append,
+  aroundQuarantineWrites,
   event,
   loaded,
   loaderRedis,
@@ -553,23 +554,16 @@ describe("entries that fail Postgres as they are", () => {
       names.stream,
       Array.from({ length: 40 }, (_, k) => ({ ...viewed(`p-${k}`), timestamp: NO_TIME })),
     );
-    // The quarantine XADDs of the three batches in flight arrive together (a Redis round trip can take longer than
+    // The quarantine writes of the three batches in flight arrive together (a Redis round trip can take longer than
     // a refused one-entry transaction): each waits until three are waiting, or 500 ms.
     const waiting: (() => void)[] = [];
-    const together = new Proxy(loaderRedis(), {
-      get(target, prop, receiver) {
-        if (prop !== "exec") return Reflect.get(target, prop, receiver);
-        return async (command: [string, ...(string | number)[]]) => {
-          if (command[0] === "XADD") {
-            await new Promise<void>((resolve) => {
-              waiting.push(resolve);
-              if (waiting.length < 3) setTimeout(resolve, 500);
-              else for (const release of waiting.splice(0)) release();
-            });
-          }
-          return target.exec(command);
-        };
-      },
+    const together = aroundQuarantineWrites(loaderRedis(), async (write) => {
+      await new Promise<void>((resolve) => {
+        waiting.push(resolve);
+        if (waiting.length < 3) setTimeout(resolve, 500);
+        else for (const release of waiting.splice(0)) release();
+      });
+      return write();
     });
     const report = await withDb((db) =>
       runLoader({ db, redis: together }, { ...names, sleep: noSleep, batchSize: 10, writers: 3 }),
@@ -579,6 +573,37 @@ describe("entries that fail Postgres as they are", () => {
       quarantined: report.quarantined,
       quarantine: await redis().exec(["XLEN", `${names.stream}${QUARANTINE_SUFFIX}`]),
     }).toEqual({ status: "failed", quarantined: MAX_QUARANTINED_PER_RUN, quarantine: MAX_QUARANTINED_PER_RUN });
+  });
+
+  it("a move to the quarantine whose transaction fails after its write quarantines the entry once", async () => {
+    const names = streamNames("quarantine-retry");
+    const suffix = crypto.randomUUID().replaceAll("-", "").slice(0, 12);
+    const [fn, seq, trigger] = [`fail_commit_${suffix}`, `fail_commit_seq_${suffix}`, `fail_commit_trg_${suffix}`];
+    // The first COMMIT of a transaction that extended this run's lease fails with a transient SQLSTATE (a deferred
+    // trigger runs at COMMIT). The batch's own transaction never gets there: Postgres refuses its data first.
+    await sql(`create sequence ${seq}`);
+    await sql(`create function ${fn}() returns trigger language plpgsql as $$
+      begin
+        if new.name = '${names.leaseName}' and nextval('${seq}') = 1 then
+          raise exception 'could not serialize access' using errcode = '40001';
+        end if;
+        return null;
+      end $$`);
+    await sql(
+      `create constraint trigger ${trigger} after update on leases deferrable initially deferred for each row execute function ${fn}()`,
+    );
+    try {
+      await append(names.stream, [{ ...viewed("p-x"), timestamp: NO_TIME }]);
+      const report = await load(names);
+      expect({
+        report: { status: report.status, quarantined: report.quarantined, retries: report.retries },
+        quarantine: await redis().exec(["XLEN", `${names.stream}${QUARANTINE_SUFFIX}`]),
+      }).toEqual({ report: { status: "ok", quarantined: 1, retries: 1 }, quarantine: 1 });
+    } finally {
+      await sql(`drop trigger ${trigger} on leases`);
+      await sql(`drop function ${fn}()`);
+      await sql(`drop sequence ${seq}`);
+    }
   });
 
   it("a run that lost its lease quarantines nothing: the run that took over moves the refused entry, once", async () => {

@@ -7,7 +7,7 @@ import type { LoaderHooks } from "../../src/batch/loader.ts";
 import { REFRESH_LEASE, type RefreshReport, runRefresh } from "../../src/batch/refresh.ts";
 import type { PublishCoordinator } from "../../src/publish/coordinator.ts";
 import { openDb } from "../../src/publish/db.ts";
-import { loaderRedis } from "./batch-helpers.ts";
+import { gate, loaderRedis } from "./batch-helpers.ts";
 import {
   drainAndCheck,
   expectClean,
@@ -23,15 +23,6 @@ import {
 import { dbSettings, drain } from "./publish-helpers.ts";
 
 const begin = runsEndedAfterEach();
-
-/** A promise and the function that settles it. */
-function gate(): { wait: Promise<void>; open: () => void } {
-  let open: () => void = () => {};
-  const wait = new Promise<void>((resolve) => {
-    open = resolve;
-  });
-  return { wait, open };
-}
 
 /** One refresh (the cron's load → compute → publish) in the run's schema, loading with the run's group. */
 async function refresh(

@@ -1,15 +1,28 @@
 // Erasure against the loader's quarantine (docs/privacy.md#order-and-races): an entry Postgres refused moves to the
 // quarantine stream under the shared erasure lock, so an erasure that lands while it moves either deletes it
 // afterwards or is seen by the move, which then drops it. Both orders, against the real Postgres, Redis and the
-// admin API; the stream is read back with a second client. The erasure matches entries by the keys the loader drops
-// an event by: another user's entry on an erased device goes too.
+// admin API; the stream is read back with a second client. A move whose write Redis does not answer holds the lock
+// for its deadline only, and the write, landing after the erasure, adds nothing. The erasure matches entries by the
+// keys the loader drops an event by: another user's entry on an erased device goes too.
 import { exports } from "cloudflare:workers";
 import { expect, it } from "vitest";
 import { QUARANTINE_SUFFIX } from "../../src/batch/consumer.ts";
 import { type LoaderHooks, type LoadReport, runLoader } from "../../src/batch/loader.ts";
+import type { RetryPolicy } from "../../src/batch/retry.ts";
 import { EVENT_STREAM, STREAM_FIELDS } from "../../src/session/stream.ts";
 import type { Redis } from "../../src/stores/redis.ts";
-import { append, event, loaderRedis, redis, sql, streamNames, uid, withDb } from "./batch-helpers.ts";
+import {
+  append,
+  aroundQuarantineWrites,
+  event,
+  gate,
+  loaderRedis,
+  redis,
+  sql,
+  streamNames,
+  uid,
+  withDb,
+} from "./batch-helpers.ts";
 import { ADMIN_KEY, BASE } from "./collect-helpers.ts";
 
 const QUARANTINE = `${EVENT_STREAM}${QUARANTINE_SUFFIX}`;
@@ -34,7 +47,13 @@ function idBefore(id: string): string {
  */
 async function loadRefused(
   userId: string,
-  options: { redis?: Redis; beforeRefusal?: () => Promise<void>; anonymousId?: string } = {},
+  options: {
+    redis?: Redis;
+    beforeRefusal?: () => Promise<void>;
+    anonymousId?: string;
+    quarantineTimeoutMs?: number;
+    retry?: RetryPolicy;
+  } = {},
 ): Promise<LoadReport> {
   const refused = event("track", {
     userId,
@@ -54,7 +73,16 @@ async function loadRefused(
   return withDb((db) =>
     runLoader(
       { db, redis: options.redis ?? loaderRedis() },
-      { stream: EVENT_STREAM, group, leaseName: uid("lease"), batchSize: 1, maxBatches: 1, hooks },
+      {
+        stream: EVENT_STREAM,
+        group,
+        leaseName: uid("lease"),
+        batchSize: 1,
+        maxBatches: 1,
+        hooks,
+        ...(options.quarantineTimeoutMs ? { quarantineTimeoutMs: options.quarantineTimeoutMs } : {}),
+        ...(options.retry ? { retry: options.retry } : {}),
+      },
     ),
   );
 }
@@ -100,20 +128,15 @@ async function erasureWaiting(): Promise<void> {
 it("deletes the entry the loader moves to the quarantine stream while the erasure runs", async () => {
   const userId = uid("quarantined-during");
   let erasure: Promise<Response> | undefined;
-  const racing = new Proxy(loaderRedis(), {
-    get(target, prop, receiver) {
-      if (prop !== "exec") return Reflect.get(target, prop, receiver);
-      return async (command: [string, ...(string | number)[]]) => {
-        if (command[0] === "XADD" && command[1] === QUARANTINE && !erasure) {
-          // The erasure lands between Postgres's refusal and the XADD: it either finishes at once (nothing holds it
-          // up) or waits for the lock this move holds; then the XADD goes on.
-          erasure = erase(userId);
-          await Promise.race([erasure, sleep(1_500)]);
-        }
-        return target.exec(command);
-      };
-    },
-  }) as Redis;
+  const racing = aroundQuarantineWrites(loaderRedis(), async (write) => {
+    if (!erasure) {
+      // The erasure lands between Postgres's refusal and the write: it either finishes at once (nothing holds it
+      // up) or waits for the lock this move holds; then the write goes on.
+      erasure = erase(userId);
+      await Promise.race([erasure, sleep(1_500)]);
+    }
+    return write();
+  });
   const load = await loadRefused(userId, { redis: racing });
   expect({
     load: { status: load.status, quarantined: load.quarantined },
@@ -148,6 +171,46 @@ it("drops a refused entry whose user was erased before it reached the quarantine
     erasureAnsweredClean: true,
     quarantinedOfErasedUser: 0,
     verifierNow: true,
+  });
+});
+
+it("an erasure is not held up by a quarantine write Redis does not answer, and the write landing late adds nothing", {
+  timeout: 60_000,
+}, async () => {
+  const userId = uid("quarantine-stalled");
+  // Redis takes every quarantine write of this load and answers none until released: a request accepted and never
+  // answered. Once released, the writes it holds reach Redis.
+  const [stalled, released] = [gate(), gate()];
+  const landed: Promise<unknown>[] = [];
+  const stalling = aroundQuarantineWrites(loaderRedis(), async (write) => {
+    stalled.open();
+    await released.wait;
+    const landing = write();
+    landed.push(landing);
+    return landing;
+  });
+  const load = loadRefused(userId, {
+    redis: stalling,
+    quarantineTimeoutMs: 300,
+    retry: { attempts: 20, baseDelayMs: 50, maxDelayMs: 200 },
+  });
+  await stalled.wait;
+  // The user's erasure while the loader waits for Redis, holding the erasure lock shared.
+  const erasure = await erase(userId);
+  const answer = { status: erasure.status, clean: await cleanAnswer(Promise.resolve(erasure)) };
+  released.open();
+  const report = await load;
+  await Promise.allSettled(landed);
+  expect({
+    erasure: answer,
+    load: { status: report.status, quarantined: report.quarantined, erased: report.erased },
+    writesLanded: landed.length > 0,
+    quarantinedOfErasedUser: await quarantinedOf(`u:${userId}`),
+  }).toEqual({
+    erasure: { status: 200, clean: true },
+    load: { status: "ok", quarantined: 0, erased: 1 },
+    writesLanded: true,
+    quarantinedOfErasedUser: 0,
   });
 });
 
