@@ -73,12 +73,12 @@ export function postgresError(error: unknown, depth = 0): { code: string; messag
 
 /**
  * An error as a run records and logs it: the SQLSTATE and message of the Postgres error when there is one, else the
- * error itself, credentials masked (describeError). drizzle's query wrapper is never described by its own message:
- * that is the statement and its parameters (a batch's events), not what went wrong.
+ * error itself, credentials masked (describeError), at most 300 characters. drizzle's query wrapper is never
+ * described by its own message: that is the statement and its parameters (a batch's events), not what went wrong.
  */
 export function describeFailure(error: unknown): string {
   const refused = postgresError(error);
-  if (refused) return `${refused.code} ${describeError(refused.message)}`;
+  if (refused) return `${refused.code} ${describeError(refused.message)}`.slice(0, 300);
   return describeError(error instanceof DrizzleQueryError ? error.cause : error);
 }
 

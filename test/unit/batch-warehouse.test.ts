@@ -318,6 +318,15 @@ describe("retry policy", () => {
     expect(describeFailure(new Error("lease lost"))).toBe("lease lost");
   });
 
+  it("describes a failure in at most 300 characters, its SQLSTATE included", () => {
+    const long = Object.assign(new Error(`value too long: ${"x".repeat(400)}`), { code: "22001" });
+    const described = describeFailure(long);
+    expect({ length: described.length, start: described.slice(0, 21) }).toEqual({
+      length: 300,
+      start: "22001 value too long:",
+    });
+  });
+
   it("draws jittered delays under an exponentially growing cap", () => {
     const policy = { attempts: 5, baseDelayMs: 100, maxDelayMs: 1000 };
     expect([0, 1, 2, 3, 4].map((r) => backoffDelay(policy, r, () => 0.999))).toEqual([99, 199, 399, 799, 999]);
