@@ -9,6 +9,7 @@ import { expect, it } from "vitest";
 import { QUARANTINE_SUFFIX } from "../../src/batch/consumer.ts";
 import { type LoaderHooks, type LoadReport, runLoader } from "../../src/batch/loader.ts";
 import type { RetryPolicy } from "../../src/batch/retry.ts";
+import { ERASURE_LOCK } from "../../src/privacy/warehouse.ts";
 import { EVENT_STREAM, STREAM_FIELDS } from "../../src/session/stream.ts";
 import type { Redis } from "../../src/stores/redis.ts";
 import {
@@ -115,9 +116,13 @@ const cleanAnswer = async (erasure: Promise<Response> | undefined) =>
 
 /** Until a session waits for an advisory lock: the erasure queued behind the writer that holds its lock shared. */
 async function erasureWaiting(): Promise<void> {
+  // The erasure's own lock: a bigint advisory lock is (classid, objid) = its high and low 32 bits, taken exclusive.
+  const [high, low] = [String(ERASURE_LOCK >> 32n), String(ERASURE_LOCK & 0xffffffffn)];
   for (let tries = 0; tries < 250; tries++) {
     const [row] = await sql<{ n: number }>(
-      "select count(*)::int as n from pg_locks where locktype = 'advisory' and not granted",
+      `select count(*)::int as n from pg_locks where locktype = 'advisory' and not granted
+         and mode = 'ExclusiveLock' and classid::bigint = $1 and objid::bigint = $2`,
+      [high, low],
     );
     if ((row?.n ?? 0) > 0) return;
     await sleep(20);
