@@ -113,6 +113,21 @@ describe("the storefront Worker's blocks", () => {
     expect(await viewedOf(aid)).toContain("p1");
   });
 
+  it("reads the product page's attributes as the browser does, entities decoded (the view's category)", async () => {
+    pageHtml = page(
+      `<div data-lastmile-placement="pdp" data-product-id="p1" data-category="Candles &amp; Lights &#x2014; &#8220;Home&#8221;" data-lastmile-fallback="p2"></div>`,
+    );
+    products = [{ id: "p2", title: "Candle", url: "/products/p2" }];
+    const aid = crypto.randomUUID();
+    const { settled } = await visit(baseEnv(), aid);
+    await settled;
+    const res = await adminGet(`/v1/admin/users/${aid}?kind=anonymous`);
+    const session = (await res.json()) as { interactions: Array<{ productId: string; category: string | null }> };
+    expect(session.interactions.find((i) => i.productId === "p1")?.category).toBe(
+      "Candles & Lights \u2014 \u201cHome\u201d",
+    );
+  });
+
   it("leaves out a product without a title or url; with none left, the origin's content stays", async () => {
     pageHtml = page(pdp("p2,p3,p4"));
     products = [

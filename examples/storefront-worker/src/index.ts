@@ -56,6 +56,22 @@ const DEFAULT_LIMIT = 8;
 const escapeHtml = (text: string) =>
   text.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c] ?? c);
 
+const NAMED_ENTITIES: Record<string, string> = { amp: "&", lt: "<", gt: ">", quot: '"', apos: "'" };
+
+/**
+ * An attribute's value as the browser reads it. HTMLRewriter gives the raw text between the quotes, entities and
+ * all: an origin that writes `data-category="Candles &amp; Lights"` means "Candles & Lights".
+ */
+function attribute(element: Element, name: string): string | null {
+  const raw = element.getAttribute(name);
+  if (raw === null || !raw.includes("&")) return raw;
+  return raw.replace(/&(?:#(\d{1,7})|#[xX]([0-9a-fA-F]{1,6})|([a-zA-Z]+));/g, (entity, dec, hex, named) => {
+    if (named !== undefined) return NAMED_ENTITIES[named] ?? entity;
+    const code = dec !== undefined ? Number(dec) : Number.parseInt(hex, 16);
+    return code > 0 && code <= 0x10ffff && (code < 0xd800 || code > 0xdfff) ? String.fromCodePoint(code) : entity;
+  });
+}
+
 /** A cookie's value, or null when it is absent or not valid percent-encoding (a new id is then handed out). */
 function cookie(request: Request, name: string): string | null {
   const header = request.headers.get("cookie") ?? "";
@@ -379,17 +395,17 @@ class PlacementHandler implements HTMLRewriterElementContentHandlers {
   }
 
   async #fill(element: Element): Promise<void> {
-    const placement = element.getAttribute("data-lastmile-placement") ?? "home";
-    const productId = element.getAttribute("data-product-id") ?? undefined;
-    const limit = Number(element.getAttribute("data-lastmile-limit")) || DEFAULT_LIMIT;
-    const fallback = (element.getAttribute("data-lastmile-fallback") ?? "").split(",").filter((id) => id.length > 0);
-    const title = element.getAttribute("data-lastmile-title") ?? "Recommended for you";
+    const placement = attribute(element, "data-lastmile-placement") ?? "home";
+    const productId = attribute(element, "data-product-id") ?? undefined;
+    const limit = Number(attribute(element, "data-lastmile-limit")) || DEFAULT_LIMIT;
+    const fallback = (attribute(element, "data-lastmile-fallback") ?? "").split(",").filter((id) => id.length > 0);
+    const title = attribute(element, "data-lastmile-title") ?? "Recommended for you";
 
     // A product page: the view is recorded while the block is ranked (the ranking of this page does not need it;
     // the next page's does, and the page is complete only once it is acknowledged).
     if (placement === "pdp" && productId) {
-      const price = Number(element.getAttribute("data-price"));
-      const category = element.getAttribute("data-category");
+      const price = Number(attribute(element, "data-price"));
+      const category = attribute(element, "data-category");
       this.#track(
         sendEvents(this.#env, this.#visit.request, [
           event(this.#visit, {
