@@ -90,7 +90,6 @@ batchAdminRoutes.post("/v1/admin/refresh", async (c) => {
           .orderBy(batchRuns.id)
       : [];
     const [parent, ...steps] = rows.map(runRecord);
-    c.header("cache-control", "no-store");
     return c.json({ run: parent ? { ...parent, steps } : null, report }, report.status === "failed" ? 500 : 200);
   });
 });
@@ -108,7 +107,6 @@ batchAdminRoutes.get("/v1/admin/runs", async (c) => {
       .where(kind ? eq(batchRuns.kind, kind as BatchRunKind) : undefined)
       .orderBy(desc(batchRuns.id))
       .limit(limit);
-    c.header("cache-control", "no-store");
     return c.json({ runs: rows.map(runRecord) });
   });
 });
@@ -118,7 +116,6 @@ batchAdminRoutes.get("/v1/admin/versions", async (c) => {
   const status = await coordinator(c.env).status();
   return withWarehouse(c.env, async (db) => {
     const models = await db.select().from(modelVersions).orderBy(desc(modelVersions.id)).limit(MODELS_LIMIT);
-    c.header("cache-control", "no-store");
     return c.json({
       current: status.pointer,
       lastVersion: status.lastVersion,
@@ -157,7 +154,6 @@ batchAdminRoutes.post("/v1/admin/rollback", async (c) => {
   }
   const result = await coordinator(c.env).rollback(version);
   if (!result.ok) throw new ApiError(result.code, result.message);
-  c.header("cache-control", "no-store");
   return c.json({ version: result.pointer.version, previous: result.previous, pointer: result.pointer });
 });
 
@@ -167,6 +163,5 @@ batchAdminRoutes.post("/v1/admin/catalog/push", async (c) => {
   if (result.status === "not_configured") {
     throw new ApiError("dependency_unavailable", "DATABASE_URL is not configured");
   }
-  c.header("cache-control", "no-store");
   return c.json(result, result.status === "queued" ? 202 : 200);
 });

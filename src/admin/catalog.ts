@@ -79,6 +79,5 @@ export async function putCatalog(c: Context<AppEnv>): Promise<Response> {
       throw new ApiError("dependency_unavailable", "the catalogue could not be written", { cause: error });
     }
   });
-  c.header("cache-control", "no-store");
   return c.json(result);
 }

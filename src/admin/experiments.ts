@@ -48,7 +48,6 @@ experimentsRoutes.get("/v1/admin/experiments/:id/report", async (c) => {
     // path of a pooled transaction, where the Neon driver also raises it outside any promise (an uncaught error).
     await db.execute(sql`select 1`);
     const report = await experimentReport(db, experiment, options);
-    c.header("cache-control", "no-store");
     return c.json({ version: experiments.version, ...report });
   });
 });

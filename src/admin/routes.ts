@@ -28,6 +28,12 @@ export const DEAD_LETTERS_MAX_LIMIT = 1_000;
 
 export const adminRoutes = new Hono<AppEnv>();
 
+// Every admin answer, errors and refusals included, is `no-store` (docs/api.md#admin-api): a 404 for a user id is
+// heuristically cacheable otherwise.
+adminRoutes.use("/v1/admin/*", async (c, next) => {
+  await next();
+  c.header("cache-control", "no-store");
+});
 adminRoutes.use("/v1/admin/*", requireAdmin);
 
 adminRoutes.get("/v1/admin/dead-letters", async (c) => {
@@ -41,7 +47,6 @@ adminRoutes.get("/v1/admin/dead-letters", async (c) => {
     before === undefined ? { limit } : { limit, before },
   );
   const last = deadLetters.at(-1);
-  c.header("cache-control", "no-store");
   return c.json({
     source: source.id,
     deadLetters,

@@ -56,7 +56,6 @@ trendingRoutes.get("/v1/admin/trending", async (c) => {
   ).catch((error: unknown) => {
     throw new ApiError("dependency_unavailable", "Redis did not answer", { cause: error });
   });
-  c.header("cache-control", "no-store");
   return c.json({
     window: {
       hours,

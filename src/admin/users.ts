@@ -64,7 +64,6 @@ userRoutes.get("/v1/admin/users/:id", async (c) => {
     const userKey = `${KIND_PREFIX[k]}${id}`;
     const snapshot = await c.env.SESSION_STATE.getByName(userKey).snapshot(userKey);
     if (snapshot.exists) {
-      c.header("cache-control", "no-store");
       // The snapshot as the object returns it: its userKey says which of the two it is.
       return c.json(snapshot);
     }
@@ -79,27 +78,23 @@ userRoutes.delete("/v1/admin/users/:id", async (c) => {
     throw new ApiError("bad_request", 'suppress must be "true" or "false"');
   }
   const report = await withStores(c, (deps) => eraseUser(deps, subject, { suppress: suppress === "true" }));
-  c.header("cache-control", "no-store");
   return c.json(report);
 });
 
 userRoutes.get("/v1/admin/users/:id/erasure", async (c) => {
   const subject = subjectOf(c);
   const verification = await withStores(c, (deps) => verifyErasure(deps, subject));
-  c.header("cache-control", "no-store");
   return c.json(verification);
 });
 
 userRoutes.get("/v1/admin/users/:id/suppression", async (c) => {
   const subject = subjectOf(c);
   const state = await c.env.SESSION_STATE.getByName(subject).suppression();
-  c.header("cache-control", "no-store");
   return c.json({ subject, ...state });
 });
 
 userRoutes.put("/v1/admin/users/:id/suppression", async (c) => {
   const subject = subjectOf(c);
-  c.header("cache-control", "no-store");
   return c.json(await withStores(c, (deps) => setSuppression(deps, subject, true)));
 });
 
@@ -110,6 +105,5 @@ userRoutes.delete("/v1/admin/users/:id/suppression", async (c) => {
     await unsuppressWarehouse(deps.db, subject);
     return lifted;
   });
-  c.header("cache-control", "no-store");
   return c.json(result);
 });

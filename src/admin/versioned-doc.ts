@@ -49,7 +49,6 @@ export function versionedDocRoutes<T extends { version: string }>(doc: Versioned
 
   routes.get(doc.path, async (c) => {
     const asked = c.req.query("version");
-    c.header("cache-control", "no-store");
     if (asked !== undefined) {
       if (!/^v?\d{1,9}$/.test(asked)) throw new ApiError("bad_request", "version must look like v3");
       const n = Number(asked.replace(/^v/, ""));
@@ -89,7 +88,6 @@ export function versionedDocRoutes<T extends { version: string }>(doc: Versioned
     await c.env.ONLINE_STORE.put(versionKey(n), text);
     await c.env.ONLINE_STORE.put(doc.key, text);
     invalidateHead(c.env.ONLINE_STORE);
-    c.header("cache-control", "no-store");
     return c.json({ version: next, updatedAt: stored.updatedAt, config: document, previous: current.config.version });
   });
 

@@ -55,6 +55,19 @@ describe("admin authentication", () => {
     await refused(adminGet("/v1/admin/nope", null), 401, "unauthorized");
     await refused(adminGet("/v1/admin/nope"), 404, "not_found");
   });
+
+  it("marks every answer no-store, refusals and errors included", async () => {
+    for (const [path, key, status] of [
+      ["/v1/admin/versions", null, 401],
+      ["/v1/admin/nope", ADMIN_KEY, 404],
+      [`/v1/admin/users/${uid("nobody")}`, ADMIN_KEY, 404],
+      ["/v1/admin/dead-letters?source=local&limit=0", ADMIN_KEY, 400],
+    ] as const) {
+      const res = await adminGet(path, key);
+      expect(res.status, path).toBe(status);
+      expect(res.headers.get("cache-control"), path).toBe("no-store");
+    }
+  });
 });
 
 describe("GET /v1/admin/users/:id", () => {
