@@ -10,6 +10,7 @@ export const rankingConfigRoutes = versionedDocRoutes({
   path: "/v1/admin/ranking-config",
   key: RANKING_CONFIG_KEY,
   name: "ranking config",
-  parse: parseRankingConfig,
+  // A PUT refuses unknown fields; the stored documents are read as they were accepted (decodeRankingConfig).
+  parse: (input, version) => parseRankingConfig(input, version, { strict: true }),
   decode: decodeRankingConfig,
 });

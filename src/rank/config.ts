@@ -143,18 +143,48 @@ export interface ConfigIssue {
   message: string;
 }
 
+const CONFIG_FIELDS = ["version", "weights", "placements", "diversity", "seeds", "deadlines", "rules", "maxLimit"];
+const PLACEMENT_FIELDS = ["sources", "exclude", "defaultLimit", "weights"];
+const RULE_FIELDS = ["id", "action", "productIds", "categories", "amount", "slot", "placements", "from", "until"];
+
+type Issue = (path: string, message: string) => void;
+
+/** An issue for each key of `obj` that is not one of `known`: a typo (`weigths`) must not be dropped silently. */
+function refuseUnknown(obj: Record<string, unknown>, known: readonly string[], path: string, issue: Issue): void {
+  for (const k of Object.keys(obj)) {
+    if (!known.includes(k)) issue(path ? `${path}.${k}` : k, `unknown field; one of ${known.join(", ")}`);
+  }
+}
+
 /**
- * Validates a config document (the admin endpoint's body) and fills what it leaves out from the default. Returns
- * the issues found, or the config with `version` as given.
+ * Validates a config document and fills what it leaves out from the default. Returns the issues found, or the config
+ * with `version` as given. `strict` (the admin endpoint's body) also refuses unknown fields; documents stored
+ * before that check are read without it.
  */
 export function parseRankingConfig(
   input: unknown,
   version: string,
+  { strict = false }: { strict?: boolean } = {},
 ): { ok: true; config: RankingConfig } | { ok: false; issues: ConfigIssue[] } {
   const issues: ConfigIssue[] = [];
   const issue = (path: string, message: string) => issues.push({ path, message });
   if (!isObject(input)) return { ok: false, issues: [{ path: "", message: "must be a JSON object" }] };
   const d = DEFAULT_RANKING_CONFIG;
+  const known = strict
+    ? (obj: unknown, fields: readonly string[], path: string) => {
+        if (isObject(obj)) refuseUnknown(obj, fields, path, issue);
+      }
+    : () => {};
+  known(input, CONFIG_FIELDS, "");
+  known(input.diversity, ["maxPerCategory"], "diversity");
+  known(input.seeds, ["viewed", "carted", "purchased", "recencyHalfLife"], "seeds");
+  known(input.deadlines, ["session", "kv", "total"], "deadlines");
+  if (isObject(input.placements)) {
+    for (const [name, p] of Object.entries(input.placements)) known(p, PLACEMENT_FIELDS, `placements.${name}`);
+  }
+  if (Array.isArray(input.rules)) {
+    for (const [i, r] of input.rules.entries()) known(r, RULE_FIELDS, `rules[${i}]`);
+  }
 
   const weights: Weights = { ...d.weights };
   if (input.weights !== undefined) {
@@ -267,7 +297,7 @@ export function parseRankingConfig(
  */
 export const MAX_RULE_AMOUNT = 1000;
 
-function parseRule(r: unknown, path: string, issue: (path: string, message: string) => void): MerchandisingRule | null {
+function parseRule(r: unknown, path: string, issue: Issue): MerchandisingRule | null {
   if (!isObject(r)) {
     issue(path, "must be an object");
     return null;

@@ -9,15 +9,16 @@ import {
   placementWeights,
 } from "../../src/rank/config.ts";
 
+// As the admin endpoint parses a PUT's body: strictly (unknown fields refused).
 function issues(doc: unknown): ConfigIssue[] {
-  const parsed = parseRankingConfig(doc, "v9");
+  const parsed = parseRankingConfig(doc, "v9", { strict: true });
   if (parsed.ok) throw new Error(`accepted: ${JSON.stringify(doc)}`);
   return parsed.issues;
 }
 const paths = (doc: unknown) => issues(doc).map((i) => i.path);
 
 function accepted(doc: unknown) {
-  const parsed = parseRankingConfig(doc, "v9");
+  const parsed = parseRankingConfig(doc, "v9", { strict: true });
   if (!parsed.ok) throw new Error(`refused: ${JSON.stringify(parsed.issues)}`);
   return parsed.config;
 }
@@ -153,6 +154,21 @@ describe("parseRankingConfig rejects", () => {
       "rules[0].productIds",
     ]);
     expect(paths({ rules: [{ ...pin, productIds: [] }] })).toEqual(["rules[0].productIds"]);
+  });
+
+  it("unknown fields anywhere, naming the path (a typo must not be dropped silently)", () => {
+    expect(paths({ weigths: { covisit: 5 } })).toEqual(["weigths"]);
+    expect(paths({ diversity: { maxPerCategry: 2 } })).toContain("diversity.maxPerCategry");
+    expect(paths({ seeds: { view: 3 } })).toEqual(["seeds.view"]);
+    expect(paths({ deadlines: { totl: 40 } })).toEqual(["deadlines.totl"]);
+    expect(paths({ placements: { home: { limit: 5 } } })).toEqual(["placements.home.limit"]);
+    const rule = { id: "r", action: "boost", amount: 1, productIds: ["p"], util: "2026-12-01T00:00:00Z" };
+    expect(paths({ rules: [rule] })).toEqual(["rules[0].util"]);
+    expect(issues({ weigths: {} })[0]?.message).toMatch(/unknown field; one of version, weights/);
+    // A document as GET answers it (its version included) goes back unchanged.
+    expect(accepted({ ...DEFAULT_RANKING_CONFIG })).toEqual({ ...DEFAULT_RANKING_CONFIG, version: "v9" });
+    // Stored documents are read as they were accepted, before the check existed.
+    expect(parseRankingConfig({ weigths: {} }, "v9").ok).toBe(true);
   });
 
   it("reports every problem of a document at once, each with a message", () => {

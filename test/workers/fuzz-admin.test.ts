@@ -128,14 +128,15 @@ describe("PUT the versioned documents", () => {
       "placements":{"constructor":{"sources":["popular"],"defaultLimit":3},"__proto__":{"sources":["popular"]}},
       "weights":{"__proto__":{"batch":99}}}`;
     const refused = await answered(put("/v1/admin/ranking-config", text));
-    // A weight or placement named __proto__ is an issue, never a silent prototype change.
+    // A field, weight or placement named __proto__ is an issue, never a silent prototype change.
     expect(codeOf(refused)).toBe("validation_failed");
     const paths = (refused.body as { error: { issues: Array<{ path: string }> } }).error.issues.map((i) => i.path);
-    expect(paths).toEqual(expect.arrayContaining(["placements.__proto__", "weights.__proto__"]));
+    expect(paths).toEqual(expect.arrayContaining(["__proto__", "placements.__proto__", "weights.__proto__"]));
+    const ruleProto = `{"rules":[{"id":"r","action":"boost","amount":1,"productIds":["p"],"__proto__":{"polluted":"rule"}}]}`;
+    expect(codeOf(await answered(put("/v1/admin/ranking-config", ruleProto)))).toBe("validation_failed");
 
-    const ok = `{"__proto__":{"maxLimit":1,"polluted":"doc"},"maxLimit":9,
-      "placements":{"constructor":{"sources":["popular"],"defaultLimit":3}},
-      "rules":[{"id":"r","action":"boost","amount":1,"productIds":["p"],"__proto__":{"polluted":"rule"}}]}`;
+    const ok = `{"maxLimit":9,"placements":{"constructor":{"sources":["popular"],"defaultLimit":3}},
+      "rules":[{"id":"r","action":"boost","amount":1,"productIds":["p"]}]}`;
     const stored = await answered(put("/v1/admin/ranking-config", ok));
     expect(stored.status).toBe(200);
     const active = (await answered(adminGet("/v1/admin/ranking-config"))).body as {
