@@ -94,7 +94,10 @@ export function parseExperiments(
   const issues: ConfigIssue[] = [];
   const issue = (path: string, message: string) => issues.push({ path, message });
   if (!isObject(input)) return { ok: false, issues: [{ path: "", message: "must be a JSON object" }] };
-  for (const k of Object.keys(input)) if (k !== "experiments") issue(k, "unknown field; the document has experiments");
+  // `version` is what a GET answers with the document: it goes back unchanged (the PUT gives the new one).
+  for (const k of Object.keys(input)) {
+    if (k !== "experiments" && k !== "version") issue(k, "unknown field; the document has experiments");
+  }
 
   const experiments: Experiment[] = [];
   const list = input.experiments === undefined ? [] : input.experiments;

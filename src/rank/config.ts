@@ -143,6 +143,8 @@ export interface ConfigIssue {
   message: string;
 }
 
+/** The modes' own experiment keys (src/experiments/serve.ts): a placement of that name would share their experiments. */
+const RESERVED_PLACEMENTS = ["similar", "rerank"];
 const CONFIG_FIELDS = ["version", "weights", "placements", "diversity", "seeds", "deadlines", "rules", "maxLimit"];
 const PLACEMENT_FIELDS = ["sources", "exclude", "defaultLimit", "weights"];
 const RULE_FIELDS = ["id", "action", "productIds", "categories", "amount", "slot", "placements", "from", "until"];
@@ -205,6 +207,7 @@ export function parseRankingConfig(
       for (const [name, p] of Object.entries(input.placements)) {
         const path = `placements.${name}`;
         if (!/^[a-z][a-z0-9_]{0,31}$/.test(name)) issue(path, "name must match ^[a-z][a-z0-9_]{0,31}$");
+        else if (strict && RESERVED_PLACEMENTS.includes(name)) issue(path, `${name} names a mode, not a placement`);
         else if (!isObject(p)) issue(path, "must be an object");
         else {
           const sources = p.sources ?? placements[name]?.sources ?? d.placements.home?.sources;

@@ -41,6 +41,8 @@ describe("parseExperiments accepts", () => {
   it("an empty document and one without experiments, under the version it is given", () => {
     expect(accepted({ experiments: [] })).toEqual({ version: "v3", experiments: [] });
     expect(accepted({})).toEqual({ version: "v3", experiments: [] });
+    // As a GET answers it: its version goes back unchanged, the new one is the PUT's.
+    expect(accepted({ version: "v2", experiments: [] }, "v3")).toEqual({ version: "v3", experiments: [] });
     expect(DEFAULT_EXPERIMENTS_CONFIG).toEqual({ version: "default", experiments: [] });
     expect(EXPERIMENTS_KEY).toBe("cfg:experiments");
   });

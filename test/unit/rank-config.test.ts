@@ -167,6 +167,9 @@ describe("parseRankingConfig rejects", () => {
     expect(issues({ weigths: {} })[0]?.message).toMatch(/unknown field; one of version, weights/);
     // A document as GET answers it (its version included) goes back unchanged.
     expect(accepted({ ...DEFAULT_RANKING_CONFIG })).toEqual({ ...DEFAULT_RANKING_CONFIG, version: "v9" });
+    // A placement may not take a mode's name: it would share the mode's experiments (src/experiments/serve.ts).
+    expect(paths({ placements: { similar: { sources: ["popular"] } } })).toEqual(["placements.similar"]);
+    expect(paths({ placements: { rerank: {} } })).toEqual(["placements.rerank"]);
     // Stored documents are read as they were accepted, before the check existed.
     expect(parseRankingConfig({ weigths: {} }, "v9").ok).toBe(true);
   });
