@@ -130,12 +130,16 @@ function pinsOf(list: readonly RankedItem[]): Array<[number, RankedItem]> {
  * non-personal variant does not exclude what the visitor has seen); the first variant's pins hold their slots, and
  * a pin of the second variant whose slot the first variant's pin holds — or whose product the first variant pinned
  * elsewhere — is left out of the list.
+ *
+ * With `diversity`, the shown list keeps the per-category cap each variant's own list kept (pins counted): a drafted
+ * item over the cap waits, in draft order, and fills the list only when too few others remain, as in `rank()`.
  */
 export function interleaveAnswers(
   a: readonly RankedItem[],
   b: readonly RankedItem[],
   limit: number,
   recId: string,
+  diversity?: { maxPerCategory: number; categoryOf: (productId: string) => string | undefined },
 ): { items: RankedItem[]; teams: ListTeam[] } {
   const pinsA = pinsOf(a);
   const pinsB = pinsOf(b);
@@ -152,20 +156,64 @@ export function interleaveAnswers(
   const byId = new Map<string, RankedItem>();
   for (const item of fb) byId.set(`b|${item.productId}`, item);
   for (const item of fa) byId.set(`a|${item.productId}`, item);
+  const room = Math.max(0, limit - pinnedAt.size);
+  // The whole draft when a cap may pass items over (a draft's first n items do not depend on its length).
   const drafted = teamDraft(
     fa.map((i) => i.productId),
     fb.map((i) => i.productId),
-    Math.max(0, limit - pinnedAt.size),
+    diversity ? fa.length + fb.length : room,
     interleaveSeed(recId),
   );
-  const items = drafted.items.map((id, i) => byId.get(`${drafted.team[i]}|${id}`) as RankedItem);
-  const teams: ListTeam[] = [...drafted.team];
+  const order = capped(
+    drafted.items.map((_, i) => i),
+    room,
+    diversity && {
+      cap: diversity.maxPerCategory,
+      categoryOf: (i: number) => diversity.categoryOf(drafted.items[i] as string),
+      pinned: [...pinnedAt.values()].map((item) => diversity.categoryOf(item.productId)),
+    },
+  );
+  const items = order.map((i) => byId.get(`${drafted.team[i]}|${drafted.items[i]}`) as RankedItem);
+  const teams: ListTeam[] = order.map((i) => drafted.team[i] as ListTeam);
   for (const [slot, item] of [...pinnedAt].sort((x, y) => x[0] - y[0])) {
     const at = Math.min(slot, items.length);
     items.splice(at, 0, item);
     teams.splice(at, 0, "pinned");
   }
   return { items: items.slice(0, limit), teams: teams.slice(0, limit) };
+}
+
+/**
+ * The first `room` of `order` with at most `cap` per category (those of `pinned` counted), the ones over it deferred
+ * and taken, in order, only when too few others remain.
+ */
+function capped<T>(
+  order: readonly T[],
+  room: number,
+  diversity:
+    | { cap: number; categoryOf: (item: T) => string | undefined; pinned: Array<string | undefined> }
+    | undefined,
+): T[] {
+  if (!diversity) return order.slice(0, room);
+  const perCategory = new Map<string, number>();
+  const count = (k: string | undefined) => {
+    if (k) perCategory.set(k, (perCategory.get(k) ?? 0) + 1);
+  };
+  for (const k of diversity.pinned) count(k);
+  const chosen: T[] = [];
+  const deferred: T[] = [];
+  for (const item of order) {
+    if (chosen.length >= room) break;
+    const k = diversity.categoryOf(item);
+    if (k && (perCategory.get(k) ?? 0) >= diversity.cap) deferred.push(item);
+    else {
+      count(k);
+      chosen.push(item);
+    }
+  }
+  // Deferred items fill at the end, where rank() puts them too (below every item within the cap).
+  for (const item of deferred) if (chosen.length < room) chosen.push(item);
+  return chosen;
 }
 
 /**

@@ -332,7 +332,21 @@ export async function answer(deps: RankDeps, request: RankRequest, headResult?: 
   let items = output.items;
   let teams: ListTeam[] | undefined;
   if (outputs.length === 2) {
-    ({ items, teams } = interleaveAnswers(output.items, (outputs[1] as RankOutput).items, request.limit, recId));
+    // The shown list keeps the per-category cap each variant kept (a rerank has none, as in rank()).
+    const diversity =
+      request.mode === "rerank"
+        ? undefined
+        : {
+            maxPerCategory: config.diversity.maxPerCategory,
+            categoryOf: (id: string) => catalog(id)?.category ?? undefined,
+          };
+    ({ items, teams } = interleaveAnswers(
+      output.items,
+      (outputs[1] as RankOutput).items,
+      request.limit,
+      recId,
+      diversity,
+    ));
   }
   // Nothing was checked against the catalogue (stock, visibility, filters), whatever the mode.
   if (!shared?.catalog) degraded.push("catalog_unavailable");

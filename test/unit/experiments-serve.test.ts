@@ -110,6 +110,23 @@ describe("the config of an arm", () => {
 });
 
 describe("interleaved answers", () => {
+  it("keep the per-category cap each variant's list kept, filling from the items over it only when needed", () => {
+    // Both lists hold at most two of a category; drafted as they come, one category could take four places.
+    const a = ["s1", "s2", "h1", "h2", "b1", "b2"].map((id, i) => item(id, 10 - i));
+    const b = ["s3", "s4", "h3", "h4", "b3", "b4"].map((id, i) => item(id, 10 - i));
+    const diversity = { maxPerCategory: 2, categoryOf: (id: string) => id[0] };
+    const perCategory = (ids: string[]) => ids.reduce((m, id) => m.set(id[0], (m.get(id[0]) ?? 0) + 1), new Map());
+    for (const recId of ["rec-1", "rec-2", "rec-3", "rec-4", "rec-5", "rec-6"]) {
+      const { items, teams } = interleaveAnswers(a, b, 6, recId, diversity);
+      expect(items.map((i) => i.productId).length, recId).toBe(6);
+      expect(Math.max(...perCategory(items.map((i) => i.productId)).values()), recId).toBeLessThanOrEqual(2);
+      for (const [i, it] of items.entries()) expect(teams[i] === "a" ? a : b).toContain(it);
+    }
+    // One category only: the cap cannot hold, and the list is still full.
+    const onlyS = interleaveAnswers(a.slice(0, 2), b.slice(0, 2), 4, "rec-1", diversity);
+    expect(onlyS.items).toHaveLength(4);
+  });
+
   it("keeps each team's own ranked item and is the same for the same recId", () => {
     const a = [item("p", 3), item("q", 2), item("r", 1)];
     const b = [item("q", 9), item("s", 8), item("p", 7)];
