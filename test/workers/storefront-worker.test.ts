@@ -21,11 +21,13 @@ function page(placement: string): string {
   return `<!doctype html><html><head><title>Test store</title></head><body><main>${placement}</main>${FOOTER}</body></html>`;
 }
 
-let pageHtml: string;
+/** The origin's page for the current test: its HTML, or a function making a fresh body (a stream) per request. */
+let pageHtml: string | (() => BodyInit);
 
 function originAnswer(url: URL): Response {
   if (url.pathname === "/api/products") return Response.json({ products });
-  return new Response(pageHtml, { headers: { "content-type": "text/html; charset=utf-8" } });
+  const body = typeof pageHtml === "function" ? pageHtml() : pageHtml;
+  return new Response(body, { headers: { "content-type": "text/html; charset=utf-8" } });
 }
 
 beforeEach(() => {
@@ -251,5 +253,44 @@ describe("the storefront Worker's ranking deadline", () => {
     // One deadline (400 ms) and the rest of the page; two deadlines would be 800 ms and more. The margin is wide
     // (350 ms for the rest of the page) so that a loaded machine's late timers cannot fail the test.
     expect(ms).toBeLessThan(750);
+  });
+
+  it("ranks a block that the origin streams in late: the origin's time is not the blocks' deadline", async () => {
+    products = [
+      { id: "p2", title: "Candle", url: "/products/p2" },
+      { id: "p3", title: "Mug", url: "/products/p3" },
+    ];
+    // The origin flushes its head at once and the block 300 ms later (streaming rendering, a slow query).
+    pageHtml = () => {
+      const enc = new TextEncoder();
+      return new ReadableStream<Uint8Array>({
+        async start(controller) {
+          controller.enqueue(enc.encode("<!doctype html><html><head><title>Test store</title></head><body><main>"));
+          await new Promise((resolve) => setTimeout(resolve, 300));
+          const block = `<div data-lastmile-placement="home" data-lastmile-fallback="p3"><p>own</p></div>`;
+          controller.enqueue(enc.encode(`${block}</main>${FOOTER}</body></html>`));
+          controller.close();
+        },
+      });
+    };
+    const asked: string[] = [];
+    // A Ranking binding that answers at once.
+    const answer = (params: { placement?: string }) => {
+      asked.push(params.placement ?? "");
+      return Promise.resolve({
+        recId: "r-streamed",
+        placement: params.placement ?? "home",
+        items: [{ productId: "p2", score: 1, reasons: ["popular"] }],
+        sources: {},
+        degraded: [],
+      });
+    };
+    const LASTMILE = { recommendations: answer, similar: answer, rank: answer } as unknown as StorefrontEnv["LASTMILE"];
+    const { html, settled } = await visit(baseEnv({ LASTMILE, RANKING_TIMEOUT_MS: "150" }), crypto.randomUUID());
+    await settled;
+    expectCompletePage(html);
+    expect(asked).toEqual(["home"]);
+    expect(html).toContain('data-lastmile-source="lastmile"');
+    expect(blockItems(html).map((i) => i.id)).toEqual(["p2"]);
   });
 });

@@ -357,30 +357,57 @@ const PAGE_SCRIPT = `<script>
 </script>`;
 
 /**
+ * The page's ranking budget (RANKING_TIMEOUT_MS): only the time its blocks wait for Lastmile counts, not the time
+ * the origin takes to stream the page. Blocks are filled one after another, so their waits add up to at most one
+ * deadline.
+ */
+class RankingBudget {
+  #leftMs: number;
+
+  constructor(ms: number) {
+    this.#leftMs = ms;
+  }
+
+  get leftMs(): number {
+    return this.#leftMs;
+  }
+
+  /** Runs `work` with what is left of the budget, and takes the time it waited off the budget. */
+  async spend<T>(work: (timeoutMs: number) => Promise<T>): Promise<T> {
+    const started = Date.now();
+    try {
+      return await work(this.#leftMs);
+    } finally {
+      this.#leftMs -= Date.now() - started;
+    }
+  }
+}
+
+/**
  * Fills the page's placements. HTMLRewriter runs async element handlers one after another, so the blocks share
- * one deadline for the page (`pageDeadline`, set when the page starts): each call gets what is left of it, and a
- * block that starts past it shows its fallback at once. A hung Lastmile costs the page one deadline, not one per
- * block.
+ * one ranking budget for the page: each call gets what is left of it, and a block that starts with none left shows
+ * its fallback at once. A hung Lastmile costs the page one deadline, not one per block; an origin that streams its
+ * page slowly costs the blocks nothing.
  */
 class PlacementHandler implements HTMLRewriterElementContentHandlers {
   readonly #env: StorefrontEnv;
   readonly #client: LastmileClient | null;
   readonly #visit: { anonymousId: string; request: Request };
   readonly #track: (send: Promise<void>) => void;
-  readonly #pageDeadline: number;
+  readonly #budget: RankingBudget;
 
   constructor(
     env: StorefrontEnv,
     client: LastmileClient | null,
     visit: { anonymousId: string; request: Request },
     track: (send: Promise<void>) => void,
-    pageDeadline: number,
+    budget: RankingBudget,
   ) {
     this.#env = env;
     this.#client = client;
     this.#visit = visit;
     this.#track = track;
-    this.#pageDeadline = pageDeadline;
+    this.#budget = budget;
   }
 
   /** A block never breaks the page: on any error the origin's content stays, and the page streams on. */
@@ -422,7 +449,6 @@ class PlacementHandler implements HTMLRewriterElementContentHandlers {
     }
 
     const params: RankParams = { anonymousId: this.#visit.anonymousId, limit, ...(productId ? { productId } : {}) };
-    const left = this.#pageDeadline - Date.now();
     let answer: ClientAnswer;
     if (!this.#client) {
       answer = fallbackAnswer(placement, fallback, params, {
@@ -430,17 +456,19 @@ class PlacementHandler implements HTMLRewriterElementContentHandlers {
         message: "Lastmile is not configured",
         ms: 0,
       });
-    } else if (left <= 0) {
-      // The page's ranking deadline has passed (earlier blocks used it up): no call, the fallback at once.
+    } else if (this.#budget.leftMs <= 0) {
+      // Earlier blocks used up the page's ranking budget: no call, the fallback at once.
       const message = "the page's ranking deadline has passed";
       console.warn(`lastmile ${placement}: timeout: ${message}; showing the fallback`);
       answer = fallbackAnswer(placement, fallback, params, { kind: "timeout", message, ms: 0 });
     } else {
-      const options = { fallback, fallbackWhenEmpty: true, timeoutMs: Math.max(1, left) };
-      answer =
-        placement === "similar" && productId
-          ? await this.#client.similar({ ...params, productId }, options)
-          : await this.#client.recommendations({ ...params, placement }, options);
+      const client = this.#client;
+      answer = await this.#budget.spend((timeoutMs) => {
+        const options = { fallback, fallbackWhenEmpty: true, timeoutMs: Math.max(1, timeoutMs) };
+        return placement === "similar" && productId
+          ? client.similar({ ...params, productId }, options)
+          : client.recommendations({ ...params, placement }, options);
+      });
     }
     if (answer.items.length === 0) return; // the origin's own content stays
     const products = await productInfo(
@@ -526,10 +554,10 @@ export default {
     track(sendEvents(env, request, events));
 
     const client = rankingClient(env);
-    // One ranking deadline for the whole page, shared by its blocks (they are filled one after another).
-    const pageDeadline = Date.now() + rankingTimeout(env);
+    // One ranking budget for the whole page, shared by its blocks (they are filled one after another).
+    const budget = new RankingBudget(rankingTimeout(env));
     const rewritten = new HTMLRewriter()
-      .on("[data-lastmile-placement]", new PlacementHandler(env, client, visit, track, pageDeadline))
+      .on("[data-lastmile-placement]", new PlacementHandler(env, client, visit, track, budget))
       .on("body", {
         element(body) {
           body.append(PAGE_SCRIPT, { html: true });
