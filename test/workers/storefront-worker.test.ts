@@ -182,9 +182,10 @@ describe("the storefront Worker's blocks", () => {
     const seen: string[] = [];
     // The collection API accepts the connection and never answers (until the sender gives up).
     const hung: Fetcher = {
-      fetch: (input: RequestInfo | URL, init?: RequestInit) => {
+      fetch: async (input: RequestInfo | URL, init?: RequestInit) => {
         const request = new Request(input, init);
-        seen.push(new URL(request.url).pathname);
+        const { batch } = (await request.clone().json()) as { batch: Array<{ type: string; event?: string }> };
+        seen.push(`${new URL(request.url).pathname} ${batch.map((e) => e.event ?? e.type).join(",")}`);
         return new Promise<Response>((_, reject) => {
           const safety = setTimeout(() => reject(new Error("hung collection: safety stop")), 5_000);
           request.signal.addEventListener("abort", () => {
@@ -203,8 +204,35 @@ describe("the storefront Worker's blocks", () => {
     // The sends time out after 1 s; the page must not wait for that (a fault-detection bound, not a speed target).
     expect(ms).toBeLessThan(700);
     await settled;
-    // Both sends were made (the page's, and the product view's), and carried on in the background.
-    expect(seen.sort()).toEqual(["/v1/batch", "/v1/batch"]);
+    // Both sends were made (the page's, and the product view's), and tried again in the background.
+    expect(new Set(seen)).toEqual(new Set(["/v1/batch page", "/v1/batch Product Viewed"]));
+    expect(seen.length).toBeGreaterThanOrEqual(4);
+  });
+
+  it("sends the page's events again, the same messageIds, when the collection API answers 503 for a while", async () => {
+    pageHtml = page(pdp("p2"));
+    products = [{ id: "p2", title: "Candle", url: "/products/p2" }];
+    const sent: string[] = [];
+    // The collection API is briefly unavailable: its first two answers are 503 with Retry-After: 1.
+    const flaky = {
+      fetch: async (input: RequestInfo | URL, init?: RequestInit) => {
+        const request = new Request(input, init);
+        const { batch } = (await request.clone().json()) as { batch: Array<{ messageId: string }> };
+        sent.push(batch.map((e) => e.messageId).join(","));
+        if (sent.length <= 2) {
+          const error = { code: "dependency_unavailable", message: "a session object failed" };
+          return Response.json({ error }, { status: 503, headers: { "retry-after": "1" } });
+        }
+        return exports.default.fetch(request);
+      },
+    } as unknown as Fetcher;
+    const aid = crypto.randomUUID();
+    const { html, settled } = await visit(baseEnv({ LASTMILE_HTTP: flaky }), aid);
+    expectCompletePage(html);
+    await settled;
+    expect(sent).toHaveLength(4);
+    expect(new Set(sent).size).toBe(2); // each batch sent twice, unchanged
+    expect(await viewedOf(aid)).toEqual(["p1"]);
   });
 });
 

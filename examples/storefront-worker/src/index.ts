@@ -42,8 +42,16 @@ const ANONYMOUS_ID_MAX_AGE_S = 365 * 24 * 3600;
 /** The collection paths the page may post to under /lastmile/v1/ (docs/collection.md). */
 const COLLECT_PATHS = new Set(["track", "page", "identify", "batch", "t", "p", "i", "b"]);
 const COLLECT_BODY_LIMIT = 64 * 1024;
-/** A send of events gives up after this long (it goes on in the background past EVENTS_PAGE_WAIT_MS). */
+/** One attempt to send events gives up after this long (it goes on in the background past EVENTS_PAGE_WAIT_MS). */
 const EVENTS_TIMEOUT_MS = 1000;
+/**
+ * A send meeting a 5xx, a 429 or a network error (its timeout included) is tried again, in the background: the same
+ * events (their messageIds make a repeat a duplicate), after Retry-After or a doubling backoff, EVENTS_ATTEMPTS
+ * attempts at most and only while the send can end within EVENTS_RETRY_WINDOW_MS of its start.
+ */
+const EVENTS_ATTEMPTS = 4;
+const EVENTS_RETRY_WINDOW_MS = 5000;
+const EVENTS_BACKOFF_MS = 250;
 /**
  * The page's last bytes wait at most this long for the events' acknowledgement (normally a few ms), the order of the
  * ranking deadline: a slow or hung collection API must not hold every page. Past it the page completes and the
@@ -145,29 +153,68 @@ function rankingClient(env: StorefrontEnv): LastmileClient | null {
 
 type Json = Record<string, unknown>;
 
-/** Sends events to the collection API (one batch); resolves either way, within EVENTS_TIMEOUT_MS. */
-async function sendEvents(env: StorefrontEnv, request: Request, events: Json[]): Promise<void> {
-  const send = lastmileFetch(env);
-  if (!send || events.length === 0) return;
+/** The headers of a call to the collection API: the write key, and the visitor's IP for its rate limit. */
+function collectHeaders(env: StorefrontEnv, request: Request): Record<string, string> {
   const headers: Record<string, string> = {
     authorization: `Basic ${btoa(`${env.LASTMILE_WRITE_KEY}:`)}`,
     "content-type": "application/json",
   };
   const ip = request.headers.get("cf-connecting-ip");
   if (ip) headers["cf-connecting-ip"] = ip;
+  return headers;
+}
+
+/** What one attempt to send came to: done (accepted, or refused for good), or worth another try. */
+type Attempt = { retry: false } | { retry: true; reason: string; afterMs: number | null };
+
+/** Retry-After in ms (seconds or an HTTP date), or null when it is absent or unreadable. */
+function retryAfterMs(response: Response): number | null {
+  const value = response.headers.get("retry-after");
+  if (value === null) return null;
+  const ms = /^\d+$/.test(value.trim()) ? Number(value) * 1000 : Date.parse(value) - Date.now();
+  return Number.isFinite(ms) ? Math.max(0, ms) : null;
+}
+
+async function sendOnce(send: (request: Request) => Promise<Response>, init: RequestInit): Promise<Attempt> {
   try {
-    const response = await send(
-      new Request("https://lastmile.internal/v1/batch", {
-        method: "POST",
-        headers,
-        body: JSON.stringify({ batch: events, sentAt: new Date().toISOString() }),
-        signal: AbortSignal.timeout(EVENTS_TIMEOUT_MS),
-      }),
-    );
-    if (!response.ok) console.warn(`lastmile collect: HTTP ${response.status}`);
+    const response = await send(new Request("https://lastmile.internal/v1/batch", init));
     await response.body?.cancel();
+    if (response.ok) return { retry: false };
+    const reason = `HTTP ${response.status}`;
+    if (response.status >= 500 || response.status === 429) {
+      return { retry: true, reason, afterMs: retryAfterMs(response) };
+    }
+    console.warn(`lastmile collect: ${reason}`);
+    return { retry: false };
   } catch (error) {
-    console.warn(`lastmile collect: ${error instanceof Error ? error.message : String(error)}`);
+    return { retry: true, reason: error instanceof Error ? error.message : String(error), afterMs: null };
+  }
+}
+
+/**
+ * Sends events to the collection API (one batch), retried as EVENTS_ATTEMPTS says; resolves either way, within
+ * EVENTS_RETRY_WINDOW_MS.
+ */
+async function sendEvents(env: StorefrontEnv, request: Request, events: Json[]): Promise<void> {
+  const send = lastmileFetch(env);
+  if (!send || events.length === 0) return;
+  const headers = collectHeaders(env, request);
+  const giveUpAt = Date.now() + EVENTS_RETRY_WINDOW_MS;
+  for (let attempt = 1; ; attempt++) {
+    const outcome = await sendOnce(send, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({ batch: events, sentAt: new Date().toISOString() }),
+      signal: AbortSignal.timeout(Math.max(1, Math.min(EVENTS_TIMEOUT_MS, giveUpAt - Date.now()))),
+    });
+    if (!outcome.retry) return;
+    const waitMs = outcome.afterMs ?? EVENTS_BACKOFF_MS * 2 ** (attempt - 1);
+    if (attempt >= EVENTS_ATTEMPTS || Date.now() + waitMs >= giveUpAt) {
+      console.warn(`lastmile collect: ${outcome.reason}; the events are dropped after ${attempt} attempt(s)`);
+      return;
+    }
+    console.warn(`lastmile collect: ${outcome.reason}; trying again in ${waitMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, waitMs));
   }
 }
 
@@ -214,12 +261,7 @@ async function forwardCollect(env: StorefrontEnv, request: Request, path: string
   const forwarded = Array.isArray(envelope.batch)
     ? { ...envelope, batch: envelope.batch.map(withId) }
     : withId(envelope);
-  const headers: Record<string, string> = {
-    authorization: `Basic ${btoa(`${env.LASTMILE_WRITE_KEY}:`)}`,
-    "content-type": "application/json",
-  };
-  const ip = request.headers.get("cf-connecting-ip");
-  if (ip) headers["cf-connecting-ip"] = ip;
+  const headers = collectHeaders(env, request);
   const response = await send(
     new Request(`https://lastmile.internal/v1/${path}`, { method: "POST", headers, body: JSON.stringify(forwarded) }),
   );
