@@ -322,3 +322,53 @@ describe("the storefront Worker's ranking deadline", () => {
     expect(blockItems(html).map((i) => i.id)).toEqual(["p2"]);
   });
 });
+
+describe("the storefront Worker's track proxy (POST /lastmile/v1/track)", () => {
+  type Options = { path?: string; headers?: Record<string, string>; storeEnv?: StorefrontEnv };
+
+  /** The page's events through the proxy: its answer, or a note that none came within 2 s. */
+  async function post(
+    body: BodyInit,
+    { path = "track", headers = {}, storeEnv = baseEnv() }: Options = {},
+  ): Promise<{ status: number; text: string; setCookie: string | null } | string> {
+    const ctx = createExecutionContext();
+    const answered = storefront
+      .fetch(
+        new Request(`${STORE}/lastmile/v1/${path}`, {
+          method: "POST",
+          headers: { "content-type": "application/json", ...headers },
+          body,
+        }) as Request<unknown, IncomingRequestCfProperties>,
+        storeEnv,
+        ctx,
+      )
+      .then(async (res) => ({ status: res.status, text: await res.text(), setCookie: res.headers.get("set-cookie") }));
+    const timer = new Promise<string>((resolve) => setTimeout(() => resolve("no answer within 2 s"), 2000));
+    const outcome = await Promise.race([answered, timer]);
+    await waitOnExecutionContext(ctx);
+    return outcome;
+  }
+
+  it("refuses a body over 64 KB as it streams in (413), without waiting for the rest of it", async () => {
+    // 70,000 bytes of a JSON string, and the upload never ends.
+    const endless = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(new TextEncoder().encode(`{"event":"x","pad":"${"a".repeat(70_000)}`));
+      },
+    });
+    expect(await post(endless)).toMatchObject({ status: 413 });
+  });
+
+  it("counts the limit in bytes: a batch of 42,000 two-byte characters is over 64 KB", async () => {
+    // Three events collection would take (28 KB each, under its 32 KB per event).
+    const event = () => ({ type: "track", event: "x", properties: { pad: "é".repeat(14_000) } });
+    const wide = JSON.stringify({ batch: [event(), event(), event()] });
+    expect(wide.length).toBeLessThan(64 * 1024);
+    expect(await post(wide, { path: "batch" })).toMatchObject({ status: 413 });
+  });
+
+  it("refuses a body declared over 64 KB by its Content-Length before reading it", async () => {
+    const never = new ReadableStream<Uint8Array>({});
+    expect(await post(never, { headers: { "content-length": String(64 * 1024 + 1) } })).toMatchObject({ status: 413 });
+  });
+});

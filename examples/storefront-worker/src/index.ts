@@ -238,13 +238,33 @@ function event(base: { anonymousId: string; request: Request }, fields: Json): J
   };
 }
 
+/** The body's text, read up to `limit` bytes; null as soon as it is declared or read past them (the rest unread). */
+async function readLimited(request: Request, limit: number): Promise<string | null> {
+  if (Number(request.headers.get("content-length")) > limit) return null;
+  if (!request.body) return "";
+  const reader = request.body.getReader();
+  const decoder = new TextDecoder();
+  let text = "";
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) return text + decoder.decode();
+    total += value.byteLength;
+    if (total > limit) {
+      reader.cancel().catch(() => {});
+      return null;
+    }
+    text += decoder.decode(value, { stream: true });
+  }
+}
+
 /** POST /lastmile/v1/<path> from the page: the write key and the anonymous id are added here. */
 async function forwardCollect(env: StorefrontEnv, request: Request, path: string, aid: string): Promise<Response> {
   if (request.method !== "POST" || !COLLECT_PATHS.has(path)) return new Response("not found", { status: 404 });
   const send = lastmileFetch(env);
   if (!send) return new Response("collection is not configured", { status: 503 });
-  const text = await request.text();
-  if (text.length > COLLECT_BODY_LIMIT) return new Response("payload too large", { status: 413 });
+  const text = await readLimited(request, COLLECT_BODY_LIMIT);
+  if (text === null) return new Response("payload too large", { status: 413 });
   let body: unknown;
   try {
     body = JSON.parse(text);
