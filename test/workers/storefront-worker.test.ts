@@ -371,4 +371,15 @@ describe("the storefront Worker's track proxy (POST /lastmile/v1/track)", () => 
     const never = new ReadableStream<Uint8Array>({});
     expect(await post(never, { headers: { "content-length": String(64 * 1024 + 1) } })).toMatchObject({ status: 413 });
   });
+
+  it("fills the cookie's anonymousId when the event's userId is null or empty (no user), so it is not lost", async () => {
+    for (const userId of [null, ""]) {
+      const aid = crypto.randomUUID();
+      const body = JSON.stringify({ event: "Product Viewed", userId, properties: { product_id: "p9" } });
+      const answer = await post(body, { headers: { cookie: `lm_aid=${aid}` } });
+      expect(answer, String(userId)).toMatchObject({ status: 200 });
+      expect(JSON.parse((answer as { text: string }).text)).toMatchObject({ accepted: 1, rejected: [] });
+      expect(await viewedOf(aid)).toEqual(["p9"]);
+    }
+  });
 });

@@ -258,6 +258,13 @@ async function readLimited(request: Request, limit: number): Promise<string | nu
   }
 }
 
+/** An id as collection reads one: a non-empty string or a finite number (null, "" and the rest name no one). */
+const isId = (value: unknown) =>
+  (typeof value === "string" && value !== "") || (typeof value === "number" && Number.isFinite(value));
+
+/** Whether the event names its user: else the cookie's anonymous id is filled in. */
+const namesSomeone = (e: Json) => isId(e.userId) || isId(e.anonymousId);
+
 /** POST /lastmile/v1/<path> from the page: the write key and the anonymous id are added here. */
 async function forwardCollect(env: StorefrontEnv, request: Request, path: string, aid: string): Promise<Response> {
   if (request.method !== "POST" || !COLLECT_PATHS.has(path)) return new Response("not found", { status: 404 });
@@ -275,7 +282,7 @@ async function forwardCollect(env: StorefrontEnv, request: Request, path: string
     return new Response("expected a JSON object", { status: 400 });
   }
   const withId = (e: unknown) =>
-    typeof e === "object" && e !== null && !("userId" in e) && !("anonymousId" in e) ? { ...e, anonymousId: aid } : e;
+    typeof e === "object" && e !== null && !namesSomeone(e as Json) ? { ...e, anonymousId: aid } : e;
   const envelope = body as Json;
   delete envelope.writeKey;
   const forwarded = Array.isArray(envelope.batch)
