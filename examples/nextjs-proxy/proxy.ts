@@ -38,6 +38,15 @@ function placementOf(pathname: string): { placement: string; productId?: string 
   }
 }
 
+/**
+ * A prefetch (next/link's of a link in the viewport, or the browser's speculative loading): the visitor may never
+ * see the page, so it must not ask Lastmile, whose answer records what it shows as seen.
+ */
+function isPrefetch(headers: Headers): boolean {
+  if (headers.get("next-router-prefetch") === "1" || headers.get("x-middleware-prefetch") === "1") return true;
+  return ["purpose", "sec-purpose"].some((name) => (headers.get(name) ?? "").toLowerCase().includes("prefetch"));
+}
+
 export async function proxy(request: NextRequest) {
   // An id this proxy handed out, else a new one: a cookie is the client's to write, and a value that is no such id
   // (any text, Next.js decodes it) would make Headers.set throw and break the page.
@@ -49,7 +58,7 @@ export async function proxy(request: NextRequest) {
   requestHeaders.delete(RECOMMENDATIONS_HEADER);
   requestHeaders.set(ANONYMOUS_ID_HEADER, anonymousId);
 
-  const page = placementOf(request.nextUrl.pathname);
+  const page = isPrefetch(request.headers) ? null : placementOf(request.nextUrl.pathname);
   if (page) {
     // No logins here. A store with them passes its logged-in user's userId, taken from its own session: ranking
     // reads exactly the key it is given and does not follow identity merges.

@@ -20,9 +20,9 @@ const { proxy } = (await import(PROXY)) as { proxy: (request: unknown) => Promis
 afterEach(() => vi.restoreAllMocks());
 
 /** What the proxy reads of a NextRequest. */
-function nextRequest(pathname: string, anonymousId = "anon-12345678") {
+function nextRequest(pathname: string, anonymousId = "anon-12345678", headers: Record<string, string> = {}) {
   return {
-    headers: new Headers(),
+    headers: new Headers(headers),
     cookies: { get: () => ({ value: anonymousId }) },
     nextUrl: new URL(`http://store.test${pathname}`),
     signal: new AbortController().signal,
@@ -80,4 +80,25 @@ it("hands out a new anonymous id for a cookie that is no such id, instead of thr
   expect(id).toMatch(/^[0-9a-f-]{36}$/);
   const kept = await proxy(nextRequest("/", "anon-12345678"));
   expect(kept.init.request.headers.get("x-lastmile-anonymous-id")).toBe("anon-12345678");
+});
+
+it("does not ask Lastmile for a prefetch (an unseen page would count as shown); the anonymous id still passes", async () => {
+  const fetched = vi
+    .spyOn(globalThis, "fetch")
+    .mockImplementation(async () => Response.json({ recId: "r1", placement: "pdp", items: [], degraded: [] }));
+  const prefetches: Array<Record<string, string>> = [
+    { rsc: "1", "next-router-prefetch": "1" }, // next/link, App Router
+    { "x-middleware-prefetch": "1" }, // next/link, Pages Router
+    { "sec-purpose": "prefetch;prerender" }, // the browser's speculation rules
+    { purpose: "prefetch" },
+  ];
+  for (const headers of prefetches) {
+    const response = await proxy(nextRequest("/products/p2", "anon-12345678", headers));
+    expect(response.init.request.headers.get("x-lastmile-recommendations"), JSON.stringify(headers)).toBeNull();
+    expect(response.init.request.headers.get("x-lastmile-anonymous-id")).toBe("anon-12345678");
+  }
+  expect(fetched).not.toHaveBeenCalled();
+  // The page itself, when the visitor follows the link, is asked for.
+  await proxy(nextRequest("/products/p2", "anon-12345678", { rsc: "1" }));
+  expect(fetched).toHaveBeenCalledTimes(1);
 });

@@ -94,6 +94,21 @@ async function viewedOf(aid: string): Promise<string[]> {
   return ((await res.json()) as { viewed: string[] }).viewed;
 }
 
+type SentEvent = { type: string; event?: string; messageId: string };
+
+/** A collection API that shows `onBatch` each batch it is sent; the real one answers when `onBatch` does not. */
+function collectionSeeing(
+  onBatch: (batch: SentEvent[], request: Request) => Response | Promise<Response> | undefined,
+): Fetcher {
+  return {
+    fetch: async (input: RequestInfo | URL, init?: RequestInit) => {
+      const request = new Request(input, init);
+      const { batch } = (await request.clone().json()) as { batch: SentEvent[] };
+      return (await onBatch(batch, request)) ?? exports.default.fetch(request);
+    },
+  } as unknown as Fetcher;
+}
+
 describe("the storefront Worker's blocks", () => {
   it("renders numeric prices and ids from the product API, and the page is complete", async () => {
     pageHtml = page(pdp("p2,3"));
@@ -181,23 +196,16 @@ describe("the storefront Worker's blocks", () => {
     products = [{ id: "p2", title: "Candle", url: "/products/p2", price: "£2.95" }];
     const seen: string[] = [];
     // The collection API accepts the connection and never answers (until the sender gives up).
-    const hung: Fetcher = {
-      fetch: async (input: RequestInfo | URL, init?: RequestInit) => {
-        const request = new Request(input, init);
-        const { batch } = (await request.clone().json()) as { batch: Array<{ type: string; event?: string }> };
-        seen.push(`${new URL(request.url).pathname} ${batch.map((e) => e.event ?? e.type).join(",")}`);
-        return new Promise<Response>((_, reject) => {
-          const safety = setTimeout(() => reject(new Error("hung collection: safety stop")), 5_000);
-          request.signal.addEventListener("abort", () => {
-            clearTimeout(safety);
-            reject(request.signal.reason);
-          });
+    const hung = collectionSeeing((batch, request) => {
+      seen.push(`${new URL(request.url).pathname} ${batch.map((e) => e.event ?? e.type).join(",")}`);
+      return new Promise<Response>((_, reject) => {
+        const safety = setTimeout(() => reject(new Error("hung collection: safety stop")), 5_000);
+        request.signal.addEventListener("abort", () => {
+          clearTimeout(safety);
+          reject(request.signal.reason);
         });
-      },
-      connect: () => {
-        throw new Error("not used");
-      },
-    } as unknown as Fetcher;
+      });
+    });
     const { html, ms, settled } = await visit(baseEnv({ LASTMILE_HTTP: hung }), crypto.randomUUID());
     expectCompletePage(html);
     expect(blockItems(html)).toEqual([{ id: "p2", price: "£2.95" }]);
@@ -214,18 +222,12 @@ describe("the storefront Worker's blocks", () => {
     products = [{ id: "p2", title: "Candle", url: "/products/p2" }];
     const sent: string[] = [];
     // The collection API is briefly unavailable: its first two answers are 503 with Retry-After: 1.
-    const flaky = {
-      fetch: async (input: RequestInfo | URL, init?: RequestInit) => {
-        const request = new Request(input, init);
-        const { batch } = (await request.clone().json()) as { batch: Array<{ messageId: string }> };
-        sent.push(batch.map((e) => e.messageId).join(","));
-        if (sent.length <= 2) {
-          const error = { code: "dependency_unavailable", message: "a session object failed" };
-          return Response.json({ error }, { status: 503, headers: { "retry-after": "1" } });
-        }
-        return exports.default.fetch(request);
-      },
-    } as unknown as Fetcher;
+    const flaky = collectionSeeing((batch) => {
+      sent.push(batch.map((e) => e.messageId).join(","));
+      if (sent.length > 2) return undefined;
+      const error = { code: "dependency_unavailable", message: "a session object failed" };
+      return Response.json({ error }, { status: 503, headers: { "retry-after": "1" } });
+    });
     const aid = crypto.randomUUID();
     const { html, settled } = await visit(baseEnv({ LASTMILE_HTTP: flaky }), aid);
     expectCompletePage(html);
@@ -233,6 +235,35 @@ describe("the storefront Worker's blocks", () => {
     expect(sent).toHaveLength(4);
     expect(new Set(sent).size).toBe(2); // each batch sent twice, unchanged
     expect(await viewedOf(aid)).toEqual(["p1"]);
+  });
+});
+
+describe("the storefront Worker's events", () => {
+  it("sends no page, view or click events for a prefetch (Sec-Purpose: prefetch): the visitor may never see it", async () => {
+    pageHtml = page(pdp("p2"));
+    products = [{ id: "p2", title: "Candle", url: "/products/p2" }];
+    const sent: string[] = [];
+    const recording = collectionSeeing((batch) => {
+      sent.push(...batch.map((e) => e.event ?? e.type));
+      return undefined;
+    });
+    const load = async (headers: Record<string, string>) => {
+      const ctx = createExecutionContext();
+      const res = await storefront.fetch(
+        new Request(`${STORE}/products/p1?lm_rec=r1&lm_pos=1&lm_pl=home`, {
+          headers: { cookie: `lm_aid=${crypto.randomUUID()}`, ...headers },
+        }) as Request<unknown, IncomingRequestCfProperties>,
+        baseEnv({ LASTMILE_HTTP: recording }),
+        ctx,
+      );
+      const html = await res.text();
+      await waitOnExecutionContext(ctx);
+      return html;
+    };
+    expectCompletePage(await load({ "sec-purpose": "prefetch" }));
+    expect(sent).toEqual([]);
+    await load({});
+    expect(sent.sort()).toEqual(["Product Clicked", "Product Viewed", "page"]);
   });
 });
 

@@ -462,14 +462,14 @@ class PlacementHandler implements HTMLRewriterElementContentHandlers {
   readonly #env: StorefrontEnv;
   readonly #client: LastmileClient | null;
   readonly #visit: { anonymousId: string; request: Request };
-  readonly #track: (send: Promise<void>) => void;
+  readonly #track: (events: Json[]) => void;
   readonly #budget: RankingBudget;
 
   constructor(
     env: StorefrontEnv,
     client: LastmileClient | null,
     visit: { anonymousId: string; request: Request },
-    track: (send: Promise<void>) => void,
+    track: (events: Json[]) => void,
     budget: RankingBudget,
   ) {
     this.#env = env;
@@ -502,19 +502,17 @@ class PlacementHandler implements HTMLRewriterElementContentHandlers {
     if (placement === "pdp" && productId) {
       const price = Number(attribute(element, "data-price"));
       const category = attribute(element, "data-category");
-      this.#track(
-        sendEvents(this.#env, this.#visit.request, [
-          event(this.#visit, {
-            type: "track",
-            event: "Product Viewed",
-            properties: {
-              product_id: productId,
-              ...(category ? { category } : {}),
-              ...(Number.isFinite(price) && price > 0 ? { price } : {}),
-            },
-          }),
-        ]),
-      );
+      this.#track([
+        event(this.#visit, {
+          type: "track",
+          event: "Product Viewed",
+          properties: {
+            product_id: productId,
+            ...(category ? { category } : {}),
+            ...(Number.isFinite(price) && price > 0 ? { price } : {}),
+          },
+        }),
+      ]);
     }
 
     const params: RankParams = { anonymousId: this.#visit.anonymousId, limit, ...(productId ? { productId } : {}) };
@@ -584,8 +582,10 @@ export default {
       (origin.headers.get("content-type") ?? "").includes("text/html");
     if (!isPage) return withCookie(origin);
 
-    // The visit: a page event, and a click when the link came from a block.
+    // The visit: a page event, and a click when the link came from a block. A prefetch (Sec-Purpose: prefetch) is
+    // no visit: the visitor may never see the page.
     const visit = { anonymousId: visitor.id, request };
+    const prefetch = /prefetch/i.test(request.headers.get("sec-purpose") ?? request.headers.get("purpose") ?? "");
     const events: Json[] = [
       event(visit, {
         type: "page",
@@ -616,11 +616,13 @@ export default {
     // Every send is also under ctx.waitUntil as soon as it starts (Product Viewed starts while the page streams):
     // it completes even once the page is done, or the visitor gone.
     const pending: Promise<void>[] = [];
-    const track = (send: Promise<void>) => {
+    const track = (events: Json[]) => {
+      if (prefetch) return;
+      const send = sendEvents(env, request, events);
       pending.push(send);
       ctx.waitUntil(send);
     };
-    track(sendEvents(env, request, events));
+    track(events);
 
     const client = rankingClient(env);
     // One ranking budget for the whole page, shared by its blocks (they are filled one after another).
