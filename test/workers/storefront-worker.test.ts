@@ -355,12 +355,12 @@ describe("the storefront Worker's ranking deadline", () => {
 });
 
 describe("the storefront Worker's track proxy (POST /lastmile/v1/track)", () => {
-  type Options = { path?: string; headers?: Record<string, string>; storeEnv?: StorefrontEnv };
+  type Options = { path?: string; headers?: Record<string, string>; storeEnv?: StorefrontEnv; waitMs?: number };
 
-  /** The page's events through the proxy: its answer, or a note that none came within 2 s. */
+  /** The page's events through the proxy: its answer, or a note that none came within `waitMs` (2 s). */
   async function post(
     body: BodyInit,
-    { path = "track", headers = {}, storeEnv = baseEnv() }: Options = {},
+    { path = "track", headers = {}, storeEnv = baseEnv(), waitMs = 2000 }: Options = {},
   ): Promise<{ status: number; text: string; setCookie: string | null } | string> {
     const ctx = createExecutionContext();
     const answered = storefront
@@ -374,7 +374,7 @@ describe("the storefront Worker's track proxy (POST /lastmile/v1/track)", () => 
         ctx,
       )
       .then(async (res) => ({ status: res.status, text: await res.text(), setCookie: res.headers.get("set-cookie") }));
-    const timer = new Promise<string>((resolve) => setTimeout(() => resolve("no answer within 2 s"), 2000));
+    const timer = new Promise<string>((resolve) => setTimeout(() => resolve(`no answer within ${waitMs} ms`), waitMs));
     const outcome = await Promise.race([answered, timer]);
     await waitOnExecutionContext(ctx);
     return outcome;
@@ -412,5 +412,27 @@ describe("the storefront Worker's track proxy (POST /lastmile/v1/track)", () => 
       expect(JSON.parse((answer as { text: string }).text)).toMatchObject({ accepted: 1, rejected: [] });
       expect(await viewedOf(aid)).toEqual(["p9"]);
     }
+  });
+
+  it("answers 502 (JSON) when the collection API cannot be reached, and still sets a new visitor's cookie", async () => {
+    const down = { fetch: () => Promise.reject(new Error("connection refused")) } as unknown as Fetcher;
+    const body = JSON.stringify({ event: "Product Added", properties: { product_id: "p1" } });
+    const answer = await post(body, { storeEnv: baseEnv({ LASTMILE_HTTP: down }) });
+    expect(answer).toMatchObject({ status: 502, setCookie: expect.stringMatching(/^lm_aid=/) });
+    expect(JSON.parse((answer as { text: string }).text)).toMatchObject({ error: { code: "collection_unreachable" } });
+  });
+
+  it("answers 504 (JSON) when the collection API does not answer in time, instead of hanging", async () => {
+    // The collection API accepts the connection and answers only when the caller gives up.
+    const hung = {
+      fetch: (input: RequestInfo | URL, init?: RequestInit) => {
+        const { signal } = new Request(input, init);
+        return new Promise<Response>((_, reject) => signal.addEventListener("abort", () => reject(signal.reason)));
+      },
+    } as unknown as Fetcher;
+    const body = JSON.stringify({ event: "Product Added", properties: { product_id: "p1" } });
+    const answer = await post(body, { storeEnv: baseEnv({ LASTMILE_HTTP: hung }), waitMs: 5000 });
+    expect(answer).toMatchObject({ status: 504, setCookie: expect.stringMatching(/^lm_aid=/) });
+    expect(JSON.parse((answer as { text: string }).text)).toMatchObject({ error: { code: "collection_timeout" } });
   });
 });

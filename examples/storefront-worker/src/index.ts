@@ -42,6 +42,8 @@ const ANONYMOUS_ID_MAX_AGE_S = 365 * 24 * 3600;
 /** The collection paths the page may post to under /lastmile/v1/ (docs/collection.md). */
 const COLLECT_PATHS = new Set(["track", "page", "identify", "batch", "t", "p", "i", "b"]);
 const COLLECT_BODY_LIMIT = 64 * 1024;
+/** A page's events forwarded to the collection API give up after this long (504 to the page). */
+const FORWARD_TIMEOUT_MS = 3000;
 /** One attempt to send events gives up after this long (it goes on in the background past EVENTS_PAGE_WAIT_MS). */
 const EVENTS_TIMEOUT_MS = 1000;
 /**
@@ -289,13 +291,33 @@ async function forwardCollect(env: StorefrontEnv, request: Request, path: string
     ? { ...envelope, batch: envelope.batch.map(withId) }
     : withId(envelope);
   const headers = collectHeaders(env, request);
-  const response = await send(
-    new Request(`https://lastmile.internal/v1/${path}`, { method: "POST", headers, body: JSON.stringify(forwarded) }),
-  );
+  let response: Response;
+  try {
+    response = await send(
+      new Request(`https://lastmile.internal/v1/${path}`, {
+        method: "POST",
+        headers,
+        body: JSON.stringify(forwarded),
+        signal: AbortSignal.timeout(FORWARD_TIMEOUT_MS),
+      }),
+    );
+  } catch (error) {
+    return forwardFailed(error);
+  }
   return new Response(response.body, {
     status: response.status,
     headers: { "content-type": response.headers.get("content-type") ?? "application/json" },
   });
+}
+
+/** The page's answer when the collection API cannot be reached (502) or does not answer in time (504). */
+function forwardFailed(error: unknown): Response {
+  const timedOut = error instanceof Error && error.name === "TimeoutError";
+  const message = error instanceof Error ? error.message : String(error);
+  console.warn(`lastmile collect (forwarded): ${message}`);
+  const [status, code] = timedOut ? [504, "collection_timeout"] : [502, "collection_unreachable"];
+  const detail = timedOut ? `no answer within ${FORWARD_TIMEOUT_MS} ms` : "the collection API could not be reached";
+  return Response.json({ error: { code, message: detail } }, { status });
 }
 
 interface ProductInfo {
