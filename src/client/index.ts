@@ -153,9 +153,23 @@ export function withAttribution(href: string, attribution: Attribution): string 
   return `${path}${path.includes("?") ? "&" : "?"}${query.toString()}${hash}`;
 }
 
-/** The attribution of a request URL, or null when it carries none (or a malformed one). */
+/** The query of a URL, absolute or relative (`req.url` of a Node server); null when it is no URL. */
+function searchParamsOf(url: URL | string): URLSearchParams | null {
+  if (typeof url !== "string") return url.searchParams;
+  try {
+    return new URL(url, "http://relative.invalid").searchParams;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The attribution of a request URL (absolute, or relative as `withAttribution()` keeps a relative link), or null
+ * when it carries none, a malformed one, or is no URL.
+ */
 export function readAttribution(url: URL | string): Attribution | null {
-  const params = (typeof url === "string" ? new URL(url) : url).searchParams;
+  const params = searchParamsOf(url);
+  if (params === null) return null;
   const recId = params.get(ATTRIBUTION_PARAMS.recId);
   const position = Number(params.get(ATTRIBUTION_PARAMS.position));
   const placement = params.get(ATTRIBUTION_PARAMS.placement) ?? "";

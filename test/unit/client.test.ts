@@ -440,5 +440,12 @@ describe("attribution links", () => {
     expect(readAttribution("https://shop.example/products/1")).toBeNull();
     expect(readAttribution("https://shop.example/products/1?lm_rec=r&lm_pos=0&lm_pl=pdp")).toBeNull();
     expect(readAttribution("https://shop.example/products/1?lm_rec=r&lm_pos=x")).toBeNull();
+    expect(readAttribution("http://[::1/products/1?lm_rec=r&lm_pos=1&lm_pl=pdp")).toBeNull(); // no URL
+  });
+
+  it("reads back the attribution of a relative link (a Node server's req.url), as withAttribution wrote it", () => {
+    const a = { recId: "r1", position: 2, placement: "pdp" };
+    expect(readAttribution(withAttribution("/products/22086", a))).toEqual(a);
+    expect(readAttribution("/products/22086")).toBeNull();
   });
 });
