@@ -91,11 +91,21 @@ export function displayTitle(title: string): string {
 
 export const productPath = (id: string) => `/products/${encodeURIComponent(id)}`;
 
+/** Percent-decoded text, or null when it is not valid percent-encoding. */
+function decoded(text: string): string | null {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return null;
+  }
+}
+
+/** The cart's product ids; a cookie that is not valid percent-encoding is an empty cart. */
 function readCart(req: IncomingMessage): string[] {
   const cookie = req.headers.cookie ?? "";
   const match = new RegExp(`(?:^|;\\s*)${CART_COOKIE}=([^;]*)`).exec(cookie);
   if (!match?.[1]) return [];
-  return decodeURIComponent(match[1])
+  return (decoded(match[1]) ?? "")
     .split(",")
     .filter((id) => id.length > 0)
     .slice(0, MAX_CART_ITEMS);
@@ -287,7 +297,8 @@ ${placement("home", "Picked for you", fallbackFor([], 8))}
     }
     const productMatch = /^\/products\/([^/]+)$/.exec(path);
     if (req.method === "GET" && productMatch?.[1]) {
-      const product = products.get(decodeURIComponent(productMatch[1]));
+      const id = decoded(productMatch[1]);
+      const product = id === null ? undefined : products.get(id);
       if (!product) return notFound(res);
       const title = displayTitle(product.title);
       send(
