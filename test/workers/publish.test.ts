@@ -515,7 +515,12 @@ describe("shared keys against what the pointer serves", () => {
     await q("update catalog set in_stock = false, updated_at = now() where id = $1", [`${tag}-p1`]);
     let refuse = true;
     await refusePuts(stub, (key) => refuse && key === POINTER_KEY);
-    await expect(stub.pushCatalog({ schema })).rejects.toThrow(/429/); // version 2 spent, its shard written
+    // Awaited with catch: `expect(rpcPromise).rejects` leaves the RPC's own rejection unobserved (an unhandled error).
+    const refused = await stub.pushCatalog({ schema }).then(
+      () => null,
+      (error: unknown) => error,
+    );
+    expect(String(refused)).toMatch(/429/); // version 2 spent, its shard written
     refuse = false;
     await publish(); // nothing but the catalogue changed since version 1
     expect(await p1InStock(tag)).toMatchObject({ pointer: { version: 3, catalog: { version: 3 } }, inStock: false });
