@@ -7,7 +7,7 @@ import { DurableObject } from "cloudflare:workers";
 import type { CollectedEvent, RecordResult } from "../collect/event.ts";
 import { loadConfig } from "../config.ts";
 import { describeError, log } from "../log.ts";
-import { openRedis, type RedisSettings } from "../stores/redis.ts";
+import { type RedisSettings, withRedisDeadline } from "../stores/redis.ts";
 import { type Applied, applyEvents, assertOutboxRoom, newProfile } from "./apply.ts";
 import { isUserKey, type StitchTarget, stitchTargets } from "./identity.ts";
 import {
@@ -900,17 +900,11 @@ export class SessionState extends DurableObject<Env> {
         await this.#flushFailed("redis not configured", epoch);
         return;
       }
-      // A timer we clear ourselves: a pending AbortSignal.timeout() would keep the object busy (and billed)
-      // for the whole timeout after every flush.
-      const abort = new AbortController();
-      const timer = setTimeout(() => abort.abort(new Error("Redis flush timed out")), FLUSH_TIMEOUT_MS);
       try {
-        await pushToStream(openRedis({ ...settings, signal: abort.signal }), rows, this.clock());
+        await withRedisDeadline(settings, FLUSH_TIMEOUT_MS, (redis) => pushToStream(redis, rows, this.clock()));
       } catch (error) {
         await this.#flushFailed(describeError(error), epoch);
         return;
-      } finally {
-        clearTimeout(timer);
       }
       // Erased while we waited: the rows we sent no longer exist (and seqs may name new rows).
       if (epoch !== this.#epoch) return;
