@@ -40,7 +40,7 @@ import {
 } from "./consumer.ts";
 import { acquireLease, extendLease, LeaseLostError, releaseLease } from "./lease.ts";
 import { DEFAULT_RETRY, describeFailure, postgresError, type RetryPolicy, withRetry } from "./retry.ts";
-import { finishRun, recordSkippedRun, startRun } from "./runs.ts";
+import { closeAbandonedRuns, finishRun, recordSkippedRun, startRun } from "./runs.ts";
 import {
   type EventRow,
   type IdentityLink,
@@ -464,7 +464,9 @@ export async function runLoader(
   }
 
   try {
-    report.runId = await withRetry(() => startRun(db, run), retryOptions("run start"));
+    const lease = { name: leaseName, holder };
+    await closeAbandonedRuns(db, lease);
+    report.runId = await withRetry(() => startRun(db, run, lease), retryOptions("run start"));
     await withRetry(() => ensureGroup(redis, stream, group), retryOptions("XGROUP CREATE"));
 
     const consumerOf = (slot: number) => `${consumer}-${slot}`;

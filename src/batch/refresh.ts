@@ -22,7 +22,7 @@ import { type ComputeOptions, type ComputeReport, computeRecommendations } from 
 import { acquireLease, releaseLease } from "./lease.ts";
 import { type LoaderOptions, type LoadReport, runLoader } from "./loader.ts";
 import { describeFailure, withRetry } from "./retry.ts";
-import { finishRun, recordSkippedRun, startRun } from "./runs.ts";
+import { closeAbandonedRuns, finishRun, recordSkippedRun, startRun } from "./runs.ts";
 
 export const REFRESH_LEASE = "refresh";
 /**
@@ -135,8 +135,10 @@ export async function runRefresh(deps: RefreshDeps, options: RefreshOptions): Pr
     });
     return report;
   }
+  const lease = { name: REFRESH_LEASE, holder };
   try {
-    const runId = await retrying("run record", () => startRun(db, run));
+    await closeAbandonedRuns(db, lease);
+    const runId = await retrying("run record", () => startRun(db, run, lease));
     report.runId = runId;
     const failures: string[] = [];
 
@@ -156,7 +158,7 @@ export async function runRefresh(deps: RefreshDeps, options: RefreshOptions): Pr
       report.compute = { status: "skipped", reason };
       report.publish = { status: "skipped", reason };
     } else {
-      const computeRunId = await startRun(db, { kind: "compute", trigger: options.trigger, parentId: runId });
+      const computeRunId = await startRun(db, { kind: "compute", trigger: options.trigger, parentId: runId }, lease);
       let computed = false;
       try {
         const result = await computeRecommendations(db, options.compute ?? {});

@@ -307,8 +307,11 @@ export const popularItems = pgTable(
 
 export const BATCH_RUN_KINDS = ["refresh", "load", "compute", "publish"] as const;
 export const BATCH_RUN_TRIGGERS = ["cron", "admin"] as const;
-/** `skipped`: another run held the lease, so this one did nothing (runs never overlap). */
-export const BATCH_RUN_STATUSES = ["running", "ok", "failed", "skipped"] as const;
+/**
+ * `skipped`: another run held the lease, so this one did nothing (runs never overlap). `abandoned`: the run stopped
+ * without closing its row (its Worker was stopped or crashed); the next run that took its lease closed it.
+ */
+export const BATCH_RUN_STATUSES = ["running", "ok", "failed", "skipped", "abandoned"] as const;
 export type BatchRunKind = (typeof BATCH_RUN_KINDS)[number];
 export type BatchRunTrigger = (typeof BATCH_RUN_TRIGGERS)[number];
 export type BatchRunStatus = (typeof BATCH_RUN_STATUSES)[number];
@@ -329,11 +332,19 @@ export const batchRuns = pgTable(
     finishedAt: timestamp("finished_at", { withTimezone: true }),
     stats: jsonb("stats").$type<Record<string, unknown>>().notNull().default({}),
     error: text("error"),
+    /** The lease the run held (`refresh`, `loader`); null for runs that hold none (publish, skipped runs). */
+    lease: text("lease"),
+    /** The run's lease holder id: a retried start finds its row by it, and a later holder closes it if abandoned. */
+    holder: text("holder"),
   },
   (t) => [
     // "The last N runs of kind X" (admin status, freshness).
     index("batch_runs_kind_started_idx").on(t.kind, t.startedAt),
     index("batch_runs_parent_idx").on(t.parentId),
+    // One row per run and kind: a start retried after a lost answer gets the row it inserted.
+    uniqueIndex("batch_runs_holder_kind_idx").on(t.holder, t.kind).where(sql`${t.holder} is not null`),
+    // The rows a new lease holder closes when their run never finished.
+    index("batch_runs_running_lease_idx").on(t.lease).where(sql`${t.status} = 'running'`),
     check("batch_runs_kind_check", oneOf(t.kind, BATCH_RUN_KINDS)),
     check("batch_runs_trigger_check", oneOf(t.trigger, BATCH_RUN_TRIGGERS)),
     check("batch_runs_status_check", oneOf(t.status, BATCH_RUN_STATUSES)),
