@@ -6,6 +6,7 @@
 // version numbers of the versioned admin documents (nextDocVersion).
 // docs/publishing.md.
 import { DurableObject } from "cloudflare:workers";
+import { describeFailure } from "../batch/retry.ts";
 import { finishRun, startRun } from "../batch/runs.ts";
 import { loadConfig } from "../config.ts";
 import { describeError, log } from "../log.ts";
@@ -28,6 +29,8 @@ import { catalogRows, catalogWatermark, markModelsPublished, publishedHashes, re
 
 /** The coordinator's name: one per deployment (one KV namespace, one pointer). */
 export const COORDINATOR_NAME = "global";
+
+type Db = ReturnType<typeof openDb>["db"];
 /** Storage keys of the version counters of the versioned admin documents (nextDocVersion), one per document key. */
 export const DOC_VERSION_PREFIX = "docVersion:";
 /**
@@ -51,6 +54,19 @@ export const PRODUCTION_SETTLE_MS = 60_000;
 export const MAX_JOB_FAILURES = 5;
 /** Versions remembered for the admin API and rollback. */
 export const PUBLISHED_HISTORY = 50;
+/** Run records kept for a later write when Postgres refused them as their run ended (oldest dropped past this). */
+export const MAX_OWED_RUN_RECORDS = 100;
+/** Storage key of the owed run records: apart from `state`, which callers hold and write back as a whole. */
+const OWED_RUNS_KEY = "owedRuns";
+
+/** A publish's batch_runs outcome Postgres refused when the run ended: written at the next alarm, start or push. */
+export interface OwedRunRecord {
+  schema?: string | undefined;
+  runId: number;
+  status: "ok" | "failed";
+  stats: Record<string, unknown>;
+  error?: string | undefined;
+}
 
 export interface PublishedVersion {
   version: number;
@@ -250,6 +266,7 @@ export class PublishCoordinator extends DurableObject<Env> {
     if (running) return { status: "busy", version: running.version, runId: running.runId };
     const database = this.#database();
     if (!database) return { status: "not_configured" };
+    await this.#recordOwedRuns();
     const schema = validSchema(request.schema);
     const { db, end } = openDb(database, schema);
     let runId: number;
@@ -284,9 +301,48 @@ export class PublishCoordinator extends DurableObject<Env> {
   /** A publish step when a job is running; otherwise the garbage sweep (each alarm has one KV budget). */
   override async alarm(): Promise<void> {
     await this.#exclusive(async () => {
+      await this.#recordOwedRuns();
       if (await this.#job()) await this.#runAlarm();
       else await this.#sweep();
     });
+  }
+
+  /**
+   * Closes a run's batch_runs row. When Postgres refuses (the run itself is over: its pointer served, or the job given
+   * up), the outcome is kept and written by the next alarm, start or push, so the row does not stay `running`.
+   */
+  async #closeRun(db: Db, record: OwedRunRecord, error: unknown, failure: string): Promise<void> {
+    try {
+      await finishRun(db, record.runId, record.status, record.stats, error);
+    } catch (refused) {
+      log("error", failure, { runId: record.runId, error: describeError(refused) });
+      const owed = (await this.ctx.storage.get<OwedRunRecord[]>(OWED_RUNS_KEY)) ?? [];
+      const kept = { ...record, ...(error === undefined ? {} : { error: describeFailure(error) }) };
+      await this.ctx.storage.put(OWED_RUNS_KEY, [...owed, kept].slice(-MAX_OWED_RUN_RECORDS));
+    }
+  }
+
+  /** Writes the run records Postgres refused earlier (closeRun); those it refuses again wait for the next chance. */
+  async #recordOwedRuns(): Promise<void> {
+    const owed = (await this.ctx.storage.get<OwedRunRecord[]>(OWED_RUNS_KEY)) ?? [];
+    const database = this.#database();
+    if (owed.length === 0 || !database) return;
+    let recorded = 0;
+    for (const record of owed) {
+      const { db, end } = openDb(database, record.schema);
+      try {
+        await finishRun(db, record.runId, record.status, record.stats, record.error);
+        recorded++;
+      } catch {
+        break; // Postgres still refuses: the rest wait too, instead of each meeting the same failure.
+      } finally {
+        await end();
+      }
+    }
+    const left = owed.slice(recorded);
+    if (left.length > 0) await this.ctx.storage.put(OWED_RUNS_KEY, left);
+    else await this.ctx.storage.delete(OWED_RUNS_KEY);
+    if (recorded > 0) log("info", "publish: recorded the runs Postgres refused earlier", { recorded });
   }
 
   /**
@@ -386,12 +442,8 @@ export class PublishCoordinator extends DurableObject<Env> {
         );
       }
       if (job.runId !== null) {
-        await finishRun(opened.db, job.runId, "ok", stats).catch((error) =>
-          log("error", "publish: finished, but its run could not be recorded", {
-            runId: job.runId,
-            error: describeError(error),
-          }),
-        );
+        const record = { schema: job.schema, runId: job.runId, status: "ok" as const, stats };
+        await this.#closeRun(opened.db, record, undefined, "publish: finished, but its run could not be recorded yet");
       }
       log("info", "publish: finished", { runId: job.runId, ...stats });
     } catch (error) {
@@ -439,7 +491,8 @@ export class PublishCoordinator extends DurableObject<Env> {
       await this.ctx.storage.delete("job");
       await this.#rearmSweep(state).catch(() => {});
       if (job.runId !== null && opened) {
-        await finishRun(opened.db, job.runId, "failed", { ...job.stats }, error).catch(() => {});
+        const record = { schema: job.schema, runId: job.runId, status: "failed" as const, stats: { ...job.stats } };
+        await this.#closeRun(opened.db, record, error, "publish: given up, and its run could not be recorded yet");
       }
     } finally {
       await opened?.end();
@@ -500,13 +553,16 @@ export class PublishCoordinator extends DurableObject<Env> {
     return this.#exclusive(async () => {
       const job = await this.#job();
       if (job) return { status: "queued", version: job.version } as const;
+      await this.#recordOwedRuns();
       const state = await this.#state();
-      const { db, end } = openDb(database, validSchema(request.schema));
+      const schema = validSchema(request.schema);
+      const { db, end } = openDb(database, schema);
       try {
         const runId = await startRun(db, { kind: "publish", trigger: request.trigger ?? "admin" });
         // A push that fails after this point is recorded as failed, not left `running`.
-        return await this.#push(db, runId, state).catch(async (error: unknown) => {
-          await finishRun(db, runId, "failed", { catalogPush: true }, error).catch(() => {});
+        return await this.#push(db, schema, runId, state).catch(async (error: unknown) => {
+          const record = { schema, runId, status: "failed" as const, stats: { catalogPush: true } };
+          await this.#closeRun(db, record, error, "catalogue push: failed, and its run could not be recorded yet");
           throw error;
         });
       } finally {
@@ -516,7 +572,7 @@ export class PublishCoordinator extends DurableObject<Env> {
   }
 
   /** The catalogue push of `runId`: shipped as a new version, or `unchanged` when the served pointer has that build. */
-  async #push(db: ReturnType<typeof openDb>["db"], runId: number, state: CoordinatorState): Promise<PushResult> {
+  async #push(db: Db, schema: string | undefined, runId: number, state: CoordinatorState): Promise<PushResult> {
     const watermark = await catalogWatermark(db);
     const built = await buildCatalog(await catalogRows(db));
     const previous = (await publishedHashes(db, [CATALOG_RECORD])).get(CATALOG_RECORD);
@@ -583,8 +639,12 @@ export class PublishCoordinator extends DurableObject<Env> {
       recordPublished(db, [{ key: CATALOG_RECORD, hash: built.hash }], version),
     );
     await bookkeeping("its catalogue watermark could not be saved", () => saveCatalogWatermark(db, watermark));
-    await bookkeeping("its run could not be recorded", () =>
-      finishRun(db, runId, "ok", { catalogPush: true, version, keysWritten, items: built.manifestItems }),
+    const stats = { catalogPush: true, version, keysWritten, items: built.manifestItems };
+    await this.#closeRun(
+      db,
+      { schema, runId, status: "ok", stats },
+      undefined,
+      "catalogue push: served, but its run could not be recorded yet",
     );
     return { status: "published", version, pointer, runId, keysWritten } as const;
   }

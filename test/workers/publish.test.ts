@@ -1121,6 +1121,44 @@ describe("publish across invocations", () => {
     expect(await p1InStock(tag)).toMatchObject({ pointer: { version: 3 }, inStock: false });
   });
 
+  it("a publish whose run record Postgres refuses after its pointer is recorded `ok` at the next start, not left running", async () => {
+    const { schema, q, stub, publish, tag } = await setup("pub");
+    await seed(q, tag);
+    // Every `ok` update of a batch_runs row fails while the flag is set: Postgres refuses the run's record.
+    await q(`create table "${schema}".refuse_ok (on_ boolean)`);
+    await q(`insert into "${schema}".refuse_ok values (true)`);
+    await q(`create function "${schema}".refuse_ok() returns trigger language plpgsql as $$
+      begin
+        if new.status = 'ok' and (select on_ from "${schema}".refuse_ok) then raise exception 'refused'; end if;
+        return new;
+      end $$`);
+    await q(
+      `create trigger refuse_ok before update on "${schema}".batch_runs for each row execute function "${schema}".refuse_ok()`,
+    );
+    const first = await publish(); // v1: served, its record refused
+    const runOf = async (id: number | null) =>
+      (
+        await q<{ status: string; keys: number | null }>(
+          "select status, (stats ->> 'keysWritten')::int as keys from batch_runs where id = $1",
+          [id],
+        )
+      )[0];
+    const runId = (started: Awaited<ReturnType<typeof publish>>) =>
+      started.status === "started" ? started.runId : null;
+    expect((await runOf(runId(first)))?.status).toBe("running");
+    // The next start meets a working Postgres: the owed record is written before the new run's row.
+    await q(`update "${schema}".refuse_ok set on_ = false`);
+    await q("update user_candidates set scores[1] = scores[1] + 1 where user_key = $1", [`u:${tag}-alice`]);
+    const second = await publish();
+    const versions = (await stub.status()).versions;
+    expect(versions.map((v) => v.version)).toEqual([2, 1]);
+    const run1 = await runOf(runId(first));
+    const run2 = await runOf(runId(second));
+    expect(run1?.status).toBe("ok");
+    expect(run1?.keys).toBeGreaterThan(0);
+    expect(run2?.status).toBe("ok");
+  });
+
   it("a publish whose run record fails after its pointer is recorded once in the versions history", async () => {
     const { schema, q, stub, publish, tag } = await setup("pub");
     await seed(q, tag);
