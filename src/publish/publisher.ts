@@ -115,8 +115,11 @@ export interface PublishJob {
   stats: JobStats;
   /** `u:<userKey>` keys of users erased while a step wrote them, still to delete (the KV budget ran out). */
   erasedKeys?: string[];
-  /** The erasure sweep after the stable phases: its snapshot, saved once its keys are deleted. */
-  erasureSweep?: { snapshot: string; saved: boolean };
+  /**
+   * The erasure sweep after the stable phases: the snapshot of its first page, saved once every page's keys are
+   * deleted; `next`: the cursor of the page still to read (absent once the last page was read).
+   */
+  erasureSweep?: { snapshot: string; saved: boolean; next?: string };
   /** A stable step put keys (some may have been written, recorded or not): set, and saved, before its puts. */
   stableWritesAttempted?: boolean;
 }
@@ -378,16 +381,23 @@ export async function advance(s: Step): Promise<Outcome> {
     await s.onProgress?.(job);
   }
   // Keys a step of this or an earlier job wrote for a user erased meanwhile, if the step died before it deleted
-  // them again: found through erased_users, since nothing else records them.
-  if (!job.erasureSweep) {
-    const sweep = await erasedUnpublishedUserKeys(s.db);
-    job.erasureSweep = { snapshot: sweep.snapshot, saved: false };
-    job.erasedKeys = [...(job.erasedKeys ?? []), ...sweep.keys];
-    job.stats.swept = sweep.keys.length;
+  // them again: found through erased_users, since nothing else records them. One page of users at a time, each
+  // page's keys deleted before the next is read: the job (saved after each step) holds at most a page of keys,
+  // however many users were erased since the last sweep.
+  while (!job.erasureSweep || job.erasureSweep.next !== undefined) {
+    if (s.now() > deadline) return { kind: "continue", delayMs: 0 };
+    const page = await erasedUnpublishedUserKeys(s.db, job.erasureSweep?.next ?? null);
+    job.erasureSweep = {
+      snapshot: job.erasureSweep?.snapshot ?? page.snapshot,
+      saved: false,
+      ...(page.next === null ? {} : { next: page.next }),
+    };
+    job.erasedKeys = [...(job.erasedKeys ?? []), ...page.keys];
+    job.stats.swept = (job.stats.swept ?? 0) + page.keys.length;
     await s.onProgress?.(job);
-    await deleteErasedKeys(s);
+    // Erased users' keys the KV budget left: the next alarm deletes them, then reads the next page.
+    if (!(await deleteErasedKeys(s))) return { kind: "continue", delayMs: 0 };
   }
-  // Erased users' keys the KV budget left: the next alarm deletes them.
   if (job.erasedKeys?.length) return { kind: "continue", delayMs: 0 };
   if (!job.erasureSweep.saved) {
     await saveErasureSweep(s.db, job.erasureSweep.snapshot);

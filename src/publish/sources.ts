@@ -323,28 +323,41 @@ export async function recordPublishedUsers(
 /** sync_state row with the snapshot of the last completed erasure sweep (erasedUnpublishedUserKeys). */
 export const ERASURE_SWEEP_STATE = "publish.erasure_sweep";
 
+/** Erased users read per page of the sweep: a page's keys are kept in the job until deleted (a bounded value). */
+export const ERASURE_SWEEP_PAGE = 1000;
+
 /**
  * `u:<userKey>` KV keys to delete again: those of users whose erasure committed after the last completed sweep
  * (the day before, when none is recorded) and who have no published-key record. A step that wrote such a key and
  * was cut off before it deleted it (the alarm died between its record transaction and its deletes) left the key
  * behind with nothing in Postgres to find it by; a user erased and published again since has a record and keeps
- * the key. Returns the keys and the snapshot to save once they are deleted (saveErasureSweep).
+ * the key. One page of at most `limit` users in user_key order after `after`: `next` is the cursor of the next page
+ * (null after the last one), `snapshot` the one to save once every page's keys are deleted (saveErasureSweep).
  */
-export async function erasedUnpublishedUserKeys(db: Executor): Promise<{ keys: string[]; snapshot: string }> {
+export async function erasedUnpublishedUserKeys(
+  db: Executor,
+  after: string | null = null,
+  limit = ERASURE_SWEEP_PAGE,
+): Promise<{ keys: string[]; snapshot: string; next: string | null }> {
   const [row] = await rows(
     db,
     sql`
-    with previous as (select value ->> 'snapshot' as snapshot from ${syncState} where name = ${ERASURE_SWEEP_STATE})
+    with previous as (select value ->> 'snapshot' as snapshot from ${syncState} where name = ${ERASURE_SWEEP_STATE}),
+    page as (
+      select e.user_key from ${erasedUsers} e
+      where case when (select snapshot from previous) is null then e.erased_at > now() - interval '1 day'
+                 else not pg_visible_in_snapshot(e.erased_xid, (select snapshot from previous)::pg_snapshot) end
+        and not exists (select 1 from ${publishedKeys} p where p.key = ${USER_PREFIX} || e.user_key)
+        and (${after}::text is null or e.user_key > ${after}::text)
+      order by e.user_key
+      limit ${limit})
     select pg_current_snapshot()::text as snapshot,
-      array(
-        select ${USER_PREFIX} || e.user_key from ${erasedUsers} e
-        where case when (select snapshot from previous) is null then e.erased_at > now() - interval '1 day'
-                   else not pg_visible_in_snapshot(e.erased_xid, (select snapshot from previous)::pg_snapshot) end
-          and not exists (select 1 from ${publishedKeys} p where p.key = ${USER_PREFIX} || e.user_key)
-        order by e.user_key) as keys`,
+      array(select user_key from page order by user_key) as user_keys`,
   );
-  const keys = ((row?.keys as string[] | undefined) ?? []).filter(fitsKvKey);
-  return { keys, snapshot: String(row?.snapshot) };
+  const userKeys = (row?.user_keys as string[] | undefined) ?? [];
+  const keys = userKeys.map((k) => `${USER_PREFIX}${k}`).filter(fitsKvKey);
+  const next = userKeys.length >= limit ? (userKeys.at(-1) ?? null) : null;
+  return { keys, snapshot: String(row?.snapshot), next };
 }
 
 export async function saveErasureSweep(db: Executor, snapshot: string): Promise<void> {

@@ -21,6 +21,7 @@ import type { PublishCoordinator, PushResult } from "../../src/publish/coordinat
 import { openDb } from "../../src/publish/db.ts";
 import { catalogShardKey, itemListKey, POINTER_KEY, popularListKey, userListKey } from "../../src/publish/keys.ts";
 import { KV_MIN_WRITE_INTERVAL_MS, KV_OPS_PER_INVOCATION } from "../../src/publish/kv-budget.ts";
+import { ERASURE_SWEEP_PAGE } from "../../src/publish/sources.ts";
 import { openClient } from "../../src/stores/db.ts";
 import {
   coordinator,
@@ -863,6 +864,42 @@ describe("erasure against the publish", () => {
       swept: runs.map((r) => r.stats.swept),
       bob: decodeUserList(await kv().get(userListKey(bob)), pointer?.version ?? 0)?.items[0]?.score,
     }).toEqual({ swept: [0, 1, 0, 0], bob: 2.5 });
+  });
+
+  it("sweeps a mass erasure page by page: the saved job never holds more than a page of keys, and every key goes", {
+    timeout: 60_000,
+  }, async () => {
+    const { schema, q, stub, tag } = await setup("erase");
+    await seed(q, tag);
+    const erased = 2 * ERASURE_SWEEP_PAGE + 500;
+    await q(
+      `insert into erased_users (user_key, subject, erased_at)
+         select $1 || lpad(n::text, 5, '0'), $1 || lpad(n::text, 5, '0'), now() - interval '1 hour'
+         from generate_series(1, $2::int) n`,
+      [`${tag}-gone-`, erased],
+    );
+    // Keys left behind by steps that died before deleting them again: the first, a middle and the last user's.
+    const left = [1, ERASURE_SWEEP_PAGE + 1, erased].map((n) =>
+      userListKey(`${tag}-gone-${String(n).padStart(5, "0")}`),
+    );
+    for (const key of left) await kv().put(key, "stale");
+    const started = await stub.start({ trigger: "admin", schema, settleMs: 0 });
+    expect(started.status).toBe("started");
+    let largest = 0;
+    for (let alarms = 0; alarms < 40 && (await stub.status()).job; alarms++) {
+      await runDurableObjectAlarm(stub);
+      const held = await runInDurableObject(stub, async (_: PublishCoordinator, state) => {
+        return (await state.storage.get<{ erasedKeys?: string[] }>("job"))?.erasedKeys?.length ?? 0;
+      });
+      largest = Math.max(largest, held);
+    }
+    expect((await stub.status()).job).toBeNull();
+    expect(largest).toBeLessThanOrEqual(ERASURE_SWEEP_PAGE);
+    expect(await Promise.all(left.map((key) => kv().get(key)))).toEqual([null, null, null]);
+    const [run] = await q<{ swept: number }>(
+      "select (stats ->> 'swept')::int as swept from batch_runs where kind = 'publish' order by id desc limit 1",
+    );
+    expect(run?.swept).toBe(erased);
   });
 
   it("never publishes an erased user's list built from data read before the erasure", async () => {
