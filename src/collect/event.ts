@@ -51,10 +51,23 @@ export function userKey(event: Pick<CollectedEvent, "userId" | "anonymousId">): 
 
 /** What a SessionState object reports for the events of one `record` call. */
 export interface RecordResult {
-  /** Events newly applied to the session (and queued for the warehouse). */
+  /**
+   * Events newly applied to the session (and queued for the warehouse), and those an earlier call under the same
+   * `attempt` applied (a retried hand-off whose first answer was lost: applied once, counted as that call counted them).
+   */
   accepted: number;
-  /** Events whose messageId this user already had within the dedupe window: no second effect. */
+  /** Events whose messageId this user already had within the dedupe window from another call: no second effect. */
   duplicates: number;
   /** Events of a suppressed user (docs/privacy.md): answered, not stored. Absent when none. */
   suppressed?: number;
+}
+
+/** The options of a `record` call. */
+export interface RecordOptions {
+  /**
+   * The hand-off's token: one per request and user, the same on the retry of a failed call (src/collect/handoff.ts).
+   * An id a call under the same token stored is answered as `accepted` again, not as a duplicate (nothing is applied
+   * twice). At most ATTEMPT_MAX_CHARS characters (src/session/limits.ts).
+   */
+  attempt?: string;
 }

@@ -2,14 +2,16 @@
 // all users in parallel, each user's events in request order. The request is acknowledged only when every call
 // returned (the object is the durable write-ahead point). Failure policy (docs/collection.md#hand-off):
 //   - an overloaded object (`overloaded === true`) is not retried: more calls would only deepen the overload;
-//   - a transient error (`retryable === true`) is retried once, on a fresh stub (a stub that threw may be broken);
-//   - if any user still fails, the whole request answers 503 and the client retries the batch; the users that
-//     did succeed see the same messageIds again and count them as duplicates.
+//   - a transient error (`retryable === true`) is retried once, on a fresh stub (a stub that threw may be broken),
+//     under the same attempt token: a first call that stored the events but lost its answer leaves them seen under
+//     that token, and the retry counts them as accepted, not as duplicates;
+//   - if any user still fails, the whole request answers 503 and the client retries the batch; that is another
+//     request, with other tokens, so the users that did succeed count the same messageIds as duplicates.
 import { ApiError } from "../errors.ts";
-import { type CollectedEvent, type RecordResult, userKey } from "./event.ts";
+import { type CollectedEvent, type RecordOptions, type RecordResult, userKey } from "./event.ts";
 
 export interface SessionRecorder {
-  record(userKey: string, events: CollectedEvent[]): Promise<RecordResult>;
+  record(userKey: string, events: CollectedEvent[], options?: RecordOptions): Promise<RecordResult>;
 }
 
 /** Seconds a client should wait before retrying after a failed hand-off. Segment's clients back off on their own. */
@@ -38,11 +40,13 @@ async function recordOne(
   key: string,
   events: CollectedEvent[],
 ): Promise<RecordResult> {
+  // One token per request and user, the same on the retry.
+  const options: RecordOptions = { attempt: crypto.randomUUID() };
   try {
-    return await stubFor(key).record(key, events);
+    return await stubFor(key).record(key, events, options);
   } catch (error) {
     if (flag(error, "overloaded") || !flag(error, "retryable")) throw error;
-    return await stubFor(key).record(key, events);
+    return await stubFor(key).record(key, events, options);
   }
 }
 

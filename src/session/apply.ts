@@ -48,6 +48,8 @@ export interface ApplyDeps {
    * merge): it is not refused now that part of it is applied.
    */
   outboxChecked?: boolean;
+  /** The call's hand-off token (RecordOptions.attempt), stored with each id it records; null: none. */
+  attempt?: string | null;
 }
 
 /** Throws OutboxFullError when `count` more events would take the outbox past OUTBOX_MAX_ROWS. */
@@ -61,6 +63,8 @@ export function assertOutboxRoom(store: SessionStore, count: number): void {
 /** What a call changed, for the caller's alarm bookkeeping (no second read of the profile and the outbox). */
 export interface Applied {
   result: RecordResult;
+  /** Events this call applied (`result.accepted` less those an earlier call under the same attempt applied). */
+  newEvents: number;
   profile: Profile;
   outbox: { pending: number; oldestAt: number | null };
 }
@@ -82,9 +86,19 @@ export function applyEvents(
     .map((event, i) => ({ event, at: eventTime(event, now), i }))
     .sort((a, b) => a.at - b.at || a.i - b.i);
   let accepted = 0;
+  let newEvents = 0;
   let duplicates = 0;
   // One insert for the whole batch tells which ids are new; an id repeated inside the batch is new once.
-  const fresh = store.claimSeen(ordered.map((o) => ({ messageId: o.event.messageId, at: now })));
+  const attempt = deps.attempt ?? null;
+  const ids = ordered.map((o) => o.event.messageId);
+  const fresh = store.claimSeen(ids, now, attempt);
+  // Ids already seen under this call's attempt were stored by an earlier call of the same hand-off whose answer was
+  // lost: counted as accepted again (once per id, as that call counted them), applied nothing. Read only when some id
+  // was not new, so a call without duplicates runs no statement for it.
+  const again =
+    attempt !== null && fresh.size < ids.length
+      ? store.seenUnder(attempt, [...new Set(ids.filter((id) => !fresh.has(id)))])
+      : new Set<string>();
   const interpreted = ordered.map(({ event }) => interpret(event));
   // Every affinity row and recent item the batch may touch is read up front (one statement per chunk of keys),
   // changed in memory, and written back at the end (one multi-row statement per chunk), however many events touch
@@ -97,10 +111,12 @@ export function applyEvents(
   const outbox: Omit<OutboxRow, "seq">[] = [];
   for (const [index, { event, at }] of ordered.entries()) {
     if (!fresh.delete(event.messageId)) {
-      duplicates++;
+      if (again.delete(event.messageId)) accepted++;
+      else duplicates++;
       continue;
     }
     accepted++;
+    newEvents++;
 
     const placement = place(profile.session, at, deps.newSessionId);
     if (placement.kind === "started") scores.clear("session");
@@ -133,12 +149,13 @@ export function applyEvents(
   scores.write();
   recent.write();
   profile.duplicates += duplicates;
-  if (accepted > 0) profile.lastActiveAt = now;
+  if (newEvents > 0) profile.lastActiveAt = now;
   store.saveProfile(profile);
   store.pruneSeen(now - SEEN_WINDOW_MS);
   store.compact();
   return {
     result: { accepted, duplicates },
+    newEvents,
     profile,
     outbox: { pending: before.pending + outbox.length, oldestAt: before.oldestAt ?? (outbox.length > 0 ? now : null) },
   };

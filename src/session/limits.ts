@@ -81,6 +81,12 @@ export const MERGE_BUSY_ATTEMPTS = 4;
 export const MERGE_BUSY_WAIT_MS = 20;
 export const MERGE_BUSY_WAIT_RATIO = 5;
 
+/**
+ * The longest hand-off token `record` takes (`RecordOptions.attempt`); it is stored with every id the call records. The
+ * Worker's are UUIDs (36 characters).
+ */
+export const ATTEMPT_MAX_CHARS = 64;
+
 /** Field caps, so one odd event cannot bloat a row. */
 export const MAX_TAGS_PER_PRODUCT = 8;
 export const MAX_TOKEN_VALUE_CHARS = 100;

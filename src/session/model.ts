@@ -40,6 +40,11 @@ export interface MergedRow {
 export interface SeenRow {
   messageId: string;
   at: number;
+  /**
+   * The hand-off token of the record call that stored the id, kept through a merge so that the same call retried
+   * against the merged user still finds it (absent: none given, or handed over by an earlier version).
+   */
+  attempt?: string;
 }
 
 /** Everything a user's state consists of, except the outbox (which each object drains itself). */

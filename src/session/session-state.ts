@@ -4,13 +4,14 @@
 // the Redis stream afterwards, off the acknowledgement path. Callers use RPC methods, never fetch routing.
 // docs/session.md describes the state, its bounds, the merge semantics and the stream format.
 import { DurableObject } from "cloudflare:workers";
-import type { CollectedEvent, RecordResult } from "../collect/event.ts";
+import type { CollectedEvent, RecordOptions, RecordResult } from "../collect/event.ts";
 import { loadConfig } from "../config.ts";
 import { describeError, log } from "../log.ts";
 import { type RedisSettings, withRedisDeadline } from "../stores/redis.ts";
 import { type Applied, applyEvents, assertOutboxRoom, newProfile } from "./apply.ts";
 import { isUserKey, type StitchTarget, stitchTargets } from "./identity.ts";
 import {
+  ATTEMPT_MAX_CHARS,
   FORWARD_MAX_HOPS,
   FORWARD_MAX_ROUNDS,
   MERGE_BUSY_ATTEMPTS,
@@ -160,24 +161,34 @@ export class SessionState extends DurableObject<Env> {
   /**
    * Records one user's events of an incoming batch (call it once per distinct `userKey(event)` per batch).
    * Durable when it returns. Throws on a bad key, on a key that does not match this object, and with
-   * `OutboxFullError` when Redis has been unreachable so long that the outbox is full (retry later).
+   * `OutboxFullError` when Redis has been unreachable so long that the outbox is full (retry later). `attempt`: the
+   * hand-off's token, the same on its retry; ids a call under it stored count as accepted again (RecordOptions).
    */
-  async record(userKey: string, events: CollectedEvent[]): Promise<RecordResult> {
+  async record(userKey: string, events: CollectedEvent[], options?: RecordOptions): Promise<RecordResult> {
+    const attempt = attemptOf(options?.attempt);
     const {
       owner: _owner,
       unfinished: _unfinished,
       ...result
-    } = await this.#mutating(() => this.#record(userKey, events, 0, false));
+    } = await this.#mutating(() => this.#record(userKey, events, 0, false, attempt));
     return result;
   }
 
   /**
    * Internal: `record` forwarded from an object that was merged into this one, `hops` objects down the chain. With
    * `resumable` (callers that understand `unfinished`) an object that would forward past FORWARD_MAX_HOPS answers
-   * `unfinished` instead of failing, and the first object of the chain relays again from there.
+   * `unfinished` instead of failing, and the first object of the chain relays again from there. `attempt`: the
+   * record's hand-off token (absent from an object of an older version: the events are recorded without one).
    */
-  async relay(userKey: string, events: CollectedEvent[], hops: number, resumable = false): Promise<Relayed> {
-    return this.#mutating(() => this.#record(userKey, events, hops, resumable === true));
+  async relay(
+    userKey: string,
+    events: CollectedEvent[],
+    hops: number,
+    resumable = false,
+    attempt?: string,
+  ): Promise<Relayed> {
+    const token = attemptOf(attempt);
+    return this.#mutating(() => this.#record(userKey, events, hops, resumable === true, token));
   }
 
   /** Runs a method that may change the state: the in-memory read model is dropped before and after it. */
@@ -518,10 +529,16 @@ export class SessionState extends DurableObject<Env> {
 
   // ---- record -------------------------------------------------------------------------------------------------
 
-  async #record(userKey: string, events: CollectedEvent[], hops: number, resumable: boolean): Promise<Relayed> {
+  async #record(
+    userKey: string,
+    events: CollectedEvent[],
+    hops: number,
+    resumable: boolean,
+    attempt: string | null,
+  ): Promise<Relayed> {
     this.#recording++;
     try {
-      const result = await this.#recordEvents(userKey, events, hops, resumable);
+      const result = await this.#recordEvents(userKey, events, hops, resumable, attempt);
       return "owner" in result ? result : { ...result, owner: userKey };
     } finally {
       this.#recording--;
@@ -533,6 +550,7 @@ export class SessionState extends DurableObject<Env> {
     events: CollectedEvent[],
     hops: number,
     resumable: boolean,
+    attempt: string | null,
   ): Promise<RecordResult | Relayed> {
     assertKey(userKey);
     if (!Array.isArray(events)) throw new TypeError("record: events must be an array");
@@ -544,7 +562,7 @@ export class SessionState extends DurableObject<Env> {
     if (existing) this.#assertOwnKey(existing.userKey, userKey);
     if (events.length === 0) return { accepted: 0, duplicates: 0 };
     if (this.#suppressedSince() !== null) return this.#suppress(userKey, events);
-    if (existing?.mergedInto) return this.#forward(existing.mergedInto, events, hops, resumable);
+    if (existing?.mergedInto) return this.#forward(existing.mergedInto, events, hops, resumable, attempt);
 
     // Every hand-over of this call belongs to the state as it was now: an erasure meanwhile ends them (#absorb).
     const epoch = this.#epoch;
@@ -563,7 +581,7 @@ export class SessionState extends DurableObject<Env> {
     if (stitched && this.#suppressedSince() !== null) return this.#suppress(userKey, events);
     // A merge of *this* object into another may have happened while we awaited.
     const current = stitched ? this.#store.profile() : existing;
-    if (current?.mergedInto) return this.#forward(current.mergedInto, events, hops, resumable);
+    if (current?.mergedInto) return this.#forward(current.mergedInto, events, hops, resumable, attempt);
 
     const now = this.clock();
     const applied = this.ctx.storage.transactionSync(() => {
@@ -574,6 +592,7 @@ export class SessionState extends DurableObject<Env> {
           profile: current,
           // Checked before the merge: refusing the events now would leave the merge applied without them.
           outboxChecked: stitched,
+          attempt,
         });
       } catch (error) {
         this.#store.invalidateCounts();
@@ -581,7 +600,7 @@ export class SessionState extends DurableObject<Env> {
       }
     });
     // The alarm drains the outbox shortly after (OUTBOX_FLUSH_DELAY_MS), or at the retry time after a failure.
-    if (applied.result.accepted > 0) await this.#schedule(false, applied);
+    if (applied.newEvents > 0) await this.#schedule(false, applied);
     return applied.result;
   }
 
@@ -593,7 +612,13 @@ export class SessionState extends DurableObject<Env> {
    * where it stopped, at most FORWARD_MAX_ROUNDS times. A cycle (corruption: an object that is merged absorbs
    * nothing) fails the call: an answer naming this object as the owner means the chain came back here.
    */
-  async #forward(target: string, events: CollectedEvent[], hops: number, resumable: boolean): Promise<Relayed> {
+  async #forward(
+    target: string,
+    events: CollectedEvent[],
+    hops: number,
+    resumable: boolean,
+    attempt: string | null,
+  ): Promise<Relayed> {
     if (hops >= FORWARD_MAX_HOPS) {
       if (resumable) return { accepted: 0, duplicates: 0, owner: target, unfinished: true };
       throw forwardingLoop();
@@ -609,7 +634,13 @@ export class SessionState extends DurableObject<Env> {
     const reached = new Set<string>();
     for (let round = 1; ; round++) {
       reached.add(next);
-      const result = await this.env.SESSION_STATE.getByName(next).relay(next, events, hops + 1, true);
+      const result = await this.env.SESSION_STATE.getByName(next).relay(
+        next,
+        events,
+        hops + 1,
+        true,
+        attempt ?? undefined,
+      );
       // An object of an older version answers no owner: it recorded or forwarded the events itself.
       const owner = typeof result.owner === "string" ? result.owner : next;
       if (owner === self) throw forwardingLoop();
@@ -1006,6 +1037,14 @@ function forwardingLoop(): Error {
   return new Error(
     `record: forwarding loop (the merged objects point at each other, or more than ${FORWARD_MAX_HOPS * FORWARD_MAX_ROUNDS} in a row)`,
   );
+}
+
+/** A `record`'s hand-off token as given (RecordOptions.attempt): null when absent; anything but a short string throws. */
+function attemptOf(attempt: unknown): string | null {
+  if (attempt === undefined || attempt === null) return null;
+  if (typeof attempt !== "string" || attempt === "" || attempt.length > ATTEMPT_MAX_CHARS)
+    throw new TypeError(`record: an attempt is a string of 1 to ${ATTEMPT_MAX_CHARS} characters`);
+  return attempt;
 }
 
 function assertKey(key: string): void {

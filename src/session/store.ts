@@ -17,7 +17,7 @@ import type { AffinityRow, MergedRow, MergeStatus, PortableState, SeenRow, Store
 import type { CurrentSession } from "./visit.ts";
 import { HALF_LIFE_MS, HORIZONS, type Horizon, type InteractionKind } from "./weights.ts";
 
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 
 const SCHEMA = [
   "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -38,7 +38,8 @@ const SCHEMA = [
      duplicates INTEGER NOT NULL DEFAULT 0,
      outbox_attempts INTEGER NOT NULL DEFAULT 0,
      outbox_retry_at INTEGER)`,
-  "CREATE TABLE IF NOT EXISTS seen (message_id TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID",
+  // `attempt`: the hand-off token of the record call that stored the id (null: none given, or an earlier version).
+  "CREATE TABLE IF NOT EXISTS seen (message_id TEXT PRIMARY KEY, at INTEGER NOT NULL, attempt TEXT) WITHOUT ROWID",
   "CREATE INDEX IF NOT EXISTS seen_at ON seen (at)",
   `CREATE TABLE IF NOT EXISTS interactions (
      seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, kind TEXT NOT NULL, product_id TEXT, category TEXT,
@@ -58,6 +59,13 @@ const SCHEMA = [
      seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, message_id TEXT NOT NULL, user_key TEXT NOT NULL,
      event TEXT NOT NULL)`,
 ];
+
+/**
+ * Columns added to a table after its first version (CREATE TABLE IF NOT EXISTS leaves an existing table as it is),
+ * each added when it is missing: a database that a previous deploy set back to an older `schema_version` keeps the
+ * column, and is not asked to add it twice.
+ */
+const ADDED_COLUMNS = [{ table: "seen", column: "attempt", definition: "attempt TEXT" }] as const;
 
 export interface Profile {
   userKey: string;
@@ -126,6 +134,10 @@ export class SessionStore {
   ensureSchema(): void {
     if (this.#ready) return;
     for (const statement of SCHEMA) this.#sql.exec(statement);
+    for (const { table, column, definition } of ADDED_COLUMNS) {
+      const columns = this.#sql.exec(`PRAGMA table_info(${table})`).toArray();
+      if (!columns.some((c) => c.name === column)) this.#sql.exec(`ALTER TABLE ${table} ADD COLUMN ${definition}`);
+    }
     this.#sql.exec(
       "INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
       String(SCHEMA_VERSION),
@@ -208,26 +220,58 @@ export class SessionStore {
     return this.#sql.exec("SELECT 1 AS x FROM seen WHERE message_id = ?", messageId).toArray().length > 0;
   }
 
-  /** Inserts the ids not yet present; returns how many were new. */
+  /** Inserts the ids not yet present, each with its own time and attempt; returns how many were new. */
   markSeen(rows: readonly SeenRow[]): number {
-    return this.claimSeen(rows).size;
+    const inserted = this.#insertMany(
+      "INSERT OR IGNORE INTO seen (message_id, at, attempt)",
+      rows.map((row) => [row.messageId, row.at, row.attempt ?? null]),
+      "RETURNING 1 AS x",
+    );
+    this.#bump("seen", inserted);
+    return inserted;
   }
 
   /**
-   * Inserts the ids not yet present and returns those that were new: the dedupe check and its write in one
-   * statement per chunk. An id repeated within `rows` is new at most once.
+   * Inserts the ids not yet present, all at `at` under `attempt`, and returns those that were new: the dedupe check
+   * and its write in one statement per chunk of SQL_MAX_PARAMS − 2 ids (the time and the attempt are bound once). An
+   * id repeated within `messageIds` is new at most once.
    */
-  claimSeen(rows: readonly SeenRow[]): Set<string> {
-    const fresh = new Set<string>();
-    for (const r of this.#insertRows(
-      "INSERT OR IGNORE INTO seen (message_id, at)",
-      rows.map((row) => [row.messageId, row.at]),
-      "RETURNING message_id",
-    )) {
-      fresh.add(String(r.message_id));
-    }
+  claimSeen(messageIds: readonly string[], at: number, attempt: string | null): Set<string> {
+    const fresh = this.#messageIdsOf(messageIds, 2, (chunk) =>
+      this.#sql.exec(
+        `INSERT OR IGNORE INTO seen (message_id, at, attempt)
+         SELECT column1, ?, ? FROM (VALUES ${chunk.map(() => "(?)").join(", ")}) RETURNING message_id`,
+        at,
+        attempt,
+        ...chunk,
+      ),
+    );
     this.#bump("seen", fresh.size);
     return fresh;
+  }
+
+  /** Those of `messageIds` that are seen under `attempt` (stored by a call that carried the same token). */
+  seenUnder(attempt: string, messageIds: readonly string[]): Set<string> {
+    return this.#messageIdsOf(messageIds, 1, (chunk) =>
+      this.#sql.exec(
+        `SELECT message_id FROM seen WHERE message_id IN (${chunk.map(() => "?").join(", ")}) AND attempt = ?`,
+        ...chunk,
+        attempt,
+      ),
+    );
+  }
+
+  /**
+   * Runs `statement` once per chunk of `ids`, each chunk SQL_MAX_PARAMS − `others` ids (the statement binds `others`
+   * parameters besides), and collects the `message_id` of every row the statements return.
+   */
+  #messageIdsOf(ids: readonly string[], others: number, statement: (chunk: string[]) => Iterable<Row>): Set<string> {
+    const found = new Set<string>();
+    const perChunk = SQL_MAX_PARAMS - others;
+    for (let i = 0; i < ids.length; i += perChunk) {
+      for (const r of statement(ids.slice(i, i + perChunk))) found.add(String(r.message_id));
+    }
+    return found;
   }
 
   pruneSeen(before: number): number {
@@ -501,9 +545,14 @@ export class SessionStore {
       seen: !withSeen
         ? []
         : this.#sql
-            .exec("SELECT message_id, at FROM seen")
+            .exec("SELECT message_id, at, attempt FROM seen")
             .toArray()
-            .map((r: Row) => ({ messageId: String(r.message_id), at: num(r.at) })),
+            .map((r: Row) => {
+              const attempt = optStr(r.attempt);
+              return attempt === null
+                ? { messageId: String(r.message_id), at: num(r.at) }
+                : { messageId: String(r.message_id), at: num(r.at), attempt };
+            }),
     };
   }
 

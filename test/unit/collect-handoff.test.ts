@@ -1,7 +1,7 @@
 // The hand-off policy, with fake session objects that inject faults (the real objects are exercised by the Worker
 // tests in test/workers/collect-*.test.ts).
 import { describe, expect, it } from "vitest";
-import type { CollectedEvent, RecordResult } from "../../src/collect/event.ts";
+import type { CollectedEvent, RecordOptions, RecordResult } from "../../src/collect/event.ts";
 import { groupByUser, handOff, type SessionRecorder } from "../../src/collect/handoff.ts";
 import { ApiError } from "../../src/errors.ts";
 
@@ -32,11 +32,11 @@ function fault(props: { overloaded?: boolean; retryable?: boolean }): Error {
 
 /** Fake objects: each call is logged; `plan[userKey]` lists what successive calls do. */
 function fakes(plan: Record<string, (Error | "ok" | "suppressed")[]> = {}) {
-  const calls: { key: string; messageIds: string[] }[] = [];
+  const calls: { key: string; messageIds: string[]; attempt?: string }[] = [];
   const stubFor = (name: string): SessionRecorder => ({
-    async record(key: string, events: CollectedEvent[]): Promise<RecordResult> {
+    async record(key: string, events: CollectedEvent[], options?: RecordOptions): Promise<RecordResult> {
       expect(key).toBe(name);
-      calls.push({ key, messageIds: events.map((e) => e.messageId) });
+      calls.push({ key, messageIds: events.map((e) => e.messageId), attempt: options?.attempt });
       const step = plan[key]?.shift() ?? "ok";
       if (step === "suppressed") return { accepted: 0, duplicates: 0, suppressed: events.length };
       if (step !== "ok") throw step;
@@ -62,7 +62,7 @@ describe("handOff", () => {
     const { calls, stubFor } = fakes();
     const outcome = await handOff([event("1", "u1"), event("2", "u2"), event("3", "u1")], stubFor);
     expect(outcome).toEqual({ accepted: 3, duplicates: 0, suppressed: 0, users: 2, suppressedKeys: [] });
-    expect(calls).toEqual([
+    expect(calls.map(({ attempt: _attempt, ...call }) => call)).toEqual([
       { key: "u:u1", messageIds: ["1", "3"] },
       { key: "u:u2", messageIds: ["2"] },
     ]);
@@ -94,6 +94,20 @@ describe("handOff", () => {
     const { calls, stubFor } = fakes({ "u:u1": [fault({ retryable: true }), "ok"] });
     expect(await handOff([event("1", "u1")], stubFor)).toMatchObject({ accepted: 1 });
     expect(calls).toHaveLength(2);
+  });
+
+  it("retries under the call's attempt token; every user of every request has a token of its own", async () => {
+    const { calls, stubFor } = fakes({ "u:u1": [fault({ retryable: true }), "ok"] });
+    const batch = [event("1", "u1"), event("2", "u2")];
+    await handOff(batch, stubFor);
+    await handOff(batch, stubFor);
+    const tokens = (key: string) => calls.filter((c) => c.key === key).map((c) => c.attempt);
+    const [first, retry, next] = tokens("u:u1");
+    expect(tokens("u:u1")).toHaveLength(3);
+    expect(first).toMatch(/^[0-9a-f-]{36}$/);
+    expect(retry).toBe(first);
+    const all = [first, next, ...tokens("u:u2")];
+    expect(new Set(all).size).toBe(all.length);
   });
 
   it("gives up after the one retry with a 503 and Retry-After", async () => {

@@ -2,7 +2,7 @@
 // client's retry, with the real objects behind a wrapper that injects the fault.
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import type { CollectedEvent } from "../../src/collect/event.ts";
+import type { CollectedEvent, RecordOptions } from "../../src/collect/event.ts";
 import type { SessionSnapshot } from "../../src/session/snapshot.ts";
 import { adminGet, basic, collect, post, recordingSessions, refused, uid, WRITE_KEY } from "./collect-helpers.ts";
 
@@ -12,23 +12,25 @@ function fault(message: string, props: { overloaded?: boolean; retryable?: boole
   return Object.assign(new Error(message), props);
 }
 
-/** The real namespace, except that the first `times` record calls for `userKey` throw `error`. */
-function failing(userKey: string, error: () => Error, times = 1) {
+/**
+ * The real namespace, except that the first `times` record calls for `userKey` throw `error`: before the real object
+ * is called, or with `answerLost` after it recorded the events (the answer lost in transit).
+ */
+function failing(userKey: string, error: () => Error, times = 1, answerLost = false) {
   let left = times;
   let calls = 0;
   const namespace = {
     getByName(name: string) {
       const stub = env.SESSION_STATE.getByName(name);
       return {
-        async record(key: string, events: CollectedEvent[]) {
-          if (key === userKey) {
-            calls++;
-            if (left > 0) {
-              left--;
-              throw error();
-            }
-          }
-          return stub.record(key, events);
+        async record(key: string, events: CollectedEvent[], options?: RecordOptions) {
+          const fails = key === userKey && left > 0;
+          if (key === userKey) calls++;
+          if (fails) left--;
+          if (fails && !answerLost) throw error();
+          const result = await stub.record(key, events, options);
+          if (fails) throw error();
+          return result;
         },
         suppression: () => stub.suppression(),
       };
@@ -36,6 +38,10 @@ function failing(userKey: string, error: () => Error, times = 1) {
   } as unknown as Env["SESSION_STATE"];
   return { namespace, calls: () => calls };
 }
+
+/** A transient error after the object recorded the events, for the first `times` record calls for `userKey`. */
+const answerLost = (userKey: string, times = 1) =>
+  failing(userKey, () => fault("network connection lost", { retryable: true }), times, true);
 
 async function snapshotOf(userId: string): Promise<SessionSnapshot> {
   const res = await adminGet(`/v1/admin/users/${userId}`);
@@ -69,6 +75,44 @@ describe("hand-off failures", () => {
     expect(result.accepted).toBe(1);
     expect(sessions.calls()).toBe(2);
     expect((await snapshotOf(userId)).counters.events).toBe(1);
+  });
+
+  it("counts the events a call stored before its answer was lost as accepted when the request retries it", async () => {
+    const [u1, u2] = [uid("u"), uid("u")];
+    const batch = [track(u1), track(u2), track(u1), track(u1)];
+    const sessions = answerLost(`u:${u1}`);
+    const testEnv = { ...env, SESSION_STATE: sessions.namespace };
+    const result = await collect("/v1/batch", { batch }, { headers: auth, env: testEnv });
+    expect(sessions.calls()).toBe(2);
+    expect(result).toEqual({ success: true, accepted: 4, duplicates: 0, rejected: [] });
+    // Stored once, by the first call.
+    expect((await snapshotOf(u1)).counters.events).toBe(3);
+    // The client sending the batch again is another request: every event is a duplicate.
+    expect(await collect("/v1/batch", { batch }, { headers: auth })).toEqual({
+      success: true,
+      accepted: 0,
+      duplicates: 4,
+      rejected: [],
+    });
+    expect((await snapshotOf(u1)).counters.events).toBe(3);
+  });
+
+  it("still counts an earlier request's events as duplicates in a call retried after a lost answer", async () => {
+    const userId = uid("u");
+    const earlier = track(userId);
+    await collect("/v1/t", earlier, { headers: auth });
+    const repeated = track(userId);
+    // The earlier request's event, two new ones, and one of them twice.
+    const batch = [earlier, repeated, track(userId), repeated];
+    const sessions = answerLost(`u:${userId}`);
+    const result = await collect(
+      "/v1/batch",
+      { batch },
+      { headers: auth, env: { ...env, SESSION_STATE: sessions.namespace } },
+    );
+    expect(sessions.calls()).toBe(2);
+    expect(result).toEqual({ success: true, accepted: 2, duplicates: 2, rejected: [] });
+    expect((await snapshotOf(userId)).counters.events).toBe(3);
   });
 
   it("answers 503 when the retry fails too", async () => {

@@ -309,6 +309,95 @@ describe("dedupe", () => {
     expect(await r.zscore(`${TREND_PRODUCT_PREFIX}${trendBucket(T0)}`, product)).toBe(1);
     expect(await r.exists(`${SEEN_KEY_PREFIX}${e.messageId}`)).toBe(1);
   });
+
+  it("answers a call repeated under its attempt as accepted, applies nothing twice, and keeps other calls' ids duplicates", async () => {
+    const anon = uid("attempt");
+    const key = `a:${anon}`;
+    await setClock(key, T0 + MINUTE_MS);
+    const view = (product: string) =>
+      track("Product Viewed", { product_id: product, category: "Retried" }, { anonymousId: anon });
+    const earlier = view("p0");
+    expect(await stub(key).record(key, [earlier])).toEqual({ accepted: 1, duplicates: 0 });
+    const [v1, v2] = [view("p1"), view("p2")];
+    // An id another call stored, two new ones, and one of them twice.
+    const batch = [earlier, v1, v2, v1];
+    const attempt = crypto.randomUUID();
+    expect(await stub(key).record(key, batch, { attempt })).toEqual({ accepted: 2, duplicates: 2 });
+    // The same call again, as a hand-off retries it when the first answer is lost: answered as the first time.
+    expect(await stub(key).record(key, batch, { attempt })).toEqual({ accepted: 2, duplicates: 2 });
+    // Any other call finds every id seen: under another attempt, or none.
+    expect(await stub(key).record(key, batch, { attempt: crypto.randomUUID() })).toEqual({
+      accepted: 0,
+      duplicates: 4,
+    });
+    expect(await stub(key).record(key, batch)).toEqual({ accepted: 0, duplicates: 4 });
+    const s = await drained(key);
+    expect(s.counters.events).toBe(3);
+    expect(s.interactions.map((i) => i.productId).sort()).toEqual(["p0", "p1", "p2"]);
+    expect(s.affinities.longTerm.find((a) => a.token === "category:retried")?.score).toBeCloseTo(3, 3);
+    const ids = [earlier, v1, v2].map((e) => e.messageId);
+    expect((await streamEntriesFor(ids)).sort()).toEqual([...ids].sort());
+  });
+
+  it("refuses an attempt that is not a short string", async () => {
+    const key = `a:${uid("attempt")}`;
+    const e = track("Product Viewed", { product_id: "p" }, { anonymousId: key.slice(2) });
+    for (const attempt of ["", "x".repeat(65), 42]) {
+      expect(await failure(stub(key).record(key, [e], { attempt } as { attempt: string }))).toMatch(/attempt/);
+    }
+    expect((await stub(key).snapshot(key)).exists).toBe(false);
+  });
+});
+
+describe("schema migration", () => {
+  /** The object's schema version and the columns of its seen table, read from its storage. */
+  const schemaOf = (key: string) =>
+    runInDurableObject(stub(key), (_o: SessionState, state) => ({
+      version: state.storage.sql.exec("SELECT value FROM meta WHERE key = 'schema_version'").one().value,
+      seen: state.storage.sql
+        .exec("PRAGMA table_info(seen)")
+        .toArray()
+        .map((c) => c.name),
+    }));
+
+  it("adds the attempt column to an object of schema version 1, whose ids stay duplicates", async () => {
+    const anon = uid("v1");
+    const key = `a:${anon}`;
+    await setClock(key, T0 + MINUTE_MS);
+    const old = track("Product Viewed", { product_id: "old" }, { anonymousId: anon });
+    await stub(key).record(key, [old]);
+    // The object as version 1 left it: its seen table without the column.
+    await runInDurableObject(stub(key), (_o: SessionState, state) => {
+      state.storage.sql.exec("ALTER TABLE seen DROP COLUMN attempt");
+      state.storage.sql.exec("UPDATE meta SET value = '1' WHERE key = 'schema_version'");
+    });
+    expect(await schemaOf(key)).toEqual({ version: "1", seen: ["message_id", "at"] });
+    await evictDurableObject(stub(key));
+    await setClock(key, T0 + MINUTE_MS);
+    const fresh = track("Product Viewed", { product_id: "new" }, { anonymousId: anon });
+    const attempt = crypto.randomUUID();
+    expect(await stub(key).record(key, [old, fresh], { attempt })).toEqual({ accepted: 1, duplicates: 1 });
+    expect(await stub(key).record(key, [old, fresh], { attempt })).toEqual({ accepted: 1, duplicates: 1 });
+    expect(await schemaOf(key)).toEqual({ version: "2", seen: ["message_id", "at", "attempt"] });
+    expect((await stub(key).snapshot(key)).counters.events).toBe(2);
+  });
+
+  it("opens an object that a previous deploy set back to version 1 after the column was added", async () => {
+    const anon = uid("v1");
+    const key = `a:${anon}`;
+    await setClock(key, T0 + MINUTE_MS);
+    const attempt = crypto.randomUUID();
+    const first = track("Product Viewed", { product_id: "first" }, { anonymousId: anon });
+    await stub(key).record(key, [first], { attempt });
+    // Version 1's code opening a version 2 database writes its own version back and leaves the column.
+    await runInDurableObject(stub(key), (_o: SessionState, state) => {
+      state.storage.sql.exec("UPDATE meta SET value = '1' WHERE key = 'schema_version'");
+    });
+    await evictDurableObject(stub(key));
+    await setClock(key, T0 + MINUTE_MS);
+    expect(await stub(key).record(key, [first], { attempt })).toEqual({ accepted: 1, duplicates: 0 });
+    expect(await schemaOf(key)).toEqual({ version: "2", seen: ["message_id", "at", "attempt"] });
+  });
 });
 
 describe("sessions and decay", () => {
@@ -403,6 +492,8 @@ describe("sessions and decay", () => {
     // items: 1 + 1.
     expect(on("affinities")).toBeLessThanOrEqual(8);
     expect(on("recent")).toBeLessThanOrEqual(2);
+    // The dedupe is one insert (no read when no id was seen before), then the prune and the oldest id for the alarm.
+    expect(on("seen")).toBeLessThanOrEqual(3);
     expect(statements.length).toBeLessThanOrEqual(25);
     const s = await stub(key).snapshot(key);
     expect(s.viewed.slice(0, 3)).toEqual(["p9", "p8", "p7"]);
@@ -567,6 +658,24 @@ describe("identity merge", () => {
     await drained(u);
     const ids = [...anonEvents, first, later].map((e) => e.messageId);
     expect((await streamEntriesFor(ids)).sort()).toEqual([...ids].sort());
+  });
+
+  it("finds at the user the ids a visitor's call stored when that call is retried after the visitor was merged", async () => {
+    const { user, anon, u, a, start } = await visitorAndUser();
+    const views = ["p1", "p2"].map((product, i) =>
+      track("Product Viewed", { product_id: product }, { anonymousId: anon, at: start + i }),
+    );
+    const attempt = crypto.randomUUID();
+    expect(await stub(a).record(a, views, { attempt })).toEqual({ accepted: 2, duplicates: 0 });
+    // The visitor logs in before the call is retried: its state, seen ids included, moves to the user.
+    await stub(u).record(u, [base("identify", {}, { userId: user, anonymousId: anon, at: start + 2 })]);
+    expect((await stub(a).snapshot(a)).mergedInto).toBe(u);
+    // The retried call is forwarded to the user, which finds the ids under the call's attempt.
+    expect(await stub(a).record(a, views, { attempt })).toEqual({ accepted: 2, duplicates: 0 });
+    expect(await stub(a).record(a, views, { attempt: crypto.randomUUID() })).toEqual({ accepted: 0, duplicates: 2 });
+    const merged = await stub(u).snapshot(u);
+    expect(merged.counters.events).toBe(3);
+    expect(merged.interactions.map((i) => i.productId)).toEqual(["p2", "p1"]);
   });
 
   it("claims a visitor id that identify names before the visitor sent anything", async () => {
