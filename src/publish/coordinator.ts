@@ -27,10 +27,10 @@ import {
 import { collectGarbage, earliestDue, type GarbageKey, SHARED_GC_GRACE_MS, sweepGarbage } from "./shared-gc.ts";
 import { catalogRows, catalogWatermark, markModelsPublished, publishedHashes, recordPublished } from "./sources.ts";
 
+type Db = ReturnType<typeof openDb>["db"];
+
 /** The coordinator's name: one per deployment (one KV namespace, one pointer). */
 export const COORDINATOR_NAME = "global";
-
-type Db = ReturnType<typeof openDb>["db"];
 /** Storage keys of the version counters of the versioned admin documents (nextDocVersion), one per document key. */
 export const DOC_VERSION_PREFIX = "docVersion:";
 /**
@@ -309,16 +309,24 @@ export class PublishCoordinator extends DurableObject<Env> {
 
   /**
    * Closes a run's batch_runs row. When Postgres refuses (the run itself is over: its pointer served, or the job given
-   * up), the outcome is kept and written by the next alarm, start or push, so the row does not stay `running`.
+   * up), the outcome is kept and written by the next alarm, start or push, so the row does not stay `running`. Never
+   * throws: it runs after a pointer write, where nothing may fall into a job's failure path.
    */
   async #closeRun(db: Db, record: OwedRunRecord, error: unknown, failure: string): Promise<void> {
     try {
       await finishRun(db, record.runId, record.status, record.stats, error);
     } catch (refused) {
       log("error", failure, { runId: record.runId, error: describeError(refused) });
-      const owed = (await this.ctx.storage.get<OwedRunRecord[]>(OWED_RUNS_KEY)) ?? [];
       const kept = { ...record, ...(error === undefined ? {} : { error: describeFailure(error) }) };
-      await this.ctx.storage.put(OWED_RUNS_KEY, [...owed, kept].slice(-MAX_OWED_RUN_RECORDS));
+      try {
+        const owed = (await this.ctx.storage.get<OwedRunRecord[]>(OWED_RUNS_KEY)) ?? [];
+        await this.ctx.storage.put(OWED_RUNS_KEY, [...owed, kept].slice(-MAX_OWED_RUN_RECORDS));
+      } catch (lost) {
+        log("error", "publish: a run record could not be kept for later", {
+          runId: record.runId,
+          error: describeError(lost),
+        });
+      }
     }
   }
 
