@@ -31,14 +31,23 @@ interface EvalSuite {
   run(values: Values): Record<string, unknown> | Promise<Record<string, unknown>>;
 }
 
-const num = (v: string | boolean | undefined, fallback: number): number => {
-  if (typeof v !== "string") return fallback;
-  const n = Number(v);
-  if (!Number.isFinite(n)) throw new Error(`not a number: ${v}`);
+/** An option value the suite cannot take: exit 2 with the suite's usage (an error of the run itself exits 1). */
+class UsageError extends Error {}
+
+/** `--name N`, an integer of at least `min` (0 or 1); undefined when absent. */
+const integer = (v: Values, name: string, min: 0 | 1): number | undefined => {
+  const text = v[name];
+  if (typeof text !== "string") return undefined;
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(n) || n < min) {
+    const what = min === 1 ? "a positive integer" : "a non-negative integer";
+    throw new UsageError(`--${name} must be ${what}, not ${JSON.stringify(text)}`);
+  }
   return n;
 };
-const optionalNum = (v: string | boolean | undefined): number | undefined =>
-  typeof v === "string" ? num(v, 0) : undefined;
+/** A count (days, sessions, users, list depth): a positive integer. */
+const optionalCount = (v: Values, name: string): number | undefined => integer(v, name, 1);
+const count = (v: Values, name: string, fallback: number): number => optionalCount(v, name) ?? fallback;
 /** `--methods a,b`: only these methods (all by default). */
 const methodsOf = (v: Values) =>
   typeof v.methods === "string" ? v.methods.split(",").map((m) => m.trim()) : undefined;
@@ -46,7 +55,7 @@ const methodsOf = (v: Values) =>
 const configOf = (v: Values) => (typeof v.config === "string" ? { config: rankingConfigArg(v.config, readText) } : {});
 const dateSeconds = (v: string | boolean | undefined, fallback: string): number => {
   const t = Date.parse(`${typeof v === "string" ? v : fallback}T00:00:00Z`);
-  if (!Number.isFinite(t)) throw new Error(`not a date (YYYY-MM-DD): ${v}`);
+  if (!Number.isFinite(t)) throw new UsageError(`not a date (YYYY-MM-DD): ${v}`);
   return t / 1000;
 };
 
@@ -68,7 +77,7 @@ async function uciNextItem(
     ...(await runNextItem({
       train: split.train,
       test: split.test,
-      sessions: optionalNum(v.sessions),
+      sessions: optionalCount(v, "sessions"),
       catalog: split.catalog,
       shape: UCI_NEXT_ITEM_SHAPE,
       sql: v.sql === true,
@@ -85,12 +94,13 @@ const suites: EvalSuite[] = [
     description:
       "protocol (i) on session-rec files: --train FILE --test FILE [--sessions N] [--event-type view|cart|purchase] [--catalog uci] [--sql] [--config JSON|FILE]",
     run(v) {
-      if (typeof v.train !== "string" || typeof v.test !== "string") throw new Error("give --train FILE --test FILE");
+      if (typeof v.train !== "string" || typeof v.test !== "string")
+        throw new UsageError("give --train FILE --test FILE");
       const type = (typeof v["event-type"] === "string" ? v["event-type"] : "view") as EventType;
       return runNextItem({
         train: readSessionFile(v.train, type),
         test: readSessionFile(v.test, type),
-        sessions: optionalNum(v.sessions),
+        sessions: optionalCount(v, "sessions"),
         catalog: v.catalog === "uci" ? readUci().catalog : undefined,
         shape: v.catalog === "uci" ? UCI_NEXT_ITEM_SHAPE : undefined,
         sql: v.sql === true,
@@ -103,7 +113,7 @@ const suites: EvalSuite[] = [
     description:
       "protocol (i) on UCI invoices, the last --test-days (30) days as the test split [--sessions N] [--methods sr,lastmile] [--sql] [--config JSON|FILE]",
     run(v) {
-      const { train, test, cut } = uciSplit(num(v["test-days"], 30));
+      const { train, test, cut } = uciSplit(count(v, "test-days", 30));
       return uciNextItem(v, {
         data: "uci-online-retail invoices",
         train,
@@ -119,7 +129,7 @@ const suites: EvalSuite[] = [
     description:
       "protocol (i) on the validation split: the training invoices' last --validation-days (30) days, trained on the invoices before them; never the test split [--sessions N] [--methods sr,lastmile] [--sql] [--config JSON|FILE]",
     run(v) {
-      const { catalog, inner } = validationSplits(num(v["test-days"], 30), num(v["validation-days"], 30));
+      const { catalog, inner } = validationSplits(count(v, "test-days", 30), count(v, "validation-days", 30));
       return uciNextItem(v, {
         data: "uci-online-retail invoices, validation split",
         ...inner,
@@ -133,15 +143,15 @@ const suites: EvalSuite[] = [
     description:
       "protocol (i) on the validation split, SR and the merged ranker prediction by prediction: who finds each target, their union, the merged ranker's top --deep (150) [--sessions N]",
     run(v) {
-      const { catalog, inner } = validationSplits(num(v["test-days"], 30), num(v["validation-days"], 30));
+      const { catalog, inner } = validationSplits(count(v, "test-days", 30), count(v, "validation-days", 30));
       const ranker = new LastmileRanker(new LastmileModels(), { shape: UCI_NEXT_ITEM_SHAPE });
       return {
         protocol: "overlap",
         data: "uci-online-retail invoices, validation split (TypeScript lists)",
         cut: isoDay(inner.cut),
         ...overlap(new SequentialRules(), ranker, trainData(inner.train, catalog), inner.test, {
-          sessions: optionalNum(v.sessions),
-          deep: num(v.deep, 150),
+          sessions: optionalCount(v, "sessions"),
+          deep: count(v, "deep", 150),
         }),
       };
     },
@@ -153,7 +163,7 @@ const suites: EvalSuite[] = [
     run(v) {
       return runNextPurchase({
         cut: dateSeconds(v.cut, "2011-09-01"),
-        users: optionalNum(v.users),
+        users: optionalCount(v, "users"),
         sql: v.sql === true,
         ...configOf(v),
       });
@@ -165,8 +175,8 @@ const suites: EvalSuite[] = [
     run(v) {
       return runOtto({
         file: typeof v.file === "string" ? v.file : OTTO_FILE,
-        testDays: num(v["test-days"], 7),
-        seed: num(v.seed, 42),
+        testDays: count(v, "test-days", 7),
+        seed: integer(v, "seed", 0) ?? 42,
       });
     },
   },
@@ -174,8 +184,8 @@ const suites: EvalSuite[] = [
     name: "convert-uci",
     description: "writes the UCI invoices as session-rec train.tsv / test.tsv: --out DIR [--test-days 30]",
     run(v) {
-      if (typeof v.out !== "string") throw new Error("give --out DIR");
-      return convertUci(v.out, num(v["test-days"], 30));
+      if (typeof v.out !== "string") throw new UsageError("give --out DIR");
+      return convertUci(v.out, count(v, "test-days", 30));
     },
   },
   {
@@ -184,10 +194,10 @@ const suites: EvalSuite[] = [
       "grid search of the ranking config on a validation split carved from the UCI training data (never the test split) [--sessions N] [--users N]",
     run(v) {
       return tune({
-        testDays: num(v["test-days"], 30),
-        validationDays: num(v["validation-days"], 30),
-        sessions: num(v.sessions, 300),
-        users: num(v.users, 400),
+        testDays: count(v, "test-days", 30),
+        validationDays: count(v, "validation-days", 30),
+        sessions: count(v, "sessions", 300),
+        users: count(v, "users", 400),
       });
     },
   },
@@ -196,7 +206,11 @@ const suites: EvalSuite[] = [
     description:
       "the experiments simulation on the UCI test invoices: A/B split and interleaving of popular vs the merged ranker under a known click model, reported from a throwaway Postgres [--sessions N] [--seed 42]",
     run(v) {
-      return runAbSim({ seed: num(v.seed, 42), sessions: optionalNum(v.sessions), testDays: num(v["test-days"], 30) });
+      return runAbSim({
+        seed: integer(v, "seed", 0) ?? 42,
+        sessions: optionalCount(v, "sessions"),
+        testDays: count(v, "test-days", 30),
+      });
     },
   },
 ];
@@ -238,6 +252,10 @@ try {
   const report = await suite.run(values);
   console.log(values.json ? JSON.stringify(report) : markdown(report));
 } catch (error) {
+  if (error instanceof UsageError) {
+    console.error(JSON.stringify({ error: { code: "bad_option", message: error.message, usage: suite.description } }));
+    process.exit(2);
+  }
   console.error(JSON.stringify({ error: { code: "eval_failed", message: (error as Error).message } }));
   process.exit(1);
 }
