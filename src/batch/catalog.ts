@@ -101,7 +101,14 @@ function textField(value: unknown, field: string, max: number, errors: FieldErro
     if (required) errors.push({ field, message: "is required" });
     return null;
   }
-  const text = typeof value === "number" && Number.isFinite(value) ? String(value) : value;
+  // A number is taken as its text only when that text is exact: past 2^53 JSON.parse has already rounded it
+  // (12345678901234567891 arrives as 12345678901234567000, another product's id), and a fraction is printed anew.
+  if (typeof value === "number" && !Number.isSafeInteger(value)) {
+    const message = `must be a string; a number is taken only as an integer up to ${Number.MAX_SAFE_INTEGER} (write it in quotes)`;
+    errors.push({ field, message });
+    return null;
+  }
+  const text = typeof value === "number" ? String(value) : value;
   if (typeof text !== "string") {
     errors.push({ field, message: "must be a string" });
     return null;

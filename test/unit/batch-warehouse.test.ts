@@ -269,6 +269,24 @@ describe("catalogue validation", () => {
     expect(parsed.errors.map((e) => e.errors[0]?.field)).toEqual(["id", "title", "tags"]);
   });
 
+  it("takes a numeric id only as a safe integer: JSON.parse rounds a longer one to another product's id", () => {
+    const text = JSON.stringify({
+      items: [
+        { id: "12345678901234567891", title: "Mug" },
+        { id: 9007199254740991, title: "Bowl" },
+        { id: 2.5, title: "Jug" },
+      ],
+    }).replace('"id":"12345678901234567891"', '"id":12345678901234567891');
+    for (const parsed of [parseCatalogFile("catalog.json", text), parseCatalogJson(JSON.parse(text))]) {
+      expect(parsed.items.map((i) => i.id)).toEqual(["9007199254740991"]);
+      expect(parsed.errors.map((e) => [e.index, e.errors[0]?.field, e.errors[0]?.message])).toEqual([
+        [0, "id", "must be a string; a number is taken only as an integer up to 9007199254740991 (write it in quotes)"],
+        [2, "id", "must be a string; a number is taken only as an integer up to 9007199254740991 (write it in quotes)"],
+      ]);
+    }
+    expect(parseCatalogJson([{ id: "12345678901234567891", title: "Mug" }]).items[0]?.id).toBe("12345678901234567891");
+  });
+
   it("refuses attributes nested deeper than 64 levels in a file, as the endpoint does", () => {
     let deep: Record<string, unknown> = { leaf: 1 };
     for (let k = 0; k < 100; k++) deep = { a: deep };
