@@ -1,11 +1,12 @@
 // The bulk-write format of Workers KV, shared by the backfill script (scripts/kv-backfill.ts): `wrangler kv bulk
 // put <file>` and the REST API's bulk endpoint both take a JSON array of { key, value } pairs, at most 10,000 per
 // file / call. Pure functions, so they are unit-tested without a file system.
+import { jsonSize } from "../collect/json.ts";
 import { mergeStable } from "./codec.ts";
 
 /** Workers KV REST API and `wrangler kv bulk put`: at most 10,000 pairs per request / file. */
 export const KV_BULK_MAX_PAIRS = 10_000;
-/** …and at most 100 MB per request: files are cut earlier when values are large. */
+/** …and at most 100 MB per request (UTF-8 bytes): files are cut earlier when values are large. */
 export const KV_BULK_MAX_BYTES = 95 * 1024 * 1024;
 /**
  * The version of backfilled entries. 0 is older than every published version, so a reader of any snapshot takes
@@ -36,7 +37,8 @@ export class BulkChunker {
   }
 
   async add(pair: BulkPair): Promise<void> {
-    const size = pair.key.length + pair.value.length * 2 + 32;
+    // The pair as bulkJson writes it, in UTF-8 bytes (a non-ASCII id is up to 3 bytes a character), and its comma.
+    const size = jsonSize({ key: pair.key, value: pair.value }) + 1;
     if (this.#pairs.length >= this.#maxPairs || (this.#pairs.length > 0 && this.#bytes + size > KV_BULK_MAX_BYTES)) {
       await this.end();
     }

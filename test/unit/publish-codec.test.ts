@@ -7,6 +7,7 @@ import {
   type BulkPair,
   backfillValue,
   bulkJson,
+  KV_BULK_MAX_BYTES,
   KV_BULK_MAX_PAIRS,
 } from "../../src/publish/bulk-files.ts";
 import {
@@ -142,5 +143,23 @@ describe("bulk files", () => {
     expect(decodeUserList(files[2]?.[0]?.value ?? null, 1)).toMatchObject({ version: 0, generatedAt: 5 });
     expect(new BulkChunker(async () => {}, 50_000)).toBeDefined();
     expect(KV_BULK_MAX_PAIRS).toBe(10_000);
+  });
+
+  it("keeps every body under the bulk API's 100 MB counted in UTF-8 bytes, with non-ASCII ids", async () => {
+    // 100 candidates whose ids are 64-character Japanese product slugs: 3 bytes of UTF-8 per character.
+    const id = (k: number) => `${"有機りんごジュース贈答用セット".repeat(4)}-${String(k).padStart(3, "0")}`;
+    const value = backfillValue(JSON.stringify(Array.from({ length: 100 }, (_, k) => [id(k), 0.5, "similar"])), 5);
+    const valueBytes = Buffer.byteLength(JSON.stringify(value));
+    const bodies: number[] = [];
+    const chunker = new BulkChunker(async (pairs) => {
+      // bulkJson's length without building a 100 MB string: [ ], commas, and each {"key":…,"value":…}.
+      const keys = pairs.reduce((n, p) => n + Buffer.byteLength(JSON.stringify({ key: p.key, value: "" })), 0);
+      bodies.push(2 + (pairs.length - 1) + keys - 2 * pairs.length + pairs.length * valueBytes);
+    });
+    for (let k = 0; k < 16_000; k++) await chunker.add({ key: `u:u:${k}`, value });
+    await chunker.end();
+    expect(bodies.length).toBeGreaterThan(1);
+    expect(Math.max(...bodies)).toBeLessThanOrEqual(KV_BULK_MAX_BYTES);
+    expect(KV_BULK_MAX_BYTES).toBeLessThan(100_000_000);
   });
 });
