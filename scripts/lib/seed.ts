@@ -82,6 +82,16 @@ export async function catalogIsEmpty(settings: DbSettings): Promise<boolean> {
   }
 }
 
+/**
+ * The time (epoch ms) of the newest purchase; -Infinity for none. A loop: spreading the full file's 396,340
+ * purchases into Math.max's arguments overflows the stack.
+ */
+export function newestTime(purchases: ReadonlyArray<{ event: CollectedEvent }>): number {
+  let newest = Number.NEGATIVE_INFINITY;
+  for (const p of purchases) newest = Math.max(newest, Date.parse(p.event.timestamp));
+  return newest;
+}
+
 async function insertChunks(
   db: Database,
   events: EventRow[],
@@ -144,8 +154,7 @@ export async function seedUciRetail(options: SeedOptions): Promise<SeedReport> {
         .slice(purchases.length - options.newestEvents);
     }
     if (options.endAt && purchases.length > 0) {
-      const newest = Math.max(...purchases.map((p) => Date.parse(p.event.timestamp)));
-      const shiftMs = options.endAt.getTime() - newest;
+      const shiftMs = options.endAt.getTime() - newestTime(purchases);
       purchases = purchases.map(({ line, event }) => {
         const shifted = new Date(Date.parse(event.timestamp) + shiftMs).toISOString();
         return { line, event: { ...event, timestamp: shifted, receivedAt: shifted } };
