@@ -1,6 +1,7 @@
 // `npm run seed [-- --file <csv[.gz]>] [--newest N] [--original-dates] [--json]`: loads the UCI Online Retail demo
 // data (../shared/data/uci-online-retail, CC BY 4.0 — docs/data-model.md#demo-data) into DATABASE_URL, or into the
-// local stack from .dev.vars. Purchase times are shifted so the newest is now (--original-dates keeps 2010–2011).
+// local stack from .dev.vars. Purchase times are shifted so the newest is now (--original-dates keeps 2010–2011);
+// once purchases of the file were seeded (`npm run dev` loads the newest 50,000), by the same shift as those.
 // Idempotent: a second run adds nothing.
 import { existsSync } from "node:fs";
 import { parseArgs } from "node:util";

@@ -6,14 +6,14 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
-import { sql } from "drizzle-orm";
+import { inArray, sql } from "drizzle-orm";
 import { insertEvents, insertInteractions } from "../../src/batch/bulk.ts";
 import { type CatalogItem, upsertCatalog } from "../../src/batch/catalog.ts";
 import { OTHER_CATEGORY } from "../../src/batch/categories.ts";
 import { type EventRow, type InteractionRow, warehouseRows } from "../../src/batch/warehouse.ts";
 import type { CollectedEvent } from "../../src/collect/event.ts";
 import { type Database, type DbSettings, drizzleOn, openPool } from "../../src/stores/db.ts";
-import { catalog } from "../../src/stores/schema.ts";
+import { catalog, events } from "../../src/stores/schema.ts";
 import { CatalogBuilder, parseUciLines, purchaseEvent, type RetailLine } from "./uci-retail.ts";
 import { REPO_ROOT } from "./worker.ts";
 
@@ -35,8 +35,9 @@ export interface SeedOptions {
   newestEvents?: number;
   /**
    * Shift every purchase time by the same amount so that the newest one falls here (the 2010–2011 history then
-   * lies inside the recommenders' day-based windows, as a live store's would). Each event keeps its original
-   * time in `originalTimestamp`. Omit to keep the original dates.
+   * lies inside the recommenders' day-based windows, as a live store's would). Omit to keep the original dates.
+   * Either applies only to a first seed of the file: once some of its purchases are in the warehouse, a later seed
+   * shifts by their shift (timeShift).
    */
   endAt?: Date;
   log?: (line: string) => void;
@@ -55,6 +56,8 @@ export interface SeedReport {
   /** Event time of the oldest and newest seeded event (ISO), null without events. */
   from: string | null;
   to: string | null;
+  /** Added to every purchase time (ms); `earlier`: the shift of this file's purchases seeded before. */
+  shift: { ms: number; earlier: boolean };
   eventsInserted: number;
   interactionsInserted: number;
   customers: number;
@@ -90,6 +93,53 @@ export function newestTime(purchases: ReadonlyArray<{ event: CollectedEvent }>):
   let newest = Number.NEGATIVE_INFINITY;
   for (const p of purchases) newest = Math.max(newest, Date.parse(p.event.timestamp));
   return newest;
+}
+
+type Purchase = { line: RetailLine; event: CollectedEvent };
+
+/**
+ * Purchases looked up to find an earlier seed's shift: the newest, which every seed loads (all of the file, or the
+ * newest N), a few hundred in case some of their customers were erased since.
+ */
+const SHIFT_PROBES = 500;
+
+/** The newest `count` purchases, in time order (stable: the file is in time order already, ties keep its order). */
+function newest(purchases: readonly Purchase[], count: number): Purchase[] {
+  return purchases
+    .map((p, k) => ({ p, k }))
+    .sort((a, b) =>
+      a.p.event.timestamp < b.p.event.timestamp ? -1 : a.p.event.timestamp > b.p.event.timestamp ? 1 : a.k - b.k,
+    )
+    .slice(Math.max(0, purchases.length - count))
+    .map(({ p }) => p);
+}
+
+/**
+ * The shift (ms) added to every purchase time. Purchases of this file already in the warehouse decide it: a later
+ * seed (`npm run seed` after `npm run dev` loaded the newest 50,000) shifts by their constant, so the history keeps
+ * its order whatever `endAt` it is given. Otherwise the shift that puts the newest purchase at `endAt`, or none.
+ */
+async function timeShift(
+  db: Database,
+  purchases: readonly Purchase[],
+  endAt: Date | undefined,
+): Promise<SeedReport["shift"]> {
+  const earlier = await earlierShift(db, newest(purchases, SHIFT_PROBES));
+  if (earlier !== null) return { ms: earlier, earlier: true };
+  return { ms: endAt && purchases.length > 0 ? endAt.getTime() - newestTime(purchases) : 0, earlier: false };
+}
+
+/** The shift of those of `probes` already in the warehouse (event time − time in the file); null for none. */
+async function earlierShift(db: Database, probes: readonly Purchase[]): Promise<number | null> {
+  const original = new Map(probes.map((p) => [p.event.messageId, Date.parse(p.event.timestamp)]));
+  if (original.size === 0) return null;
+  const [seeded] = await db
+    .select({ messageId: events.messageId, eventTime: events.eventTime })
+    .from(events)
+    .where(inArray(events.messageId, [...original.keys()]))
+    .limit(1);
+  const at = seeded && original.get(seeded.messageId);
+  return seeded && at !== undefined ? seeded.eventTime.getTime() - at : null;
 }
 
 async function insertChunks(
@@ -143,20 +193,17 @@ export async function seedUciRetail(options: SeedOptions): Promise<SeedReport> {
     };
     let purchases = lines
       .map((line) => ({ line, event: purchaseEvent(line, byId.get(line.stockCode)) }))
-      .filter((p): p is { line: RetailLine; event: CollectedEvent } => p.event !== null);
+      .filter((p): p is Purchase => p.event !== null);
     if (options.newestEvents !== undefined && purchases.length > options.newestEvents) {
-      // Stable sort by time (the file is in time order already; ties keep file order), then the newest N.
-      purchases = purchases
-        .map((p, k) => ({ ...p, k }))
-        .sort((a, b) =>
-          a.event.timestamp < b.event.timestamp ? -1 : a.event.timestamp > b.event.timestamp ? 1 : a.k - b.k,
-        )
-        .slice(purchases.length - options.newestEvents);
+      purchases = newest(purchases, options.newestEvents);
     }
-    if (options.endAt && purchases.length > 0) {
-      const shiftMs = options.endAt.getTime() - newestTime(purchases);
+    const shift = await timeShift(db, purchases, options.endAt);
+    if (shift.earlier) {
+      say(`times shifted by ${(shift.ms / 86_400_000).toFixed(2)} days, as the purchases of this file seeded before`);
+    }
+    if (shift.ms !== 0) {
       purchases = purchases.map(({ line, event }) => {
-        const shifted = new Date(Date.parse(event.timestamp) + shiftMs).toISOString();
+        const shifted = new Date(Date.parse(event.timestamp) + shift.ms).toISOString();
         return { line, event: { ...event, timestamp: shifted, receivedAt: shifted } };
       });
     }
@@ -188,6 +235,7 @@ export async function seedUciRetail(options: SeedOptions): Promise<SeedReport> {
       events: total,
       from,
       to,
+      shift,
       eventsInserted,
       interactionsInserted,
       customers: customers.size,

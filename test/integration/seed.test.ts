@@ -1,13 +1,18 @@
 // The demo seed against the real test Postgres, from a small synthetic file in the UCI Online Retail layout
 // (test/fixtures; the real data stays in ../shared/data): catalogue, purchase events and interactions, idempotent.
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, expect, inject, it } from "vitest";
+import { afterAll, describe, expect, inject, it } from "vitest";
 import { seedUciRetail } from "../../scripts/lib/seed.ts";
 import { openPool } from "../../src/stores/db.ts";
 
 const stack = inject("stack");
 const settings = { databaseUrl: stack.DATABASE_URL, localWsProxy: stack.NEON_LOCAL_WS_PROXY };
 const FIXTURE = join(import.meta.dirname, "..", "fixtures", "uci-online-retail-sample.csv");
+const HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country";
+const dir = mkdtempSync(join(tmpdir(), "lastmile-seed-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 async function query<T>(text: string, params: unknown[] = []): Promise<T[]> {
   const pool = openPool(settings);
@@ -83,6 +88,30 @@ describe("seedUciRetail", () => {
 
     const again = await seedUciRetail({ settings, file: FIXTURE });
     expect(again).toMatchObject({ eventsInserted: 0, interactionsInserted: 0, catalog: { inserted: 0, updated: 0 } });
+  });
+
+  it("shifts a later seed by the first one's shift: `npm run dev` seeds the newest purchases, `npm run seed` the rest", async () => {
+    const tag = crypto.randomUUID().replace(/\D/g, "").slice(0, 6).padEnd(6, "0");
+    const rows = [1, 2, 3, 4, 5, 6].map(
+      (d) => `7${tag}${d},T${tag},BLUE MUG,1,2010-12-0${d}T10:00:00Z,1.5,8${tag},France`,
+    );
+    const file = join(dir, "sample.csv");
+    writeFileSync(file, `${[HEADER, ...rows].join("\n")}\n`);
+
+    const first = await seedUciRetail({ settings, file, newestEvents: 3, endAt: new Date("2026-11-20T12:00:00Z") });
+    expect(first).toMatchObject({ events: 3, to: "2026-11-20T12:00:00.000Z" });
+    // A week later, all of the file: the three older purchases go before the three loaded first.
+    const later = await seedUciRetail({ settings, file, endAt: new Date("2026-11-27T12:00:00Z") });
+    expect(later).toMatchObject({ events: 6, eventsInserted: 3, from: "2026-11-15T12:00:00.000Z" });
+
+    const events = await query<{ invoice: string; at: string }>(
+      `select properties->>'order_id' as invoice, to_char(event_time at time zone 'UTC', 'YYYY-MM-DD HH24:MI') as at
+       from events where user_id = $1 order by event_time, message_id`,
+      [`8${tag}`],
+    );
+    expect(events).toEqual(
+      [15, 16, 17, 18, 19, 20].map((day, k) => ({ invoice: `7${tag}${k + 1}`, at: `2026-11-${day} 12:00` })),
+    );
   });
 
   it("can load only the newest purchases", async () => {
