@@ -1,13 +1,13 @@
 // `npm run kv:backfill -- --out <folder> [--all] [--record] [--schema <name>] [--pairs <n>]`: writes every changed
 // per-user / per-item list from Postgres (DATABASE_URL, or the local stack's .dev.vars) as Workers KV bulk files of
-// ≤ 10,000 pairs, to upload with `wrangler kv bulk put --binding ONLINE_STORE <file>`; then run it again with
-// `--record` (or record through the REST path) so the next publish writes only later changes.
+// ≤ 10,000 pairs into a new or empty folder, to upload with `wrangler kv bulk put --binding ONLINE_STORE <file>`;
+// then run it again with `--record` (or record through the REST path) so the next publish writes only later changes.
 // With CLOUDFLARE_ACCOUNT_ID, CLOUDFLARE_API_TOKEN and --namespace-id (or KV_NAMESPACE_ID) it uploads through
 // the KV bulk REST API instead and records as it goes. docs/publishing.md#backfill.
 import { parseArgs } from "node:util";
 import { describeError } from "../src/log.ts";
 import { databaseSettings, describeDatabase } from "./lib/dev-vars.ts";
-import { runBackfill } from "./lib/kv-backfill.ts";
+import { OutDirNotEmptyError, runBackfill } from "./lib/kv-backfill.ts";
 
 const { values: args } = parseArgs({
   options: {
@@ -64,6 +64,10 @@ try {
     }
   }
 } catch (error) {
+  if (error instanceof OutDirNotEmptyError) {
+    console.error(error.message);
+    process.exit(2);
+  }
   console.error(`kv-backfill failed: ${describeError(error)}`);
   process.exit(1);
 }

@@ -8,7 +8,7 @@
 // 0 (src/publish/bulk-files.ts). `record` stores the content hashes in published_keys afterwards, so the next
 // publish writes only what changed after the backfill; use it once the files are uploaded (the REST path records
 // after each successful request by itself).
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   BulkChunker,
@@ -59,14 +59,30 @@ export interface BackfillReport {
 
 const PHASES: StablePhase[] = ["users", "items"];
 
+/** The output folder holds something already: the upload loop, taking every file in it, would send that too. */
+export class OutDirNotEmptyError extends Error {
+  override name = "OutDirNotEmptyError";
+}
+
+/** Creates the output folder, or takes an empty one. */
+function createOutDir(dir: string): void {
+  mkdirSync(dir, { recursive: true });
+  const entries = readdirSync(dir).length;
+  if (entries > 0) {
+    throw new OutDirNotEmptyError(
+      `${dir} is not empty (${entries} entries): give a new or empty folder, so that it holds only this run's files`,
+    );
+  }
+}
+
 export async function runBackfill(options: BackfillOptions): Promise<BackfillReport> {
   const started = Date.now();
   const generatedAt = options.generatedAt ?? started;
   const report: BackfillReport = { keys: 0, files: [], requests: 0, skipped: 0, durationMs: 0 };
+  if (!options.rest && !options.outDir) throw new Error("give an output folder or a REST target");
+  if (options.outDir) createOutDir(options.outDir);
   const { db, end } = openDb(options.settings, options.schema);
   const hashes = new Map<string, string>();
-  if (!options.rest && !options.outDir) throw new Error("give an output folder or a REST target");
-  if (options.outDir) mkdirSync(options.outDir, { recursive: true });
 
   const flush = async (pairs: BulkPair[]) => {
     const body = bulkJson(pairs);

@@ -1,7 +1,8 @@
 // The KV backfill's file output (scripts/lib/kv-backfill.ts) against the real Postgres, in a schema of its own:
 // files of at most N pairs in `wrangler kv bulk put` format, values identical to what a publish writes, and with
 // --record a second run that finds nothing left to write. The REST path needs a Cloudflare account: not tested here.
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
@@ -67,5 +68,22 @@ describe("kv-backfill", () => {
     expect(again.files).toHaveLength(0);
     const all = await runBackfill({ settings, schema, outDir: join(out, "c"), all: true });
     expect(all.keys).toBe(27);
+  });
+
+  it("refuses an output folder that is not empty: the upload loop would send an earlier run's files too", async () => {
+    const dir = join(out, "again");
+    const first = await runBackfill({ settings, schema, outDir: dir, pairsPerFile: 10, all: true });
+    expect(first.files).toHaveLength(3);
+    const before = readdirSync(dir).map((f) => [f, readFileSync(join(dir, f), "utf8")]);
+    await expect(runBackfill({ settings, schema, outDir: dir, pairsPerFile: 5, all: true })).rejects.toThrow(
+      `${dir} is not empty (3 entries)`,
+    );
+    const cli = spawnSync(process.execPath, ["scripts/kv-backfill.ts", "--out", dir, "--schema", schema, "--all"], {
+      env: { ...process.env, DATABASE_URL: stack.DATABASE_URL, NEON_LOCAL_WS_PROXY: stack.NEON_LOCAL_WS_PROXY },
+      encoding: "utf8",
+    });
+    expect(cli.status, cli.stderr).toBe(2);
+    expect(cli.stderr).toMatch(/is not empty \(3 entries\)/);
+    expect(readdirSync(dir).map((f) => [f, readFileSync(join(dir, f), "utf8")])).toEqual(before);
   });
 });
