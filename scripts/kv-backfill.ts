@@ -3,7 +3,8 @@
 // ≤ 10,000 pairs into a new or empty folder, to upload with `wrangler kv bulk put --binding ONLINE_STORE <file>`;
 // then run it again with `--record` (or record through the REST path) so the next publish writes only later changes.
 // With CLOUDFLARE_ACCOUNT_ID, CLOUDFLARE_API_TOKEN and --namespace-id (or KV_NAMESPACE_ID) it uploads through
-// the KV bulk REST API instead and records as it goes. docs/publishing.md#backfill.
+// the KV bulk REST API instead and records what KV stored as it goes; keys KV still refuses after 5 attempts fail
+// the run (exit 1, with their count), unrecorded. docs/publishing.md#backfill.
 import { parseArgs } from "node:util";
 import { describeError } from "../src/log.ts";
 import { databaseSettings, describeDatabase } from "./lib/dev-vars.ts";
@@ -54,10 +55,11 @@ try {
   });
   if (args.json) console.log(JSON.stringify(report, null, 2));
   else {
+    const erased = report.erased ? `, ${report.erased} users erased meanwhile, not recorded` : "";
     console.log(
       `[kv-backfill] ${describeDatabase(settings)}: ${report.keys} keys in ` +
         (rest ? `${report.requests} bulk requests` : `${report.files.length} files under ${args.out}`) +
-        ` (${report.skipped} ids too long for a KV key) in ${(report.durationMs / 1000).toFixed(1)} s`,
+        ` (${report.skipped} ids too long for a KV key${erased}) in ${(report.durationMs / 1000).toFixed(1)} s`,
     );
     if (!rest && report.files.length) {
       console.log(`upload each: npx wrangler kv bulk put --binding ONLINE_STORE --remote <file>; then --record`);

@@ -7,10 +7,13 @@
 // API token and namespace id — the same bodies PUT to the KV bulk REST endpoint. Entries are written with version
 // 0 (src/publish/bulk-files.ts). `record` stores the content hashes in published_keys afterwards, so the next
 // publish writes only what changed after the backfill; use it once the files are uploaded (the REST path records
-// after each successful request by itself).
+// the pairs KV stored after each request by itself, retrying those it did not: scripts/lib/kv-bulk-rest.ts). User
+// keys are recorded as the publisher records them: not those of users erased since the read.
 import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import type { RetryPolicy } from "../../src/batch/retry.ts";
 import {
+  BACKFILL_VERSION,
   BulkChunker,
   type BulkPair,
   backfillValue,
@@ -18,19 +21,15 @@ import {
   KV_BULK_MAX_PAIRS,
 } from "../../src/publish/bulk-files.ts";
 import { openDb } from "../../src/publish/db.ts";
-import { readChanges, recordPublished, type StablePhase } from "../../src/publish/sources.ts";
-import type { DbSettings } from "../../src/stores/db.ts";
+import { USER_PREFIX } from "../../src/publish/keys.ts";
+import { readChanges, recordPublished, recordPublishedUsers, type StablePhase } from "../../src/publish/sources.ts";
+import type { Database, DbSettings } from "../../src/stores/db.ts";
+import { KvBulkApi, type RestTarget } from "./kv-bulk-rest.ts";
 
 /** Rows per query: large enough to amortise round trips, small enough to keep memory flat. */
 export const BACKFILL_READ_BATCH = 5_000;
 
-export interface RestTarget {
-  accountId: string;
-  apiToken: string;
-  namespaceId: string;
-  /** Default https://api.cloudflare.com/client/v4 */
-  baseUrl?: string;
-}
+export type { RestTarget } from "./kv-bulk-rest.ts";
 
 export interface BackfillOptions {
   settings: DbSettings;
@@ -39,6 +38,8 @@ export interface BackfillOptions {
   outDir?: string;
   /** Upload through the REST API instead of writing files. */
   rest?: RestTarget;
+  /** REST: how keys the API did not store are sent again (BULK_RETRY by default). */
+  retry?: RetryPolicy;
   /** Every list, not only those whose hash differs from published_keys. */
   all?: boolean;
   /** Record hashes in published_keys (file mode: only after the files were uploaded). */
@@ -54,6 +55,8 @@ export interface BackfillReport {
   files: string[];
   requests: number;
   skipped: number;
+  /** Users erased after their list was read: not recorded (REST: their keys deleted again). */
+  erased: number;
   durationMs: number;
 }
 
@@ -75,45 +78,84 @@ function createOutDir(dir: string): void {
   }
 }
 
+/** What the backfill read of a key: its content hash, and the snapshot its read saw (for the erasure check). */
+interface ReadKey {
+  hash: string;
+  snapshot: string;
+}
+
+/**
+ * Records pairs written to KV in published_keys, user keys as the publisher records them (recordPublishedUsers): a
+ * user whose erasure the read's snapshot did not see is left out. Answers those users' keys.
+ */
+async function recordWritten(db: Database, pairs: readonly BulkPair[], read: ReadonlyMap<string, ReadKey>) {
+  const items: Array<{ key: string; hash: string }> = [];
+  const users = new Map<string, Array<{ key: string; hash: string }>>();
+  for (const { key } of pairs) {
+    const { hash, snapshot } = read.get(key) ?? { hash: "", snapshot: "" };
+    if (!key.startsWith(USER_PREFIX)) {
+      items.push({ key, hash });
+      continue;
+    }
+    const group = users.get(snapshot) ?? [];
+    users.set(snapshot, group);
+    group.push({ key, hash });
+  }
+  await recordPublished(db, items, BACKFILL_VERSION);
+  const erased: string[] = [];
+  for (const [snapshot, entries] of users) {
+    erased.push(...(await recordPublishedUsers(db, entries, BACKFILL_VERSION, snapshot)));
+  }
+  return erased;
+}
+
+/**
+ * REST: writes the pairs, records those KV stored, and deletes again the keys of users erased since the read, as
+ * the publisher does (docs/privacy.md#order-and-races); answers how many those were. Pairs still refused after the
+ * retries fail the run, unrecorded, so a later run writes them.
+ */
+async function upload(kv: KvBulkApi, db: Database, pairs: BulkPair[], read: ReadonlyMap<string, ReadKey>) {
+  const refused = await kv.put(pairs);
+  const failed = new Set(refused.map((p) => p.key));
+  const erased = await recordWritten(
+    db,
+    pairs.filter((p) => !failed.has(p.key)),
+    read,
+  );
+  const undeleted = erased.length > 0 ? await kv.delete(erased) : [];
+  if (undeleted.length > 0) {
+    throw new Error(`KV bulk delete: ${undeleted.length} keys of erased users left after ${kv.attempts} attempts`);
+  }
+  if (refused.length > 0) {
+    throw new Error(
+      `KV bulk write: ${refused.length} of ${pairs.length} keys not stored after ${kv.attempts} attempts ` +
+        `(not recorded: a later run writes them; last answer: ${kv.lastRefusal})`,
+    );
+  }
+  return erased.length;
+}
+
 export async function runBackfill(options: BackfillOptions): Promise<BackfillReport> {
   const started = Date.now();
   const generatedAt = options.generatedAt ?? started;
-  const report: BackfillReport = { keys: 0, files: [], requests: 0, skipped: 0, durationMs: 0 };
+  const report: BackfillReport = { keys: 0, files: [], requests: 0, skipped: 0, erased: 0, durationMs: 0 };
   if (!options.rest && !options.outDir) throw new Error("give an output folder or a REST target");
   if (options.outDir) createOutDir(options.outDir);
   const { db, end } = openDb(options.settings, options.schema);
-  const hashes = new Map<string, string>();
+  const api = options.rest ? new KvBulkApi(options.rest, options.retry) : undefined;
+  const read = new Map<string, ReadKey>();
 
   const flush = async (pairs: BulkPair[]) => {
-    const body = bulkJson(pairs);
-    if (options.rest) {
-      const { accountId, apiToken, namespaceId, baseUrl = "https://api.cloudflare.com/client/v4" } = options.rest;
-      const url = `${baseUrl}/accounts/${accountId}/storage/kv/namespaces/${namespaceId}/bulk`;
-      const res = await fetch(url, {
-        method: "PUT",
-        headers: { authorization: `Bearer ${apiToken}`, "content-type": "application/json" },
-        body,
-      });
-      if (!res.ok) throw new Error(`KV bulk write failed: ${res.status} ${(await res.text()).slice(0, 300)}`);
-      report.requests++;
-      await recordPublished(
-        db,
-        pairs.map((p) => ({ key: p.key, hash: hashes.get(p.key) ?? "" })),
-        0,
-      );
-    } else if (options.outDir) {
+    if (api) report.erased += await upload(api, db, pairs, read);
+    else if (options.outDir) {
       const file = join(options.outDir, `kv-bulk-${String(report.files.length + 1).padStart(5, "0")}.json`);
-      writeFileSync(file, body);
+      writeFileSync(file, bulkJson(pairs));
       report.files.push(file);
-      if (options.record) {
-        await recordPublished(
-          db,
-          pairs.map((p) => ({ key: p.key, hash: hashes.get(p.key) ?? "" })),
-          0,
-        );
-      }
+      // Users erased since the read are not recorded; the erasure sweep of the first publish after the upload
+      // deletes their keys (docs/privacy.md).
+      if (options.record) report.erased += (await recordWritten(db, pairs, read)).length;
     }
-    for (const p of pairs) hashes.delete(p.key);
+    for (const p of pairs) read.delete(p.key);
     options.log?.(`${report.keys} keys so far`);
   };
 
@@ -125,7 +167,7 @@ export async function runBackfill(options: BackfillOptions): Promise<BackfillRep
         const batch = await readChanges(db, phase, cursor, BACKFILL_READ_BATCH, { all: options.all ?? false });
         report.skipped += batch.skipped;
         for (const change of batch.changes) {
-          hashes.set(change.key, change.hash);
+          read.set(change.key, { hash: change.hash, snapshot: batch.snapshot });
           await chunker.add({ key: change.key, value: backfillValue(change.list, generatedAt) });
           report.keys++;
         }
@@ -135,6 +177,7 @@ export async function runBackfill(options: BackfillOptions): Promise<BackfillRep
     }
     await chunker.end();
   } finally {
+    report.requests = api?.requests ?? 0;
     await end();
   }
   report.durationMs = Date.now() - started;

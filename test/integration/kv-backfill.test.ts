@@ -1,37 +1,21 @@
 // The KV backfill's file output (scripts/lib/kv-backfill.ts) against the real Postgres, in a schema of its own:
 // files of at most N pairs in `wrangler kv bulk put` format, values identical to what a publish writes, and with
-// --record a second run that finds nothing left to write. The REST path needs a Cloudflare account: not tested here.
+// --record a second run that finds nothing left to write. The REST path: kv-backfill-rest.test.ts.
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runBackfill } from "../../scripts/lib/kv-backfill.ts";
 import { decodeNeighbors, decodeUserList } from "../../src/publish/codec.ts";
-import { openPool } from "../../src/stores/db.ts";
+import { createSchema, dropSchema, query, STABLE_KEY_TABLES, stackSettings } from "../support/own-schema.ts";
 
-const stack = inject("stack");
-const settings = { databaseUrl: stack.DATABASE_URL, localWsProxy: stack.NEON_LOCAL_WS_PROXY };
-const schema = `t_backfill_${crypto.randomUUID().replaceAll("-", "").slice(0, 12)}`;
+const settings = stackSettings();
 const out = mkdtempSync(join(tmpdir(), "lastmile-backfill-"));
-
-async function query(text: string, params: unknown[] = []) {
-  const pool = openPool(settings);
-  try {
-    return (await pool.query(text, params)).rows;
-  } finally {
-    await pool.end();
-  }
-}
+let schema = "";
 
 beforeAll(async () => {
-  const tables = ["model_versions", "user_candidates", "item_neighbors", "published_keys", "erased_users"];
-  await query(
-    [
-      `create schema "${schema}"`,
-      ...tables.map((t) => `create table "${schema}".${t} (like public.${t} including all)`),
-    ].join(";\n"),
-  );
+  schema = await createSchema("backfill", STABLE_KEY_TABLES);
   await query(
     `insert into "${schema}".user_candidates (user_key, product_ids, scores, reasons, model_version)
      select 'u:user' || lpad(g::text, 3, '0'), '{p1,p2}', '{1,0.5}', null, 1 from generate_series(1, 25) g`,
@@ -43,7 +27,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await query(`drop schema if exists "${schema}" cascade`);
+  await dropSchema(schema);
   rmSync(out, { recursive: true, force: true });
 });
 
@@ -79,7 +63,7 @@ describe("kv-backfill", () => {
       `${dir} is not empty (3 entries)`,
     );
     const cli = spawnSync(process.execPath, ["scripts/kv-backfill.ts", "--out", dir, "--schema", schema, "--all"], {
-      env: { ...process.env, DATABASE_URL: stack.DATABASE_URL, NEON_LOCAL_WS_PROXY: stack.NEON_LOCAL_WS_PROXY },
+      env: { ...process.env, DATABASE_URL: settings.databaseUrl, NEON_LOCAL_WS_PROXY: settings.localWsProxy },
       encoding: "utf8",
     });
     expect(cli.status, cli.stderr).toBe(2);
