@@ -57,8 +57,18 @@ export interface WarehouseRows {
   identities: IdentityLink[];
 }
 
-/** Postgres `integer` range: a quantity outside it is not a quantity. */
-const MAX_QUANTITY = 2_147_483_647;
+/**
+ * The plausible range of an order line (docs/data-model.md): a unit price of at most MAX_UNIT_PRICE and a quantity
+ * of at most MAX_QUANTITY units, either sign. A value outside it (a typo, a test value, a hostile write key) is
+ * stored as null, so it never becomes revenue; the event's properties keep it as sent. Within it, price × quantity
+ * and the experiment report's sums of squares stay far inside float8.
+ */
+export const MAX_UNIT_PRICE = 1e9;
+export const MAX_QUANTITY = 1_000_000;
+
+function bounded(value: number | null, max: number): number | null {
+  return value !== null && Math.abs(value) <= max ? value : null;
+}
 
 function record(value: unknown): Record<string, unknown> | null {
   return value !== null && typeof value === "object" && !Array.isArray(value)
@@ -74,9 +84,7 @@ function text(value: unknown): string | null {
 
 function quantityOf(value: unknown): number | null {
   const n = typeof value === "number" ? value : typeof value === "string" && value.trim() ? Number(value) : Number.NaN;
-  if (!Number.isFinite(n)) return null;
-  const q = Math.round(n);
-  return Math.abs(q) <= MAX_QUANTITY ? q : null;
+  return Number.isFinite(n) ? bounded(Math.round(n), MAX_QUANTITY) : null;
 }
 
 /** ISO 3166-1 alpha-2 from `context.location.country`, upper-cased; null for names or anything else. */
@@ -134,7 +142,7 @@ export function warehouseRows(event: CollectedEvent, userKey?: string, streamId:
       kind: i.kind,
       weight: AFFINITY_WEIGHTS[i.kind],
       quantity: source ? quantityOf(source.quantity) : null,
-      price: i.price,
+      price: bounded(i.price, MAX_UNIT_PRICE),
       orderId: i.kind === "purchase" ? orderId : null,
       eventTime,
     });

@@ -15,6 +15,7 @@
 import { sql } from "drizzle-orm";
 import type { Executor } from "../batch/bulk.ts";
 import { rows } from "../batch/recommenders/sql.ts";
+import { MAX_QUANTITY, MAX_UNIT_PRICE } from "../batch/warehouse.ts";
 import { type Database, transaction } from "../stores/db.ts";
 import { armShares } from "./assign.ts";
 import { type Experiment, HOLDOUT_ARM, INTERLEAVED_ARM } from "./config.ts";
@@ -171,6 +172,15 @@ function exposures(experimentId: string) {
     )`;
 }
 
+/**
+ * An order line's revenue, price × quantity, read within the loader's plausible range (src/batch/warehouse.ts): a
+ * row outside it (stored before the loader bounded them, or by another writer) counts as the loader now stores it —
+ * a price outside it is no revenue, a quantity outside it one unit —, so no row can overflow the float8 sums.
+ */
+const lineRevenue = sql`
+  coalesce(case when i.price between ${-MAX_UNIT_PRICE} and ${MAX_UNIT_PRICE} then i.price end, 0)
+  * coalesce(case when i.quantity between ${-MAX_QUANTITY} and ${MAX_QUANTITY} then i.quantity end, 1)`;
+
 /** The attribution query: the qualifying (action, exposure) pairs, each action credited as the model says. */
 function credited(experimentId: string, o: ReportOptions) {
   return sql`
@@ -186,7 +196,7 @@ function credited(experimentId: string, o: ReportOptions) {
       select i.message_id, i.position as line, coalesce(l.person, i.user_key) as user_key, i.product_id,
              i.event_time as at,
              case i.kind when 'click' then 'click' when 'add_to_cart' then 'cart' else 'purchase' end as kind,
-             case when i.kind = 'purchase' then coalesce(i.price, 0) * coalesce(i.quantity, 1) else 0 end as revenue,
+             case when i.kind = 'purchase' then ${lineRevenue} else 0 end as revenue,
              e.properties->>'rec_id' as rec_id
       from interactions i join events e on e.message_id = i.message_id left join links l on l.key = i.user_key
       where i.kind in ('click', 'add_to_cart', 'purchase')

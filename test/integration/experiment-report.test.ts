@@ -101,13 +101,15 @@ const SPLIT = parseExperiments(
       split("merge-exp", "cart"),
       split("device-exp", "post_purchase"),
       interleave("il-order", "similar"),
+      split("revenue-exp", "rerank"),
     ],
   },
   "v1",
 );
 if (!SPLIT.ok) throw new Error(JSON.stringify(SPLIT.issues));
 type Parsed = (typeof SPLIT.config.experiments)[number];
-const [EXP1, IL, MERGE_EXP, DEVICE_EXP, IL_ORDER] = SPLIT.config.experiments as [
+const [EXP1, IL, MERGE_EXP, DEVICE_EXP, IL_ORDER, REVENUE_EXP] = SPLIT.config.experiments as [
+  Parsed,
   Parsed,
   Parsed,
   Parsed,
@@ -228,6 +230,19 @@ beforeAll(async () => {
   await action("ioc2", "u:io2", T0 + MIN, "click", [{ product: "X" }]);
   await action("ioc3", "u:io3", T0 + MIN, "click", [{ product: "X" }]);
   await action("ioc4", "u:io4", T0 + MIN, "click", [{ product: "Y" }]);
+  // ── revenue-exp: order lines outside the plausible range (|price| ≤ 1e9, |quantity| ≤ 1e6), as a row stored by
+  //    another writer would hold them: u:rv1 (control) buys R at 1e200 and at 8 × 2; u:rv2 (treat) buys R at 10 ×
+  //    2,000,000,000 and at −1e300 ──
+  await exposure("rv1", "u:rv1", T0, "revenue-exp", "control", [{ product_id: "R", position: 1 }]);
+  await exposure("rv2", "u:rv2", T0, "revenue-exp", "treat", [{ product_id: "R", position: 1 }]);
+  await action("rv1-order", "u:rv1", T0 + MIN, "purchase", [
+    { product: "R", price: 1e200, quantity: 1 },
+    { product: "R", price: 8, quantity: 2 },
+  ]);
+  await action("rv2-order", "u:rv2", T0 + MIN, "purchase", [
+    { product: "R", price: 10, quantity: 2_000_000_000 },
+    { product: "R", price: -1e300 },
+  ]);
 });
 
 afterAll(async () => {
@@ -338,6 +353,23 @@ describe("the report", () => {
     ]);
     const report = await experimentReport(db, IL);
     expect(report.interleaving).toMatchObject({ a: "now", b: "pop", wins: 0, losses: 1, ties: 1, noClicks: 1, n: 2 });
+  });
+});
+
+describe("order lines outside the plausible range", () => {
+  it("an implausible price is no revenue and an implausible quantity one unit; the report still answers", async () => {
+    // control: 1e200 counts 0, 8 × 2 counts 16. treat: 10 × 2e9 counts 10 × 1, −1e300 counts 0. Each line is still an
+    // order line and each buyer a converter.
+    const counts = await armCounts(db, "revenue-exp", REPORT_DEFAULTS);
+    expect(counts.map((c) => [c.arm, c.orderLines, c.converters, c.revenue, c.revenueSq])).toEqual([
+      ["control", 2, 1, 16, 256],
+      ["treat", 2, 1, 10, 100],
+    ]);
+    const report = await experimentReport(db, REVENUE_EXP);
+    expect(report.arms.map((a) => [a.arm, a.revenue, a.vsControl?.revenuePerVisitor ?? null])).toEqual([
+      ["control", 16, null],
+      ["treat", 10, null],
+    ]);
   });
 });
 

@@ -66,6 +66,23 @@ describe("warehouseRows", () => {
     expect(rows.identities).toEqual([{ anonymousId: "a1", userId: "u1", at: AT }]);
   });
 
+  it("stores a price or quantity outside the plausible range as null, keeping the event's properties as sent", () => {
+    const products = [
+      { product_id: "huge", price: 1e200, quantity: 1 },
+      { product_id: "negative", price: "-1e10", quantity: 2_000_000 },
+      { product_id: "edge", price: 1e9, quantity: -1_000_000 },
+      { product_id: "plain", price: 4.5, quantity: 2.4 },
+    ];
+    const rows = warehouseRows(ev("track", { event: "Order Completed", properties: { order_id: "o", products } }));
+    expect(rows.interactions.map((i) => [i.productId, i.price, i.quantity])).toEqual([
+      ["huge", null, 1],
+      ["negative", null, null],
+      ["edge", 1e9, -1_000_000],
+      ["plain", 4.5, 2],
+    ]);
+    expect(rows.event.properties).toEqual({ order_id: "o", products });
+  });
+
   it("never yields a product id over the catalogue's limit (a B-tree index entry cannot hold a few KB)", () => {
     // Collection refuses such events; an entry written before that rule must not fail its whole load batch.
     const long = "p".repeat(MAX_PRODUCT_ID_CHARS + 1);
