@@ -4,6 +4,7 @@
 import { OUTPUT_MODELS, type OutputModel } from "./batch/compute.ts";
 import { DEFAULT_MAX_BATCHES, MAX_BATCH_SIZE } from "./batch/loader.ts";
 import { ApiError } from "./errors.ts";
+import { EXPOSURE_SOURCE } from "./experiments/exposure.ts";
 import { validSchema } from "./publish/db.ts";
 import { looksLikeJwt } from "./rank/tokens.ts";
 
@@ -197,6 +198,12 @@ export function parseSources(value: string | undefined, environment: string): So
       }
       if (typeof e.id !== "string" || !SOURCE_ID.test(e.id)) {
         throw new ConfigError(`${where}.id must be 1–64 letters, digits, ".", "_" or "-"`);
+      }
+      if (e.id === EXPOSURE_SOURCE) {
+        throw new ConfigError(
+          `${where}.id "${EXPOSURE_SOURCE}" is reserved for the exposures Lastmile logs: ` +
+            "a client's events under it would count as exposures in experiment reports",
+        );
       }
       if (typeof e.writeKey !== "string" || e.writeKey.trim() === "" || e.writeKey !== e.writeKey.trim()) {
         throw new ConfigError(`${where}.writeKey must be a non-empty string without surrounding spaces`);

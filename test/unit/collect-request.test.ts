@@ -10,6 +10,7 @@ import { MAX_BATCH_EVENTS, MAX_DEAD_LETTER_RAW_BYTES } from "../../src/collect/l
 import { basicAuthUser, resolveSource } from "../../src/collect/sources.ts";
 import { ConfigError, LOCAL_SOURCE, parseSources } from "../../src/config.ts";
 import { ApiError } from "../../src/errors.ts";
+import { EXPOSURE_SOURCE } from "../../src/experiments/exposure.ts";
 
 /** Gzip with the web-standard CompressionStream (the same API the Worker decompresses with). */
 async function gzip(data: string | Uint8Array): Promise<Uint8Array> {
@@ -266,6 +267,15 @@ describe("parseSources", () => {
       expect((error as Error).message).toMatch(message);
       expect((error as Error).message).not.toMatch(/secret-/);
     }
+  });
+
+  it("refuses the exposures' source id: a client's Recommendations Shown events under it would count as exposures", () => {
+    const value = JSON.stringify([
+      { id: "web", writeKey: "secret-1" },
+      { id: EXPOSURE_SOURCE, writeKey: "secret-2" },
+    ]);
+    expect(() => parseSources(value, "production")).toThrow(ConfigError);
+    expect(() => parseSources(value, "production")).toThrow(/^SOURCES\[1\]\.id "lastmile" is reserved/);
   });
 });
 
