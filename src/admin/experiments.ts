@@ -1,16 +1,18 @@
 // The experiments document (src/experiments/config.ts, docs/experiments.md) as an admin resource
 // (src/admin/versioned-doc.ts), and its reports:
 //   GET /v1/admin/experiments[?version=N]   the active document (or a stored older one), with its version
-//   PUT /v1/admin/experiments               a new document: validated, stored as version N+1 (KV `cfg:experiments`)
+//   PUT /v1/admin/experiments               a new document: validated (its placements against the active ranking
+//                                           config), stored as version N+1 (KV `cfg:experiments`)
 //   GET /v1/admin/experiments/:id/report?model=last|any&clickWindow=<s>&purchaseWindow=<s>
 //                                           per-arm exposures, CTR, add-to-cart rate, conversion, revenue per visitor
 //                                           with intervals, the sample-ratio check, interleaving credit (Postgres)
 
 import { sql } from "drizzle-orm";
 import { ApiError } from "../errors.ts";
-import { EXPERIMENTS_KEY, parseExperiments } from "../experiments/config.ts";
+import { EXPERIMENTS_KEY, parseExperiments, unplacedExperiments } from "../experiments/config.ts";
 import { experimentReport, REPORT_DEFAULTS, type ReportOptions } from "../experiments/report.ts";
-import { decodeExperiments } from "../rank/online-store.ts";
+import { RANKING_CONFIG_KEY } from "../rank/config.ts";
+import { decodeExperiments, decodeRankingConfig } from "../rank/online-store.ts";
 import { withWarehouse } from "./batch.ts";
 import { versionedDocRoutes } from "./versioned-doc.ts";
 
@@ -20,6 +22,17 @@ export const experimentsRoutes = versionedDocRoutes({
   name: "experiments document",
   parse: parseExperiments,
   decode: decodeExperiments,
+  // An experiment that can still run must be on a placement the active ranking config has, or similar / rerank.
+  check: async (experiments, env) => {
+    const { config } = decodeRankingConfig(await env.ONLINE_STORE.get(RANKING_CONFIG_KEY));
+    const placements = Object.keys(config.placements);
+    return unplacedExperiments(experiments, placements, Date.now()).map(({ index, experiment }) => ({
+      path: `experiments[${index}].placement`,
+      message:
+        `${experiment.placement} is not a placement of the active ranking config (${config.version}): ` +
+        `one of ${placements.join(", ")}, similar or rerank`,
+    }));
+  },
 });
 
 /** Windows in seconds: from a minute to 30 days. */

@@ -1,9 +1,12 @@
 // The ranking configuration (src/rank/config.ts) as an admin resource (src/admin/versioned-doc.ts):
 //   GET /v1/admin/ranking-config[?version=N]   the active config (or a stored older one), with its version
 //   PUT /v1/admin/ranking-config               a new config document: validated, filled from the defaults,
-//                                              stored as version N+1 (KV `cfg:ranking` and `cfg:ranking:vN`)
+//                                              refused if it drops a placement an experiment that has not
+//                                              ended runs on, stored as version N+1 (KV `cfg:ranking` and
+//                                              `cfg:ranking:vN`)
+import { EXPERIMENTS_KEY, unplacedExperiments } from "../experiments/config.ts";
 import { parseRankingConfig, RANKING_CONFIG_KEY } from "../rank/config.ts";
-import { decodeRankingConfig } from "../rank/online-store.ts";
+import { decodeExperiments, decodeRankingConfig } from "../rank/online-store.ts";
 import { versionedDocRoutes } from "./versioned-doc.ts";
 
 export const rankingConfigRoutes = versionedDocRoutes({
@@ -13,4 +16,16 @@ export const rankingConfigRoutes = versionedDocRoutes({
   // A PUT refuses unknown fields; the stored documents are read as they were accepted (decodeRankingConfig).
   parse: (input, version) => parseRankingConfig(input, version, { strict: true }),
   decode: decodeRankingConfig,
+  // A config that drops the placement of an experiment that can still run is refused: that experiment would stop.
+  check: async (config, env) => {
+    const { config: experiments } = decodeExperiments(await env.ONLINE_STORE.get(EXPERIMENTS_KEY));
+    return unplacedExperiments(experiments, Object.keys(config.placements), Date.now()).map(
+      ({ index, experiment }) => ({
+        path: `placements.${experiment.placement}`,
+        message:
+          `missing: experiments[${index}] (${experiment.id}) of the active experiments document ` +
+          `(${experiments.version}) runs on it; end or remove that experiment first`,
+      }),
+    );
+  },
 });

@@ -11,6 +11,7 @@ import type { AppEnv } from "../app.ts";
 import { ApiError } from "../errors.ts";
 import { readJsonRequest } from "../json-body.ts";
 import { COORDINATOR_NAME } from "../publish/coordinator.ts";
+import type { ConfigIssue } from "../rank/config.ts";
 import { invalidateHead } from "../rank/online-store.ts";
 import { type DocParser, parseStoredDoc, type StoredDoc } from "../stored-doc.ts";
 
@@ -26,6 +27,11 @@ export interface VersionedDoc<T extends { version: string }> {
   parse: DocParser<T>;
   /** The active document from the stored text (the default when absent; `invalid` when unreadable). */
   decode(text: string | null): { config: T; invalid: boolean };
+  /**
+   * The issues of a valid document against the other active documents (read from `env`), refused like `parse`'s;
+   * none when absent.
+   */
+  check?(config: T, env: Env): Promise<ConfigIssue[]>;
 }
 
 function versionNumber(version: string): number {
@@ -69,8 +75,9 @@ export function versionedDocRoutes<T extends { version: string }>(doc: Versioned
     // The stored document's own version counts even when its content is unreadable: no version number is reused.
     const head = Math.max(versionNumber(current.config.version), storedVersion(currentText));
     const parsed = doc.parse(body, `v${head + 1}`);
-    if (!parsed.ok) {
-      throw new ApiError("validation_failed", `the ${doc.name} is invalid`, { details: { issues: parsed.issues } });
+    const issues = parsed.ok ? ((await doc.check?.(parsed.config, c.env)) ?? []) : parsed.issues;
+    if (!parsed.ok || issues.length > 0) {
+      throw new ApiError("validation_failed", `the ${doc.name} is invalid`, { details: { issues } });
     }
     // Only a valid document takes a number; the coordinator never gives one twice (a concurrent PUT that read the
     // same head gets the next one).

@@ -132,6 +132,24 @@ function windowOf(e: Experiment): [number, number] {
   return [parseIsoTime(e.start) ?? Number.NEGATIVE_INFINITY, parseIsoTime(e.end) ?? Number.POSITIVE_INFINITY];
 }
 
+/**
+ * The experiments that can still run at `now` (no end, or an end after it) on a placement that is neither one of
+ * `placements` (the active ranking config's) nor similar / rerank: the ranking path refuses such a placement, so they
+ * would never be served. Each with its index in the document. Ended experiments are left alone: they are kept for
+ * their reports, whatever the ranking config has become.
+ */
+export function unplacedExperiments(
+  config: ExperimentsConfig,
+  placements: readonly string[],
+  now: number,
+): { index: number; experiment: Experiment }[] {
+  return config.experiments.flatMap((experiment, index) => {
+    const { placement } = experiment;
+    const served = placements.includes(placement) || MODE_PLACEMENTS.includes(placement);
+    return served || windowOf(experiment)[1] <= now ? [] : [{ index, experiment }];
+  });
+}
+
 function parseExperiment(e: unknown, path: string, issue: (path: string, message: string) => void): Experiment | null {
   if (!isObject(e)) {
     issue(path, "must be an object");

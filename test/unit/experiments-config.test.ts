@@ -9,6 +9,7 @@ import {
   EXPERIMENTS_KEY,
   type ExperimentsConfig,
   parseExperiments,
+  unplacedExperiments,
 } from "../../src/experiments/config.ts";
 
 function accepted(doc: unknown, version = "v3"): ExperimentsConfig {
@@ -346,5 +347,32 @@ describe("activeExperiment", () => {
 
   it("finds nothing in the default document", () => {
     expect(activeExperiment(DEFAULT_EXPERIMENTS_CONFIG, "home", Date.now())).toBeNull();
+  });
+});
+
+describe("unplacedExperiments", () => {
+  const config = accepted({
+    experiments: [
+      experiment({ id: "typo", placement: "hmoe" }),
+      experiment({ id: "ended", placement: "gone", end: "2026-12-08T00:00:00Z" }),
+      experiment({ id: "later", placement: "landing", start: "2026-12-20T00:00:00Z" }),
+      experiment({ id: "home" }),
+      experiment({ id: "similar", placement: "similar" }),
+      experiment({ id: "rerank", placement: "rerank" }),
+    ],
+  });
+  const unplaced = (placements: string[], iso: string) =>
+    unplacedExperiments(config, placements, Date.parse(iso)).map(({ index, experiment }) => [index, experiment.id]);
+
+  it("are those that can still run on a placement the ranking config lacks, similar and rerank aside", () => {
+    // "ended" can still run until its end (exclusive); "later" has not started but can run.
+    expect(unplaced(["home"], "2026-12-07T23:59:59.999Z")).toEqual([
+      [0, "typo"],
+      [1, "ended"],
+      [2, "later"],
+    ]);
+    expect(unplaced(["home", "landing"], "2026-12-08T00:00:00Z")).toEqual([[0, "typo"]]);
+    // Every placement present: none.
+    expect(unplaced(["home", "hmoe", "landing"], "2026-12-08T00:00:00Z")).toEqual([]);
   });
 });

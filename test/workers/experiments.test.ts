@@ -35,15 +35,18 @@ import {
 const shop = shopFixture(`x${crypto.randomUUID().slice(0, 8)}`);
 const id = shop.id;
 
-function put(body: unknown, key: string | null = ADMIN_KEY): Promise<Response> {
+function putDoc(path: string, body: unknown, key: string | null = ADMIN_KEY): Promise<Response> {
   return exports.default.fetch(
-    new Request(`${BASE}/v1/admin/experiments`, {
+    new Request(`${BASE}${path}`, {
       method: "PUT",
       headers: { "content-type": "application/json", ...(key ? { authorization: `Bearer ${key}` } : {}) },
       body: JSON.stringify(body),
     }),
   );
 }
+
+const put = (body: unknown, key?: string | null) => putDoc("/v1/admin/experiments", body, key);
+const putRankingConfig = (body: unknown) => putDoc("/v1/admin/ranking-config", body);
 
 async function putOk(body: unknown): Promise<{ version: string }> {
   const res = await put(body);
@@ -141,6 +144,44 @@ describe("the experiments document", () => {
     await refused(adminGet("/v1/admin/experiments/nope/report"), 404, "not_found");
     await refused(adminGet(`/v1/admin/experiments/${fresh}/report?model=first`), 400, "bad_request");
     await refused(adminGet(`/v1/admin/experiments/${fresh}/report?clickWindow=5`), 400, "bad_request");
+  });
+
+  it("refuses an experiment that can still run on a placement the active ranking config lacks", async () => {
+    const on = (placement: string, extra: Record<string, unknown> = {}) => ({
+      ...HOME_AB.experiments[0],
+      id: `on-${placement}`,
+      placement,
+      ...extra,
+    });
+    // The ranking path refuses such a placement: the experiment could never be served.
+    await refused(get("/v1/recommendations?placement=hmoe&anonymousId=v1"), 400, "validation_failed");
+    const typo = await refused(put({ experiments: [on("home"), on("hmoe")] }), 400, "validation_failed");
+    expect(typo.error.issues).toEqual([
+      { path: "experiments[1].placement", message: expect.stringMatching(/^hmoe is not a placement of the active/) },
+    ]);
+    // A placement the ranking config adds, the modes' lists, and an ended experiment (kept for its report) pass.
+    expect((await putRankingConfig({ placements: { landing: {} } })).status).toBe(200);
+    await putOk({
+      experiments: [on("landing"), on("similar"), on("rerank"), on("hmoe", { end: "2020-01-08T00:00:00Z" })],
+    });
+  });
+
+  it("a ranking config that drops the placement of an experiment that can still run is refused", async () => {
+    expect((await putRankingConfig({ placements: { landing: {} } })).status).toBe(200);
+    const landing = { ...HOME_AB.experiments[0], id: "landing-ab", placement: "landing" };
+    await putOk({ experiments: [landing] });
+    const dropped = await refused(putRankingConfig({ maxLimit: 40 }), 400, "validation_failed");
+    expect(dropped.error.issues).toEqual([
+      { path: "placements.landing", message: expect.stringMatching(/^missing: experiments\[0\] \(landing-ab\)/) },
+    ]);
+    const active = (await (await adminGet("/v1/admin/ranking-config")).json()) as {
+      config: { placements: Record<string, unknown>; maxLimit: number };
+    };
+    expect(Object.keys(active.config.placements)).toContain("landing");
+    expect(active.config.maxLimit).toBe(50);
+    // Once the experiment has ended, the placement may go.
+    await putOk({ experiments: [{ ...landing, end: "2020-01-08T00:00:00Z" }] });
+    expect((await putRankingConfig({ maxLimit: 40 })).status).toBe(200);
   });
 
   it("needs the admin key", async () => {
@@ -323,17 +364,9 @@ describe("arms on the ranking path", () => {
   it("interleave: a pin of either variant's list holds its slot, team pinned; the first variant's wins the slot", async () => {
     // One rule pins pop01 or pop02 at slot 1. The popular variant (a) pins pop01; the ranker variant (b) leaves out
     // what the visitor viewed (pop01) and pins pop02.
-    const rules = await exports.default.fetch(
-      new Request(`${BASE}/v1/admin/ranking-config`, {
-        method: "PUT",
-        headers: { "content-type": "application/json", authorization: `Bearer ${ADMIN_KEY}` },
-        body: JSON.stringify({
-          rules: [
-            { id: "promo", action: "pin", productIds: [id("pop01"), id("pop02")], slot: 1, placements: ["home"] },
-          ],
-        }),
-      }),
-    );
+    const rules = await putRankingConfig({
+      rules: [{ id: "promo", action: "pin", productIds: [id("pop01"), id("pop02")], slot: 1, placements: ["home"] }],
+    });
     expect(rules.status, await rules.text()).toBe(200);
     const variants = [
       { id: "pop", ranker: { kind: "popular" } },
