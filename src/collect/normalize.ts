@@ -83,13 +83,19 @@ class Rejected extends Error {
 
 const EVENT_TYPE_SET: ReadonlySet<string> = new Set(EVENT_TYPES);
 
-/** An id as clients send it: a string or a number (a numeric user id), "" and null meaning absent. */
+/**
+ * An id as clients send it: a string or a whole number (a numeric user id), "" and null meaning absent. A number must
+ * be a safe integer: past 2^53 JSON.parse has already rounded it (12345678901234567891 arrives as
+ * 12345678901234567000, someone else's id), and a fraction names no one.
+ */
 function optionalId(raw: JsonObject, field: string): string | null {
   const value = raw[field];
   if (value === undefined || value === null || value === "") return null;
   let id: string;
   if (typeof value === "string") id = value;
-  else if (typeof value === "number" && Number.isFinite(value)) id = String(value);
+  else if (typeof value === "number" && Number.isSafeInteger(value)) id = String(value);
+  else if (typeof value === "number")
+    throw new Rejected("invalid_id", `${field} is a number JSON cannot carry exactly; send it as a string`);
   else throw new Rejected("invalid_id", `${field} must be a string or a number`);
   if (id.length > MAX_ID_LENGTH) {
     throw new Rejected("invalid_id", `${field} is ${id.length} characters long; the limit is ${MAX_ID_LENGTH}`);
@@ -268,11 +274,13 @@ async function normalize(raw: unknown, ctx: NormalizeContext): Promise<{ event: 
   if (unusable !== null) {
     throw new Rejected(
       "invalid_product_id",
-      unusable.includes("\u0000")
-        ? "a product id holds a NUL character"
-        : !isWellFormed(unusable)
-          ? "a product id is not valid Unicode (an unpaired surrogate)"
-          : `a product id is ${unusable.length} characters long; the limit is ${MAX_PRODUCT_ID_CHARS}`,
+      typeof unusable === "number"
+        ? "a product id is a number JSON cannot carry exactly; send it as a string"
+        : unusable.includes("\u0000")
+          ? "a product id holds a NUL character"
+          : !isWellFormed(unusable)
+            ? "a product id is not valid Unicode (an unpaired surrogate)"
+            : `a product id is ${unusable.length} characters long; the limit is ${MAX_PRODUCT_ID_CHARS}`,
     );
   }
   return { event: collected, bytes: size };

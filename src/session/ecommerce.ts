@@ -121,7 +121,12 @@ export interface ProductFields {
 
 /** The product id as sent: `product_id` (or `productId`, v1 `id`), of any length. */
 function sentProductId(props: Record<string, unknown>): string | null {
-  return idText(props.product_id) ?? idText(props.productId) ?? idText(props.id);
+  return idText(sentProductIdValue(props));
+}
+
+/** The raw value sentProductId reads: the first of `product_id`, `productId`, `id` that gives an id. */
+function sentProductIdValue(props: Record<string, unknown>): unknown {
+  return [props.product_id, props.productId, props.id].find((v) => idText(v) !== null);
 }
 
 /** A product as Segment describes it: `product_id` (or `productId`, v1 `id`), category, brand, price, tags. */
@@ -169,9 +174,11 @@ function productsOf(props: Record<string, unknown>): Record<string, unknown>[] {
  * the catalogue refuses it), or an unpaired surrogate (no UTF-8 form: stored, it would become U+FFFD and two ids
  * one); null when there is none.
  */
-export function unusableProductId(event: CollectedEvent): string | null {
+export function unusableProductId(event: CollectedEvent): string | number | null {
   const props = record(event.properties) ?? {};
   for (const p of [props, ...productsOf(props)]) {
+    const sent = sentProductIdValue(p);
+    if (typeof sent === "number" && !Number.isSafeInteger(sent)) return sent;
     const id = sentProductId(p);
     if (id !== null && (id.length > MAX_PRODUCT_ID_CHARS || id.includes("\u0000") || !isWellFormed(id))) return id;
   }

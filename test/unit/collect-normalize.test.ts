@@ -121,8 +121,8 @@ describe("normalizeEvent: rejections", () => {
   });
 
   it("takes ids as strings or numbers only, bounded in length", async () => {
-    const numeric = await ok({ type: "page", userId: 123, anonymousId: 4.5, messageId: 9 });
-    expect([numeric.userId, numeric.anonymousId, numeric.messageId]).toEqual(["123", "4.5", "9"]);
+    const numeric = await ok({ type: "page", userId: 123, anonymousId: -45, messageId: 9 });
+    expect([numeric.userId, numeric.anonymousId, numeric.messageId]).toEqual(["123", "-45", "9"]);
     await rejected({ type: "page", userId: true }, "invalid_id");
     await rejected({ type: "page", userId: { id: 1 } }, "invalid_id");
     await rejected({ type: "page", anonymousId: ["a"] }, "invalid_id");
@@ -130,6 +130,35 @@ describe("normalizeEvent: rejections", () => {
     expect((await ok({ type: "page", userId: "x".repeat(MAX_ID_LENGTH) })).userId).toHaveLength(MAX_ID_LENGTH);
     await rejected({ type: "page", userId: "x".repeat(MAX_ID_LENGTH + 1) }, "invalid_id");
     await rejected({ type: "group", userId: "u", groupId: "g".repeat(MAX_ID_LENGTH + 1) }, "invalid_id");
+  });
+
+  it("refuses a numeric id JSON could not carry exactly, a user's or a product's", async () => {
+    // 12345678901234567891 and 12345678901234567000 parse to the same number: two people, one session.
+    await rejected(JSON.parse('{"type":"page","userId":12345678901234567891}'), "invalid_id");
+    await rejected({ type: "page", anonymousId: 2 ** 53 }, "invalid_id");
+    await rejected({ type: "page", userId: "u", messageId: 0.1 + 0.2 }, "invalid_id");
+    expect((await ok({ type: "page", userId: Number.MAX_SAFE_INTEGER })).userId).toBe("9007199254740991");
+    const viewed = (id: unknown) => ({
+      type: "track",
+      userId: "u",
+      event: "Product Viewed",
+      properties: { product_id: id },
+    });
+    const big =
+      '{"type":"track","userId":"u","event":"Product Viewed","properties":{"product_id":98765432109876543210}}';
+    await rejected(JSON.parse(big), "invalid_product_id");
+    await rejected(viewed(1.5), "invalid_product_id");
+    const order = { product_id: "a" };
+    await rejected(
+      {
+        type: "track",
+        userId: "u",
+        event: "Order Completed",
+        properties: { products: [order, { productId: 2 ** 60 }] },
+      },
+      "invalid_product_id",
+    );
+    expect((await ok(viewed(42))).properties).toMatchObject({ product_id: 42 });
   });
 
   it("refuses ids holding a NUL (the warehouse's text would lose it and name another id)", async () => {
