@@ -169,14 +169,28 @@ function productsOf(props: Record<string, unknown>): Record<string, unknown>[] {
 }
 
 /**
- * The first product id of the event that no catalogue can hold, among those `interpret` reads (the event's own
- * product, or each of its `products`): longer than MAX_PRODUCT_ID_CHARS, holding a NUL (Postgres text cannot, and
- * the catalogue refuses it), or an unpaired surrogate (no UTF-8 form: stored, it would become U+FFFD and two ids
- * one); null when there is none.
+ * The property objects whose product id `interpret` reads: the event's own for a page, a screen or a product event
+ * (viewed, clicked, added, …), each of its `products` (the first MAX_PRODUCTS_PER_EVENT) for an order; none for any
+ * other event, whose `id` (a comment's, an order's) names no product.
+ */
+function productRecords(event: CollectedEvent, props: Record<string, unknown>): Record<string, unknown>[] {
+  if (event.type === "page" || event.type === "screen") return [props];
+  if (event.type !== "track") return [];
+  const kind = kindOfTrack(event.event);
+  if (kind === null || kind === "search" || kind === "list_view" || kind === "cart_view" || kind === "checkout") {
+    return [];
+  }
+  return kind === "purchase" ? productsOf(props) : [props];
+}
+
+/**
+ * The first product id of the event that no catalogue can hold, among those `interpret` reads (productRecords):
+ * a number JSON cannot carry exactly (past 2^53 it arrives rounded: another product's id, or a fraction), longer than
+ * MAX_PRODUCT_ID_CHARS, holding a NUL (Postgres text cannot, and the catalogue refuses it), or an unpaired surrogate
+ * (no UTF-8 form: stored, it would become U+FFFD and two ids one); null when there is none.
  */
 export function unusableProductId(event: CollectedEvent): string | number | null {
-  const props = record(event.properties) ?? {};
-  for (const p of [props, ...productsOf(props)]) {
+  for (const p of productRecords(event, record(event.properties) ?? {})) {
     const sent = sentProductIdValue(p);
     if (typeof sent === "number" && !Number.isSafeInteger(sent)) return sent;
     const id = sentProductId(p);

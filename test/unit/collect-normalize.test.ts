@@ -10,6 +10,7 @@ import {
   rawUserKey,
 } from "../../src/collect/normalize.ts";
 import { parseIsoTimestamp, resolveTimestamp } from "../../src/collect/timestamps.ts";
+import { interpret } from "../../src/session/ecommerce.ts";
 import { MAX_PRODUCT_ID_CHARS } from "../../src/session/limits.ts";
 
 const NOW = Date.UTC(2026, 10, 26, 12, 0, 0);
@@ -159,6 +160,24 @@ describe("normalizeEvent: rejections", () => {
       "invalid_product_id",
     );
     expect((await ok(viewed(42))).properties).toMatchObject({ product_id: 42 });
+  });
+
+  it("checks only the ids the e-commerce reading takes: an order's own id or a custom event's is no product id", async () => {
+    // Server libraries write 64-bit integers digit for digit; such an `id` names an order or a comment here.
+    const order =
+      '{"type":"track","userId":"u1","event":"Order Completed","properties":{"id":1234567890123456789,' +
+      '"order_id":"o-1","products":[{"product_id":"p1","price":5,"quantity":1}]}}';
+    expect(interpret(await ok(JSON.parse(order))).map((i) => i.productId)).toEqual(["p1"]);
+    await ok(
+      JSON.parse('{"type":"track","userId":"u1","event":"Comment Posted","properties":{"id":1234567890123456789}}'),
+    );
+    await ok({
+      type: "track",
+      userId: "u1",
+      event: "Products Searched",
+      properties: { id: "x".repeat(300), query: "mug" },
+    });
+    await rejected({ type: "page", userId: "u1", properties: { id: 2 ** 60 } }, "invalid_product_id");
   });
 
   it("refuses ids holding a NUL (the warehouse's text would lose it and name another id)", async () => {
