@@ -17,15 +17,26 @@ export const rankingConfigRoutes = versionedDocRoutes({
   parse: (input, version) => parseRankingConfig(input, version, { strict: true }),
   decode: decodeRankingConfig,
   // A config that drops the placement of an experiment that can still run is refused: that experiment would stop.
+  // Only a placement the active config has counts: an experiment whose placement it already lacks (stored before the
+  // experiments PUT checked placements, or by a PUT that raced this one) runs either way, and blocking every ranking
+  // change on it would hold back unrelated ones (a rule hiding a product).
   check: async (config, env) => {
-    const { config: experiments } = decodeExperiments(await env.ONLINE_STORE.get(EXPERIMENTS_KEY));
-    return unplacedExperiments(experiments, Object.keys(config.placements), Date.now()).map(
-      ({ index, experiment }) => ({
+    const [experimentsText, activeText] = await Promise.all([
+      env.ONLINE_STORE.get(EXPERIMENTS_KEY),
+      env.ONLINE_STORE.get(RANKING_CONFIG_KEY),
+    ]);
+    const { config: experiments } = decodeExperiments(experimentsText);
+    const active = Object.keys(decodeRankingConfig(activeText).config.placements);
+    const now = Date.now();
+    const unplacedAlready = new Set(unplacedExperiments(experiments, active, now).map((u) => u.index));
+    const stopped = unplacedExperiments(experiments, Object.keys(config.placements), now);
+    return stopped
+      .filter(({ index }) => !unplacedAlready.has(index))
+      .map(({ index, experiment }) => ({
         path: `placements.${experiment.placement}`,
         message:
           `missing: experiments[${index}] (${experiment.id}) of the active experiments document ` +
           `(${experiments.version}) runs on it; end or remove that experiment first`,
-      }),
-    );
+      }));
   },
 });

@@ -184,6 +184,17 @@ describe("the experiments document", () => {
     expect((await putRankingConfig({ maxLimit: 40 })).status).toBe(200);
   });
 
+  it("a ranking config that drops nothing is taken, even beside an experiment whose placement the active one lacks", async () => {
+    await putOk(HOME_AB);
+    // The document as a PUT that raced a ranking-config change (or one stored before placements were checked) left
+    // it: its experiment on a placement no config has.
+    const text = (await env.ONLINE_STORE.get(EXPERIMENTS_KEY)) ?? "";
+    expect(text).toContain('"placement":"home"');
+    await env.ONLINE_STORE.put(EXPERIMENTS_KEY, text.replace('"placement":"home"', '"placement":"hmoe"'));
+    resetCaches();
+    expect((await putRankingConfig({ maxLimit: 40 })).status).toBe(200);
+  });
+
   it("needs the admin key", async () => {
     await refused(put(HOME_AB, SERVER_KEY), 401, "unauthorized");
     await refused(put(HOME_AB, null), 401, "unauthorized");
