@@ -13,7 +13,8 @@ export interface LoadOptions {
   paths?: string[];
   /**
    * A request generator: called with a counter shared by all connections, returns the next path, or the next
-   * path and body (for POSTs whose bodies must differ, e.g. events with unique message ids).
+   * path and body (for POSTs whose bodies must differ, e.g. events with unique message ids). Each load counts from
+   * 0; `ctx.measure` (suite.ts `continuing`) carries the count across its warm-up, measured load and attempts.
    */
   next?: (i: number) => string | { path: string; body: string };
   method?: "GET" | "POST" | "PUT" | "DELETE";

@@ -39,7 +39,10 @@ export interface Floor {
 
 export interface MeasureOptions {
   path: string;
-  /** Generator or fixed list of paths instead of `path` (then `path` only describes them). */
+  /**
+   * Generator or fixed list of paths instead of `path` (then `path` only describes them). A generator's counter
+   * goes on across the measurement's warm-up, its measured load and a repeated attempt (see `continuing`).
+   */
   next?: LoadOptions["next"];
   paths?: string[];
   method?: LoadOptions["method"];
@@ -123,6 +126,19 @@ const WARM_UP_MAX_S = 3;
 
 const round2 = (n: number) => Math.round(n * 100) / 100;
 const round3 = (n: number) => Math.round(n * 1000) / 1000;
+
+type Generator = NonNullable<LoadOptions["next"]>;
+
+/**
+ * A request generator whose counter goes on across every load it is given to. Each `load` counts its requests from
+ * 0, so a generator handed to the warm-up and then to the measured load would send the warm-up's requests again:
+ * for collection, the same message ids, which the session objects skip as duplicates (cheap) instead of storing.
+ * With this, the warm-up, the measured load and a repeated attempt each continue where the one before stopped.
+ */
+export function continuing(next: Generator): Generator {
+  let sent = 0;
+  return () => next(sent++);
+}
 
 export function relativeTo(m: Measurement, floor: Measurement, against: string): Relative {
   return {
@@ -290,16 +306,21 @@ export function createContext(options: {
     }
   };
 
-  const measure = (label: string, m: MeasureOptions): Promise<Measurement> =>
-    guarded(label, () => once(label, m), summaryOf);
+  const measure = (label: string, m: MeasureOptions): Promise<Measurement> => {
+    const options = m.next ? { ...m, next: continuing(m.next) } : m;
+    return guarded(label, () => once(label, options), summaryOf);
+  };
 
-  const measurePaired = (label: string, m: PairedOptions): Promise<PairedMeasurement> =>
-    guarded(
+  const measurePaired = (label: string, m: PairedOptions): Promise<PairedMeasurement> => {
+    const side = (r: PairedRequest): PairedRequest => (r.next ? { ...r, next: continuing(r.next) } : r);
+    const options = { ...m, a: side(m.a), b: side(m.b) };
+    return guarded(
       label,
-      () => oncePaired(label, m),
+      () => oncePaired(label, options),
       (r) =>
         `a ${summaryOf(r.a)}; b ${summaryOf(r.b)}; b − a p50 ${r.addedP50Ms} ms, pair difference p50 ${r.pairDifferenceP50Ms} ms`,
     );
+  };
 
   return {
     url,

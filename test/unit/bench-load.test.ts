@@ -1,43 +1,33 @@
 // The benchmark harness's paired load (bench/lib/load.ts): two kinds of request interleaved on one connection, each
 // answer's latency counted for the side that sent it. Against a local HTTP server whose `/b` answers only after a
 // delay, so a fast `/a` answer counted for b (or the reverse order) shows in the figures.
-import http from "node:http";
-import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { pairedLoad } from "../../bench/lib/load.ts";
+import { startServer } from "../support/http-server.ts";
 
 const B_DELAY_MS = 25;
 
 describe("pairedLoad", () => {
   const seen: Array<{ method: string; path: string; body: string }> = [];
-  let server: http.Server;
+  let server: Awaited<ReturnType<typeof startServer>>;
   let url: string;
 
   beforeAll(async () => {
-    server = http.createServer((req, res) => {
-      let body = "";
-      req.on("data", (chunk: Buffer) => {
-        body += chunk.toString();
-      });
-      req.on("end", () => {
-        seen.push({ method: req.method ?? "", path: req.url ?? "", body });
-        const slow = req.url?.startsWith("/b") === true;
-        setTimeout(
-          () => {
-            res.writeHead(slow ? 201 : 200, { "content-type": "text/plain" });
-            res.end(slow ? "b" : "a");
-          },
-          slow ? B_DELAY_MS : 0,
-        );
-      });
+    server = await startServer((request, res) => {
+      seen.push(request);
+      const slow = request.path.startsWith("/b");
+      setTimeout(
+        () => {
+          res.writeHead(slow ? 201 : 200, { "content-type": "text/plain" });
+          res.end(slow ? "b" : "a");
+        },
+        slow ? B_DELAY_MS : 0,
+      );
     });
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    url = server.url;
   });
 
-  afterAll(async () => {
-    await new Promise((resolve) => server.close(resolve));
-  });
+  afterAll(() => server.close());
 
   it("alternates a and b on one connection and counts each answer for the side that sent it", async () => {
     seen.length = 0;
