@@ -1,8 +1,9 @@
-// The benchmark harness's paired load (bench/lib/load.ts): two kinds of request interleaved on one connection, each
-// answer's latency counted for the side that sent it. Against a local HTTP server whose `/b` answers only after a
-// delay, so a fast `/a` answer counted for b (or the reverse order) shows in the figures.
+// The benchmark harness's loads (bench/lib/load.ts). The paired load: two kinds of request interleaved on one
+// connection, each answer's latency counted for the side that sent it, against a local HTTP server whose `/b` answers
+// only after a delay, so a fast `/a` answer counted for b (or the reverse order) shows in the figures. A load bounded
+// by a request count: its duration (and so its rps) runs to its last answer, not to autocannon's next tick.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { pairedLoad } from "../../bench/lib/load.ts";
+import { load, pairedLoad } from "../../bench/lib/load.ts";
 import { startServer } from "../support/http-server.ts";
 
 const B_DELAY_MS = 25;
@@ -72,5 +73,45 @@ describe("pairedLoad", () => {
     expect(result.differenceMs.p50).toBeGreaterThan(0);
     // 201 is a 2xx: no side counts a non-2xx answer.
     expect(result.a.non2xx + result.b.non2xx).toBe(0);
+  });
+});
+
+describe("load: the duration a load is measured over", () => {
+  /** performance.now() when the server sent its latest answer (same process, same clock as the load). */
+  let lastSent = 0;
+  let server: Awaited<ReturnType<typeof startServer>>;
+
+  beforeAll(async () => {
+    server = await startServer((_request, res) => {
+      setTimeout(() => {
+        res.writeHead(200, { "content-type": "application/json" });
+        res.end('{"ok":true}');
+        lastSent = performance.now();
+      }, 2);
+    });
+  });
+
+  afterAll(() => server.close());
+
+  it("bounded by a request count: from the start to the last answer (autocannon ends only at its next 1 s tick)", async () => {
+    const t0 = performance.now();
+    const r = await load({ url: server.url, path: "/", connections: 2, requests: 40 });
+    expect(r.requests).toBe(40);
+    // 40 answers of ~2 ms on two connections take a fraction of a second; autocannon called back ~1 s after its start.
+    // The load's clock starts after t0 and stops when its last answer arrives, just after the server sent it.
+    expect(r.durationS * 1000).toBeLessThanOrEqual(lastSent - t0 + 100);
+    // rps over that time: more than the 40 per second that the old one-second wait capped it at.
+    expect(r.rps).toBeGreaterThan(40);
+  });
+
+  it("bounded by a duration: from the start to autocannon's end, as before", async () => {
+    const t0 = performance.now();
+    const r = await load({ url: server.url, path: "/", connections: 1, durationS: 0.5 });
+    const returned = performance.now();
+    expect(r.durationS).toBeGreaterThanOrEqual(0.5);
+    // (durationS is rounded to 10 ms)
+    expect(r.durationS * 1000).toBeLessThanOrEqual(returned - t0 + 10);
+    // autocannon ends a duration at its sampling tick: the load runs to there, whatever came after the last answer.
+    expect(r.durationS * 1000).toBeGreaterThan(returned - t0 - 100);
   });
 });
