@@ -281,6 +281,30 @@ export async function recordSessions(
   return events;
 }
 
+/** One cold measurement's users: `user(i)` is the index (into the benchmark users) of its i-th request's user. */
+export interface ColdSeries {
+  requests: number;
+  user: (i: number) => number;
+}
+
+/**
+ * The users of `series` cold measurements: each its own run of consecutive users after the warm pool (users 0 to
+ * warm − 1), so no cold request asks a warm user or a user of another cold measurement. Each run has `perSeries`
+ * users, or, when there are fewer than warm + series × perSeries benchmark users, an equal share of those after the
+ * warm pool. A request past the run's end (a measurement taken again after a reload of the Worker counts on) asks the
+ * run's users again from its start.
+ */
+export function coldSeries(users: number, warm: number, series: number, perSeries: number): ColdSeries[] {
+  const requests = Math.min(perSeries, Math.floor((users - warm) / series));
+  if (requests < 1) {
+    throw new Error(`${users} benchmark users leave none for ${series} cold measurements after the ${warm} warm ones`);
+  }
+  return Array.from({ length: series }, (_, k) => {
+    const start = warm + k * requests;
+    return { requests, user: (i: number) => start + (i % requests) };
+  });
+}
+
 /**
  * A re-rank request's candidates, as a search or category page would send them: the user's batch candidates,
  * the store's popular products and other catalogue products, shuffled, with descending relevance scores.

@@ -14,6 +14,7 @@ import { percentile } from "../lib/load.ts";
 import {
   type BenchUser,
   candidatesFor,
+  coldSeries,
   database,
   publishedCatalogOrder,
   type Query,
@@ -42,14 +43,18 @@ import {
 const DEFAULT_EVENTS = 50_000;
 /** Users the warm measurements cycle through. */
 const WARM_USERS = 200;
-/** Users in all, each with a recorded session; a cold measurement asks each at most once. */
-const POOL_USERS = 700;
 /** A benchmark user has at least this many published candidates. */
 const MIN_CANDIDATES = 10;
 const SIZES = [100, 1000] as const;
 const CONNECTIONS = [1, 10, 50] as const;
-/** Requests per cold measurement: one per user, users not repeated within it. */
+const ENDPOINTS = ["rank100", "rank1000", "recsHome"] as const;
+/** Requests per cold measurement: one per user, each user asked by no other measurement (`coldSeries`). */
 const COLD_REQUESTS = 150;
+/**
+ * Users in all, each with a recorded session: the warm pool, then users of their own for each cold measurement. A
+ * store with fewer benchmark users gives each cold measurement fewer requests (`coldSeries`), never shared users.
+ */
+const POOL_USERS = WARM_USERS + CONNECTIONS.length * ENDPOINTS.length * COLD_REQUESTS;
 /** Sequential fresh-isolate requests (caches reset before each one). */
 const COLD_START_SAMPLES = 40;
 const CORE_WARM_UP_CALLS = 300;
@@ -57,7 +62,7 @@ const CORE_CALLS = 2_000;
 const SERVER_KEY = "local-server-key";
 
 type Conns = (typeof CONNECTIONS)[number];
-type Endpoint = "rank100" | "rank1000" | "recsHome";
+type Endpoint = (typeof ENDPOINTS)[number];
 
 const JSON_HEADERS = { "content-type": "application/json", authorization: `Bearer ${SERVER_KEY}` };
 const AUTH = { authorization: `Bearer ${SERVER_KEY}` };
@@ -255,20 +260,23 @@ const suite: Suite = {
         12,
       );
 
-      const rankNext = (n: number, offset: number, pool: number) => (i: number) => ({
+      /** The user (an index into `users`) of a measurement's i-th request. */
+      type Pick = (i: number) => number;
+      const warmUser: Pick = (i) => i % WARM_USERS;
+      const rankNext = (n: number, user: Pick) => (i: number) => ({
         path: "/v1/rank",
-        body: bodies.get(n)?.[(offset + i) % pool] as string,
+        body: bodies.get(n)?.[user(i)] as string,
       });
-      const recsNext = (offset: number, pool: number) => (i: number) =>
-        `/v1/recommendations?placement=home&userId=${encodeURIComponent(users[(offset + i) % pool]?.userId ?? "")}`;
-      const endpoint = (name: Endpoint, offset: number, pool: number): Omit<MeasureOptions, "connections"> =>
+      const recsNext = (user: Pick) => (i: number) =>
+        `/v1/recommendations?placement=home&userId=${encodeURIComponent(users[user(i)]?.userId ?? "")}`;
+      const endpoint = (name: Endpoint, user: Pick): Omit<MeasureOptions, "connections"> =>
         name === "recsHome"
-          ? { path: "/v1/recommendations?placement=home&userId={user}", next: recsNext(offset, pool), headers: AUTH }
+          ? { path: "/v1/recommendations?placement=home&userId={user}", next: recsNext(user), headers: AUTH }
           : {
               path: `/v1/rank (${name === "rank100" ? 100 : 1000} candidates, user {user})`,
               method: "POST",
               headers: JSON_HEADERS,
-              next: rankNext(name === "rank100" ? 100 : 1000, offset, pool),
+              next: rankNext(name === "rank100" ? 100 : 1000, user),
             };
       // Requests still in flight when a measurement ends keep the Worker busy: the next one starts when an empty
       // request answers quickly again (at most 15 s later).
@@ -325,10 +333,10 @@ const suite: Suite = {
       const warm: Record<string, Record<string, RankMeasurement>> = {};
       const baseline: Record<string, Record<string, Measurement>> = {};
       for (const c of CONNECTIONS) {
-        for (const name of ["rank100", "rank1000", "recsHome"] as const) {
+        for (const name of ENDPOINTS) {
           warm[name] ??= {};
           (warm[name] as Record<string, RankMeasurement>)[`c${c}`] = await measureRank(`warm.${name}.c${c}`, {
-            ...endpoint(name, 0, WARM_USERS),
+            ...endpoint(name, warmUser),
             connections: c,
           });
         }
@@ -345,27 +353,26 @@ const suite: Suite = {
         }
       }
 
-      // ── cold: caches reset just before, no warm-up, each request a user not asked before in the measurement ──
+      // ── cold: caches reset just before, no warm-up, each request a user outside the warm pool asked by no other
+      // measurement ──
       const reset = async () => {
         const res = await fetch(`${ctx.url}/__bench/rank-caches/reset`, { method: "POST" });
         await res.body?.cancel();
       };
       const cold: Record<string, Record<string, RankMeasurement>> = {};
-      let offset = WARM_USERS;
-      const coldPool = users.length;
-      const coldRequests = Math.min(COLD_REQUESTS, coldPool - WARM_USERS);
-      for (const c of CONNECTIONS) {
-        for (const name of ["rank100", "rank1000", "recsHome"] as const) {
+      const coldUsers = coldSeries(users.length, WARM_USERS, CONNECTIONS.length * ENDPOINTS.length, COLD_REQUESTS);
+      const coldRequests = coldUsers[0]?.requests ?? 0;
+      for (const [k, c] of CONNECTIONS.entries()) {
+        for (const [e, name] of ENDPOINTS.entries()) {
           cold[name] ??= {};
-          const start = offset;
+          const series = coldUsers[k * ENDPOINTS.length + e] as (typeof coldUsers)[number];
           (cold[name] as Record<string, RankMeasurement>)[`c${c}`] = await measureRank(`cold.${name}.c${c}`, {
-            ...endpoint(name, start, coldPool),
+            ...endpoint(name, series.user),
             connections: c,
             warmUpRequests: 0,
-            requests: coldRequests,
+            requests: series.requests,
             before: reset,
           });
-          offset = WARM_USERS + ((offset - WARM_USERS + coldRequests) % (coldPool - WARM_USERS));
         }
       }
       const coldStarts = {
@@ -449,13 +456,13 @@ const suite: Suite = {
       });
       // ── paired, 1 connection: each endpoint interleaved with the empty one (floor, request, floor, …) ──
       const paired: Record<string, PairedMeasurement & { b: RankMeasurement }> = {};
-      for (const name of ["rank100", "rank1000", "recsHome"] as const) {
+      for (const name of ENDPOINTS) {
         await idle();
         const counter = degradedCounter();
         const label = `paired.${name}.c1`;
         const m = await ctx.measurePaired(label, {
           a: { path: FLOOR_PATH },
-          b: { ...endpoint(name, 0, WARM_USERS), inspect: counter.inspect },
+          b: { ...endpoint(name, warmUser), inspect: counter.inspect },
         });
         const b: RankMeasurement = { ...m.b, degraded: counter.count() };
         paired[name] = { ...m, b };
@@ -520,6 +527,7 @@ const suite: Suite = {
           publishedUserKeys: Number(published?.keys ?? Number.NaN),
           benchUsers: users.length,
           warmUsers: WARM_USERS,
+          coldRequestsPerSeries: coldRequests,
           sessionEventsRecorded: sessionEvents,
           outboxDrainS,
           meanBatchCandidates: r2(users.reduce((s, u) => s + u.batch.length, 0) / users.length),
@@ -547,7 +555,8 @@ const suite: Suite = {
           "caches; per-user lists come from KV on every request (the Worker never caches them).",
         "cold: POST /__bench/rank-caches/reset right before the measurement (pointer, config, catalogue, " +
           "popular/trending lists, neighbour lists and live trending dropped), no warm-up, " +
-          `${coldRequests} requests, each for a different user not asked in the warm series; only the first ` +
+          `${coldRequests} requests, each for a different user of its own: outside the warm pool and asked by no ` +
+          "other cold measurement (their objects not asked since their sessions were recorded); only the first " +
           "request(s) find the isolate caches empty, later ones reuse what earlier ones loaded (the catalogue, " +
           "neighbour lists of shared seeds). The users' Durable Objects are live (their sessions were just recorded).",
         "coldStart: sequential requests timed with fetch() in the harness, each right after a cache reset: every " +
