@@ -4,15 +4,19 @@
 // so the same options give the same rows on any machine (no setseed, no dependence on scan order or parallelism).
 //
 // The distribution, per session:
-//   user       U · r^1.5              (a few visitors come back often, most rarely)
+//   user       U · r^1.5              (a few visitors come back often, most rarely) over U = events / eventsPerUser
+//                                     ids; at ~2.7 sessions per id, ~10 % of the ids draw none, so an active user
+//                                     has ~1.1 × eventsPerUser events (1M events: 45,236 users, 22.1 each)
 //   start      now − DAYS · r         (uniform over the period)
 //   category   C · r²                 over categories by size (big categories draw more visits)
-//   length     1 + ⌊−ln(1−r) · (L−1)⌋, at most 40 (geometric-like, mean ≈ L)
+//   length     1 + ⌊−ln(1−r) · (L−1)⌋, at most 40 (geometric-like: the floor of an exponential of mean L − 1, so
+//                                     the mean is 1 + 1/(e^(1/(L−1)) − 1) ≈ L − 0.5, 7.5 for L = 8; 1M events:
+//                                     133,769 sessions, 7.5 each)
 // per event i of the session (one event = one message = one interaction row):
 //   time       start + i · 90 s + r · 60 s
 //   product    80%: the session's category, rank ⌊n_c · r³⌋ in it (popular products first); 20%: anywhere, ⌊P · r³⌋
 //   kind       5% purchase (order id = the session), 10% add_to_cart, otherwise view
-//   country    per user: GB 60%, DE 15%, FR 10%, NL 7%, US 8%
+//   country    per user: GB 60%, DE 15%, FR 10%, NL 5%, US 10%
 import type { PoolClient } from "@neondatabase/serverless";
 import { AFFINITY_WEIGHTS } from "../../src/session/weights.ts";
 
@@ -22,9 +26,9 @@ export interface SimulationOptions {
   /** The simulated "now": sessions start within `days` before it. */
   now: Date;
   days?: number;
-  /** Mean events per session. */
+  /** L of the session length (default 8): sessions have 7.5 events on average for 8 (≈ L − 0.5). */
   meanSessionLength?: number;
-  /** Mean events per user. */
+  /** Events per user id (default 20): ~10 % of the ids draw no session, so active users have ~22 events each. */
   eventsPerUser?: number;
   seed?: number;
   /** Message ids start with this (several simulations can share a database). */
