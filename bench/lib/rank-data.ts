@@ -306,8 +306,10 @@ export function coldSeries(users: number, warm: number, series: number, perSerie
 }
 
 /**
- * A re-rank request's candidates, as a search or category page would send them: the user's batch candidates,
- * the store's popular products and other catalogue products, shuffled, with descending relevance scores.
+ * A re-rank request's candidates, as a search or category page would send them: the user's batch candidates (up to
+ * a quarter of `n`), the store's popular products (up to half of `n` with them) and other catalogue products,
+ * shuffled, with descending relevance scores. Batch and popular lists are ~50 long each, so 100 candidates are a
+ * quarter of each and half catalogue, 1,000 candidates ~5 % of each and ~90 % catalogue (docs/benchmarks.md#rank).
  */
 export function candidatesFor(
   data: StoreData,
