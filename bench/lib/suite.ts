@@ -34,8 +34,12 @@ export interface Relative {
 export interface Floor {
   path: string;
   c1?: Measurement;
+  c5?: Measurement;
   c10?: Measurement;
 }
+
+/** The connection counts `measureFloor` measures at. */
+export type FloorConnections = 1 | 5 | 10;
 
 export interface MeasureOptions {
   path: string;
@@ -97,8 +101,8 @@ export interface SuiteContext {
   measure(label: string, options: MeasureOptions): Promise<Measurement>;
   /** `b` against `a`, interleaved on one connection (docs/benchmarks.md: paired measurements). */
   measurePaired(label: string, options: PairedOptions): Promise<PairedMeasurement>;
-  /** The empty endpoint at each given connection count (1 and/or 10). */
-  measureFloor(connections: Array<1 | 10>): Promise<Floor>;
+  /** The empty endpoint at each given connection count (1, 5 and/or 10). */
+  measureFloor(connections: FloorConnections[]): Promise<Floor>;
 }
 
 export interface SuiteResult {
@@ -172,7 +176,7 @@ const summaryOf = (m: Measurement): string =>
 
 /** The floor measurement at the same connection count as `m`, with its label. */
 export function floorFor(m: Measurement, floor: Floor): { measurement: Measurement; label: string } | undefined {
-  const key = m.connections === 1 ? "c1" : m.connections === 10 ? "c10" : undefined;
+  const key = [1, 5, 10].includes(m.connections) ? (`c${m.connections}` as `c${FloorConnections}`) : undefined;
   const measurement = key ? floor[key] : undefined;
   return key && measurement ? { measurement, label: `floor.${key}` } : undefined;
 }
@@ -333,7 +337,7 @@ export function createContext(options: {
     async measureFloor(connections) {
       const floor: Floor = { path: FLOOR_PATH };
       for (const c of connections) {
-        floor[c === 1 ? "c1" : "c10"] = await measure(`floor.c${c}`, { path: FLOOR_PATH, connections: c });
+        floor[`c${c}`] = await measure(`floor.c${c}`, { path: FLOOR_PATH, connections: c });
       }
       return floor;
     },
