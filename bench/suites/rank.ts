@@ -552,7 +552,7 @@ const suite: Suite = {
         "warm: the users of a pool of " +
           `${WARM_USERS} in turn (each with a recorded session and a published batch list), after the run's warm-up: ` +
           "pointer, config, catalogue, popular/trending lists, neighbour lists and live trending are in the isolate's " +
-          "caches; per-user lists come from KV on every request (the Worker never caches them).",
+          "caches; a user's batch list is kept in the isolate for 60 s (USER_LIST_TTL_MS), so per-user lists are isolate hits too.",
         "cold: POST /__bench/rank-caches/reset right before the measurement (pointer, config, catalogue, " +
           "popular/trending lists, neighbour lists and live trending dropped), no warm-up, " +
           `${coldRequests} requests, each for a different user of its own: outside the warm pool and asked by no ` +
