@@ -709,6 +709,9 @@ describe("scheduled()", () => {
     // A Postgres schema of this test's own: its batch_runs, leases and sync_state hold only these two runs.
     const { schema, q } = await createSchema("cron2");
     const testEnv = { ...env, DATABASE_SCHEMA: schema };
+    // A publish still running (the previous test's cron started one) makes a refresh skip compute and publish: the
+    // coordinator is drained first, so the refresh that takes the lease computes.
+    await drain(env.PUBLISH_COORDINATOR.getByName(COORDINATOR_NAME));
     try {
       const mine = views(4);
       const ids = mine.map((e) => e.messageId);
