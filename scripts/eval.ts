@@ -22,6 +22,7 @@ import {
   uciSplit,
 } from "../eval/suites.ts";
 import { tune, validationSplits } from "../eval/tune.ts";
+import { parseIsoTime } from "../src/iso-time.ts";
 
 type Values = Record<string, string | boolean | undefined>;
 
@@ -53,9 +54,11 @@ const methodsOf = (v: Values) =>
   typeof v.methods === "string" ? v.methods.split(",").map((m) => m.trim()) : undefined;
 /** `--config JSON|FILE`: the merged ranker's config (absent: the shipped default). */
 const configOf = (v: Values) => (typeof v.config === "string" ? { config: rankingConfigArg(v.config, readText) } : {});
+/** `--cut YYYY-MM-DD`, a calendar day (Date.parse would take 2011-02-30 for 2011-03-02): its epoch seconds. */
 const dateSeconds = (v: string | boolean | undefined, fallback: string): number => {
-  const t = Date.parse(`${typeof v === "string" ? v : fallback}T00:00:00Z`);
-  if (!Number.isFinite(t)) throw new UsageError(`not a date (YYYY-MM-DD): ${v}`);
+  const text = typeof v === "string" ? v : fallback;
+  const t = /^\d{4}-\d{2}-\d{2}$/.test(text) ? parseIsoTime(`${text}T00:00:00Z`) : null;
+  if (t === null) throw new UsageError(`--cut must be a date (YYYY-MM-DD), not ${JSON.stringify(v)}`);
   return t / 1000;
 };
 

@@ -38,3 +38,20 @@ describe("npm run eval -- next-item --sessions N", () => {
     expect((JSON.parse(r.stdout) as { testSessions: number }).testSessions).toBe(2);
   });
 });
+
+describe("npm run eval -- uci-next-purchase --cut DAY", () => {
+  it.each(["2011-02-30", "2011-13-01", "2011-9-1", ""])(
+    "refuses --cut=%j with exit 2 before reading any data",
+    (value) => {
+      const r = spawnSync(process.execPath, ["scripts/eval.ts", "uci-next-purchase", `--cut=${value}`, "--json"], {
+        encoding: "utf8",
+      });
+      expect(r.status).toBe(2);
+      const { error } = JSON.parse(r.stderr) as { error: { code: string; message: string } };
+      expect(error).toMatchObject({
+        code: "bad_option",
+        message: `--cut must be a date (YYYY-MM-DD), not ${JSON.stringify(value)}`,
+      });
+    },
+  );
+});
