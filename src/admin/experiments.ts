@@ -23,7 +23,7 @@ export const experimentsRoutes = versionedDocRoutes({
   parse: parseExperiments,
   decode: decodeExperiments,
   // An experiment that can still run must be on a placement the active ranking config has, or similar / rerank.
-  check: async (experiments, env) => {
+  check: async (experiments, _active, env) => {
     const { config } = decodeRankingConfig(await env.ONLINE_STORE.get(RANKING_CONFIG_KEY));
     const placements = Object.keys(config.placements);
     return unplacedExperiments(experiments, placements, Date.now()).map(({ index, experiment }) => ({

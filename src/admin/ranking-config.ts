@@ -20,15 +20,11 @@ export const rankingConfigRoutes = versionedDocRoutes({
   // Only a placement the active config has counts: an experiment whose placement it already lacks (stored before the
   // experiments PUT checked placements, or by a PUT that raced this one) runs either way, and blocking every ranking
   // change on it would hold back unrelated ones (a rule hiding a product).
-  check: async (config, env) => {
-    const [experimentsText, activeText] = await Promise.all([
-      env.ONLINE_STORE.get(EXPERIMENTS_KEY),
-      env.ONLINE_STORE.get(RANKING_CONFIG_KEY),
-    ]);
-    const { config: experiments } = decodeExperiments(experimentsText);
-    const active = Object.keys(decodeRankingConfig(activeText).config.placements);
+  check: async (config, active, env) => {
+    const { config: experiments } = decodeExperiments(await env.ONLINE_STORE.get(EXPERIMENTS_KEY));
     const now = Date.now();
-    const unplacedAlready = new Set(unplacedExperiments(experiments, active, now).map((u) => u.index));
+    const placedBefore = Object.keys(active.placements);
+    const unplacedAlready = new Set(unplacedExperiments(experiments, placedBefore, now).map((u) => u.index));
     const stopped = unplacedExperiments(experiments, Object.keys(config.placements), now);
     return stopped
       .filter(({ index }) => !unplacedAlready.has(index))

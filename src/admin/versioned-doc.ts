@@ -28,10 +28,10 @@ export interface VersionedDoc<T extends { version: string }> {
   /** The active document from the stored text (the default when absent; `invalid` when unreadable). */
   decode(text: string | null): { config: T; invalid: boolean };
   /**
-   * The issues of a valid document against the other active documents (read from `env`), refused like `parse`'s;
-   * none when absent.
+   * The issues of a valid document against the active one it replaces (`active`, as the PUT read it) and the other
+   * active documents (read from `env`), refused like `parse`'s; none when absent.
    */
-  check?(config: T, env: Env): Promise<ConfigIssue[]>;
+  check?(config: T, active: T, env: Env): Promise<ConfigIssue[]>;
 }
 
 function versionNumber(version: string): number {
@@ -75,7 +75,7 @@ export function versionedDocRoutes<T extends { version: string }>(doc: Versioned
     // The stored document's own version counts even when its content is unreadable: no version number is reused.
     const head = Math.max(versionNumber(current.config.version), storedVersion(currentText));
     const parsed = doc.parse(body, `v${head + 1}`);
-    const issues = parsed.ok ? ((await doc.check?.(parsed.config, c.env)) ?? []) : parsed.issues;
+    const issues = parsed.ok ? ((await doc.check?.(parsed.config, current.config, c.env)) ?? []) : parsed.issues;
     if (!parsed.ok || issues.length > 0) {
       throw new ApiError("validation_failed", `the ${doc.name} is invalid`, { details: { issues } });
     }

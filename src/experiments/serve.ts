@@ -3,7 +3,7 @@
 // Pure: the ranking service (src/rank/service.ts) calls it with what it has already read; no I/O of its own.
 
 import type { RankingConfig } from "../rank/config.ts";
-import type { RankedItem, RankOutput } from "../rank/core.ts";
+import { capPerCategory, type RankedItem, type RankOutput } from "../rank/core.ts";
 import { assign, interleaveSeed } from "./assign.ts";
 import {
   activeExperiment,
@@ -164,15 +164,16 @@ export function interleaveAnswers(
     diversity ? fa.length + fb.length : room,
     interleaveSeed(recId),
   );
-  const order = capped(
-    drafted.items.map((_, i) => i),
-    room,
-    diversity && {
-      cap: diversity.maxPerCategory,
-      categoryOf: (i: number) => diversity.categoryOf(drafted.items[i] as string),
-      pinned: [...pinnedAt.values()].map((item) => diversity.categoryOf(item.productId)),
-    },
-  );
+  const draftOrder = drafted.items.map((_, i) => i);
+  const order = diversity
+    ? capPerCategory(
+        draftOrder,
+        room,
+        diversity.maxPerCategory,
+        (i) => diversity.categoryOf(drafted.items[i] as string),
+        [...pinnedAt.values()].map((item) => diversity.categoryOf(item.productId)),
+      ).chosen
+    : draftOrder.slice(0, room);
   const items = order.map((i) => byId.get(`${drafted.team[i]}|${drafted.items[i]}`) as RankedItem);
   const teams: ListTeam[] = order.map((i) => drafted.team[i] as ListTeam);
   for (const [slot, item] of [...pinnedAt].sort((x, y) => x[0] - y[0])) {
@@ -181,39 +182,6 @@ export function interleaveAnswers(
     teams.splice(at, 0, "pinned");
   }
   return { items: items.slice(0, limit), teams: teams.slice(0, limit) };
-}
-
-/**
- * The first `room` of `order` with at most `cap` per category (those of `pinned` counted), the ones over it deferred
- * and taken, in order, only when too few others remain.
- */
-function capped<T>(
-  order: readonly T[],
-  room: number,
-  diversity:
-    | { cap: number; categoryOf: (item: T) => string | undefined; pinned: Array<string | undefined> }
-    | undefined,
-): T[] {
-  if (!diversity) return order.slice(0, room);
-  const perCategory = new Map<string, number>();
-  const count = (k: string | undefined) => {
-    if (k) perCategory.set(k, (perCategory.get(k) ?? 0) + 1);
-  };
-  for (const k of diversity.pinned) count(k);
-  const chosen: T[] = [];
-  const deferred: T[] = [];
-  for (const item of order) {
-    if (chosen.length >= room) break;
-    const k = diversity.categoryOf(item);
-    if (k && (perCategory.get(k) ?? 0) >= diversity.cap) deferred.push(item);
-    else {
-      count(k);
-      chosen.push(item);
-    }
-  }
-  // Deferred items fill at the end, where rank() puts them too (below every item within the cap).
-  for (const item of deferred) if (chosen.length < room) chosen.push(item);
-  return chosen;
 }
 
 /**

@@ -723,36 +723,14 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
   // ── diversity: at most maxPerCategory per category, filled from the deferred ones when too few remain ──
   const limit = input.limit;
   const cap = input.mode === "rerank" ? Number.POSITIVE_INFINITY : config.diversity.maxPerCategory;
-  const perCategory = new Map<string, number>();
-  for (const { c } of pins) {
-    const k = c.product?.category;
-    if (k) perCategory.set(k, (perCategory.get(k) ?? 0) + 1);
-  }
   const room = Math.max(0, limit - pins.length);
-  const chosen: Candidate[] = [];
-  const deferred: Candidate[] = [];
-  for (const c of eligible) {
-    if (chosen.length >= room) break;
-    if (pinned.size > 0 && pinned.has(c.id)) continue;
-    if (cap === Number.POSITIVE_INFINITY) {
-      chosen.push(c);
-      continue;
-    }
-    const k = c.product?.category;
-    const n = k ? (perCategory.get(k) ?? 0) : 0;
-    if (k && n >= cap) {
-      deferred.push(c);
-      continue;
-    }
-    if (k) perCategory.set(k, n + 1);
-    chosen.push(c);
-  }
-  let filled = false;
-  for (const c of deferred) {
-    if (chosen.length >= room) break;
-    chosen.push(c);
-    filled = true;
-  }
+  const { chosen, deferred, filled } = capPerCategory(
+    pinned.size > 0 ? eligible.filter((c) => !pinned.has(c.id)) : eligible,
+    room,
+    cap,
+    (c) => c.product?.category,
+    pins.map(({ c }) => c.product?.category),
+  );
   if (filled) chosen.sort(byScore);
   for (const { slot, c } of pins.sort((a, b) => a.slot - b.slot)) {
     chosen.splice(Math.min(slot - 1, chosen.length), 0, c);
@@ -766,6 +744,43 @@ export function rank(input: RankInput, config: RankingConfig): RankOutput {
     output.whyNot = whyNot(input.whyNot, final, eligible, removedWhy, capped, candidates, input);
   }
   return output;
+}
+
+/**
+ * The first `room` of `order` with at most `cap` per category (`placed`: the categories of items already in the list,
+ * counted against the cap); an item over the cap is deferred, and the deferred ones fill the list, in order, only when
+ * too few others remain (`filled`). `deferred` holds every item passed over, whether it filled or not.
+ */
+export function capPerCategory<T>(
+  order: readonly T[],
+  room: number,
+  cap: number,
+  categoryOf: (item: T) => string | null | undefined,
+  placed: ReadonlyArray<string | null | undefined>,
+): { chosen: T[]; deferred: T[]; filled: boolean } {
+  if (cap === Number.POSITIVE_INFINITY) return { chosen: order.slice(0, room), deferred: [], filled: false };
+  const perCategory = new Map<string, number>();
+  for (const k of placed) if (k) perCategory.set(k, (perCategory.get(k) ?? 0) + 1);
+  const chosen: T[] = [];
+  const deferred: T[] = [];
+  for (const item of order) {
+    if (chosen.length >= room) break;
+    const k = categoryOf(item);
+    const n = k ? (perCategory.get(k) ?? 0) : 0;
+    if (k && n >= cap) {
+      deferred.push(item);
+      continue;
+    }
+    if (k) perCategory.set(k, n + 1);
+    chosen.push(item);
+  }
+  let filled = false;
+  for (const item of deferred) {
+    if (chosen.length >= room) break;
+    chosen.push(item);
+    filled = true;
+  }
+  return { chosen, deferred, filled };
 }
 
 /** The reason code a feature earns (null: none). */
