@@ -1,6 +1,6 @@
 // The batch_runs journal: every load / compute / publish / refresh run leaves one row with its trigger, outcome,
 // timings and measurements, for the admin status API and for operators reading Postgres directly.
-import { and, eq, ne, sql } from "drizzle-orm";
+import { and, eq, ne, notInArray, sql } from "drizzle-orm";
 import { log } from "../log.ts";
 import type { Database } from "../stores/db.ts";
 import { type BatchRunKind, type BatchRunStatus, type BatchRunTrigger, batchRuns } from "../stores/schema.ts";
@@ -46,6 +46,14 @@ export async function startRun(db: RunsDb, run: RunStart, lease?: RunLease): Pro
   return row.id;
 }
 
+/**
+ * The lease a publish's and a catalogue push's batch_runs rows carry. The publish coordinator
+ * (src/publish/coordinator.ts) runs one job at a time, so when it opens a row no earlier row of this lease belongs to
+ * a live run: one still `running` was left by a start whose answer was lost, or by a version before this lease
+ * (migration 0011), and is closed as `abandoned`.
+ */
+export const PUBLISH_RUN_LEASE = "publish";
+
 /** What a closed abandoned row says. */
 export const ABANDONED_ERROR =
   "the run stopped without finishing (its Worker was stopped or crashed, or it ran past its lease); the next holder of the lease closed it";
@@ -53,15 +61,27 @@ export const ABANDONED_ERROR =
 /**
  * Closes the `running` rows of earlier holders of `lease`, called by a run that has just taken it: whoever held it
  * before has released it or let it expire, so a row of theirs still `running` belongs to a run that stopped without
- * closing it. A run that is in fact still going (past its lease) overwrites `abandoned` when it finishes. Best-effort:
+ * closing it. A run that is in fact still going (past its lease) overwrites `abandoned` when it finishes. `keep`: ids
+ * whose outcome the caller knows and will still write (the publish coordinator's owed records). Best-effort:
  * a failure is logged and the next holder tries again. Returns the ids closed.
  */
-export async function closeAbandonedRuns(db: Pick<Database, "update">, lease: RunLease): Promise<number[]> {
+export async function closeAbandonedRuns(
+  db: Pick<Database, "update">,
+  lease: RunLease,
+  keep: readonly number[] = [],
+): Promise<number[]> {
   try {
     const rows = await db
       .update(batchRuns)
       .set({ status: "abandoned", finishedAt: sql`now()`, error: ABANDONED_ERROR })
-      .where(and(eq(batchRuns.status, "running"), eq(batchRuns.lease, lease.name), ne(batchRuns.holder, lease.holder)))
+      .where(
+        and(
+          eq(batchRuns.status, "running"),
+          eq(batchRuns.lease, lease.name),
+          ne(batchRuns.holder, lease.holder),
+          keep.length > 0 ? notInArray(batchRuns.id, [...keep]) : undefined,
+        ),
+      )
       .returning({ id: batchRuns.id });
     const ids = rows.map((r) => r.id);
     if (ids.length > 0)

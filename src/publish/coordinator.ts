@@ -6,8 +6,8 @@
 // version numbers of the versioned admin documents (nextDocVersion).
 // docs/publishing.md.
 import { DurableObject } from "cloudflare:workers";
-import { describeFailure } from "../batch/retry.ts";
-import { finishRun, startRun } from "../batch/runs.ts";
+import { describeFailure, withRetry } from "../batch/retry.ts";
+import { closeAbandonedRuns, finishRun, PUBLISH_RUN_LEASE, type RunStart, startRun } from "../batch/runs.ts";
 import { loadConfig } from "../config.ts";
 import { describeError, log } from "../log.ts";
 import { CODEC_FORMAT, encodePointer, HISTORY_DEPTH, listsVersion, type Pointer } from "./codec.ts";
@@ -271,7 +271,11 @@ export class PublishCoordinator extends DurableObject<Env> {
     const { db, end } = openDb(database, schema);
     let runId: number;
     try {
-      runId = await startRun(db, { kind: "publish", trigger: request.trigger, parentId: request.parentRunId ?? null });
+      runId = await this.#openRun(db, schema, {
+        kind: "publish",
+        trigger: request.trigger,
+        parentId: request.parentRunId ?? null,
+      });
     } finally {
       await end();
     }
@@ -328,6 +332,23 @@ export class PublishCoordinator extends DurableObject<Env> {
         });
       }
     }
+  }
+
+  /**
+   * Opens the `running` row of a publish or push under the publish lease with a holder of its own, so a start retried
+   * after a lost answer gets the row it inserted first. Called when no job is running (#start, pushCatalog): rows of
+   * the lease still `running` then belong to no live run and are closed as `abandoned`, except those whose outcome
+   * this object still owes (written by #recordOwedRuns once Postgres takes them).
+   */
+  async #openRun(db: Db, schema: string | undefined, run: RunStart): Promise<number> {
+    const lease = { name: PUBLISH_RUN_LEASE, holder: `publish:${crypto.randomUUID()}` };
+    const owed = (await this.ctx.storage.get<OwedRunRecord[]>(OWED_RUNS_KEY)) ?? [];
+    await closeAbandonedRuns(
+      db,
+      lease,
+      owed.filter((r) => r.schema === schema).map((r) => r.runId),
+    );
+    return withRetry(() => startRun(db, run, lease));
   }
 
   /** Writes the run records Postgres refused earlier (closeRun); those it refuses again wait for the next chance. */
@@ -566,7 +587,7 @@ export class PublishCoordinator extends DurableObject<Env> {
       const schema = validSchema(request.schema);
       const { db, end } = openDb(database, schema);
       try {
-        const runId = await startRun(db, { kind: "publish", trigger: request.trigger ?? "admin" });
+        const runId = await this.#openRun(db, schema, { kind: "publish", trigger: request.trigger ?? "admin" });
         // A push that fails after this point is recorded as failed, not left `running`.
         return await this.#push(db, schema, runId, state).catch(async (error: unknown) => {
           const record = { schema, runId, status: "failed" as const, stats: { catalogPush: true } };

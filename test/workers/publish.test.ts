@@ -5,6 +5,7 @@ import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it } from "vitest";
 import { type RefreshReport, runRefresh } from "../../src/batch/refresh.ts";
+import { PUBLISH_RUN_LEASE, startRun } from "../../src/batch/runs.ts";
 import { eraseWarehouse, subjectKeys } from "../../src/privacy/warehouse.ts";
 import {
   catalogItem,
@@ -64,6 +65,26 @@ async function twoVersions() {
   await t.q("update user_candidates set scores[1] = scores[1] + 1 where user_key = $1", [`u:${t.tag}-alice`]);
   await t.publish();
   return t;
+}
+
+/**
+ * From now on every `ok` update of a batch_runs row in `schema` fails: Postgres refuses a run's record. Returns the
+ * switch that makes it accept them again.
+ */
+async function refuseOkRecords(q: Query, schema: string): Promise<() => Promise<void>> {
+  await q(`create table "${schema}".refuse_ok (on_ boolean)`);
+  await q(`insert into "${schema}".refuse_ok values (true)`);
+  await q(`create function "${schema}".refuse_ok() returns trigger language plpgsql as $$
+    begin
+      if new.status = 'ok' and (select on_ from "${schema}".refuse_ok) then raise exception 'refused'; end if;
+      return new;
+    end $$`);
+  await q(
+    `create trigger refuse_ok before update on "${schema}".batch_runs for each row execute function "${schema}".refuse_ok()`,
+  );
+  return async () => {
+    await q(`update "${schema}".refuse_ok set on_ = false`);
+  };
 }
 
 async function seed(q: Query, tag: string) {
@@ -1161,17 +1182,7 @@ describe("publish across invocations", () => {
   it("a publish whose run record Postgres refuses after its pointer is recorded `ok` at the next start, not left running", async () => {
     const { schema, q, stub, publish, tag } = await setup("pub");
     await seed(q, tag);
-    // Every `ok` update of a batch_runs row fails while the flag is set: Postgres refuses the run's record.
-    await q(`create table "${schema}".refuse_ok (on_ boolean)`);
-    await q(`insert into "${schema}".refuse_ok values (true)`);
-    await q(`create function "${schema}".refuse_ok() returns trigger language plpgsql as $$
-      begin
-        if new.status = 'ok' and (select on_ from "${schema}".refuse_ok) then raise exception 'refused'; end if;
-        return new;
-      end $$`);
-    await q(
-      `create trigger refuse_ok before update on "${schema}".batch_runs for each row execute function "${schema}".refuse_ok()`,
-    );
+    const accept = await refuseOkRecords(q, schema);
     const first = await publish(); // v1: served, its record refused
     const runOf = async (id: number | null) =>
       (
@@ -1184,7 +1195,7 @@ describe("publish across invocations", () => {
       started.status === "started" ? started.runId : null;
     expect((await runOf(runId(first)))?.status).toBe("running");
     // The next start meets a working Postgres: the owed record is written before the new run's row.
-    await q(`update "${schema}".refuse_ok set on_ = false`);
+    await accept();
     await q("update user_candidates set scores[1] = scores[1] + 1 where user_key = $1", [`u:${tag}-alice`]);
     const second = await publish();
     const versions = (await stub.status()).versions;
@@ -1194,6 +1205,38 @@ describe("publish across invocations", () => {
     expect(run1?.status).toBe("ok");
     expect(run1?.keys).toBeGreaterThan(0);
     expect(run2?.status).toBe("ok");
+  });
+
+  it("a start or push closes the rows earlier starts left running (a lost answer), but not a run whose outcome it owes", async () => {
+    const { schema, q, stub, publish, tag } = await setup("pub");
+    await seed(q, tag);
+    const { db, end } = openDb(dbSettings(), schema);
+    // What a start whose answer was lost leaves: Postgres inserted its row, the coordinator never had a job for it.
+    const lost = await startRun(db, { kind: "publish", trigger: "cron" }, { name: PUBLISH_RUN_LEASE, holder: "lost" });
+    await end();
+    // And a served publish whose `ok` Postgres refused: the coordinator owes that record (owedRuns).
+    const accept = await refuseOkRecords(q, schema);
+    const started = await publish();
+    const owing = started.status === "started" ? (started.runId ?? -1) : -1;
+    const statuses = async () =>
+      Object.fromEntries(
+        (
+          await q<{ id: number; status: string }>("select id::int, status from batch_runs where id = any($1)", [
+            [lost, owing],
+          ])
+        ).map((r) => [r.id, r.status]),
+      );
+    expect(await statuses()).toEqual({ [lost]: "abandoned", [owing]: "running" });
+    // A catalogue push while Postgres still refuses the owed `ok`: it closes no row whose outcome is owed.
+    await q("update catalog set in_stock = false where id = $1", [`${tag}-p1`]);
+    const pushed = await stub.pushCatalog({ schema });
+    expect(pushed.status).toBe("published");
+    expect(await statuses()).toEqual({ [lost]: "abandoned", [owing]: "running" });
+    // Postgres takes it again: the next start writes the owed outcome.
+    await accept();
+    await q("update user_candidates set scores[1] = scores[1] + 1 where user_key = $1", [`u:${tag}-alice`]);
+    await publish();
+    expect(await statuses()).toEqual({ [lost]: "abandoned", [owing]: "ok" });
   });
 
   it("a publish whose run record fails after its pointer is recorded once in the versions history", async () => {
