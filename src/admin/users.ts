@@ -19,11 +19,27 @@ export const userRoutes = new Hono<AppEnv>();
 const KIND_PREFIX = { user: "u:", anonymous: "a:" } as const;
 type Kind = keyof typeof KIND_PREFIX;
 
+/** Where the id is in every path of these routes: /v1/admin/users/<id>[/…]. */
+const ID_SEGMENT = 4;
+
+/**
+ * The id of the path, decoded from the raw segment: Hono's own decoding keeps a segment it cannot decode as it is,
+ * so a Latin-1 `jos%E9` would name the user "jos%E9" (an erasure of nobody, answered clean). An id collection
+ * could never have recorded — not percent-encoded UTF-8, holding NUL (Postgres refuses it), empty or too long — is
+ * 400 `bad_request`.
+ */
 function idParam(c: Context<AppEnv>): string {
-  const id = c.req.param("id") ?? "";
+  const raw = new URL(c.req.url).pathname.split("/")[ID_SEGMENT] ?? "";
+  let id: string;
+  try {
+    id = decodeURIComponent(raw);
+  } catch {
+    throw new ApiError("bad_request", "the id is not percent-encoded UTF-8 (encode it with encodeURIComponent)");
+  }
   if (id.length === 0 || id.length > MAX_ID_LENGTH) {
     throw new ApiError("bad_request", `the id must be 1 to ${MAX_ID_LENGTH} characters`);
   }
+  if (id.includes("\u0000")) throw new ApiError("bad_request", "the id must not contain NUL characters");
   return id;
 }
 

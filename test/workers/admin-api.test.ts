@@ -123,6 +123,39 @@ describe("GET /v1/admin/users/:id", () => {
   });
 });
 
+describe("the id of /v1/admin/users/:id and its privacy routes", () => {
+  const routes: Array<[string, (id: string) => string]> = [
+    ["GET", (id) => `/v1/admin/users/${id}`],
+    ["DELETE", (id) => `/v1/admin/users/${id}?kind=user`],
+    ["GET", (id) => `/v1/admin/users/${id}/erasure?kind=user`],
+    ["GET", (id) => `/v1/admin/users/${id}/suppression?kind=user`],
+    ["PUT", (id) => `/v1/admin/users/${id}/suppression?kind=user`],
+    ["DELETE", (id) => `/v1/admin/users/${id}/suppression?kind=user`],
+  ];
+  const send = (method: string, path: string) =>
+    exports.default.fetch(new Request(`${BASE}${path}`, { method, headers: { authorization: `Bearer ${ADMIN_KEY}` } }));
+
+  // A NUL reached Postgres (500); a segment that is not percent-encoded UTF-8 (a Latin-1 `jos%E9`, an encoded
+  // surrogate) was taken literally, so an erasure of "josé" erased the nobody named "jos%E9" and answered clean.
+  it("answers 400 bad_request for an id holding NUL or one that is not percent-encoded UTF-8, on every route", async () => {
+    for (const id of ["a%00b", "jos%E9", "a%ED%A0%80", "100%", "%C3"]) {
+      for (const [method, path] of routes) {
+        const body = await refused(send(method, path(id)), 400, "bad_request");
+        expect(body.error.message, `${method} ${path(id)}`).toMatch(/id/);
+      }
+    }
+  });
+
+  it("decodes a well-formed id: UTF-8 escapes and an escaped percent sign", async () => {
+    const id = uid("jos\u00e9%");
+    await collect("/v1/p", { userId: id, messageId: uid("m") }, { headers: auth });
+    const res = await adminGet(`/v1/admin/users/${encodeURIComponent(id)}?kind=user`);
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as UserAnswer).userKey).toBe(`u:${id}`);
+    await refused(adminGet(`/v1/admin/users/${encodeURIComponent(uid("nobody%"))}`), 404, "not_found");
+  });
+});
+
 describe("GET /v1/admin/dead-letters", () => {
   it("pages through a source's dead letters newest first", async () => {
     const batch = Array.from({ length: 5 }, (_, i) => ({ type: "track", userId: "u", messageId: `dl-${i}` }));
