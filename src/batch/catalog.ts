@@ -186,6 +186,23 @@ function tagsField(value: unknown, separator: RegExp, errors: FieldError[]): str
   return tags;
 }
 
+/**
+ * A number in `value` that JSON text cannot have carried exactly, or undefined: JSON.parse reads 1e400 as Infinity
+ * (which JSON.stringify, and so the jsonb column, writes as null) and rounds an integer past 2^53
+ * (12345678901234567891 arrives as 12345678901234567000). `value` is at most MAX_JSON_DEPTH deep.
+ */
+function inexactNumber(value: unknown): number | undefined {
+  if (typeof value === "number") {
+    return Number.isFinite(value) && !(Number.isInteger(value) && !Number.isSafeInteger(value)) ? undefined : value;
+  }
+  if (typeof value !== "object" || value === null) return undefined;
+  for (const v of Object.values(value)) {
+    const n = inexactNumber(v);
+    if (n !== undefined) return n;
+  }
+  return undefined;
+}
+
 function attributesField(value: unknown, errors: FieldError[]): Record<string, unknown> {
   if (value === undefined || value === null || value === "") return {};
   let object = value;
@@ -209,6 +226,16 @@ function attributesField(value: unknown, errors: FieldError[]): Record<string, u
   const json = JSON.stringify(object);
   if (new TextEncoder().encode(json).byteLength > MAX_ATTRIBUTES_BYTES) {
     errors.push({ field: "attributes", message: `is larger than ${MAX_ATTRIBUTES_BYTES} bytes as JSON` });
+    return {};
+  }
+  const inexact = inexactNumber(object);
+  if (inexact !== undefined) {
+    errors.push({
+      field: "attributes",
+      message:
+        `holds a number JSON cannot carry exactly (read as ${inexact}): numbers must be finite, integers at most ` +
+        `${Number.MAX_SAFE_INTEGER} in size; write such a value as a string`,
+    });
     return {};
   }
   if (/\\u0000/.test(json)) {

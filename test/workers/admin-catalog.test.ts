@@ -184,6 +184,27 @@ describe("PUT /v1/admin/catalog", () => {
     ]);
   });
 
+  // JSON.parse reads 1e400 as Infinity, which JSON.stringify writes as null: the attribute was stored as null, and
+  // 12345678901234567891 as 12345678901234567000, with a 200.
+  it("refuses attributes holding a number JSON cannot carry exactly, in JSON and in a CSV cell, and writes nothing", async () => {
+    for (const value of ["1e400", "-1e400", "12345678901234567891", '[1,{"deep":-9007199254740993}]']) {
+      const id = uid("n");
+      const json = `{"items":[{"id":"${id}","title":"Mug","attributes":{"weight":${value}}}]}`;
+      const body = await refused(put(json, "application/json"), 400, "validation_failed");
+      expect(body.error.errors, value).toEqual([
+        { index: 0, id, errors: [{ field: "attributes", message: expect.stringMatching(/number/) }] },
+      ]);
+      const csv = `id,title,attributes\n${id},Mug,"{""weight"":${value.replaceAll('"', '""')}}"\n`;
+      await refused(put(csv, "text/csv"), 400, "validation_failed");
+      expect(await sql("select id from catalog where id = $1", [id]), value).toEqual([]);
+    }
+    // Exact numbers are kept as sent.
+    const id = uid("n");
+    const attributes = { weight: 0.1, max: Number.MAX_SAFE_INTEGER, min: -Number.MAX_SAFE_INTEGER, tiny: 5e-324 };
+    expect((await putJson({ items: [{ id, title: "Mug", attributes }] })).status).toBe(200);
+    expect((await rows([id])).get(id)?.attributes).toEqual(attributes);
+  });
+
   it("stores a blank price as no price", async () => {
     const id = uid("b");
     expect((await putJson({ items: [{ id, title: "Mug", price: " " }] })).status).toBe(200);
