@@ -274,12 +274,19 @@ export function parseRankingConfig(
   const rules: MerchandisingRule[] = [];
   if (input.rules !== undefined) {
     if (!Array.isArray(input.rules)) issue("rules", "must be a list");
-    else
+    else {
+      // A rule's id names it in reasons (`boosted:<id>`) and explain traces: the PUT refuses a second rule with one.
+      const firstWithId = new Map<string, number>();
       input.rules.forEach((r, i) => {
         const path = `rules[${i}]`;
         const rule = parseRule(r, path, issue);
-        if (rule) rules.push(rule);
+        if (!rule) return;
+        rules.push(rule);
+        const first = firstWithId.get(rule.id);
+        if (first === undefined) firstWithId.set(rule.id, i);
+        else if (strict) issue(`${path}.id`, `duplicate id; rules[${first}] has it`);
       });
+    }
   }
 
   let maxLimit = d.maxLimit;

@@ -81,7 +81,8 @@ export const validRankingConfig = fc.record(
       },
       { requiredKeys: [] },
     ),
-    rules: fc.array(rule, { maxLength: 4 }),
+    // Rule ids are unique in a valid document (the PUT refuses a second rule with one).
+    rules: fc.uniqueArray(rule, { maxLength: 4, selector: (r) => r.id }),
     maxLimit: fc.integer({ min: 1, max: 200 }),
   },
   { requiredKeys: [] },

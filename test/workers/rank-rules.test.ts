@@ -280,6 +280,23 @@ describe("PUT /v1/admin/ranking-config", () => {
     expect((a.config.diversity as { maxPerCategory: number }).maxPerCategory).toBe(2);
   });
 
+  // Two rules named alike were stored: their `boosted:<id>` / `buried:<id>` reasons and explain traces could not say
+  // which rule acted (and two buries of one id showed as one), unlike the experiments document, which refuses them.
+  it("refuses two rules with one id, and keeps the active config", async () => {
+    await putOk({ maxLimit: 7 });
+    const rule = { action: "boost", amount: 1, productIds: [id("b2")] };
+    const res = await put({
+      rules: [
+        { id: "sale", ...rule },
+        { id: "other", ...rule },
+        { id: "sale", ...rule, action: "bury" },
+      ],
+    });
+    const body = await refused(res, 400, "validation_failed");
+    expect(body.error.issues).toEqual([{ path: "rules[2].id", message: "duplicate id; rules[0] has it" }]);
+    expect((await active()).config.maxLimit).toBe(7);
+  });
+
   it("an unreadable stored config falls back to the default and says so", async () => {
     await env.ONLINE_STORE.put(RANKING_CONFIG_KEY, JSON.stringify({ version: "v3", config: { weights: 7 } }));
     resetCaches();
