@@ -1,5 +1,5 @@
 // A versioned configuration document as an admin resource (the ranking config, the experiments document):
-//   GET <path>[?version=N]   the active document (or a stored older one), with its version
+//   GET <path>[?version=N]   the active document (or a stored one, `active` when the head holds it), with its version
 //   PUT <path>               a new document: validated, stored as version N+1 under `<key>` and `<key>:vN`
 // Versions are v1, v2, …: never reused, even when the stored document has become unreadable, and never given twice
 // when PUTs race: KV has no compare-and-set, so the number comes from a counter in the PublishCoordinator object
@@ -58,9 +58,16 @@ export function versionedDocRoutes<T extends { version: string }>(doc: Versioned
     if (asked !== undefined) {
       if (!/^v?\d{1,9}$/.test(asked)) throw new ApiError("bad_request", "version must look like v3");
       const n = Number(asked.replace(/^v/, ""));
-      const stored = parseStoredDoc(await c.env.ONLINE_STORE.get(versionKey(n)));
+      const [text, headText] = await Promise.all([
+        c.env.ONLINE_STORE.get(versionKey(n)),
+        c.env.ONLINE_STORE.get(doc.key),
+      ]);
+      const stored = parseStoredDoc(text);
       if (!stored) throw new ApiError("not_found", `no ${doc.name} version v${n}`);
-      return c.json({ version: stored.version, updatedAt: stored.updatedAt, active: false, config: stored.config });
+      // Active when it is the document the head holds and readers can use (an unreadable head serves the default).
+      const head = doc.decode(headText);
+      const active = !head.invalid && head.config.version === stored.version;
+      return c.json({ version: stored.version, updatedAt: stored.updatedAt, active, config: stored.config });
     }
     const text = await c.env.ONLINE_STORE.get(doc.key);
     const { config, invalid } = doc.decode(text);

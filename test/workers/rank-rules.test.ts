@@ -173,6 +173,9 @@ describe("PUT /v1/admin/ranking-config", () => {
     const body = (await old.json()) as ConfigAnswer;
     expect(body).toMatchObject({ version: "v1", active: false });
     expect((body.config.rules as unknown[]).length).toBe(1);
+    // Asked by its number, the active version says it is active (it said false).
+    const current = (await (await adminGet("/v1/admin/ranking-config?version=v2")).json()) as ConfigAnswer;
+    expect(current).toMatchObject({ version: "v2", active: true });
     await refused(adminGet("/v1/admin/ranking-config?version=v7"), 404, "not_found");
   });
 
