@@ -316,6 +316,17 @@ export function parseCatalogJson(value: unknown, maxItems = MAX_CATALOG_ITEMS): 
       ? ((value as { items: unknown[] }).items as unknown[])
       : null;
   if (!list) throw new CatalogFormatError('send { "items": [ … ] } or an array of items');
+  // As an unknown item field, an unknown field next to `items` (a `currency` meant for every item) is refused, not
+  // dropped.
+  const others = Array.isArray(value) ? [] : Object.keys(value as object).filter((k) => k !== "items");
+  if (others.length > 0) {
+    throw new CatalogFormatError(
+      `unknown field${others.length > 1 ? "s" : ""} ${others
+        .slice(0, 5)
+        .map((k) => `"${k.slice(0, 50)}"`)
+        .join(", ")} next to "items"; the body is { "items": [ … ] } only`,
+    );
+  }
   if (list.length === 0) throw new CatalogFormatError("there are no items");
   if (list.length > maxItems) {
     throw new CatalogFormatError(`at most ${maxItems} items per request`, { limit: maxItems, actual: list.length });

@@ -157,6 +157,21 @@ describe("PUT /v1/admin/catalog", () => {
     await refused(put("x".repeat(11 * 1024 * 1024), "application/json"), 413, "payload_too_large");
   });
 
+  // `{ items, currency: "GBP" }` answered 200 and stored every item without a currency: the unknown field next to
+  // `items` was dropped silently, although unknown item fields are refused.
+  it("refuses a field next to items, and writes nothing", async () => {
+    const id = uid("f");
+    for (const body of [
+      { items: [{ id, title: "Mug" }], currency: "GBP" },
+      { items: [{ id, title: "Mug" }], item: [{ id: uid("f"), title: "Tote" }] },
+    ]) {
+      const answer = await refused(putJson(body), 400, "validation_failed");
+      expect(answer.error).toMatchObject({ errors: [], errorCount: 0 });
+      expect(answer.error.message).toMatch(/currency|item\b/);
+    }
+    expect(await sql("select id from catalog where id = $1", [id])).toEqual([]);
+  });
+
   it("needs the admin key", async () => {
     await refused(put("[]", "application/json", {}), 401, "unauthorized");
     await refused(put("[]", "application/json", { authorization: "Bearer nope" }), 401, "unauthorized");
