@@ -14,7 +14,8 @@ export function rankingConfigArg(value: string, read: (file: string) => string):
   } catch (e) {
     throw new Error(`--config: not JSON: ${(e as Error).message}`);
   }
-  const parsed = parseRankingConfig(doc, "offline");
+  // strict, as the PUT parses: unknown fields and duplicate rule ids are refused here too.
+  const parsed = parseRankingConfig(doc, "offline", { strict: true });
   if (!parsed.ok) throw new Error(`--config: ${parsed.issues.map((i) => `${i.path}: ${i.message}`).join("; ")}`);
   return parsed.config;
 }

@@ -29,5 +29,15 @@ describe("--config", () => {
   it("refuses what the admin endpoint refuses, naming the path", () => {
     expect(() => arg('{"weights":{"adjacent":"high"}}')).toThrow(/--config: weights\.adjacent: /);
     expect(() => arg("{nope")).toThrow(/--config: not JSON/);
+    // A typo the PUT refuses was dropped offline: the evaluation ran on the default weights.
+    expect(() => arg('{"weigths":{"batch":2}}')).toThrow(/--config: weigths: unknown field/);
+    const rule = { action: "boost", amount: 1, productIds: ["p"] };
+    const twice = JSON.stringify({
+      rules: [
+        { id: "r", ...rule },
+        { id: "r", ...rule },
+      ],
+    });
+    expect(() => arg(twice)).toThrow(/--config: rules\[1\]\.id: duplicate id/);
   });
 });
