@@ -225,18 +225,32 @@ export function fallbackAnswer(
   params: RankParams,
   error: ClientError,
 ): FallbackAnswer {
-  return { fallback: true, recId: null, placement, items: fallbackItems(list, params), error };
+  return { fallback: true, recId: null, placement, items: fallbackItems(list, params ?? {}), error };
 }
 
-function fallbackItems(list: readonly FallbackItem[], params: RankParams): RankedItem[] {
+/** A product id as a fallback list may hold one: a non-empty string, or a finite number (written as a string). */
+function fallbackId(value: unknown): string | null {
+  if (typeof value === "string") return value === "" ? null : value;
+  return typeof value === "number" && Number.isFinite(value) ? String(value) : null;
+}
+
+/**
+ * The fallback's items. The list is the caller's (its search results, its bestsellers), passed on as it came: an
+ * entry that names no product (null, an object without an id) is left out, and a score that is no finite number is 0,
+ * so the fallback always has the documented shape and building it never throws.
+ */
+function fallbackItems(list: unknown, params: RankParams): RankedItem[] {
   const limit = typeof params.limit === "number" ? params.limit : Number(params.limit ?? Number.NaN);
-  const seen = new Set<string>(params.productId ? [params.productId] : []);
+  const seen = new Set<string>(typeof params.productId === "string" ? [params.productId] : []);
   const out: RankedItem[] = [];
-  for (const entry of list) {
-    const item = typeof entry === "string" ? { productId: entry } : entry;
-    if (seen.has(item.productId)) continue;
-    seen.add(item.productId);
-    out.push({ productId: item.productId, score: item.score ?? 0, reasons: ["fallback"] });
+  for (const entry of Array.isArray(list) ? (list as unknown[]) : []) {
+    const object =
+      typeof entry === "object" && entry !== null ? (entry as { productId?: unknown; score?: unknown }) : null;
+    const productId = fallbackId(object ? object.productId : entry);
+    if (productId === null || seen.has(productId)) continue;
+    seen.add(productId);
+    const score = typeof object?.score === "number" && Number.isFinite(object.score) ? object.score : 0;
+    out.push({ productId, score, reasons: ["fallback"] });
     if (Number.isInteger(limit) && limit > 0 && out.length >= limit) break;
   }
   return out;
@@ -393,11 +407,15 @@ export function createClient(options: ClientOptions): LastmileClient {
 
   async function run(
     method: "recommendations" | "similar" | "rank",
-    params: RankParams,
-    callOptions: CallOptions,
-    defaultFallback: readonly FallbackItem[],
+    given: RankParams | undefined,
+    options: CallOptions | undefined,
+    defaultFallback: () => unknown,
   ): Promise<ClientAnswer> {
     const started = Date.now();
+    // What the caller passes is not checked here (the API validates it): whatever it is, the answer is Lastmile's
+    // or the fallback, never an exception.
+    const params: RankParams = given ?? {};
+    const callOptions: CallOptions = options ?? {};
     const placement = method === "recommendations" ? (params.placement ?? "home") : (params.placement ?? method);
     try {
       const value = await deadline(
@@ -419,20 +437,16 @@ export function createClient(options: ClientOptions): LastmileClient {
       const fault = caught instanceof Fault ? caught : new Fault("network", describe(caught));
       const error: ClientError = { kind: fault.kind, message: fault.message, ...fault.extra, ms: Date.now() - started };
       report(error, method, params);
-      return fallbackAnswer(placement, callOptions.fallback ?? defaultFallback, params, error);
+      const list = (callOptions.fallback ?? defaultFallback()) as readonly FallbackItem[];
+      return fallbackAnswer(placement, list, params, error);
     }
   }
 
   return {
-    recommendations: (params, callOptions = {}) => run("recommendations", params, callOptions, []),
-    similar: (params, callOptions = {}) => run("similar", params, callOptions, []),
-    rank: (params, callOptions = {}) =>
-      run(
-        "rank",
-        params,
-        callOptions,
-        params.candidates.map((c) => (typeof c === "string" ? c : { productId: c.productId, score: c.score ?? 0 })),
-      ),
+    recommendations: (params, callOptions) => run("recommendations", params, callOptions, () => []),
+    similar: (params, callOptions) => run("similar", params, callOptions, () => []),
+    // The candidates in the caller's order are the fallback (those that name a product: fallbackItems).
+    rank: (params, callOptions) => run("rank", params, callOptions, () => params?.candidates),
     async userToken(params, callOptions = {}) {
       if (!http) return null;
       try {

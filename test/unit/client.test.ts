@@ -7,6 +7,7 @@ import {
   type ClientError,
   createClient,
   type RankingBinding,
+  type RankParams,
   type RankResponse,
   readAttribution,
   withAttribution,
@@ -423,6 +424,40 @@ describe("Service Binding transport", () => {
     expect(result.items.map((i) => i.productId)).toEqual(["c1"]);
     expect(performance.now() - started).toBeLessThan(500);
     expect(await client.userToken({ anonymousId: "a" })).toBeNull();
+  });
+});
+
+describe("the client's own inputs", () => {
+  function failing(): RankingBinding {
+    const refuse = () => Promise.reject(new Error("validation_failed: candidates[0]: must be an id or an object"));
+    return { recommendations: refuse, rank: refuse, similar: refuse };
+  }
+
+  it("answers the fallback, never throws, for candidates or a fallback list the API would refuse", async () => {
+    // A storefront passing its search engine's results as they came (a null, a numeric id): the API answers 400,
+    // which must be the fallback like any other refusal, not an exception that breaks the page.
+    const client = createClient({ binding: failing() });
+    const candidates = [null, "c1", 7, { productId: "c2", score: Number.NaN }] as unknown as string[];
+    const ranked = await Promise.resolve()
+      .then(() => client.rank({ candidates }))
+      .catch((error: unknown) => error);
+    expect(ranked).toMatchObject({ fallback: true, error: { kind: "rpc", code: "validation_failed" } });
+    expect((ranked as ClientAnswer).items).toEqual([
+      { productId: "c1", score: 0, reasons: ["fallback"] },
+      { productId: "7", score: 0, reasons: ["fallback"] },
+      { productId: "c2", score: 0, reasons: ["fallback"] },
+    ]);
+    const notAList = await Promise.resolve()
+      .then(() => client.rank({ candidates: undefined as unknown as string[] }))
+      .catch((error: unknown) => error);
+    expect(notAList).toMatchObject({ fallback: true, items: [] });
+
+    const fallback = [undefined, "b1", { productId: 5 }, { score: 2 }, "", "b1"] as unknown as string[];
+    const recs = await client.recommendations({}, { fallback }).catch((error: unknown) => error);
+    expect(recs).toMatchObject({ fallback: true });
+    expect((recs as ClientAnswer).items.map((i) => i.productId)).toEqual(["b1", "5"]);
+    const noParams = await client.recommendations(undefined as unknown as RankParams).catch((e: unknown) => e);
+    expect(noParams).toMatchObject({ fallback: true, placement: "home", items: [] });
   });
 });
 
