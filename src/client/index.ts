@@ -256,7 +256,7 @@ function fallbackItems(list: unknown, params: RankParams): RankedItem[] {
   return out;
 }
 
-/** `work` under the deadline and the caller's signal; a late result is dropped. */
+/** `work` under the deadline and the caller's signal (never started once that is aborted); a late result is dropped. */
 async function deadline<T>(
   work: (signal: AbortSignal) => Promise<T>,
   timeoutMs: number,
@@ -281,6 +281,9 @@ async function deadline<T>(
   });
   stopped.catch(() => {});
   try {
+    // A call the caller has already cancelled is not made: over a binding nothing would stop it, and an answer
+    // counts its items as shown.
+    if (controller.signal.aborted) throw controller.signal.reason;
     return await Promise.race([work(controller.signal), stopped]);
   } catch (error) {
     // An aborted fetch rejects with the abort reason (our Fault) or an AbortError: report the reason.

@@ -459,6 +459,21 @@ describe("the client's own inputs", () => {
     const noParams = await client.recommendations(undefined as unknown as RankParams).catch((e: unknown) => e);
     expect(noParams).toMatchObject({ fallback: true, placement: "home", items: [] });
   });
+
+  it("does not call the binding when the caller has already cancelled (no answer counted as shown)", async () => {
+    let calls = 0;
+    const counting = async () => {
+      calls++;
+      return answer(["p1"]);
+    };
+    const client = createClient({
+      binding: { recommendations: counting, rank: counting, similar: counting },
+      timeoutMs: PATIENT_MS,
+    });
+    const result = await client.recommendations({ anonymousId: "a-1" }, { signal: AbortSignal.abort() });
+    expect(result.fallback && result.error.kind).toBe("aborted");
+    expect(calls).toBe(0);
+  });
 });
 
 describe("attribution links", () => {
