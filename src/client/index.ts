@@ -256,6 +256,15 @@ function fallbackItems(list: unknown, params: RankParams): RankedItem[] {
   return out;
 }
 
+/**
+ * The placement Lastmile's answer to this call names (src/rank/request.ts): the one asked for, else `home` for
+ * recommendations and the mode (`similar`, `rerank`) for the others. A fallback says the same.
+ */
+function answerPlacement(method: "recommendations" | "similar" | "rank", params: RankParams): string {
+  const named = typeof params.placement === "string" && params.placement !== "" ? params.placement : null;
+  return named ?? (method === "recommendations" ? "home" : method === "rank" ? "rerank" : "similar");
+}
+
 /** `work` under the deadline and the caller's signal (never started once that is aborted); a late result is dropped. */
 async function deadline<T>(
   work: (signal: AbortSignal) => Promise<T>,
@@ -419,7 +428,7 @@ export function createClient(options: ClientOptions): LastmileClient {
     // or the fallback, never an exception.
     const params: RankParams = given ?? {};
     const callOptions: CallOptions = options ?? {};
-    const placement = method === "recommendations" ? (params.placement ?? "home") : (params.placement ?? method);
+    const placement = answerPlacement(method, params);
     try {
       const value = await deadline(
         (signal) => call(method, params, signal),

@@ -12,6 +12,8 @@ import {
   readAttribution,
   withAttribution,
 } from "../../src/client/index.ts";
+import { DEFAULT_RANKING_CONFIG } from "../../src/rank/config.ts";
+import { parseRankParams, type RankRequest } from "../../src/rank/request.ts";
 
 // node:http, typed by the little this test uses: test/unit is type-checked with the Worker's types, not Node's.
 interface IncomingMessage {
@@ -473,6 +475,26 @@ describe("the client's own inputs", () => {
     const result = await client.recommendations({ anonymousId: "a-1" }, { signal: AbortSignal.abort() });
     expect(result.fallback && result.error.kind).toBe("aborted");
     expect(calls).toBe(0);
+  });
+
+  it("labels a fallback with the placement Lastmile's answer to the same call would have", async () => {
+    const client = createClient({ binding: failing() });
+    const cases: Array<[RankRequest["mode"], "recommendations" | "similar" | "rank", RankParams]> = [
+      ["recommend", "recommendations", {}],
+      ["recommend", "recommendations", { placement: "" }],
+      ["recommend", "recommendations", { placement: "pdp", productId: "p1" }],
+      ["similar", "similar", { productId: "p1" }],
+      ["similar", "similar", { productId: "p1", placement: "" }],
+      ["similar", "similar", { productId: "p1", placement: "search" }],
+      ["rerank", "rank", { candidates: ["c1"] }],
+      ["rerank", "rank", { candidates: ["c1"], placement: "search" }],
+    ];
+    for (const [mode, method, params] of cases) {
+      const live = parseRankParams(mode, params, DEFAULT_RANKING_CONFIG).placement;
+      const fallback = await (client[method] as (p: RankParams) => Promise<ClientAnswer>)(params);
+      expect(fallback.fallback, `${method} ${JSON.stringify(params)}`).toBe(true);
+      expect(fallback.placement, `${method} ${JSON.stringify(params)}`).toBe(live);
+    }
   });
 });
 
