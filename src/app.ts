@@ -45,15 +45,7 @@ export function createApp(): Hono<AppEnv> {
 
   app.onError((err, c) => {
     const requestId = c.get("requestId") ?? crypto.randomUUID();
-    const error = asApiError(err);
-    if (error.status >= 500) {
-      log("error", error.message, {
-        requestId,
-        code: error.code,
-        // Causes are drivers' messages: credentials in a connection string never reach the log.
-        cause: describeFailure(err instanceof ApiError ? err.cause : err),
-      });
-    }
+    const error = reportedError(err, requestId);
     for (const [name, value] of Object.entries(error.headers ?? {})) c.header(name, value);
     // Every 503 says when to retry (docs/api.md#errors); a route that knows better sets its own.
     if (error.code === "dependency_unavailable" && !hasHeader(error.headers, "retry-after")) {
@@ -64,6 +56,23 @@ export function createApp(): Hono<AppEnv> {
   });
 
   return app;
+}
+
+/**
+ * What a caller is told of `err` (asApiError), a 5xx logged with its cause under `requestId`: the error the HTTP API
+ * answers, and the one the Ranking RPC class throws (src/rank/entrypoint.ts).
+ */
+export function reportedError(err: unknown, requestId: string): ApiError {
+  const error = asApiError(err instanceof Error ? err : new Error(String(err)));
+  if (error.status >= 500) {
+    log("error", error.message, {
+      requestId,
+      code: error.code,
+      // Causes are drivers' messages: credentials in a connection string never reach the log.
+      cause: describeFailure(err instanceof ApiError ? err.cause : err),
+    });
+  }
+  return error;
 }
 
 function hasHeader(headers: Record<string, string> | undefined, name: string): boolean {

@@ -2,9 +2,12 @@
 // (`services = [{ binding = "LASTMILE", service = "lastmile", entrypoint = "Ranking" }]`) and calls
 // `env.LASTMILE.recommendations({...})` with no network hop and no key — a binding is only possible inside the same
 // Cloudflare account, which is the trust boundary. The same validation, sources and answer as the HTTP API; invalid
-// parameters throw an error whose message starts with the machine-readable code (e.g. "validation_failed: …").
+// parameters throw an error whose message starts with the machine-readable code (e.g. "validation_failed: …"), and
+// any other failure throws what the HTTP API answers for it (`internal_error: internal error`,
+// `dependency_unavailable: …`), its cause logged as the HTTP API logs a 5xx, never passed to the caller.
 import { WorkerEntrypoint } from "cloudflare:workers";
-import { ApiError } from "../errors.ts";
+import { reportedError } from "../app.ts";
+import { configOrThrow } from "../config.ts";
 import { DEFAULT_RANKING_CONFIG } from "./config.ts";
 import { depsFromEnv } from "./deps.ts";
 import { parseRankParams, type RankParams, type RankRequest } from "./request.ts";
@@ -14,14 +17,16 @@ export type RpcAnswer = Omit<RankAnswer, "timing"> & { timing: Record<string, nu
 
 export class Ranking extends WorkerEntrypoint<Env> {
   async #run(mode: RankRequest["mode"], params: RankParams): Promise<RpcAnswer> {
-    const deps = depsFromEnv(this.env, this.ctx);
     try {
+      // As the HTTP API: a misconfigured deployment is refused before anything is read.
+      configOrThrow(this.env);
+      const deps = depsFromEnv(this.env, this.ctx);
       const head = await loadHead(deps);
       const config = head.status === "ok" ? head.value.config : DEFAULT_RANKING_CONFIG;
       return await answer(deps, parseRankParams(mode, params ?? {}, config), head);
     } catch (error) {
-      if (error instanceof ApiError) throw new Error(`${error.code}: ${error.message}`);
-      throw error;
+      const reported = reportedError(error, crypto.randomUUID());
+      throw new Error(`${reported.code}: ${reported.message}`);
     }
   }
 

@@ -5,15 +5,18 @@
 // the list); content = 3 × the share of the context product's title words found in the candidate's.
 // Live trending (Redis) holds whatever other test files tracked; fixture ids carry a fresh tag per test, so only
 // tr1 (the batch trending list, used while the isolate's live list is cold) can come and go: assertions allow it.
+import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
-import { beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it, vi } from "vitest";
 import { decodePointer, encodePointer } from "../../src/publish/codec.ts";
 import { POINTER_KEY } from "../../src/publish/keys.ts";
+import { Ranking } from "../../src/rank/entrypoint.ts";
 import { invalidateHead } from "../../src/rank/online-store.ts";
 import { RANK_BODY_LIMIT } from "../../src/rank/routes.ts";
 import { refused } from "./collect-helpers.ts";
 import {
   type Answer,
+  appFetch,
   get,
   ids,
   ok,
@@ -474,6 +477,35 @@ describe("the Ranking RPC entrypoint", () => {
       (e: unknown) => e,
     );
     expect(String((error as Error | null)?.message)).toMatch(/^validation_failed: limit/);
+  });
+
+  it("throws what the HTTP API answers when the deployment is misconfigured: internal_error, details in the log", async () => {
+    // A Redis URL without its token: the HTTP API answers 500 internal_error and logs why.
+    const misconfigured = { ...env, UPSTASH_REDIS_REST_URL: "http://127.0.0.1:1", UPSTASH_REDIS_REST_TOKEN: "" };
+    const http = await appFetch(misconfigured, `/v1/recommendations?placement=home&userId=${id("alice")}`, {
+      headers: { authorization: `Bearer ${SERVER_KEY}` },
+    });
+    expect(http.status).toBe(500);
+    const { error: httpError } = (await http.json()) as { error: { code: string; message: string } };
+    expect(httpError.code).toBe("internal_error");
+
+    const logged: string[] = [];
+    const spy = vi.spyOn(console, "error").mockImplementation((...args: unknown[]) => {
+      logged.push(args.map(String).join(" "));
+    });
+    try {
+      const ctx = createExecutionContext();
+      const ranking = new Ranking(ctx, misconfigured);
+      const thrown = await ranking.recommendations({ placement: "home", userId: id("alice") }).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      await waitOnExecutionContext(ctx);
+      expect(String((thrown as Error | null)?.message)).toBe(`internal_error: ${httpError.message}`);
+      expect(logged.join("\n")).toContain("UPSTASH_REDIS_REST_TOKEN");
+    } finally {
+      spy.mockRestore();
+    }
   });
 });
 
