@@ -354,6 +354,41 @@ describe("the storefront Worker's ranking deadline", () => {
   });
 });
 
+describe("the storefront Worker's ranking calls", () => {
+  it("passes the visitor's country (request.cf.country) over the binding, where Lastmile cannot see it", async () => {
+    pageHtml = page(`<div data-lastmile-placement="home" data-lastmile-fallback="p2"><p>own</p></div>`);
+    products = [{ id: "p2", title: "Candle", url: "/products/p2" }];
+    const asked: Array<{ country?: string }> = [];
+    const answer = (params: { country?: string }) => {
+      asked.push(params);
+      return Promise.resolve({
+        recId: "r-country",
+        placement: "home",
+        items: [{ productId: "p2", score: 1, reasons: ["popular"] }],
+        sources: {},
+        degraded: [],
+      });
+    };
+    const LASTMILE = { recommendations: answer, similar: answer, rank: answer } as unknown as StorefrontEnv["LASTMILE"];
+    for (const [cf, country] of [
+      [{ country: "GB" }, "GB"],
+      [{ country: "T1" }, undefined], // Tor: no country segment
+      [undefined, undefined],
+    ] as const) {
+      const ctx = createExecutionContext();
+      const request = new Request(`${STORE}/`, { headers: { cookie: `lm_aid=${crypto.randomUUID()}` }, cf });
+      const res = await storefront.fetch(
+        request as Request<unknown, IncomingRequestCfProperties>,
+        baseEnv({ LASTMILE, RANKING_TIMEOUT_MS: "5000" }),
+        ctx,
+      );
+      expect(await res.text()).toContain('data-lastmile-source="lastmile"');
+      await waitOnExecutionContext(ctx);
+      expect(asked.pop()?.country).toBe(country);
+    }
+  });
+});
+
 describe("the storefront Worker's track proxy (POST /lastmile/v1/track)", () => {
   type Options = { path?: string; headers?: Record<string, string>; storeEnv?: StorefrontEnv; waitMs?: number };
 

@@ -4,6 +4,7 @@
 //     personalised block, ranked by Lastmile over the Service Binding `LASTMILE` (the `Ranking` entrypoint), or
 //     over HTTP with a server key when there is no binding; the element's `data-lastmile-fallback` ids (the
 //     origin's bestsellers, say) are shown when Lastmile does not answer in time;
+//   - passes the visitor's country (`request.cf.country`) for Lastmile's country segments;
 //   - keeps a first-party anonymous id in the `lm_aid` cookie;
 //   - sends the visit's events to Lastmile's collection API from the Worker: a page event for every page, Product
 //     Viewed for a product page, Product Clicked when a link from a block is followed (its `lm_rec`, `lm_pos` and
@@ -135,6 +136,16 @@ function lastmileFetch(env: StorefrontEnv): ((request: Request) => Promise<Respo
     };
   }
   return null;
+}
+
+/**
+ * The visitor's country as Cloudflare saw it (`request.cf.country`), for the country segments of Lastmile's popular
+ * and trending lists; null for none or a code that names no country (`T1`: Tor, `XX`). Lastmile cannot see it
+ * itself: over the binding there is no `cf`, and over HTTP its `cf` would be this Worker's subrequest's.
+ */
+function visitorCountry(request: Request): string | null {
+  const country = (request as Request & { cf?: { country?: unknown } }).cf?.country;
+  return typeof country === "string" && /^[A-Z]{2}$/.test(country) && country !== "XX" ? country : null;
 }
 
 /** The ranking deadline of a page (RANKING_TIMEOUT_MS, else the client's default of 150 ms). */
@@ -537,7 +548,13 @@ class PlacementHandler implements HTMLRewriterElementContentHandlers {
       ]);
     }
 
-    const params: RankParams = { anonymousId: this.#visit.anonymousId, limit, ...(productId ? { productId } : {}) };
+    const country = visitorCountry(this.#visit.request);
+    const params: RankParams = {
+      anonymousId: this.#visit.anonymousId,
+      limit,
+      ...(productId ? { productId } : {}),
+      ...(country ? { country } : {}),
+    };
     let answer: ClientAnswer;
     if (!this.#client) {
       answer = fallbackAnswer(placement, fallback, params, {
