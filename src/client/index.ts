@@ -479,9 +479,12 @@ export function createClient(options: ClientOptions): LastmileClient {
               await response.body?.cancel();
               return null;
             }
-            const body = (await response.json()) as Partial<TokenAnswer>;
-            return typeof body.token === "string" && typeof body.expiresAt === "number"
-              ? { token: body.token, userKey: String(body.userKey), expiresAt: body.expiresAt }
+            const body = (await response.json()) as Partial<TokenAnswer> | null;
+            // The documented answer, or no token: a userKey of "undefined" is no user key.
+            return typeof body?.token === "string" &&
+              typeof body.userKey === "string" &&
+              typeof body.expiresAt === "number"
+              ? { token: body.token, userKey: body.userKey, expiresAt: body.expiresAt }
               : null;
           },
           callOptions.timeoutMs ?? defaultTimeout,

@@ -379,6 +379,16 @@ describe("HTTP transport", () => {
     expect(seen[0]).toMatchObject({ method: "POST", url: "/v1/tokens", authorization: "Bearer k-1" });
     handler = (_req, res) => json(res, 500, {});
     expect(await client.userToken({ anonymousId: "anon-1" })).toBeNull();
+    // A 2xx body that is not the documented { token, userKey, expiresAt } is no token either.
+    for (const body of [
+      { token: "a.b.c", expiresAt: 123 },
+      { token: "a.b.c", userKey: 7, expiresAt: 123 },
+      { token: "a.b.c", userKey: "a:anon-1" },
+      null,
+    ]) {
+      handler = (_req, res) => json(res, 200, body);
+      expect(await client.userToken({ anonymousId: "anon-1" }), JSON.stringify(body)).toBeNull();
+    }
   });
 });
 
