@@ -210,9 +210,13 @@ async function normalize(raw: unknown, ctx: NormalizeContext): Promise<{ event: 
       if (groupId === null) throw new Rejected("missing_group_id", "a group call needs a groupId");
       break;
     case "page":
-    case "screen":
+    case "screen": {
       name = optionalString(raw, "name");
+      // RudderStack's mobile SDKs name a screen in `event` (with `properties.name`), not in `name`.
+      const named = raw.event;
+      if ((name === null || name === "") && typeof named === "string" && named !== "") name = named;
       break;
+    }
     case "identify":
       break;
   }

@@ -227,6 +227,18 @@ describe("normalizeEvent: rejections", () => {
     );
   });
 
+  it("takes a screen's or page's name from `event` when it has no `name`, as RudderStack's mobile SDKs send it", async () => {
+    // RudderStack Android/iOS: screen("Cart") sends { type: "screen", event: "Cart", properties: { name: "Cart" } }.
+    const screen = await ok({ type: "screen", event: "Cart", properties: { name: "Cart" }, anonymousId: "a" });
+    expect([screen.name, screen.event]).toEqual(["Cart", null]);
+    const page = await ok({ type: "page", event: "Home", anonymousId: "a" });
+    expect(page.name).toBe("Home");
+    // `name` wins; an `event` that is no string names nothing (and is not a reason to reject the page).
+    expect((await ok({ type: "screen", name: "Cart", event: "Other", anonymousId: "a" })).name).toBe("Cart");
+    expect((await ok({ type: "page", event: 5, anonymousId: "a" })).name).toBeNull();
+    expect((await ok({ type: "screen", event: "", anonymousId: "a" })).name).toBeNull();
+  });
+
   it("needs properties, traits, context and integrations to be objects when present", async () => {
     for (const field of ["properties", "traits", "context", "integrations"]) {
       await rejected({ type: "track", event: "e", userId: "u", [field]: [] }, "invalid_field");
