@@ -1,6 +1,7 @@
 // The request envelope: which events a parsed body holds, and the batch-level fields that apply to each of them.
 //   single-event endpoints (/v1/track …, /v1/t …)  the body is the event; its type comes from the path
-//   /v1/batch, /v1/import, /v1/b                    { batch: [event…], context?, integrations?, sentAt?, writeKey? }
+//   /v1/batch, /v1/import, /v1/b,                   { batch: [event…], context?, integrations?, sentAt?, writeKey? }
+//   /beacon/v1/batch
 //   /v1/webhook                                     the body is one event carrying its own type
 import { ApiError } from "../errors.ts";
 import { refuseDeepJson } from "./body.ts";
@@ -10,7 +11,11 @@ import { MAX_BATCH_EVENTS, MAX_EVENT_BYTES } from "./limits.ts";
 import type { BatchDefaults } from "./normalize.ts";
 import { parseIsoTimestamp } from "./timestamps.ts";
 
-export type Endpoint = { kind: "single"; type: EventType } | { kind: "batch" } | { kind: "webhook" };
+export type Endpoint =
+  | { kind: "single"; type: EventType }
+  /** `keyInQuery`: the write key may come as `?writeKey=` (RudderStack's beacon path: a beacon sends no header). */
+  | { kind: "batch"; keyInQuery?: boolean }
+  | { kind: "webhook" };
 
 export interface Envelope {
   items: unknown[];

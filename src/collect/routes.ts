@@ -3,6 +3,8 @@
 //   /v1/track /v1/page /v1/screen /v1/identify /v1/alias /v1/group   one event; the path decides its type
 //   /v1/t /v1/p /v1/s /v1/i /v1/a /v1/g                             analytics.js short paths of the same
 //   /v1/batch /v1/import /v1/b                                      { batch: [...] }
+//   /beacon/v1/batch                                                { batch: [...] } from RudderStack's JavaScript
+//                                                                   SDK with useBeacon (key: body or ?writeKey=)
 //   /v1/webhook                                                     one event with its own type, as webhook
 //                                                                   destinations send it (key: Basic or ?writeKey=)
 // Pipeline: body (gzip, caps) → source (write key) → rate limits → envelope → per-event validation → per-user
@@ -50,6 +52,8 @@ export const SINGLE_EVENT_PATHS: Readonly<Record<EventType, readonly [string, st
   group: ["/v1/group", "/v1/g"],
 };
 export const BATCH_PATHS = ["/v1/batch", "/v1/import", "/v1/b"] as const;
+/** RudderStack's JavaScript SDK with `useBeacon`: navigator.sendBeacon cannot set a header, so the key is in the URL. */
+export const BEACON_PATH = "/beacon/v1/batch";
 export const WEBHOOK_PATH = "/v1/webhook";
 
 /** Codes of whole-request refusals that are logged (never stored): the client sent something we cannot read. */
@@ -105,7 +109,10 @@ async function collect(c: Context<CollectEnv>, endpoint: Endpoint): Promise<Resp
   const source = resolveSource(config.sources, {
     header: c.req.header("authorization") ?? null,
     body: endpoint.kind === "webhook" ? undefined : bodyWriteKey(body.value),
-    query: endpoint.kind === "webhook" ? c.req.query("writeKey") : undefined,
+    query:
+      endpoint.kind === "webhook" || (endpoint.kind === "batch" && endpoint.keyInQuery)
+        ? c.req.query("writeKey")
+        : undefined,
   });
   c.set("source", source);
   // A browser sends Origin; the source's allow-list decides whether its pages may send with this key at all. CORS
@@ -254,4 +261,5 @@ for (const [type, paths] of Object.entries(SINGLE_EVENT_PATHS)) {
   for (const path of paths) mount(path, { kind: "single", type: type as EventType });
 }
 for (const path of BATCH_PATHS) mount(path, { kind: "batch" });
+mount(BEACON_PATH, { kind: "batch", keyInQuery: true });
 mount(WEBHOOK_PATH, { kind: "webhook" });

@@ -1,7 +1,8 @@
 // Which source a collection request belongs to: the write key from HTTP Basic auth (username, empty password —
 // Segment's and RudderStack's server libraries, newer analytics.js), else from the body (`writeKey`, what
-// analytics.js sends with text/plain), else from `?writeKey=` (webhook endpoint only: webhook destinations can
-// be given a URL but not always a header). Header beats body beats query.
+// analytics.js sends with text/plain), else from `?writeKey=` (the webhook endpoint, whose destinations can be given
+// a URL but not always a header, and RudderStack's beacon path, whose beacons cannot send one). Header beats body
+// beats query.
 import { constantTimeEqual } from "../auth.ts";
 import type { Source, Sources } from "../config.ts";
 import { ApiError } from "../errors.ts";

@@ -82,6 +82,23 @@ describe("endpoints and path styles", () => {
     }
   });
 
+  it("takes RudderStack's beacon batches on /beacon/v1/batch, the key in ?writeKey=", async () => {
+    // The JavaScript SDK with useBeacon: navigator.sendBeacon(`${dataPlaneUrl}/beacon/v1/batch?writeKey=…`, blob):
+    // a beacon can carry no Authorization header, and the SDK puts no writeKey in the body.
+    const batch = [
+      { type: "page", ...eventOf("page") },
+      { type: "track", ...eventOf("track") },
+    ];
+    const beacon = { raw: JSON.stringify({ batch, sentAt: new Date().toISOString() }) };
+    const headers = { "content-type": "text/plain;charset=UTF-8" };
+    const result = await collect(`/beacon/v1/batch?writeKey=${WRITE_KEY}`, null, { ...beacon, headers });
+    expect(result).toEqual({ success: true, accepted: 2, duplicates: 0, rejected: [] });
+    await refused(post("/beacon/v1/batch?writeKey=nope", null, { ...beacon, headers }), 401, "unauthorized");
+    await refused(post("/beacon/v1/batch", null, { ...beacon, headers }), 401, "unauthorized");
+    // The query key is this path's (and the webhook's) only: elsewhere it is no credential.
+    await refused(post(`/v1/batch?writeKey=${WRITE_KEY}`, null, { ...beacon, headers }), 401, "unauthorized");
+  });
+
   it("takes webhook deliveries: one event with its own type, key by Basic auth or ?writeKey=", async () => {
     const delivery = {
       type: "track",

@@ -8,7 +8,7 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { createApp } from "../../src/app.ts";
-import { BATCH_PATHS, SINGLE_EVENT_PATHS, WEBHOOK_PATH } from "../../src/collect/routes.ts";
+import { BATCH_PATHS, BEACON_PATH, SINGLE_EVENT_PATHS, WEBHOOK_PATH } from "../../src/collect/routes.ts";
 import { ADMIN_KEY, basic, type ErrorJson, uid, WRITE_KEY } from "./collect-helpers.ts";
 import { appFetch, SERVER_KEY, userToken } from "./rank-helpers.ts";
 
@@ -27,9 +27,10 @@ const matrixEnv: Env = {
 /**
  * Who may use a route. public: everyone gets the same answer (no data behind it); absent: no such route in this
  * configuration (404 for everyone); collect: write key as Basic or body `writeKey`; webhook: write key as Basic or
- * `?writeKey=`; reader: server key or user token; minter: server key; admin: admin key.
+ * `?writeKey=`; beacon: write key as Basic, body `writeKey` or `?writeKey=`; reader: server key or user token; minter:
+ * server key; admin: admin key.
  */
-type Role = "public" | "absent" | "collect" | "webhook" | "reader" | "minter" | "admin";
+type Role = "public" | "absent" | "collect" | "webhook" | "beacon" | "reader" | "minter" | "admin";
 
 interface Probe {
   role: Role;
@@ -61,6 +62,7 @@ function collectionProbes(): Record<string, Probe> {
   }
   for (const path of BATCH_PATHS) add(path, "collect", () => ({ batch: [event("track")] }));
   add(WEBHOOK_PATH, "webhook", () => event("track"));
+  add(BEACON_PATH, "beacon", () => ({ batch: [event("track")] }));
   return probes;
 }
 
@@ -188,6 +190,7 @@ function expected(probe: Probe, credential: Credential): number {
     absent: "everyone",
     collect: ["write key (Basic)", "write key (body writeKey)"],
     webhook: ["write key (Basic)", "write key (?writeKey=)"],
+    beacon: ["write key (Basic)", "write key (body writeKey)", "write key (?writeKey=)"],
     reader: ["server key", "user token"],
     minter: ["server key"],
     admin: ["admin key"],
@@ -195,7 +198,8 @@ function expected(probe: Probe, credential: Credential): number {
   const allowed = allowedFor[probe.role];
   if (allowed === "everyone" || allowed.includes(credential.name)) return probe.allowed;
   // A known but disabled source is told so on collection routes; everywhere else its key is just not a credential.
-  if ((probe.role === "collect" || probe.role === "webhook") && credential.name.startsWith("disabled")) return 403;
+  const collection = probe.role === "collect" || probe.role === "webhook" || probe.role === "beacon";
+  if (collection && credential.name.startsWith("disabled")) return 403;
   return 401;
 }
 
