@@ -1,10 +1,12 @@
-// Reading a collection request's body: identity or gzip encoding, streamed under a byte cap that applies to the
-// DECOMPRESSED size (a 50 KB gzip bomb that inflates to gigabytes stops at the cap, never in memory), then parsed
-// as JSON whatever the Content-Type says — Segment's browser library posts JSON as text/plain to avoid CORS
-// preflights, beacons send whatever the browser picks.
+// Reading a collection request's body: identity or gzip encoding, read under a byte cap that applies to the
+// DECOMPRESSED size, then parsed as JSON whatever the Content-Type says — Segment's browser library posts JSON as
+// text/plain to avoid CORS preflights, beacons send whatever the browser picks. A gzip body is read whole under
+// the cap plus GZIP_SLACK_BYTES (compressed) and decoded by src/collect/gzip.ts into a buffer that never grows past
+// the cap: a gzip bomb costs the cap, never what it would inflate to.
 import { ApiError } from "../errors.ts";
+import { GzipError, GzipTooLarge, gunzip } from "./gzip.ts";
 import { jsonDepthExceeds } from "./json.ts";
-import { MAX_JSON_DEPTH } from "./limits.ts";
+import { GZIP_SLACK_BYTES, MAX_JSON_DEPTH } from "./limits.ts";
 
 export interface JsonBody {
   value: unknown;
@@ -30,19 +32,20 @@ function tooLarge(limit: number, actual: number, atLeast: boolean): ApiError {
   });
 }
 
-/** The stream to read, decompressed when the client says it is gzip. */
-function decodedStream(request: Request, body: ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
+/** Whether the body is gzip (true) or identity (false), from Content-Encoding; 415 for any other encoding. */
+function isGzip(request: Request): boolean {
   const encoding = (request.headers.get("content-encoding") ?? "").trim().toLowerCase();
-  if (encoding === "" || encoding === "identity") return body;
-  if (encoding === "gzip" || encoding === "x-gzip") {
-    // The cast reconciles the Workers and DOM typings of the same stream (unit tests type-check under DOM).
-    return body.pipeThrough(new DecompressionStream("gzip") as unknown as TransformStream<Uint8Array, Uint8Array>);
-  }
+  if (encoding === "" || encoding === "identity") return false;
+  if (encoding === "gzip" || encoding === "x-gzip") return true;
   throw new ApiError("unsupported_media_type", `Content-Encoding "${encoding}" is not supported; use gzip or none`);
 }
 
-/** Reads at most `limit` bytes; one more byte is a 413 and the rest of the stream is never read. */
-async function readCapped(stream: ReadableStream<Uint8Array>, limit: number): Promise<Uint8Array> {
+/** Reads at most `limit` bytes; one more byte is `tooLarge` and the rest of the stream is never read. */
+async function readCapped(
+  stream: ReadableStream<Uint8Array>,
+  limit: number,
+  tooLarge: (read: number) => ApiError,
+): Promise<Uint8Array> {
   const reader = stream.getReader();
   const chunks: Uint8Array[] = [];
   let total = 0;
@@ -53,14 +56,13 @@ async function readCapped(stream: ReadableStream<Uint8Array>, limit: number): Pr
       total += value.byteLength;
       if (total > limit) {
         reader.cancel().catch(() => {});
-        throw tooLarge(limit, total, true);
+        throw tooLarge(total);
       }
       chunks.push(value);
     }
   } catch (error) {
     if (error instanceof ApiError) throw error;
-    // DecompressionStream rejects a truncated or corrupt gzip stream.
-    throw new ApiError("bad_request", "the body could not be decompressed as gzip", { cause: error });
+    throw new ApiError("bad_request", "the request body could not be read", { cause: error });
   }
   const bytes = new Uint8Array(total);
   let offset = 0;
@@ -77,12 +79,25 @@ async function readCapped(stream: ReadableStream<Uint8Array>, limit: number): Pr
  * An absent body is zero bytes; what that means is the caller's to say.
  */
 export async function readBodyBytes(request: Request, limit: number): Promise<Uint8Array> {
+  const gzip = isGzip(request);
+  // A gzip body is never much bigger than what it decodes to (stored blocks and a header's optional fields add a few
+  // bytes): past the cap plus the slack it decodes past the cap.
+  const rawLimit = gzip ? limit + GZIP_SLACK_BYTES : limit;
   const declared = Number(request.headers.get("content-length") ?? Number.NaN);
-  // Compressed or not, a body declared bigger than the cap is refused before a byte is read: gzip never makes
-  // a body bigger than the cap plus a few bytes of header.
-  if (Number.isFinite(declared) && declared > limit) throw tooLarge(limit, declared, false);
+  // A body declared bigger than that is refused before a byte is read.
+  if (Number.isFinite(declared) && declared > rawLimit) throw tooLarge(limit, declared, gzip);
   if (!request.body) return new Uint8Array(0);
-  return readCapped(decodedStream(request, request.body), limit);
+  const raw = await readCapped(request.body, rawLimit, (read) => tooLarge(limit, read, true));
+  if (!gzip || raw.byteLength === 0) return raw;
+  try {
+    return gunzip(raw, limit);
+  } catch (error) {
+    if (error instanceof GzipTooLarge) throw tooLarge(limit, limit + 1, true);
+    if (error instanceof GzipError) {
+      throw new ApiError("bad_request", "the body could not be decompressed as gzip", { cause: error });
+    }
+    throw error;
+  }
 }
 
 /** 400 invalid_json for a parsed body nested deeper than MAX_JSON_DEPTH (docs/api.md#errors). */

@@ -13,6 +13,13 @@ export const MAX_EVENT_BYTES = 32 * 1024;
 export const MAX_REQUEST_BYTES = 500 * 1024;
 
 /**
+ * How much bigger than MAX_REQUEST_BYTES a gzip body may be as sent. Deflate's stored blocks add 5 bytes per 65,535,
+ * the gzip header and trailer 18, plus optional header fields no library fills much: a body past the cap plus this
+ * decodes past the cap, and is refused (413) before it is decoded. It also bounds the work of decoding one.
+ */
+export const GZIP_SLACK_BYTES = 16 * 1024;
+
+/**
  * Events per batch. 500 KB of the smallest valid events (~200 bytes) is about 2,500; anything beyond is not a real
  * client, and each event costs validation plus a share of a Durable Object call.
  */

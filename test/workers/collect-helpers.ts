@@ -32,6 +32,37 @@ export async function gzip(text: string | Uint8Array): Promise<Uint8Array> {
   return new Uint8Array(await new Response(stream).arrayBuffer());
 }
 
+/**
+ * Gzip of `bytes` in stored (uncompressed) deflate blocks: a valid gzip body a little bigger than what it decodes to,
+ * as a compressor emits for data it cannot shrink. CompressionStream has no level to ask for it.
+ */
+export function storedGzip(bytes: Uint8Array): Uint8Array {
+  let crc = -1;
+  for (const byte of bytes) {
+    crc ^= byte;
+    for (let k = 0; k < 8; k++) crc = crc & 1 ? 0xedb88320 ^ (crc >>> 1) : crc >>> 1;
+  }
+  crc = (crc ^ -1) >>> 0;
+  const parts: number[] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+  const blocks: Uint8Array[] = [];
+  for (let at = 0; at < bytes.byteLength || at === 0; at += 65_535) {
+    const block = bytes.subarray(at, at + 65_535);
+    const last = at + 65_535 >= bytes.byteLength ? 1 : 0;
+    const len = block.byteLength;
+    blocks.push(new Uint8Array([last, len & 0xff, len >>> 8, ~len & 0xff, (~len >>> 8) & 0xff]), block);
+  }
+  const size = bytes.byteLength;
+  const trailer = [crc, size].flatMap((n) => [n & 0xff, (n >>> 8) & 0xff, (n >>> 16) & 0xff, n >>> 24]);
+  const all = [new Uint8Array(parts), ...blocks, new Uint8Array(trailer)];
+  const out = new Uint8Array(all.reduce((sum, part) => sum + part.byteLength, 0));
+  let offset = 0;
+  for (const part of all) {
+    out.set(part, offset);
+    offset += part.byteLength;
+  }
+  return out;
+}
+
 /** POSTs to the Worker (the real entry point, or createApp() with a custom env). */
 export async function post(path: string, body: unknown, options: PostOptions = {}): Promise<Response> {
   const headers: Record<string, string> = { "content-type": "application/json", ...options.headers };

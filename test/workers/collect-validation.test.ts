@@ -22,6 +22,7 @@ import {
   post,
   recordingSessions,
   refused,
+  storedGzip,
   uid,
   WRITE_KEY,
 } from "./collect-helpers.ts";
@@ -236,6 +237,27 @@ describe("limits", () => {
       "payload_too_large",
     );
     expect(gz.error).toMatchObject({ limit: MAX_REQUEST_BYTES });
+  });
+
+  it("caps a gzip body by what it decodes to, not by its size as sent", async () => {
+    // Incompressible data comes out of gzip a little bigger (stored blocks): exactly 500 KB of JSON sent so is ~50
+    // bytes over 500 KB on the wire, and is within the limit.
+    const userId = uid("u");
+    const batch = Array.from({ length: 16 }, (_, i) =>
+      eventOfSize(30_000, { type: "track", event: "E", userId, messageId: `${userId}-${i}` }),
+    );
+    const json = JSON.stringify({ batch });
+    const exact = new TextEncoder().encode(json + " ".repeat(MAX_REQUEST_BYTES - json.length));
+    const stored = storedGzip(exact);
+    expect(stored.byteLength).toBeGreaterThan(MAX_REQUEST_BYTES);
+    const headers = { ...auth, "content-encoding": "gzip" };
+    const res = await post("/v1/batch", null, { raw: stored, headers });
+    expect(res.status, await res.clone().text()).toBe(200);
+    expect(((await res.json()) as { accepted: number }).accepted).toBe(16);
+    // One byte more decoded is over, however it is encoded.
+    const over = storedGzip(new TextEncoder().encode(`${new TextDecoder().decode(exact)} `));
+    const refusedOver = await refused(post("/v1/batch", null, { raw: over, headers }), 413, "payload_too_large");
+    expect(refusedOver.error).toMatchObject({ limit: MAX_REQUEST_BYTES, unit: "bytes" });
   });
 
   it("refuses a batch whose events inherit a large context with 413 past the per-user budget, storing nothing", async () => {
