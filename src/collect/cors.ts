@@ -8,9 +8,12 @@ import type { Source, Sources } from "../config.ts";
 export const CORS_ALLOWED_METHODS = "POST, OPTIONS";
 /**
  * AnonymousId: RudderStack's browser SDK (v3) sends it (base64) on every request, so a preflight that does not allow
- * it blocks that SDK entirely. We ignore its value: the events carry their anonymousId.
+ * it blocks that SDK entirely. We ignore its value: the events carry their anonymousId. `*`: any other header —
+ * analytics.js sends whatever headers its delivery config names (recent versions X-Retry-Count too), and a page's
+ * one refused header blocks all its events; we read none of them. The wildcard covers requests without credentials
+ * (ours never have any) and never Authorization, which stays named.
  */
-export const CORS_ALLOWED_HEADERS = "Content-Type, Authorization, Content-Encoding, AnonymousId";
+export const CORS_ALLOWED_HEADERS = "Content-Type, Authorization, Content-Encoding, AnonymousId, *";
 /** Headers a page may read from our responses: why to wait, and what to quote to support. */
 export const CORS_EXPOSED_HEADERS = "Retry-After, X-Request-Id";
 /** Browsers cap this (Chrome: 2 h); a day asks for the most any browser gives. */

@@ -193,7 +193,7 @@ describe("write keys and sources", () => {
     expect(corsResponseHeaders(undefined, web, sources)).toEqual({});
     expect(anySourceAllowsOrigin(sources, "https://old.example")).toBe(false); // its source is disabled
     expect(corsPreflightHeaders("https://shop.example", sources)).toMatchObject({
-      "Access-Control-Allow-Headers": "Content-Type, Authorization, Content-Encoding, AnonymousId",
+      "Access-Control-Allow-Headers": "Content-Type, Authorization, Content-Encoding, AnonymousId, *",
     });
     expect(corsPreflightHeaders("https://evil.example", sources)).toEqual({});
     for (const headers of [

@@ -42,13 +42,38 @@ describe("CORS", () => {
       expect(res.headers.get("access-control-allow-origin")).toBe(SHOP);
       expect(res.headers.get("access-control-allow-methods")).toBe("POST, OPTIONS");
       expect(res.headers.get("access-control-allow-headers")).toBe(
-        "Content-Type, Authorization, Content-Encoding, AnonymousId",
+        "Content-Type, Authorization, Content-Encoding, AnonymousId, *",
       );
       expect(res.headers.get("access-control-max-age")).toBe("86400");
       expect(res.headers.get("vary")).toBe("Origin");
       expect(res.headers.has("access-control-allow-credentials")).toBe(false);
     }
     expect((await preflight("/v1/batch", OTHER)).headers.get("access-control-allow-origin")).toBe(OTHER);
+  });
+
+  it("lets a page send the extra headers analytics.js is configured with (deliveryStrategy.config.headers)", async () => {
+    // analytics-next sends `headers` of its delivery config on every request, and headers of its own: recent
+    // versions X-Retry-Count with every batch, some a `Trace` header. A preflight that refuses one blocks every
+    // event of the page.
+    const res = await createApp().request(
+      "/v1/t",
+      {
+        method: "OPTIONS",
+        headers: {
+          origin: SHOP,
+          "access-control-request-method": "POST",
+          "access-control-request-headers": "authorization, content-type, trace, x-retry-count, x-shop-tenant",
+        },
+      },
+      corsEnv,
+    );
+    const allowed = (res.headers.get("access-control-allow-headers") ?? "").split(",").map((h) => h.trim());
+    for (const header of ["trace", "x-retry-count", "x-shop-tenant"]) {
+      expect(allowed.includes("*") || allowed.some((h) => h.toLowerCase() === header), header).toBe(true);
+    }
+    // The wildcard does not cover Authorization (Fetch spec): it stays named.
+    expect(allowed).toContain("Authorization");
+    expect(res.headers.has("access-control-allow-credentials")).toBe(false);
   });
 
   it("gives no CORS grant to a preflight from an unknown origin or one only a disabled source allows", async () => {
