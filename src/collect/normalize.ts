@@ -54,6 +54,11 @@ export interface NormalizeContext {
   receivedAt: number;
   /** CF-Connecting-IP; null off Cloudflare. */
   ip: string | null;
+  /**
+   * The connection is not the user's: a server library (trustedServer source) or a webhook's upstream, which pass the
+   * user's address in context.ip (Segment's spec). A string context.ip the event or its batch sends is kept.
+   */
+  clientIp?: boolean;
   /** Single-event endpoints (/v1/track …): the path decides the type. */
   pathType?: EventType;
   defaults?: BatchDefaults;
@@ -70,7 +75,7 @@ export type NormalizeResult =
     }
   | { ok: false; rejection: Rejection };
 
-/** Server-owned context fields: whatever a client sends there is dropped. */
+/** Server-owned context fields: whatever a client sends there is dropped (context.ip: but see `clientIp`). */
 const SERVER_CONTEXT_FIELDS = ["ip", "lastmile"] as const;
 
 class Rejected extends Error {
@@ -241,8 +246,10 @@ async function normalize(raw: unknown, ctx: NormalizeContext): Promise<{ event: 
 
   // Batch-level context and integrations apply key by key; the event's own values win.
   const context: JsonObject = { ...(ctx.defaults?.context ?? {}), ...(ownContext ?? {}) };
+  const sentIp = context.ip;
   for (const field of SERVER_CONTEXT_FIELDS) delete context[field];
-  if (ctx.ip !== null) context.ip = ctx.ip;
+  if (ctx.clientIp === true && typeof sentIp === "string" && sentIp !== "") context.ip = sentIp;
+  else if (ctx.ip !== null) context.ip = ctx.ip;
   const integrations =
     ctx.defaults?.integrations || ownIntegrations
       ? { ...(ctx.defaults?.integrations ?? {}), ...(ownIntegrations ?? {}) }

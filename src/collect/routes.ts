@@ -132,6 +132,8 @@ async function collect(c: Context<CollectEnv>, endpoint: Endpoint): Promise<Resp
     sourceId: source.id,
     receivedAt,
     ip,
+    // A server library's connection, or a webhook's, is not the user's: the address it passes is (Segment's spec).
+    clientIp: source.trustedServer || endpoint.kind === "webhook",
     defaults: envelope.defaults,
     trustTimestamp: endpoint.kind === "webhook",
   };

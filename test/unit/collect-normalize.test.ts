@@ -318,6 +318,24 @@ describe("normalizeEvent: server-owned fields", () => {
     expect(local.context).not.toHaveProperty("ip");
   });
 
+  it("keeps the context.ip a server library or a webhook sends: the connecting address is not the user's", async () => {
+    // Segment's spec: server libraries collect no IP; the caller passes the user's in context.ip. A webhook's
+    // upstream has set it from the user's own request.
+    const own = await ok({ type: "page", userId: "u", context: { ip: "1.2.3.4" } }, { clientIp: true });
+    expect(own.context.ip).toBe("1.2.3.4");
+    const inherited = await ok(
+      { type: "page", userId: "u" },
+      { clientIp: true, defaults: { context: { ip: "2001:db8::1" } } },
+    );
+    expect(inherited.context.ip).toBe("2001:db8::1");
+    // Without one (or with one that is no address), the connecting address as before; none off Cloudflare.
+    expect((await ok({ type: "page", userId: "u" }, { clientIp: true })).context.ip).toBe("203.0.113.9");
+    const notText = await ok({ type: "page", userId: "u", context: { ip: { v: 4 } } }, { clientIp: true });
+    expect(notText.context.ip).toBe("203.0.113.9");
+    const local = await ok({ type: "page", userId: "u" }, { clientIp: true, ip: null });
+    expect(local.context).not.toHaveProperty("ip");
+  });
+
   it("drops a client's context.lastmile and sets its own flags", async () => {
     const event = await ok({ type: "page", userId: "u", messageId: "m", context: { lastmile: { fake: 1 } } });
     expect(event.context).not.toHaveProperty("lastmile");

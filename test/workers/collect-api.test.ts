@@ -282,7 +282,10 @@ describe("request bodies", () => {
 describe("what reaches the session objects", () => {
   it("hands over normalised events with server-owned fields, batch context merged", async () => {
     const sessions = recordingSessions();
-    const testEnv = { ...env, SESSION_STATE: sessions.namespace };
+    const testEnv = {
+      ...envWithSources([{ id: "web", writeKey: "wk-web", allowedOrigins: ["*"] }]),
+      SESSION_STATE: sessions.namespace,
+    };
     const userId = uid("u");
     const before = Date.now();
     await collect(
@@ -303,7 +306,8 @@ describe("what reaches the session objects", () => {
         context: { library: { name: "analytics-node", version: "2" }, locale: "de-DE" },
         integrations: { All: true },
       },
-      { headers: { ...auth, "cf-connecting-ip": "198.51.100.7" }, env: testEnv },
+      // A browser source: what its pages send in context.ip is theirs to forge.
+      { headers: { authorization: basic("wk-web"), "cf-connecting-ip": "198.51.100.7" }, env: testEnv },
     );
     const [call] = sessions.calls;
     expect(call?.userKey).toBe(`u:${userId}`);
@@ -315,9 +319,38 @@ describe("what reaches the session objects", () => {
       ip: "198.51.100.7",
     });
     expect(event?.integrations).toEqual({ All: true, Mixpanel: false });
-    expect(event?.sourceId).toBe("local");
+    expect(event?.sourceId).toBe("web");
     expect(Date.parse(event?.receivedAt ?? "")).toBeGreaterThanOrEqual(before);
     expect(Date.parse(event?.receivedAt ?? "")).toBeLessThanOrEqual(Date.now());
+  });
+
+  it("keeps the user's context.ip from a server library (trustedServer source) or a webhook delivery", async () => {
+    // Segment's spec: server libraries collect no IP, the caller passes the user's in context.ip; the connection
+    // comes from the shop's server (or from Segment's, for a webhook), whose address is no user's.
+    const sessions = recordingSessions();
+    const testEnv = {
+      ...envWithSources([
+        { id: "backend", writeKey: "wk-backend", trustedServer: true },
+        { id: "web", writeKey: "wk-web", allowedOrigins: ["*"] },
+      ]),
+      SESSION_STATE: sessions.namespace,
+    };
+    const server = { "cf-connecting-ip": "198.51.100.7" };
+    const event = (ip?: string) => ({
+      type: "track",
+      event: "Order Completed",
+      userId: uid("u"),
+      ...(ip ? { context: { ip } } : {}),
+    });
+    const backend = { ...server, authorization: basic("wk-backend") };
+    await collect("/v1/batch", { batch: [event("203.0.113.20"), event()] }, { headers: backend, env: testEnv });
+    await collect("/v1/webhook", event("203.0.113.21"), { headers: backend, env: testEnv });
+    const web = { ...server, authorization: basic("wk-web") };
+    await collect("/v1/webhook", event("203.0.113.22"), { headers: web, env: testEnv });
+    await collect("/v1/track", event("203.0.113.23"), { headers: web, env: testEnv });
+    const ips = sessions.calls.map((call) => call.events[0]?.context.ip);
+    // A browser source's own paths stay server-owned; an event that sends none gets the connecting address.
+    expect(ips).toEqual(["203.0.113.20", "198.51.100.7", "203.0.113.21", "203.0.113.22", "198.51.100.7"]);
   });
 
   it("makes one record call per distinct user, in request order, userId before anonymousId", async () => {
