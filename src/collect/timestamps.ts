@@ -57,9 +57,18 @@ export function resolveTimestamp(input: TimestampInput): ResolvedTimestamp {
  */
 const ISO_DATE_TIME = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/i;
 
-/** Milliseconds since the epoch, or undefined when the value is not an ISO 8601 string. */
+/**
+ * Milliseconds since the epoch, or undefined when the value is not an ISO 8601 string — or names a day the calendar
+ * does not have: Date.parse rolls "2026-02-30" over into March 2.
+ */
 export function parseIsoTimestamp(value: string): number | undefined {
-  if (!ISO_DATE_TIME.test(value.trim())) return undefined;
-  const ms = Date.parse(value.trim());
+  const text = value.trim();
+  if (!ISO_DATE_TIME.test(text)) return undefined;
+  const year = Number(text.slice(0, 4));
+  const month = Number(text.slice(5, 7));
+  const day = Number(text.slice(8, 10));
+  // Day 0 of the next month is the last of this one (UTC: no offset or DST can move it).
+  if (month < 1 || month > 12 || day < 1 || day > new Date(Date.UTC(year, month, 0)).getUTCDate()) return undefined;
+  const ms = Date.parse(text);
   return Number.isFinite(ms) ? ms : undefined;
 }

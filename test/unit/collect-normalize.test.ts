@@ -450,6 +450,16 @@ describe("timestamps", () => {
       expect(parseIsoTimestamp(bad), bad).toBeUndefined();
     }
   });
+
+  it("refuses calendar dates that do not exist, which Date.parse rolls over into the next month", () => {
+    // Date.parse("2026-02-30T10:00:00Z") is March 2: an event two days off, not an invalid_timestamp.
+    for (const bad of ["2026-02-30T10:00:00Z", "2026-02-29", "2026-04-31T00:00:00+02:00", "2026-06-31 12:00"]) {
+      expect(parseIsoTimestamp(bad), bad).toBeUndefined();
+    }
+    expect(parseIsoTimestamp("2028-02-29T10:00:00Z")).toBe(Date.UTC(2028, 1, 29, 10));
+    expect(parseIsoTimestamp("2026-01-31T23:59:59.999-05:00")).toBe(Date.UTC(2026, 1, 1, 4, 59, 59, 999));
+    expect(parseIsoTimestamp("2026-12-31")).toBe(Date.UTC(2026, 11, 31));
+  });
 });
 
 describe("derived messageIds", () => {
