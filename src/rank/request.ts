@@ -65,9 +65,15 @@ function id(field: string, v: unknown): string | undefined {
   return v;
 }
 
+/**
+ * A number written out: an optional sign, digits with an optional decimal point and exponent. Not what Number()
+ * reads besides: a blank string (0), hex, binary or octal literals ("0x10" is 16).
+ */
+const NUMBER_TEXT = /^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$/;
+
 function number(field: string, v: unknown): number | undefined {
   if (v === undefined || v === null || v === "") return undefined;
-  const n = typeof v === "number" ? v : typeof v === "string" ? Number(v) : Number.NaN;
+  const n = typeof v === "number" ? v : typeof v === "string" && NUMBER_TEXT.test(v.trim()) ? Number(v) : Number.NaN;
   if (!Number.isFinite(n)) throw invalid(field, "must be a finite number");
   return n;
 }
