@@ -164,12 +164,25 @@ export function parseRankParams(mode: RankRequest["mode"], params: RankParams, c
     }
     const seen = new Set<string>();
     candidates = [];
+    /** Whether the first candidate has a score: then every one must, else none (a base score is all or nothing). */
+    let scored: boolean | undefined;
     params.candidates.forEach((c, i) => {
       const item = typeof c === "string" ? { productId: c } : c;
       if (typeof item !== "object" || item === null) throw invalid(`candidates[${i}]`, "must be an id or an object");
       const pid = id(`candidates[${i}].productId`, item.productId);
       if (!pid) throw invalid(`candidates[${i}].productId`, "is required");
       const score = number(`candidates[${i}].score`, item.score);
+      // The ranking scales the caller's scores only when every candidate has one (else it ranks by position):
+      // some scores, silently ignored, would be a wrong answer.
+      scored ??= score !== undefined;
+      if (scored !== (score !== undefined)) {
+        throw invalid(
+          `candidates[${i}].score`,
+          scored
+            ? "every candidate needs a score when the first has one"
+            : "no candidate may have a score when the first has none",
+        );
+      }
       if (seen.has(pid)) return; // the first occurrence counts
       seen.add(pid);
       candidates?.push(score === undefined ? { productId: pid } : { productId: pid, score });

@@ -44,3 +44,46 @@ describe("numbers written as text", () => {
     expect(refusedField(scoredAs("0x1"), "rerank")).toBe("candidates[0].score");
   });
 });
+
+describe("rerank candidates", () => {
+  it("refuses scores given for some candidates and not others: the core would rank all of them by position", () => {
+    const mixed = { candidates: [{ productId: "a", score: 1 }, { productId: "b", score: 100 }, "c"] };
+    expect(refusedField(mixed, "rerank")).toBe("candidates[2].score");
+    const unscoredFirst = { candidates: ["a", { productId: "b", score: 2 }] };
+    expect(refusedField(unscoredFirst, "rerank")).toBe("candidates[1].score");
+    // A null score is no score.
+    expect(
+      refusedField(
+        {
+          candidates: [
+            { productId: "a", score: 1 },
+            { productId: "b", score: null },
+          ],
+        } as unknown as RankParams,
+        "rerank",
+      ),
+    ).toBe("candidates[1].score");
+  });
+
+  it("takes scores for all or none, and a product given twice once, at its first place with its first score", () => {
+    expect(parse({ candidates: ["a", "b", "a"] }, "rerank")).toMatchObject({
+      candidates: [{ productId: "a" }, { productId: "b" }],
+      limit: 2,
+    });
+    expect(
+      parse(
+        {
+          candidates: [
+            { productId: "a", score: 1 },
+            { productId: "b", score: 3 },
+            { productId: "a", score: 9 },
+          ],
+        },
+        "rerank",
+      ).candidates,
+    ).toEqual([
+      { productId: "a", score: 1 },
+      { productId: "b", score: 3 },
+    ]);
+  });
+});
