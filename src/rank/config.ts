@@ -285,6 +285,12 @@ export function parseRankingConfig(
         const first = firstWithId.get(rule.id);
         if (first === undefined) firstWithId.set(rule.id, i);
         else if (strict) issue(`${path}.id`, `duplicate id; rules[${first}] has it`);
+        // An empty window keeps the rule off for ever (as an experiment's end must be after its start). The PUT
+        // refuses it; a stored document with one still ranks, the rule never applying, as before the check.
+        if (strict && rule.from !== undefined && rule.until !== undefined) {
+          if ((parseIsoTime(rule.until) as number) <= (parseIsoTime(rule.from) as number))
+            issue(`${path}.until`, "must be after from");
+        }
       });
     }
   }

@@ -147,6 +147,18 @@ describe("parseRankingConfig rejects", () => {
     expect(
       accepted({ rules: [{ ...ok, from: "2026-12-01T00:00:00+01:00", until: "2026-12-31T23:59:59.5Z" }] }).rules,
     ).toHaveLength(1);
+    // An empty window (until at or before from, compared as instants, zones applied) would keep the rule off for
+    // ever, as an experiment's would: refused as experiments refuse an end not after their start.
+    const swapped = { ...ok, from: "2026-12-08T00:00:00Z", until: "2026-12-01T00:00:00Z" };
+    expect(issues({ rules: [swapped] })).toEqual([{ path: "rules[0].until", message: "must be after from" }]);
+    expect(paths({ rules: [{ ...ok, from: "2026-12-01T01:00:00+01:00", until: "2026-12-01T00:00:00Z" }] })).toEqual([
+      "rules[0].until",
+    ]);
+    expect(
+      accepted({ rules: [{ ...ok, from: "2026-12-01T00:30:00+01:00", until: "2026-12-01T00:00:00Z" }] }).rules,
+    ).toHaveLength(1);
+    // A stored document keeps ranking (its other rules too): such a rule never applies anyway.
+    expect(parseRankingConfig({ rules: [swapped] }, "v9").ok).toBe(true);
     const pin = { id: "p", action: "pin", productIds: ["p"], slot: 1 };
     expect(paths({ rules: [{ ...pin, slot: 0 }] })).toEqual(["rules[0].slot"]);
     expect(paths({ rules: [{ ...pin, slot: undefined }] })).toEqual(["rules[0].slot"]);
