@@ -236,33 +236,22 @@ describe("request bodies", () => {
     expect(body.error).toMatchObject({ limit: MAX_REQUEST_BYTES, unit: "bytes", atLeast: true });
   });
 
-  it("refuses a gzip bomb at the cap without inflating it: the cost does not grow with what it would inflate to", async () => {
-    // Spaces, compressed ~1,000:1 — a body under the cap as sent that inflates to `megabytes`.
-    const bombOf = async (megabytes: number) => {
-      const spaces = new Uint8Array(16 * 1024 * 1024).fill(0x20);
-      let sent = 0;
-      const source = new ReadableStream<Uint8Array>({
-        pull(controller) {
-          if (sent++ * 16 >= megabytes) controller.close();
-          else controller.enqueue(spaces);
-        },
-      });
-      return new Uint8Array(await new Response(source.pipeThrough(new CompressionStream("gzip"))).arrayBuffer());
-    };
-    const refuse = async (bomb: Uint8Array) => {
-      const started = performance.now();
-      const res = await post("/v1/batch", null, { raw: bomb, headers: { ...auth, "content-encoding": "gzip" } });
-      await refused(res, 413, "payload_too_large");
-      return performance.now() - started;
-    };
-    const small = await bombOf(16);
-    const big = await bombOf(480);
-    expect(big.byteLength).toBeLessThan(MAX_REQUEST_BYTES);
-    await refuse(small); // warm-up
-    const smallMs = Math.min(await refuse(small), await refuse(small));
-    const bigMs = Math.min(await refuse(big), await refuse(big));
-    // Inflating the big one whole (what DecompressionStream did: ~480 MB in memory) takes 20-30 times the small one.
-    expect(bigMs, `${bigMs} ms against ${smallMs} ms`).toBeLessThan(4 * smallMs + 40);
+  it("refuses a gzip bomb under the cap as sent that would inflate to ~480 MB: 413 at the cap", async () => {
+    // Spaces, compressed ~1,000:1. The decoder (src/collect/gzip.ts) stops at the first byte past the cap; that its
+    // output never grows past the cap is the decoder's own unit test (test/unit/collect-gzip.test.ts).
+    const spaces = new Uint8Array(16 * 1024 * 1024).fill(0x20);
+    let sent = 0;
+    const source = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (sent++ >= 30) controller.close();
+        else controller.enqueue(spaces);
+      },
+    });
+    const bomb = new Uint8Array(await new Response(source.pipeThrough(new CompressionStream("gzip"))).arrayBuffer());
+    expect(bomb.byteLength).toBeLessThan(MAX_REQUEST_BYTES);
+    const res = await post("/v1/batch", null, { raw: bomb, headers: { ...auth, "content-encoding": "gzip" } });
+    const body = await refused(res, 413, "payload_too_large");
+    expect(body.error).toMatchObject({ limit: MAX_REQUEST_BYTES, atLeast: true });
   });
 
   it("answers 400 for a body that is not gzip although it says so, 415 for other encodings", async () => {
