@@ -505,7 +505,10 @@ export class SessionState extends DurableObject<Env> {
     this.#alarmAt = null;
     const profile = this.#store.profile();
     if (!profile) return;
-    if (this.#store.outboxStats().pending > 0) await this.#flush();
+    // After a failed flush the rows wait for their retry time: an alarm that runs before it (the active beat, the seen
+    // ids' prune) leaves them, or the backoff would not hold while the user is active.
+    const retryAt = profile.outboxRetryAt;
+    if (this.#store.outboxStats().pending > 0 && (retryAt === null || retryAt <= this.clock())) await this.#flush();
     const now = this.clock();
     const latest = this.#store.profile();
     if (!latest) return;

@@ -1407,15 +1407,17 @@ describe("outbox", () => {
     expect(await runDurableObjectAlarm(stub(key))).toBe(true);
     const failed = await runInDurableObject(stub(key), async (_o: SessionState, state) => ({
       attempts: state.storage.sql.exec<{ n: number }>("SELECT outbox_attempts AS n FROM profile").one().n,
+      retryAt: state.storage.sql.exec<{ at: number }>("SELECT outbox_retry_at AS at FROM profile").one().at,
       alarm: await state.storage.getAlarm(),
     }));
     expect(failed.attempts).toBe(1);
-    expect(failed.alarm).not.toBeNull();
+    expect(failed.alarm).toBe(failed.retryAt);
     expect((await stub(key).snapshot(key)).outbox.pending).toBe(3);
     expect(await streamEntriesFor(events.map((e) => e.messageId))).toEqual([]);
 
-    // Redis is back: the alarm delivers; running it again (alarms are at-least-once) adds nothing.
+    // Redis is back: the alarm at the retry time delivers; running it again (alarms are at-least-once) adds nothing.
     await runInDurableObject(stub(key), (o: SessionState) => {
+      o.clock = () => failed.retryAt;
       o.redisSettings = () => ({ url: env.UPSTASH_REDIS_REST_URL, token: env.UPSTASH_REDIS_REST_TOKEN });
     });
     await runDurableObjectAlarm(stub(key));
@@ -1430,6 +1432,39 @@ describe("outbox", () => {
     const scores = await Promise.all(buckets.map((b) => redis().zscore(`${TREND_PRODUCT_PREFIX}${b}`, product)));
     expect(scores.reduce<number>((sum, x) => sum + Number(x ?? 0), 0)).toBe(3);
   });
+  it("holds the retry backoff: an alarm that runs before the retry time (the active beat) leaves the outbox alone", async () => {
+    const anon = uid("backoff");
+    const key = `a:${anon}`;
+    const now = Date.now();
+    await runInDurableObject(stub(key), (o: SessionState) => {
+      o.clock = () => now;
+      o.redisSettings = () => closedPort;
+    });
+    await stub(key).record(key, [track("Product Viewed", { product_id: "b" }, { anonymousId: anon, at: now })]);
+    const retry = async () =>
+      runInDurableObject(stub(key), async (_o: SessionState, state) => ({
+        ...state.storage.sql
+          .exec<{ attempts: number; retryAt: number }>(
+            "SELECT outbox_attempts AS attempts, outbox_retry_at AS retryAt FROM profile",
+          )
+          .one(),
+        alarm: await state.storage.getAlarm(),
+      }));
+    expect(await runDurableObjectAlarm(stub(key))).toBe(true);
+    const first = await retry();
+    expect(first.attempts).toBe(1);
+    expect(first.retryAt).toBeGreaterThan(now);
+    // The alarm runs again before the retry time (the user is active: it beats every 30 s; or the seen ids' prune):
+    // nothing is due, so Redis is not asked and the backoff does not grow.
+    expect(await runDurableObjectAlarm(stub(key))).toBe(true);
+    expect(await retry()).toEqual({ attempts: 1, retryAt: first.retryAt, alarm: first.retryAt });
+    // At the retry time it tries again.
+    await setClock(key, first.retryAt);
+    expect(await runDurableObjectAlarm(stub(key))).toBe(true);
+    expect((await retry()).attempts).toBe(2);
+    expect((await stub(key).snapshot(key)).outbox.pending).toBe(1);
+  });
+
   it("refuses a call with a full outbox before anything of it applies, its identity merge included", async () => {
     const [user, anon] = [uid("user"), uid("anon")];
     const [u, a] = [`u:${user}`, `a:${anon}`];
