@@ -4,7 +4,7 @@ import { EXPIRY_MS, MINUTE_MS, SECOND_MS, SEEN_WINDOW_MS } from "./limits.ts";
 
 /** Events per Redis round trip (one EVAL): large enough to drain bursts, small enough for one request body. */
 export const FLUSH_MAX_EVENTS = 200;
-/** …and at most about this much event JSON per round trip (Upstash caps request bodies; 1 MB on small plans). */
+/** …and at most about this much event JSON (UTF-8 bytes) per round trip (Upstash caps request bodies; 1 MB on small plans). */
 export const FLUSH_MAX_BYTES = 512 * 1024;
 /** A Redis call that takes longer than this is treated as failed (the rows stay; the retry is idempotent). */
 export const FLUSH_TIMEOUT_MS = 10 * SECOND_MS;

@@ -3,6 +3,7 @@
 //
 // Every sorted read has an index on its sort column, so its cost does not grow with the table. Row counts of the
 // bounded tables are kept in memory (counted once per activation) so compaction needs no COUNT(*) per write.
+import { utf8Length } from "../collect/json.ts";
 import { decayFactor, rankOf } from "./decay.ts";
 import {
   AFFINITY_MAX,
@@ -497,14 +498,18 @@ export class SessionStore {
     return { pending: hi - lo + 1, oldestAt: optNum(r?.oldest) };
   }
 
-  /** The oldest rows, at most `limit` of them and about `maxBytes` of event JSON (at least one row). */
+  /**
+   * The oldest rows, at most `limit` of them and about `maxBytes` of event JSON in UTF-8, as it goes over the wire (at
+   * least one row). A string's length counts UTF-16 units, up to three times fewer than its bytes.
+   */
   outboxBatch(limit: number, maxBytes: number): OutboxRow[] {
     const rows: OutboxRow[] = [];
     let bytes = 0;
     for (const r of this.#sql.exec("SELECT * FROM outbox ORDER BY seq LIMIT ?", limit)) {
       const event = String(r.event);
-      if (rows.length > 0 && bytes + event.length > maxBytes) break;
-      bytes += event.length;
+      const size = utf8Length(event);
+      if (rows.length > 0 && bytes + size > maxBytes) break;
+      bytes += size;
       rows.push({
         seq: num(r.seq),
         at: num(r.at),

@@ -14,7 +14,7 @@ import {
   RECENT_MAX,
   SEEN_MAX,
 } from "../../src/session/limits.ts";
-import { OUTBOX_FLUSH_DELAY_MS } from "../../src/session/outbox.ts";
+import { FLUSH_MAX_BYTES, OUTBOX_FLUSH_DELAY_MS } from "../../src/session/outbox.ts";
 import type { SessionState } from "../../src/session/session-state.ts";
 import type { SessionSnapshot } from "../../src/session/snapshot.ts";
 import {
@@ -148,6 +148,20 @@ async function streamEntriesFor(messageIds: readonly string[]): Promise<string[]
   return Object.values(entries)
     .map((fields) => String((fields as Record<string, unknown>).id))
     .filter((id) => wanted.has(id));
+}
+
+/** Calls `seen` with every SQL statement the object runs from now on (until it is evicted), then runs it. */
+async function watchStatements(key: string, seen: (query: string, bindings: unknown[]) => void): Promise<void> {
+  await runInDurableObject(stub(key), (_o: SessionState, state) => {
+    const storage = state.storage.sql;
+    const exec = storage.exec.bind(storage);
+    Object.assign(storage, {
+      exec: (query: string, ...bindings: unknown[]) => {
+        seen(query, bindings);
+        return exec(query, ...bindings);
+      },
+    });
+  });
 }
 
 /** Rows of the bounded tables of a session object, counted in its storage. */
@@ -471,16 +485,7 @@ describe("sessions and decay", () => {
       Array.from({ length: 5 }, (_, i) => view(i, i)),
     );
     const statements: string[] = [];
-    await runInDurableObject(stub(key), (_o: SessionState, state) => {
-      const storage = state.storage.sql;
-      const exec = storage.exec.bind(storage);
-      Object.assign(storage, {
-        exec: (query: string, ...bindings: unknown[]) => {
-          statements.push(query);
-          return exec(query, ...bindings);
-        },
-      });
-    });
+    await watchStatements(key, (query) => statements.push(query));
     // 10 views × 5 tokens (category, brand, price band, two tags) × 2 horizons, and 10 recent items.
     await stub(key).record(
       key,
@@ -1463,6 +1468,29 @@ describe("outbox", () => {
     expect(await runDurableObjectAlarm(stub(key))).toBe(true);
     expect((await retry()).attempts).toBe(2);
     expect((await stub(key).snapshot(key)).outbox.pending).toBe(1);
+  });
+
+  it("sends at most ~FLUSH_MAX_BYTES of event JSON per round trip, counted in UTF-8 bytes", async () => {
+    const anon = uid("bytes");
+    const key = `a:${anon}`;
+    const now = Date.now();
+    await setClock(key, now);
+    // Each event carries 3,000 three-byte characters: ~3 KB in JavaScript's string length, ~9 KB on the wire.
+    const events = Array.from({ length: 120 }, (_, i) =>
+      track("Product Viewed", { product_id: `p${i}`, note: "€".repeat(3000) }, { anonymousId: anon, at: now }),
+    );
+    expect(await stub(key).record(key, events)).toEqual({ accepted: 120, duplicates: 0 });
+    const bytes = new TextEncoder().encode(JSON.stringify(events[0])).length;
+    // The seqs of the rows each round trip deleted once Redis took them.
+    const through: number[] = [];
+    await watchStatements(key, (query, bindings) => {
+      if (/DELETE FROM outbox WHERE seq <= \?/.test(query)) through.push(Number(bindings[0]));
+    });
+    await drained(key);
+    expect(await streamEntriesFor(events.map((e) => e.messageId))).toHaveLength(120);
+    const sizes = through.map((seq, i) => seq - (through[i - 1] ?? 0));
+    expect(sizes.reduce((a, b) => a + b, 0)).toBe(120);
+    for (const n of sizes) expect(n * bytes).toBeLessThanOrEqual(FLUSH_MAX_BYTES);
   });
 
   it("refuses a call with a full outbox before anything of it applies, its identity merge included", async () => {
