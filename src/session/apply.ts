@@ -212,15 +212,39 @@ class RecentBuffer {
   constructor(store: SessionStore, interactions: readonly Interaction[]) {
     this.#store = store;
     const keys = interactions.flatMap((i) => recentEffects(i)).map((e) => ({ kind: e.kind, value: e.value }));
+    // A cart add also reads when the product was purchased: an add from before that purchase does not cart it.
+    for (const key of [...keys]) if (key.kind === "carted") keys.push({ kind: "purchased", value: key.value });
     this.#stored = keys.length > 0 ? store.recentAmong(keys) : new Map();
   }
 
-  /** An add keeps the later time (as a stored item does); a remove drops the item. */
+  /**
+   * By event time, whatever order the events arrive in (as the merge unites the sets): an add keeps the later time (as a
+   * stored item does), and a cart add from before the product's purchase is none; a remove drops the item unless it
+   * was added after the remove happened (a late removal or purchase does not take out a later add).
+   */
   apply(effect: RecentEffect, at: number): void {
-    const key = recentKey(effect.kind, effect.value);
-    const item = this.#items.get(key) ?? { kind: effect.kind, value: effect.value, at: this.#stored.get(key) ?? null };
-    item.at = effect.op === "remove" ? null : item.at === null ? at : Math.max(item.at, at);
-    this.#items.set(key, item);
+    const item = this.#item(effect.kind, effect.value);
+    if (effect.op === "remove") {
+      if (item.at !== null && item.at <= at) item.at = null;
+      return;
+    }
+    if (effect.kind === "carted") {
+      const purchased = recentKey("purchased", effect.value);
+      const purchasedAt = this.#items.get(purchased)?.at ?? this.#stored.get(purchased) ?? null;
+      if (purchasedAt !== null && purchasedAt >= at) return;
+    }
+    item.at = item.at === null ? at : Math.max(item.at, at);
+  }
+
+  /** The item as this call has left it so far (`at` null: not in the set). */
+  #item(kind: RecentKind, value: string): { kind: RecentKind; value: string; at: number | null } {
+    const key = recentKey(kind, value);
+    let item = this.#items.get(key);
+    if (!item) {
+      item = { kind, value, at: this.#stored.get(key) ?? null };
+      this.#items.set(key, item);
+    }
+    return item;
   }
 
   write(): void {

@@ -506,6 +506,36 @@ describe("sessions and decay", () => {
     expect(s.affinities.longTerm.find((a) => a.token === "category:c0")?.score).toBeCloseTo(2, 2);
   });
 
+  it("keeps a product carted when a removal or a purchase from before its add arrives in a later call", async () => {
+    const anon = uid("late-cart");
+    const key = `a:${anon}`;
+    await setClock(key, T0 + HOUR_MS);
+    const o = { anonymousId: anon };
+    await stub(key).record(key, [
+      track("Product Added", { product_id: "kept" }, { ...o, at: T0 + 10 * MINUTE_MS }),
+      track("Product Added", { product_id: "bought" }, { ...o, at: T0 + 10 * MINUTE_MS }),
+      track("Product Added", { product_id: "gone" }, { ...o, at: T0 }),
+      track("Order Completed", { products: [{ product_id: "paid" }] }, { ...o, at: T0 + 30 * MINUTE_MS }),
+    ]);
+    // Late arrivals (an offline queue replayed): events from before the adds, and one after.
+    await stub(key).record(key, [
+      track("Product Removed", { product_id: "kept" }, { ...o, at: T0 + 5 * MINUTE_MS }),
+      track("Order Completed", { products: [{ product_id: "bought" }] }, { ...o, at: T0 + 5 * MINUTE_MS }),
+      track("Product Removed", { product_id: "gone" }, { ...o, at: T0 + 5 * MINUTE_MS }),
+      // Added before it was bought: not in the cart any more (as a merge unites the sets).
+      track("Product Added", { product_id: "paid" }, { ...o, at: T0 + 25 * MINUTE_MS }),
+    ]);
+    const s = await stub(key).snapshot(key);
+    expect(s.carted).toEqual(["kept", "bought"]);
+    expect(s.purchased).toEqual(["paid", "bought"]);
+    // Within one call too: events are applied in event-time order.
+    await stub(key).record(key, [
+      track("Product Added", { product_id: "same-call" }, { ...o, at: T0 + 20 * MINUTE_MS }),
+      track("Product Removed", { product_id: "same-call" }, { ...o, at: T0 + 15 * MINUTE_MS }),
+    ]);
+    expect((await stub(key).snapshot(key)).carted).toEqual(["same-call", "kept", "bought"]);
+  });
+
   it("decays affinities lazily to the time of the snapshot", async () => {
     const anon = uid("decay");
     const key = `a:${anon}`;
