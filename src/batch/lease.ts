@@ -8,8 +8,16 @@ import type { Database } from "../stores/db.ts";
 import { leases } from "../stores/schema.ts";
 import type { Executor } from "./bulk.ts";
 
-/** now() + ms, computed by the database (one clock for every holder). */
-const expiry = (ttlMs: number) => sql`now() + ${Math.max(0, Math.round(ttlMs))}::integer * interval '1 millisecond'`;
+/**
+ * The database's clock when the statement runs: clock_timestamp(), not now(). now() is the time the *transaction*
+ * began, and an extension runs last in a batch's transaction: a batch that took longer than the lease's lifetime
+ * (waiting for a lock, say) would renew the lease to an instant already past, and commit with a lease any other run
+ * could take at once. The same for a take-over that waited for the holder's batch to commit.
+ */
+const clock = sql`clock_timestamp()`;
+
+/** The database's clock + ms (one clock for every holder). */
+const expiry = (ttlMs: number) => sql`${clock} + ${Math.max(0, Math.round(ttlMs))}::integer * interval '1 millisecond'`;
 
 /**
  * Takes `name` for `holder` for `ttlMs` unless someone else holds an unexpired lease. One statement: the upsert
@@ -20,15 +28,18 @@ const expiry = (ttlMs: number) => sql`now() + ${Math.max(0, Math.round(ttlMs))}:
 export async function acquireLease(db: Executor, name: string, holder: string, ttlMs: number): Promise<boolean> {
   const result = await db.execute(sql`
     insert into ${leases} (name, holder, acquired_at, expires_at)
-    values (${name}, ${holder}, now(), ${expiry(ttlMs)})
+    values (${name}, ${holder}, ${clock}, ${expiry(ttlMs)})
     on conflict (name) do update
       set holder = excluded.holder, acquired_at = excluded.acquired_at, expires_at = excluded.expires_at
-      where ${leases.expiresAt} < now() or ${leases.holder} = excluded.holder
+      where ${leases.expiresAt} < ${clock} or ${leases.holder} = excluded.holder
     returning holder`);
   return (result.rows as { holder: string }[]).some((r) => r.holder === holder);
 }
 
-/** The UPDATE that pushes the expiry to now + ttl; it matches no row once `holder` lost `name`. */
+/**
+ * The UPDATE that pushes the expiry to the database's clock at this statement + ttl; it matches no row once `holder`
+ * lost `name`.
+ */
 export function leaseExtension(name: string, holder: string, ttlMs: number): SQL {
   return sql`update ${leases} set expires_at = ${expiry(ttlMs)} where name = ${name} and holder = ${holder}`;
 }

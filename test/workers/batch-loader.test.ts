@@ -18,9 +18,11 @@ import { REFRESH_LEASE } from "../../src/batch/refresh.ts";
 import worker from "../../src/index.ts";
 import { COORDINATOR_NAME } from "../../src/publish/coordinator.ts";
 import { EVENT_STREAM, STREAM_FIELDS } from "../../src/session/stream.ts";
+import { openClient } from "../../src/stores/db.ts";
 import {
   append,
   aroundQuarantineWrites,
+  dbSettings,
   event,
   loaded,
   loaderRedis,
@@ -335,6 +337,43 @@ describe("runLoader", () => {
     expect(await loaded(batch.map((e) => e.messageId))).toEqual({ events: 3, interactions: 3 });
     const [lease] = await sql<{ holder: string }>("select holder from leases where name = $1", [names.leaseName]);
     expect(lease?.holder).toBe("someone-else");
+  });
+
+  it("a batch whose transaction outlasts the lease's lifetime commits with the lease renewed from its commit, not its start", async () => {
+    const names = streamNames("lease-clock");
+    const [user, anon] = [uid("u"), uid("a")];
+    await append(names.stream, [event("identify", { userId: user, anonymousId: anon })]);
+    // A second connection holds the identity row the batch upserts, uncommitted: the batch's transaction waits for
+    // it, longer than the lease's lifetime, before it renews the lease.
+    const blocker = openClient(dbSettings());
+    await blocker.connect();
+    let takenOver: boolean | undefined;
+    try {
+      await blocker.query("begin");
+      await blocker.query(
+        "insert into identities (anonymous_id, user_id, first_seen, last_seen) values ($1, $2, now(), now())",
+        [anon, user],
+      );
+      const released = new Promise((r) => setTimeout(r, 1_500)).then(() => blocker.query("rollback"));
+      const report = await load(names, {
+        leaseTtlMs: 1_000,
+        writers: 1,
+        hooks: {
+          // Between COMMIT and XACK: the run is still going, so nobody else may take its lease.
+          afterCommit: async () => {
+            takenOver = await withDb((db) => acquireLease(db, names.leaseName, "another-run", 60_000));
+          },
+        },
+      });
+      await released;
+      expect({ status: report.status, events: report.events, takenOver }).toEqual({
+        status: "ok",
+        events: 1,
+        takenOver: false,
+      });
+    } finally {
+      await blocker.end();
+    }
   });
 
   it("a lease taken again by its own holder (a retry after a lost answer) is granted; another holder waits", async () => {
