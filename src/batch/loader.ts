@@ -11,12 +11,14 @@
 //                  its own transaction, and so does each move to the quarantine stream, so a run that lost its
 //                  lease can neither commit nor quarantine.
 //   bounded        at most `maxBatches` batches of `batchSize` entries and no new batch after `budgetMs`; a
-//                  backlog is worked off over several runs. Up to `writers` batch transactions are in flight while
+//                  backlog is worked off over several runs. No statement of a batch's transaction runs longer than
+//                  `statementTimeoutMs` (a quarter of the lease's lifetime), lock waits included. Up to `writers` batch transactions are in flight while
 //                  one more batch is read ahead, each batch under its own consumer (Upstash caps a consumer's
 //                  pending list at 1,000 entries).
 //   transient      connection drops, a restarting or waking Neon compute, "too many connections": the batch's
 //                  transaction is re-run with jittered exponential backoff (src/batch/retry.ts); other errors
 //                  stop the run, which is recorded as failed.
+import { sql } from "drizzle-orm";
 import type { CollectedEvent } from "../collect/event.ts";
 import { EVENT_TYPES } from "../collect/event.ts";
 import { describeError, log } from "../log.ts";
@@ -127,6 +129,12 @@ export interface LoaderOptions {
   consumer?: string;
   leaseName?: string;
   leaseTtlMs?: number;
+  /**
+   * How long one statement of a batch's (or a quarantine move's) transaction may take, lock waits included, before
+   * Postgres cancels it (`statement_timeout`, SQLSTATE 57014: the run fails, its entries stay pending). Default: a
+   * quarter of the lease's lifetime.
+   */
+  statementTimeoutMs?: number;
   batchSize?: number;
   /** Batch transactions in flight at once (1 = strictly one after the other). */
   writers?: number;
@@ -395,6 +403,7 @@ export async function runLoader(
   const consumer = options.consumer ?? LOADER_CONSUMER;
   const leaseName = options.leaseName ?? LOADER_LEASE;
   const leaseTtlMs = options.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS;
+  const statementTimeoutMs = clamp(options.statementTimeoutMs, Math.floor(leaseTtlMs / 4), 1, 2_147_483_647);
   const batchSize = clamp(options.batchSize, DEFAULT_BATCH_SIZE, 1, MAX_BATCH_SIZE);
   const writers = clamp(options.writers, DEFAULT_WRITERS, 1, MAX_WRITERS);
   const maxBatches = clamp(options.maxBatches, DEFAULT_MAX_BATCHES, 1, Number.MAX_SAFE_INTEGER);
@@ -492,6 +501,13 @@ export async function runLoader(
      * Fencing: only the lease holder writes, re-checked in the writing transaction itself. The UPDATE locks the lease
      * row until that transaction ends, so no other run can take the lease over while it writes.
      */
+    /**
+     * First in every writing transaction: no statement of it (the erasure lock, the write, the lease) waits without
+     * bound, so a lock held by a stuck session or a statement gone slow cannot hold the run past its budget and lease.
+     */
+    const boundStatements = (tx: Executor) =>
+      tx.execute(sql.raw(`set local statement_timeout = ${statementTimeoutMs}`));
+
     const holdLease = async (tx: Executor) => {
       if (!(await extendLease(tx, leaseName, holder, leaseTtlMs))) {
         throw new LeaseLostError(`the ${leaseName} lease was taken over; rolled back`);
@@ -519,6 +535,7 @@ export async function runLoader(
       const written = await withRetry(
         (attempt) =>
           transaction(db, async (tx) => {
+            await boundStatements(tx);
             const erased = await erasuresOf(tx, parsed.events);
             const kept = erased.size === 0 ? { ...parsed, identities } : withoutErased(entries, erased);
             erasedInBatch = kept.erased;
@@ -584,6 +601,7 @@ export async function runLoader(
       const moved = await withRetry(
         () =>
           transaction(db, async (tx): Promise<QuarantineWrite> => {
+            await boundStatements(tx);
             const erased = await erasuresOf(tx, events);
             if (events.some((e) => erasedBeforeReceipt(e, erased))) return "erased";
             await holdLease(tx);

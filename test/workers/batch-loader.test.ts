@@ -357,6 +357,8 @@ describe("runLoader", () => {
       const released = new Promise((r) => setTimeout(r, 1_500)).then(() => blocker.query("rollback"));
       const report = await load(names, {
         leaseTtlMs: 1_000,
+        // The wait must not be cancelled here (statementTimeoutMs defaults to a quarter of the lease).
+        statementTimeoutMs: 10_000,
         writers: 1,
         hooks: {
           // Between COMMIT and XACK: the run is still going, so nobody else may take its lease.
@@ -370,6 +372,46 @@ describe("runLoader", () => {
         status: "ok",
         events: 1,
         takenOver: false,
+      });
+    } finally {
+      await blocker.end();
+    }
+  });
+
+  it("a batch statement that waits past statementTimeoutMs is cancelled: the run fails at once and the next loads it", async () => {
+    const names = streamNames("statement-timeout");
+    const [user, anon] = [uid("u"), uid("a")];
+    const identify = event("identify", { userId: user, anonymousId: anon });
+    await append(names.stream, [identify]);
+    // A second connection holds the identity row the batch upserts for 4 s: far longer than the bound.
+    const blocker = openClient(dbSettings());
+    await blocker.connect();
+    let blocked = true;
+    try {
+      await blocker.query("begin");
+      await blocker.query(
+        "insert into identities (anonymous_id, user_id, first_seen, last_seen) values ($1, $2, now(), now())",
+        [anon, user],
+      );
+      const released = new Promise((r) => setTimeout(r, 4_000))
+        .then(() => blocker.query("rollback"))
+        .then(() => {
+          blocked = false;
+        });
+      const report = await load(names, { writers: 1, statementTimeoutMs: 300 });
+      const finishedWhileBlocked = blocked;
+      await released;
+      const again = await load(names, { writers: 1, statementTimeoutMs: 300 });
+      expect({
+        report: { status: report.status, stoppedBy: report.stoppedBy, error: report.error?.slice(0, 5) },
+        finishedWhileBlocked,
+        again: { status: again.status, events: again.events },
+        loaded: await loaded([identify.messageId]),
+      }).toEqual({
+        report: { status: "failed", stoppedBy: "error", error: "57014" },
+        finishedWhileBlocked: true,
+        again: { status: "ok", events: 1 },
+        loaded: { events: 1, interactions: 0 },
       });
     } finally {
       await blocker.end();
