@@ -1,7 +1,8 @@
 // The loader's side of the Redis stream (src/session/stream.ts writes it): a consumer group read through Upstash
 // REST with raw commands. Create the group once (`XGROUP CREATE … 0 MKSTREAM`: from the start of the stream, so
 // events appended before the first load are loaded too), read with `XREADGROUP … COUNT n` — this consumer's own
-// pending entries first (ID `0`, then after the last one seen), then new ones (`>`) — and acknowledge with `XACK`
+// pending entries first (ID `0`, then after the last one seen; entries pending for a consumer no run reads with are
+// claimed first: XPENDING, XCLAIM), then new ones (`>`) — and acknowledge with `XACK`
 // only after the rows are committed. The client must be opened with `rawResults` (src/stores/redis.ts): field
 // values are arbitrary strings and must not be JSON-coerced. Upstash base64-encodes replies; the client decodes.
 import type { Redis } from "../stores/redis.ts";
@@ -83,6 +84,44 @@ export async function readRange(redis: Redis, stream: string, start: string, cou
 export async function ack(redis: Redis, stream: string, group: string, ids: readonly string[]): Promise<number> {
   if (ids.length === 0) return 0;
   return Number(await redis.exec<number>(["XACK", stream, group, ...ids]));
+}
+
+/** The consumers of `group` that have pending entries, with how many each has (XPENDING's summary). */
+export async function pendingConsumers(
+  redis: Redis,
+  stream: string,
+  group: string,
+): Promise<{ consumer: string; pending: number }[]> {
+  const summary = await redis.exec<unknown>(["XPENDING", stream, group]);
+  // [count, smallest id, greatest id, [[consumer, count], …]]; the list is nil when nothing is pending.
+  const list = Array.isArray(summary) ? summary[3] : null;
+  if (!Array.isArray(list)) return [];
+  return list
+    .filter((c): c is unknown[] => Array.isArray(c) && c.length >= 2)
+    .map((c) => ({ consumer: String(c[0]), pending: Number(c[1]) }));
+}
+
+/**
+ * Moves up to `count` of the oldest entries pending for consumer `from` to consumer `to` (XPENDING … `from`, then
+ * XCLAIM … 0 … JUSTID, which leaves their delivery counts alone); `to` then reads them as its own pending entries.
+ * Only for a consumer no live reader uses. Returns how many entries were pending for `from` in that range (0: none
+ * left). Repeating a call whose reply was lost claims the same entries again, harmlessly.
+ */
+export async function claimPending(
+  redis: Redis,
+  stream: string,
+  group: string,
+  from: string,
+  to: string,
+  count: number,
+): Promise<number> {
+  const pending = await redis.exec<unknown>(["XPENDING", stream, group, "-", "+", count, from]);
+  const ids = Array.isArray(pending)
+    ? pending.filter((p): p is unknown[] => Array.isArray(p) && p.length >= 1).map((p) => String(p[0]))
+    : [];
+  if (ids.length === 0) return 0;
+  await redis.exec(["XCLAIM", stream, group, to, 0, ...ids, "JUSTID"]);
+  return ids.length;
 }
 
 /** Suffix of the stream that keeps the entries Postgres refuses (`lastmile:events:quarantine`, src/batch/loader.ts). */

@@ -3,7 +3,8 @@
 //
 // Guarantees, and what gives them:
 //   no loss        an entry is acknowledged (XACK) only after the transaction holding its rows COMMITTED; until
-//                  then it stays in its consumer's pending list, which every run reads first (ID 0).
+//                  then it stays in its consumer's pending list, which every run reads first (ID 0); entries pending
+//                  for a consumer that is not one of the run's slots are claimed into a slot and loaded too.
 //   no duplicate   a message is one `events` row (primary key message_id) and its interactions are keyed
 //                  (message_id, position); every insert is ON CONFLICT DO NOTHING, so re-loading a batch whose
 //                  XACK was lost (a crash between COMMIT and XACK) adds nothing.
@@ -32,8 +33,10 @@ import {
   ack,
   addToQuarantine,
   backlog,
+  claimPending,
   deleteEntries,
   ensureGroup,
+  pendingConsumers,
   QUARANTINE_SUFFIX,
   type QuarantineWrite,
   readGroup,
@@ -643,21 +646,43 @@ export async function runLoader(
       return false;
     };
 
-    // 1. Recovery: every slot's pending entries — what a previous run read but did not acknowledge — page by page
-    //    (after the last id seen), one batch at a time. This is the rare path.
-    recovery: for (let slot = 0; slot < CONSUMER_SLOTS; slot++) {
+    /** Loads a slot's pending entries page by page (after the last id seen); false when the run's limits stop it. */
+    const recoverSlot = async (slot: number): Promise<boolean> => {
       let cursor = "0";
       for (;;) {
-        if (!withinLimits()) break recovery;
+        if (!withinLimits()) return false;
         const t = now();
         const entries = await withRetry(
           () => readGroup(redis, stream, group, consumerOf(slot), cursor, batchSize),
           retryOptions("XREADGROUP pending"),
         );
         report.timings.readWaitMs += now() - t;
-        if (entries.length === 0) break;
+        if (entries.length === 0) return true;
         cursor = entries[entries.length - 1]?.id ?? cursor;
         await loadBatch(slot, entries, ++dispatched);
+      }
+    };
+
+    // 1. Recovery: every slot's pending entries — what a previous run read but did not acknowledge — one batch at a
+    //    time. Then the entries pending for any other consumer of the group (a slot of a version with more writers,
+    //    a reader by hand): no live run reads with those (runs never overlap), and neither `>` nor a slot's own
+    //    pending read would ever deliver them again. They are claimed into slot 0 a batch at a time (so no consumer
+    //    holds more than a batch: Upstash's pending limit) and loaded from there. This is the rare path.
+    let within = true;
+    for (let slot = 0; within && slot < CONSUMER_SLOTS; slot++) within = await recoverSlot(slot);
+    if (within) {
+      const slots = new Set(Array.from({ length: CONSUMER_SLOTS }, (_, slot) => consumerOf(slot)));
+      const others = await withRetry(() => pendingConsumers(redis, stream, group), retryOptions("XPENDING"));
+      for (const { consumer: other } of others.filter((c) => !slots.has(c.consumer))) {
+        while (within) {
+          const claimed = await withRetry(
+            () => claimPending(redis, stream, group, other, consumerOf(0), batchSize),
+            retryOptions("XCLAIM"),
+          );
+          if (claimed === 0) break;
+          within = await recoverSlot(0);
+        }
+        if (!within) break;
       }
     }
 

@@ -4,7 +4,7 @@
 import { createExecutionContext, createScheduledController, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { QUARANTINE_SUFFIX } from "../../src/batch/consumer.ts";
+import { ensureGroup, QUARANTINE_SUFFIX, readGroup } from "../../src/batch/consumer.ts";
 import { CRON_RUN_STATE } from "../../src/batch/cron.ts";
 import { acquireLease } from "../../src/batch/lease.ts";
 import {
@@ -130,6 +130,28 @@ describe("runLoader", () => {
       [crashed.runId],
     );
     expect(failedRun).toMatchObject({ status: "failed", error: "injected crash after commit" });
+  });
+
+  it("recovers entries left pending under a consumer that is not one of its slots, a batch at a time", async () => {
+    const names = streamNames("foreign-pending");
+    const batch = views(25);
+    await append(names.stream, batch);
+    // Delivered, never acknowledged, to consumers this version's runs do not read with: a slot of a version with
+    // more writers, and someone's own XREADGROUP.
+    await ensureGroup(redis(), names.stream, names.group);
+    expect(await readGroup(redis(), names.stream, names.group, "loader-7", ">", 12)).toHaveLength(12);
+    expect(await readGroup(redis(), names.stream, names.group, "operator", ">", 13)).toHaveLength(13);
+
+    const report = await load(names, { batchSize: 10 });
+    expect({
+      report: { status: report.status, entries: report.entries, events: report.events, backlog: report.backlog },
+      loaded: await loaded(batch.map((e) => e.messageId)),
+      pending: await pendingCount(names.stream, names.group),
+    }).toEqual({
+      report: { status: "ok", entries: 25, events: 25, backlog: 0 },
+      loaded: { events: 25, interactions: 25 },
+      pending: 0,
+    });
   });
 
   it("keeps exactly-once with several batch transactions in flight and a crash among them", async () => {
