@@ -26,7 +26,7 @@ import { describeError, log } from "../log.ts";
 import { erasedAmong, holdErasureLockShared } from "../privacy/warehouse.ts";
 import { EVENT_STREAM, STREAM_FIELDS } from "../session/stream.ts";
 import { type Database, transaction } from "../stores/db.ts";
-import { type Redis, redisDeadline } from "../stores/redis.ts";
+import { callsWithDeadline, type Redis, redisDeadline } from "../stores/redis.ts";
 import type { BatchRunTrigger } from "../stores/schema.ts";
 import { cleanString, type Executor, needsCleaning, type WarehouseBatch, writeBatch } from "./bulk.ts";
 import {
@@ -54,6 +54,14 @@ import {
   type WarehouseRows,
   warehouseRows,
 } from "./warehouse.ts";
+
+/**
+ * How long a Redis call of the loader waits for its answer: far longer than a call takes (milliseconds; a read of a
+ * 1,000-entry batch well under a second), short enough that a connection accepted and never served costs a retry,
+ * not the whole invocation. Every call is safe to repeat and harmless when it lands late: a `>` read landing late
+ * leaves its entries pending in its slot for the next run's recovery.
+ */
+export const DEFAULT_REDIS_TIMEOUT_MS = 10_000;
 
 /** The consumer group of the warehouse loader on the event stream. */
 export const LOADER_GROUP = "lastmile-warehouse";
@@ -145,6 +153,11 @@ export interface LoaderOptions {
   budgetMs?: number;
   /** XDEL entries once acknowledged (keeps Redis memory to the backlog); off where others read the stream. */
   deleteAcked?: boolean;
+  /**
+   * How long any other Redis call waits for its answer (DEFAULT_REDIS_TIMEOUT_MS); then it fails as a transient
+   * error and is retried.
+   */
+  redisTimeoutMs?: number;
   /** How long a move to the quarantine stream waits for Redis (QUARANTINE_TIMEOUT_MS). */
   quarantineTimeoutMs?: number;
   retry?: RetryPolicy;
@@ -399,7 +412,11 @@ export async function runLoader(
   deps: { db: Database; redis: Redis },
   options: LoaderOptions = {},
 ): Promise<LoadReport> {
-  const { db, redis } = deps;
+  const { db } = deps;
+  const redis = callsWithDeadline(
+    deps.redis,
+    clamp(options.redisTimeoutMs, DEFAULT_REDIS_TIMEOUT_MS, 1, 2_147_483_647),
+  );
   const now = options.now ?? Date.now;
   const stream = options.stream ?? EVENT_STREAM;
   const group = options.group ?? LOADER_GROUP;

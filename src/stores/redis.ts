@@ -67,3 +67,17 @@ export async function redisDeadline<T>(timeoutMs: number, call: Promise<T>): Pro
     clearTimeout(timer);
   }
 }
+
+/**
+ * The client with every `exec` and `eval` rejected after `timeoutMs` without its answer (redisDeadline): for a caller
+ * whose every Redis call is safe to repeat and harmless when it lands late. The request itself is not aborted.
+ */
+export function callsWithDeadline(redis: Redis, timeoutMs: number): Redis {
+  return new Proxy(redis, {
+    get(target, prop, receiver) {
+      const value: unknown = Reflect.get(target, prop, receiver);
+      if ((prop !== "exec" && prop !== "eval") || typeof value !== "function") return value;
+      return (...args: unknown[]) => redisDeadline(timeoutMs, Promise.resolve(value.apply(target, args)));
+    },
+  });
+}

@@ -271,6 +271,37 @@ describe("runLoader", () => {
     expect(await load(names2)).toMatchObject({ status: "ok", events: 3 });
   });
 
+  it("gives up on a Redis call that never answers after redisTimeoutMs and retries it, instead of waiting for good", async () => {
+    const names = streamNames("redis-silent");
+    const batch = views(6);
+    await append(names.stream, batch);
+    let silenced = 0;
+    const real = loaderRedis();
+    // The first read of new entries never gets an answer (a connection accepted and never served).
+    const silent = new Proxy(real, {
+      get(target, prop, receiver) {
+        if (prop !== "exec") return Reflect.get(target, prop, receiver);
+        return (command: [string, ...(string | number)[]]) => {
+          if (command[0] === "XREADGROUP" && command.at(-1) === ">" && silenced++ === 0) return new Promise(() => {});
+          return target.exec(command);
+        };
+      },
+    });
+    const run = withDb((db) =>
+      runLoader({ db, redis: silent }, { ...names, sleep: noSleep, batchSize: 10, redisTimeoutMs: 300 }),
+    );
+    const report = await Promise.race([
+      run,
+      new Promise<"still waiting">((r) => setTimeout(r, 8_000, "still waiting")),
+    ]);
+    expect(report === "still waiting" ? report : { status: report.status, events: report.events }).toEqual({
+      status: "ok",
+      events: 6,
+    });
+    expect(silenced).toBeGreaterThan(1);
+    expect(await pendingCount(names.stream, names.group)).toBe(0);
+  });
+
   it("recovers a read whose reply was lost: the delivered entries come from the pending list", async () => {
     const names = streamNames("lost-reply");
     const batch = views(12);
