@@ -211,6 +211,11 @@ export interface Backlog {
   undelivered: number | null;
   /** Stream id of the oldest entry not yet loaded (pending or undelivered), or null when there is none. */
   oldestId: string | null;
+  /**
+   * Redis's clock (epoch ms, `TIME`): the clock stream ids are made from, so `redisNow − streamIdTime(oldestId)` is
+   * the entry's age whatever the caller's clock says.
+   */
+  redisNow: number;
 }
 
 function groupInfo(reply: unknown, group: string): Record<string, unknown> | null {
@@ -224,12 +229,19 @@ function groupInfo(reply: unknown, group: string): Record<string, unknown> | nul
   return null;
 }
 
-/** What is left to load: XPENDING's summary, XINFO GROUPS' lag and the first entry after the last delivered. */
+/**
+ * What is left to load: XPENDING's summary, XINFO GROUPS' lag and the first entry after the last delivered; and
+ * Redis's clock (TIME).
+ */
 export async function backlog(redis: Redis, stream: string, group: string): Promise<Backlog> {
-  const [summary, groups] = await Promise.all([
+  const [summary, groups, time] = await Promise.all([
     redis.exec<unknown>(["XPENDING", stream, group]),
     redis.exec<unknown>(["XINFO", "GROUPS", stream]),
+    redis.exec<unknown>(["TIME"]),
   ]);
+  // [seconds, microseconds]
+  const redisNow = Array.isArray(time) ? Number(time[0]) * 1000 + Math.floor(Number(time[1]) / 1000) : Number.NaN;
+  if (!Number.isFinite(redisNow)) throw new Error(`unexpected TIME reply: ${JSON.stringify(time)}`);
   const pending = Array.isArray(summary) ? Number(summary[0] ?? 0) : 0;
   const oldestPending = Array.isArray(summary) && summary[1] ? String(summary[1]) : null;
   const info = groupInfo(groups, group);
@@ -241,5 +253,5 @@ export async function backlog(redis: Redis, stream: string, group: string): Prom
     const next = await redis.exec<unknown>(["XRANGE", stream, `(${lastDelivered}`, "+", "COUNT", 1]);
     oldestId = entriesOf(next)[0]?.id ?? null;
   }
-  return { pending, undelivered, oldestId };
+  return { pending, undelivered, oldestId, redisNow };
 }

@@ -210,7 +210,10 @@ export interface LoadReport {
   eventsPerSecond: number;
   /** After the run: pending + undelivered entries (null when unknown). */
   backlog: number | null;
-  /** After the run: now − append time of the oldest entry not yet loaded; 0 when none is left. */
+  /**
+   * After the run: now − append time of the oldest entry not yet loaded, both on Redis's clock (TIME, and the stream
+   * id); 0 when none is left.
+   */
   lagMs: number | null;
   error?: string;
 }
@@ -759,7 +762,8 @@ export async function runLoader(
   try {
     const left = await backlog(redis, stream, group);
     report.backlog = left.undelivered === null ? null : left.pending + left.undelivered;
-    report.lagMs = left.oldestId === null ? 0 : Math.max(0, now() - streamIdTime(left.oldestId));
+    // On Redis's clock: stream ids are made from it, and the Worker's may be off from it.
+    report.lagMs = left.oldestId === null ? 0 : Math.max(0, left.redisNow - streamIdTime(left.oldestId));
   } catch (error) {
     log("warn", "load: could not measure the backlog", { error: describeError(error) });
   }

@@ -336,6 +336,18 @@ describe("runLoader", () => {
     expect(none).toMatchObject({ status: "ok", stoppedBy: "budget", batches: 0, backlog: 3 });
   });
 
+  it("measures lagMs on Redis's clock, the clock of the stream ids, not the Worker's", async () => {
+    const names = streamNames("lag-clock");
+    await append(names.stream, views(4));
+    // The Worker's clock an hour ahead of Redis's: the entries left are seconds old all the same.
+    const ahead = () => Date.now() + 3_600_000;
+    const report = await load(names, { batchSize: 2, maxBatches: 1, now: ahead });
+    expect({ backlog: report.backlog, lagUnderAMinute: (report.lagMs ?? Number.NaN) < 60_000 }).toEqual({
+      backlog: 2,
+      lagUnderAMinute: true,
+    });
+  });
+
   it("records identities from identify, alias and events that carry both ids", async () => {
     const names = streamNames("identity");
     const [user, anon, anon2, oldUser] = [uid("u"), uid("a"), uid("a"), uid("old")];
