@@ -63,6 +63,13 @@ import {
  */
 export const DEFAULT_REDIS_TIMEOUT_MS = 10_000;
 
+/**
+ * The least default statement bound (statementTimeoutMs) whatever the lease: a short lease (tests use 1–2 s) must
+ * not cancel ordinary batch statements on a busy machine. Fencing, not this bound, keeps a late batch from
+ * committing.
+ */
+export const MIN_STATEMENT_TIMEOUT_MS = 1_000;
+
 /** The consumer group of the warehouse loader on the event stream. */
 export const LOADER_GROUP = "lastmile-warehouse";
 /**
@@ -143,7 +150,7 @@ export interface LoaderOptions {
   /**
    * How long one statement of a batch's (or a quarantine move's) transaction may take, lock waits included, before
    * Postgres cancels it (`statement_timeout`, SQLSTATE 57014: the run fails, its entries stay pending). Default: a
-   * quarter of the lease's lifetime.
+   * quarter of the lease's lifetime (30 s), at least MIN_STATEMENT_TIMEOUT_MS.
    */
   statementTimeoutMs?: number;
   batchSize?: number;
@@ -426,7 +433,12 @@ export async function runLoader(
   const consumer = options.consumer ?? LOADER_CONSUMER;
   const leaseName = options.leaseName ?? LOADER_LEASE;
   const leaseTtlMs = options.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS;
-  const statementTimeoutMs = clamp(options.statementTimeoutMs, Math.floor(leaseTtlMs / 4), 1, 2_147_483_647);
+  const statementTimeoutMs = clamp(
+    options.statementTimeoutMs,
+    Math.max(MIN_STATEMENT_TIMEOUT_MS, Math.floor(leaseTtlMs / 4)),
+    1,
+    2_147_483_647,
+  );
   const batchSize = clamp(options.batchSize, DEFAULT_BATCH_SIZE, 1, MAX_BATCH_SIZE);
   const writers = clamp(options.writers, DEFAULT_WRITERS, 1, MAX_WRITERS);
   const maxBatches = clamp(options.maxBatches, DEFAULT_MAX_BATCHES, 1, Number.MAX_SAFE_INTEGER);
