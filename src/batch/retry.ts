@@ -92,6 +92,10 @@ export function isTransientError(error: unknown, depth = 0): boolean {
   if (typeof code === "string" && (TRANSIENT_SQLSTATES.has(code) || TRANSIENT_ERRNOS.has(code))) return true;
   // A SQLSTATE that is not in the list is the server's definite answer: retrying changes nothing.
   if (typeof code === "string" && /^[0-9A-Z]{5}$/.test(code) && !TRANSIENT_ERRNOS.has(code)) return false;
+  // An HTTP answer that is not Redis's (the Upstash client could not parse it as JSON): a gateway's 502 or 503 page,
+  // Cloudflare's "error code: 502". Redis's own error answers are JSON (UpstashError) and stay definite. A
+  // misconfigured proxy's non-JSON 4xx is retried too, a bounded number of times, before the run fails.
+  if (field(error, "name") === "UpstashJSONParseError") return true;
   // Not only Errors: the Neon driver rejects with a WebSocket's ErrorEvent-like object when its socket fails.
   const raw = typeof error === "string" ? error : field(error, "message");
   const message = typeof raw === "string" ? raw : "";
