@@ -147,13 +147,24 @@ export function selectEntry<T>(value: StableValue<T> | null, version: number): E
 /**
  * The new value of a stable key: the new entry (its list already JSON, as Postgres built it) in front of the
  * previous value's entries older than `version` (a re-run of the same version replaces its own entry: alarms are
- * at-least-once), cut to HISTORY_DEPTH.
+ * at-least-once), cut to HISTORY_DEPTH. `served`: the version the served pointer reads lists at (listsVersion);
+ * the entry its readers take is kept even when it falls past HISTORY_DEPTH, so that after a rollback to the oldest
+ * target a publish never takes the served list away before its own pointer names the new entry (the key then holds
+ * HISTORY_DEPTH + 1 entries until its next write).
  */
-export function mergeStable(previous: string | null, version: number, generatedAt: number, listJson: string): string {
+export function mergeStable(
+  previous: string | null,
+  version: number,
+  generatedAt: number,
+  listJson: string,
+  served: number | null = null,
+): string {
   const old = parseStable<unknown>(previous);
   const kept = (old?.e ?? []).filter((e) => Array.isArray(e) && isInt(e[0]) && e[0] < version);
-  const tail = kept.slice(0, HISTORY_DEPTH - 1).map((e) => JSON.stringify(e));
-  return `{"f":${CODEC_FORMAT},"e":[[${version},${generatedAt},${listJson}]${tail.map((t) => `,${t}`).join("")}]}`;
+  const tail = kept.slice(0, HISTORY_DEPTH - 1);
+  const read = served === null ? undefined : kept.find((e) => (e[0] as number) <= served);
+  if (read && !tail.includes(read)) tail.push(read);
+  return `{"f":${CODEC_FORMAT},"e":[[${version},${generatedAt},${listJson}]${tail.map((t) => `,${JSON.stringify(t)}`).join("")}]}`;
 }
 
 export interface ListAt<T> {

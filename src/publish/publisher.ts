@@ -28,6 +28,7 @@ import {
   CODEC_FORMAT,
   catalogShardContent,
   encodePointer,
+  listsVersion,
   mergeStable,
   type Pointer,
 } from "./codec.ts";
@@ -187,8 +188,11 @@ async function stableStep(s: Step, phase: StablePhase, limit: number): Promise<b
   const batch = await readChanges(db, phase, job.cursor, limit);
   if (batch.changes.length > 0) {
     const previous = await kv.getMany(batch.changes.map((c) => c.key));
+    // The served pointer's entry stays in each key until this version's pointer replaces it (after a rollback it
+    // may be older than HISTORY_DEPTH − 1 entries).
+    const served = s.current ? listsVersion(s.current) : null;
     const pairs = batch.changes.map(
-      (c) => [c.key, mergeStable(previous.get(c.key) ?? null, job.version, job.generatedAt, c.list)] as const,
+      (c) => [c.key, mergeStable(previous.get(c.key) ?? null, job.version, job.generatedAt, c.list, served)] as const,
     );
     // From here on keys may hold entries of this version, recorded or not: saved before the first put, so that
     // neither a failed step nor an alarm cut off before the step's end loses it (stableWrites).

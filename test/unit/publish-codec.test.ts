@@ -40,6 +40,19 @@ describe("stable values", () => {
     expect(parsed?.e.map((e) => e[0])).toEqual([5, 4, 3]);
   });
 
+  it("keeps the entry the served pointer reads, past HISTORY_DEPTH, until the key's next write", () => {
+    let value: string | null = null;
+    for (let v = 1; v <= HISTORY_DEPTH; v++) value = mergeStable(value, v, 1000 * v, list(v));
+    // Served: version 1 (a rollback). Version 4 keeps 3 and 2 for rollbacks, and 1 for the readers until its pointer.
+    const written = mergeStable(value, 4, 4000, list(4), 1);
+    expect(parseStable<unknown>(written)?.e.map((e) => e[0])).toEqual([4, 3, 2, 1]);
+    expect(decodeUserList(written, 1)?.items[0]?.score).toBe(1);
+    // Served: version 4. Version 5 drops 1 again.
+    expect(parseStable<unknown>(mergeStable(written, 5, 5000, list(5), 4))?.e.map((e) => e[0])).toEqual([5, 4, 3]);
+    // A served entry already among the newest is not repeated.
+    expect(parseStable<unknown>(mergeStable(value, 4, 4000, list(4), 3))?.e.map((e) => e[0])).toEqual([4, 3, 2]);
+  });
+
   it("replaces its own version's entry when a version is written twice (alarms are at-least-once)", () => {
     const once = mergeStable(mergeStable(null, 1, 1, list(1)), 2, 2, list(2));
     const twice = mergeStable(once, 2, 2, list(2));

@@ -512,6 +512,35 @@ describe("shared keys against what the pointer serves", () => {
     expect(list?.items[0]?.score).toBeCloseTo(1.9, 5);
   });
 
+  it("a publish after a rollback to the oldest target keeps the served version's entries until its pointer", async () => {
+    const { schema, q, stub, publish, tag } = await twoVersions();
+    const alice = `u:${tag}-alice`;
+    const bump = () => q("update user_candidates set scores[1] = scores[1] + 1 where user_key = $1", [alice]);
+    await bump();
+    await publish(); // v3: alice's key holds entries 3, 2 and 1
+    expect((await stub.rollback(1)).ok).toBe(true);
+    await bump();
+    // Version 4 writes alice's key, then waits to settle: the pointer still serves version 1 meanwhile.
+    expect(await stub.start({ trigger: "admin", schema, settleMs: 60_000 })).toMatchObject({ version: 4 });
+    for (let i = 0; i < 20 && !(await stub.status()).job?.settled; i++) await runDurableObjectAlarm(stub);
+    expect((await stub.status()).job?.settled).toBe(true);
+    const served = decodePointer(await kv().get(POINTER_KEY));
+    expect(served?.version).toBe(1);
+    const during = decodeUserList(await kv().get(userListKey(alice)), listsVersion(served as Pointer));
+    expect(during?.items[0]?.score).toBeCloseTo(0.9, 5);
+    await drain(stub);
+    const after = decodePointer(await kv().get(POINTER_KEY));
+    expect(after?.version).toBe(4);
+    const now = decodeUserList(await kv().get(userListKey(alice)), 4);
+    expect(now?.items[0]?.score).toBeCloseTo(3.9, 5);
+    // Once version 4 is served, version 1 is no target any more, and the next write of the key drops its entry.
+    expect((await stub.status()).rollbackTargets).toEqual([4, 3, 2]);
+    await bump();
+    await publish();
+    const value = JSON.parse((await kv().get(userListKey(alice))) ?? "{}") as { e: unknown[][] };
+    expect(value.e.map((e) => e[0])).toEqual([5, 4, 3]);
+  });
+
   it("a catalogue push and a publish started at once never get the same version", async () => {
     const { schema, q, stub, publish, tag } = await setup("pub");
     await seed(q, tag);
