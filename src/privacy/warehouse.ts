@@ -131,10 +131,11 @@ export async function countWarehouse(db: Executor, k: SubjectKeys): Promise<Ware
 }
 
 /**
- * In one transaction under the exclusive erasure lock (waited for at most `lockTimeoutMs`, else 55P03): records every
- * key in `erased_users` (under `subject`, with the suppression flag; a repeated erasure moves `erased_at` forward),
- * then deletes the subject's events, their interactions (by key and by the deleted events' ids), identity links,
- * candidate lists and published-key records (so the publisher neither skips nor tombstones a key it never had).
+ * In one transaction under the exclusive erasure lock (waited for at most `lockTimeoutMs`, else 55P03): deletes the
+ * subject's events, their interactions (by key and by the deleted events' ids), identity links, candidate lists and
+ * published-key records (so the publisher neither skips nor tombstones a key it never had), then records every key
+ * in `erased_users` (under `subject`, with the suppression flag, `erased_at` = the clock after the deletes; a
+ * repeated erasure moves `erased_at` forward).
  * Returns the rows deleted.
  */
 export async function eraseWarehouse(
@@ -147,11 +148,6 @@ export async function eraseWarehouse(
   return transaction(db, async (tx) => {
     await tx.execute(sql.raw(`set local lock_timeout = ${Math.max(1, Math.floor(lockTimeoutMs))}`));
     await tx.execute(sql`select pg_advisory_xact_lock(${ERASURE_LOCK.toString()}::bigint)`);
-    await tx.execute(sql`
-      insert into ${erasedUsers} (user_key, subject, erased_at, suppressed)
-      select key, ${subject}, now(), ${suppressed} from unnest(${textArray(k.userKeys)}) as key
-      on conflict (user_key) do update set subject = excluded.subject, erased_at = excluded.erased_at,
-        erased_xid = excluded.erased_xid, suppressed = excluded.suppressed`);
     const [row] = await rows<Record<keyof WarehouseCounts, number>>(
       tx,
       sql`with
@@ -172,6 +168,14 @@ export async function eraseWarehouse(
              (select count(*) from gone_candidates)::int as "userCandidates",
              (select count(*) from gone_published)::int as "publishedKeys"`,
     );
+    // Recorded last, at the clock's time (not now(), the transaction's start, which precedes the wait for the lock
+    // and the deletes): a reader whose snapshot still held the rows deleted above read them before `erased_at`, so a
+    // list built from them (its model version's created_at) counts as built before the erasure and is withheld.
+    await tx.execute(sql`
+      insert into ${erasedUsers} (user_key, subject, erased_at, suppressed)
+      select key, ${subject}, clock_timestamp(), ${suppressed} from unnest(${textArray(k.userKeys)}) as key
+      on conflict (user_key) do update set subject = excluded.subject, erased_at = excluded.erased_at,
+        erased_xid = excluded.erased_xid, suppressed = excluded.suppressed`);
     return countsOf(row);
   });
 }

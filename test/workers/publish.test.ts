@@ -6,7 +6,7 @@ import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it } from "vitest";
 import { type RefreshReport, runRefresh } from "../../src/batch/refresh.ts";
 import { PUBLISH_RUN_LEASE, startRun } from "../../src/batch/runs.ts";
-import { eraseWarehouse, subjectKeys } from "../../src/privacy/warehouse.ts";
+import { ERASURE_LOCK, eraseWarehouse, subjectKeys } from "../../src/privacy/warehouse.ts";
 import {
   catalogItem,
   decodeCatalogShard,
@@ -950,6 +950,46 @@ describe("erasure against the publish", () => {
       "select (stats ->> 'swept')::int as swept from batch_runs where kind = 'publish' order by id desc limit 1",
     );
     expect(run?.swept).toBe(erased);
+  });
+
+  it("never publishes a list whose input was read while the erasure waited for its lock, before it committed", async () => {
+    const { schema, q, publish, tag } = await setup("erase");
+    await seed(q, tag);
+    const alice = `u:${tag}-alice`;
+    await publish(); // v1
+    const writer = openClient(dbSettings());
+    await writer.connect();
+    let external: string | undefined;
+    try {
+      // A loader batch holds the shared erasure lock: the erasure's transaction starts and waits for it.
+      await writer.query("begin");
+      await writer.query("select pg_advisory_xact_lock_shared($1::bigint)", [ERASURE_LOCK.toString()]);
+      const erasure = erase(schema, alice);
+      await new Promise((r) => setTimeout(r, 300));
+      // Meanwhile an external writer reads its input, alice's rows still there: its version's created_at is now.
+      [external] = (
+        await q<{ id: string }>(
+          `insert into model_versions (model, version, source, status, created_at)
+           values ('user_candidates', $1, 'external', 'ready', clock_timestamp()) returning id`,
+          [`ext-${tag}`],
+        )
+      ).map((r) => r.id);
+      await new Promise((r) => setTimeout(r, 50));
+      await writer.query("commit");
+      await erasure;
+    } finally {
+      await writer.end();
+    }
+    // It writes its lists after the erasure, alice's among them (it does not leave erased users out).
+    await q(
+      `insert into user_candidates (user_key, product_ids, scores, reasons, model_version) values ($1, array['x1'], '{0.9}', null, $2)`,
+      [alice, external],
+    );
+    await publish(); // v2
+    expect({
+      alice: await kv().get(userListKey(alice)),
+      recorded: (await q("select key from published_keys where key = $1", [userListKey(alice)])).length,
+    }).toEqual({ alice: null, recorded: 0 });
   });
 
   it("never publishes an erased user's list built from data read before the erasure", async () => {
