@@ -12,7 +12,8 @@
 //      lock, after looking their keys up in `erased_users`: what it quarantined before 2 committed is found here,
 //      and nothing of the keys is quarantined (or loaded) after. A quarantine write the loader gave up waiting for
 //      (and retried) may still land later: the keys are fenced first, and such a write adds nothing of them.
-//   4. Workers KV: the users' candidate-list keys `u:<userKey>`.
+//   4. Workers KV: the users' candidate-list keys `u:<userKey>`, deleted by the publish coordinator in calls of at most
+//      ERASURE_DELETES_PER_CALL keys (each call an invocation with its own KV budget).
 //   5. dead letters of every source that name one of the ids.
 // Then the verifier runs and its result is part of the answer. Every step is idempotent: erasing again is safe and
 // finishes what a failed run left. A session object that does not answer does not stop the erasure: its key is
@@ -24,7 +25,9 @@ import { postgresError } from "../batch/retry.ts";
 import type { Config } from "../config.ts";
 import { ApiError } from "../errors.ts";
 import { describeError, log } from "../log.ts";
+import { COORDINATOR_NAME, ERASURE_DELETES_PER_CALL } from "../publish/coordinator.ts";
 import { userListKey } from "../publish/keys.ts";
+import { KV_BULK_GET_MAX } from "../publish/kv-budget.ts";
 import type { EraseResult } from "../session/session-state.ts";
 import { EVENT_STREAM } from "../session/stream.ts";
 import type { Database } from "../stores/db.ts";
@@ -188,6 +191,29 @@ export async function scanStream(
   return scan;
 }
 
+/**
+ * Step 4: the `u:<userKey>` list keys deleted by the publish coordinator, ERASURE_DELETES_PER_CALL keys a call. KV
+ * counts every delete against the invocation's 1,000 operations (the binding has no bulk delete): a subject with a few
+ * hundred linked devices would take this invocation past them, its verifier's reads included, at every attempt.
+ */
+async function deleteUserLists(env: Env, userKeys: readonly string[]): Promise<void> {
+  const coordinator = env.PUBLISH_COORDINATOR.getByName(COORDINATOR_NAME);
+  for (let i = 0; i < userKeys.length; i += ERASURE_DELETES_PER_CALL) {
+    await coordinator.deleteUserLists(userKeys.slice(i, i + ERASURE_DELETES_PER_CALL));
+  }
+}
+
+/** The keys among `userKeys` whose `u:<userKey>` list key KV still holds: bulk reads, one operation per 100 keys. */
+async function presentUserLists(env: Env, userKeys: readonly string[]): Promise<string[]> {
+  const present: string[] = [];
+  for (let i = 0; i < userKeys.length; i += KV_BULK_GET_MAX) {
+    const chunk = userKeys.slice(i, i + KV_BULK_GET_MAX);
+    const values = await env.ONLINE_STORE.get(chunk.map(userListKey), "text");
+    for (const key of chunk) if ((values.get(userListKey(key)) ?? null) !== null) present.push(key);
+  }
+  return present;
+}
+
 /** Every key that belongs to the subject now: itself, keys erased under it before, anonymous ids linked to it. */
 async function keysOf(deps: PrivacyDeps, subject: SubjectKey, alsoKeys: readonly string[] = []): Promise<string[]> {
   const linked = subject.startsWith("u:") ? await linkedAnonymousKeys(deps.db, [subject.slice(2)]) : [];
@@ -239,7 +265,7 @@ export async function eraseUser(deps: PrivacyDeps, subject: SubjectKey, options:
     });
   });
   const stream = deps.redis ? await eraseStreams(deps.redis, all.userKeys) : null;
-  await dependency("Workers KV", () => inChunks(all.userKeys, (key) => env.ONLINE_STORE.delete(userListKey(key))));
+  await dependency("Workers KV", () => deleteUserLists(env, all.userKeys));
   const deadLetters = await dependency("a dead-letter object", () =>
     inChunks(config.sources.list, (source) => env.DEAD_LETTERS.getByName(source.id).eraseMentions(idsOf(all))),
   );
@@ -276,9 +302,7 @@ export async function verifyErasure(deps: PrivacyDeps, subject: SubjectKey): Pro
         return { key, exists: true, suppressed: false };
       }
     }),
-    dependency("Workers KV", () =>
-      inChunks(k.userKeys, async (key) => ({ key, present: (await env.ONLINE_STORE.get(userListKey(key))) !== null })),
-    ),
+    dependency("Workers KV", () => presentUserLists(env, k.userKeys)),
     deps.redis ? scanStreams(deps.redis, new Set(k.userKeys), true) : Promise.resolve(null),
     countWarehouse(deps.db, k),
     dependency("a dead-letter object", () =>
@@ -287,7 +311,7 @@ export async function verifyErasure(deps: PrivacyDeps, subject: SubjectKey): Pro
   ]);
   const left = {
     sessionObjects: objects.filter((o) => o.exists).map((o) => o.key),
-    kv: kv.filter((x) => x.present).map((x) => x.key),
+    kv,
     stream,
     warehouse,
     deadLetters: deadLetters.reduce((sum, r) => sum + r.count, 0),

@@ -8,12 +8,13 @@
 import { DurableObject } from "cloudflare:workers";
 import { describeFailure, withRetry } from "../batch/retry.ts";
 import { closeAbandonedRuns, finishRun, PUBLISH_RUN_LEASE, type RunStart, startRun } from "../batch/runs.ts";
+import { eachLimit } from "../concurrency.ts";
 import { loadConfig } from "../config.ts";
 import { describeError, log } from "../log.ts";
 import { CODEC_FORMAT, encodePointer, HISTORY_DEPTH, listsVersion, type Pointer } from "./codec.ts";
 import { openDb, validSchema } from "./db.ts";
-import { POINTER_KEY } from "./keys.ts";
-import { KV_MIN_WRITE_INTERVAL_MS, KV_OPS_PER_INVOCATION, KvBudget } from "./kv-budget.ts";
+import { POINTER_KEY, userListKey } from "./keys.ts";
+import { KV_MIN_WRITE_INTERVAL_MS, KV_OPS_PER_INVOCATION, KV_PUT_CONCURRENCY, KvBudget } from "./kv-budget.ts";
 import {
   advance,
   buildCatalog,
@@ -52,6 +53,8 @@ export const PRODUCTION_SETTLE_MS = 60_000;
  * count again: refusals of some keys (KV's 429s) on a long publish cost retries, never the publish.
  */
 export const MAX_JOB_FAILURES = 5;
+/** KV deletes one deleteUserLists call makes at most (within its invocation's budget). */
+export const ERASURE_DELETES_PER_CALL = DEFAULT_OPS_PER_ALARM;
 /** Versions remembered for the admin API and rollback. */
 export const PUBLISHED_HISTORY = 50;
 /** Run records kept for a later write when Postgres refused them as their run ended (oldest dropped past this). */
@@ -253,6 +256,21 @@ export class PublishCoordinator extends DurableObject<Env> {
     const next = Math.max(last, Number.isSafeInteger(atLeast) && atLeast > 0 ? atLeast : 0) + 1;
     await this.ctx.storage.put(storageKey, next);
     return next;
+  }
+
+  /**
+   * Deletes the `u:<userKey>` list keys of erased users (src/privacy/erase.ts): at most ERASURE_DELETES_PER_CALL a call,
+   * each call an invocation of its own, so an erasure of any number of keys stays within every invocation's KV
+   * budget (one delete per key, the binding has no bulk delete). Not queued behind alarms: an erasure never waits for a
+   * publish, whose steps leave erased users out on their own (docs/privacy.md).
+   */
+  async deleteUserLists(userKeys: string[]): Promise<number> {
+    if (userKeys.length > ERASURE_DELETES_PER_CALL) {
+      throw new Error(`deleteUserLists: at most ${ERASURE_DELETES_PER_CALL} keys a call`);
+    }
+    const kv = new KvBudget(this.wrapKv(this.env.ONLINE_STORE), ERASURE_DELETES_PER_CALL);
+    await eachLimit(userKeys, KV_PUT_CONCURRENCY, (key) => kv.delete(userListKey(key)));
+    return userKeys.length;
   }
 
   /** Starts a publish (returns at once; alarms do the work), or reports the one in progress. */

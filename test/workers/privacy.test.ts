@@ -13,12 +13,15 @@ import { loadConfig } from "../../src/config.ts";
 import type { ApiError } from "../../src/errors.ts";
 import { eraseUser } from "../../src/privacy/erase.ts";
 import { ERASURE_LOCK } from "../../src/privacy/warehouse.ts";
+import { COORDINATOR_NAME, type PublishCoordinator } from "../../src/publish/coordinator.ts";
 import { userListKey } from "../../src/publish/keys.ts";
+import { KV_OPS_PER_INVOCATION } from "../../src/publish/kv-budget.ts";
 import type { SessionState } from "../../src/session/session-state.ts";
 import { EVENT_STREAM, STREAM_FIELDS } from "../../src/session/stream.ts";
 import { openClient } from "../../src/stores/db.ts";
 import { append, dbSettings, event, loaderRedis, redis, sql, streamNames, withDb } from "./batch-helpers.ts";
 import { ADMIN_KEY, BASE, basic, collect, streamedEvent, uid, WRITE_KEY, wrapSessions } from "./collect-helpers.ts";
+import { countingKv, type OpLog } from "./publish-helpers.ts";
 import { appFetch } from "./rank-helpers.ts";
 
 const admin = (method: string, path: string) =>
@@ -568,4 +571,44 @@ describe("suppression", () => {
     expect((await admin("DELETE", `/v1/admin/users/${userId}/suppression?kind=user`)).status).toBe(200);
     expect(await send("/v1/track", viewEvent({ userId }, "p-3"))).toMatchObject({ accepted: 1 });
   });
+});
+
+describe("erasure of many keys", () => {
+  it("erases a user with 520 linked devices within the KV operation budget of every invocation", async () => {
+    const userId = uid("many-devices");
+    const devices = Array.from({ length: 520 }, (_, i) => `${userId}-d${i}`);
+    await sql(
+      "insert into identities (anonymous_id, user_id, first_seen, last_seen) select d, $1, now(), now() from unnest($2::text[]) d",
+      [userId, devices],
+    );
+    const keys = [`u:${userId}`, ...devices.map((d) => `a:${d}`)];
+    for (const key of keys) await env.ONLINE_STORE.put(userListKey(key), '{"f":1,"e":[]}');
+    // Counted, not changed: the erasure's own invocation and each coordinator invocation it calls.
+    const own: OpLog = [];
+    // Defined on a child of env (an assignment would reach env's own setter and wrap the binding for everyone).
+    const counted = Object.defineProperty(Object.create(env) as Env, "ONLINE_STORE", {
+      value: countingKv(own)(env.ONLINE_STORE),
+    });
+    const delegated: OpLog = [];
+    await runInDurableObject(env.PUBLISH_COORDINATOR.getByName(COORDINATOR_NAME), (instance: PublishCoordinator) => {
+      instance.wrapKv = countingKv(delegated);
+    });
+    try {
+      const report = await withDb((db) =>
+        eraseUser({ env: counted, config: loadConfig(env), db, redis: undefined }, `u:${userId}`, { suppress: false }),
+      );
+      const left = await Promise.all(keys.map(async (k) => (await env.ONLINE_STORE.get(userListKey(k))) !== null));
+      expect({
+        userKeys: report.userKeys.length,
+        kv: report.deleted.kv,
+        leftInKv: left.filter(Boolean).length,
+        verifierKv: report.verification.left.kv,
+        overBudget: [...own, ...delegated].map((ops) => ops.length).filter((n) => n > KV_OPS_PER_INVOCATION),
+      }).toEqual({ userKeys: 521, kv: 521, leftInKv: 0, verifierKv: [], overBudget: [] });
+    } finally {
+      await runInDurableObject(env.PUBLISH_COORDINATOR.getByName(COORDINATOR_NAME), (instance: PublishCoordinator) => {
+        instance.wrapKv = (kv) => kv;
+      });
+    }
+  }, 60_000);
 });
