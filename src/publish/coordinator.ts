@@ -514,11 +514,16 @@ export class PublishCoordinator extends DurableObject<Env> {
       }
       // Given up. Keys it may have written carry its version (and a pointer it wrote names it): a job that made any
       // KV operation spends its number, so a later publish never reuses it, and a rollback counts it against the
-      // keys' history whenever a stable put was attempted (stableWrites).
-      if (job.stats.opsTotal > 0 || job.stats.pointerWritten) {
+      // keys' history whenever a stable put was attempted (stableWrites). An alarm that died saved no count of its
+      // operations: the puts it attempted are known by the flags saved before them.
+      const sharedAttempted = job.sharedWritesAttempted === true;
+      if (job.stats.opsTotal > 0 || job.stats.pointerWritten || stableWrites(job) > 0 || sharedAttempted) {
         state.lastVersion = Math.max(state.lastVersion, job.version);
-        // Recorded keys the diff will take for published: the next publish writes a pointer that serves them.
-        if (stableWrites(job) + job.stats.sharedWritten > 0 || job.stats.pointerWritten) state.pointerOwed = true;
+        // Recorded keys the diff will take for published, or a pointer that may name this version: the next publish
+        // writes a pointer that serves them.
+        if (stableWrites(job) + job.stats.sharedWritten > 0 || job.stats.pointerWritten || sharedAttempted) {
+          state.pointerOwed = true;
+        }
         state.versions = [
           {
             version: job.version,

@@ -123,6 +123,11 @@ export interface PublishJob {
   erasureSweep?: { snapshot: string; saved: boolean; next?: string };
   /** A stable step put keys (some may have been written, recorded or not): set, and saved, before its puts. */
   stableWritesAttempted?: boolean;
+  /**
+   * The shared step put its keys or the pointer (which may have landed, the pointer naming this version): set, and
+   * saved, before the first of those puts, so a job given up after an alarm that died past them spends its version.
+   */
+  sharedWritesAttempted?: boolean;
 }
 
 export function newStats(): JobStats {
@@ -343,6 +348,11 @@ async function sharedAndPointer(s: Step): Promise<Pointer | null | "budget"> {
   for (const shipBehind of behind) shipBehind();
   if (kv.left < writes.length + 1) return "budget";
 
+  // An alarm that dies after these puts saves no count of its operations: the job remembers them first.
+  if (!job.sharedWritesAttempted) {
+    job.sharedWritesAttempted = true;
+    await s.onProgress?.(job);
+  }
   await kv.putAll(writes);
   await recordPublished(db, records, job.version);
   job.stats.sharedWritten += writes.length;

@@ -692,12 +692,17 @@ async function erase(schema: string, userKey: string): Promise<void> {
 
 /**
  * Decides what the coordinator's KV puts and deletes do from now on (on top of the wrappers installed before):
- * `call` runs the real operation; `coordinator` is the object the alarm runs in.
+ * `call` runs the real operation; `coordinator` is the object the alarm runs in, `state` its state (to abort it).
  */
-type KvHook = (key: string, call: () => Promise<unknown>, coordinator: PublishCoordinator) => Promise<unknown>;
+type KvHook = (
+  key: string,
+  call: () => Promise<unknown>,
+  coordinator: PublishCoordinator,
+  state: DurableObjectState,
+) => Promise<unknown>;
 
 async function interceptKv(stub: DurableObjectStub<PublishCoordinator>, hooks: { put?: KvHook; delete?: KvHook }) {
-  await runInDurableObject(stub, (instance: PublishCoordinator) => {
+  await runInDurableObject(stub, (instance: PublishCoordinator, state) => {
     const inner = instance.wrapKv;
     instance.wrapKv = (raw) =>
       new Proxy(inner(raw), {
@@ -706,7 +711,9 @@ async function interceptKv(stub: DurableObjectStub<PublishCoordinator>, hooks: {
           if (typeof value !== "function") return value;
           const bound = (value as (...a: unknown[]) => Promise<unknown>).bind(target);
           const hook = prop === "put" ? hooks.put : prop === "delete" ? hooks.delete : undefined;
-          return hook ? (key: string, ...rest: unknown[]) => hook(key, () => bound(key, ...rest), instance) : bound;
+          return hook
+            ? (key: string, ...rest: unknown[]) => hook(key, () => bound(key, ...rest), instance, state)
+            : bound;
         },
       });
   });
@@ -814,24 +821,14 @@ describe("erasure against the publish", () => {
     await eraseDuringPut(stub, schema, alice);
     // The step's record transaction has committed (without alice); the object dies at the delete that follows.
     let crashed = 0;
-    await runInDurableObject(stub, (instance: PublishCoordinator, state) => {
-      const inner = instance.wrapKv;
-      instance.wrapKv = (raw) =>
-        new Proxy(inner(raw), {
-          get(target, prop, receiver) {
-            if (prop === "delete") {
-              return (key: string) => {
-                if (key === userListKey(alice)) {
-                  crashed++;
-                  state.abort("injected crash");
-                }
-                return target.delete(key);
-              };
-            }
-            const value = Reflect.get(target, prop, receiver) as unknown;
-            return typeof value === "function" ? (value as (...a: unknown[]) => unknown).bind(target) : value;
-          },
-        });
+    await interceptKv(stub, {
+      delete: (key, call, _coordinator, state) => {
+        if (key === userListKey(alice)) {
+          crashed++;
+          state.abort("injected crash");
+        }
+        return call();
+      },
     });
     await start(stub);
     await expect(runDurableObjectAlarm(stub)).rejects.toThrow();
@@ -1192,6 +1189,59 @@ describe("publish across invocations", () => {
       alice: expect.closeTo(1.9, 5),
     });
   });
+
+  it.each([
+    ["a user's list", "update user_candidates set scores[1] = scores[1] + 1 where user_key like '%-alice'"],
+    ["the catalogue alone", "update catalog set in_stock = not in_stock, updated_at = now() where id like '%-p1'"],
+  ])(
+    "a publish of %s whose alarm died after its pointer write, given up without a KV operation, spends its version",
+    async (_what, change) => {
+      const { schema, q, stub } = await setup("refused");
+      await seed(q, crypto.randomUUID().slice(0, 8));
+      expect((await stub.start({ trigger: "admin", schema, settleMs: 0 })).status).toBe("started");
+      await drain(stub); // v1
+      await q(change);
+      // The object dies right after KV took version 2's pointer, before any count of its KV operations was saved.
+      let crashed = false;
+      await interceptKv(stub, {
+        put: async (key, call, _coordinator, state) => {
+          await call();
+          if (key === POINTER_KEY) {
+            crashed = true;
+            state.abort("injected crash");
+          }
+        },
+      });
+      // One alarm makes every write of this small publish: version 1's pointer is over 1 s old when it runs.
+      await new Promise((r) => setTimeout(r, KV_MIN_WRITE_INTERVAL_MS + 100));
+      expect((await stub.start({ trigger: "admin", schema, settleMs: 0 })).status).toBe("started");
+      for (let i = 0; i < 40 && !crashed; i++) {
+        await runDurableObjectAlarm(stub).catch(() => {});
+        if (!crashed) await new Promise((r) => setTimeout(r, 100)); // the pointer's 1 s after version 1's
+      }
+      expect(decodePointer(await kv().get(POINTER_KEY))?.version).toBe(2);
+      // Its retries fail before any KV operation (Postgres refuses the catalogue's query) until the job is given up.
+      await q("alter table catalog rename to catalog_away");
+      const revived = env.PUBLISH_COORDINATOR.get(stub.id);
+      await runInDurableObject(revived, (_o: PublishCoordinator, state) => state.storage.setAlarm(Date.now()));
+      await drain(revived);
+      await q("alter table catalog_away rename to catalog");
+      const given = await revived.status();
+      expect({ job: given.job, lastVersion: given.lastVersion, kind: given.versions[0]?.kind }).toEqual({
+        job: null,
+        lastVersion: 2,
+        kind: "failed",
+      });
+      // The next publish takes a new number: version 2's pointer and keys are not written over under the same name.
+      await q(change);
+      const next = await revived.start({ trigger: "admin", schema, settleMs: 0 });
+      await drain(revived);
+      expect({
+        started: next.status === "started" ? next.version : null,
+        pointer: decodePointer(await kv().get(POINTER_KEY))?.version,
+      }).toEqual({ started: 3, pointer: 3 });
+    },
+  );
 
   it("a publish whose model versions cannot be marked published after its pointer is recorded once, as published", async () => {
     const { schema, q, stub, publish, tag } = await setup("pub");
