@@ -11,6 +11,8 @@
 import { sql } from "drizzle-orm";
 import type { Executor } from "../batch/bulk.ts";
 import { rows } from "../batch/recommenders/sql.ts";
+import { candidateStages } from "../batch/recommenders/user-candidates.ts";
+import { postgresError } from "../batch/retry.ts";
 import { USER_PREFIX } from "../publish/keys.ts";
 import { type Database, transaction } from "../stores/db.ts";
 import { erasedUsers, events, identities, interactions, publishedKeys, userCandidates } from "../stores/schema.ts";
@@ -168,6 +170,9 @@ export async function eraseWarehouse(
              (select count(*) from gone_candidates)::int as "userCandidates",
              (select count(*) from gone_published)::int as "publishedKeys"`,
     );
+    // A compute's staging tables hold lists not swapped in yet, and one a compute left when it died keeps them until
+    // the next compute drops it: the subject's rows there go too.
+    const staged = await eraseStaged(tx, k);
     // Recorded last, at the clock's time (not now(), the transaction's start, which precedes the wait for the lock
     // and the deletes): a reader whose snapshot still held the rows deleted above read them before `erased_at`, so a
     // list built from them (its model version's created_at) counts as built before the erasure and is withheld.
@@ -176,8 +181,33 @@ export async function eraseWarehouse(
       select key, ${subject}, clock_timestamp(), ${suppressed} from unnest(${textArray(k.userKeys)}) as key
       on conflict (user_key) do update set subject = excluded.subject, erased_at = excluded.erased_at,
         erased_xid = excluded.erased_xid, suppressed = excluded.suppressed`);
-    return countsOf(row);
+    const counts = countsOf(row);
+    return { ...counts, userCandidates: counts.userCandidates + staged };
   });
+}
+
+/**
+ * Deletes a subject's rows from every staging table of user_candidates (src/batch/recommenders/user-candidates.ts);
+ * returns how many. A table its compute drops meanwhile is skipped (under a savepoint, so the erasure goes on).
+ */
+async function eraseStaged(tx: Executor, k: SubjectKeys): Promise<number> {
+  let deleted = 0;
+  for (const table of await candidateStages(tx)) {
+    await tx.execute(sql`savepoint erase_stage`);
+    try {
+      const [gone] = await rows<{ n: number }>(
+        tx,
+        sql`with gone as (delete from ${sql.identifier(table)} where user_key = any(${textArray(k.userKeys)}) returning 1)
+            select count(*)::int as n from gone`,
+      );
+      deleted += gone?.n ?? 0;
+      await tx.execute(sql`release savepoint erase_stage`);
+    } catch (error) {
+      if (postgresError(error)?.code !== "42P01") throw error; // undefined_table: dropped since it was listed
+      await tx.execute(sql`rollback to savepoint erase_stage`);
+    }
+  }
+  return deleted;
 }
 
 /** Lifts the suppression flag of a subject's keys in `erased_users` (the rows stay: they still filter old events). */

@@ -657,6 +657,19 @@ describe("user candidates: staged without the erasure lock, swapped in under it"
     expect(after).toEqual(before.filter((r) => r.user_key !== "u2" && r.user_key !== "b4"));
   });
 
+  it("an erasure deletes the subject's rows from staging tables, a dead compute's included", async () => {
+    // What a compute that died after staging leaves: its table, with committed lists, until the next compute drops it.
+    await createCandidateStage(db, 800005);
+    await query(
+      `insert into uc_stage_800005 (part, user_key, product_ids, scores, reasons) values
+         (0, 'u2', '{C}', '{0.5}', '{category:mugs}'), (1, 'b4', '{C}', '{0.4}', '{category:mugs}')`,
+    );
+    const erased = await eraseWarehouse(db, "u2", { userKeys: ["u2"], userIds: [], anonymousIds: [] }, false);
+    expect(erased.userCandidates).toBeGreaterThanOrEqual(1);
+    expect(await query("select part, user_key from uc_stage_800005 order by 1")).toEqual([{ part: 1, user_key: "b4" }]);
+    await dropCandidateStage(db, 800005);
+  });
+
   it("a compute drops the staging tables runs died with, and none of a run still building", async () => {
     await query(
       `insert into model_versions (id, model, version, status, created_at) values

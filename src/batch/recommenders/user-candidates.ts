@@ -126,6 +126,19 @@ export interface CandidatePart {
   of: number;
 }
 
+/** The names of the staging tables (stageTable below), as a regular expression. */
+export const STAGE_TABLE_PATTERN = "^uc_stage_[0-9]+$";
+
+/** The staging tables that exist now in the current schema: a compute's, or one a compute left when it died. */
+export async function candidateStages(db: Executor): Promise<string[]> {
+  const found = await rows<{ name: string }>(
+    db,
+    sql`select c.relname as name from pg_class c join pg_namespace n on n.oid = c.relnamespace
+        where n.nspname = current_schema() and c.relkind = 'r' and c.relname ~ ${STAGE_TABLE_PATTERN}`,
+  );
+  return found.map((r) => r.name);
+}
+
 /** The staging table of one version's lists (unlogged: it lives only for one compute). */
 export function stageTable(modelVersion: number): SQL {
   if (!Number.isSafeInteger(modelVersion) || modelVersion < 0) throw new Error(`not a version id: ${modelVersion}`);
@@ -162,7 +175,7 @@ export async function dropStaleCandidateStages(db: Executor): Promise<number> {
     sql`
     select substr(c.relname, 10) as id
     from pg_class c join pg_namespace n on n.oid = c.relnamespace
-    where n.nspname = current_schema() and c.relkind = 'r' and c.relname ~ '^uc_stage_[0-9]+$'
+    where n.nspname = current_schema() and c.relkind = 'r' and c.relname ~ ${STAGE_TABLE_PATTERN}
       and not exists (
         select 1 from model_versions v
         where v.id = substr(c.relname, 10)::bigint and v.status = 'building' and v.created_at > now() - interval '1 day'
