@@ -5,6 +5,7 @@
 //   timestamp = receivedAt − (sentAt − originalTimestamp)
 // puts the event on the server's clock (network latency aside) — the same formula Segment uses. The result is
 // clamped to [receivedAt − MAX_EVENT_AGE_MS, receivedAt + MAX_FUTURE_SKEW_MS].
+import { isCalendarDay } from "../iso-time.ts";
 import { MAX_EVENT_AGE_MS, MAX_FUTURE_SKEW_MS } from "./limits.ts";
 
 export interface TimestampInput {
@@ -64,11 +65,7 @@ const ISO_DATE_TIME = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9}
 export function parseIsoTimestamp(value: string): number | undefined {
   const text = value.trim();
   if (!ISO_DATE_TIME.test(text)) return undefined;
-  const year = Number(text.slice(0, 4));
-  const month = Number(text.slice(5, 7));
-  const day = Number(text.slice(8, 10));
-  // Day 0 of the next month is the last of this one (UTC: no offset or DST can move it).
-  if (month < 1 || month > 12 || day < 1 || day > new Date(Date.UTC(year, month, 0)).getUTCDate()) return undefined;
+  if (!isCalendarDay(Number(text.slice(0, 4)), Number(text.slice(5, 7)), Number(text.slice(8, 10)))) return undefined;
   const ms = Date.parse(text);
   return Number.isFinite(ms) ? ms : undefined;
 }
